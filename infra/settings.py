@@ -1,0 +1,109 @@
+"""StyleOps settings: environment variables, an optional TOML file, and the embedded store's state.
+
+Precedence (highest first): explicit arguments, environment (`STYLEOPS_*` and the standard AWS
+variables), the TOML file named by `STYLEOPS_CONFIG` (default `./styleops.toml` if present),
+then the defaults below. When no endpoint and no credentials are configured, the embedded
+SeaweedFS store started by `styleops store start` is used (its endpoint and generated
+credentials live under `<home>/store/`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get("STYLEOPS_CONFIG", "styleops.toml"))
+
+
+class Settings(BaseSettings):
+    """Everything StyleOps reads from the environment. Secrets are `SecretStr` (never logged)."""
+
+    model_config = SettingsConfigDict(env_prefix="STYLEOPS_", extra="ignore", populate_by_name=True)
+
+    home: Path = Field(default=Path("~/.styleops").expanduser(), description="State dir: embedded store, caches.")
+    bucket: str = "styleops"
+    endpoint_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("STYLEOPS_ENDPOINT_URL", "AWS_ENDPOINT_URL", "endpoint_url")
+    )
+    aws_access_key_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "aws_access_key_id")
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key")
+    )
+    region: str = Field(
+        default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "region")
+    )
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
+    vgg_weights: Path | None = Field(
+        default=None, description="Local VGG weights (.safetensors or state dict). None: look in the cache, then torchvision."
+    )
+    max_image_pixels: int = 50_000_000
+    max_image_bytes: int = 64 * 1024 * 1024
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    # ---- derived -------------------------------------------------------------------------
+    @property
+    def store_dir(self) -> Path:
+        """Where the embedded SeaweedFS keeps its data, credentials and pid."""
+        return Path(self.home).expanduser() / "store"
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.home).expanduser() / "cache"
+
+    def s3_connection(self) -> dict[str, Any]:
+        """Endpoint and credentials: the configured ones, else the embedded store's.
+
+        Returns a dict with keys endpoint_url (str | None), access_key, secret_key, region.
+        """
+        if self.endpoint_url or self.aws_access_key_id:
+            return {
+                "endpoint_url": self.endpoint_url,
+                "access_key": self.aws_access_key_id,
+                "secret_key": self.aws_secret_access_key.get_secret_value() if self.aws_secret_access_key else None,
+                "region": self.region,
+            }
+        state = self.store_dir / "state.json"
+        if state.is_file():
+            info = json.loads(state.read_text())
+            return {
+                "endpoint_url": info["endpoint_url"],
+                "access_key": info["access_key"],
+                "secret_key": info["secret_key"],
+                "region": self.region,
+            }
+        return {"endpoint_url": None, "access_key": None, "secret_key": None, "region": self.region}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings (cached; call `get_settings.cache_clear()` after changing the env)."""
+    return Settings()
