@@ -1,0 +1,75 @@
+"""Shared fixtures. The environment is isolated at import time, before anything imports Prefect.
+
+- Prefect gets a throwaway PREFECT_HOME (no analytics, generous ephemeral-server startup).
+- STYLEOPS_HOME is a throwaway directory, so no test touches ~/.styleops; STYLEOPS_CONFIG points
+  at a file that does not exist, so a developer's ./styleops.toml is not read.
+- The AWS endpoint and credential variables are removed, so no test can reach a real store.
+
+Fixtures: `embedded_store` (one SeaweedFS per session), `s3_settings` (Settings for a fresh
+bucket on it), `store` (an ObjectStore on that bucket, created and removed around the test).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_STYLEOPS_HOME = os.environ.setdefault("STYLEOPS_HOME", tempfile.mkdtemp(prefix="styleops-test-home-"))
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="styleops-test-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("STYLEOPS_CONFIG", str(Path(_STYLEOPS_HOME) / "no-such-styleops.toml"))
+for _var in (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "STYLEOPS_ENDPOINT_URL",
+):
+    os.environ.pop(_var, None)
+
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from infra.local_store import EmbeddedStore, StoreInfo  # noqa: E402
+from infra.settings import Settings  # noqa: E402
+from infra.store import ObjectStore  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def embedded_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreInfo]:
+    """One embedded SeaweedFS for the whole session, in its own state dir; stopped at the end."""
+    service = EmbeddedStore(tmp_path_factory.mktemp("embedded-store"))
+    info = service.start()
+    try:
+        yield info
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def s3_settings(embedded_store: StoreInfo, tmp_path: Path) -> Settings:
+    """Settings pointing at the session's store, with a fresh bucket name and home=tmp_path."""
+    return Settings(
+        home=tmp_path,
+        bucket="t-" + uuid.uuid4().hex[:12],
+        endpoint_url=embedded_store.endpoint_url,
+        aws_access_key_id=embedded_store.access_key,
+        aws_secret_access_key=embedded_store.secret_key,
+    )
+
+
+@pytest.fixture
+def store(s3_settings: Settings) -> Iterator[ObjectStore]:
+    """An ObjectStore on the test's own bucket (created before, deleted with its objects after)."""
+    object_store = ObjectStore.from_settings(s3_settings)
+    object_store.ensure_bucket()
+    yield object_store
+    # SeaweedFS deletes non-empty buckets (and frees their volume), keeping a long session lean.
+    object_store.client.delete_bucket(Bucket=object_store.bucket)
