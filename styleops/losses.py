@@ -1,0 +1,117 @@
+"""Perceptual losses (Johnson et al. 2016; Gatys et al. 2016).
+
+Units: features are whatever the VGG weights produce (Caffe-scale for the HED trunk, about 58x
+torchvision's ImageNet trunk), so the default weights in `LossWeights` are tuned for the HED trunk.
+Every loss returns a scalar averaged over the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from styleops.errors import InvalidInputError
+from styleops.vgg import VGGEncoder
+
+
+def gram_matrix(features: Tensor) -> Tensor:
+    """[N, C, H, W] -> [N, C, C] Gram matrices normalized by C*H*W, always computed in fp32."""
+    n, c, h, w = features.shape
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        f = features.float().reshape(n, c, h * w)
+        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
+def content_loss(features: Tensor, target: Tensor) -> Tensor:
+    """Mean squared feature difference; both [N, C, H, W]."""
+    return F.mse_loss(features.float(), target.float())
+
+
+def style_loss(features: Tensor, target_gram: Tensor) -> Tensor:
+    """Squared Frobenius distance between Gram matrices, mean over entries and batch.
+
+    `target_gram` is [1, C, C] (one artwork, broadcast) or [N, C, C].
+    """
+    gram = gram_matrix(features)
+    return ((gram - target_gram.float()) ** 2).mean()
+
+
+def total_variation(images: Tensor) -> Tensor:
+    """Anisotropic total variation of [N, C, H, W]: mean absolute difference of neighbours."""
+    dh = (images[..., 1:, :] - images[..., :-1, :]).abs().mean()
+    dw = (images[..., :, 1:] - images[..., :, :-1]).abs().mean()
+    return dh + dw
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Layer names and weights of a perceptual loss. Defaults: Johnson et al., tuned for the HED trunk."""
+
+    content_layers: Mapping[str, float] = field(default_factory=lambda: {"relu2_2": 1.0})
+    style_layers: Mapping[str, float] = field(
+        default_factory=lambda: {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}
+    )
+    content_weight: float = 1.0
+    style_weight: float = 10.0
+    tv_weight: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.content_layers and not self.style_layers:
+            raise InvalidInputError("a perceptual loss needs at least one content or style layer")
+        for name, value in {**self.content_layers, **self.style_layers}.items():
+            if value < 0:
+                raise InvalidInputError(f"layer weight for {name} must be >= 0, got {value}")
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*self.content_layers, *self.style_layers]))
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """Weighted loss terms (scalars). `total` is what gets minimized."""
+
+    total: Tensor
+    content: Tensor
+    style: Tensor
+    tv: Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {k: float(getattr(self, k).detach()) for k in ("total", "content", "style", "tv")}
+
+
+class PerceptualLoss(nn.Module):
+    """Content + style + TV loss through a frozen VGG encoder.
+
+    Usage: `grams = loss.style_targets(artwork)` once, then `loss(output, content, grams)` per step.
+    """
+
+    def __init__(self, encoder: VGGEncoder, weights: LossWeights | None = None) -> None:
+        super().__init__()
+        self.weights = weights or LossWeights()
+        missing = [n for n in self.weights.layers if n not in encoder.layers]
+        if missing:
+            raise InvalidInputError(f"encoder does not expose layers {missing} (it has {list(encoder.layers)})")
+        self.encoder = encoder
+
+    @torch.no_grad()
+    def style_targets(self, style_images: Tensor) -> dict[str, Tensor]:
+        """[S, 3, H, W] artwork(s) in [0, 1] -> {layer: Gram [S, C, C]} (fp32)."""
+        feats = self.encoder(style_images)
+        return {name: gram_matrix(feats[name]) for name in self.weights.style_layers}
+
+    def forward(self, output: Tensor, content: Tensor, style_grams: Mapping[str, Tensor]) -> LossTerms:
+        """output, content: [N, 3, H, W] in [0, 1]; style_grams from `style_targets`."""
+        w = self.weights
+        out_feats = self.encoder(output)
+        with torch.no_grad():
+            content_feats = self.encoder(content) if w.content_layers else {}
+        c = sum((lw * content_loss(out_feats[n], content_feats[n]) for n, lw in w.content_layers.items()), output.new_zeros((), dtype=torch.float32))
+        s = sum((lw * style_loss(out_feats[n], style_grams[n]) for n, lw in w.style_layers.items()), output.new_zeros((), dtype=torch.float32))
+        tv = total_variation(output.float())
+        content_term, style_term, tv_term = w.content_weight * c, w.style_weight * s, w.tv_weight * tv
+        return LossTerms(content_term + style_term + tv_term, content_term, style_term, tv_term)

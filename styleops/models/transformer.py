@@ -1,0 +1,84 @@
+"""Johnson et al. (2016) image transformation network, with Ulyanov's instance normalization.
+
+Reflection padding everywhere, two stride-2 downsamplings, residual blocks, and nearest-neighbour
+upsampling followed by a convolution (no transposed convs, so no checkerboard artefacts).
+Input and output: float images [N, 3, H, W], RGB in [0, 1] (output is not clamped while training;
+`stylize` clamps). H and W need not be multiples of 4: the net pads and crops back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NormFactory = Callable[[int], nn.Module]
+
+
+def instance_norm(channels: int) -> nn.Module:
+    """Per-sample, per-channel normalization with a learned scale and shift."""
+    return nn.InstanceNorm2d(channels, affine=True)
+
+
+class ConvNormAct(nn.Sequential):
+    """Reflection pad -> conv -> norm -> ReLU (the norm and ReLU optional)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, *, norm: NormFactory | None = instance_norm, act: bool = True) -> None:
+        layers: list[nn.Module] = [nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel, stride)]
+        if norm is not None:
+            layers.append(norm(cout))
+        if act:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """x + (conv-norm-relu-conv-norm)(x), channel count unchanged."""
+
+    def __init__(self, channels: int, norm: NormFactory = instance_norm) -> None:
+        super().__init__()
+        self.body = nn.Sequential(ConvNormAct(channels, channels, 3, norm=norm), ConvNormAct(channels, channels, 3, norm=norm, act=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class UpsampleConv(nn.Module):
+    """Nearest-neighbour x2 upsampling then ConvNormAct."""
+
+    def __init__(self, cin: int, cout: int, norm: NormFactory = instance_norm) -> None:
+        super().__init__()
+        self.conv = ConvNormAct(cin, cout, 3, norm=norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class TransformerNet(nn.Module):
+    """The feed-forward stylization network.
+
+    `channels` is the width of the first layer (Johnson: 32; 16 is a fast "slim" variant that
+    runs ~3x faster on CPU); the bottleneck has 4x that many channels.
+    """
+
+    def __init__(self, channels: int = 32, n_residual: int = 5, norm: NormFactory = instance_norm) -> None:
+        super().__init__()
+        c = channels
+        self.channels, self.n_residual = channels, n_residual
+        self.encoder = nn.Sequential(ConvNormAct(3, c, 9, norm=norm), ConvNormAct(c, 2 * c, 3, 2, norm=norm), ConvNormAct(2 * c, 4 * c, 3, 2, norm=norm))
+        self.residuals = nn.Sequential(*[ResidualBlock(4 * c, norm) for _ in range(n_residual)])
+        self.decoder = nn.Sequential(UpsampleConv(4 * c, 2 * c, norm), UpsampleConv(2 * c, c, norm), ConvNormAct(c, 3, 9, norm=None, act=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[N, 3, H, W] in [0, 1] -> [N, 3, H, W] (unclamped)."""
+        h, w = x.shape[-2:]
+        pad_h, pad_w = (-h) % 4, (-w) % 4
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "replicate")
+        y = self.decoder(self.residuals(self.encoder(x)))
+        return y[..., :h, :w]
+
+    def config(self) -> dict[str, int]:
+        """Constructor arguments (saved in model cards so weights can be rebuilt)."""
+        return {"channels": self.channels, "n_residual": self.n_residual}

