@@ -1,0 +1,312 @@
+"""Model registry: safetensors weights and JSON cards in the store, a Delta table of events.
+
+Layout (DESIGN.md):
+    models/<family>/<name>/<version>/weights.safetensors   claimed first, with If-None-Match
+    models/<family>/<name>/<version>/card.json             written last: a version exists once its card does
+    models/<family>/<name>/PRODUCTION                      {"version", "promoted_at", "reason"}, If-Match
+    registry/                                              Delta table: "registered" and "promoted" events
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import safetensors
+
+from infra.delta import StoreDeltaTable
+from infra.store import IntegrityError, ObjectInfo, ObjectNotFoundError, ObjectStore, PreconditionFailedError
+
+FAMILIES = ("per-style", "multi-style", "inverse", "adain")
+PRODUCTION_ALIASES = (None, "production")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_VERSION = re.compile(r"v\d{4,}")
+_MAX_CLAIMS = 1000
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("event", pa.string(), nullable=False),
+        pa.field("family", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("version", pa.string(), nullable=False),
+        pa.field("sha256", pa.string()),
+        pa.field("size", pa.int64()),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("metrics_json", pa.string()),
+        pa.field("card_json", pa.string()),
+        pa.field("reason", pa.string()),
+    ]
+)
+
+
+class RegistryError(Exception):
+    """Base class of registry errors (bad names, integrity failures)."""
+
+
+class ModelNotFoundError(RegistryError, KeyError):
+    """No such model, version or production pointer."""
+
+
+class UnsafeWeightsError(RegistryError):
+    """Bytes that are not a valid safetensors file (a pickle, say): never loaded."""
+
+
+class WeightsIntegrityError(RegistryError):
+    """Weights whose sha256 differs from the one in their card."""
+
+
+class PromotionConflictError(RegistryError):
+    """The PRODUCTION pointer changed while promoting: re-evaluate, then promote again."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    family: str
+    name: str
+    version: str
+    weights_key: str
+    card_key: str
+    sha256: str
+    size: int
+    created_at: datetime
+
+
+class ModelRegistry:
+    """Versioned models of the four families, in one bucket."""
+
+    def __init__(self, store: ObjectStore, *, table_prefix: str = "registry") -> None:
+        self.store = store
+        self._events = StoreDeltaTable(store, table_prefix, EVENTS_SCHEMA)
+
+    # ---- writes -------------------------------------------------------------------------------
+    def register(self, family: str, name: str, weights: bytes, card: dict[str, Any]) -> ModelVersion:
+        """Store `weights` as the next version (v0001, v0002, ...) with `card` plus its identity."""
+        base = _model_prefix(family, name)
+        check_safetensors(weights)
+        _to_json(card)  # fail before claiming a version
+        sha256 = hashlib.sha256(weights).hexdigest()
+        version = self._claim_version(base, weights)
+        created_at = datetime.now(UTC)
+        full_card = {
+            **card,
+            "family": family,
+            "name": name,
+            "version": version,
+            "weights_sha256": sha256,
+            "weights_size": len(weights),
+            "created_at": created_at.isoformat(),
+        }
+        card_key = _card_key(base, version)
+        self.store.put(card_key, _to_json(full_card), content_type="application/json", if_none_match=True)
+        self._append_event("registered", family, name, version, card=full_card, at=created_at)
+        return _model_version(family, name, full_card)
+
+    def promote(self, family: str, name: str, version: str, *, reason: str = "") -> None:
+        """Point PRODUCTION at `version`; PromotionConflictError if another promotion got there first."""
+        card = self.card(family, name, version)
+        key = _model_prefix(family, name) + "PRODUCTION"
+        current = self._pointer(key)
+        promoted_at = datetime.now(UTC)
+        body = _to_json({"version": version, "promoted_at": promoted_at.isoformat(), "reason": reason})
+        try:
+            if current is None:
+                self.store.put(key, body, content_type="application/json", if_none_match=True)
+            else:
+                self.store.put(key, body, content_type="application/json", if_match=current[1])
+        except PreconditionFailedError as exc:
+            raise PromotionConflictError(f"{family}/{name}: PRODUCTION changed while promoting {version}") from exc
+        self._append_event("promoted", family, name, version, card=card, at=promoted_at, reason=reason)
+
+    # ---- reads --------------------------------------------------------------------------------
+    def names(self, family: str) -> list[str]:
+        """Model names of `family` with at least one version."""
+        prefix = f"models/{_check_family(family)}/"
+        cards = (info.key for info in self.store.list(prefix) if info.key.endswith("/card.json"))
+        return sorted({key[len(prefix) :].split("/")[0] for key in cards})
+
+    def versions(self, family: str, name: str) -> list[ModelVersion]:
+        """Registered versions, oldest first."""
+        return [_model_version(family, name, self.card(family, name, v)) for v in self._version_ids(family, name)]
+
+    def card(self, family: str, name: str, version: str) -> dict[str, Any]:
+        """The stored card of a version."""
+        key = _card_key(_model_prefix(family, name), _check_version(version))
+        try:
+            return self.store.get_json(key)
+        except ObjectNotFoundError as exc:
+            raise ModelNotFoundError(f"no version {version} of {family}/{name}") from exc
+
+    def weights_bytes(self, family: str, name: str, version: str) -> bytes:
+        """The weights of a version, checked to be safetensors and to match the card's sha256."""
+        card = self.card(family, name, version)
+        key = _weights_key(_model_prefix(family, name), version)
+        try:
+            data = self.store.get_bytes(key)
+        except ObjectNotFoundError as exc:
+            raise ModelNotFoundError(f"{self.store.uri(key)} is missing") from exc
+        except IntegrityError as exc:
+            raise WeightsIntegrityError(str(exc)) from exc
+        check_safetensors(data)
+        sha256 = hashlib.sha256(data).hexdigest()
+        if sha256 != card["weights_sha256"]:
+            recorded = card["weights_sha256"]
+            raise WeightsIntegrityError(f"{self.store.uri(key)}: sha256 {sha256} but the card says {recorded}")
+        return data
+
+    def production(self, family: str, name: str) -> str | None:
+        """The promoted version, None if none was promoted."""
+        pointer = self._pointer(_model_prefix(family, name) + "PRODUCTION")
+        return None if pointer is None else pointer[0]["version"]
+
+    def resolve(self, family: str, name: str, version: str | None = None) -> str:
+        """None or "production" -> the promoted version; "latest" -> the newest; "vNNNN" -> checked to exist."""
+        if version in PRODUCTION_ALIASES:
+            promoted = self.production(family, name)
+            if promoted is None:
+                raise ModelNotFoundError(
+                    f"{family}/{name} has no production version: promote one, or ask for 'latest' or a version"
+                )
+            return promoted
+        if version == "latest":
+            ids = self._version_ids(family, name)
+            if not ids:
+                raise ModelNotFoundError(f"{family}/{name} has no versions")
+            return ids[-1]
+        self.card(family, name, version)
+        return version
+
+    def events(self) -> pd.DataFrame:
+        """The registry table: one row per registration and promotion, oldest first."""
+        return self._events.read_arrow().sort_by("created_at").to_pandas()
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _version_ids(self, family: str, name: str) -> list[str]:
+        """Versions with a card (complete registrations), oldest first."""
+        return _sorted_versions(self.store.list(_model_prefix(family, name)), suffix="/card.json")
+
+    def _claim_version(self, base: str, weights: bytes) -> str:
+        """Write the weights under the first free version number; a lost race moves on to the next."""
+        taken = _sorted_versions(self.store.list(base))
+        number = int(taken[-1][1:]) if taken else 0
+        for _ in range(_MAX_CLAIMS):
+            number += 1
+            version = f"v{number:04d}"
+            try:
+                key = _weights_key(base, version)
+                self.store.put(key, weights, content_type="application/octet-stream", if_none_match=True)
+                return version
+            except PreconditionFailedError:
+                continue
+        raise RegistryError(f"no free version under {base} after {_MAX_CLAIMS} tries")
+
+    def _pointer(self, key: str) -> tuple[dict[str, Any], str] | None:
+        """The PRODUCTION document and its etag, None if absent."""
+        try:
+            result = self.store.get(key)
+        except ObjectNotFoundError:
+            return None
+        return json.loads(result.data), result.etag
+
+    def _append_event(
+        self,
+        event: str,
+        family: str,
+        name: str,
+        version: str,
+        *,
+        card: dict[str, Any],
+        at: datetime,
+        reason: str | None = None,
+    ) -> None:
+        row = {
+            "event": event,
+            "family": family,
+            "name": name,
+            "version": version,
+            "sha256": card["weights_sha256"],
+            "size": card["weights_size"],
+            "created_at": at,
+            "metrics_json": json.dumps(card.get("metrics", {}), sort_keys=True),
+            "card_json": json.dumps(card, sort_keys=True) if event == "registered" else None,
+            "reason": reason,
+        }
+        self._events.append(pa.Table.from_pylist([row], schema=EVENTS_SCHEMA))
+
+
+def check_safetensors(data: bytes) -> None:
+    """Raise UnsafeWeightsError unless `data` is a complete safetensors file with tensors."""
+    try:
+        tensors = safetensors.deserialize(data)
+    except safetensors.SafetensorError as exc:
+        raise UnsafeWeightsError(f"not a safetensors file: {exc}") from exc
+    if not tensors:
+        raise UnsafeWeightsError("safetensors file holds no tensors")
+
+
+def _check_family(family: str) -> str:
+    if family not in FAMILIES:
+        raise RegistryError(f"family must be one of {FAMILIES}, got {family!r}")
+    return family
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise RegistryError(f"model name must match {_NAME.pattern}, got {name!r}")
+    return name
+
+
+def _check_version(version: str) -> str:
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise RegistryError(f"version must look like v0001, got {version!r}")
+    return version
+
+
+def _model_prefix(family: str, name: str) -> str:
+    return f"models/{_check_family(family)}/{_check_name(name)}/"
+
+
+def _weights_key(base: str, version: str) -> str:
+    return f"{base}{version}/weights.safetensors"
+
+
+def _card_key(base: str, version: str) -> str:
+    return f"{base}{version}/card.json"
+
+
+def _sorted_versions(infos: Iterable[ObjectInfo], *, suffix: str = "") -> list[str]:
+    """Distinct version directories among listed objects (those with `suffix`), numerically."""
+    found = set()
+    for info in infos:
+        parts = info.key.split("/")
+        if len(parts) == 5 and _VERSION.fullmatch(parts[3]) and info.key.endswith(suffix):
+            found.add(parts[3])
+    return sorted(found, key=lambda v: int(v[1:]))
+
+
+def _model_version(family: str, name: str, card: dict[str, Any]) -> ModelVersion:
+    base = _model_prefix(family, name)
+    version = card["version"]
+    return ModelVersion(
+        family=family,
+        name=name,
+        version=version,
+        weights_key=_weights_key(base, version),
+        card_key=_card_key(base, version),
+        sha256=card["weights_sha256"],
+        size=card["weights_size"],
+        created_at=datetime.fromisoformat(card["created_at"]),
+    )
+
+
+def _to_json(obj: Any) -> bytes:
+    try:
+        return json.dumps(obj, sort_keys=True, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise RegistryError(f"card is not JSON: {exc}") from exc
