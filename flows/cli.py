@@ -176,11 +176,12 @@ def stylize(
     shard_size: int = typer.Option(64),
     batch_size: int = typer.Option(4),
     metrics: bool = typer.Option(True, help="Measure content/style loss per image."),
+    retry_failed: bool = typer.Option(False, help="Also retry images that failed for good before (undecodable, too large)."),
 ) -> None:
     """Stylize a catalog; images already done with this model and settings are skipped."""
     from flows.stylize_catalog import stylize_catalog
 
-    s = _run(stylize_catalog, catalog=catalog, style=style, model_version=version, max_side=max_side, format=format, quality=quality, shard_size=shard_size, batch_size=batch_size, metrics=metrics)
+    s = _run(stylize_catalog, catalog=catalog, style=style, model_version=version, max_side=max_side, format=format, quality=quality, shard_size=shard_size, batch_size=batch_size, metrics=metrics, retry_failed=retry_failed)
     console.print(_table(f"stylized {s['catalog']} with {s['style']} {s['model_version']}", s))
     if s["failed"]:
         raise typer.Exit(2)

@@ -32,13 +32,13 @@ def check_params(params: StylizeParams) -> None:
 
 
 @flow(name="stylize-catalog", task_runner=ThreadPoolTaskRunner(max_workers=2))
-def stylize_catalog(catalog: str, style: str, model_version: str | None = None, max_side: int | None = 1024, format: str = "jpeg", quality: int = 90, shard_size: int = 64, batch_size: int = 4, metrics: bool = True) -> dict[str, Any]:
+def stylize_catalog(catalog: str, style: str, model_version: str | None = None, max_side: int | None = 1024, format: str = "jpeg", quality: int = 90, shard_size: int = 64, batch_size: int = 4, metrics: bool = True, retry_failed: bool = False) -> dict[str, Any]:
     """List -> plan (skip what the manifest has) -> stylize shards in parallel -> record -> report."""
     params = StylizeParams(max_side=max_side, format=format.lower(), quality=quality)
     check_params(params)
     prefix = catalog_prefix(catalog)
     version = resolve_model_task(style, model_version)
-    plan = plan_catalog_task(prefix, style, version, params.hash, shard_size)
+    plan = plan_catalog_task(prefix, style, version, params.hash, shard_size, retry_failed)
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid4().hex[:6]}"
     futures = [
         stylize_shard_task.submit(f"{run_id}-s{i:04d}", shard, run_id, prefix, style, version, params.to_dict(), batch_size, metrics)
@@ -47,7 +47,7 @@ def stylize_catalog(catalog: str, style: str, model_version: str | None = None, 
     counts = [f.result() for f in futures]
     summary = {
         "run_id": run_id, "catalog": prefix, "style": style, "model_version": version, "params_hash": params.hash,
-        "images": plan["total"], "already_done": plan["done"], "shards": len(plan["shards"]),
+        "images": plan["total"], "already_done": plan["done"], "known_bad": plan["known_bad"], "shards": len(plan["shards"]),
         "ok": sum(c["ok"] for c in counts), "failed": sum(c["failed"] for c in counts),
     }
     if counts:

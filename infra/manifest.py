@@ -51,6 +51,7 @@ MANIFEST_SCHEMA = pa.schema(
     ]
 )
 STATUSES = ("ok", "failed", "skipped")
+PERMANENT_ERRORS = ("decode_error", "too_large", "unsupported_image")  # styleops.errors ImageError classes
 PARTITION_BY = ("run_id",)
 _REQUIRED = [f.name for f in MANIFEST_SCHEMA if not f.nullable]
 
@@ -95,12 +96,20 @@ class ManifestTable:
 
     def completed(self, *, catalog: str, style: str, model_version: str, params_hash: str) -> dict[str, str]:
         """image_key -> input_etag of the latest `ok` row of that catalog, style, model and params."""
+        return self._latest(catalog, style, model_version, params_hash, [("status", "=", "ok")])
+
+    def failed_permanently(self, *, catalog: str, style: str, model_version: str, params_hash: str) -> dict[str, str]:
+        """image_key -> input_etag of `failed` rows whose error cannot go away without new bytes
+        (decode errors, size caps): retrying the same etag would only add another failed row."""
+        return self._latest(catalog, style, model_version, params_hash, [("status", "=", "failed"), ("error_class", "in", list(PERMANENT_ERRORS))])
+
+    def _latest(self, catalog: str, style: str, model_version: str, params_hash: str, extra: Filters) -> dict[str, str]:
         filters = [
             ("catalog", "=", catalog),
             ("style", "=", style),
             ("model_version", "=", model_version),
             ("params_hash", "=", params_hash),
-            ("status", "=", "ok"),
+            *extra,
         ]
         done = self.read_arrow(filters=filters, columns=["image_key", "input_etag", "finished_at"])
         done = done.filter(pc.is_valid(done["input_etag"]))

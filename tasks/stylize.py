@@ -19,7 +19,7 @@ from prefect.runtime import flow_run, task_run
 
 from infra.progress import progress
 from infra.settings import get_settings
-from infra.store import ObjectStore, PreconditionFailedError, StoreError
+from infra.store import GetResult, ObjectStore, PreconditionFailedError, PutResult, StoreError, validate_key
 from infra.version import code_version
 from styleops.errors import ImageError
 from styleops.imageio import content_type, decode_image, encode_image, sha256_hex, to_float, to_uint8
@@ -49,9 +49,11 @@ class StylizeParams:
 
 def catalog_prefix(catalog: str) -> str:
     """`demo`, `catalog/demo` or `catalog/demo/` -> `catalog/demo/`."""
-    name = catalog.strip("/").removeprefix("catalog/")
+    name = catalog.strip("/")
+    name = "" if name == "catalog" else name.removeprefix("catalog/")  # "catalog/" is the root, not a set
     if not name or "/" in name:
         raise ValueError(f"a catalog is a set name under catalog/, e.g. 'shop' for catalog/shop/; got {catalog!r}")
+    validate_key(name)  # InvalidKeyError (a ValueError) for '.', '..', backslashes, control characters
     return f"catalog/{name}/"
 
 
@@ -64,13 +66,17 @@ def output_key(image_key: str, catalog: str, style: str, model_version: str, par
 
 
 @task(name="plan-catalog")
-def plan_catalog_task(catalog: str, style: str, model_version: str, params_hash: str, shard_size: int) -> dict[str, Any]:
-    """List the catalog, drop images already `ok` for this style/model/params with the same etag,
-    and cut the rest into shards of `shard_size` [(key, etag, size), ...]."""
+def plan_catalog_task(catalog: str, style: str, model_version: str, params_hash: str, shard_size: int, retry_failed: bool = False) -> dict[str, Any]:
+    """List the catalog, drop images already `ok` for this style/model/params with the same etag
+    (and, unless `retry_failed`, those that failed for good: undecodable or too large), and cut
+    the rest into shards of `shard_size` [(key, etag, size), ...]."""
     prefix = catalog_prefix(catalog)
-    done = common.manifest().completed(catalog=prefix, style=style, model_version=model_version, params_hash=params_hash)
+    table = common.manifest()
+    which = {"catalog": prefix, "style": style, "model_version": model_version, "params_hash": params_hash}
+    done = table.completed(**which)
+    known_bad = {} if retry_failed else table.failed_permanently(**which)
     shards: list[list[tuple[str, str, int]]] = [[]]
-    total = skipped_done = ignored = 0
+    total = skipped_done = skipped_bad = ignored = 0
     for info in common.store().list(prefix):
         if not common.is_image_key(info.key):
             ignored += 1
@@ -79,12 +85,16 @@ def plan_catalog_task(catalog: str, style: str, model_version: str, params_hash:
         if done.get(info.key) == info.etag:
             skipped_done += 1
             continue
+        if known_bad.get(info.key) == info.etag:
+            skipped_bad += 1
+            continue
         if len(shards[-1]) >= shard_size:
             shards.append([])
         shards[-1].append((info.key, info.etag, info.size))
     shards = [s for s in shards if s]
-    common.logger().info("catalog %s: %d images, %d already done, %d to do in %d shards (%d non-image keys ignored)", prefix, total, skipped_done, total - skipped_done, len(shards), ignored)
-    return {"catalog": prefix, "total": total, "done": skipped_done, "todo": total - skipped_done, "ignored": ignored, "shards": shards}
+    todo = total - skipped_done - skipped_bad
+    common.logger().info("catalog %s: %d images, %d already done, %d known bad, %d to do in %d shards (%d non-image keys ignored)", prefix, total, skipped_done, skipped_bad, todo, len(shards), ignored)
+    return {"catalog": prefix, "total": total, "done": skipped_done, "known_bad": skipped_bad, "todo": todo, "ignored": ignored, "shards": shards}
 
 
 @dataclass
@@ -124,7 +134,8 @@ def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id:
 
     A bad image becomes a `failed` row with its reason; the shard goes on. Outputs are written
     with a conditional put: an existing output with the same bytes is accepted, different bytes
-    are never overwritten.
+    are never overwritten, except this pipeline's own output for the same image key made from
+    other input bytes (the catalog image changed), which is replaced with If-Match.
     """
     settings = get_settings()
     p = StylizeParams(**params)
@@ -176,23 +187,41 @@ def _failed_row(base: dict[str, Any], f: Fetched) -> dict[str, Any]:
 
 
 def _upload(st: ObjectStore, base: dict[str, Any], f: Fetched, y: torch.Tensor, data: bytes, losses: tuple, p: StylizeParams) -> dict[str, Any]:
-    """Write one output (never overwriting different bytes) and return its manifest row."""
+    """Write one output (never overwriting different bytes, but our own stale one) and return its manifest row."""
     out_key = output_key(f.key, base["catalog"], base["style"], base["model_version"], p)
     row = {**base, "image_key": f.key, "input_etag": f.etag, "input_sha256": f.sha256, "bytes_in": f.size,
            "width": f.pixels.shape[-1], "height": f.pixels.shape[-2], "output_key": out_key,
            "out_width": y.shape[-1], "out_height": y.shape[-2], "content_loss": losses[0], "style_loss": losses[1], "started_at": f.started_at}
+    meta = {"source-key": _ascii(f.key), "source-sha256": str(f.sha256), "model-version": base["model_version"]}
     try:
-        put = st.put(out_key, data, content_type=content_type(p.format), if_none_match=True, metadata={"source-key": _ascii(f.key), "model-version": base["model_version"]})
+        put = st.put(out_key, data, content_type=content_type(p.format), if_none_match=True, metadata=meta)
         row.update(status="ok", output_sha256=put.sha256, bytes_out=put.size)
     except PreconditionFailedError:
         existing = st.get(out_key)
         same = existing.sha256 == sha256_hex(data)
-        row.update(status="ok" if same else "failed", output_sha256=existing.sha256, bytes_out=existing.size,
-                   error_class=None if same else "output_conflict", error=None if same else f"{out_key} exists with different bytes; not overwritten")
+        replaced = None if same else _replace_stale(st, existing, data, p, meta)
+        if replaced is not None:
+            row.update(status="ok", output_sha256=replaced.sha256, bytes_out=replaced.size)
+        else:
+            row.update(status="ok" if same else "failed", output_sha256=existing.sha256, bytes_out=existing.size,
+                       error_class=None if same else "output_conflict", error=None if same else f"{out_key} exists with different bytes; not overwritten")
     except StoreError as exc:
         row.update(status="failed", error_class="store_error", error=str(exc)[:500])
     row.update(duration_ms=(time.perf_counter() - f.t0) * 1e3, finished_at=datetime.now(UTC))
     return row
+
+
+def _replace_stale(st: ObjectStore, existing: GetResult, data: bytes, p: StylizeParams, meta: dict[str, str]) -> PutResult | None:
+    """Replace `existing` when it is this pipeline's output for the same source key made from other
+    input bytes (the catalog image changed since); None, touching nothing, for anything else
+    (no such metadata: someone else's object) or when it changed meanwhile (If-Match)."""
+    recorded = existing.metadata.get("source-sha256")
+    if existing.metadata.get("source-key") != meta["source-key"] or recorded in (None, meta["source-sha256"]):
+        return None
+    try:
+        return st.put(existing.key, data, content_type=content_type(p.format), if_match=existing.etag, metadata=meta)
+    except PreconditionFailedError:
+        return None
 
 
 def _ascii(text: str) -> str:

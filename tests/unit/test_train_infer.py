@@ -100,3 +100,32 @@ def test_engine_max_side_keeps_aspect_ratio() -> None:
     engine = InferenceEngine(TransformerNet(channels=4, n_residual=1), device="cpu", max_side=50)
     (out,) = engine.stylize([torch.zeros(3, 80, 200, dtype=torch.uint8)])
     assert out.shape == (3, 20, 50)
+
+
+def test_skip_variant_starts_as_identity_and_stays_in_range() -> None:
+    net = TransformerNet(channels=4, n_residual=1, skip=True)
+    x = torch.rand(1, 3, 20, 28).clamp(0.01, 0.99)
+    torch.testing.assert_close(net(x), x, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p))
+    y = net(torch.rand(1, 3, 20, 28))
+    assert y.min() >= 0 and y.max() <= 1
+
+
+def test_safetensors_round_trip_rebuilds_the_same_network(tmp_path: Path) -> None:
+    from styleops.errors import InvalidInputError
+    from styleops.serialize import from_safetensors, read_metadata, to_safetensors
+
+    torch.manual_seed(1)
+    net = TransformerNet(channels=4, n_residual=2, skip=True).eval()
+    blob = to_safetensors(net.state_dict(), "TransformerNet", net.config())
+    assert read_metadata(blob)["architecture"] == "TransformerNet"
+    again = from_safetensors(blob)
+    assert again.config() == net.config()
+    x = torch.rand(1, 3, 16, 16)
+    torch.testing.assert_close(again(x), net(x), atol=0, rtol=0)
+    pickled = tmp_path / "w.pt"
+    torch.save(net.state_dict(), pickled)
+    with pytest.raises(InvalidInputError):
+        from_safetensors(pickled.read_bytes())

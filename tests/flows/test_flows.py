@@ -1,0 +1,76 @@
+"""The runbook end to end under a Prefect test harness: train -> stylize (twice) -> report.
+
+One test on purpose: every flow run costs seconds against the ephemeral Prefect server.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flows.report import write_report
+from flows.stylize_catalog import stylize_catalog
+from flows.train_style import train_style
+from styleops.imageio import decode_image
+from styleops.train import TrainConfig
+from tasks import common
+from tasks.stylize import StylizeParams
+from tests.flows.conftest import CATALOG_PREFIX, PipelineEnv
+
+pytestmark = [pytest.mark.integration, pytest.mark.flow]
+
+TINY = {"steps": 2, "batch_size": 1, "image_size": 32, "style_size": 64, "channels": 4, "n_residual": 1, "log_every": 1,
+        "loss": {"content_layers": {"relu2_2": 1.0}, "style_layers": {"relu1_2": 1.0, "relu2_2": 1.0}}}
+CELL, GAP = 64, 4  # styleops.contact_sheet: gap defaults to 4; write_report passes its cell through
+
+
+def test_train_stylize_twice_and_report(pipeline_env: PipelineEnv, tmp_path: Path) -> None:
+    env = pipeline_env
+    broken, empty = CATALOG_PREFIX + "broken.jpg", CATALOG_PREFIX + "empty.png"
+    env.store.put(broken, b"\xff\xd8\xff\xe0 truncated JPEG header and then nothing")
+    env.store.put(empty, b"")
+    env.store.put(CATALOG_PREFIX + "README.txt", b"not an image: ignored")
+
+    trained = train_style(artwork_key="artwork/monet/monet.jpg", content_prefix=CATALOG_PREFIX, config=TINY)
+    assert (trained["style"], trained["version"], trained["promoted"]) == ("monet", "v0001", True)
+    card = common.registry().card("per-style", "monet", "v0001")
+    assert card["train_config"] == TrainConfig.from_dict({**TrainConfig().to_dict(), **TINY}).to_dict()
+    assert card["content_images"] == 8  # the undecodable ones are downloaded but skipped by the trainer
+
+    params = StylizeParams(max_side=64)
+    expected = {"catalog": CATALOG_PREFIX, "style": "monet", "model_version": "v0001", "params_hash": params.hash}
+    first = stylize_catalog(catalog="demo", style="monet", max_side=64, shard_size=4)
+    assert first.pop("run_id")
+    assert first == {**expected, "images": 8, "already_done": 0, "known_bad": 0, "shards": 2, "ok": 6, "failed": 2}
+
+    rows = common.manifest().read(filters=[("catalog", "=", CATALOG_PREFIX)])
+    assert len(rows) == 8 and rows["run_id"].nunique() == 1 and rows["shard_id"].nunique() == 2
+    assert set(rows["flow_run_id"]) != {""}  # recorded from the Prefect run context
+    ok = rows[rows.status == "ok"]
+    assert sorted(ok.image_key) == env.catalog_keys
+    assert all(math.isfinite(v) for v in [*ok.content_loss, *ok.style_loss])
+    assert sorted(rows[rows.status == "failed"].image_key) == [broken, empty]
+    assert set(rows[rows.status == "failed"].error_class) == {"decode_error"}
+
+    second = stylize_catalog(catalog="demo", style="monet", max_side=64, shard_size=4)
+    second.pop("run_id")
+    assert second == {**expected, "images": 8, "already_done": 6, "known_bad": 2, "shards": 0, "ok": 0, "failed": 0}
+    assert len(common.manifest().read(filters=[("catalog", "=", CATALOG_PREFIX)])) == 8  # no new rows
+
+    out = tmp_path / "report"
+    index = write_report(out, "demo", ["monet"], cell=CELL)
+    assert index == out / "index.html"
+    page = index.read_text(encoding="utf-8")
+    for key in [*env.catalog_keys, broken, empty]:
+        assert key in page
+    for r in ok.itertuples():
+        assert r.output_key in page
+    assert "README.txt" not in page
+    sheet = decode_image((out / "contact_sheet.png").read_bytes()).pixels
+    n_rows, n_cols = 8, 1 + 1  # every catalog image (the broken ones too) x (input + one style)
+    assert tuple(sheet.shape) == (3, GAP + n_rows * (CELL + GAP), GAP + n_cols * (CELL + GAP))
+    csv = pd.read_csv(out / "manifest.csv")
+    assert len(csv) == 8 and set(csv["status"]) == {"ok", "failed"}
