@@ -6,12 +6,13 @@ import os
 import socket
 import time
 from itertools import islice
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from prefect import task
@@ -28,6 +29,9 @@ from styleops.losses import LossWeights
 from styleops.metrics import StyleMetrics
 from styleops.device import resolve_device
 from tasks import common
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,17 @@ def _fetch(st: ObjectStore, item: tuple[str, str, int], limits: tuple[int, int])
     return f
 
 
+def _prefetch(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[R]:
+    """`map(fn, items)` in the pool, in order, with at most `depth` results waiting in memory."""
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def _chunks(items: Iterable[Fetched], n: int) -> Iterator[list[Fetched]]:
     it = iter(items)
     while chunk := list(islice(it, n)):
@@ -160,8 +175,8 @@ def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id:
     bar = f"stylize:{style}:{shard_id}"
     progress().start(bar, f"stylize {style} {shard_id}", len(items))
     with ThreadPoolExecutor(max_workers=4) as pool:
-        fetched = pool.map(lambda it: _fetch(st, it, limits), items)  # lazy, runs ahead in the pool
-        uploads = []
+        fetched = _prefetch(pool, lambda it: _fetch(st, it, limits), items, depth=2 * batch_size)
+        uploads: deque[Future[dict[str, Any]]] = deque()
         for chunk in _chunks(fetched, batch_size):
             rows.extend(_failed_row(base, f) for f in chunk if f.error is not None)
             good = [f for f in chunk if f.error is None]
@@ -170,6 +185,8 @@ def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id:
                 losses = meter.measure(x, y) if meter else (None, None)
                 data = encode_image(to_uint8(y), p.format, quality=p.quality)
                 uploads.append(pool.submit(_upload, st, base, f, y, data, losses, p))
+            while len(uploads) > 2 * batch_size:  # bounded: memory stays flat however big the shard
+                rows.append(uploads.popleft().result())
             progress().advance(bar, len(chunk))
         rows.extend(u.result() for u in uploads)
     progress().finish(bar)
@@ -194,21 +211,27 @@ def _upload(st: ObjectStore, base: dict[str, Any], f: Fetched, y: torch.Tensor, 
            "out_width": y.shape[-1], "out_height": y.shape[-2], "content_loss": losses[0], "style_loss": losses[1], "started_at": f.started_at}
     meta = {"source-key": _ascii(f.key), "source-sha256": str(f.sha256), "model-version": base["model_version"]}
     try:
-        put = st.put(out_key, data, content_type=content_type(p.format), if_none_match=True, metadata=meta)
-        row.update(status="ok", output_sha256=put.sha256, bytes_out=put.size)
-    except PreconditionFailedError:
-        existing = st.get(out_key)
-        same = existing.sha256 == sha256_hex(data)
-        replaced = None if same else _replace_stale(st, existing, data, p, meta)
-        if replaced is not None:
-            row.update(status="ok", output_sha256=replaced.sha256, bytes_out=replaced.size)
-        else:
-            row.update(status="ok" if same else "failed", output_sha256=existing.sha256, bytes_out=existing.size,
-                       error_class=None if same else "output_conflict", error=None if same else f"{out_key} exists with different bytes; not overwritten")
-    except StoreError as exc:
+        row.update(_write_output(st, out_key, data, p, meta))
+    except StoreError as exc:  # also when reading the existing object fails
         row.update(status="failed", error_class="store_error", error=str(exc)[:500])
     row.update(duration_ms=(time.perf_counter() - f.t0) * 1e3, finished_at=datetime.now(UTC))
     return row
+
+
+def _write_output(st: ObjectStore, out_key: str, data: bytes, p: StylizeParams, meta: dict[str, str]) -> dict[str, Any]:
+    """Conditional put of one output; the status/sha/size fields of its manifest row."""
+    try:
+        put = st.put(out_key, data, content_type=content_type(p.format), if_none_match=True, metadata=meta)
+        return {"status": "ok", "output_sha256": put.sha256, "bytes_out": put.size}
+    except PreconditionFailedError:
+        existing = st.get(out_key)
+    if existing.sha256 == sha256_hex(data):
+        return {"status": "ok", "output_sha256": existing.sha256, "bytes_out": existing.size}
+    replaced = _replace_stale(st, existing, data, p, meta)
+    if replaced is not None:
+        return {"status": "ok", "output_sha256": replaced.sha256, "bytes_out": replaced.size}
+    return {"status": "failed", "output_sha256": existing.sha256, "bytes_out": existing.size,
+            "error_class": "output_conflict", "error": f"{out_key} exists with different bytes; not overwritten"}
 
 
 def _replace_stale(st: ObjectStore, existing: GetResult, data: bytes, p: StylizeParams, meta: dict[str, str]) -> PutResult | None:
