@@ -17,8 +17,10 @@ from rich.table import Table
 app = typer.Typer(help="StyleOps: neural style transfer as a batch pipeline (Prefect + S3 + Delta).", no_args_is_help=True, pretty_exceptions_show_locals=False)
 store_app = typer.Typer(help="The embedded SeaweedFS object store (used when no AWS_ENDPOINT_URL/credentials are set).", no_args_is_help=True)
 weights_app = typer.Typer(help="VGG loss-network weights.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 app.add_typer(weights_app, name="weights")
+app.add_typer(models_app, name="models")
 console = Console()
 
 
@@ -124,6 +126,42 @@ def weights_install() -> None:
     console.print(f"VGG16 weights ready: {path}")
 
 
+# ---- models --------------------------------------------------------------------------------
+@models_app.command("list")
+def models_list(family: str = typer.Option("per-style")) -> None:
+    """Every registered version of a family, with its production marker and final losses."""
+    from tasks.common import registry
+
+    with _runtime():
+        reg = registry()
+        table = Table(title=f"models/{family}")
+        for col in ("name", "version", "production", "steps", "content", "style", "sha256", "created"):
+            table.add_column(col)
+        for name in reg.names(family):
+            prod = reg.production(family, name)
+            for mv in reg.versions(family, name):
+                m = reg.card(family, name, mv.version).get("metrics", {})
+                table.add_row(name, mv.version, "*" if mv.version == prod else "", str(m.get("steps", "")), f"{m.get('content', 0):,.0f}", f"{m.get('style', 0):,.0f}", mv.sha256[:12], f"{mv.created_at:%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
+@models_app.command("export")
+def models_export(style: str, out: Path = typer.Option(..., help="Directory for <style>.safetensors and <style>.card.json."), version: str | None = typer.Option(None, help="Default: production."), family: str = typer.Option("per-style")) -> None:
+    """Copy a registered model out of the store (weights + card)."""
+    import json
+
+    from tasks.common import registry
+
+    with _runtime():
+        reg = registry()
+        v = reg.resolve(family, style, version)
+        blob, card = reg.weights_bytes(family, style, v), reg.card(family, style, v)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{style}.safetensors").write_bytes(blob)
+    (out / f"{style}.card.json").write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")
+    console.print(f"{family}/{style} {v} -> {out}")
+
+
 # ---- data ----------------------------------------------------------------------------------
 @app.command()
 def upload(src: Path = typer.Argument(..., help="Local directory."), prefix: str = typer.Argument(..., help="Key prefix, e.g. catalog/shop/ or artwork/")) -> None:
@@ -143,6 +181,7 @@ def train_style_cmd(
     style: str | None = typer.Option(None, help="Style name (default: from the artwork key)."),
     steps: int = typer.Option(2000, help="Optimizer steps."),
     image_size: int = typer.Option(256, help="Content crop size, pixels."),
+    style_size: int = typer.Option(512, help="Artwork resized to this longer side, pixels (smaller: bigger strokes)."),
     batch_size: int = typer.Option(4),
     channels: int = typer.Option(32, help="Network width (32 = Johnson et al.; 16 = slim, ~3x faster)."),
     style_weight: float = typer.Option(10.0),
@@ -159,7 +198,7 @@ def train_style_cmd(
     from styleops.train import TrainConfig
 
     loss = LossWeights(style_weight=style_weight, content_weight=content_weight, tv_weight=tv_weight)
-    cfg = TrainConfig(steps=steps, image_size=image_size, batch_size=batch_size, channels=channels, lr=lr, seed=seed, skip=skip, loss=loss)
+    cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, batch_size=batch_size, channels=channels, lr=lr, seed=seed, skip=skip, loss=loss)
     result = _run(train_style, artwork_key=artwork, content_prefix=content, style=style, config=cfg.to_dict(), init_from=init_from)
     console.print(_table(f"per-style/{result['style']} {result['version']}", {**result["metrics"], "sha256": result["sha256"][:16], "promoted": result["promoted"]}))
 

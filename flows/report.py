@@ -34,6 +34,32 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()[SUMMARY_COLUMNS]
 
 
+def loss_curve_svg(history: list[dict[str, Any]], *, width: int = 360, height: int = 160, keys: tuple[str, ...] = ("content", "style")) -> str:
+    """A small inline SVG line chart of training losses (log scale) against step."""
+    import math
+
+    points = [h for h in history if all(h.get(k, 0) > 0 for k in keys)]
+    if len(points) < 2:
+        return "<p>no loss curve</p>"
+    steps = [h["step"] for h in points]
+    logs = {k: [math.log10(h[k]) for h in points] for k in keys}
+    lo, hi = min(min(v) for v in logs.values()), max(max(v) for v in logs.values())
+    pad, span = 30, (hi - lo) or 1.0
+    def xy(step: float, value: float) -> str:
+        x = pad + (step - steps[0]) / ((steps[-1] - steps[0]) or 1) * (width - 2 * pad)
+        return f"{x:.1f},{height - pad - (value - lo) / span * (height - 2 * pad):.1f}"
+    colors = {"content": "#1f77b4", "style": "#d62728", "tv": "#2ca02c", "total": "#444"}
+    lines = "".join(
+        f'<polyline fill="none" stroke="{colors.get(k, "#000")}" stroke-width="1.5" points="{" ".join(xy(s_, v) for s_, v in zip(steps, vals))}"/>'
+        f'<text x="{width - pad}" y="{14 + 12 * i}" font-size="11" text-anchor="end" fill="{colors.get(k, "#000")}">{k}</text>'
+        for i, (k, vals) in enumerate(logs.items())
+    )
+    axes = (f'<text x="{pad}" y="{height - 8}" font-size="10">step {steps[0]}</text>'
+            f'<text x="{width - pad}" y="{height - 8}" font-size="10" text-anchor="end">{steps[-1]}</text>'
+            f'<text x="2" y="{pad}" font-size="10">1e{hi:.1f}</text><text x="2" y="{height - pad}" font-size="10">1e{lo:.1f}</text>')
+    return f'<svg width="{width}" height="{height}" role="img" aria-label="loss curve">{lines}{axes}</svg>'
+
+
 def _thumb(data: bytes, cell: int) -> tuple[Any, str]:
     pixels = fit_to_cell(decode_image(data).pixels, cell)
     return pixels, "data:image/jpeg;base64," + base64.b64encode(encode_image(pixels, "jpeg", quality=85)).decode()
@@ -76,16 +102,31 @@ def write_report(out_dir: Path, catalog: str, styles: list[str], *, cell: int = 
         (out_dir / "contact_sheet.png").write_bytes(encode_image(contact_sheet(grid, cell=cell), "png"))
     df.to_csv(out_dir / "manifest.csv", index=False)
     summary = summarize(df)
+    curves = _curves(current, styles)
     failures = df[df.status == "failed"][["image_key", "style", "error_class", "error"]] if not df.empty else pd.DataFrame()
     page = _PAGE.format(
         title=html.escape(title), catalog=html.escape(st.uri(prefix)), n_images=len(images), n_rows=len(df),
         header="".join(f"<th>{html.escape(h)}</th>" for h in ["input", *styles]), rows="\n".join(html_rows),
         summary=summary.to_html(index=False, float_format=lambda v: f"{v:,.1f}", border=0),
         failures=failures.to_html(index=False, border=0) if not failures.empty else "<p>none</p>",
+        curves=curves,
     )
     path = out_dir / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _curves(current: pd.DataFrame, styles: list[str]) -> str:
+    """One loss-curve chart per (style, model version) seen in the rows, from the model cards."""
+    if current.empty:
+        return "<p>none</p>"
+    reg, parts = common.registry(), []
+    for style, version in sorted({(r.style, r.model_version) for r in current.itertuples() if r.style in styles}):
+        card = reg.card(common.PER_STYLE, style, version)
+        parts.append(f"<figure><figcaption>{html.escape(style)} {html.escape(version)} "
+                     f"({card['metrics'].get('steps', '?')} steps, init {html.escape(str(card.get('init_from') or 'scratch'))})</figcaption>"
+                     f"{loss_curve_svg(card.get('loss_curve', []))}</figure>")
+    return '<div class="curves">' + "".join(parts) + "</div>"
 
 
 _PAGE = """<!doctype html>
@@ -95,6 +136,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 6px; text-align: center; vertical-align: top; font-size: 13px; }}
 table.grid img {{ display: block; margin: auto; }} td.bad {{ background: #fde8e8; color: #900; max-width: 256px; }}
 .dataframe td, .dataframe th {{ border-bottom: 1px solid #ddd; text-align: right; }}
+.curves {{ display: flex; flex-wrap: wrap; gap: 1em; }} figure {{ margin: 0; }} figcaption {{ font-size: 13px; }}
 </style></head><body>
 <h1>{title}</h1>
 <p>Catalog <code>{catalog}</code>: {n_images} images, {n_rows} manifest rows. Losses are the training objective's weighted
@@ -105,6 +147,8 @@ terms measured on each output (lower is closer to the photo's content / the artw
 </table>
 <h2>Manifest summary</h2>
 {summary}
+<h2>Training loss curves</h2>
+{curves}
 <h2>Failures</h2>
 {failures}
 <p>Full rows: <a href="manifest.csv">manifest.csv</a> · one image: <a href="contact_sheet.png">contact_sheet.png</a></p>

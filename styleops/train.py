@@ -116,10 +116,10 @@ class ContentCrops(Dataset):
     Undecodable images are skipped deterministically (the next image is used).
     """
 
-    def __init__(self, paths: Sequence[str | Path], size: int, seed: int) -> None:
-        if not paths:
-            raise InvalidInputError("no content images to train on")
-        self.paths, self.size, self.seed = [Path(p) for p in paths], size, seed
+    def __init__(self, paths: Sequence[str | Path] | str | Path, size: int, seed: int) -> None:
+        self.paths, self.size, self.seed = image_paths(paths), size, seed
+        if not self.paths:
+            raise InvalidInputError(f"no content images to train on in {paths!r}")
 
     def __len__(self) -> int:  # the sampler decides what is drawn
         return len(self.paths)
@@ -137,6 +137,17 @@ class ContentCrops(Dataset):
         else:
             raise InvalidInputError("none of the content images could be decoded")
         return random_crop(img, self.size, g)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def image_paths(source: Sequence[str | Path] | str | Path) -> list[Path]:
+    """A folder (searched recursively for images, sorted) or an explicit list of files."""
+    if isinstance(source, (str, Path)):
+        folder = Path(source)
+        return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else [folder]
+    return [Path(p) for p in source]
 
 
 def random_crop(img: Tensor, size: int, g: torch.Generator) -> Tensor:
@@ -164,7 +175,7 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def train_style(
     config: TrainConfig,
-    content: Sequence[str | Path],
+    content: Sequence[str | Path] | str | Path,
     artwork: Tensor,
     encoder: VGGEncoder,
     *,
@@ -174,7 +185,7 @@ def train_style(
     progress: Callable[[StepLog], None] | None = None,
     loss_hook: Callable[[int, Tensor], Tensor] | None = None,
 ) -> TrainResult:
-    """Train a `TransformerNet` to paint `content` photos like `artwork`.
+    """Train a `TransformerNet` to paint `content` photos (a folder or a list of files) like `artwork`.
 
     artwork: [3, H, W] float in [0, 1] (or uint8). workdir: checkpoints live here; an existing
     compatible checkpoint is resumed. init_state: warm-start weights (fine-tuning).

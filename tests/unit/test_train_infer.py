@@ -129,3 +129,18 @@ def test_safetensors_round_trip_rebuilds_the_same_network(tmp_path: Path) -> Non
     torch.save(net.state_dict(), pickled)
     with pytest.raises(InvalidInputError):
         from_safetensors(pickled.read_bytes())
+
+
+def test_content_can_be_a_folder(tmp_path: Path, photos: list[Path]) -> None:
+    from styleops.train import ContentCrops
+
+    (tmp_path / "sub").mkdir()
+    for p in photos[:2]:
+        (tmp_path / "sub" / p.name).write_bytes(p.read_bytes())
+    (tmp_path / "notes.txt").write_text("not an image")
+    data = ContentCrops(tmp_path, 32, seed=0)
+    assert [p.name for p in data.paths] == sorted(p.name for p in photos[:2])
+    assert data[(0, 0)].shape == (3, 32, 32)
+    assert torch.equal(data[(5, 1)], ContentCrops(tmp_path, 32, seed=0)[(5, 1)])
+    with pytest.raises(ValueError, match="no content images"):
+        ContentCrops([], 32, seed=0)
