@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from styleops.losses import LossWeights
+
 app = typer.Typer(help="StyleOps: neural style transfer as a batch pipeline (Prefect + S3 + Delta).", no_args_is_help=True, pretty_exceptions_show_locals=False)
 store_app = typer.Typer(help="The embedded SeaweedFS object store (used when no AWS_ENDPOINT_URL/credentials are set).", no_args_is_help=True)
 weights_app = typer.Typer(help="VGG loss-network weights.", no_args_is_help=True)
@@ -184,21 +186,19 @@ def train_style_cmd(
     style_size: int = typer.Option(512, help="Artwork resized to this longer side, pixels (smaller: bigger strokes)."),
     batch_size: int = typer.Option(4),
     channels: int = typer.Option(32, help="Network width (32 = Johnson et al.; 16 = slim, ~3x faster)."),
-    style_weight: float = typer.Option(10.0),
-    content_weight: float = typer.Option(1.0),
-    tv_weight: float = typer.Option(10.0),
+    style_weight: float = typer.Option(LossWeights().style_weight),
+    content_weight: float = typer.Option(LossWeights().content_weight),
+    tv_weight: float = typer.Option(LossWeights().tv_weight),
     lr: float = typer.Option(1e-3),
     seed: int = typer.Option(0),
-    skip: bool = typer.Option(False, help="Start from the identity (input skip connection): fewer steps needed."),
     init_from: str | None = typer.Option(None, help="Warm start: a .safetensors file or per-style/<name>/<version>."),
 ) -> None:
     """Train a per-style model, register it, promote it if it is the style's first."""
     from flows.train_style import train_style
-    from styleops.losses import LossWeights
     from styleops.train import TrainConfig
 
     loss = LossWeights(style_weight=style_weight, content_weight=content_weight, tv_weight=tv_weight)
-    cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, batch_size=batch_size, channels=channels, lr=lr, seed=seed, skip=skip, loss=loss)
+    cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, batch_size=batch_size, channels=channels, lr=lr, seed=seed, loss=loss)
     result = _run(train_style, artwork_key=artwork, content_prefix=content, style=style, config=cfg.to_dict(), init_from=init_from)
     console.print(_table(f"per-style/{result['style']} {result['version']}", {**result["metrics"], "sha256": result["sha256"][:16], "promoted": result["promoted"]}))
 

@@ -52,11 +52,12 @@ class LossWeights:
     """Layer names and weights of a perceptual loss. Defaults: Johnson et al., tuned for the HED trunk."""
 
     content_layers: Mapping[str, float] = field(default_factory=lambda: {"relu2_2": 1.0})
+    # Per-layer weights even out the Gram distances, which fall ~100-200x per block (docs/architecture.md).
     style_layers: Mapping[str, float] = field(
-        default_factory=lambda: {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}
+        default_factory=lambda: {"relu1_2": 1.0, "relu2_2": 1e2, "relu3_3": 1e4, "relu4_3": 1e6}
     )
-    content_weight: float = 1.0
-    style_weight: float = 10.0
+    content_weight: float = 2.0
+    style_weight: float = 5.0
     tv_weight: float = 10.0
 
     def __post_init__(self) -> None:

@@ -45,7 +45,6 @@ class TrainConfig:
     lr: float = 1e-3
     channels: int = 32
     n_residual: int = 5
-    skip: bool = False  # TransformerNet(skip=...): start from the identity (faster on CPU)
     loss: LossWeights = field(default_factory=LossWeights)
     seed: int = 0
     checkpoint_every: int = 100
@@ -197,7 +196,7 @@ def train_style(
     ckpt_path = workdir / CHECKPOINT_FILE
 
     torch.manual_seed(config.seed)
-    model = TransformerNet(config.channels, config.n_residual, skip=config.skip)
+    model = TransformerNet(config.channels, config.n_residual)
     if init_state is not None:
         model.load_state_dict(init_state)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format

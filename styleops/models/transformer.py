@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -60,23 +59,16 @@ class TransformerNet(nn.Module):
     """The feed-forward stylization network.
 
     `channels` is the width of the first layer (Johnson: 32; 16 is a fast "slim" variant that
-    runs ~3x faster on CPU); the bottleneck has 4x that many channels. `skip=True` adds the input
-    to the output in logit space, sigmoid(f(x) + logit(x)), with the last conv starting at zero:
-    training starts from the identity, outputs stay in (0, 1), and a recognisable stylization
-    needs far fewer steps (useful on CPUs).
+    runs ~3x faster on CPU); the bottleneck has 4x that many channels.
     """
 
-    def __init__(self, channels: int = 32, n_residual: int = 5, norm: NormFactory = instance_norm, *, skip: bool = False) -> None:
+    def __init__(self, channels: int = 32, n_residual: int = 5, norm: NormFactory = instance_norm) -> None:
         super().__init__()
         c = channels
-        self.channels, self.n_residual, self.skip = channels, n_residual, skip
+        self.channels, self.n_residual = channels, n_residual
         self.encoder = nn.Sequential(ConvNormAct(3, c, 9, norm=norm), ConvNormAct(c, 2 * c, 3, 2, norm=norm), ConvNormAct(2 * c, 4 * c, 3, 2, norm=norm))
         self.residuals = nn.Sequential(*[ResidualBlock(4 * c, norm) for _ in range(n_residual)])
         self.decoder = nn.Sequential(UpsampleConv(4 * c, 2 * c, norm), UpsampleConv(2 * c, c, norm), ConvNormAct(c, 3, 9, norm=None, act=False))
-        if skip:  # start as the identity: output = input + a learned residual that starts at zero
-            last = self.decoder[-1][1]
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """[N, 3, H, W] in [0, 1] -> [N, 3, H, W] (unclamped)."""
@@ -85,10 +77,8 @@ class TransformerNet(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "replicate")
         y = self.decoder(self.residuals(self.encoder(x)))
-        if self.skip:  # residual in logit space: identity at init, output bounded to (0, 1)
-            y = torch.sigmoid(y + torch.logit(x.clamp(0, 1), eps=1e-3))
         return y[..., :h, :w]
 
-    def config(self) -> dict[str, int | bool]:
+    def config(self) -> dict[str, int]:
         """Constructor arguments (saved in model cards so weights can be rebuilt)."""
-        return {"channels": self.channels, "n_residual": self.n_residual, "skip": self.skip}
+        return {"channels": self.channels, "n_residual": self.n_residual}

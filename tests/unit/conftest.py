@@ -33,5 +33,5 @@ def photos() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def artwork() -> torch.Tensor:
-    """float [3, H, W] in [0, 1]: the Kandinsky example."""
-    return to_float(read_image(EXAMPLES / "artwork" / "kandinsky.jpg").pixels)
+    """float [3, H, W] in [0, 1]: the Kandinsky example (artwork/kandinsky/kandinsky.jpg)."""
+    return to_float(read_image(EXAMPLES / "artwork" / "kandinsky" / "kandinsky.jpg").pixels)
