@@ -70,9 +70,18 @@ def _runtime() -> Iterator[None]:
 
 
 def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """Run a flow or task function with the runtime up; expected errors become one red line, exit 1."""
+    from infra.registry import RegistryError
+    from infra.store import StoreError
+    from styleops.errors import StyleOpsError
+
     started = time.perf_counter()
-    with _runtime():
-        result = fn(**kwargs)
+    try:
+        with _runtime():
+            result = fn(**kwargs)
+    except (StyleOpsError, RegistryError, StoreError, ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
     console.print(f"[dim]done in {time.perf_counter() - started:,.1f} s[/dim]")
     return result
 
