@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import socket
 import time
-from itertools import islice
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
@@ -62,11 +62,14 @@ def catalog_prefix(catalog: str) -> str:
 
 
 def output_key(image_key: str, catalog: str, style: str, model_version: str, params: StylizeParams) -> str:
-    """stylized/<set>/<style>/<model_version>/<params_hash[:8]>/<path with the output extension>."""
+    """stylized/<set>/<style>/<model_version>/<params_hash[:8]>/<path>, the output format's extension
+    appended unless the path already has it (`a.png` -> `a.png.jpg`, so `a.png` and `a.jpg` never collide)."""
     prefix = catalog_prefix(catalog)
-    rel = PurePosixPath(image_key[len(prefix) :])
+    rel = image_key[len(prefix) :]
     ext = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}[params.format]
-    return f"stylized/{prefix.split('/')[1]}/{style}/{model_version}/{params.hash[:8]}/{rel.with_suffix(ext)}"
+    if PurePosixPath(rel).suffix.lower() != ext:
+        rel += ext
+    return f"stylized/{prefix.split('/')[1]}/{style}/{model_version}/{params.hash[:8]}/{rel}"
 
 
 @task(name="plan-catalog")

@@ -115,10 +115,11 @@ def test_train_registers_a_version_with_its_card_then_promotes_only_the_first(pi
 def test_output_key_and_catalog_prefix() -> None:
     jpeg, png = StylizeParams(format="jpeg"), StylizeParams(format="png", max_side=512)
     assert jpeg.hash != png.hash
-    assert output_key("catalog/demo/a/b.png", "demo", "monet", "v0001", jpeg) == f"stylized/demo/monet/v0001/{jpeg.hash[:8]}/a/b.jpg"
-    assert output_key("catalog/demo/x.jpeg", "catalog/demo/", "monet", "v0003", png) == f"stylized/demo/monet/v0003/{png.hash[:8]}/x.png"
+    assert output_key("catalog/demo/a/b.png", "demo", "monet", "v0001", jpeg) == f"stylized/demo/monet/v0001/{jpeg.hash[:8]}/a/b.png.jpg"
+    assert output_key("catalog/demo/a/b.jpg", "demo", "monet", "v0001", jpeg) == f"stylized/demo/monet/v0001/{jpeg.hash[:8]}/a/b.jpg"
+    assert output_key("catalog/demo/x.jpeg", "catalog/demo/", "monet", "v0003", png) == f"stylized/demo/monet/v0003/{png.hash[:8]}/x.jpeg.png"
     webp = StylizeParams(format="webp")
-    assert output_key("catalog/shop/deep/er/p.JPG", "shop", "hoitsu", "v0012", webp) == f"stylized/shop/hoitsu/v0012/{webp.hash[:8]}/deep/er/p.webp"
+    assert output_key("catalog/shop/deep/er/p.JPG", "shop", "hoitsu", "v0012", webp) == f"stylized/shop/hoitsu/v0012/{webp.hash[:8]}/deep/er/p.JPG.webp"
 
     for spelling in ("demo", "catalog/demo", "catalog/demo/", "/demo/"):
         assert catalog_prefix(spelling) == "catalog/demo/"
