@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--channels", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: the engine's (8 on CUDA, 1 on CPU)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
@@ -68,7 +68,7 @@ def main() -> None:
     print(f"# {platform.node()} {platform.processor() or platform.machine()} threads={torch.get_num_threads()} device={device} "
           f"{torch.cuda.get_device_name() if device.type == 'cuda' else ''} torch {torch.__version__}")
     print("| variant | size | channels | images | seconds | images/s |\n|---|---|---|---|---|---|")
-    for name, t in (("engine (batch %d)" % args.batch_size, t_engine), ("one at a time", t_plain)):
+    for name, t in ((f"engine (batch {engine.batch_size}, channels_last {engine.memory_format == torch.channels_last})", t_engine), ("one at a time", t_plain)):
         print(f"| {name} | {args.size} | {args.channels} | {args.images} | {t:.2f} | {args.images / t:.2f} |")
 
 

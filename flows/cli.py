@@ -222,7 +222,7 @@ def stylize(
     format: str = typer.Option("jpeg", help="jpeg | png | webp"),
     quality: int = typer.Option(90, help="JPEG/WebP quality 1-95."),
     shard_size: int = typer.Option(64),
-    batch_size: int = typer.Option(4),
+    batch_size: int | None = typer.Option(None, help="Images per device batch (default: 8 on CUDA, 1 on CPU, where batching is slower)"),
     metrics: bool = typer.Option(True, help="Measure content/style loss per image."),
     retry_failed: bool = typer.Option(False, help="Also retry images that failed for good before (undecodable, too large)."),
 ) -> None:
@@ -260,7 +260,7 @@ def manifest(catalog: str | None = typer.Option(None), style: str | None = typer
 
 # ---- demo ----------------------------------------------------------------------------------
 @app.command()
-def demo(out: Path = typer.Option(Path("demo-output"), help="Where the HTML report goes."), steps: int = typer.Option(40, help="Fine-tuning steps per example model."), max_side: int = typer.Option(512)) -> None:
+def demo(out: Path = typer.Option(Path("demo-output"), help="Where the HTML report goes."), steps: int = typer.Option(40, help="Fine-tuning steps per example model."), max_side: int = typer.Option(384, help="Longer side of the outputs, pixels (the example models were trained on 128 px crops).")) -> None:
     """The whole pipeline on the shipped examples: store, train, stylize, report."""
     from flows.demo import demo as demo_flow
 

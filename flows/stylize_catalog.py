@@ -32,7 +32,7 @@ def check_params(params: StylizeParams) -> None:
 
 
 @flow(name="stylize-catalog", task_runner=ThreadPoolTaskRunner(max_workers=2))
-def stylize_catalog(catalog: str, style: str, model_version: str | None = None, max_side: int | None = 1024, format: str = "jpeg", quality: int = 90, shard_size: int = 64, batch_size: int = 4, metrics: bool = True, retry_failed: bool = False) -> dict[str, Any]:
+def stylize_catalog(catalog: str, style: str, model_version: str | None = None, max_side: int | None = 1024, format: str = "jpeg", quality: int = 90, shard_size: int = 64, batch_size: int | None = None, metrics: bool = True, retry_failed: bool = False) -> dict[str, Any]:
     """List -> plan (skip what the manifest has) -> stylize shards in parallel -> record -> report."""
     params = StylizeParams(max_side=max_side, format=format.lower(), quality=quality)
     check_params(params)

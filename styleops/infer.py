@@ -50,17 +50,22 @@ class InferenceEngine:
         model: nn.Module,
         *,
         device: str | torch.device = "auto",
-        batch_size: int = 8,
+        batch_size: int | None = None,
         max_side: int | None = None,
         precision: str = "auto",
-        channels_last: bool = True,
+        channels_last: bool | None = None,
         bucket_multiple: int = 16,
     ) -> None:
+        """batch_size and channels_last default by device: 8 and True on CUDA; 1 and False on CPU,
+        where both measured slower (docs/benchmarks.md)."""
         self.device = resolve_device(device)
+        gpu = self.device.type == "cuda"
         self.dtype = autocast_dtype(self.device, precision)
+        channels_last = gpu if channels_last is None else channels_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.eval().to(self.device, memory_format=self.memory_format)
-        self.batch_size, self.max_side, self.bucket_multiple = batch_size, max_side, bucket_multiple
+        self.batch_size = batch_size or (8 if gpu else 1)
+        self.max_side, self.bucket_multiple = max_side, bucket_multiple
 
     def prepare(self, image: Tensor) -> Tensor:
         """uint8 [3, H, W] -> float [3, h, w] in [0, 1], shrunk to max_side."""

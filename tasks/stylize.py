@@ -147,7 +147,7 @@ def _chunks(items: Iterable[Fetched], n: int) -> Iterator[list[Fetched]]:
 
 
 @task(name="stylize-shard", tags=["gpu"], retries=2, retry_delay_seconds=5)
-def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id: str, catalog: str, style: str, model_version: str, params: dict[str, Any], batch_size: int = 4, metrics: bool = True) -> dict[str, int]:
+def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id: str, catalog: str, style: str, model_version: str, params: dict[str, Any], batch_size: int | None = None, metrics: bool = True) -> dict[str, int]:
     """Stylize one shard and append its rows to the manifest in one commit; returns status counts.
 
     A bad image becomes a `failed` row with its reason; the shard goes on. Outputs are written
@@ -178,9 +178,10 @@ def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id:
     bar = f"stylize:{style}:{shard_id}"
     progress().start(bar, f"stylize {style} {shard_id}", len(items))
     with ThreadPoolExecutor(max_workers=4) as pool:
-        fetched = _prefetch(pool, lambda it: _fetch(st, it, limits), items, depth=2 * batch_size)
+        n = engine.batch_size  # default by device: 8 on CUDA, 1 on CPU
+        fetched = _prefetch(pool, lambda it: _fetch(st, it, limits), items, depth=max(4, 2 * n))
         uploads: deque[Future[dict[str, Any]]] = deque()
-        for chunk in _chunks(fetched, batch_size):
+        for chunk in _chunks(fetched, n):
             rows.extend(_failed_row(base, f) for f in chunk if f.error is not None)
             good = [f for f in chunk if f.error is None]
             prepared = [engine.prepare(f.pixels) for f in good]
@@ -188,7 +189,7 @@ def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id:
                 losses = meter.measure(x, y) if meter else (None, None)
                 data = encode_image(to_uint8(y), p.format, quality=p.quality)
                 uploads.append(pool.submit(_upload, st, base, f, y, data, losses, p))
-            while len(uploads) > 2 * batch_size:  # bounded: memory stays flat however big the shard
+            while len(uploads) > max(4, 2 * n):  # bounded: memory stays flat however big the shard
                 rows.append(uploads.popleft().result())
             progress().advance(bar, len(chunk))
         rows.extend(u.result() for u in uploads)
