@@ -267,6 +267,7 @@ def demo(out: Path = typer.Option(Path("demo-output"), help="Where the HTML repo
     result = _run(demo_flow, out_dir=str(out), steps=steps, max_side=max_side)
     rows = {f"{s} {r['model_version']}": f"{r['ok']} ok, {r['failed']} failed" for s, r in result["runs"].items()}
     console.print(_table("demo", {**rows, "report": result["report"]}))
+    console.print("Open the report in a browser. The embedded store keeps running for the other commands; `styleops store stop` stops it.")
 
 
 if __name__ == "__main__":
