@@ -106,7 +106,7 @@ def write_report(out_dir: Path, catalog: str, styles: list[str], *, cell: int = 
     failures = df[df.status == "failed"][["image_key", "style", "error_class", "error"]] if not df.empty else pd.DataFrame()
     page = _PAGE.format(
         title=html.escape(title), catalog=html.escape(st.uri(prefix)), n_images=len(images), n_rows=len(df),
-        header="".join(f"<th>{html.escape(h)}</th>" for h in ["input", *styles]), rows="\n".join(html_rows),
+        header="<th>input</th>" + "".join(_style_header(st, current, style, cell // 2) for style in styles), rows="\n".join(html_rows),
         summary=summary.to_html(index=False, float_format=lambda v: f"{v:,.1f}", border=0),
         failures=failures.to_html(index=False, border=0) if not failures.empty else "<p>none</p>",
         curves=curves,
@@ -114,6 +114,20 @@ def write_report(out_dir: Path, catalog: str, styles: list[str], *, cell: int = 
     path = out_dir / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _style_header(st: Any, current: pd.DataFrame, style: str, size: int) -> str:
+    """Column header: the style's name and a thumbnail of its artwork (from the model card)."""
+    versions = sorted({r.model_version for r in current.itertuples() if r.style == style}) if not current.empty else []
+    label = f"<th>{html.escape(style)}"
+    if not versions:
+        return label + "</th>"
+    card = common.registry().card(common.PER_STYLE, style, versions[-1])
+    try:
+        _, uri = _thumb(st.get_bytes(card["artwork_key"]), size)
+        return f'{label} {html.escape(versions[-1])}<img src="{uri}" alt="{html.escape(card["artwork_key"])}"></th>'
+    except Exception:  # the artwork may have been removed since: the column still has its name
+        return label + "</th>"
 
 
 def _curves(current: pd.DataFrame, styles: list[str]) -> str:
