@@ -13,9 +13,10 @@ from safetensors.torch import load, save
 from torch import Tensor
 
 from styleops.errors import InvalidInputError
+from styleops.models.multistyle import MultiStyleTransformerNet
 from styleops.models.transformer import TransformerNet
 
-_ARCHITECTURES = {"TransformerNet": TransformerNet}
+_ARCHITECTURES = {"TransformerNet": TransformerNet, "MultiStyleTransformerNet": MultiStyleTransformerNet}
 
 
 def to_safetensors(state_dict: Mapping[str, Tensor], architecture: str, config: Mapping[str, object]) -> bytes:
@@ -40,7 +41,7 @@ def read_metadata(blob: bytes) -> dict[str, str]:
     return dict(header.get("__metadata__", {}))
 
 
-def from_safetensors(blob: bytes) -> TransformerNet:
+def from_safetensors(blob: bytes) -> TransformerNet:  # or a subclass, per the header
     """Rebuild the module saved by `to_safetensors`, in eval mode, on the CPU."""
     meta = read_metadata(blob)
     cls = _ARCHITECTURES.get(meta.get("architecture", ""))
