@@ -1,0 +1,64 @@
+"""Colour preservation (Gatys et al. 2017, "Controlling perceptual factors"): keep the photo's colours.
+
+Two methods, both on float RGB images in [0, 1], [3, H, W] or [N, 3, H, W]:
+- `luminance_only(content, stylized)`: the stylized luminance with the content's chrominance (YIQ).
+- `match_colors(source, reference)`: a linear map giving `source` the per-image RGB mean and
+  covariance of `reference` (applied to the artwork before stylizing, or to an output).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from styleops.errors import InvalidInputError
+
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
+
+
+def _batched(x: Tensor) -> Tensor:
+    if x.dim() == 3:
+        x = x[None]
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise InvalidInputError(f"expected RGB images [3, H, W] or [N, 3, H, W], got {tuple(x.shape)}")
+    return x.float()
+
+
+def rgb_to_yiq(x: Tensor) -> Tensor:
+    """[N, 3, H, W] RGB -> YIQ (Y in [0, 1])."""
+    return torch.einsum("ij,njhw->nihw", _RGB_TO_YIQ.to(x.device), x)
+
+
+def yiq_to_rgb(x: Tensor) -> Tensor:
+    return torch.einsum("ij,njhw->nihw", torch.linalg.inv(_RGB_TO_YIQ).to(x.device), x)
+
+
+def luminance_only(content: Tensor, stylized: Tensor) -> Tensor:
+    """Y of `stylized`, I and Q of `content` (same size), clamped to [0, 1]; shape of `stylized`."""
+    c, s = _batched(content), _batched(stylized)
+    if c.shape[-2:] != s.shape[-2:]:
+        raise InvalidInputError(f"content {tuple(c.shape[-2:])} and stylized {tuple(s.shape[-2:])} sizes differ")
+    yiq = torch.cat([rgb_to_yiq(s)[:, :1], rgb_to_yiq(c)[:, 1:]], dim=1)
+    out = yiq_to_rgb(yiq).clamp(0, 1)
+    return out if stylized.dim() == 4 else out[0]
+
+
+def match_colors(source: Tensor, reference: Tensor, eps: float = 1e-5) -> Tensor:
+    """`source` with the RGB mean and covariance of `reference` (per image), clamped to [0, 1]."""
+    s, r = _batched(source), _batched(reference)
+    out = []
+    for src, ref in zip(s, r.expand(len(s), -1, -1, -1) if len(r) == 1 else r, strict=True):
+        xs, xr = src.flatten(1), ref.flatten(1)
+        ms, mr = xs.mean(1, keepdim=True), xr.mean(1, keepdim=True)
+        cs = torch.cov(xs) + eps * torch.eye(3, device=xs.device)
+        cr = torch.cov(xr) + eps * torch.eye(3, device=xs.device)
+        transform = _sqrtm(cr) @ torch.linalg.inv(_sqrtm(cs))
+        out.append((transform @ (xs - ms) + mr).reshape_as(src))
+    result = torch.stack(out).clamp(0, 1)
+    return result if source.dim() == 4 else result[0]
+
+
+def _sqrtm(m: Tensor) -> Tensor:
+    """Square root of a symmetric positive-definite 3x3 matrix."""
+    values, vectors = torch.linalg.eigh(m)
+    return vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
