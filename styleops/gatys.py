@@ -1,0 +1,86 @@
+"""Gatys et al. (2016) style transfer by optimizing the pixels, for single hero images.
+
+Slow by nature (each iteration runs the loss network forward and backward): use `progress` to
+show it. Coarse-to-fine: with `scales=(256, 512)` the image is first optimized at 256 px on its
+longer side, then upsampled and refined at 512 px.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from styleops.errors import InvalidInputError
+from styleops.imageio import resize_max_side
+from styleops.losses import LossWeights, PerceptualLoss
+from styleops.vgg import VGGEncoder
+
+
+@dataclass(frozen=True)
+class GatysConfig:
+    """Optimization settings; `scales` are longer-side sizes in pixels, None = the content's size."""
+
+    iterations: int = 300  # per scale
+    optimizer: str = "lbfgs"  # lbfgs | adam
+    lr: float | None = None  # default 1.0 for L-BFGS, 0.02 for Adam
+    init: str = "content"  # content | noise
+    loss: LossWeights = field(default_factory=LossWeights)
+    scales: tuple[int, ...] | None = None
+    style_size: int = 512
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("lbfgs", "adam") or self.init not in ("content", "noise") or self.iterations < 1:
+            raise InvalidInputError(f"bad Gatys config: optimizer={self.optimizer!r} init={self.init!r} iterations={self.iterations}")
+
+
+def gatys(content: Tensor, artwork: Tensor, encoder: VGGEncoder, config: GatysConfig | None = None, *, progress: Callable[[int, float], None] | None = None) -> tuple[Tensor, list[float]]:
+    """content, artwork: float [3, H, W] in [0, 1] -> (image [3, h, w] in [0, 1], loss per iteration).
+
+    The output has the content's size, or the last scale's. `progress(iteration, loss)` is called
+    after every iteration (counted over all scales).
+    """
+    cfg = config or GatysConfig()
+    device = next(encoder.parameters()).device
+    loss_fn = PerceptualLoss(encoder, cfg.loss)
+    grams = loss_fn.style_targets(resize_max_side(artwork, cfg.style_size)[None].to(device))
+    g = torch.Generator().manual_seed(cfg.seed)
+    history: list[float] = []
+    image: Tensor | None = None
+    for size in cfg.scales or (None,):
+        target = resize_max_side(content, size)[None].to(device)
+        if image is None:
+            start = target.clone() if cfg.init == "content" else torch.rand(target.shape, generator=g).to(device)
+        else:
+            start = F.interpolate(image, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        image = _optimize(start, target, grams, loss_fn, cfg, history, progress)
+    assert image is not None
+    return image[0].clamp(0, 1).cpu(), history
+
+
+def _optimize(start: Tensor, target: Tensor, grams: dict[str, Tensor], loss_fn: PerceptualLoss, cfg: GatysConfig, history: list[float], progress: Callable[[int, float], None] | None) -> Tensor:
+    x = start.detach().clone().requires_grad_(True)
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = loss_fn(x, target, grams).total
+        loss.backward()
+        history.append(float(loss.detach()))
+        if progress:
+            progress(len(history), history[-1])
+        return loss
+
+    if cfg.optimizer == "lbfgs":
+        opt = torch.optim.LBFGS([x], lr=cfg.lr or 1.0, max_iter=cfg.iterations, history_size=50, line_search_fn="strong_wolfe")
+        opt.step(closure)  # one call runs up to `iterations` iterations
+    else:
+        opt = torch.optim.Adam([x], lr=cfg.lr or 0.02)
+        for _ in range(cfg.iterations):
+            opt.step(closure)
+            with torch.no_grad():
+                x.clamp_(0, 1)
+    return x.detach()
