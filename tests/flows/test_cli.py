@@ -1,0 +1,31 @@
+"""The `styleops` command as a user meets it: help everywhere, clear errors, real work end to end."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+runner = CliRunner()
+COMMANDS = [[], ["store"], ["weights"], ["models"], ["upload"], ["train-style"], ["stylize"], ["manifest"], ["demo"], ["store", "start"], ["models", "export"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "styleops")
+def test_every_command_has_help(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"], prog_name="styleops")
+    assert result.exit_code == 0, result.output
+    assert "Usage: styleops" in result.output
+
+
+def test_unknown_style_is_one_clear_line_and_exit_1(pipeline_env) -> None:  # noqa: ANN001 - fixture from conftest
+    result = runner.invoke(app, ["stylize", "--catalog", "demo", "--style", "nosuch"])
+    assert result.exit_code == 1
+    assert "error:" in result.output and "per-style/nosuch has no production version" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_quality_fails_before_any_work(pipeline_env) -> None:  # noqa: ANN001
+    result = runner.invoke(app, ["stylize", "--catalog", "demo", "--style", "monet", "--quality", "300"])
+    assert result.exit_code == 1 and "quality must be an int in 1..95" in result.output
+    assert list(pipeline_env.store.list("stylized/")) == []
