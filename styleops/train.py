@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 from styleops.device import autocast, autocast_dtype, resolve_device
 from styleops.errors import ImageError, InvalidInputError, StyleOpsError
 from styleops.imageio import read_image, resize_max_side, to_float
-from styleops.losses import LossWeights, PerceptualLoss
+from styleops.losses import LossTerms, LossWeights, PerceptualLoss
+from styleops.models.multistyle import MultiStyleTransformerNet
 from styleops.models.transformer import TransformerNet
 from styleops.vgg import VGGEncoder
 
@@ -190,71 +191,147 @@ def train_style(
     compatible checkpoint is resumed. init_state: warm-start weights (fine-tuning).
     loss_hook: for fault-injection tests only, maps (step, loss) -> loss before backward.
     """
-    dev = resolve_device(device)
-    amp = autocast_dtype(dev, config.precision)
-    workdir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = workdir / CHECKPOINT_FILE
-
     torch.manual_seed(config.seed)
     model = TransformerNet(config.channels, config.n_residual)
     if init_state is not None:
         model.load_state_dict(init_state)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(dev, memory_format=memory_format)
-    loss_fn = PerceptualLoss(encoder.to(dev), config.loss)
-    art = to_float(artwork) if artwork.dtype == torch.uint8 else artwork
-    grams = loss_fn.style_targets(resize_max_side(art, config.style_size)[None].to(dev))
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scaler = torch.amp.GradScaler(dev.type, enabled=amp == torch.float16)
+    fit = _Fit(config, encoder, device)
+    grams = fit.style_targets(artwork)
+    return fit.run(model, list(model.parameters()), lambda step, batch: fit.loss(model(batch), batch, grams), content, workdir, progress, loss_hook)
 
-    state = {"step": 0, "lr_scale": 1.0, "rollbacks": 0, "history": []}
-    if ckpt_path.is_file():
-        state = _load_checkpoint(ckpt_path, config, model, opt)
-    else:
-        _save_checkpoint(ckpt_path, _checkpoint(config, model, opt, state))
-    resumed_from = state["step"]
 
-    data = ContentCrops(content, config.image_size, config.seed)
-    started, step = time.perf_counter(), state["step"]
-    tick, tick_step = started, step
-    batches = _batches(data, config, step, dev.type == "cuda")
-    model.train()
-    while step < config.steps:
-        batch = next(batches).to(dev, non_blocking=True).contiguous(memory_format=memory_format)
-        with autocast(dev, amp):
-            terms = loss_fn(model(batch), batch, grams)
-        loss = loss_hook(step, terms.total) if loss_hook else terms.total
-        if not torch.isfinite(loss):
-            state = _rollback(ckpt_path, config, model, opt, state, step)
-            step = state["step"]
-            batches = _batches(data, config, step, dev.type == "cuda")
-            continue
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        step += 1
-        if step % config.log_every == 0 or step == config.steps:
-            now = time.perf_counter()
-            log = StepLog(step, config.steps, **terms.as_floats(), lr=opt.param_groups[0]["lr"], images_per_s=(step - tick_step) * config.batch_size / max(now - tick, 1e-9))
-            state["history"].append({k: v for k, v in asdict(log).items() if k not in ("steps",)})
-            tick, tick_step = now, step
-            if progress:
-                progress(log)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            state["step"] = step
+def train_multistyle(
+    config: TrainConfig,
+    content: Sequence[str | Path] | str | Path,
+    artworks: Sequence[Tensor],
+    encoder: VGGEncoder,
+    *,
+    workdir: Path,
+    device: str | torch.device = "auto",
+    progress: Callable[[StepLog], None] | None = None,
+    loss_hook: Callable[[int, Tensor], Tensor] | None = None,
+) -> TrainResult:
+    """Train one `MultiStyleTransformerNet` for all `artworks` (Dumoulin et al. 2017).
+
+    The batch of step s trains style s mod N (deterministic, so resume stays exact); style
+    targets are computed once per style.
+    """
+    if not artworks:
+        raise InvalidInputError("no artworks to train on")
+    torch.manual_seed(config.seed)
+    model = MultiStyleTransformerNet(len(artworks), config.channels, config.n_residual)
+    fit = _Fit(config, encoder, device)
+    grams = [fit.style_targets(art) for art in artworks]
+
+    def forward(step: int, batch: Tensor) -> LossTerms:
+        style = step % len(grams)
+        return fit.loss(model(batch, style), batch, grams[style])
+
+    return fit.run(model, list(model.parameters()), forward, content, workdir, progress, loss_hook)
+
+
+def add_style(
+    config: TrainConfig,
+    content: Sequence[str | Path] | str | Path,
+    artwork: Tensor,
+    encoder: VGGEncoder,
+    base_state: Mapping[str, Tensor],
+    n_styles: int,
+    *,
+    workdir: Path,
+    device: str | torch.device = "auto",
+    progress: Callable[[StepLog], None] | None = None,
+) -> TrainResult:
+    """Append `artwork` as style `n_styles` of a trained multi-style network, training only the new
+    style's scale and shift (every shared weight and the old styles' parameters stay bit-identical)."""
+    model = MultiStyleTransformerNet(n_styles, config.channels, config.n_residual)
+    model.load_state_dict(base_state)
+    new = model.add_style()
+    params = model.freeze_all_but_style(new)
+    fit = _Fit(config, encoder, device)
+    grams = fit.style_targets(artwork)
+    return fit.run(model, params, lambda step, batch: fit.loss(model(batch, new), batch, grams), content, workdir, progress, None)
+
+
+class _Fit:
+    """The loop shared by every feed-forward training: data, autocast, checkpoints, NaN rollback."""
+
+    def __init__(self, config: TrainConfig, encoder: VGGEncoder, device: str | torch.device) -> None:
+        self.config, self.dev = config, resolve_device(device)
+        self.amp = autocast_dtype(self.dev, config.precision)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.loss = PerceptualLoss(encoder.to(self.dev), config.loss)
+
+    def style_targets(self, artwork: Tensor) -> dict[str, Tensor]:
+        """artwork [3, H, W] (uint8 or float in [0, 1]) -> Gram targets, computed once."""
+        art = to_float(artwork) if artwork.dtype == torch.uint8 else artwork
+        return self.loss.style_targets(resize_max_side(art, self.config.style_size)[None].to(self.dev))
+
+    def run(
+        self,
+        model: nn.Module,
+        params: list[nn.Parameter],
+        forward: Callable[[int, Tensor], LossTerms],
+        content: Sequence[str | Path] | str | Path,
+        workdir: Path,
+        progress: Callable[[StepLog], None] | None,
+        loss_hook: Callable[[int, Tensor], Tensor] | None,
+    ) -> TrainResult:
+        config, dev = self.config, self.dev
+        workdir.mkdir(parents=True, exist_ok=True)
+        ckpt_path = workdir / CHECKPOINT_FILE
+        model.to(dev, memory_format=self.memory_format)
+        opt = torch.optim.Adam(params, lr=config.lr)
+        scaler = torch.amp.GradScaler(dev.type, enabled=self.amp == torch.float16)
+
+        state = {"step": 0, "lr_scale": 1.0, "rollbacks": 0, "history": []}
+        if ckpt_path.is_file():
+            state = _load_checkpoint(ckpt_path, config, model, opt)
+        else:
             _save_checkpoint(ckpt_path, _checkpoint(config, model, opt, state))
+        resumed_from = state["step"]
 
-    model.eval()
-    return TrainResult(
-        state_dict={k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()},
-        history=state["history"],
-        steps=step,
-        resumed_from=resumed_from,
-        rollbacks=state["rollbacks"],
-        seconds=time.perf_counter() - started,
-        model_config=model.config(),
-    )
+        data = ContentCrops(content, config.image_size, config.seed)
+        started, step = time.perf_counter(), state["step"]
+        tick, tick_step = started, step
+        batches = _batches(data, config, step, dev.type == "cuda")
+        model.train()
+        while step < config.steps:
+            batch = next(batches).to(dev, non_blocking=True).contiguous(memory_format=self.memory_format)
+            with autocast(dev, self.amp):
+                terms = forward(step, batch)
+            loss = loss_hook(step, terms.total) if loss_hook else terms.total
+            if not torch.isfinite(loss):
+                state = _rollback(ckpt_path, config, model, opt, state, step)
+                step = state["step"]
+                batches = _batches(data, config, step, dev.type == "cuda")
+                continue
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            step += 1
+            if step % config.log_every == 0 or step == config.steps:
+                now = time.perf_counter()
+                log = StepLog(step, config.steps, **terms.as_floats(), lr=opt.param_groups[0]["lr"], images_per_s=(step - tick_step) * config.batch_size / max(now - tick, 1e-9))
+                state["history"].append({k: v for k, v in asdict(log).items() if k not in ("steps",)})
+                tick, tick_step = now, step
+                if progress:
+                    progress(log)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                state["step"] = step
+                _save_checkpoint(ckpt_path, _checkpoint(config, model, opt, state))
+
+        model.eval()
+        return TrainResult(
+            state_dict={k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()},
+            history=state["history"],
+            steps=step,
+            resumed_from=resumed_from,
+            rollbacks=state["rollbacks"],
+            seconds=time.perf_counter() - started,
+            model_config=model.config(),
+        )
 
 
 def _checkpoint(config: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer, state: Mapping[str, Any]) -> dict[str, Any]:

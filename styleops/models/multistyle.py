@@ -3,7 +3,7 @@
 Every convolution is shared; each style s owns only a scale and shift per norm layer:
 z = gamma_s * (x - mu) / sigma + beta_s. A blend of styles mixes gamma and beta with non-negative
 weights normalized to sum to 1, so a blend with weight 1 on one style is exactly that style.
-Groundwork for issue 3 (training across styles, flows and CLI are still to come).
+Training: `styleops.train.train_multistyle` and `add_style`. Flows and CLI are still to come (issue 3).
 """
 
 from __future__ import annotations
@@ -45,9 +45,12 @@ class ConditionalInstanceNorm2d(nn.Module):
         return len(self.gammas)
 
     def add_style(self, init_from: int | None = None) -> None:
-        """Append a style whose (gamma, beta) start as a copy of style `init_from` (else identity)."""
-        gamma = self.gammas[init_from].detach().clone() if init_from is not None else torch.ones(self.channels)
-        beta = self.betas[init_from].detach().clone() if init_from is not None else torch.zeros(self.channels)
+        """Append a style whose (gamma, beta) start as a copy of style `init_from`, or as the mean
+        of the existing styles' (a neutral start) when None."""
+        if init_from is None:
+            gamma, beta = torch.stack(list(self.gammas)).mean(0).detach(), torch.stack(list(self.betas)).mean(0).detach()
+        else:
+            gamma, beta = self.gammas[init_from].detach().clone(), self.betas[init_from].detach().clone()
         self.gammas.append(nn.Parameter(gamma.to(self.gammas[0].device)))
         self.betas.append(nn.Parameter(beta.to(self.betas[0].device)))
 
@@ -110,7 +113,7 @@ class MultiStyleTransformerNet(TransformerNet):
             self.condition.weights = None
 
     def add_style(self, init_from: int | None = None) -> int:
-        """Append a style (gamma/beta copied from `init_from`, else identity); returns its index."""
+        """Append a style (gamma/beta copied from `init_from`, else the styles' mean); returns its index."""
         for norm in self.norms():
             norm.add_style(init_from)
         return self.n_styles - 1
