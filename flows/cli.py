@@ -212,11 +212,57 @@ def train_style_cmd(
     console.print(_table(f"per-style/{result['style']} {result['version']}", {**result["metrics"], "sha256": result["sha256"][:16], "promoted": result["promoted"]}))
 
 
+@app.command("train-multistyle")
+def train_multistyle_cmd(
+    artworks: str = typer.Option("artwork/", help="Prefix of artwork/<style>/<file>: every style under it goes in."),
+    content: str = typer.Option(..., help="Prefix of the content photos."),
+    name: str = typer.Option("collection", help="Name of the multi-style model."),
+    steps: int = typer.Option(4000, help="Total steps (each style gets steps / N)."),
+    image_size: int = typer.Option(256),
+    style_size: int = typer.Option(512),
+    channels: int = typer.Option(32),
+    batch_size: int = typer.Option(4),
+    lr: float = typer.Option(1e-3),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train one conditional-instance-norm network for many artworks (Dumoulin et al. 2017)."""
+    from flows.multistyle import train_multistyle
+    from styleops.train import TrainConfig
+
+    cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, channels=channels, batch_size=batch_size, lr=lr, seed=seed)
+    r = _run(train_multistyle, artwork_prefix=artworks, content_prefix=content, name=name, config=cfg.to_dict())
+    console.print(_table(f"multi-style/{r['name']} {r['version']}", {"styles": ", ".join(r["styles"]), **r["metrics"], "promoted": r["promoted"]}))
+
+
+@app.command("add-style")
+def add_style_cmd(
+    artwork: str = typer.Option(..., help="Artwork key, artwork/<style>/<file>."),
+    content: str = typer.Option(..., help="Prefix of the content photos."),
+    name: str = typer.Option("collection", help="The multi-style model to extend."),
+    style: str | None = typer.Option(None, help="Style name (default: from the artwork key)."),
+    base_version: str | None = typer.Option(None, help="Default: production."),
+    steps: int = typer.Option(1000),
+    image_size: int = typer.Option(256),
+    style_size: int = typer.Option(512),
+    lr: float = typer.Option(1e-3),
+) -> None:
+    """Add an artwork to a multi-style model by training only its scale/shift parameters."""
+    from flows.multistyle import add_style
+    from styleops.train import TrainConfig
+
+    cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, lr=lr)
+    r = _run(add_style, artwork_key=artwork, content_prefix=content, name=name, style=style, base_version=base_version, config=cfg.to_dict())
+    console.print(_table(f"multi-style/{r['name']} {r['version']} (from {r['base_version']})", {"styles": ", ".join(r["styles"]), **r["metrics"], "promoted": r["promoted"]}))
+
+
 # ---- stylize -------------------------------------------------------------------------------
 @app.command()
 def stylize(
     catalog: str = typer.Option(..., help="Catalog set name (catalog/<set>/)."),
-    style: str = typer.Option(..., help="Style name."),
+    style: str | None = typer.Option(None, help="Style name (per-style model, or a style of the multi-style model)."),
+    method: str = typer.Option("per-style", help="per-style | multi"),
+    blend: str | None = typer.Option(None, help="multi only: weights over styles, e.g. 'wave=0.7,udnie=0.3' (normalized)."),
+    model: str = typer.Option("collection", help="multi only: the multi-style model's name."),
     version: str | None = typer.Option(None, help="Model version (default: production; 'latest' for the newest)."),
     max_side: int = typer.Option(1024, help="Longer side of outputs, pixels (inputs are never upscaled)."),
     format: str = typer.Option("jpeg", help="jpeg | png | webp"),
@@ -229,7 +275,11 @@ def stylize(
     """Stylize a catalog; images already done with this model and settings are skipped."""
     from flows.stylize_catalog import stylize_catalog
 
-    s = _run(stylize_catalog, catalog=catalog, style=style, model_version=version, max_side=max_side, format=format, quality=quality, shard_size=shard_size, batch_size=batch_size, metrics=metrics, retry_failed=retry_failed)
+    method = {"multi": "multi-style"}.get(method, method)
+    if (style is None) == (blend is None) or (blend is not None and method != "multi-style"):
+        console.print("[red]error:[/red] give --style, or --blend with --method multi")
+        raise typer.Exit(1)
+    s = _run(stylize_catalog, catalog=catalog, style=style or blend, method=method, model=model, model_version=version, max_side=max_side, format=format, quality=quality, shard_size=shard_size, batch_size=batch_size, metrics=metrics, retry_failed=retry_failed)
     console.print(_table(f"stylized {s['catalog']} with {s['style']} {s['model_version']}", s))
     if s["failed"]:
         raise typer.Exit(2)

@@ -118,7 +118,7 @@ def write_report(out_dir: Path, catalog: str, styles: list[str], *, cell: int = 
 
 def _style_header(st: Any, current: pd.DataFrame, style: str, size: int) -> str:
     """Column header: the style's name and a thumbnail of its artwork (from the model card)."""
-    versions = sorted({r.model_version for r in current.itertuples() if r.style == style}) if not current.empty else []
+    versions = sorted({r.model_version for r in current.itertuples() if r.style == style and r.method == common.PER_STYLE}) if not current.empty else []
     label = f"<th>{html.escape(style)}"
     if not versions:
         return label + "</th>"
@@ -135,7 +135,7 @@ def _curves(current: pd.DataFrame, styles: list[str]) -> str:
     if current.empty:
         return "<p>none</p>"
     reg, parts = common.registry(), []
-    for style, version in sorted({(r.style, r.model_version) for r in current.itertuples() if r.style in styles}):
+    for style, version in sorted({(r.style, r.model_version) for r in current.itertuples() if r.style in styles and r.method == common.PER_STYLE}):
         card = reg.card(common.PER_STYLE, style, version)
         parts.append(f"<figure><figcaption>{html.escape(style)} {html.escape(version)} "
                      f"({card['metrics'].get('steps', '?')} steps, init {html.escape(str(card.get('init_from') or 'scratch'))})</figcaption>"

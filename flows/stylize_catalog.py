@@ -13,13 +13,26 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from styleops.errors import InvalidInputError
 from styleops.imageio import encode_image
 from tasks import common
-from tasks.stylize import StylizeParams, catalog_prefix, plan_catalog_task, stylize_shard_task
+from tasks.stylize import StylizeParams, blend_label, catalog_prefix, parse_blend, plan_catalog_task, stylize_shard_task
 
 
 @task(name="resolve-model-version")
-def resolve_model_task(style: str, version: str | None) -> str:
-    """`None`/'production' -> the promoted version; 'latest' -> newest; 'v0003' -> checked."""
-    return common.registry().resolve(common.PER_STYLE, style, version)
+def resolve_model_task(style: str, version: str | None, method: str = "per-style", model: str = "collection") -> tuple[str, str]:
+    """(style label, model version) with the version resolved: `None`/'production' -> promoted,
+    'latest' -> newest, 'v0003' -> checked. multi-style: the version is '<model>/<version>' and the
+    label a checked style name or canonical blend; unknown names fail here, before any work."""
+    reg = common.registry()
+    if method == "per-style":
+        return style, reg.resolve(common.PER_STYLE, style, version)
+    if method != "multi-style":
+        raise InvalidInputError(f"method must be per-style or multi-style, got {method!r}")
+    resolved = reg.resolve(common.MULTI_STYLE, model, version)
+    known = [s["name"] for s in reg.card(common.MULTI_STYLE, model, resolved)["styles"]]
+    blend = parse_blend(style)
+    unknown = sorted(set(blend) - set(known))
+    if unknown:
+        raise InvalidInputError(f"multi-style/{model} {resolved} has no style {', '.join(unknown)}; it has {', '.join(known)}")
+    return blend_label(blend), f"{model}/{resolved}"
 
 
 def check_params(params: StylizeParams) -> None:
@@ -32,12 +45,16 @@ def check_params(params: StylizeParams) -> None:
 
 
 @flow(name="stylize-catalog", task_runner=ThreadPoolTaskRunner(max_workers=2))
-def stylize_catalog(catalog: str, style: str, model_version: str | None = None, max_side: int | None = 1024, format: str = "jpeg", quality: int = 90, shard_size: int = 64, batch_size: int | None = None, metrics: bool = True, retry_failed: bool = False) -> dict[str, Any]:
-    """List -> plan (skip what the manifest has) -> stylize shards in parallel -> record -> report."""
-    params = StylizeParams(max_side=max_side, format=format.lower(), quality=quality)
+def stylize_catalog(catalog: str, style: str, model_version: str | None = None, max_side: int | None = 1024, format: str = "jpeg", quality: int = 90, shard_size: int = 64, batch_size: int | None = None, metrics: bool = True, retry_failed: bool = False, method: str = "per-style", model: str = "collection") -> dict[str, Any]:
+    """List -> plan (skip what the manifest has) -> stylize shards in parallel -> record -> report.
+
+    method 'multi-style': `style` is a style of the multi-style model `model`, or a blend
+    'wave=0.7,udnie=0.3' (weights normalized; recorded as the manifest's style).
+    """
+    params = StylizeParams(method=method, max_side=max_side, format=format.lower(), quality=quality)
     check_params(params)
     prefix = catalog_prefix(catalog)
-    version = resolve_model_task(style, model_version)
+    style, version = resolve_model_task(style, model_version, method, model)
     plan = plan_catalog_task(prefix, style, version, params.hash, shard_size, retry_failed)
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid4().hex[:6]}"
     futures = [
@@ -52,7 +69,7 @@ def stylize_catalog(catalog: str, style: str, model_version: str | None = None, 
     }
     if counts:
         common.manifest().compact(run_id=run_id)
-    create_markdown_artifact(key=f"stylize-{style.replace('_', '-')}", markdown=_summary_markdown(summary), description=f"stylize {prefix} with {style}")
+    create_markdown_artifact(key="stylize-" + "".join(c if c.isalnum() else "-" for c in style.lower())[:60], markdown=_summary_markdown(summary), description=f"stylize {prefix} with {style}")
     return summary
 
 

@@ -24,6 +24,7 @@ from styleops.vgg import VGGEncoder, load_encoder
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 PER_STYLE = "per-style"
+MULTI_STYLE = "multi-style"
 
 
 def store(settings: Settings | None = None, *, writable: tuple[str, ...] | None = None) -> ObjectStore:

@@ -38,7 +38,7 @@ R = TypeVar("R")
 class StylizeParams:
     """Everything besides the model that changes an output's bytes (hashed into params_hash)."""
 
-    method: str = "per-style"
+    method: str = "per-style"  # per-style | multi-style
     max_side: int | None = 1024
     format: str = "jpeg"
     quality: int = 90
@@ -63,7 +63,9 @@ def catalog_prefix(catalog: str) -> str:
 
 def output_key(image_key: str, catalog: str, style: str, model_version: str, params: StylizeParams) -> str:
     """stylized/<set>/<style>/<model_version>/<params_hash[:8]>/<path>, the output format's extension
-    appended unless the path already has it (`a.png` -> `a.png.jpg`, so `a.png` and `a.jpg` never collide)."""
+    appended unless the path already has it (`a.png` -> `a.png.jpg`, so `a.png` and `a.jpg` never collide).
+    A blend label's '=' and ',' become '-' and '+' in the key; a multi-style version is '<name>/<version>'."""
+    style = style.replace("=", "-").replace(",", "+")
     prefix = catalog_prefix(catalog)
     rel = image_key[len(prefix) :]
     ext = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}[params.format]
@@ -158,14 +160,13 @@ def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id:
     settings = get_settings()
     p = StylizeParams(**params)
     st = common.store(writable=("stylized/",))
-    reg = common.registry()
-    model, card = common.load_model(reg, common.PER_STYLE, style, model_version)
+    model, card, artwork_key = _model_for(p.method, style, model_version)
     device = resolve_device(settings.device)
     engine = InferenceEngine(model, device=device, batch_size=batch_size, max_side=p.max_side)
     meter = None
     if metrics:
         weights = LossWeights(**card["train_config"]["loss"])
-        art, _ = common.artwork_pixels(st, card["artwork_key"], settings)
+        art, _ = common.artwork_pixels(st, artwork_key, settings)
         meter = StyleMetrics(common.encoder(weights.layers, device, settings), to_float(art), weights, style_size=card["train_config"]["style_size"])
     base = {
         "run_id": run_id, "flow_run_id": str(flow_run.get_id() or ""), "shard_id": shard_id, "attempt": int(task_run.get_run_count() or 1),
@@ -198,6 +199,63 @@ def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id:
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed")}
     common.logger().info("shard %s: %d ok, %d failed", shard_id, counts["ok"], counts["failed"])
     return counts
+
+
+class Conditioned(torch.nn.Module):
+    """A multi-style network with its style weights fixed: plain `net(x)` for the engine."""
+
+    def __init__(self, net: torch.nn.Module, weights: list[float]) -> None:
+        super().__init__()
+        self.net, self.weights = net, weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, self.weights)
+
+
+def parse_blend(blend: str) -> dict[str, float]:
+    """'wave=0.7,udnie=0.3' -> {'wave': 0.7, 'udnie': 0.3} normalized to sum 1; ValueError if malformed,
+    negative, repeated or all zero."""
+    weights: dict[str, float] = {}
+    for part in filter(None, (x.strip() for x in blend.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            w = float(value) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"blend entry {part!r} is not name=weight") from None
+        if not name.strip() or name.strip() in weights or not w >= 0 or w == float("inf"):
+            raise ValueError(f"blend entry {part!r}: need a new style name and a finite weight >= 0")
+        weights[name.strip()] = w
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"blend {blend!r} has no positive weight")
+    return {k: v / total for k, v in weights.items()}
+
+
+def blend_label(weights: dict[str, float]) -> str:
+    """Canonical label (recorded as the manifest's style): one name, or 'a=0.700,b=0.300'."""
+    live = {k: v for k, v in weights.items() if v > 0}
+    return next(iter(live)) if len(live) == 1 else ",".join(f"{k}={v:.3f}" for k, v in sorted(live.items()))
+
+
+def _model_for(method: str, style: str, model_version: str) -> tuple[torch.nn.Module, dict[str, Any], str]:
+    """(network taking x only, card, artwork key for the style metric) for a style label and version.
+
+    per-style: style is the model's name. multi-style: model_version is '<name>/<version>' and
+    style a blend label over the card's styles (metrics against the largest weight's artwork).
+    """
+    reg = common.registry()
+    if method == "per-style":
+        model, card = common.load_model(reg, common.PER_STYLE, style, model_version)
+        return model, card, card["artwork_key"]
+    name, version = model_version.split("/")
+    net, card = common.load_model(reg, common.MULTI_STYLE, name, version)
+    known = [s["name"] for s in card["styles"]]
+    blend = parse_blend(style)
+    unknown = sorted(set(blend) - set(known))
+    if unknown:
+        raise ValueError(f"multi-style/{name} {version} has no style {', '.join(unknown)}; it has {', '.join(known)}")
+    main = max(blend, key=blend.__getitem__)
+    return Conditioned(net, [blend.get(k, 0.0) for k in known]), card, card["styles"][known.index(main)]["artwork_key"]
 
 
 def _failed_row(base: dict[str, Any], f: Fetched) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from infra.settings import get_settings
 from infra.version import code_version
 from styleops.device import resolve_device
 from styleops.serialize import to_safetensors
-from styleops.train import StepLog, TrainConfig, train_style
+from styleops.train import StepLog, TrainConfig, TrainResult, add_style, train_multistyle, train_style
 from styleops.weights import resolve_weights_file
 from tasks import common
 
@@ -65,40 +67,127 @@ def train_per_style_task(style: str, artwork_key: str, content_prefix: str, conf
     workdir = settings.home / "work" / "train" / style / run_key
     log.info("training %s on %d content images, %d steps at %d px on %s (checkpoints in %s)", style, len(content), cfg.steps, cfg.image_size, device, workdir)
 
-    bar = f"train:{style}"
-    progress().start(bar, f"train {style}", cfg.steps)
+    started = time.time()
+    with _reporting(f"train {style}", cfg) as on_step:
+        result = train_style(cfg, content, art, enc, workdir=workdir, device=device, init_state=_init_state(init_from), progress=on_step)
+    card = {
+        "architecture": "TransformerNet",
+        **_card_common(cfg, result, content_prefix, len(content), device, started),
+        "artwork_key": artwork_key,
+        "artwork_sha256": art_sha,
+        "init_from": init_from,
+    }
+    return _register(common.PER_STYLE, style, result, "TransformerNet", card)
 
-    done = [0]
+
+@contextmanager
+def _reporting(label: str, cfg: TrainConfig) -> Iterator[Callable[[StepLog], None]]:
+    """A progress callback for the engines: a progress bar, and a log line every 10 logged steps."""
+    log, bar, done = common.logger(), f"train:{label}", [0]
+    progress().start(bar, label, cfg.steps)
 
     def on_step(step: StepLog) -> None:
-        progress().advance(bar, step.step - done[0], description=f"train {style} loss {step.total:,.0f}")
+        progress().advance(bar, step.step - done[0], description=f"{label} loss {step.total:,.0f}")
         done[0] = step.step
         if step.step % (cfg.log_every * 10) == 0 or step.step == step.steps:
             log.info("step %d/%d total %.1f content %.1f style %.1f tv %.2f (%.1f img/s)", step.step, step.steps, step.total, step.content, step.style, step.tv, step.images_per_s)
 
-    started = time.time()
-    result = train_style(cfg, content, art, enc, workdir=workdir, device=device, init_state=_init_state(init_from), progress=on_step)
-    progress().finish(bar)
+    try:
+        yield on_step
+    finally:
+        progress().finish(bar)
+
+
+def _card_common(cfg: TrainConfig, result: TrainResult, content_prefix: str, n_content: int, device: Any, started: float) -> dict[str, Any]:
+    """Card fields every family shares: configs, data, final losses, curve, loss network, code."""
+    settings = get_settings()
     weights_file = resolve_weights_file(settings.vgg_weights, cache_dir=settings.cache_dir)
-    card = {
-        "architecture": "TransformerNet",
+    return {
         "model_config": result.model_config,
         "train_config": cfg.to_dict(),
-        "artwork_key": artwork_key,
-        "artwork_sha256": art_sha,
         "content_prefix": content_prefix,
-        "content_images": len(content),
-        "init_from": init_from,
+        "content_images": n_content,
         "metrics": {**result.final_losses(), "steps": result.steps, "rollbacks": result.rollbacks, "seconds": round(time.time() - started, 1), "resumed_from": result.resumed_from},
         "loss_curve": result.history,
         "device": str(device),
         "loss_network": {"arch": "vgg16", "weights": str(weights_file.name) if weights_file else "torchvision-imagenet"},
         "code_version": code_version(),
     }
-    blob = to_safetensors(result.state_dict, "TransformerNet", result.model_config)
-    version = common.registry().register(common.PER_STYLE, style, blob, card)
-    log.info("registered %s/%s %s (sha256 %s)", common.PER_STYLE, style, version.version, version.sha256[:12])
-    return {"family": version.family, "name": version.name, "version": version.version, "sha256": version.sha256, "metrics": card["metrics"]}
+
+
+def _artworks_under(prefix: str) -> list[tuple[str, str]]:
+    """(style, key) of the first image of every artwork/<style>/ folder under `prefix`, by style."""
+    found: dict[str, str] = {}
+    for info in common.store().list(prefix):
+        if common.is_image_key(info.key):
+            found.setdefault(common.style_from_artwork_key(info.key), info.key)
+    if not found:
+        raise ValueError(f"no artworks under {prefix!r} (expected artwork/<style>/<file>)")
+    return sorted(found.items())
+
+
+@task(name="train-multi-style-model", tags=["gpu"])
+def train_multistyle_task(name: str, artwork_prefix: str, content_prefix: str, config: dict[str, Any], max_content: int = 5000) -> dict[str, Any]:
+    """Train one conditional-instance-norm network for every artwork under `artwork_prefix`;
+    register it under multi-style/<name>. Every artwork is decoded before any training starts."""
+    settings = get_settings()
+    cfg = TrainConfig.from_dict(config)
+    st = common.store()
+    styles = _artworks_under(artwork_prefix)
+    arts = [common.artwork_pixels(st, key, settings) for _, key in styles]  # bad artwork: clear error now
+    content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
+    device = resolve_device(settings.device)
+    enc = common.encoder(cfg.loss.layers, device, settings)
+    run_key = common.stable_hash({"multi": name, "artworks": [sha for _, sha in arts], "config": cfg.to_dict(), "content": content_prefix})
+    started = time.time()
+    with _reporting(f"train {name} ({len(styles)} styles)", cfg) as on_step:
+        result = train_multistyle(cfg, content, [px for px, _ in arts], enc, workdir=settings.home / "work" / "multi" / name / run_key, device=device, progress=on_step)
+    card = {
+        "architecture": "MultiStyleTransformerNet",
+        **_card_common(cfg, result, content_prefix, len(content), device, started),
+        "styles": [{"name": s, "artwork_key": k, "artwork_sha256": sha} for (s, k), (_, sha) in zip(styles, arts, strict=True)],
+        "parent_version": None,
+    }
+    return _register(common.MULTI_STYLE, name, result, "MultiStyleTransformerNet", card)
+
+
+@task(name="add-style-to-multi-style-model", tags=["gpu"])
+def add_style_task(name: str, artwork_key: str, content_prefix: str, config: dict[str, Any], base_version: str | None = None, style: str | None = None, max_content: int = 5000) -> dict[str, Any]:
+    """Append an artwork to multi-style/<name> (base: production) as a new version, training only
+    the new style's scale/shift; old styles' outputs are unchanged bit for bit."""
+    settings = get_settings()
+    cfg = TrainConfig.from_dict(config)
+    st, reg = common.store(), common.registry()
+    style = style or common.style_from_artwork_key(artwork_key)
+    base = reg.resolve(common.MULTI_STYLE, name, base_version)
+    base_card = reg.card(common.MULTI_STYLE, name, base)
+    if style in [s["name"] for s in base_card["styles"]]:
+        raise ValueError(f"multi-style/{name} {base} already has a style named {style!r}")
+    art, art_sha = common.artwork_pixels(st, artwork_key, settings)
+    content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
+    device = resolve_device(settings.device)
+    enc = common.encoder(cfg.loss.layers, device, settings)
+    base_state = load_safetensors(reg.weights_bytes(common.MULTI_STYLE, name, base))
+    model_cfg = base_card["model_config"]
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), "channels": model_cfg["channels"], "n_residual": model_cfg["n_residual"]})
+    run_key = common.stable_hash({"add": name, "base": base, "artwork": art_sha, "config": cfg.to_dict(), "content": content_prefix})
+    started = time.time()
+    with _reporting(f"add {style} to {name}", cfg) as on_step:
+        result = add_style(cfg, content, art, enc, base_state, model_cfg["n_styles"], workdir=settings.home / "work" / "multi" / name / run_key, device=device, progress=on_step)
+    card = {
+        "architecture": "MultiStyleTransformerNet",
+        **_card_common(cfg, result, content_prefix, len(content), device, started),
+        "styles": [*base_card["styles"], {"name": style, "artwork_key": artwork_key, "artwork_sha256": art_sha}],
+        "parent_version": base,
+    }
+    return _register(common.MULTI_STYLE, name, result, "MultiStyleTransformerNet", card)
+
+
+def _register(family: str, name: str, result: TrainResult, architecture: str, card: dict[str, Any]) -> dict[str, Any]:
+    blob = to_safetensors(result.state_dict, architecture, result.model_config)
+    version = common.registry().register(family, name, blob, card)
+    common.logger().info("registered %s/%s %s (sha256 %s)", family, name, version.version, version.sha256[:12])
+    return {"family": version.family, "name": version.name, "version": version.version, "sha256": version.sha256, "metrics": card["metrics"], "styles": [s["name"] for s in card.get("styles", [])]}
 
 
 @task(name="promote-if-none-in-production")

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 
 runner = CliRunner()
-COMMANDS = [[], ["store"], ["weights"], ["models"], ["upload"], ["train-style"], ["stylize"], ["manifest"], ["demo"], ["store", "start"], ["models", "export"]]
+COMMANDS = [[], ["store"], ["weights"], ["models"], ["upload"], ["train-style"], ["train-multistyle"], ["add-style"], ["stylize"], ["manifest"], ["demo"], ["store", "start"], ["models", "export"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "styleops")
@@ -28,4 +28,12 @@ def test_unknown_style_is_one_clear_line_and_exit_1(pipeline_env) -> None:  # no
 def test_bad_quality_fails_before_any_work(pipeline_env) -> None:  # noqa: ANN001
     result = runner.invoke(app, ["stylize", "--catalog", "demo", "--style", "monet", "--quality", "300"])
     assert result.exit_code == 1 and "quality must be an int in 1..95" in result.output
+    assert list(pipeline_env.store.list("stylized/")) == []
+
+
+def test_blend_needs_the_multi_method_and_negative_weights_fail_early(pipeline_env) -> None:  # noqa: ANN001
+    result = runner.invoke(app, ["stylize", "--catalog", "demo", "--blend", "monet=1"])
+    assert result.exit_code == 1 and "--blend with --method multi" in result.output
+    result = runner.invoke(app, ["stylize", "--catalog", "demo", "--method", "multi", "--blend", "monet=-1,hoitsu=2"])
+    assert result.exit_code == 1 and "error:" in result.output
     assert list(pipeline_env.store.list("stylized/")) == []
