@@ -18,8 +18,8 @@ DEMO_STYLES = ("monet", "hoitsu")
 
 @flow(name="demo")
 def demo(out_dir: str = "demo-output", steps: int = 40, styles: list[str] | None = None, max_side: int = 384) -> dict[str, Any]:
-    """Upload the examples, fine-tune each shipped example model for `steps` steps on the sample
-    photos (0: register it as shipped), stylize the catalog with every style, write the report."""
+    """Upload the examples, fine-tune each shipped example model for `steps` (at least 1) steps on
+    the sample photos through the train-style flow, stylize the catalog with every style, write the report."""
     log = get_run_logger()
     styles = list(styles or DEMO_STYLES)
     upload_directory_task(str(EXAMPLES / "catalog"), "catalog/demo/")
