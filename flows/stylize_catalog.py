@@ -13,7 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from styleops.errors import InvalidInputError
 from styleops.imageio import encode_image
 from tasks import common
-from tasks.stylize import StylizeParams, blend_label, catalog_prefix, parse_blend, plan_catalog_task, stylize_shard_task
+from tasks.stylize import StylizeParams, blend_label, catalog_prefix, checked_blend, plan_catalog_task, stylize_shard_task
 
 
 @task(name="resolve-model-version")
@@ -27,11 +27,7 @@ def resolve_model_task(style: str, version: str | None, method: str = "per-style
     if method != "multi-style":
         raise InvalidInputError(f"method must be per-style or multi-style, got {method!r}")
     resolved = reg.resolve(common.MULTI_STYLE, model, version)
-    known = [s["name"] for s in reg.card(common.MULTI_STYLE, model, resolved)["styles"]]
-    blend = parse_blend(style)
-    unknown = sorted(set(blend) - set(known))
-    if unknown:
-        raise InvalidInputError(f"multi-style/{model} {resolved} has no style {', '.join(unknown)}; it has {', '.join(known)}")
+    blend = checked_blend(style, reg.card(common.MULTI_STYLE, model, resolved), f"{model}/{resolved}")
     return blend_label(blend), f"{model}/{resolved}"
 
 

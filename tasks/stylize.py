@@ -22,7 +22,7 @@ from infra.progress import progress
 from infra.settings import get_settings
 from infra.store import GetResult, ObjectStore, PreconditionFailedError, PutResult, StoreError, validate_key
 from infra.version import code_version
-from styleops.errors import ImageError
+from styleops.errors import ImageError, InvalidInputError
 from styleops.imageio import content_type, decode_image, encode_image, sha256_hex, to_float, to_uint8
 from styleops.infer import InferenceEngine
 from styleops.losses import LossWeights
@@ -237,6 +237,16 @@ def blend_label(weights: dict[str, float]) -> str:
     return next(iter(live)) if len(live) == 1 else ",".join(f"{k}={v:.3f}" for k, v in sorted(live.items()))
 
 
+def checked_blend(style: str, card: dict[str, Any], model_ref: str) -> dict[str, float]:
+    """`parse_blend(style)` with every name checked against a multi-style card's styles."""
+    known = [s["name"] for s in card["styles"]]
+    blend = parse_blend(style)
+    unknown = sorted(set(blend) - set(known))
+    if unknown:
+        raise InvalidInputError(f"multi-style/{model_ref} has no style {', '.join(unknown)}; it has {', '.join(known)}")
+    return blend
+
+
 def _model_for(method: str, style: str, model_version: str) -> tuple[torch.nn.Module, dict[str, Any], str]:
     """(network taking x only, card, artwork key for the style metric) for a style label and version.
 
@@ -250,10 +260,7 @@ def _model_for(method: str, style: str, model_version: str) -> tuple[torch.nn.Mo
     name, version = model_version.split("/")
     net, card = common.load_model(reg, common.MULTI_STYLE, name, version)
     known = [s["name"] for s in card["styles"]]
-    blend = parse_blend(style)
-    unknown = sorted(set(blend) - set(known))
-    if unknown:
-        raise ValueError(f"multi-style/{name} {version} has no style {', '.join(unknown)}; it has {', '.join(known)}")
+    blend = checked_blend(style, card, model_version)
     main = max(blend, key=blend.__getitem__)
     return Conditioned(net, [blend.get(k, 0.0) for k in known]), card, card["styles"][known.index(main)]["artwork_key"]
 
