@@ -4,12 +4,15 @@ Two methods, both on float RGB images in [0, 1], [3, H, W] or [N, 3, H, W]:
 - `luminance_only(content, stylized)`: the stylized luminance with the content's chrominance (YIQ).
 - `match_colors(source, reference)`: a linear map giving `source` the per-image RGB mean and
   covariance of `reference` (applied to the artwork before stylizing, or to an output).
+`preserve_colors(content, stylized, mode)` applies either to a finished output, so every method
+(per-style, multi-style, swap, AdaIN, Gatys) gets the same option; `ColorPreserving` wraps a
+stylizing network with it.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
 
@@ -62,3 +65,32 @@ def _sqrtm(m: Tensor) -> Tensor:
     """Square root of a symmetric positive-definite 3x3 matrix."""
     values, vectors = torch.linalg.eigh(m)
     return vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
+
+
+COLOR_MODES = ("none", "luminance", "histogram")
+
+
+def preserve_colors(content: Tensor, stylized: Tensor, mode: str) -> Tensor:
+    """Keep the photo's colours in an output: 'luminance' (stylized Y, photo IQ), 'histogram'
+    (output's RGB mean/covariance matched to the photo's) or 'none'. Same shapes in and out."""
+    if mode == "none":
+        return stylized
+    if mode == "luminance":
+        return luminance_only(content, stylized)
+    if mode == "histogram":
+        return match_colors(stylized, content)
+    raise InvalidInputError(f"colour preservation must be one of {COLOR_MODES}, got {mode!r}")
+
+
+class ColorPreserving(nn.Module):
+    """`model(x)` followed by `preserve_colors(x, ., mode)`; x [N, 3, H, W] in [0, 1]."""
+
+    def __init__(self, model: nn.Module, mode: str) -> None:
+        super().__init__()
+        if mode not in COLOR_MODES:
+            raise InvalidInputError(f"colour preservation must be one of {COLOR_MODES}, got {mode!r}")
+        self.model, self.mode = model, mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.model(x)
+        return preserve_colors(x, y.float().clamp(0, 1), self.mode) if self.mode != "none" else y

@@ -8,12 +8,13 @@ longer side, then upsampled and refined at 512 px.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from styleops.color import COLOR_MODES, preserve_colors
 from styleops.errors import InvalidInputError
 from styleops.imageio import resize_max_side
 from styleops.losses import LossWeights, PerceptualLoss
@@ -84,3 +85,42 @@ def _optimize(start: Tensor, target: Tensor, grams: dict[str, Tensor], loss_fn: 
             with torch.no_grad():
                 x.clamp_(0, 1)
     return x.detach()
+
+
+class GatysEngine:
+    """Many images, one optimization each, behind the `InferenceEngine` interface (batch size 1).
+
+    artwork: float [3, H, W] in [0, 1]. levels > 1: coarse-to-fine, each image optimized at
+    1/2^(levels-1), ..., 1/2, 1 of its size (`config.scales` is ignored then). color: 'none',
+    'luminance' or 'histogram' (`styleops.color.preserve_colors`). `progress(iteration, loss)` is
+    called after every iteration of every image (iterations restart at 1 for each image).
+    """
+
+    batch_size = 1
+
+    def __init__(self, encoder: VGGEncoder, artwork: Tensor, config: GatysConfig | None = None, *, max_side: int | None = None, levels: int = 1, color: str = "none", progress: Callable[[int, float], None] | None = None) -> None:
+        if not 1 <= levels <= 4:
+            raise InvalidInputError(f"levels must be 1 to 4, got {levels}")
+        if color not in COLOR_MODES:
+            raise InvalidInputError(f"colour preservation must be one of {COLOR_MODES}, got {color!r}")
+        self.encoder, self.artwork, self.config = encoder.eval(), artwork, config or GatysConfig()
+        self.max_side, self.levels, self.color, self.progress = max_side, levels, color, progress
+
+    def prepare(self, image: Tensor) -> Tensor:
+        """uint8 [3, H, W] -> float [3, h, w] in [0, 1], shrunk to max_side."""
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise InvalidInputError(f"expected an image [3, H, W], got {tuple(image.shape)}")
+        return resize_max_side(image.float() / 255.0 if image.dtype == torch.uint8 else image, self.max_side)
+
+    def stylize_prepared(self, prepared: list[Tensor]) -> list[Tensor]:
+        """Float [3, h, w] images -> float [3, h, w] results in [0, 1], on the CPU."""
+        out = []
+        for x in prepared:
+            cfg = self.config
+            if self.levels > 1:
+                longer = max(x.shape[-2:])
+                cfg = replace(cfg, scales=tuple(max(16, longer >> (self.levels - 1 - i)) for i in range(self.levels)))
+            with torch.enable_grad():
+                y = gatys(x, self.artwork, self.encoder, cfg, progress=self.progress)[0]
+            out.append(preserve_colors(x, y, self.color))
+        return out

@@ -10,13 +10,18 @@ from collections.abc import Mapping
 
 from safetensors import SafetensorError
 from safetensors.torch import load, save
-from torch import Tensor
+from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
+from styleops.models.decoder import VGGDecoder
 from styleops.models.multistyle import MultiStyleTransformerNet
 from styleops.models.transformer import TransformerNet
 
-_ARCHITECTURES = {"TransformerNet": TransformerNet, "MultiStyleTransformerNet": MultiStyleTransformerNet}
+_ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "TransformerNet": TransformerNet,
+    "MultiStyleTransformerNet": MultiStyleTransformerNet,
+    "VGGDecoder": VGGDecoder,
+}
 
 
 def to_safetensors(state_dict: Mapping[str, Tensor], architecture: str, config: Mapping[str, object]) -> bytes:
@@ -41,7 +46,7 @@ def read_metadata(blob: bytes) -> dict[str, str]:
     return dict(header.get("__metadata__", {}))
 
 
-def from_safetensors(blob: bytes) -> TransformerNet:  # or a subclass, per the header
+def from_safetensors(blob: bytes) -> nn.Module:  # TransformerNet, MultiStyleTransformerNet or VGGDecoder
     """Rebuild the module saved by `to_safetensors`, in eval mode, on the CPU."""
     meta = read_metadata(blob)
     cls = _ARCHITECTURES.get(meta.get("architecture", ""))

@@ -44,6 +44,7 @@ class TrainConfig:
     image_size: int = 256  # content crops, pixels (square)
     style_size: int = 512  # artwork resized so its longer side is this many pixels
     lr: float = 1e-3
+    style_lr_scale: float = 1.0  # multi-style: learning-rate multiplier on the per-style scale/shift
     channels: int = 32
     n_residual: int = 5
     loss: LossWeights = field(default_factory=LossWeights)
@@ -227,7 +228,12 @@ def train_multistyle(
         style = step % len(grams)
         return fit.loss(model(batch, style), batch, grams[style])
 
-    return fit.run(model, list(model.parameters()), forward, content, workdir, progress, loss_hook)
+    style_params = {id(p) for norm in model.norms() for p in (*norm.gammas, *norm.betas)}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in style_params], "lr_mult": 1.0},
+        {"params": [p for p in model.parameters() if id(p) in style_params], "lr_mult": config.style_lr_scale},
+    ]
+    return fit.run(model, groups, forward, content, workdir, progress, loss_hook)
 
 
 def add_style(
@@ -250,7 +256,8 @@ def add_style(
     params = model.freeze_all_but_style(new)
     fit = _Fit(config, encoder, device)
     grams = fit.style_targets(artwork)
-    return fit.run(model, params, lambda step, batch: fit.loss(model(batch, new), batch, grams), content, workdir, progress, None)
+    groups = [{"params": params, "lr_mult": config.style_lr_scale}]
+    return fit.run(model, groups, lambda step, batch: fit.loss(model(batch, new), batch, grams), content, workdir, progress, None)
 
 
 class _Fit:
@@ -270,7 +277,7 @@ class _Fit:
     def run(
         self,
         model: nn.Module,
-        params: list[nn.Parameter],
+        params: list[nn.Parameter] | list[dict[str, Any]],
         forward: Callable[[int, Tensor], LossTerms],
         content: Sequence[str | Path] | str | Path,
         workdir: Path,
@@ -282,6 +289,7 @@ class _Fit:
         ckpt_path = workdir / CHECKPOINT_FILE
         model.to(dev, memory_format=self.memory_format)
         opt = torch.optim.Adam(params, lr=config.lr)
+        _set_lr(opt, config, 1.0)
         scaler = torch.amp.GradScaler(dev.type, enabled=self.amp == torch.float16)
 
         state = {"step": 0, "lr_scale": 1.0, "rollbacks": 0, "history": []}
@@ -346,9 +354,14 @@ def _load_checkpoint(path: Path, config: TrainConfig, model: nn.Module, opt: tor
         raise InvalidInputError(f"checkpoint {path} was made with a different configuration; use a fresh workdir")
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
-    for group in opt.param_groups:
-        group["lr"] = config.lr * ckpt["lr_scale"]
+    _set_lr(opt, config, ckpt["lr_scale"])
     return {k: ckpt[k] for k in ("step", "lr_scale", "rollbacks", "history")}
+
+
+def _set_lr(opt: torch.optim.Optimizer, config: TrainConfig, scale: float) -> None:
+    """Every group's lr = config.lr x its "lr_mult" (1 when absent) x the rollback scale."""
+    for group in opt.param_groups:
+        group["lr"] = config.lr * group.get("lr_mult", 1.0) * scale
 
 
 def _rollback(path: Path, config: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any], step: int) -> dict[str, Any]:
@@ -358,7 +371,6 @@ def _rollback(path: Path, config: TrainConfig, model: nn.Module, opt: torch.opti
         raise TrainingDivergedError(f"loss is not finite at step {step} after {config.max_rollbacks} rollbacks")
     restored = _load_checkpoint(path, config, model, opt)
     restored["rollbacks"], restored["lr_scale"] = rollbacks, restored["lr_scale"] * 0.5
-    for group in opt.param_groups:
-        group["lr"] = config.lr * restored["lr_scale"]
+    _set_lr(opt, config, restored["lr_scale"])
     _save_checkpoint(path, _checkpoint(config, model, opt, restored))
     return restored

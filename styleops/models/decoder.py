@@ -18,7 +18,7 @@ from styleops.vgg import build_vgg_features, layer_names
 class VGGDecoder(nn.Sequential):
     """Mirror of `arch`'s trunk up to `from_layer` (a relu or conv name)."""
 
-    def __init__(self, from_layer: str = "relu4_1", arch: str = "vgg19") -> None:
+    def __init__(self, from_layer: str = "relu4_1", arch: str = "vgg16") -> None:
         names = layer_names(arch)
         if from_layer not in names or not from_layer.startswith(("relu", "conv")):
             raise InvalidInputError(f"cannot decode from {from_layer!r}; use a conv/relu layer of {arch}")

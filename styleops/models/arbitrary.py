@@ -1,0 +1,86 @@
+"""Stylizers for any artwork, no network trained per style: `x -> y`, [N, 3, H, W] in [0, 1].
+
+- `SwapStylizer` (Chen & Schmidt 2016): encode to the bank's layer, style-swap against the
+  artwork's patch bank, decode with the inverse network; one forward pass.
+- `AdaINStylizer` (Huang & Belongie 2017): encode to relu4_1, give the content features the
+  channel-wise mean and std of the artwork's (or a weighted blend of several artworks'), mix with
+  the content features by `alpha`, decode.
+H and W must be multiples of 2^(pooling layers before the decoder's layer) (4 for relu3_1, 8 for
+relu4_1); `styleops.infer.InferenceEngine` pads to multiples of 16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from styleops.errors import InvalidInputError
+from styleops.models.decoder import VGGDecoder
+from styleops.ops import PatchBank, mean_std, style_swap
+from styleops.vgg import VGGEncoder
+
+
+def _check_pair(encoder: VGGEncoder, decoder: VGGDecoder) -> str:
+    layer = decoder.from_layer
+    if layer not in encoder.layers or encoder.arch != decoder.arch:
+        raise InvalidInputError(f"decoder inverts {decoder.arch}/{layer} but the encoder exposes {encoder.arch} {list(encoder.layers)}")
+    return layer
+
+
+class SwapStylizer(nn.Module):
+    """Encoder -> `style_swap` with `bank` -> inverse network."""
+
+    def __init__(self, encoder: VGGEncoder, decoder: VGGDecoder, bank: PatchBank, *, chunk_size: int = 2048) -> None:
+        super().__init__()
+        self.layer = _check_pair(encoder, decoder)
+        self.encoder, self.decoder, self.bank, self.chunk_size = encoder, decoder, bank, chunk_size
+        if bank.channels != self._channels():
+            raise InvalidInputError(f"the patch bank has {bank.channels} channels but {decoder.arch}/{self.layer} has {self._channels()}: built at another layer?")
+
+    def _channels(self) -> int:
+        return next(m for m in self.decoder.modules() if isinstance(m, nn.Conv2d)).in_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        swapped = style_swap(self.encoder(x)[self.layer], self.bank, chunk_size=self.chunk_size)
+        return self.decoder(swapped)
+
+
+class AdaINStylizer(nn.Module):
+    """Encoder -> AdaIN towards the artworks' statistics (blended by `weights`) -> decoder.
+
+    artworks: images [3, H, W] (or [1, 3, H, W]) in [0, 1]; weights: non-negative, normalized here
+    (default: equal). alpha in [0, 1]: 1 = full style, 0 = the decoded content features.
+    """
+
+    def __init__(self, encoder: VGGEncoder, decoder: VGGDecoder, artworks: Sequence[Tensor], weights: Sequence[float] | None = None, *, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.layer = _check_pair(encoder, decoder)
+        if not artworks:
+            raise InvalidInputError("AdaIN needs at least one artwork")
+        w = torch.as_tensor(weights if weights is not None else [1.0] * len(artworks), dtype=torch.float32)
+        if w.shape != (len(artworks),) or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise InvalidInputError(f"blend weights must be {len(artworks)} finite non-negative numbers, not all zero; got {w.tolist()}")
+        if not 0.0 <= alpha <= 1.0:
+            raise InvalidInputError(f"alpha must be in [0, 1], got {alpha}")
+        w = w / w.sum()
+        device = next(encoder.parameters()).device
+        means, stds = [], []
+        with torch.no_grad():
+            for art in artworks:
+                m, s = mean_std(encoder((art if art.dim() == 4 else art[None]).to(device))[self.layer])
+                means.append(m)
+                stds.append(s)
+        # sum_i w_i AdaIN(c, s_i) = norm(c) * sum_i w_i sigma_i + sum_i w_i mu_i: blend the statistics.
+        self.register_buffer("style_mean", sum(wi * m for wi, m in zip(w, means)))  # [1, C, 1, 1]
+        self.register_buffer("style_std", sum(wi * s for wi, s in zip(w, stds)))
+        self.encoder, self.decoder, self.alpha = encoder, decoder, alpha
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.encoder(x)[self.layer]
+        mean, std = mean_std(f)
+        t = (f.float() - mean) / std * self.style_std + self.style_mean
+        if self.alpha < 1.0:
+            t = self.alpha * t + (1.0 - self.alpha) * f.float()
+        return self.decoder(t)

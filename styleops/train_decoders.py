@@ -1,0 +1,153 @@
+"""Training the decoders of the arbitrary-style methods (no model per style).
+
+- `train_adain`: the AdaIN decoder (Huang & Belongie 2017). Per step, a batch of content crops and
+  one of artwork crops; t = AdaIN(phi(c), phi(s)) at the decoder's layer (relu4_1); minimize
+  content_weight * |phi(g(t)) - t|^2 + style_weight * sum_l w_l (|mu(phi_l(g(t))) - mu(phi_l(s))|^2
+  + |sigma(phi_l(g(t))) - sigma(phi_l(s))|^2) + tv_weight * TV(g(t)).
+- `train_inverse`: the style-swap inverse network (Chen & Schmidt 2016). H is drawn in turn from
+  content features, artwork features and style-swapped features at the decoder's layer (relu3_1);
+  minimize content_weight * |phi(f(H)) - H|^2 + tv_weight * TV(f(H)).
+
+Both reuse the feed-forward engine (`styleops.train`): seeded and exactly resumable (the artwork
+crops of step s are a pure function of (seed, s) too), autocast, atomic checkpoints, NaN rollback.
+`config.loss.content_layers` names the decoder's layer (exactly one); `style_layers` the AdaIN
+mean/std loss layers. Defaults: `adain_config()` and `inverse_config()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from styleops.errors import InvalidInputError
+from styleops.losses import LossTerms, LossWeights, content_loss, total_variation
+from styleops.models.decoder import VGGDecoder
+from styleops.ops import adain, build_patch_bank, mean_std, style_swap
+from styleops.train import ContentCrops, StepLog, TrainConfig, TrainResult, _Fit
+from styleops.vgg import VGGEncoder
+
+Paths = Sequence[str | Path] | str | Path
+
+# Caffe-scale HED trunk: between photo and artwork crops the mean/std distances measured 1107,
+# 1872, 395 and 56 at relu1_1 ... relu4_1; these weights bring the four layers to the same order
+# (docs/architecture.md).
+ADAIN_LOSS = LossWeights(
+    content_layers={"relu4_1": 1.0},
+    style_layers={"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 3.0, "relu4_1": 20.0},
+    content_weight=1.0,
+    style_weight=1.0,
+    tv_weight=0.0,
+)
+INVERSE_LOSS = LossWeights(content_layers={"relu3_1": 1.0}, style_layers={}, content_weight=1.0, style_weight=0.0, tv_weight=10.0)
+
+
+def adain_config(**overrides: Any) -> TrainConfig:
+    """TrainConfig for the AdaIN decoder: Huang & Belongie's Adam lr 1e-4, batch 8, 256 px crops."""
+    return TrainConfig(**{"loss": ADAIN_LOSS, "lr": 1e-4, "steps": 20_000, "batch_size": 8, "image_size": 256, **overrides})
+
+
+def inverse_config(**overrides: Any) -> TrainConfig:
+    """TrainConfig for the style-swap inverse network (Chen & Schmidt: Adam, lr 1e-3, TV term)."""
+    return TrainConfig(**{"loss": INVERSE_LOSS, "lr": 1e-3, "steps": 5_000, "batch_size": 4, "image_size": 256, **overrides})
+
+
+def decoder_layer(config: TrainConfig) -> str:
+    """The one layer a decoder inverts: `config.loss.content_layers`' only key."""
+    layers = list(config.loss.content_layers)
+    if len(layers) != 1:
+        raise InvalidInputError(f"a decoder inverts exactly one layer; config.loss.content_layers has {layers}")
+    return layers[0]
+
+
+def _artwork_batch(crops: ContentCrops, step: int, n: int) -> Tensor:
+    """The artwork crops of step `step`: [n, 3, size, size], a pure function of (seed, step)."""
+    return torch.stack([crops[(step, slot)] for slot in range(n)])
+
+
+def train_adain(
+    config: TrainConfig,
+    content: Paths,
+    artworks: Paths,
+    encoder: VGGEncoder,
+    *,
+    workdir: Path,
+    device: str | torch.device = "auto",
+    progress: Callable[[StepLog], None] | None = None,
+    loss_hook: Callable[[int, Tensor], Tensor] | None = None,
+) -> TrainResult:
+    """Train a `VGGDecoder` from the decoder layer (default relu4_1) for AdaIN on any artwork.
+
+    content, artworks: folders or lists of image files. The encoder must expose the decoder
+    layer and every style layer.
+    """
+    layer = decoder_layer(config)
+    torch.manual_seed(config.seed)
+    model = VGGDecoder(layer, encoder.arch)
+    fit = _Fit(config, encoder, device)
+    enc, w = fit.loss.encoder, config.loss
+    styles = ContentCrops(artworks, config.image_size, config.seed + 1)
+
+    def forward(step: int, batch: Tensor) -> LossTerms:
+        art = _artwork_batch(styles, step, batch.shape[0]).to(fit.dev).contiguous(memory_format=fit.memory_format)
+        with torch.no_grad():
+            fc, fs = enc(batch)[layer], enc(art)
+            target = adain(fc, fs[layer])
+        out = model(target)
+        fo = enc(out)
+        c = content_loss(fo[layer], target)
+        s = out.new_zeros((), dtype=torch.float32)
+        for name, lw in w.style_layers.items():
+            (mo, so), (ms, ss) = mean_std(fo[name]), mean_std(fs[name])
+            s = s + lw * (F.mse_loss(mo, ms) + F.mse_loss(so, ss))
+        tv = total_variation(out.float())
+        terms = (w.content_weight * c, w.style_weight * s, w.tv_weight * tv)
+        return LossTerms(sum(terms), *terms)  # type: ignore[arg-type]
+
+    return fit.run(model, list(model.parameters()), forward, content, workdir, progress, loss_hook)
+
+
+def train_inverse(
+    config: TrainConfig,
+    content: Paths,
+    artworks: Paths,
+    encoder: VGGEncoder,
+    *,
+    workdir: Path,
+    device: str | torch.device = "auto",
+    patch_size: int = 3,
+    progress: Callable[[StepLog], None] | None = None,
+    loss_hook: Callable[[int, Tensor], Tensor] | None = None,
+) -> TrainResult:
+    """Train the style-swap inverse network: a `VGGDecoder` from the decoder layer (default relu3_1).
+
+    Step s decodes content features (s % 3 == 0), artwork features (1) or content features
+    style-swapped with a bank of that step's artwork crops (2), as in Chen & Schmidt 2016.
+    """
+    layer = decoder_layer(config)
+    torch.manual_seed(config.seed)
+    model = VGGDecoder(layer, encoder.arch)
+    fit = _Fit(config, encoder, device)
+    enc, w = fit.loss.encoder, config.loss
+    styles = ContentCrops(artworks, config.image_size, config.seed + 1)
+
+    def forward(step: int, batch: Tensor) -> LossTerms:
+        with torch.no_grad():
+            kind = step % 3
+            if kind == 0:
+                h = enc(batch)[layer]
+            else:
+                art = _artwork_batch(styles, step, batch.shape[0]).to(fit.dev).contiguous(memory_format=fit.memory_format)
+                fs = enc(art)[layer]
+                h = fs if kind == 1 else style_swap(enc(batch)[layer], build_patch_bank(list(fs.float().split(1)), patch_size))
+        out = model(h)
+        c = content_loss(enc(out)[layer], h)
+        tv = total_variation(out.float())
+        zero = out.new_zeros((), dtype=torch.float32)
+        return LossTerms(w.content_weight * c + w.tv_weight * tv, w.content_weight * c, zero, w.tv_weight * tv)
+
+    return fit.run(model, list(model.parameters()), forward, content, workdir, progress, loss_hook)
