@@ -82,7 +82,8 @@ class StoreDeltaTable:
         """Append `data` (of `schema`) in one commit; returns that commit's version."""
         self._check_writable()
         table = self.open() or self._create()
-        write_deltalake(table, data, mode="append", commit_properties=_retrying())
+        # "merge": a table created before a nullable column was added to `schema` gains it.
+        write_deltalake(table, data, mode="append", schema_mode="merge", commit_properties=_retrying())
         return table.version()
 
     def read_arrow(self, *, filters: Filters | None = None, columns: list[str] | None = None) -> pa.Table:

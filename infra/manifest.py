@@ -48,6 +48,8 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("started_at", _UTC),
         pa.field("finished_at", _UTC),
         pa.field("code_version", pa.string()),
+        # Added after the first release (tables written before it read it as null; appends merge it in):
+        pa.field("params_json", pa.string()),  # every setting and input behind the output: colour mode, alpha, bank/artwork sha256s, ...
     ]
 )
 STATUSES = ("ok", "failed", "skipped")

@@ -57,6 +57,7 @@ def row(image_key: str, **values: Any) -> dict[str, Any]:
         "started_at": T0,
         "finished_at": T0 + timedelta(seconds=1),
         "code_version": "abc123",
+        "params_json": '{"method": "per-style"}',
     }
     return {**base, **values}
 
@@ -252,3 +253,19 @@ def test_writes_respect_the_store_scope(store: ObjectStore) -> None:
     assert not scoped.exists()
     ManifestTable(store.scoped("manifest/")).append([row("a")])
     assert scoped.read_arrow()["image_key"].to_pylist() == ["a"]
+
+
+def test_a_table_written_before_params_json_gains_the_column(store: ObjectStore) -> None:
+    from infra.delta import StoreDeltaTable
+    from infra.manifest import PARTITION_BY, conform
+
+    old_schema = MANIFEST_SCHEMA.remove(MANIFEST_SCHEMA.get_field_index("params_json"))
+    old = StoreDeltaTable(store, "manifest", old_schema, partition_by=PARTITION_BY)
+    old.append(conform([row("old.jpg")]).drop_columns(["params_json"]))  # as the first release wrote it
+
+    table = ManifestTable(store)
+    table.append([row("new.jpg", params_json='{"color": "luminance"}')])
+    got = table.read().sort_values("image_key")
+    assert got["image_key"].tolist() == ["new.jpg", "old.jpg"]
+    assert got["params_json"].tolist()[0] == '{"color": "luminance"}' and pd.isna(got["params_json"].tolist()[1])
+    assert table.completed(catalog="cats", style="starry", model_version="v0001", params_hash="p1") == {"old.jpg": "etag-old.jpg", "new.jpg": "etag-new.jpg"}
