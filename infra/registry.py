@@ -1,10 +1,12 @@
 """Model registry: safetensors weights and JSON cards in the store, a Delta table of events.
 
-Layout (DESIGN.md):
-    models/<family>/<name>/<version>/weights.safetensors   claimed first, with If-None-Match
-    models/<family>/<name>/<version>/card.json             written last: a version exists once its card does
-    models/<family>/<name>/PRODUCTION                      {"version", "promoted_at", "reason"}, If-Match
-    registry/                                              Delta table: "registered" and "promoted" events
+Layout (DESIGN.md): every name of a family lives under the family's root, `models/<family>/`
+for the networks and `banks/` for the style-swap patch banks (family "bank", named by style):
+    <root><name>/<version>/weights.safetensors   claimed first, with If-None-Match
+    <root><name>/<version>/card.json             written last: a version exists once its card does
+    <root><name>/PRODUCTION                      {"version", "promoted_at", "reason"}, If-Match
+    registry/                                    Delta table: "registered" and "promoted" events
+e.g. models/per-style/monet/v0001/weights.safetensors, banks/monet/v0001/card.json.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import safetensors
 from infra.delta import StoreDeltaTable
 from infra.store import IntegrityError, ObjectInfo, ObjectNotFoundError, ObjectStore, PreconditionFailedError
 
-FAMILIES = ("per-style", "multi-style", "inverse", "adain")
+FAMILIES = ("per-style", "multi-style", "inverse", "adain", "bank")
+BANK = "bank"
+_ROOTS = {BANK: "banks/"}  # families stored outside models/<family>/
 PRODUCTION_ALIASES = (None, "production")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _VERSION = re.compile(r"v\d{4,}")
@@ -79,7 +83,7 @@ class ModelVersion:
 
 
 class ModelRegistry:
-    """Versioned models of the four families, in one bucket."""
+    """Versioned models (and patch banks) of the families in FAMILIES, in one bucket."""
 
     def __init__(self, store: ObjectStore, *, table_prefix: str = "registry") -> None:
         self.store = store
@@ -127,7 +131,7 @@ class ModelRegistry:
     # ---- reads --------------------------------------------------------------------------------
     def names(self, family: str) -> list[str]:
         """Model names of `family` with at least one version."""
-        prefix = f"models/{_check_family(family)}/"
+        prefix = family_prefix(family)
         cards = (info.key for info in self.store.list(prefix) if info.key.endswith("/card.json"))
         return sorted({key[len(prefix) :].split("/")[0] for key in cards})
 
@@ -189,11 +193,12 @@ class ModelRegistry:
     # ---- helpers ------------------------------------------------------------------------------
     def _version_ids(self, family: str, name: str) -> list[str]:
         """Versions with a card (complete registrations), oldest first."""
-        return _sorted_versions(self.store.list(_model_prefix(family, name)), suffix="/card.json")
+        base = _model_prefix(family, name)
+        return _sorted_versions(self.store.list(base), base, suffix="/card.json")
 
     def _claim_version(self, base: str, weights: bytes) -> str:
         """Write the weights under the first free version number; a lost race moves on to the next."""
-        taken = _sorted_versions(self.store.list(base))
+        taken = _sorted_versions(self.store.list(base), base)
         number = int(taken[-1][1:]) if taken else 0
         for _ in range(_MAX_CLAIMS):
             number += 1
@@ -250,6 +255,11 @@ def check_safetensors(data: bytes) -> None:
         raise UnsafeWeightsError("safetensors file holds no tensors")
 
 
+def family_prefix(family: str) -> str:
+    """The key prefix under which the names of `family` live: `banks/` or `models/<family>/`."""
+    return _ROOTS.get(_check_family(family), f"models/{family}/")
+
+
 def _check_family(family: str) -> str:
     if family not in FAMILIES:
         raise RegistryError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -269,7 +279,7 @@ def _check_version(version: str) -> str:
 
 
 def _model_prefix(family: str, name: str) -> str:
-    return f"models/{_check_family(family)}/{_check_name(name)}/"
+    return f"{family_prefix(family)}{_check_name(name)}/"
 
 
 def _weights_key(base: str, version: str) -> str:
@@ -280,13 +290,14 @@ def _card_key(base: str, version: str) -> str:
     return f"{base}{version}/card.json"
 
 
-def _sorted_versions(infos: Iterable[ObjectInfo], *, suffix: str = "") -> list[str]:
-    """Distinct version directories among listed objects (those with `suffix`), numerically."""
+def _sorted_versions(infos: Iterable[ObjectInfo], base: str, *, suffix: str = "") -> list[str]:
+    """Distinct version directories among objects listed under `base` (`<base><version>/<file>`,
+    those with `suffix`), numerically."""
     found = set()
     for info in infos:
-        parts = info.key.split("/")
-        if len(parts) == 5 and _VERSION.fullmatch(parts[3]) and info.key.endswith(suffix):
-            found.add(parts[3])
+        parts = info.key[len(base) :].split("/") if info.key.startswith(base) else []
+        if len(parts) == 2 and _VERSION.fullmatch(parts[0]) and info.key.endswith(suffix):
+            found.add(parts[0])
     return sorted(found, key=lambda v: int(v[1:]))
 
 

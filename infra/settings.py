@@ -53,6 +53,19 @@ class Settings(BaseSettings):
     )
     max_image_pixels: int = 50_000_000
     max_image_bytes: int = 64 * 1024 * 1024
+    # Style-swap patch banks (tasks/banks.py, flows/build_patch_banks.py).
+    bank_layer: str = Field(default="relu3_1", description="VGG16 layer whose artwork features become the patch bank.")
+    bank_style_size: int = Field(
+        default=256, ge=16, description="Artwork longer side in px before encoding (never upsized)."
+    )
+    bank_max_patches: int = Field(
+        default=16384,
+        ge=1,
+        description=(
+            "Most patches per bank: beyond this, evenly spaced patches are kept (subsampled: true in the card). "
+            "A bank of P patches at relu3_1 (256 channels, 3x3, fp16) costs P*256*9*2 bytes: 75 MB at 16384."
+        ),
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -10,9 +10,12 @@ argmax, so peak memory grows with chunk_size x H x W, not with the bank size P.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import safetensors
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -38,6 +41,74 @@ class PatchBank:
     @property
     def channels(self) -> int:
         return self.patches.shape[1]
+
+    def to_bytes(self, metadata: dict[str, str] | None = None) -> bytes:
+        """A safetensors file: tensors `patches` (fp16 [P, C, k, k]) and `norms` (fp32 [P]);
+        `patch_size` and `stride` in its metadata (strings), next to the caller's `metadata`."""
+        extra = dict(metadata or {})
+        reserved = sorted(set(extra) & set(_BANK_META))
+        if reserved:
+            raise InvalidInputError(f"metadata keys {reserved} are reserved for the bank itself")
+        if any(not isinstance(k, str) or not isinstance(v, str) for k, v in extra.items()):
+            raise InvalidInputError("safetensors metadata keys and values must be strings")
+        tensors = {
+            "patches": self.patches.detach().to("cpu", torch.float16).contiguous(),
+            "norms": self.norms.detach().to("cpu", torch.float32).contiguous(),
+        }
+        _check_bank_tensors(tensors["patches"], tensors["norms"], self.patch_size, self.stride)
+        return safetensors.torch.save(tensors, metadata={**extra, "patch_size": str(self.patch_size), "stride": str(self.stride)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> tuple[PatchBank, dict[str, str]]:
+        """(bank on the CPU, the caller's metadata) from `to_bytes` output; InvalidInputError for
+        anything else (not safetensors, missing or extra tensors, wrong dtypes or shapes)."""
+        try:
+            tensors = safetensors.torch.load(bytes(data))
+            metadata = _safetensors_metadata(data)
+        except (safetensors.SafetensorError, ValueError, TypeError, OverflowError) as exc:
+            raise InvalidInputError(f"not a patch bank safetensors file: {exc}") from exc
+        if set(tensors) != {"patches", "norms"}:
+            raise InvalidInputError(f"a patch bank holds tensors ['norms', 'patches'], got {sorted(tensors)}")
+        missing = [k for k in _BANK_META if k not in metadata]
+        if missing:
+            raise InvalidInputError(f"patch bank metadata lacks {missing}")
+        try:
+            patch_size, stride = (int(metadata[k]) for k in _BANK_META)
+        except ValueError as exc:
+            raise InvalidInputError(f"patch bank patch_size/stride must be integers: {exc}") from exc
+        _check_bank_tensors(tensors["patches"], tensors["norms"], patch_size, stride)
+        extra = {k: v for k, v in metadata.items() if k not in _BANK_META}
+        return cls(tensors["patches"], tensors["norms"], patch_size, stride), extra
+
+
+_BANK_META = ("patch_size", "stride")
+
+
+def _check_bank_tensors(patches: Tensor, norms: Tensor, patch_size: int, stride: int) -> None:
+    if patch_size < 1 or stride < 1:
+        raise InvalidInputError(f"patch_size and stride must be >= 1, got {patch_size} and {stride}")
+    if patches.dtype != torch.float16 or norms.dtype != torch.float32:
+        raise InvalidInputError(f"patches must be float16 and norms float32, got {patches.dtype} and {norms.dtype}")
+    if patches.dim() != 4 or patches.shape[0] < 1 or patches.shape[1] < 1 or tuple(patches.shape[2:]) != (patch_size, patch_size):
+        raise InvalidInputError(f"patches must be [P >= 1, C, {patch_size}, {patch_size}], got {tuple(patches.shape)}")
+    if tuple(norms.shape) != (patches.shape[0],):
+        raise InvalidInputError(f"norms must be [{patches.shape[0]}] (one per patch), got {tuple(norms.shape)}")
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors header (8-byte little-endian length, then JSON)."""
+    if len(data) < 8:
+        raise ValueError("shorter than a safetensors header")
+    n = int.from_bytes(data[:8], "little")
+    if n > len(data) - 8:
+        raise ValueError("header length past the end of the data")
+    header = json.loads(bytes(data[8 : 8 + n]))
+    if not isinstance(header, dict):
+        raise ValueError("the safetensors header is not a JSON object")
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise ValueError("__metadata__ must map strings to strings")
+    return meta
 
 
 def build_patch_bank(style_features: Tensor | Sequence[Tensor], patch_size: int = 3, stride: int = 1, *, max_patches: int | None = None) -> PatchBank:
