@@ -53,7 +53,7 @@ def _runtime() -> Iterator[None]:
     from infra.settings import get_settings
     from tasks.common import store
 
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # a busy 2-core machine needs it
     get_settings.cache_clear()
     info = ensure_embedded_store(get_settings())
     if info is not None:
@@ -255,15 +255,80 @@ def add_style_cmd(
     console.print(_table(f"multi-style/{r['name']} {r['version']} (from {r['base_version']})", {"styles": ", ".join(r["styles"]), **r["metrics"], "promoted": r["promoted"]}))
 
 
+@app.command("train-adain")
+def train_adain_cmd(
+    artworks: str = typer.Option("artwork/", help="Prefix of the artworks to learn from (any number of styles)."),
+    content: str = typer.Option(..., help="Prefix of the content photos."),
+    name: str = typer.Option("default", help="Name of the decoder (adain/<name>)."),
+    steps: int = typer.Option(20_000),
+    image_size: int = typer.Option(256, help="Crop size of photos and artworks, pixels."),
+    batch_size: int = typer.Option(8),
+    lr: float = typer.Option(1e-4),
+    style_weight: float = typer.Option(1.0, help="Weight of the mean/std style loss (layers relu1_1..relu4_1)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train the AdaIN decoder (Huang & Belongie 2017): one network for any artwork."""
+    from dataclasses import replace
+
+    from flows.train_decoders import train_adain
+    from styleops.train_decoders import adain_config
+
+    cfg = adain_config(steps=steps, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed)
+    cfg = replace(cfg, loss=replace(cfg.loss, style_weight=style_weight))
+    r = _run(train_adain, artwork_prefix=artworks, content_prefix=content, name=name, config=cfg.to_dict())
+    console.print(_table(f"adain/{r['name']} {r['version']}", {**r["metrics"], "promoted": r["promoted"]}))
+
+
+@app.command("train-inverse")
+def train_inverse_cmd(
+    artworks: str = typer.Option("artwork/", help="Prefix of the artworks whose features (and swaps) it learns to decode."),
+    content: str = typer.Option(..., help="Prefix of the content photos."),
+    name: str = typer.Option("default", help="Name of the inverse network (inverse/<name>)."),
+    steps: int = typer.Option(5000),
+    image_size: int = typer.Option(256),
+    batch_size: int = typer.Option(4),
+    lr: float = typer.Option(1e-3),
+    tv_weight: float = typer.Option(10.0),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train the style-swap inverse network (Chen & Schmidt 2016): relu3_1 features -> pixels."""
+    from dataclasses import replace
+
+    from flows.train_decoders import train_inverse
+    from styleops.train_decoders import inverse_config
+
+    cfg = inverse_config(steps=steps, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed)
+    cfg = replace(cfg, loss=replace(cfg.loss, tv_weight=tv_weight))
+    r = _run(train_inverse, artwork_prefix=artworks, content_prefix=content, name=name, config=cfg.to_dict())
+    console.print(_table(f"inverse/{r['name']} {r['version']}", {**r["metrics"], "promoted": r["promoted"]}))
+
+
+@app.command("build-banks")
+def build_banks_cmd(
+    artworks: str = typer.Option("artwork/", help="Prefix of artwork/<style>/<file>: one bank per style."),
+    force: bool = typer.Option(False, help="Rebuild even when the artworks and settings are unchanged."),
+) -> None:
+    """Build style-swap patch banks (banks/<style>/<version>/) for new or changed artworks."""
+    from flows.build_patch_banks import build_patch_banks
+
+    r = _run(build_patch_banks, artworks=artworks, force=force)
+    console.print(_table("patch banks", {"built": ", ".join(r["built"]) or "-", "unchanged": ", ".join(r["unchanged"]) or "-", **{f"banks/{k}": v for k, v in r["banks"].items()}}))
+
+
 # ---- stylize -------------------------------------------------------------------------------
 @app.command()
 def stylize(
     catalog: str = typer.Option(..., help="Catalog set name (catalog/<set>/)."),
-    style: str | None = typer.Option(None, help="Style name (per-style model, or a style of the multi-style model)."),
-    method: str = typer.Option("per-style", help="per-style | multi"),
-    blend: str | None = typer.Option(None, help="multi only: weights over styles, e.g. 'wave=0.7,udnie=0.3' (normalized)."),
-    model: str = typer.Option("collection", help="multi only: the multi-style model's name."),
+    style: str | None = typer.Option(None, help="Style: the per-style model's name, a style of the multi-style model, or an artwork/<style>/ folder (swap, adain, gatys)."),
+    method: str = typer.Option("per-style", help="per-style | multi | swap | adain | gatys"),
+    blend: str | None = typer.Option(None, help="multi or adain: weights over styles, e.g. 'wave=0.7,udnie=0.3' (normalized)."),
+    model: str | None = typer.Option(None, help="multi: the multi-style model (default collection); swap/adain: the inverse network / decoder (default 'default')."),
     version: str | None = typer.Option(None, help="Model version (default: production; 'latest' for the newest)."),
+    color: str = typer.Option("none", help="Keep the photo's colours: none | luminance | histogram."),
+    alpha: float = typer.Option(1.0, help="adain: content-style trade-off, 0 (photo) to 1 (full style)."),
+    iterations: int = typer.Option(300, help="gatys: optimizer iterations per level."),
+    optimizer: str = typer.Option("lbfgs", help="gatys: lbfgs | adam"),
+    levels: int = typer.Option(1, help="gatys: coarse-to-fine levels (2 = half size first)."),
     max_side: int = typer.Option(1024, help="Longer side of outputs, pixels (inputs are never upscaled)."),
     format: str = typer.Option("jpeg", help="jpeg | png | webp"),
     quality: int = typer.Option(90, help="JPEG/WebP quality 1-95."),
@@ -276,10 +341,10 @@ def stylize(
     from flows.stylize_catalog import stylize_catalog
 
     method = {"multi": "multi-style"}.get(method, method)
-    if (style is None) == (blend is None) or (blend is not None and method != "multi-style"):
-        console.print("[red]error:[/red] give --style, or --blend with --method multi")
+    if (style is None) == (blend is None) or (blend is not None and method not in ("multi-style", "adain")):
+        console.print("[red]error:[/red] give --style, or --blend with --method multi or adain")
         raise typer.Exit(1)
-    s = _run(stylize_catalog, catalog=catalog, style=style or blend, method=method, model=model, model_version=version, max_side=max_side, format=format, quality=quality, shard_size=shard_size, batch_size=batch_size, metrics=metrics, retry_failed=retry_failed)
+    s = _run(stylize_catalog, catalog=catalog, style=style or blend, method=method, model=model, model_version=version, max_side=max_side, format=format, quality=quality, shard_size=shard_size, batch_size=batch_size, metrics=metrics, retry_failed=retry_failed, color=color, alpha=alpha, iterations=iterations, optimizer=optimizer, levels=levels)
     console.print(_table(f"stylized {s['catalog']} with {s['style']} {s['model_version']}", s))
     if s["failed"]:
         raise typer.Exit(2)

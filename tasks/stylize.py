@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -24,11 +25,9 @@ from infra.store import GetResult, ObjectStore, PreconditionFailedError, PutResu
 from infra.version import code_version
 from styleops.errors import ImageError, InvalidInputError
 from styleops.imageio import content_type, decode_image, encode_image, sha256_hex, to_float, to_uint8
-from styleops.infer import InferenceEngine
-from styleops.losses import LossWeights
 from styleops.metrics import StyleMetrics
 from styleops.device import resolve_device
-from tasks import common
+from tasks import common, stylizers
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -36,15 +35,31 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class StylizeParams:
-    """Everything besides the model that changes an output's bytes (hashed into params_hash)."""
+    """Everything besides the model that changes an output's bytes (hashed into params_hash).
 
-    method: str = "per-style"  # per-style | multi-style
+    Only the fields that apply are hashed (colour when not 'none', alpha for AdaIN, the optimizer
+    settings for Gatys), so adding options never changes the hash of existing runs.
+    """
+
+    method: str = "per-style"  # per-style | multi-style | swap | adain | gatys
     max_side: int | None = 1024
     format: str = "jpeg"
     quality: int = 90
+    color: str = "none"  # none | luminance | histogram (styleops.color.preserve_colors)
+    alpha: float = 1.0  # adain: 1 = full style, 0 = the decoded photo
+    iterations: int = 300  # gatys: optimizer iterations per level
+    optimizer: str = "lbfgs"  # gatys: lbfgs | adam
+    levels: int = 1  # gatys: coarse-to-fine levels (1 = the output size only)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "max_side": self.max_side, "format": self.format, "quality": self.quality}
+        d: dict[str, Any] = {"method": self.method, "max_side": self.max_side, "format": self.format, "quality": self.quality}
+        if self.color != "none":
+            d["color"] = self.color
+        if self.method == "adain":
+            d["alpha"] = self.alpha
+        if self.method == "gatys":
+            d.update(iterations=self.iterations, optimizer=self.optimizer, levels=self.levels)
+        return d
 
     @property
     def hash(self) -> str:
@@ -149,30 +164,40 @@ def _chunks(items: Iterable[Fetched], n: int) -> Iterator[list[Fetched]]:
 
 
 @task(name="stylize-shard", tags=["gpu"], retries=2, retry_delay_seconds=5)
-def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id: str, catalog: str, style: str, model_version: str, params: dict[str, Any], batch_size: int | None = None, metrics: bool = True) -> dict[str, int]:
+def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id: str, catalog: str, style: str, model_version: str, params: dict[str, Any], batch_size: int | None = None, metrics: bool = True, source: dict[str, Any] | None = None) -> dict[str, int]:
     """Stylize one shard and append its rows to the manifest in one commit; returns status counts.
 
-    A bad image becomes a `failed` row with its reason; the shard goes on. Outputs are written
-    with a conditional put: an existing output with the same bytes is accepted, different bytes
-    are never overwritten, except this pipeline's own output for the same image key made from
-    other input bytes (the catalog image changed), which is replaced with If-Match.
+    `source`: what `tasks.stylizers.resolve` found to load (default: the per-style or multi-style
+    model named by `style` and `model_version`). A bad image becomes a `failed` row with its
+    reason; the shard goes on. Outputs are written with a conditional put: an existing output
+    with the same bytes is accepted, different bytes are never overwritten, except this
+    pipeline's own output for the same image key made from other input bytes (the catalog image
+    changed), which is replaced with If-Match.
     """
     settings = get_settings()
     p = StylizeParams(**params)
     st = common.store(writable=("stylized/",))
-    model, card, artwork_key = _model_for(p.method, style, model_version)
+    source = source or _default_source(p.method, style, model_version)
     device = resolve_device(settings.device)
-    engine = InferenceEngine(model, device=device, batch_size=batch_size, max_side=p.max_side)
+    iter_bar = f"gatys:{style}:{shard_id}"
+
+    def on_iteration(i: int, loss: float) -> None:
+        if i == 1:
+            progress().start(iter_bar, f"gatys {style} {shard_id} image", p.iterations * p.levels)
+        progress().advance(iter_bar, 1, description=f"gatys {style} loss {loss:,.0f}")
+
+    built = stylizers.build(p.method, style, source, params=p, device=device, settings=settings, batch_size=batch_size, on_iteration=on_iteration)
+    engine = built.engine
     meter = None
     if metrics:
-        weights = LossWeights(**card["train_config"]["loss"])
-        art, _ = common.artwork_pixels(st, artwork_key, settings)
-        meter = StyleMetrics(common.encoder(weights.layers, device, settings), to_float(art), weights, style_size=card["train_config"]["style_size"])
+        art, _ = common.artwork_pixels(st, built.metrics_artwork_key, settings)
+        meter = StyleMetrics(common.encoder(built.metrics_weights.layers, device, settings), to_float(art), built.metrics_weights, style_size=built.metrics_style_size)
     base = {
         "run_id": run_id, "flow_run_id": str(flow_run.get_id() or ""), "shard_id": shard_id, "attempt": int(task_run.get_run_count() or 1),
         "catalog": catalog_prefix(catalog), "style": style, "method": p.method, "model_version": model_version,
-        "model_sha256": card["weights_sha256"], "params_hash": p.hash, "device": str(device),
+        "model_sha256": built.model_sha256, "params_hash": p.hash, "device": str(device),
         "worker": f"{socket.gethostname()}:{os.getpid()}", "code_version": code_version(),
+        "params_json": json.dumps({**p.to_dict(), "inputs": built.lineage}, sort_keys=True),
     }
     rows: list[dict[str, Any]] = []
     limits = (settings.max_image_pixels, settings.max_image_bytes)
@@ -195,6 +220,7 @@ def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id:
             progress().advance(bar, len(chunk))
         rows.extend(u.result() for u in uploads)
     progress().finish(bar)
+    progress().finish(iter_bar)
     common.manifest().append(rows)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed")}
     common.logger().info("shard %s: %d ok, %d failed", shard_id, counts["ok"], counts["failed"])
@@ -247,22 +273,15 @@ def checked_blend(style: str, card: dict[str, Any], model_ref: str) -> dict[str,
     return blend
 
 
-def _model_for(method: str, style: str, model_version: str) -> tuple[torch.nn.Module, dict[str, Any], str]:
-    """(network taking x only, card, artwork key for the style metric) for a style label and version.
-
-    per-style: style is the model's name. multi-style: model_version is '<name>/<version>' and
-    style a blend label over the card's styles (metrics against the largest weight's artwork).
-    """
-    reg = common.registry()
+def _default_source(method: str, style: str, model_version: str) -> dict[str, Any]:
+    """The `source` of a per-style ('v0003') or multi-style ('<name>/v0002', blend label) run."""
     if method == "per-style":
-        model, card = common.load_model(reg, common.PER_STYLE, style, model_version)
-        return model, card, card["artwork_key"]
+        return {"family": common.PER_STYLE, "name": style, "version": model_version}
+    if method != "multi-style":
+        raise InvalidInputError(f"method {method!r} needs the source resolved by tasks.stylizers.resolve")
     name, version = model_version.split("/")
-    net, card = common.load_model(reg, common.MULTI_STYLE, name, version)
-    known = [s["name"] for s in card["styles"]]
-    blend = checked_blend(style, card, model_version)
-    main = max(blend, key=blend.__getitem__)
-    return Conditioned(net, [blend.get(k, 0.0) for k in known]), card, card["styles"][known.index(main)]["artwork_key"]
+    card = common.registry().card(common.MULTI_STYLE, name, version)
+    return {"family": common.MULTI_STYLE, "name": name, "version": version, "blend": checked_blend(style, card, model_version)}
 
 
 def _failed_row(base: dict[str, Any], f: Fetched) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from infra.version import code_version
 from styleops.device import resolve_device
 from styleops.serialize import to_safetensors
 from styleops.train import StepLog, TrainConfig, TrainResult, add_style, train_multistyle, train_style
+from styleops.train_decoders import decoder_layer, train_adain, train_inverse
 from styleops.weights import resolve_weights_file
 from tasks import common
 
@@ -181,6 +182,36 @@ def add_style_task(name: str, artwork_key: str, content_prefix: str, config: dic
         "parent_version": base,
     }
     return _register(common.MULTI_STYLE, name, result, "MultiStyleTransformerNet", card)
+
+
+DECODER_TRAINERS = {"adain": train_adain, "inverse": train_inverse}
+
+
+@task(name="train-decoder", tags=["gpu"])
+def train_decoder_task(family: str, name: str, artwork_prefix: str, content_prefix: str, config: dict[str, Any], max_content: int = 5000, max_artworks: int = 5000) -> dict[str, Any]:
+    """Train the AdaIN decoder (family 'adain') or the style-swap inverse network ('inverse') on
+    the photos under `content_prefix` and the artworks under `artwork_prefix`; register it."""
+    if family not in DECODER_TRAINERS:
+        raise ValueError(f"decoder family must be one of {sorted(DECODER_TRAINERS)}, got {family!r}")
+    settings = get_settings()
+    cfg = TrainConfig.from_dict(config)
+    st = common.store()
+    content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
+    artworks = sync_content(artwork_prefix, settings.cache_dir / "artwork" / st.bucket, max_artworks)
+    device = resolve_device(settings.device)
+    enc = common.encoder(cfg.loss.layers, device, settings)
+    run_key = common.stable_hash({"decoder": family, "name": name, "config": cfg.to_dict(), "content": content_prefix, "artworks": artwork_prefix})
+    started = time.time()
+    with _reporting(f"train {family} decoder {name}", cfg) as on_step:
+        result = DECODER_TRAINERS[family](cfg, content, artworks, enc, workdir=settings.home / "work" / family / name / run_key, device=device, progress=on_step)
+    card = {
+        "architecture": "VGGDecoder",
+        **_card_common(cfg, result, content_prefix, len(content), device, started),
+        "layer": decoder_layer(cfg),
+        "artwork_prefix": artwork_prefix,
+        "artwork_images": len(artworks),
+    }
+    return _register(family, name, result, "VGGDecoder", card)
 
 
 def _register(family: str, name: str, result: TrainResult, architecture: str, card: dict[str, Any]) -> dict[str, Any]:

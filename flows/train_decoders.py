@@ -1,0 +1,33 @@
+"""Flows for the decoders of the arbitrary-style methods: the AdaIN decoder and the style-swap
+inverse network. Each trains one network for every artwork (none per style), registers it and
+promotes it if nothing of that name is in production."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from styleops.train import TrainConfig
+from styleops.train_decoders import adain_config, inverse_config
+from tasks.training import promote_if_first_task, train_decoder_task
+
+
+def _config(defaults: TrainConfig, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    return TrainConfig.from_dict({**defaults.to_dict(), **(overrides or {})}).to_dict()  # bad values fail here
+
+
+@flow(name="train-adain")
+def train_adain(artwork_prefix: str, content_prefix: str, name: str = "default", config: dict[str, Any] | None = None, max_content: int = 5000) -> dict[str, Any]:
+    """Train the AdaIN decoder (relu4_1 -> pixels) on the photos and artworks under the prefixes;
+    register it as adain/<name>. `config` overrides `styleops.train_decoders.adain_config()`."""
+    trained = train_decoder_task("adain", name, artwork_prefix, content_prefix, _config(adain_config(), config), max_content)
+    return {**trained, "promoted": promote_if_first_task("adain", name, trained["version"])}
+
+
+@flow(name="train-inverse")
+def train_inverse(artwork_prefix: str, content_prefix: str, name: str = "default", config: dict[str, Any] | None = None, max_content: int = 5000) -> dict[str, Any]:
+    """Train the style-swap inverse network (relu3_1 -> pixels) on content, artwork and swapped
+    features; register it as inverse/<name>. `config` overrides `inverse_config()`."""
+    trained = train_decoder_task("inverse", name, artwork_prefix, content_prefix, _config(inverse_config(), config), max_content)
+    return {**trained, "promoted": promote_if_first_task("inverse", name, trained["version"])}
