@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 
 runner = CliRunner()
-COMMANDS = [[], ["store"], ["weights"], ["models"], ["upload"], ["train-style"], ["train-multistyle"], ["add-style"], ["stylize"], ["manifest"], ["demo"], ["store", "start"], ["models", "export"]]
+COMMANDS = [[], ["store"], ["weights"], ["models"], ["upload"], ["train-style"], ["train-multistyle"], ["add-style"], ["train-adain"], ["train-inverse"], ["build-banks"], ["stylize"], ["manifest"], ["demo"], ["store", "start"], ["models", "export"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "styleops")
@@ -33,7 +33,24 @@ def test_bad_quality_fails_before_any_work(pipeline_env) -> None:  # noqa: ANN00
 
 def test_blend_needs_the_multi_method_and_negative_weights_fail_early(pipeline_env) -> None:  # noqa: ANN001
     result = runner.invoke(app, ["stylize", "--catalog", "demo", "--blend", "monet=1"])
-    assert result.exit_code == 1 and "--blend with --method multi" in result.output
+    assert result.exit_code == 1 and "--blend with --method multi or adain" in result.output
     result = runner.invoke(app, ["stylize", "--catalog", "demo", "--method", "multi", "--blend", "monet=-1,hoitsu=2"])
     assert result.exit_code == 1 and "error:" in result.output
+    assert list(pipeline_env.store.list("stylized/")) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "swap", "--style", "monet"], "no patch bank for style 'monet'"),
+        (["--method", "gatys", "--style", "ghost"], "no artwork for style 'ghost'"),
+        (["--method", "adain", "--style", "monet", "--alpha", "1.5"], "alpha must be in [0, 1]"),
+        (["--method", "adain", "--style", "monet", "--color", "sepia"], "colour preservation must be one of none, luminance, histogram"),
+        (["--method", "cartoon", "--style", "monet"], "method must be one of per-style, multi-style, swap, adain, gatys"),
+    ],
+)
+def test_arbitrary_style_input_errors_are_one_line_before_any_work(pipeline_env, args: list[str], message: str) -> None:  # noqa: ANN001
+    result = runner.invoke(app, ["stylize", "--catalog", "demo", *args])
+    assert result.exit_code == 1 and message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
     assert list(pipeline_env.store.list("stylized/")) == []

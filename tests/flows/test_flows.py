@@ -41,7 +41,7 @@ def test_train_stylize_twice_and_report(pipeline_env: PipelineEnv, tmp_path: Pat
     assert card["content_images"] == 8  # the undecodable ones are downloaded but skipped by the trainer
 
     params = StylizeParams(max_side=64)
-    expected = {"catalog": CATALOG_PREFIX, "style": "monet", "model_version": "v0001", "params_hash": params.hash}
+    expected = {"catalog": CATALOG_PREFIX, "method": "per-style", "style": "monet", "model_version": "v0001", "params_hash": params.hash}
     first = stylize_catalog(catalog="demo", style="monet", max_side=64, shard_size=4)
     assert first.pop("run_id")
     assert first == {**expected, "images": 8, "already_done": 0, "known_bad": 0, "shards": 2, "ok": 6, "failed": 2}
@@ -74,3 +74,25 @@ def test_train_stylize_twice_and_report(pipeline_env: PipelineEnv, tmp_path: Pat
     assert tuple(sheet.shape) == (3, GAP + n_rows * (CELL + GAP), GAP + n_cols * (CELL + GAP))
     csv = pd.read_csv(out / "manifest.csv")
     assert len(csv) == 8 and set(csv["status"]) == {"ok", "failed"}
+
+
+def test_swap_and_adain_runs_from_decoders_trained_by_their_flows(pipeline_env: PipelineEnv) -> None:
+    from flows.build_patch_banks import build_patch_banks
+    from flows.train_decoders import train_adain, train_inverse
+
+    tiny = {"steps": 2, "batch_size": 1, "image_size": 32, "log_every": 1}
+    inv = train_inverse(artwork_prefix="artwork/", content_prefix=CATALOG_PREFIX, config=tiny)
+    ada = train_adain(artwork_prefix="artwork/", content_prefix=CATALOG_PREFIX, config=tiny)
+    assert (inv["family"], inv["version"], inv["promoted"]) == ("inverse", "v0001", True)
+    assert (ada["family"], ada["version"], ada["promoted"]) == ("adain", "v0001", True)
+    banks = build_patch_banks(artworks="artwork/hoitsu/")
+    assert banks["banks"] == {"hoitsu": "v0001"}
+
+    swap = stylize_catalog(catalog="demo", style="hoitsu", method="swap", max_side=48, shard_size=3, color="histogram")
+    assert (swap["model_version"], swap["ok"], swap["failed"], swap["shards"]) == ("default/v0001+bank-v0001", 6, 0, 2)
+    again = stylize_catalog(catalog="demo", style="hoitsu", method="swap", max_side=48, shard_size=3, color="histogram")
+    assert (again["already_done"], again["ok"], again["shards"]) == (6, 0, 0)
+    blend = stylize_catalog(catalog="demo", style="monet=1,hoitsu=1", method="adain", max_side=48, alpha=0.8)
+    assert (blend["style"], blend["ok"]) == ("hoitsu=0.500,monet=0.500", 6)
+    rows = common.manifest().read(filters=[("catalog", "=", CATALOG_PREFIX)])
+    assert rows.groupby("method").size().to_dict() == {"adain": 6, "swap": 6}
