@@ -173,6 +173,21 @@ def models_export(style: str, out: Path = typer.Option(..., help="Directory for 
     console.print(f"{family}/{style} {v} -> {out}")
 
 
+@models_app.command("import")
+def models_import(
+    weights: Path = typer.Argument(..., help="A .safetensors model (e.g. examples/models/adain.safetensors)."),
+    family: str = typer.Option(..., help="per-style | multi-style | inverse | adain"),
+    name: str = typer.Option(..., help="Model name (per-style: the style)."),
+    card: Path | None = typer.Option(None, help="Its card JSON (default: <weights stem>.card.json next to it, if present)."),
+) -> None:
+    """Register a local model (skipped if the same bytes are registered); promote it if it is the first."""
+    from tasks.training import import_model_task
+
+    card = card or (weights.with_suffix(".card.json") if weights.with_suffix(".card.json").is_file() else None)
+    r = _run(import_model_task.fn, family=family, name=name, weights_path=str(weights), card_path=str(card) if card else None)
+    console.print(_table(f"{r['family']}/{r['name']} {r['version']}", {"status": r["status"], "sha256": r["sha256"][:16], "promoted": r["promoted"]}))
+
+
 # ---- data ----------------------------------------------------------------------------------
 @app.command()
 def upload(src: Path = typer.Argument(..., help="Local directory."), prefix: str = typer.Argument(..., help="Key prefix, e.g. catalog/shop/ or artwork/")) -> None:

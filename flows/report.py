@@ -14,21 +14,28 @@ from styleops.imageio import decode_image, encode_image
 from tasks import common
 from tasks.stylize import catalog_prefix
 
-SUMMARY_COLUMNS = ["style", "model_version", "ok", "failed", "content_loss", "style_loss", "duration_ms"]
+SUMMARY_COLUMNS = ["method", "style", "model_version", "ok", "failed", "content_loss", "style_loss", "duration_ms"]
+
+
+def column(spec: str) -> tuple[str, str]:
+    """A contact-sheet column: 'monet' (the per-style model) or 'method:style', e.g. 'swap:monet'."""
+    method, sep, style = spec.partition(":")
+    return (method, style) if sep else (common.PER_STYLE, spec)
 
 
 def latest_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """The newest row per (image, style): what a reader of the catalog sees now."""
+    """The newest row per (image, method, style): what a reader of the catalog sees now."""
     if df.empty:
         return df
-    return df.sort_values("finished_at").groupby(["image_key", "style"], as_index=False).tail(1).sort_values(["image_key", "style"])
+    keys = ["image_key", "method", "style"]
+    return df.sort_values("finished_at").groupby(keys, as_index=False).tail(1).sort_values(keys)
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Per style: version, ok/failed counts, mean losses and mean ms per image."""
+    """Per method, style and version: ok/failed counts, mean losses and mean ms per image."""
     if df.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    g = df.groupby(["style", "model_version"])
+    g = df.groupby(["method", "style", "model_version"])
     out = g.agg(ok=("status", lambda s: int((s == "ok").sum())), failed=("status", lambda s: int((s == "failed").sum())),
                 content_loss=("content_loss", "mean"), style_loss=("style_loss", "mean"), duration_ms=("duration_ms", "mean"))
     return out.reset_index()[SUMMARY_COLUMNS]
@@ -66,15 +73,19 @@ def _thumb(data: bytes, cell: int) -> tuple[Any, str]:
 
 
 def write_report(out_dir: Path, catalog: str, styles: list[str], *, cell: int = 256, title: str = "StyleOps run") -> Path:
-    """Write `index.html`, `contact_sheet.png` and `manifest.csv` for `catalog` into `out_dir`."""
+    """Write `index.html`, `contact_sheet.png` and `manifest.csv` for `catalog` into `out_dir`.
+
+    styles: the contact sheet's columns, 'monet' (per-style model) or 'method:style' ('swap:monet').
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = catalog_prefix(catalog)
     st = common.store()
+    columns = [column(s) for s in styles]
     df = common.manifest().read(filters=[("catalog", "=", prefix)])
-    df = df[df["style"].isin(styles)] if not df.empty else df
+    df = df[[(m, s) in columns for m, s in zip(df["method"], df["style"])]] if not df.empty else df
     current = latest_rows(df)
     images = sorted(i.key for i in st.list(prefix) if common.is_image_key(i.key))
-    outputs = {(r.image_key, r.style): r for r in current.itertuples() if r.status == "ok"}
+    outputs = {(r.image_key, r.method, r.style): r for r in current.itertuples() if r.status == "ok"}
 
     grid, html_rows = [], []
     for key in images:
@@ -84,10 +95,10 @@ def write_report(out_dir: Path, catalog: str, styles: list[str], *, cell: int = 
         except Exception as exc:  # an undecodable input still gets its row, with the reason
             pixels, cells = None, [f'<td class="bad">{html.escape(key[len(prefix):])}<br>{html.escape(type(exc).__name__)}</td>']
         row_pixels = [pixels]
-        for style in styles:
-            r = outputs.get((key, style))
+        for method, style in columns:
+            r = outputs.get((key, method, style))
             if r is None:
-                failed = current[(current.image_key == key) & (current["style"] == style)]
+                failed = current[(current.image_key == key) & (current["style"] == style) & (current["method"] == method)]
                 reason = failed["error"].iloc[0] if not failed.empty else "not stylized"
                 cells.append(f'<td class="bad">{html.escape(str(reason))[:200]}</td>')
                 row_pixels.append(None)
@@ -102,11 +113,11 @@ def write_report(out_dir: Path, catalog: str, styles: list[str], *, cell: int = 
         (out_dir / "contact_sheet.png").write_bytes(encode_image(contact_sheet(grid, cell=cell), "png"))
     df.to_csv(out_dir / "manifest.csv", index=False)
     summary = summarize(df)
-    curves = _curves(current, styles)
-    failures = df[df.status == "failed"][["image_key", "style", "error_class", "error"]] if not df.empty else pd.DataFrame()
+    curves = _curves(current, [s for m, s in columns if m == common.PER_STYLE])
+    failures = df[df.status == "failed"][["image_key", "method", "style", "error_class", "error"]] if not df.empty else pd.DataFrame()
     page = _PAGE.format(
         title=html.escape(title), catalog=html.escape(st.uri(prefix)), n_images=len(images), n_rows=len(df),
-        header="<th>input</th>" + "".join(_style_header(st, current, style, cell // 2) for style in styles), rows="\n".join(html_rows),
+        header="<th>input</th>" + "".join(_style_header(st, current, method, style, cell // 2) for method, style in columns), rows="\n".join(html_rows),
         summary=summary.to_html(index=False, float_format=lambda v: f"{v:,.1f}", border=0),
         failures=failures.to_html(index=False, border=0) if not failures.empty else "<p>none</p>",
         curves=curves,
@@ -116,16 +127,20 @@ def write_report(out_dir: Path, catalog: str, styles: list[str], *, cell: int = 
     return path
 
 
-def _style_header(st: Any, current: pd.DataFrame, style: str, size: int) -> str:
-    """Column header: the style's name and a thumbnail of its artwork (from the model card)."""
-    versions = sorted({r.model_version for r in current.itertuples() if r.style == style and r.method == common.PER_STYLE}) if not current.empty else []
-    label = f"<th>{html.escape(style)}"
+def _style_header(st: Any, current: pd.DataFrame, method: str, style: str, size: int) -> str:
+    """Column header: style, method and version, and a thumbnail of the artwork (per-style: from
+    the model card; other methods: the style's first artwork/<style>/ image)."""
+    versions = sorted({r.model_version for r in current.itertuples() if r.style == style and r.method == method}) if not current.empty else []
+    label = f"<th>{html.escape(style)}" + ("" if method == common.PER_STYLE else f" · {html.escape(method)}")
     if not versions:
         return label + "</th>"
-    card = common.registry().card(common.PER_STYLE, style, versions[-1])
     try:
-        _, uri = _thumb(st.get_bytes(card["artwork_key"]), size)
-        return f'{label} {html.escape(versions[-1])}<img src="{uri}" alt="{html.escape(card["artwork_key"])}"></th>'
+        if method == common.PER_STYLE:
+            art_key = common.registry().card(common.PER_STYLE, style, versions[-1])["artwork_key"]
+        else:
+            art_key = next(i.key for i in st.list(f"artwork/{style}/") if common.is_image_key(i.key))
+        _, uri = _thumb(st.get_bytes(art_key), size)
+        return f'{label}<br><small>{html.escape(versions[-1])}</small><img src="{uri}" alt="{html.escape(art_key)}"></th>'
     except Exception:  # the artwork may have been removed since: the column still has its name
         return label + "</th>"
 

@@ -221,6 +221,33 @@ def _register(family: str, name: str, result: TrainResult, architecture: str, ca
     return {"family": version.family, "name": version.name, "version": version.version, "sha256": version.sha256, "metrics": card["metrics"], "styles": [s["name"] for s in card.get("styles", [])]}
 
 
+@task(name="import-model")
+def import_model_task(family: str, name: str, weights_path: str, card_path: str | None = None, promote: bool = True) -> dict[str, Any]:
+    """Register a local .safetensors model (its card from `card_path`, e.g. one written by
+    `styleops models export`) unless a version with the same bytes is registered already;
+    promote it when `promote` and nothing of family/name is in production."""
+    import hashlib
+    import json
+
+    from styleops.serialize import from_safetensors
+
+    blob = Path(weights_path).read_bytes()
+    from_safetensors(blob)  # only a module this code can rebuild (never a pickle)
+    sha = hashlib.sha256(blob).hexdigest()
+    reg = common.registry()
+    present = [mv.version for mv in reg.versions(family, name) if mv.sha256 == sha]
+    if present:
+        version, status = present[0], "present"
+    else:
+        card = json.loads(Path(card_path).read_text()) if card_path else {}
+        version, status = reg.register(family, name, blob, {**card, "imported_from": Path(weights_path).name}).version, "registered"
+    promoted = promote and reg.production(family, name) is None
+    if promoted:
+        reg.promote(family, name, version, reason=f"imported {Path(weights_path).name}")
+    common.logger().info("%s/%s %s: %s%s", family, name, version, status, ", promoted" if promoted else "")
+    return {"family": family, "name": name, "version": version, "status": status, "sha256": sha, "promoted": promoted}
+
+
 @task(name="promote-if-none-in-production")
 def promote_if_first_task(family: str, name: str, version: str) -> bool:
     """Promote `version` when nothing of `family/name` is in production yet; True if it did."""

@@ -32,7 +32,7 @@ def _check_pair(encoder: VGGEncoder, decoder: VGGDecoder) -> str:
 class SwapStylizer(nn.Module):
     """Encoder -> `style_swap` with `bank` -> inverse network."""
 
-    def __init__(self, encoder: VGGEncoder, decoder: VGGDecoder, bank: PatchBank, *, chunk_size: int = 2048) -> None:
+    def __init__(self, encoder: VGGEncoder, decoder: VGGDecoder, bank: PatchBank, *, chunk_size: int = 512) -> None:
         super().__init__()
         self.layer = _check_pair(encoder, decoder)
         self.encoder, self.decoder, self.bank, self.chunk_size = encoder, decoder, bank, chunk_size

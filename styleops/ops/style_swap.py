@@ -138,7 +138,7 @@ def build_patch_bank(style_features: Tensor | Sequence[Tensor], patch_size: int 
     return PatchBank(patches, patches.float().flatten(1).norm(dim=1), patch_size, stride)
 
 
-def style_swap(content_features: Tensor, bank: PatchBank, *, chunk_size: int = 2048, eps: float = 1e-8) -> Tensor:
+def style_swap(content_features: Tensor, bank: PatchBank, *, chunk_size: int = 512, eps: float = 1e-8) -> Tensor:
     """[N, C, H, W] content features -> [N, C, H, W] swapped features (fp32), in two chunked passes."""
     if content_features.dim() != 4 or content_features.shape[1] != bank.channels:
         raise InvalidInputError(f"content features {tuple(content_features.shape)} do not match a bank of {bank.channels} channels")
