@@ -65,10 +65,12 @@ def gatys(content: Tensor, artwork: Tensor, encoder: VGGEncoder, config: GatysCo
 
 def _optimize(start: Tensor, target: Tensor, grams: dict[str, Tensor], loss_fn: PerceptualLoss, cfg: GatysConfig, history: list[float], progress: Callable[[int, float], None] | None) -> Tensor:
     x = start.detach().clone().requires_grad_(True)
+    with torch.no_grad():
+        target_features = loss_fn.encoder(target)  # once, not at every evaluation
 
     def closure() -> Tensor:
         opt.zero_grad()
-        loss = loss_fn(x, target, grams).total
+        loss = loss_fn(x, target, grams, target_features).total
         loss.backward()
         history.append(float(loss.detach()))
         if progress:

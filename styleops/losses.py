@@ -59,6 +59,7 @@ class LossWeights:
     content_weight: float = 2.0
     style_weight: float = 5.0
     tv_weight: float = 10.0
+    pixel_weight: float = 0.0  # inverse-network training only: MSE to the source image where there is one
 
     def __post_init__(self) -> None:
         if not self.content_layers and not self.style_layers:
@@ -105,12 +106,13 @@ class PerceptualLoss(nn.Module):
         feats = self.encoder(style_images)
         return {name: gram_matrix(feats[name]) for name in self.weights.style_layers}
 
-    def forward(self, output: Tensor, content: Tensor, style_grams: Mapping[str, Tensor]) -> LossTerms:
-        """output, content: [N, 3, H, W] in [0, 1]; style_grams from `style_targets`."""
+    def forward(self, output: Tensor, content: Tensor, style_grams: Mapping[str, Tensor], content_features: Mapping[str, Tensor] | None = None) -> LossTerms:
+        """output, content: [N, 3, H, W] in [0, 1]; style_grams from `style_targets`;
+        content_features: `encoder(content)` if already computed (optimizing one image: Gatys)."""
         w = self.weights
         out_feats = self.encoder(output)
         with torch.no_grad():
-            content_feats = self.encoder(content) if w.content_layers else {}
+            content_feats = content_features if content_features is not None else (self.encoder(content) if w.content_layers else {})
         c = sum((lw * content_loss(out_feats[n], content_feats[n]) for n, lw in w.content_layers.items()), output.new_zeros((), dtype=torch.float32))
         s = sum((lw * style_loss(out_feats[n], style_grams[n]) for n, lw in w.style_layers.items()), output.new_zeros((), dtype=torch.float32))
         tv = total_variation(output.float())

@@ -6,7 +6,10 @@
   + |sigma(phi_l(g(t))) - sigma(phi_l(s))|^2) + tv_weight * TV(g(t)).
 - `train_inverse`: the style-swap inverse network (Chen & Schmidt 2016). H is drawn in turn from
   content features, artwork features and style-swapped features at the decoder's layer (relu3_1);
-  minimize content_weight * |phi(f(H)) - H|^2 + tv_weight * TV(f(H)).
+  minimize content_weight * |phi(f(H)) - H|^2 + tv_weight * TV(f(H)), plus, on the steps where H
+  comes from a real image x, pixel_weight * |f(H) - x|^2: the HED-tuned VGG16 trunk keeps little
+  colour at relu3_1, and the feature loss alone decoded dark, colourless edge maps (measured:
+  docs/architecture.md).
 
 Both reuse the feed-forward engine (`styleops.train`): seeded and exactly resumable (the artwork
 crops of step s are a pure function of (seed, s) too), autocast, atomic checkpoints, NaN rollback.
@@ -43,7 +46,7 @@ ADAIN_LOSS = LossWeights(
     style_weight=1.0,
     tv_weight=0.0,
 )
-INVERSE_LOSS = LossWeights(content_layers={"relu3_1": 1.0}, style_layers={}, content_weight=1.0, style_weight=0.0, tv_weight=10.0)
+INVERSE_LOSS = LossWeights(content_layers={"relu3_1": 1.0}, style_layers={}, content_weight=1.0, style_weight=0.0, tv_weight=10.0, pixel_weight=5e3)
 
 
 def adain_config(**overrides: Any) -> TrainConfig:
@@ -137,17 +140,18 @@ def train_inverse(
 
     def forward(step: int, batch: Tensor) -> LossTerms:
         with torch.no_grad():
-            kind = step % 3
+            kind, source = step % 3, None
             if kind == 0:
-                h = enc(batch)[layer]
+                h, source = enc(batch)[layer], batch
             else:
                 art = _artwork_batch(styles, step, batch.shape[0]).to(fit.dev).contiguous(memory_format=fit.memory_format)
                 fs = enc(art)[layer]
-                h = fs if kind == 1 else style_swap(enc(batch)[layer], build_patch_bank(list(fs.float().split(1)), patch_size))
+                h, source = (fs, art) if kind == 1 else (style_swap(enc(batch)[layer], build_patch_bank(list(fs.float().split(1)), patch_size)), None)
         out = model(h)
-        c = content_loss(enc(out)[layer], h)
-        tv = total_variation(out.float())
-        zero = out.new_zeros((), dtype=torch.float32)
-        return LossTerms(w.content_weight * c + w.tv_weight * tv, w.content_weight * c, zero, w.tv_weight * tv)
+        c = w.content_weight * content_loss(enc(out)[layer], h)
+        if source is not None and w.pixel_weight:
+            c = c + w.pixel_weight * F.mse_loss(out.float(), source.float())  # reported with the content term
+        tv = w.tv_weight * total_variation(out.float())
+        return LossTerms(c + tv, c, out.new_zeros((), dtype=torch.float32), tv)
 
     return fit.run(model, list(model.parameters()), forward, content, workdir, progress, loss_hook)
