@@ -15,7 +15,7 @@ Every input's sha256 also goes into the manifest's params_json.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -30,6 +30,7 @@ from styleops.imageio import resize_max_side, to_float
 from styleops.infer import InferenceEngine
 from styleops.losses import LossWeights
 from styleops.models.arbitrary import AdaINStylizer, SwapStylizer
+from styleops.ops import PatchBank
 from tasks import banks, common
 
 METHODS = ("per-style", "multi-style", "swap", "adain", "gatys")
@@ -77,8 +78,9 @@ def resolve(method: str, style: str, version: str | None, model: str | None = No
         blend = parse_blend(style)
         artworks = {name: _checked_artworks(name) for name in blend}
         v = reg.resolve("adain", model, version)
-        ident = _identity([a for keys in artworks.values() for a in keys])
-        return Resolved(blend_label(blend), f"{model}/{v}+art-{ident}", {"family": "adain", "name": model, "version": v, "blend": blend, "artworks": {k: [a[0] for a in v2] for k, v2 in artworks.items()}})
+        ident = _identity([art for found in artworks.values() for art in found])
+        keys = {name: [key for key, _etag in found] for name, found in artworks.items()}
+        return Resolved(blend_label(blend), f"{model}/{v}+art-{ident}", {"family": "adain", "name": model, "version": v, "blend": blend, "artworks": keys})
     if method in ("swap", "gatys"):
         if "," in style or "=" in style:
             raise InvalidInputError(f"--method {method} takes one style, not a blend ({style!r}); blends: --method adain or multi")
@@ -163,9 +165,7 @@ def build(method: str, style: str, source: dict[str, Any], *, params: Any, devic
     return Built(engine(model), card["weights_sha256"], max(arts, key=lambda a: a["weight"])["key"], lineage)
 
 
-def _bank_on(bank: Any, device: torch.device) -> Any:
+def _bank_on(bank: PatchBank, device: torch.device) -> PatchBank:
     """The bank's tensors moved to `device` once (not per chunk per image)."""
-    from dataclasses import replace
-
     return replace(bank, patches=bank.patches.to(device), norms=bank.norms.to(device))
 
