@@ -388,6 +388,26 @@ def manifest(catalog: str | None = typer.Option(None), style: str | None = typer
             console.print(f"[red]{r.image_key}[/red] {r.style}: {r.error_class}: {r.error}")
 
 
+@app.command()
+def audit(
+    run_id: str | None = typer.Option(None, help="One run."),
+    since: str | None = typer.Option(None, help="Rows finished on or after this ISO date/time (UTC)."),
+    until: str | None = typer.Option(None, help="Rows finished on or before this ISO date (inclusive) or time."),
+    catalog: str | None = typer.Option(None, help="Catalog set name; with --style, coverage is checked too."),
+    style: list[str] = typer.Option([], help="Styles whose production per-style version must cover the catalog (repeatable)."),
+    out: Path = typer.Option(Path("audit-output"), help="Where the HTML report goes."),
+    mad_k: float = typer.Option(5.0, help="Style-loss outliers: farther than k x MAD from the style's median."),
+) -> None:
+    """Check the manifest against the store: missing or tampered outputs, coverage, failures,
+    duplicates, stale versions, loss outliers, orphans. Exit 2 when anything critical is found."""
+    from flows.audit import audit_manifests
+
+    r = _run(audit_manifests, run_id=run_id, since=since, until=until, catalog=catalog, styles=list(style) or None, out_dir=str(out), mad_k=mad_k)
+    console.print(_table("audit", {**r["counts"], "critical": r["critical"], "warnings": r["warnings"], "report": r["report"]}))
+    if r["critical"]:
+        raise typer.Exit(2)
+
+
 # ---- demo ----------------------------------------------------------------------------------
 @app.command()
 def demo(out: Path = typer.Option(Path("demo-output"), help="Where the HTML report goes."), steps: int = typer.Option(40, help="Fine-tuning steps per example model."), max_side: int = typer.Option(384, help="Longer side of the outputs, pixels (the example models were trained on 128 px crops).")) -> None:

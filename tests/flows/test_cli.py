@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 
 runner = CliRunner()
-COMMANDS = [[], ["store"], ["weights"], ["models"], ["upload"], ["train-style"], ["train-multistyle"], ["add-style"], ["train-adain"], ["train-inverse"], ["build-banks"], ["stylize"], ["manifest"], ["demo"], ["store", "start"], ["models", "export"], ["models", "import"]]
+COMMANDS = [[], ["store"], ["weights"], ["models"], ["upload"], ["train-style"], ["train-multistyle"], ["add-style"], ["train-adain"], ["train-inverse"], ["build-banks"], ["stylize"], ["manifest"], ["audit"], ["demo"], ["store", "start"], ["models", "export"], ["models", "import"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "styleops")
