@@ -281,6 +281,7 @@ def train_adain_cmd(
     lr: float = typer.Option(1e-4),
     style_weight: float = typer.Option(1.0, help="Weight of the mean/std style loss (layers relu1_1..relu4_1)."),
     seed: int = typer.Option(0),
+    init_from: str | None = typer.Option(None, help="Warm start: a .safetensors file or adain/<name>/<version>."),
 ) -> None:
     """Train the AdaIN decoder (Huang & Belongie 2017): one network for any artwork."""
     from dataclasses import replace
@@ -290,7 +291,7 @@ def train_adain_cmd(
 
     cfg = adain_config(steps=steps, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed)
     cfg = replace(cfg, loss=replace(cfg.loss, style_weight=style_weight))
-    r = _run(train_adain, artwork_prefix=artworks, content_prefix=content, name=name, config=cfg.to_dict())
+    r = _run(train_adain, artwork_prefix=artworks, content_prefix=content, name=name, config=cfg.to_dict(), init_from=init_from)
     console.print(_table(f"adain/{r['name']} {r['version']}", {**r["metrics"], "promoted": r["promoted"]}))
 
 
@@ -305,6 +306,7 @@ def train_inverse_cmd(
     lr: float = typer.Option(1e-3),
     tv_weight: float = typer.Option(10.0),
     seed: int = typer.Option(0),
+    init_from: str | None = typer.Option(None, help="Warm start: a .safetensors file or inverse/<name>/<version>."),
 ) -> None:
     """Train the style-swap inverse network (Chen & Schmidt 2016): relu3_1 features -> pixels."""
     from dataclasses import replace
@@ -314,7 +316,7 @@ def train_inverse_cmd(
 
     cfg = inverse_config(steps=steps, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed)
     cfg = replace(cfg, loss=replace(cfg.loss, tv_weight=tv_weight))
-    r = _run(train_inverse, artwork_prefix=artworks, content_prefix=content, name=name, config=cfg.to_dict())
+    r = _run(train_inverse, artwork_prefix=artworks, content_prefix=content, name=name, config=cfg.to_dict(), init_from=init_from)
     console.print(_table(f"inverse/{r['name']} {r['version']}", {**r["metrics"], "promoted": r["promoted"]}))
 
 

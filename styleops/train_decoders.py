@@ -19,7 +19,7 @@ mean/std loss layers. Defaults: `adain_config()` and `inverse_config()`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,9 @@ ADAIN_LOSS = LossWeights(
     content_weight=1.0,
     style_weight=1.0,
     tv_weight=0.0,
+    pixel_weight=5e3,
 )
+IDENTITY_EVERY = 4  # AdaIN decoder: every 4th step reconstructs the photo (see train_adain)
 INVERSE_LOSS = LossWeights(content_layers={"relu3_1": 1.0}, style_layers={}, content_weight=1.0, style_weight=0.0, tv_weight=10.0, pixel_weight=5e3)
 
 
@@ -80,29 +82,37 @@ def train_adain(
     *,
     workdir: Path,
     device: str | torch.device = "auto",
+    init_state: Mapping[str, Tensor] | None = None,
     progress: Callable[[StepLog], None] | None = None,
     loss_hook: Callable[[int, Tensor], Tensor] | None = None,
 ) -> TrainResult:
     """Train a `VGGDecoder` from the decoder layer (default relu4_1) for AdaIN on any artwork.
 
     content, artworks: folders or lists of image files. The encoder must expose the decoder
-    layer and every style layer.
+    layer and every style layer. init_state: warm-start weights. With `loss.pixel_weight`, every
+    IDENTITY_EVERY-th step uses the photo as its own style (AdaIN is then the identity) and adds
+    pixel_weight * |g(phi(c)) - c|^2: it teaches the decoder to invert relu4_1, colours included.
     """
     layer = decoder_layer(config)
     torch.manual_seed(config.seed)
     model = VGGDecoder(layer, encoder.arch)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     fit = _Fit(config, encoder, device)
     enc, w = fit.loss.encoder, config.loss
     styles = ContentCrops(artworks, config.image_size, config.seed + 1)
 
     def forward(step: int, batch: Tensor) -> LossTerms:
-        art = _artwork_batch(styles, step, batch.shape[0]).to(fit.dev).contiguous(memory_format=fit.memory_format)
+        identity = bool(w.pixel_weight) and step % IDENTITY_EVERY == 0  # style = the photo itself: AdaIN is the identity
+        art = batch if identity else _artwork_batch(styles, step, batch.shape[0]).to(fit.dev).contiguous(memory_format=fit.memory_format)
         with torch.no_grad():
             fc, fs = enc(batch)[layer], enc(art)
             target = adain(fc, fs[layer])
         out = model(target)
         fo = enc(out)
         c = content_loss(fo[layer], target)
+        if identity:
+            c = c + w.pixel_weight / w.content_weight * F.mse_loss(out.float(), batch.float())
         s = out.new_zeros((), dtype=torch.float32)
         for name, lw in w.style_layers.items():
             (mo, so), (ms, ss) = mean_std(fo[name]), mean_std(fs[name])
@@ -123,6 +133,7 @@ def train_inverse(
     workdir: Path,
     device: str | torch.device = "auto",
     patch_size: int = 3,
+    init_state: Mapping[str, Tensor] | None = None,
     progress: Callable[[StepLog], None] | None = None,
     loss_hook: Callable[[int, Tensor], Tensor] | None = None,
 ) -> TrainResult:
@@ -134,6 +145,8 @@ def train_inverse(
     layer = decoder_layer(config)
     torch.manual_seed(config.seed)
     model = VGGDecoder(layer, encoder.arch)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     fit = _Fit(config, encoder, device)
     enc, w = fit.loss.encoder, config.loss
     styles = ContentCrops(artworks, config.image_size, config.seed + 1)

@@ -188,9 +188,10 @@ DECODER_TRAINERS = {"adain": train_adain, "inverse": train_inverse}
 
 
 @task(name="train-decoder", tags=["gpu"])
-def train_decoder_task(family: str, name: str, artwork_prefix: str, content_prefix: str, config: dict[str, Any], max_content: int = 5000, max_artworks: int = 5000) -> dict[str, Any]:
+def train_decoder_task(family: str, name: str, artwork_prefix: str, content_prefix: str, config: dict[str, Any], max_content: int = 5000, max_artworks: int = 5000, init_from: str | None = None) -> dict[str, Any]:
     """Train the AdaIN decoder (family 'adain') or the style-swap inverse network ('inverse') on
-    the photos under `content_prefix` and the artworks under `artwork_prefix`; register it."""
+    the photos under `content_prefix` and the artworks under `artwork_prefix`; register it.
+    init_from: warm start, a local .safetensors or `<family>/<name>/<version>`."""
     if family not in DECODER_TRAINERS:
         raise ValueError(f"decoder family must be one of {sorted(DECODER_TRAINERS)}, got {family!r}")
     settings = get_settings()
@@ -200,16 +201,17 @@ def train_decoder_task(family: str, name: str, artwork_prefix: str, content_pref
     artworks = sync_content(artwork_prefix, settings.cache_dir / "artwork" / st.bucket, max_artworks)
     device = resolve_device(settings.device)
     enc = common.encoder(cfg.loss.layers, device, settings)
-    run_key = common.stable_hash({"decoder": family, "name": name, "config": cfg.to_dict(), "content": content_prefix, "artworks": artwork_prefix})
+    run_key = common.stable_hash({"decoder": family, "name": name, "config": cfg.to_dict(), "content": content_prefix, "artworks": artwork_prefix, "init": init_from})
     started = time.time()
     with _reporting(f"train {family} decoder {name}", cfg) as on_step:
-        result = DECODER_TRAINERS[family](cfg, content, artworks, enc, workdir=settings.home / "work" / family / name / run_key, device=device, progress=on_step)
+        result = DECODER_TRAINERS[family](cfg, content, artworks, enc, workdir=settings.home / "work" / family / name / run_key, device=device, init_state=_init_state(init_from), progress=on_step)
     card = {
         "architecture": "VGGDecoder",
         **_card_common(cfg, result, content_prefix, len(content), device, started),
         "layer": decoder_layer(cfg),
         "artwork_prefix": artwork_prefix,
         "artwork_images": len(artworks),
+        "init_from": init_from,
     }
     return _register(family, name, result, "VGGDecoder", card)
 
