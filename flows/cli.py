@@ -238,13 +238,14 @@ def train_multistyle_cmd(
     channels: int = typer.Option(32),
     batch_size: int = typer.Option(4),
     lr: float = typer.Option(1e-3),
+    style_lr_scale: float = typer.Option(10.0, help="Learning-rate multiplier on each style's scale/shift."),
     seed: int = typer.Option(0),
 ) -> None:
     """Train one conditional-instance-norm network for many artworks (Dumoulin et al. 2017)."""
     from flows.multistyle import train_multistyle
     from styleops.train import TrainConfig
 
-    cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, channels=channels, batch_size=batch_size, lr=lr, seed=seed)
+    cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, channels=channels, batch_size=batch_size, lr=lr, style_lr_scale=style_lr_scale, seed=seed)
     r = _run(train_multistyle, artwork_prefix=artworks, content_prefix=content, name=name, config=cfg.to_dict())
     console.print(_table(f"multi-style/{r['name']} {r['version']}", {"styles": ", ".join(r["styles"]), **r["metrics"], "promoted": r["promoted"]}))
 
@@ -260,12 +261,13 @@ def add_style_cmd(
     image_size: int = typer.Option(256),
     style_size: int = typer.Option(512),
     lr: float = typer.Option(1e-3),
+    style_lr_scale: float = typer.Option(10.0, help="Learning-rate multiplier on the new style's scale/shift (the only weights trained)."),
 ) -> None:
     """Add an artwork to a multi-style model by training only its scale/shift parameters."""
     from flows.multistyle import add_style
     from styleops.train import TrainConfig
 
-    cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, lr=lr)
+    cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, lr=lr, style_lr_scale=style_lr_scale)
     r = _run(add_style, artwork_key=artwork, content_prefix=content, name=name, style=style, base_version=base_version, config=cfg.to_dict())
     console.print(_table(f"multi-style/{r['name']} {r['version']} (from {r['base_version']})", {"styles": ", ".join(r["styles"]), **r["metrics"], "promoted": r["promoted"]}))
 

@@ -44,7 +44,9 @@ class TrainConfig:
     image_size: int = 256  # content crops, pixels (square)
     style_size: int = 512  # artwork resized so its longer side is this many pixels
     lr: float = 1e-3
-    style_lr_scale: float = 1.0  # multi-style: learning-rate multiplier on the per-style scale/shift
+    # Multi-style and add-style: learning-rate multiplier on the per-style scale/shift. x10 brought a
+    # 2-style net within 6-9% of dedicated models at equal steps per style (x1: 1.8-3.9x; docs/benchmarks.md).
+    style_lr_scale: float = 10.0
     channels: int = 32
     n_residual: int = 5
     loss: LossWeights = field(default_factory=LossWeights)
