@@ -1,5 +1,5 @@
-"""The demo: sample artworks and catalog -> per-style models, and the example decoders for style
-swap and AdaIN (any artwork, nothing trained per style) -> stylized catalog -> HTML report."""
+"""The demo: sample artworks and catalog -> per-style models, and style swap with the example
+inverse network (any artwork, nothing trained per style) -> stylized catalog -> HTML report."""
 
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ from tasks.training import import_model_task
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEMO_STYLES = ("monet", "hoitsu")
-DECODERS = ("inverse", "adain")  # examples/models/<family>.safetensors, registered as <family>/default
+DECODERS = ("inverse",)  # examples/models/<family>.safetensors, registered as <family>/default
 
 
 @flow(name="demo")
 def demo(out_dir: str = "demo-output", steps: int = 40, styles: list[str] | None = None, max_side: int = 384) -> dict[str, Any]:
     """Upload the examples, fine-tune each shipped example model for `steps` (at least 1) steps on
-    the sample photos through the train-style flow, register the example decoders and build the
-    patch banks, stylize the catalog with every style by per-style model, style swap and AdaIN,
-    write the report."""
+    the sample photos through the train-style flow, register the example inverse network and
+    build the patch banks, stylize the catalog with every style by per-style model and by style
+    swap, write the report."""
     log = get_run_logger()
     styles = list(styles or DEMO_STYLES)
     upload_directory_task(str(EXAMPLES / "catalog"), "catalog/demo/")
@@ -40,11 +40,10 @@ def demo(out_dir: str = "demo-output", steps: int = 40, styles: list[str] | None
     for family in DECODERS:
         import_model_task(family, "default", str(EXAMPLES / "models" / f"{family}.safetensors"), str(EXAMPLES / "models" / f"{family}.card.json"))
     build_patch_banks(artworks="artwork/")
-    for method in ("swap", "adain"):
-        for style in styles:
-            runs[f"{method}:{style}"] = stylize_catalog(catalog="demo", style=style, method=method, max_side=max_side)
-    columns = [*styles, *(f"swap:{s}" for s in styles), *(f"adain:{s}" for s in styles)]
-    report = write_report(Path(out_dir), "demo", columns, title="StyleOps demo: sample catalog x example styles (per-style models, style swap, AdaIN)")
+    for style in styles:
+        runs[f"swap:{style}"] = stylize_catalog(catalog="demo", style=style, method="swap", max_side=max_side)
+    columns = [*styles, *(f"swap:{s}" for s in styles)]
+    report = write_report(Path(out_dir), "demo", columns, title="StyleOps demo: sample catalog x example styles (per-style models and style swap)")
     log.info("report written to %s", report.resolve())
     return {"report": str(report.resolve()), "trained": trained, "runs": runs}
 
