@@ -69,6 +69,16 @@ def decoder_layer(config: TrainConfig) -> str:
     return layers[0]
 
 
+def _setup(config: TrainConfig, encoder: VGGEncoder, device: str | torch.device, artworks: Paths, init_state: Mapping[str, Tensor] | None) -> tuple[str, VGGDecoder, _Fit, ContentCrops]:
+    """(decoder layer, seeded decoder (maybe warm-started), the engine's loop, artwork crops)."""
+    layer = decoder_layer(config)
+    torch.manual_seed(config.seed)
+    model = VGGDecoder(layer, encoder.arch)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    return layer, model, _Fit(config, encoder, device), ContentCrops(artworks, config.image_size, config.seed + 1)
+
+
 def _artwork_batch(crops: ContentCrops, step: int, n: int) -> Tensor:
     """The artwork crops of step `step`: [n, 3, size, size], a pure function of (seed, step)."""
     return torch.stack([crops[(step, slot)] for slot in range(n)])
@@ -93,14 +103,8 @@ def train_adain(
     IDENTITY_EVERY-th step uses the photo as its own style (AdaIN is then the identity) and adds
     pixel_weight * |g(phi(c)) - c|^2: it teaches the decoder to invert relu4_1, colours included.
     """
-    layer = decoder_layer(config)
-    torch.manual_seed(config.seed)
-    model = VGGDecoder(layer, encoder.arch)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    fit = _Fit(config, encoder, device)
+    layer, model, fit, styles = _setup(config, encoder, device, artworks, init_state)
     enc, w = fit.loss.encoder, config.loss
-    styles = ContentCrops(artworks, config.image_size, config.seed + 1)
 
     def forward(step: int, batch: Tensor) -> LossTerms:
         identity = bool(w.pixel_weight) and step % IDENTITY_EVERY == 0  # style = the photo itself: AdaIN is the identity
@@ -142,14 +146,8 @@ def train_inverse(
     Step s decodes content features (s % 3 == 0), artwork features (1) or content features
     style-swapped with a bank of that step's artwork crops (2), as in Chen & Schmidt 2016.
     """
-    layer = decoder_layer(config)
-    torch.manual_seed(config.seed)
-    model = VGGDecoder(layer, encoder.arch)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    fit = _Fit(config, encoder, device)
+    layer, model, fit, styles = _setup(config, encoder, device, artworks, init_state)
     enc, w = fit.loss.encoder, config.loss
-    styles = ContentCrops(artworks, config.image_size, config.seed + 1)
 
     def forward(step: int, batch: Tensor) -> LossTerms:
         with torch.no_grad():
