@@ -28,6 +28,7 @@ from styleops.imageio import content_type, decode_image, encode_image, sha256_he
 from styleops.metrics import StyleMetrics
 from styleops.device import resolve_device
 from tasks import common, stylizers
+from tasks.stylizers import Conditioned, blend_label, checked_blend, parse_blend  # noqa: F401 (re-exported)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -227,61 +228,12 @@ def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id:
     return counts
 
 
-class Conditioned(torch.nn.Module):
-    """A multi-style network with its style weights fixed: plain `net(x)` for the engine."""
-
-    def __init__(self, net: torch.nn.Module, weights: list[float]) -> None:
-        super().__init__()
-        self.net, self.weights = net, weights
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x, self.weights)
-
-
-def parse_blend(blend: str) -> dict[str, float]:
-    """'wave=0.7,udnie=0.3' -> {'wave': 0.7, 'udnie': 0.3} normalized to sum 1; ValueError if malformed,
-    negative, repeated or all zero."""
-    weights: dict[str, float] = {}
-    for part in filter(None, (x.strip() for x in blend.split(","))):
-        name, sep, value = part.partition("=")
-        try:
-            w = float(value) if sep else 1.0
-        except ValueError:
-            raise ValueError(f"blend entry {part!r} is not name=weight") from None
-        if not name.strip() or name.strip() in weights or not w >= 0 or w == float("inf"):
-            raise ValueError(f"blend entry {part!r}: need a new style name and a finite weight >= 0")
-        weights[name.strip()] = w
-    total = sum(weights.values())
-    if total <= 0:
-        raise ValueError(f"blend {blend!r} has no positive weight")
-    return {k: v / total for k, v in weights.items()}
-
-
-def blend_label(weights: dict[str, float]) -> str:
-    """Canonical label (recorded as the manifest's style): one name, or 'a=0.700,b=0.300'."""
-    live = {k: v for k, v in weights.items() if v > 0}
-    return next(iter(live)) if len(live) == 1 else ",".join(f"{k}={v:.3f}" for k, v in sorted(live.items()))
-
-
-def checked_blend(style: str, card: dict[str, Any], model_ref: str) -> dict[str, float]:
-    """`parse_blend(style)` with every name checked against a multi-style card's styles."""
-    known = [s["name"] for s in card["styles"]]
-    blend = parse_blend(style)
-    unknown = sorted(set(blend) - set(known))
-    if unknown:
-        raise InvalidInputError(f"multi-style/{model_ref} has no style {', '.join(unknown)}; it has {', '.join(known)}")
-    return blend
-
-
 def _default_source(method: str, style: str, model_version: str) -> dict[str, Any]:
     """The `source` of a per-style ('v0003') or multi-style ('<name>/v0002', blend label) run."""
-    if method == "per-style":
-        return {"family": common.PER_STYLE, "name": style, "version": model_version}
-    if method != "multi-style":
+    if method not in ("per-style", "multi-style"):
         raise InvalidInputError(f"method {method!r} needs the source resolved by tasks.stylizers.resolve")
-    name, version = model_version.split("/")
-    card = common.registry().card(common.MULTI_STYLE, name, version)
-    return {"family": common.MULTI_STYLE, "name": name, "version": version, "blend": checked_blend(style, card, model_version)}
+    name, _, version = model_version.rpartition("/")
+    return stylizers.resolve(method, style, version, name or None).source
 
 
 def _failed_row(base: dict[str, Any], f: Fetched) -> dict[str, Any]:

@@ -60,11 +60,55 @@ class Built:
     metrics_style_size: int = ARTWORK_SIZE
 
 
+class Conditioned(torch.nn.Module):
+    """A multi-style network with its style weights fixed: plain `net(x)` for the engine."""
+
+    def __init__(self, net: torch.nn.Module, weights: list[float]) -> None:
+        super().__init__()
+        self.net, self.weights = net, weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, self.weights)
+
+
+def parse_blend(blend: str) -> dict[str, float]:
+    """'wave=0.7,udnie=0.3' -> {'wave': 0.7, 'udnie': 0.3} normalized to sum 1; ValueError if malformed,
+    negative, repeated or all zero."""
+    weights: dict[str, float] = {}
+    for part in filter(None, (x.strip() for x in blend.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            w = float(value) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"blend entry {part!r} is not name=weight") from None
+        if not name.strip() or name.strip() in weights or not w >= 0 or w == float("inf"):
+            raise ValueError(f"blend entry {part!r}: need a new style name and a finite weight >= 0")
+        weights[name.strip()] = w
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"blend {blend!r} has no positive weight")
+    return {k: v / total for k, v in weights.items()}
+
+
+def blend_label(weights: dict[str, float]) -> str:
+    """Canonical label (recorded as the manifest's style): one name, or 'a=0.700,b=0.300'."""
+    live = {k: v for k, v in weights.items() if v > 0}
+    return next(iter(live)) if len(live) == 1 else ",".join(f"{k}={v:.3f}" for k, v in sorted(live.items()))
+
+
+def checked_blend(style: str, card: dict[str, Any], model_ref: str) -> dict[str, float]:
+    """`parse_blend(style)` with every name checked against a multi-style card's styles."""
+    known = [s["name"] for s in card["styles"]]
+    blend = parse_blend(style)
+    unknown = sorted(set(blend) - set(known))
+    if unknown:
+        raise InvalidInputError(f"multi-style/{model_ref} has no style {', '.join(unknown)}; it has {', '.join(known)}")
+    return blend
+
+
 def resolve(method: str, style: str, version: str | None, model: str | None = None) -> Resolved:
     """Check the style/blend and resolve versions (None/'production', 'latest', 'v0003'); unknown
     names, missing banks and undecodable or tiny artworks fail here, before any work."""
-    from tasks.stylize import blend_label, checked_blend, parse_blend
-
     reg = common.registry()
     model = model or DEFAULT_MODEL.get(method)
     if method == "per-style":
@@ -123,8 +167,6 @@ def build(method: str, style: str, source: dict[str, Any], *, params: Any, devic
         return InferenceEngine(model, device=device, batch_size=batch_size, max_side=params.max_side)
 
     if method in ("per-style", "multi-style"):
-        from tasks.stylize import Conditioned
-
         net, card = common.load_model(reg, source["family"], source["name"], source["version"])
         lineage = {"model": f"{source['family']}/{source['name']}/{source['version']}", "model_sha256": card["weights_sha256"]}
         if method == "per-style":
