@@ -197,6 +197,12 @@ def upload(src: Path = typer.Argument(..., help="Local directory."), prefix: str
     prefix = prefix if prefix.endswith("/") else prefix + "/"
     keys = _run(upload_directory_task.fn, src=str(src), prefix=prefix)
     console.print(f"{len(keys)} files under {prefix}")
+    if prefix.startswith("artwork/"):
+        from infra.settings import get_settings
+        from tasks.storage import announce_artworks
+
+        sent = announce_artworks(keys, get_settings().bucket)
+        console.print(f"{sent} artwork.uploaded events sent" if sent else "[dim]no Prefect server configured: the artwork sensor's schedule will find the new artwork[/dim]")
 
 
 # ---- training ------------------------------------------------------------------------------
@@ -410,6 +416,139 @@ def audit(
     console.print(_table("audit", {**r["counts"], "critical": r["critical"], "warnings": r["warnings"], "report": r["report"]}))
     if r["critical"]:
         raise typer.Exit(2)
+
+
+# ---- operations: nightly runs, the artwork sensor, the quality gate, serving ----------------
+@app.command()
+def nightly(
+    catalog: str = typer.Option(..., help="Catalog set name (catalog/<set>/)."),
+    style: list[str] = typer.Option(..., help="Scheduled styles (repeatable); each runs with its production version."),
+    date: str | None = typer.Option(None, help="Run date YYYY-MM-DD (default: today in --timezone). Once per date."),
+    timezone: str = typer.Option("UTC", help="IANA timezone of the date."),
+    method: str = typer.Option("per-style", help="per-style | multi"),
+    model: str | None = typer.Option(None, help="multi: the multi-style model (default collection)."),
+    max_side: int = typer.Option(1024),
+    audit_after: bool = typer.Option(True, "--audit/--no-audit", help="Audit the catalog's manifest afterwards."),
+    out: Path = typer.Option(Path("audit-output"), help="Where the audit report goes."),
+) -> None:
+    """The nightly catalog run, now: every style over the catalog (what a promotion made stale is
+    redone), then an audit. A second run for the same date does nothing."""
+    from flows.nightly import nightly_catalog
+
+    method = {"multi": "multi-style"}.get(method, method)
+    r = _run(nightly_catalog, catalog=catalog, styles=list(style), run_date=date, timezone=timezone, method=method, model=model, max_side=max_side, audit=audit_after, audit_dir=str(out))
+    if r["status"] == "skipped":
+        console.print(f"nightly {catalog} for {r['date']}: skipped ({r['reason']})")
+        return
+    console.print(_table(f"nightly {catalog} for {r['date']}", {f"{x['style']} {x['model_version']}": f"{x['ok']} ok, {x['failed']} failed, {x['restyled']} restyled, {x['already_done']} already done" for x in r["runs"]}))
+    if "audit" in r:
+        console.print(_table("audit", {"critical": r["audit"]["critical"], "warnings": r["audit"]["warnings"], "report": r["audit"]["report"]}))
+        if r["audit"]["critical"]:
+            raise typer.Exit(2)
+
+
+@app.command()
+def sensor(
+    artworks: str = typer.Option("artwork/", help="Prefix of artwork/<style>/<file>."),
+    content: str | None = typer.Option(None, help="Training photos (default: settings train_content, content/)."),
+    family: list[str] = typer.Option(["per-style", "multi-style", "bank"], help="What to (re)build for new or changed artwork (repeatable)."),
+    multi_model: str = typer.Option("collection", help="The multi-style model new styles are added to."),
+    steps: int | None = typer.Option(None, help="Training steps (default: TrainConfig's)."),
+    image_size: int | None = typer.Option(None, help="Training crop size, pixels."),
+    margin: float | None = typer.Option(None, help="Quality gate margin (default: settings gate_margin, 0.05)."),
+) -> None:
+    """Train, gate and promote for every new or changed artwork (what the scheduled sensor does)."""
+    from flows.artwork_sensor import artwork_sensor
+
+    config = {k: v for k, v in {"steps": steps, "image_size": image_size}.items() if v is not None}
+    r = _run(artwork_sensor, artworks=artworks, content=content, families=list(family), multi_model=multi_model, config=config or None, margin=margin)
+    rows = {f"{x['family']}/{x['name']} {x['version']} ({x['style']}, {x['change']})": ("promoted" if x["promoted"] else "passed, not promoted" if x["passed"] else "REFUSED") + f": {x['reason']}" for x in r["results"]}
+    if r["banks"]:
+        rows["patch banks built"] = ", ".join(r["banks"]["built"]) or "none"
+    console.print(_table("artwork sensor", rows or {"artworks": "nothing new or changed"}))
+
+
+@app.command()
+def gate(
+    name: str = typer.Argument(..., help="Model name (per-style: the style)."),
+    version: str = typer.Argument(..., help="Candidate version, e.g. v0002."),
+    family: str = typer.Option("per-style", help="per-style | multi-style"),
+    style: str | None = typer.Option(None, help="multi-style: the style to score."),
+    promote: bool = typer.Option(False, help="Promote the candidate when it passes."),
+    margin: float | None = typer.Option(None, help="Default: settings gate_margin (0.05)."),
+) -> None:
+    """Score a candidate against production on the held-out photos; exit 3 when it is refused."""
+    from tasks.gate import promote_if_passed_task, quality_gate_task
+
+    g = _run(quality_gate_task.fn, family=family, name=name, version=version, style=style, margin=margin)
+    promoted = promote and _run(promote_if_passed_task.fn, family=family, name=name, version=version, gate=g)
+    n = g["numbers"]
+    rows = {"decision": "passed" if g["passed"] else "REFUSED", "reason": g["reason"], "candidate content / style": f"{n['candidate']['content']:,.1f} / {n['candidate']['style']:,.1f}"}
+    if n["production"]:
+        rows[f"production {g['production']} content / style"] = f"{n['production']['content']:,.1f} / {n['production']['style']:,.1f}"
+    rows["unstylized photos style"] = f"{n['baseline']['style']:,.1f}"
+    rows["promoted"] = promoted
+    console.print(_table(f"quality gate {family}/{name} {version}", rows))
+    if not g["passed"]:
+        raise typer.Exit(3)
+
+
+@app.command()
+def serve(
+    file: Path = typer.Option(None, help="Deployment file (default: the repository's prefect.yaml)."),
+    only: list[str] = typer.Option([], help="Serve only these deployments (repeatable)."),
+    list_only: bool = typer.Option(False, "--list", help="Print the deployments read and exit."),
+) -> None:
+    """Serve the deployments of prefect.yaml (schedules, event triggers) from this process. Without
+    PREFECT_API_URL a local Prefect server is started (state in <home>/prefect/, UI on its URL)."""
+    from prefect import serve as prefect_serve
+
+    from flows.deployments import PREFECT_YAML, runner_deployments
+    from infra.local_store import ensure_embedded_store
+    from infra.prefect_server import prefect_api
+    from infra.settings import get_settings
+
+    try:
+        deployments = runner_deployments(file or PREFECT_YAML, list(only) or None)
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    table = Table(title=f"deployments in {file or PREFECT_YAML}")
+    for col in ("name", "flow", "schedules", "triggers", "parameters"):
+        table.add_column(col)
+    for d in deployments:
+        crons = ", ".join(f"{s.schedule.cron} ({s.schedule.timezone})" if hasattr(s.schedule, "cron") else str(s.schedule) for s in d.schedules or [])
+        table.add_row(d.name, d.entrypoint or "", crons, ", ".join(sorted(e for t in d.triggers for e in getattr(t, "expect", ()))), str(d.parameters))
+    console.print(table)
+    if list_only:
+        return
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    get_settings.cache_clear()
+    info = ensure_embedded_store(get_settings())
+    if info is not None:
+        console.print(f"[dim]embedded object store at {info.endpoint_url}[/dim]")
+    with prefect_api(get_settings().home) as (url, started):
+        console.print(f"Prefect API {url}" + (" (started here; UI at " + url.removesuffix("/api") + ")" if started else ""))
+        prefect_serve(*deployments)
+
+
+@app.command()
+def trigger(
+    deployment: str = typer.Argument(..., help="'<flow>/<deployment>', e.g. nightly-catalog/nightly-demo."),
+    date: str | None = typer.Option(None, help="Run date YYYY-MM-DD (default: today, UTC)."),
+) -> None:
+    """Start a nightly deployment's run for a date on the configured Prefect server; triggering
+    the same date again returns the same flow run (idempotency key)."""
+    from datetime import UTC, datetime
+
+    from infra.prefect_server import configured_api_url
+    from tasks.nightly import trigger_once
+
+    if not configured_api_url():
+        console.print("[red]error:[/red] no PREFECT_API_URL: start `styleops serve` (or a Prefect server) and point PREFECT_API_URL at it")
+        raise typer.Exit(1)
+    run = trigger_once(deployment, date or datetime.now(UTC).date().isoformat())
+    console.print(f"flow run {run.name} ({run.id}): {run.state.name if run.state else 'created'}")
 
 
 # ---- demo ----------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def stylize_catalog(catalog: str, style: str, model_version: str | None = None, 
     prefix = catalog_prefix(catalog)
     resolved = resolve_model_task(style, model_version, method, model)
     style, version = resolved.style, resolved.model_version
-    plan = plan_catalog_task(prefix, style, version, params.hash, shard_size, retry_failed)
+    plan = plan_catalog_task(prefix, style, version, params.hash, shard_size, retry_failed, resolved.still_current)
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid4().hex[:6]}"
     futures = [
         stylize_shard_task.submit(f"{run_id}-s{i:04d}", shard, run_id, prefix, style, version, params.to_dict(), batch_size, metrics, resolved.source)
@@ -67,7 +67,7 @@ def stylize_catalog(catalog: str, style: str, model_version: str | None = None, 
     counts = [f.result() for f in futures]
     summary = {
         "run_id": run_id, "catalog": prefix, "method": method, "style": style, "model_version": version, "params_hash": params.hash,
-        "images": plan["total"], "already_done": plan["done"], "known_bad": plan["known_bad"], "shards": len(plan["shards"]),
+        "images": plan["total"], "already_done": plan["done"], "known_bad": plan["known_bad"], "restyled": plan["stale"], "shards": len(plan["shards"]),
         "ok": sum(c["ok"] for c in counts), "failed": sum(c["failed"] for c in counts),
     }
     if counts:

@@ -100,6 +100,12 @@ class ManifestTable:
         """image_key -> input_etag of the latest `ok` row of that catalog, style, model and params."""
         return self._latest(catalog, style, model_version, params_hash, [("status", "=", "ok")])
 
+    def ok_elsewhere(self, *, catalog: str, style: str, params_hash: str, exclude: tuple[str, ...]) -> set[str]:
+        """Image keys with an `ok` row of that catalog, style and params by a model version not in `exclude`."""
+        filters = [("catalog", "=", catalog), ("style", "=", style), ("params_hash", "=", params_hash), ("status", "=", "ok")]
+        rows = self.read_arrow(filters=filters, columns=["image_key", "model_version"])
+        return {k for k, v in zip(rows["image_key"].to_pylist(), rows["model_version"].to_pylist(), strict=True) if v not in exclude}
+
     def failed_permanently(self, *, catalog: str, style: str, model_version: str, params_hash: str) -> dict[str, str]:
         """image_key -> input_etag of `failed` rows whose error cannot go away without new bytes
         (decode errors, size caps): retrying the same etag would only add another failed row."""

@@ -5,7 +5,8 @@ for the networks and `banks/` for the style-swap patch banks (family "bank", nam
     <root><name>/<version>/weights.safetensors   claimed first, with If-None-Match
     <root><name>/<version>/card.json             written last: a version exists once its card does
     <root><name>/PRODUCTION                      {"version", "promoted_at", "reason"}, If-Match
-    registry/                                    Delta table: "registered" and "promoted" events
+    registry/                                    Delta table: "registered", "promoted" and
+                                                 "gate-passed"/"gate-refused" events
 e.g. models/per-style/monet/v0001/weights.safetensors, banks/monet/v0001/card.json.
 """
 
@@ -128,6 +129,11 @@ class ModelRegistry:
             raise PromotionConflictError(f"{family}/{name}: PRODUCTION changed while promoting {version}") from exc
         self._append_event("promoted", family, name, version, card=card, at=promoted_at, reason=reason)
 
+    def record_gate(self, family: str, name: str, version: str, *, passed: bool, numbers: dict[str, Any], reason: str) -> None:
+        """Record a quality-gate decision on `version` (numbers: the losses compared) in the table."""
+        card = self.card(family, name, version)
+        self._append_event("gate-passed" if passed else "gate-refused", family, name, version, card=card, at=datetime.now(UTC), reason=reason, metrics=numbers)
+
     # ---- reads --------------------------------------------------------------------------------
     def names(self, family: str) -> list[str]:
         """Model names of `family` with at least one version."""
@@ -229,6 +235,7 @@ class ModelRegistry:
         card: dict[str, Any],
         at: datetime,
         reason: str | None = None,
+        metrics: dict[str, Any] | None = None,
     ) -> None:
         row = {
             "event": event,
@@ -238,7 +245,7 @@ class ModelRegistry:
             "sha256": card["weights_sha256"],
             "size": card["weights_size"],
             "created_at": at,
-            "metrics_json": json.dumps(card.get("metrics", {}), sort_keys=True),
+            "metrics_json": json.dumps(card.get("metrics", {}) if metrics is None else metrics, sort_keys=True),
             "card_json": json.dumps(card, sort_keys=True) if event == "registered" else None,
             "reason": reason,
         }

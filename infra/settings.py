@@ -67,6 +67,13 @@ class Settings(BaseSettings):
         ),
     )
 
+    train_content: str = Field(default="content/", description="Prefix of the content photos the artwork sensor trains new styles on.")
+    # Quality gate before promotion (tasks/gate.py, styleops/quality_gate.py).
+    gate_holdout: str = Field(default="holdout/", description="Prefix of the fixed held-out photos every candidate is scored on.")
+    gate_max_images: int = Field(default=16, ge=1, description="Held-out photos used (the first, by key).")
+    gate_size: int = Field(default=384, ge=32, description="Longer side (px) the held-out photos are stylized at.")
+    gate_margin: float = Field(default=0.05, ge=0, description="How much worse than production (0.05 = 5%) a candidate's content or style loss may be.")
+
     @classmethod
     def settings_customise_sources(
         cls,

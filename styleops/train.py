@@ -249,12 +249,17 @@ def add_style(
     workdir: Path,
     device: str | torch.device = "auto",
     progress: Callable[[StepLog], None] | None = None,
+    replace: int | None = None,
 ) -> TrainResult:
     """Append `artwork` as style `n_styles` of a trained multi-style network, training only the new
-    style's scale and shift (every shared weight and the old styles' parameters stay bit-identical)."""
+    style's scale and shift (every shared weight and the old styles' parameters stay bit-identical).
+    `replace=i`: retrain style i's scale and shift for a changed artwork instead (starting from its
+    current values); the other styles stay bit-identical."""
     model = MultiStyleTransformerNet(n_styles, config.channels, config.n_residual)
     model.load_state_dict(base_state)
-    new = model.add_style()
+    if replace is not None and not 0 <= replace < n_styles:
+        raise InvalidInputError(f"replace must be a style index in [0, {n_styles}), got {replace}")
+    new = model.add_style() if replace is None else replace
     params = model.freeze_all_but_style(new)
     fit = _Fit(config, encoder, device)
     grams = fit.style_targets(artwork)

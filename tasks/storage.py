@@ -27,3 +27,24 @@ def upload_directory_task(src: str, prefix: str, writable: str | None = None) ->
         keys.append(key)
     common.logger().info("%s -> %s: %d files, %d uploaded", root, st.uri(prefix), len(keys), sent)
     return keys
+
+
+ARTWORK_UPLOADED = "artwork.uploaded"
+
+
+def announce_artworks(keys: list[str], bucket: str) -> int:
+    """Emit one `artwork.uploaded` Prefect event per artwork key (resource `styleops.artwork.<key>`),
+    which the artwork-sensor deployment's trigger reacts to. Returns how many were emitted (0 when
+    no Prefect server is configured: the sensor's schedule finds the artwork instead)."""
+    from prefect.events import emit_event
+
+    from infra.prefect_server import configured_api_url
+
+    if not configured_api_url():
+        return 0
+    sent = 0
+    for key in keys:
+        if key.startswith("artwork/") and common.is_image_key(key):
+            event = emit_event(event=ARTWORK_UPLOADED, resource={"prefect.resource.id": f"styleops.artwork.{key}", "prefect.resource.name": key, "styleops.bucket": bucket})
+            sent += event is not None
+    return sent

@@ -91,17 +91,22 @@ def output_key(image_key: str, catalog: str, style: str, model_version: str, par
 
 
 @task(name="plan-catalog")
-def plan_catalog_task(catalog: str, style: str, model_version: str, params_hash: str, shard_size: int, retry_failed: bool = False) -> dict[str, Any]:
+def plan_catalog_task(catalog: str, style: str, model_version: str, params_hash: str, shard_size: int, retry_failed: bool = False, still_current: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     """List the catalog, drop images already `ok` for this style/model/params with the same etag
-    (and, unless `retry_failed`, those that failed for good: undecodable or too large), and cut
-    the rest into shards of `shard_size` [(key, etag, size), ...]."""
+    (or `ok` for a version in `still_current`, whose outputs are bit-identical), and, unless
+    `retry_failed`, those that failed for good (undecodable or too large); cut the rest into
+    shards of `shard_size` [(key, etag, size), ...]. "stale" counts the images to do that have
+    an `ok` output from another model version (what a promotion makes the next run redo)."""
     prefix = catalog_prefix(catalog)
     table = common.manifest()
     which = {"catalog": prefix, "style": style, "model_version": model_version, "params_hash": params_hash}
-    done = table.completed(**which)
+    done: dict[str, str] = {}
+    for version in (*reversed(tuple(still_current)), model_version):  # oldest first: newer rows win
+        done.update(table.completed(**{**which, "model_version": version}))
+    previous = table.ok_elsewhere(catalog=prefix, style=style, params_hash=params_hash, exclude=(model_version, *still_current))
     known_bad = {} if retry_failed else table.failed_permanently(**which)
     shards: list[list[tuple[str, str, int]]] = [[]]
-    total = skipped_done = skipped_bad = ignored = 0
+    total = skipped_done = skipped_bad = ignored = stale = 0
     for info in common.store().list(prefix):
         if not common.is_image_key(info.key):
             ignored += 1
@@ -113,13 +118,14 @@ def plan_catalog_task(catalog: str, style: str, model_version: str, params_hash:
         if known_bad.get(info.key) == info.etag:
             skipped_bad += 1
             continue
+        stale += info.key in previous
         if len(shards[-1]) >= shard_size:
             shards.append([])
         shards[-1].append((info.key, info.etag, info.size))
     shards = [s for s in shards if s]
     todo = total - skipped_done - skipped_bad
-    common.logger().info("catalog %s: %d images, %d already done, %d known bad, %d to do in %d shards (%d non-image keys ignored)", prefix, total, skipped_done, skipped_bad, todo, len(shards), ignored)
-    return {"catalog": prefix, "total": total, "done": skipped_done, "known_bad": skipped_bad, "todo": todo, "ignored": ignored, "shards": shards}
+    common.logger().info("catalog %s: %d images, %d already done, %d known bad, %d to do (%d stale: made by another model version) in %d shards (%d non-image keys ignored)", prefix, total, skipped_done, skipped_bad, todo, stale, len(shards), ignored)
+    return {"catalog": prefix, "total": total, "done": skipped_done, "known_bad": skipped_bad, "todo": todo, "stale": stale, "ignored": ignored, "shards": shards}
 
 
 @dataclass

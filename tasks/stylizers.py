@@ -46,6 +46,9 @@ class Resolved:
     style: str
     model_version: str
     source: dict[str, Any]
+    # Older model_version labels whose outputs for this style are bit-identical (a multi-style
+    # version that only added or retrained other styles): their `ok` rows still count as done.
+    still_current: tuple[str, ...] = ()
 
 
 @dataclass
@@ -116,8 +119,10 @@ def resolve(method: str, style: str, version: str | None, model: str | None = No
         return Resolved(style, v, {"family": common.PER_STYLE, "name": style, "version": v})
     if method == "multi-style":
         v = reg.resolve(common.MULTI_STYLE, model, version)
-        blend = checked_blend(style, reg.card(common.MULTI_STYLE, model, v), f"{model}/{v}")
-        return Resolved(blend_label(blend), f"{model}/{v}", {"family": common.MULTI_STYLE, "name": model, "version": v, "blend": blend})
+        card = reg.card(common.MULTI_STYLE, model, v)
+        blend = checked_blend(style, card, f"{model}/{v}")
+        older = tuple(f"{model}/{u}" for u in unchanged_ancestors(card, blend))
+        return Resolved(blend_label(blend), f"{model}/{v}", {"family": common.MULTI_STYLE, "name": model, "version": v, "blend": blend}, older)
     if method == "adain":
         blend = parse_blend(style)
         artworks = {name: _checked_artworks(name) for name in blend}
@@ -138,6 +143,26 @@ def resolve(method: str, style: str, version: str | None, model: str | None = No
         v = reg.resolve("inverse", model, version)
         return Resolved(style, f"{model}/{v}+bank-{bank_v}", {"family": "inverse", "name": model, "version": v, "bank": bank_v})
     raise InvalidInputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+
+
+def trained_in(card: dict[str, Any]) -> dict[str, str]:
+    """style -> the version whose training last changed its parameters (multi-style cards)."""
+    return {s["name"]: s.get("trained_in") or card["version"] for s in card["styles"]}
+
+
+def unchanged_ancestors(card: dict[str, Any], blend: dict[str, float]) -> list[str]:
+    """Versions up the card's parent chain that give the same outputs for `blend` (every blended
+    style trained in the same version, so shared weights and its scale/shift are identical)."""
+    reg, mine, found = common.registry(), trained_in(card), []
+    parent = card.get("parent_version")
+    while parent:
+        up = reg.card(common.MULTI_STYLE, card["name"], parent)
+        theirs = trained_in(up)
+        if any(theirs.get(name) != mine[name] for name in blend):
+            break
+        found.append(parent)
+        parent = up.get("parent_version")
+    return found
 
 
 def _checked_artworks(style: str) -> list[tuple[str, str]]:

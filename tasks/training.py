@@ -153,17 +153,25 @@ def train_multistyle_task(name: str, artwork_prefix: str, content_prefix: str, c
 
 
 @task(name="add-style-to-multi-style-model", tags=["gpu"])
-def add_style_task(name: str, artwork_key: str, content_prefix: str, config: dict[str, Any], base_version: str | None = None, style: str | None = None, max_content: int = 5000) -> dict[str, Any]:
+def add_style_task(name: str, artwork_key: str, content_prefix: str, config: dict[str, Any], base_version: str | None = None, style: str | None = None, max_content: int = 5000, replace: bool = False) -> dict[str, Any]:
     """Append an artwork to multi-style/<name> (base: production) as a new version, training only
-    the new style's scale/shift; old styles' outputs are unchanged bit for bit."""
+    the new style's scale/shift; old styles' outputs are unchanged bit for bit. `replace`: the
+    style exists (its artwork changed): retrain its scale/shift in place instead.
+
+    Each style in the card carries `trained_in`, the version whose training last changed its
+    parameters, so a stylize run knows which older outputs are still current."""
     settings = get_settings()
     cfg = TrainConfig.from_dict(config)
     st, reg = common.store(), common.registry()
     style = style or common.style_from_artwork_key(artwork_key)
     base = reg.resolve(common.MULTI_STYLE, name, base_version)
     base_card = reg.card(common.MULTI_STYLE, name, base)
-    if style in [s["name"] for s in base_card["styles"]]:
+    names = [s["name"] for s in base_card["styles"]]
+    if style in names and not replace:
         raise ValueError(f"multi-style/{name} {base} already has a style named {style!r}")
+    if replace and style not in names:
+        raise ValueError(f"multi-style/{name} {base} has no style {style!r} to retrain")
+    index = names.index(style) if replace else None
     art, art_sha = common.artwork_pixels(st, artwork_key, settings)
     content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
     device = resolve_device(settings.device)
@@ -171,14 +179,16 @@ def add_style_task(name: str, artwork_key: str, content_prefix: str, config: dic
     base_state = load_safetensors(reg.weights_bytes(common.MULTI_STYLE, name, base))
     model_cfg = base_card["model_config"]
     cfg = TrainConfig.from_dict({**cfg.to_dict(), "channels": model_cfg["channels"], "n_residual": model_cfg["n_residual"]})
-    run_key = common.stable_hash({"add": name, "base": base, "artwork": art_sha, "config": cfg.to_dict(), "content": content_prefix})
+    run_key = common.stable_hash({"add": name, "base": base, "artwork": art_sha, "config": cfg.to_dict(), "content": content_prefix, "replace": index})
     started = time.time()
-    with _reporting(f"add {style} to {name}", cfg) as on_step:
-        result = add_style(cfg, content, art, enc, base_state, model_cfg["n_styles"], workdir=settings.home / "work" / "multi" / name / run_key, device=device, progress=on_step)
+    with _reporting(f"{'retrain' if replace else 'add'} {style} {'in' if replace else 'to'} {name}", cfg) as on_step:
+        result = add_style(cfg, content, art, enc, base_state, model_cfg["n_styles"], workdir=settings.home / "work" / "multi" / name / run_key, device=device, progress=on_step, replace=index)
+    inherited = [{**s, "trained_in": s.get("trained_in") or base} for s in base_card["styles"]]
+    new_entry = {"name": style, "artwork_key": artwork_key, "artwork_sha256": art_sha}  # trained_in: this version
     card = {
         "architecture": "MultiStyleTransformerNet",
         **_card_common(cfg, result, content_prefix, len(content), device, started),
-        "styles": [*base_card["styles"], {"name": style, "artwork_key": artwork_key, "artwork_sha256": art_sha}],
+        "styles": [new_entry if s["name"] == style else s for s in inherited] if replace else [*inherited, new_entry],
         "parent_version": base,
     }
     return _register(common.MULTI_STYLE, name, result, "MultiStyleTransformerNet", card)

@@ -44,7 +44,7 @@ def test_train_stylize_twice_and_report(pipeline_env: PipelineEnv, tmp_path: Pat
     expected = {"catalog": CATALOG_PREFIX, "method": "per-style", "style": "monet", "model_version": "v0001", "params_hash": params.hash}
     first = stylize_catalog(catalog="demo", style="monet", max_side=64, shard_size=4)
     assert first.pop("run_id")
-    assert first == {**expected, "images": 8, "already_done": 0, "known_bad": 0, "shards": 2, "ok": 6, "failed": 2}
+    assert first == {**expected, "images": 8, "already_done": 0, "known_bad": 0, "restyled": 0, "shards": 2, "ok": 6, "failed": 2}
 
     rows = common.manifest().read(filters=[("catalog", "=", CATALOG_PREFIX)])
     assert len(rows) == 8 and rows["run_id"].nunique() == 1 and rows["shard_id"].nunique() == 2
@@ -57,7 +57,7 @@ def test_train_stylize_twice_and_report(pipeline_env: PipelineEnv, tmp_path: Pat
 
     second = stylize_catalog(catalog="demo", style="monet", max_side=64, shard_size=4)
     second.pop("run_id")
-    assert second == {**expected, "images": 8, "already_done": 6, "known_bad": 2, "shards": 0, "ok": 0, "failed": 0}
+    assert second == {**expected, "images": 8, "already_done": 6, "known_bad": 2, "restyled": 0, "shards": 0, "ok": 0, "failed": 0}
     assert len(common.manifest().read(filters=[("catalog", "=", CATALOG_PREFIX)])) == 8  # no new rows
 
     out = tmp_path / "report"
