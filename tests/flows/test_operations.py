@@ -1,0 +1,133 @@
+"""The operations flows under the session's Prefect server, against the real embedded SeaweedFS:
+a served nightly deployment (cron + timezone from prefect.yaml) triggered by hand runs once per
+date; a promotion makes the next night redo exactly the stale outputs; the artwork sensor trains,
+gates and promotes (or refuses) new and changed artwork."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.runner import Runner
+
+from flows.artwork_sensor import artwork_sensor
+from flows.deployments import runner_deployments
+from flows.nightly import nightly_catalog
+from infra.registry import ModelRegistry
+from styleops.imageio import decode_image, encode_image
+from tasks import common
+from tasks.nightly import claim_key, trigger_once
+from tests.flows.conftest import CATALOG, PipelineEnv
+from tests.integration.test_gate_sensor import MODELS, ops_env  # noqa: F401
+
+DATE = "2026-11-21"
+NIGHT = {"styles": ["monet"], "max_side": 64, "audit_dir": "unused"}
+
+
+def ok_rows(version: str) -> list[str]:
+    rows = common.manifest().read(filters=[("style", "=", "monet"), ("model_version", "=", version), ("status", "=", "ok")])
+    return sorted(rows["image_key"])
+
+
+def test_served_nightly_deployment_triggered_by_hand_runs_once(ops_env: PipelineEnv, tmp_path) -> None:  # noqa: F811
+    deployments = {d.name: d for d in runner_deployments(only=["nightly-demo", "artwork-sensor"])}
+    nightly = deployments["nightly-demo"]
+    nightly.parameters = {**nightly.parameters, **NIGHT, "audit_dir": str(tmp_path / "audit")}
+    runner = Runner(name="styleops-test-serve")
+
+    async def register() -> list[uuid.UUID]:
+        return [await runner.add_deployment(d) for d in deployments.values()]
+
+    ids = asyncio.run(register())
+    with get_client(sync_client=True) as client:
+        served = client.read_deployment(ids[0])
+        automations = client.read_resource_related_automations(f"prefect.deployment.{ids[1]}")
+    cron = served.schedules[0].schedule
+    assert (served.name, cron.cron, cron.timezone) == ("nightly-demo", "0 2 * * *", "Europe/London")
+    assert [sorted(a.trigger.expect) for a in automations] == [["artwork.uploaded"]]
+
+    first = trigger_once("nightly-catalog/nightly-demo", DATE)
+    again = trigger_once("nightly-catalog/nightly-demo", DATE)
+    assert again.id == first.id  # the idempotency key: one flow run per date
+
+    async def execute() -> None:
+        async with runner:
+            await runner.execute_flow_run(first.id)
+
+    asyncio.run(execute())
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(first.id)
+        runs = client.read_flow_runs()
+    assert run.state.type == StateType.COMPLETED, run.state
+    assert run.parameters["run_date"] == DATE
+    assert sum(r.deployment_id == ids[0] and r.parameters.get("run_date") == DATE for r in runs) == 1
+    assert ok_rows("v0001") == ops_env.catalog_keys
+    claim = ops_env.store.get_json(claim_key(CATALOG, DATE, {"styles": ["monet"], "method": "per-style", "model": None, "max_side": 64, "format": "jpeg", "quality": 90}))
+    assert (claim["status"], claim["flow_run_id"], claim["date"]) == ("completed", str(first.id), DATE)
+    assert claim["summary"]["audit"]["critical"] == 0
+
+
+def test_nightly_is_once_per_date_and_redoes_what_a_promotion_made_stale(ops_env: PipelineEnv, tmp_path) -> None:  # noqa: F811
+    env, audit_dir = ops_env, str(tmp_path / "audit")
+    first = nightly_catalog(CATALOG, ["monet"], run_date=DATE, max_side=64, audit_dir=audit_dir)
+    assert first["status"] == "completed" and first["audit"]["critical"] == 0
+    assert [(r["ok"], r["restyled"], r["already_done"]) for r in first["runs"]] == [(6, 0, 0)]
+    again = nightly_catalog(CATALOG, ["monet"], run_date=DATE, max_side=64, audit_dir=audit_dir)
+    assert again["status"] == "skipped" and again["reason"].startswith("completed by ")
+
+    # A new production version: the next night redoes every image, once.
+    reg = ModelRegistry(common.store())
+    card = {k: v for k, v in json.loads((MODELS / "hoitsu.card.json").read_text()).items() if k in ("architecture", "train_config", "model_config")}
+    card |= {"artwork_key": "artwork/monet/monet.jpg", "artwork_sha256": env.store.get("artwork/monet/monet.jpg").sha256}
+    v2 = reg.register(common.PER_STYLE, "monet", (MODELS / "hoitsu.safetensors").read_bytes(), card).version
+    reg.promote(common.PER_STYLE, "monet", v2, reason="test")
+    second = nightly_catalog(CATALOG, ["monet"], run_date="2026-11-22", max_side=64, audit_dir=audit_dir)
+    assert [(r["model_version"], r["ok"], r["restyled"], r["already_done"]) for r in second["runs"]] == [("v0002", 6, 6, 0)]
+    # The v0001 outputs stay in the store: the audit lists them as stale (warnings), nothing critical.
+    assert second["audit"]["critical"] == 0 and second["audit"]["counts"]["stale"] == 6
+    assert ok_rows("v0002") == env.catalog_keys
+
+    # A claim left "running" by a flow run that is gone is taken over; the date still gets done.
+    spec = {"styles": ["monet"], "method": "per-style", "model": None, "max_side": 64, "format": "jpeg", "quality": 90}
+    env.store.put(claim_key(CATALOG, "2026-11-23", spec), json.dumps({"status": "running", "flow_run_id": str(uuid.uuid4())}).encode())
+    third = nightly_catalog(CATALOG, ["monet"], run_date="2026-11-23", max_side=64, audit=False)
+    assert third["status"] == "completed" and [(r["ok"], r["already_done"]) for r in third["runs"]] == [(0, 6)]
+    with pytest.raises(ValueError, match="at least one style"):
+        nightly_catalog(CATALOG, [], run_date=DATE)
+
+
+SENSOR_CONFIG = {"steps": 30, "image_size": 64, "batch_size": 2, "channels": 8, "n_residual": 1, "style_size": 512, "checkpoint_every": 1000}
+
+
+def test_artwork_sensor_trains_gates_and_promotes_new_art_and_refuses_a_worse_candidate(ops_env: PipelineEnv) -> None:  # noqa: F811
+    env = ops_env
+    for key in env.artwork_keys:
+        if "/monet/" not in key:
+            env.store.delete(key)
+    monet = env.store.get_bytes("artwork/monet/monet.jpg")
+    env.store.put("artwork/water-lilies/lilies.jpg", monet)  # new artwork lands
+    reg = common.registry()
+
+    first = artwork_sensor(families=["per-style"], config=SENSOR_CONFIG)
+    assert [(r["style"], r["change"], r["version"], r["passed"], r["promoted"]) for r in first["results"]] == [("water-lilies", "new", "v0001", True, True)]
+    assert first["results"][0]["reason"].startswith("first version: style loss")
+    assert reg.production(common.PER_STYLE, "water-lilies") == "v0001"
+
+    # Monet's artwork changes; 30 CPU steps cannot match the shipped model: refused, production kept.
+    env.store.put("artwork/monet/monet.jpg", encode_image(decode_image(monet).pixels.flip(-1), "jpeg", quality=90))
+    second = artwork_sensor(families=["per-style"], config=SENSOR_CONFIG)
+    [refused] = second["results"]
+    assert (refused["style"], refused["change"], refused["version"], refused["passed"], refused["promoted"]) == ("monet", "changed", "v0002", False, False)
+    assert "loss" in refused["reason"] and "production" in refused["reason"]
+    assert reg.production(common.PER_STYLE, "monet") == "v0001"
+    events = reg.events()
+    assert list(events.loc[events["event"].str.startswith("gate"), "event"]) == ["gate-passed", "gate-refused"]
+
+    third = artwork_sensor(families=["per-style"], config=SENSOR_CONFIG)  # nothing new: nothing trained
+    assert third["results"] == [] and third["changes"] == {common.PER_STYLE: []}
+    with pytest.raises(ValueError, match="families must be among"):
+        artwork_sensor(families=["per-style", "nosuch"])
