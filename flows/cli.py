@@ -529,6 +529,7 @@ def serve(
         console.print(f"[dim]embedded object store at {info.endpoint_url}[/dim]")
     with prefect_api(get_settings().home) as (url, started):
         console.print(f"Prefect API {url}" + (" (started here; UI at " + url.removesuffix("/api") + ")" if started else ""))
+        console.print(f"[dim]to trigger from another shell: export PREFECT_API_URL={url}; styleops trigger <flow>/<deployment>[/dim]")
         prefect_serve(*deployments)
 
 
