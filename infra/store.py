@@ -59,6 +59,14 @@ class IntegrityError(StoreError):
     """The bytes read do not match the sha256 recorded when they were written."""
 
 
+class ObjectTooLargeError(StoreError):
+    """`get(key, max_bytes=...)`: the object is bigger than the caller accepts (not read)."""
+
+    def __init__(self, message: str, *, size: int, max_bytes: int) -> None:
+        super().__init__(message)
+        self.size, self.max_bytes = size, max_bytes
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -261,19 +269,31 @@ class ObjectStore:
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
 
-    def get(self, key: str) -> GetResult:
-        """The object's bytes, checked against its recorded sha256."""
+    def get(self, key: str, *, max_bytes: int | None = None) -> GetResult:
+        """The object's bytes, checked against its recorded sha256.
+
+        max_bytes: raise ObjectTooLargeError for a bigger object, decided from the response's
+        Content-Length before the body is read (and the connection closed unread), so an
+        oversized object is never held in memory.
+        """
         validate_key(key)
         with self._errors(key):
             response = self.client.get_object(Bucket=self.bucket, Key=key)
-            data = response["Body"].read()
+            body = response["Body"]
+            size = response.get("ContentLength")
+            if max_bytes is not None and size is not None and size > max_bytes:
+                body.close()
+                raise ObjectTooLargeError(f"{self.uri(key)} is {size} bytes, over the limit of {max_bytes} bytes", size=size, max_bytes=max_bytes)
+            data = body.read()
+        if max_bytes is not None and len(data) > max_bytes:  # a response without a Content-Length
+            raise ObjectTooLargeError(f"{self.uri(key)} is {len(data)} bytes, over the limit of {max_bytes} bytes", size=len(data), max_bytes=max_bytes)
         metadata = dict(response.get("Metadata", {}))
         sha256 = hashlib.sha256(data).hexdigest()
         _check_sha256(key, metadata, sha256)
         return GetResult(key, data, _strip_etag(response["ETag"]), len(data), sha256, metadata)
 
-    def get_bytes(self, key: str) -> bytes:
-        return self.get(key).data
+    def get_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        return self.get(key, max_bytes=max_bytes).data
 
     def get_json(self, key: str) -> Any:
         return json.loads(self.get_bytes(key))

@@ -3,6 +3,11 @@
 Slow by nature (each iteration runs the loss network forward and backward): use `progress` to
 show it. Coarse-to-fine: with `scales=(256, 512)` the image is first optimized at 256 px on its
 longer side, then upsampled and refined at 512 px.
+
+Any image size works: at a scale where the image's shorter side is below what the loss network can
+pool down (`styleops.metrics.min_side`: 8 px for VGG16 up to relu4_3), the optimized image is
+padded to that size (`styleops.metrics.pad_to_min_side`) and cropped back, so a 1x1 pixel or a
+4000x1 strip comes out stylized at its own size instead of failing in the max-pools.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from styleops.color import COLOR_MODES, preserve_colors
 from styleops.errors import InvalidInputError
 from styleops.imageio import resize_max_side
 from styleops.losses import LossWeights, PerceptualLoss
+from styleops.metrics import min_side, pad_to_min_side
 from styleops.vgg import VGGEncoder
 
 
@@ -43,7 +49,8 @@ def gatys(content: Tensor, artwork: Tensor, encoder: VGGEncoder, config: GatysCo
     """content, artwork: float [3, H, W] in [0, 1] -> (image [3, h, w] in [0, 1], loss per iteration).
 
     The output has the content's size, or the last scale's. `progress(iteration, loss)` is called
-    after every iteration (counted over all scales).
+    after every iteration (counted over all scales). Images with a side below `min_side(encoder)`
+    at a scale are optimized padded to it there and cropped back (see the module docstring).
     """
     cfg = config or GatysConfig()
     device = next(encoder.parameters()).device
@@ -52,13 +59,16 @@ def gatys(content: Tensor, artwork: Tensor, encoder: VGGEncoder, config: GatysCo
     g = torch.Generator().manual_seed(cfg.seed)
     history: list[float] = []
     image: Tensor | None = None
+    smallest = min_side(encoder)
     for size in cfg.scales or (None,):
         target = resize_max_side(content, size)[None].to(device)
+        h, w = target.shape[-2:]
         if image is None:
             start = target.clone() if cfg.init == "content" else torch.rand(target.shape, generator=g).to(device)
         else:
-            start = F.interpolate(image, size=target.shape[-2:], mode="bilinear", align_corners=False)
-        image = _optimize(start, target, grams, loss_fn, cfg, history, progress)
+            start = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
+        padded = _optimize(pad_to_min_side(start, smallest), pad_to_min_side(target, smallest), grams, loss_fn, cfg, history, progress)
+        image = padded[..., :h, :w]
     assert image is not None
     return image[0].clamp(0, 1).cpu(), history
 
@@ -96,6 +106,8 @@ class GatysEngine:
     1/2^(levels-1), ..., 1/2, 1 of its size (`config.scales` is ignored then). color: 'none',
     'luminance' or 'histogram' (`styleops.color.preserve_colors`). `progress(iteration, loss)` is
     called after every iteration of every image (iterations restart at 1 for each image).
+    No minimum image size: an image too small or too thin for the loss network at some level is
+    optimized padded and cropped back (module docstring), so it never fails a shard.
     """
 
     batch_size = 1

@@ -8,6 +8,9 @@ plugins on untrusted uploads). Limits are checked before pixels are allocated. P
 decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, ~89 Mpx warning / ~179 Mpx error) is left
 untouched: its error is reported as ``ImageTooLargeError``, so ``max_pixels`` above ~179 Mpx has no
 effect, and its warning may still be emitted for images we then reject with our own, stricter limit.
+
+Animations and multi-page files: only frame 0 is decoded; ``DecodedImage.frames`` says how many
+there were (counted up to ``MAX_COUNTED_FRAMES``) and an INFO line is logged on ``styleops.imageio``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ DEFAULT_MAX_BYTES = 64 * 2**20
 DECODE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
 """Pillow formats accepted by ``decode_image`` (JPEG includes camera MPO files)."""
 
+MAX_COUNTED_FRAMES = 1000
+"""GIF frames and TIFF pages are counted by parsing each one (Pillow: ~5 us a GIF frame, ~0.15 ms a
+TIFF page, so a crafted 64 MiB TIFF of 1x1 pages took over a minute): counting stops here."""
+
 _ENCODE_FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 _CONTENT_TYPES = {
     "JPEG": "image/jpeg",
@@ -68,6 +75,21 @@ _WIDE_GRAY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 # What Pillow raises on corrupt data (it treats the same set as "not this format" when opening).
 _PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
+# Pillow's AVIF plugin also raises RuntimeError ("Failed to decode image: ...") on corrupt files.
+_DECODE_ERRORS = (*_PILLOW_ERRORS, RuntimeError)
+# Leading bytes of the accepted formats: names the format in errors raised before Pillow knows it.
+_SIGNATURES = (
+    (0, b"\xff\xd8\xff", "JPEG"),
+    (0, b"\x89PNG\r\n\x1a\n", "PNG"),
+    (0, b"GIF8", "GIF"),
+    (8, b"WEBP", "WEBP"),
+    (0, b"II*\x00", "TIFF"),
+    (0, b"MM\x00*", "TIFF"),
+    (0, b"II+\x00", "TIFF"),
+    (0, b"MM\x00+", "TIFF"),
+    (4, b"ftypavi", "AVIF"),
+)
+_TIFF_ORIENTATION = 274  # Pillow applies a TIFF's own orientation tag when it loads the image
 _SRGB = ImageCms.createProfile("sRGB")
 
 _log = logging.getLogger(__name__)
@@ -80,7 +102,7 @@ class DecodedImage:
     pixels: torch.Tensor  # uint8 [3, H, W], RGB, upright (EXIF orientation applied)
     format: str  # Pillow format: "JPEG", "MPO", "PNG", "WEBP", "GIF", ...
     mode: str  # Pillow mode of the source: "L", "P", "RGBA", "CMYK", "I;16", ...
-    frames: int  # >1 for animations and multi-page files; only the first frame is decoded
+    frames: int  # >1 for animations and multi-page files (at most MAX_COUNTED_FRAMES); frame 0 is decoded
     exif_transposed: bool  # True when a non-identity EXIF orientation was applied
 
 
@@ -89,26 +111,35 @@ def decode_image(
 ) -> DecodedImage:
     """Decode encoded image bytes to upright uint8 RGB ``[3, H, W]``.
 
-    Alpha and transparency are composited over white; 16-bit greys are scaled (v / 257), not
-    clipped. Raises ImageDecodeError, ImageTooLargeError or UnsupportedImageError.
+    Alpha and transparency (including a 16-bit grey's tRNS) are composited over white; 16-bit
+    greys are scaled (v / 257), not clipped; 16-bit colour is reduced by Pillow to its high byte.
+    Animations and multi-page files: frame 0 only (see ``DecodedImage.frames``; logged at INFO).
+    Raises ImageDecodeError, ImageTooLargeError (from the byte count or the declared size, before
+    any pixel buffer is allocated) or UnsupportedImageError.
     """
     _check_limits(max_pixels, max_bytes)
     if not data:
         raise ImageDecodeError("empty file")
     _check_bytes(len(data), max_bytes)
-    with _pillow_errors(None):
+    with _pillow_errors(_sniff_format(data), max_pixels):
         opened = Image.open(io.BytesIO(data), formats=DECODE_FORMATS)
     with opened:
         fmt = opened.format or "unknown"
         _check_size(opened.size, max_pixels, fmt)
-        with _pillow_errors(fmt):
-            frames = getattr(opened, "n_frames", 1)
+        with _pillow_errors(fmt, max_pixels):
+            frames = _count_frames(opened)
+            tiff_orientation = _tiff_orientation(opened)
             opened.load()
+        if frames > 1:
+            more = "+" if frames >= MAX_COUNTED_FRAMES else ""
+            _log.info("%s image has %d%s frames; decoded frame 0 only", fmt, frames, more)
         mode = opened.mode
+        # Pillow applies (and removes) a TIFF's orientation tag itself while loading.
+        applied_by_pillow = tiff_orientation is not None and _tiff_orientation(opened) is None
         method = _orientation_transpose(opened)
         upright = opened if method is None else opened.transpose(method)
         pixels = _rgb_pixels(upright, fmt)
-    return DecodedImage(pixels, fmt, mode, frames, method is not None)
+    return DecodedImage(pixels, fmt, mode, frames, method is not None or applied_by_pillow)
 
 
 def read_image(
@@ -231,18 +262,78 @@ def _check_size(size: tuple[int, int], max_pixels: int, fmt: str) -> None:
         )
 
 
+def _sniff_format(data: bytes) -> str | None:
+    """The accepted format whose signature ``data`` starts with, else None (for messages only)."""
+    for offset, magic, fmt in _SIGNATURES:
+        if data[offset : offset + len(magic)] == magic:
+            return fmt
+    return None
+
+
+def _count_frames(image: Image.Image) -> int:
+    """Frames in the file: declared counts as they are, GIF/TIFF walks stopped at MAX_COUNTED_FRAMES.
+
+    The walk is what Pillow's own ``n_frames`` does for these two formats (frame headers only, no
+    pixels), followed by the same rewind to frame 0.
+    """
+    if image.format not in ("GIF", "TIFF") or not hasattr(image, "_seek"):
+        return getattr(image, "n_frames", 1)
+    if not image.is_animated:
+        return 1
+    count = 1
+    try:
+        while count < MAX_COUNTED_FRAMES:
+            if image.format == "GIF":
+                image._seek(image.tell() + 1, False)  # type: ignore[attr-defined]
+            else:
+                image._seek(image.tell() + 1)  # type: ignore[attr-defined]
+            count += 1
+    except EOFError:
+        pass
+    image.seek(0)
+    return count
+
+
+def _tiff_orientation(image: Image.Image) -> int | None:
+    """A TIFF's non-identity orientation tag (read without loading pixels), else None."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None:
+        return None
+    try:
+        value = tags.get(_TIFF_ORIENTATION)
+    except _PILLOW_ERRORS:
+        return None
+    return value if isinstance(value, int) and value in _ORIENTATION_TRANSPOSE else None
+
+
+def _bomb_limit(max_pixels: int, factor: int) -> int:
+    """The pixel limit that Pillow's guard (``factor`` x MAX_IMAGE_PIXELS) and ours both imply."""
+    pillow = Image.MAX_IMAGE_PIXELS
+    return max_pixels if pillow is None else min(max_pixels, factor * int(pillow))
+
+
 @contextmanager
-def _pillow_errors(fmt: str | None) -> Iterator[None]:
+def _pillow_errors(fmt: str | None, max_pixels: int) -> Iterator[None]:
     """Translate Pillow's exceptions into StyleOps image errors."""
     try:
         yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        # The warning arrives as an exception only where warnings are turned into errors.
-        raise ImageTooLargeError(f"decompression bomb guard: {e}") from e
+        # Pillow refuses above 2x MAX_IMAGE_PIXELS, before our own check can see the size; its
+        # warning (above 1x) arrives as an exception only where warnings are turned into errors.
+        limit = _bomb_limit(max_pixels, 2 if isinstance(e, Image.DecompressionBombError) else 1)
+        what = f"{fmt} image" if fmt else "image"
+        raise ImageTooLargeError(
+            f"{what} is over the limit of {limit} pixels (decompression bomb guard: {e})"
+        ) from e
     except UnidentifiedImageError as e:
         accepted = ", ".join(DECODE_FORMATS)
+        if fmt:
+            raise ImageDecodeError(
+                f"truncated or corrupt {fmt} data: the file starts like {fmt} but its header "
+                f"cannot be read"
+            ) from e
         raise ImageDecodeError(f"not a recognised image format (accepted: {accepted})") from e
-    except _PILLOW_ERRORS as e:
+    except _DECODE_ERRORS as e:
         raise ImageDecodeError(f"truncated or corrupt {fmt or 'image'} data: {e}") from e
 
 
@@ -271,12 +362,19 @@ def _rgb_pixels(image: Image.Image, fmt: str) -> torch.Tensor:
 
 
 def _gray_to_uint8(image: Image.Image) -> np.ndarray:
-    """``I;16*``/``I`` (16-bit scale, v / 257 rounded) or ``F`` (0..255 scale) -> uint8 [H, W]."""
+    """``I;16*``/``I`` (16-bit scale, v / 257 rounded) or ``F`` (0..255 scale) -> uint8 [H, W].
+
+    A ``transparency`` grey value (a 16-bit PNG's tRNS) becomes white, as for 8-bit images.
+    """
     values = np.asarray(image)
     if image.mode == "F":
         return np.clip(np.rint(np.nan_to_num(values)), 0, 255).astype(np.uint8)
     wide = np.clip(values, 0, 65535).astype(np.int32)
-    return ((wide * 255 + 32767) // 65535).astype(np.uint8)
+    gray = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+    transparent = image.info.get("transparency")
+    if isinstance(transparent, int) and not isinstance(transparent, bool):
+        gray[values == transparent] = 255
+    return gray
 
 
 def _to_rgb_image(image: Image.Image) -> Image.Image:

@@ -2,16 +2,45 @@
 
 Both are measured on copies shrunk to `size` pixels (longer side) so the cost per image is bounded,
 with the same loss network and weights the model was trained with; lower is better.
+
+Tiny or very elongated images (a 1x1 pixel, a 4000x100 banner that is 256x6 once shrunk) are
+measured too: a copy whose shorter side is below what the loss network can pool down
+(`min_side`: 8 px for VGG16 up to relu4_3) is padded to that size first (`pad_to_min_side`).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from styleops.imageio import resize_max_side
 from styleops.losses import LossWeights, PerceptualLoss
 from styleops.vgg import VGGEncoder
+
+
+def min_side(encoder: VGGEncoder) -> int:
+    """The smallest height and width `encoder` accepts: 2 ** (2x2 max-pools before its deepest
+    layer), e.g. 8 px for VGG16 up to relu4_3 (8 -> 4 -> 2 -> 1), 4 px up to relu3_3.
+
+    Smaller inputs make torch's max-pool raise 'Output size is too small'.
+    """
+    return 2 ** sum(isinstance(m, nn.MaxPool2d) for m in encoder.features)
+
+
+def pad_to_min_side(x: Tensor, side: int) -> Tensor:
+    """Pad [N, C, H, W] at the bottom/right so H and W are at least `side`; `x` itself if they are.
+
+    Reflection padding when the image is large enough to reflect (pad < size, e.g. 256x6 -> 256x8),
+    else replicate (its edge pixels repeated, e.g. 1x1 -> 8x8 of that pixel). Crop the padded
+    result with `[..., :H, :W]`.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = max(0, side - h), max(0, side - w)
+    if not (ph or pw):
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 class StyleMetrics:
@@ -22,12 +51,19 @@ class StyleMetrics:
         device = next(encoder.parameters()).device
         self.loss = PerceptualLoss(encoder, weights)
         self.size, self.device = size, device
+        self.min_side = min_side(encoder)
         self.grams = self.loss.style_targets(resize_max_side(artwork, style_size)[None].to(device))
 
     @torch.inference_mode()
     def measure(self, content: Tensor, output: Tensor) -> tuple[float, float]:
-        """content, output: float [3, H, W] in [0, 1], same size. Returns weighted (content, style) losses."""
-        c = resize_max_side(content, self.size)[None].to(self.device)
-        o = resize_max_side(output, self.size)[None].to(self.device)
+        """content, output: float [3, H, W] in [0, 1], same size. Returns weighted (content, style) losses.
+
+        Any size is measured: both are shrunk to `size` px on the longer side (never enlarged),
+        then, when the shorter side is below `self.min_side` (8 px for VGG16 to relu4_3), both are
+        padded the same way to that size (`pad_to_min_side`: reflected, or edge pixels repeated),
+        so a 1x1, 1x4000 or 4000x100 image gets finite losses instead of a max-pool error.
+        """
+        c = pad_to_min_side(resize_max_side(content, self.size)[None], self.min_side).to(self.device)
+        o = pad_to_min_side(resize_max_side(output, self.size)[None], self.min_side).to(self.device)
         terms = self.loss(o, c, self.grams)
         return float(terms.content), float(terms.style)

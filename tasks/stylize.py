@@ -21,9 +21,9 @@ from prefect.runtime import flow_run, task_run
 
 from infra.progress import progress
 from infra.settings import get_settings
-from infra.store import GetResult, ObjectStore, PreconditionFailedError, PutResult, StoreError, validate_key
+from infra.store import GetResult, ObjectStore, ObjectTooLargeError, PreconditionFailedError, PutResult, StoreError, validate_key
 from infra.version import code_version
-from styleops.errors import ImageError, InvalidInputError
+from styleops.errors import ImageError, ImageTooLargeError, InvalidInputError
 from styleops.imageio import content_type, decode_image, encode_image, sha256_hex, to_float, to_uint8
 from styleops.metrics import StyleMetrics
 from styleops.device import resolve_device
@@ -142,12 +142,30 @@ class Fetched:
     error: Exception | None = None
 
 
+def _over_byte_cap(size: int, max_bytes: int) -> ImageTooLargeError:
+    """The error (and message) `decode_image` gives for bytes over its cap, from a size alone."""
+    return ImageTooLargeError(f"file is {size} bytes, over the limit of {max_bytes} bytes")
+
+
 def _fetch(st: ObjectStore, item: tuple[str, str, int], limits: tuple[int, int]) -> Fetched:
+    """Download and decode one catalog image; a bad one gets `error` (its failed row), never raises.
+
+    limits: (max_pixels, max_bytes). An object whose listed size is over max_bytes is refused
+    without any request (ImageTooLargeError, as decode_image words it), and one that grew past
+    it since the listing is refused from its Content-Length, before its body is read. Pixel
+    dimensions are never a refusal below the pixel cap: a 1x1 or 1x4000 image is stylized and
+    measured (styleops.metrics and styleops.gatys pad what is too small for the loss network).
+    """
     f = Fetched(*item, t0=time.perf_counter(), started_at=datetime.now(UTC))
     try:
-        got = st.get(f.key)
+        validate_key(f.key)  # a traversal key from a listing: refused before anything else
+        if f.size > limits[1]:
+            raise _over_byte_cap(f.size, limits[1])
+        got = st.get(f.key, max_bytes=limits[1])
         f.sha256 = got.sha256
         f.pixels = decode_image(got.data, max_pixels=limits[0], max_bytes=limits[1]).pixels
+    except ObjectTooLargeError as exc:
+        f.error = _over_byte_cap(exc.size, exc.max_bytes)
     except (ImageError, StoreError) as exc:
         f.error = exc
     return f

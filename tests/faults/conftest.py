@@ -1,0 +1,55 @@
+"""Fixtures for the fault tests: the real object store, never a stub of boto3.
+
+- `fault_store` (module): an ObjectStore on one fresh bucket of the session's embedded SeaweedFS
+  (`embedded_store`, over HTTP), shared by the module's tests and deleted with its objects at the
+  end. One bucket, not `pipeline_env`'s bucket per test: that fixture's setup (bucket, example
+  uploads) costs ~0.5-0.8 s a test, here ~30 tests; each test writes under keys of its own.
+- `fault_settings` (function): get_settings(), which `tasks.common.store()` reads, pointed at that
+  bucket through the environment (as `pipeline_env` does), the cache cleared before and after.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.local_store import StoreInfo
+from infra.settings import Settings, get_settings
+from infra.store import ObjectStore
+
+
+@pytest.fixture(scope="module")
+def fault_store(embedded_store: StoreInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
+    settings = Settings(
+        home=tmp_path_factory.mktemp("fault-home"),
+        bucket="t-" + uuid.uuid4().hex[:12],
+        endpoint_url=embedded_store.endpoint_url,
+        aws_access_key_id=embedded_store.access_key,
+        aws_secret_access_key=embedded_store.secret_key,
+    )
+    st = ObjectStore.from_settings(settings)
+    st.ensure_bucket()
+    yield st
+    st.client.delete_bucket(Bucket=st.bucket)  # SeaweedFS deletes non-empty buckets
+
+
+@pytest.fixture
+def fault_settings(fault_store: ObjectStore, embedded_store: StoreInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    for name, value in {
+        "STYLEOPS_BUCKET": fault_store.bucket,
+        "AWS_ENDPOINT_URL": embedded_store.endpoint_url,
+        "AWS_ACCESS_KEY_ID": embedded_store.access_key,
+        "AWS_SECRET_ACCESS_KEY": embedded_store.secret_key,
+        "STYLEOPS_HOME": str(tmp_path / "home"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+        assert settings.bucket == fault_store.bucket and settings.endpoint_url == embedded_store.endpoint_url
+        yield settings
+    finally:
+        get_settings.cache_clear()
