@@ -53,8 +53,9 @@ def match_colors(source: Tensor, reference: Tensor, eps: float = 1e-5) -> Tensor
     for src, ref in zip(s, r.expand(len(s), -1, -1, -1) if len(r) == 1 else r, strict=True):
         xs, xr = src.flatten(1), ref.flatten(1)
         ms, mr = xs.mean(1, keepdim=True), xr.mean(1, keepdim=True)
-        cs = torch.cov(xs) + eps * torch.eye(3, device=xs.device)
-        cr = torch.cov(xr) + eps * torch.eye(3, device=xs.device)
+        # population covariance: defined for a single pixel too (zero, then eps keeps it invertible)
+        cs = torch.cov(xs, correction=0) + eps * torch.eye(3, device=xs.device)
+        cr = torch.cov(xr, correction=0) + eps * torch.eye(3, device=xs.device)
         transform = _sqrtm(cr) @ torch.linalg.inv(_sqrtm(cs))
         out.append((transform @ (xs - ms) + mr).reshape_as(src))
     result = torch.stack(out).clamp(0, 1)

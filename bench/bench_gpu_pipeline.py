@@ -1,0 +1,161 @@
+"""GPU throughput of the per-style network at 1024 px: model alone vs JPEG bytes -> JPEG bytes.
+
+Run by hand on a CUDA machine (results in docs/benchmarks.md):
+    python bench/bench_gpu_pipeline.py --images 512 --batch 16
+
+Modes, each on the same images (the example catalog upscaled to 1024 px on the longer side,
+JPEG q90, repeated to --images):
+  model      decoded uint8 tensors already on the GPU -> float -> net -> clamp (the model alone)
+  cpu-decode bytes -> torchvision.io.decode_jpeg on CPU threads (prefetched) -> pinned memory ->
+             non_blocking copy -> net -> encode_jpeg on the GPU -> bytes on the host
+  gpu-decode bytes -> decode_jpeg(device="cuda") in batches (nvJPEG) -> net -> encode_jpeg on the
+             GPU -> bytes on the host
+No object store here: this isolates decode/encode and device feeding from network I/O.
+Nets: the shipped example `monet` (16 channels) and Johnson's 32-channel architecture (random weights,
+same speed as trained ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.io import decode_jpeg, encode_jpeg
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+MEMORY_FORMAT = torch.channels_last
+DTYPE = torch.float16
+
+
+def load_nets(device: torch.device, compile: bool = False) -> dict[str, torch.nn.Module]:
+    from styleops.models.transformer import TransformerNet
+    from styleops.serialize import from_safetensors
+
+    nets = {"monet-16ch": from_safetensors((ROOT / "examples/models/monet.safetensors").read_bytes()), "johnson-32ch": TransformerNet(32, 5)}
+    nets = {k: v.eval().to(device, memory_format=MEMORY_FORMAT) for k, v in nets.items()}
+    return {k: torch.compile(v, dynamic=False) for k, v in nets.items()} if compile else nets
+
+
+def make_jpegs(n: int, side: int) -> list[torch.Tensor]:
+    """JPEG bytes (uint8 1-D tensors) of the example photos at `side` px on the longer side."""
+    from PIL import Image
+
+    base = []
+    for p in sorted((ROOT / "examples/catalog").glob("*.jpg")):
+        img = Image.open(p).convert("RGB")
+        scale = side / max(img.size)
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC)
+        x = torch.from_numpy(__import__("numpy").asarray(img).copy()).permute(2, 0, 1).contiguous()
+        # one orientation for all (landscape), so a batch is one size bucket
+        if x.shape[1] > x.shape[2]:
+            x = x.transpose(1, 2).contiguous()
+        base.append(encode_jpeg(x, quality=90))
+    return [base[i % len(base)] for i in range(n)]
+
+
+def run_net(net: torch.nn.Module, batch_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 [N,3,H,W] on the GPU -> uint8 [N,3,H,W] on the GPU (fp16 autocast, channels_last)."""
+    x = batch_u8.to(memory_format=MEMORY_FORMAT).float().div_(255)
+    with torch.autocast("cuda", dtype=DTYPE):
+        y = net(x)
+    return y.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+
+
+def timed(fn, n_images: int, warmup: int = 1) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return {"seconds": round(dt, 3), "images_per_s": round(n_images / dt, 1), "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20)}
+
+
+def bench(net: torch.nn.Module, jpegs: list[torch.Tensor], batch: int, threads: int, model_only_: bool = False) -> dict[str, dict[str, float]]:
+    dev = torch.device("cuda")
+    decoded_gpu = [decode_jpeg(j).to(dev) for j in jpegs]
+    batches = [list(range(i, min(i + batch, len(jpegs)))) for i in range(0, len(jpegs), batch)]
+    out: dict[str, dict[str, float]] = {}
+
+    def model_only() -> None:
+        for b in batches:
+            run_net(net, torch.stack([decoded_gpu[i] for i in b]))
+
+    out["model"] = timed(model_only, len(jpegs))
+    if model_only_:
+        return out
+
+    def encode_and_fetch(y: torch.Tensor) -> list[bytes]:
+        encoded = encode_jpeg(list(y), quality=90)  # on the GPU (nvJPEG)
+        return [e.cpu().numpy().tobytes() for e in encoded]
+
+    def cpu_decode() -> None:
+        q: queue.Queue = queue.Queue(maxsize=4)  # bounded: memory stays flat
+
+        def producer() -> None:
+            with ThreadPoolExecutor(threads) as pool:
+                for b in batches:
+                    imgs = list(pool.map(lambda i: decode_jpeg(jpegs[i]), b))
+                    q.put(torch.stack(imgs).pin_memory())
+            q.put(None)
+
+        threading.Thread(target=producer, daemon=True).start()
+        while (host := q.get()) is not None:
+            encode_and_fetch(run_net(net, host.to(dev, non_blocking=True)))
+
+    out["cpu-decode"] = timed(cpu_decode, len(jpegs))
+
+    def gpu_decode() -> None:
+        for b in batches:
+            imgs = decode_jpeg([jpegs[i] for i in b], device=dev)  # batched nvJPEG
+            encode_and_fetch(run_net(net, torch.stack(imgs)))
+
+    out["gpu-decode"] = timed(gpu_decode, len(jpegs))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--side", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=16, help="CPU decode threads")
+    ap.add_argument("--out", type=Path, default=None, help="Write the results as JSON here.")
+    ap.add_argument("--contiguous", action="store_true", help="NCHW instead of channels_last")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast instead of fp16")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the nets")
+    ap.add_argument("--model-only", action="store_true")
+    args = ap.parse_args()
+    global MEMORY_FORMAT, DTYPE
+    MEMORY_FORMAT = torch.contiguous_format if args.contiguous else torch.channels_last
+    DTYPE = torch.bfloat16 if args.bf16 else torch.float16
+    if not torch.cuda.is_available():
+        raise SystemExit("needs a CUDA GPU")
+    torch.backends.cudnn.benchmark = True
+    jpegs = make_jpegs(args.images, args.side)
+    h, w = decode_jpeg(jpegs[0]).shape[-2:]
+    results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "image": f"{w}x{h}", "images": args.images, "batch": args.batch,
+               "memory_format": "contiguous" if args.contiguous else "channels_last", "dtype": str(DTYPE), "compile": args.compile,
+               "jpeg_kib": round(sum(len(j) for j in jpegs) / len(jpegs) / 1024, 1), "nets": {}}
+    for name, net in load_nets(torch.device("cuda"), args.compile).items():
+        with torch.inference_mode():
+            results["nets"][name] = bench(net, jpegs, args.batch, args.threads, args.model_only)
+        print(name, json.dumps(results["nets"][name]), flush=True)
+    print(json.dumps(results, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
