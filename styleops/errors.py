@@ -41,3 +41,9 @@ class WeightsNotFoundError(StyleOpsError):
 
 class InvalidInputError(StyleOpsError, ValueError):
     """A caller passed an invalid argument (bad format, quality, shape, dtype...)."""
+
+
+class DeviceOutOfMemoryError(ImageError):
+    """The device ran out of memory for one image even alone and in the smallest tiles."""
+
+    error_class: ClassVar[str] = "out_of_memory"

@@ -142,6 +142,24 @@ def decode_image(
     return DecodedImage(pixels, fmt, mode, frames, method is not None or applied_by_pillow)
 
 
+def plain_jpeg_size(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[int, int] | None:
+    """(H, W) when ``data`` is a complete RGB or greyscale JPEG within the caps that needs no EXIF
+    rotation: one that a plain JPEG decoder (``torchvision.io.decode_jpeg``, nvJPEG on a GPU)
+    turns into the same upright pixels as ``decode_image``. None for anything else (CMYK,
+    rotated, truncated: no end-of-image marker, over a cap, not a JPEG), which goes through
+    ``decode_image``. Reads the header only."""
+    if not data or len(data) > max_bytes or _sniff_format(data) != "JPEG" or data.rstrip(b"\0")[-2:] != b"\xff\xd9":
+        return None
+    try:
+        with Image.open(io.BytesIO(data), formats=("JPEG",)) as im:
+            if im.format != "JPEG" or im.mode not in ("RGB", "L") or _orientation_transpose(im) is not None:
+                return None
+            w, h = im.size
+    except (*_PILLOW_ERRORS, Image.DecompressionBombError):
+        return None
+    return (h, w) if 0 < w * h <= max_pixels else None
+
+
 def read_image(
     path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> DecodedImage:

@@ -6,6 +6,11 @@ longer side is at most `max_side` (aspect ratio kept), then reflection-padded up
 Runs under `torch.inference_mode`, with autocast on GPUs and optionally `torch.compile`.
 Memory format is NCHW by default everywhere: channels_last measured slower for these
 instance-normalized nets on CPU (25%) and on an H100 (1.07x-1.40x; docs/benchmarks.md).
+
+Large images and device memory (`try_stylize`): an image whose longer side is over `tile_size`
+runs tiled (`styleops.tiling`: whole-image instance-norm statistics, feathered overlaps), and a
+batch that runs out of device memory is split in halves, then an image alone is tiled, with
+tiles halved down to `min_tile`; only then does that image get a `DeviceOutOfMemoryError`.
 """
 
 from __future__ import annotations
@@ -18,8 +23,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from styleops.device import autocast, autocast_dtype, resolve_device
-from styleops.errors import InvalidInputError
+from styleops.errors import DeviceOutOfMemoryError, InvalidInputError
 from styleops.imageio import resize_max_side, to_float, to_uint8
+from styleops.models.transformer import TransformerNet
+from styleops.tiling import receptive_radius, stylize_tiled
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a device (CUDA, MPS) or host allocator out-of-memory error."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def shrunk_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
+    """(H, W) after `resize_max_side` (same rounding), without touching pixels."""
+    if max_side is None or max(h, w) <= max_side:
+        return h, w
+    return (max_side, max(1, round(w * max_side / h))) if h >= w else (max(1, round(h * max_side / w)), max_side)
 
 
 def plan_buckets(sizes: Sequence[tuple[int, int]], batch_size: int, multiple: int = 16) -> list[tuple[tuple[int, int], list[int]]]:
@@ -58,33 +80,55 @@ class InferenceEngine:
         channels_last: bool = False,
         compile: bool = False,
         bucket_multiple: int = 16,
+        tile_size: int | None = 2048,
+        min_tile: int = 256,
     ) -> None:
         """batch_size defaults by device: 8 on CUDA, 1 on CPU, where batching measured slower.
         compile: `torch.compile` the model (CUDA: 2.0-2.4x the images/s at 1024 px on an H100,
-        after a compilation per size bucket; docs/benchmarks.md)."""
+        after a compilation per size bucket; docs/benchmarks.md).
+        tile_size: images with a longer side over this many px run tiled (None: never, unless out
+        of memory); min_tile: the smallest tile tried after out-of-memory errors."""
         self.device = resolve_device(device)
         gpu = self.device.type == "cuda"
         self.dtype = autocast_dtype(self.device, precision)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.eval().to(self.device, memory_format=self.memory_format)
+        self.model = self.eager_model = model.eval().to(self.device, memory_format=self.memory_format)
         if compile:
             self.model = torch.compile(self.model)
         self.batch_size = batch_size or (8 if gpu else 1)
         self.max_side, self.bucket_multiple = max_side, bucket_multiple
+        if tile_size is not None and tile_size < min_tile:
+            raise InvalidInputError(f"tile_size {tile_size} is under min_tile {min_tile}")
+        self.tile_size, self.min_tile = tile_size, min_tile
+        self.tiled_images = 0  # images that ran tiled (too large, or after out-of-memory)
+        self.oom_splits = 0  # batches split in halves after out-of-memory
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        """The (H, W) an image of h x w px comes out at (after the max_side shrink)."""
+        return shrunk_size(h, w, self.max_side)
+
+    def bucket(self, h: int, w: int) -> tuple[int, int]:
+        """The padded size an h x w input (before the shrink) is batched at."""
+        oh, ow = self.output_size(h, w)
+        m = self.bucket_multiple
+        return -(-oh // m) * m, -(-ow // m) * m
 
     def prepare(self, image: Tensor) -> Tensor:
-        """uint8 [3, H, W] -> float [3, h, w] in [0, 1], shrunk to max_side."""
+        """uint8 [3, H, W] (any device) -> float [3, h, w] in [0, 1] on the engine's device, shrunk to max_side."""
         if image.dim() != 3 or image.shape[0] != 3:
             raise InvalidInputError(f"expected an image [3, H, W], got {tuple(image.shape)}")
-        return resize_max_side(to_float(image), self.max_side)
+        if image.device != self.device and image.device.type == "cpu" and self.device.type == "cuda":
+            image = image.pin_memory()  # page-locked: the copy below runs asynchronously
+        return resize_max_side(to_float(image.to(self.device, non_blocking=True)), self.max_side)
 
     @torch.inference_mode()
-    def run_batch(self, batch: Tensor) -> Tensor:
-        """float [N, 3, H, W] in [0, 1] -> float [N, 3, H, W] in [0, 1] on the CPU."""
+    def run_batch(self, batch: Tensor, *, to_cpu: bool = True) -> Tensor:
+        """float [N, 3, H, W] in [0, 1] -> float [N, 3, H, W] in [0, 1] (on the CPU unless not to_cpu)."""
         x = batch.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         with autocast(self.device, self.dtype):
             y = self.model(x)
-        return y.float().clamp_(0, 1).cpu()
+        y = y.float().clamp_(0, 1)
+        return y.cpu() if to_cpu else y
 
     def stylize(self, images: Sequence[Tensor]) -> list[Tensor]:
         """Stylize uint8 images [3, H, W] of any sizes; results in input order."""
@@ -92,16 +136,88 @@ class InferenceEngine:
         return [to_uint8(y) for y in self.stylize_prepared(prepared)]
 
     def stylize_prepared(self, prepared: Sequence[Tensor]) -> list[Tensor]:
-        """Float [3, h, w] images (already shrunk) -> float results, batched by size bucket."""
-        out: list[Tensor | None] = [None] * len(prepared)
+        """Float [3, h, w] images (already shrunk) -> float results on the CPU, batched by size
+        bucket; raises DeviceOutOfMemoryError where `try_stylize` gives one."""
+        results = self.try_stylize(prepared)
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+        return [r.cpu() for r in results]  # type: ignore[union-attr]
+
+    def try_stylize(self, prepared: Sequence[Tensor]) -> list[Tensor | DeviceOutOfMemoryError]:
+        """Float [3, h, w] images -> float [3, h, w] results in [0, 1] on the engine's device, in
+        input order, batched by size bucket; out of memory never raises (see the module doc)."""
+        out: list[Tensor | DeviceOutOfMemoryError | None] = [None] * len(prepared)
         sizes = [tuple(p.shape[-2:]) for p in prepared]
         for padded, indices in plan_buckets(sizes, self.batch_size, self.bucket_multiple):
-            batch = torch.stack([_pad_to(prepared[i], padded) for i in indices])
-            result = self.run_batch(batch)
-            for j, i in enumerate(indices):
-                h, w = sizes[i]
-                out[i] = result[j, :, :h, :w]
+            self._fit(prepared, indices, padded, out)
         return out  # type: ignore[return-value]
+
+    def _fit(self, prepared: Sequence[Tensor], indices: list[int], padded: tuple[int, int], out: list) -> None:
+        """Run one bucket's batch; halve it on out-of-memory; tile an image too large alone."""
+        if len(indices) == 1 and self.tile_size is not None and max(padded) > self.tile_size:
+            out[indices[0]] = self._tiled(prepared[indices[0]], self.tile_size)
+            return
+        try:
+            result = self.run_batch(torch.stack([_pad_to(prepared[i], padded) for i in indices]), to_cpu=False)
+        except Exception as exc:  # noqa: BLE001: only out-of-memory is handled
+            if not is_out_of_memory(exc):
+                raise
+            _release_cached_memory(self.device)
+            if len(indices) > 1:
+                self.oom_splits += 1
+                half = len(indices) // 2
+                self._fit(prepared, indices[:half], padded, out)
+                self._fit(prepared, indices[half:], padded, out)
+            else:
+                out[indices[0]] = self._tiled(prepared[indices[0]], _round_down(max(padded) // 2, self.bucket_multiple), exc)
+            return
+        for j, i in enumerate(indices):
+            h, w = prepared[i].shape[-2:]
+            out[i] = result[j, :, :h, :w]
+
+    @torch.inference_mode()
+    def _tiled(self, x: Tensor, tile: int, cause: BaseException | None = None) -> Tensor | DeviceOutOfMemoryError:
+        """One image [3, h, w] in tiles of `tile` px, halved after each out-of-memory down to min_tile."""
+        m = self.bucket_multiple
+        overlap = _tile_overlap(self.eager_model, m)
+        h, w = x.shape[-2:]
+        padded = _pad_to(x.to(self.device), (-(-h // m) * m, -(-w // m) * m))[None]
+        self.tiled_images += 1
+        while True:
+            tile = max(_round_down(tile, m), self.min_tile, 2 * overlap + m)
+            try:
+                with autocast(self.device, self.dtype):
+                    y = stylize_tiled(self.eager_model, padded, tile=tile, overlap=overlap, multiple=m)
+                return y[0, :, :h, :w].float().clamp_(0, 1)
+            except Exception as exc:  # noqa: BLE001: only out-of-memory is handled
+                if not is_out_of_memory(exc):
+                    raise
+                _release_cached_memory(self.device)
+                cause = exc
+                if tile <= max(self.min_tile, 2 * overlap + m):
+                    return DeviceOutOfMemoryError(f"out of {self.device.type} memory for a {h}x{w} image even in {tile} px tiles: {str(cause).splitlines()[0][:200]}")
+                tile //= 2
+
+
+def _round_down(n: int, multiple: int) -> int:
+    return max(multiple, n // multiple * multiple)
+
+
+def _tile_overlap(model: nn.Module, multiple: int) -> int:
+    """Halo px for tiling `model`: its receptive radius plus a 16 px feather for a TransformerNet
+    (exact), else 128 px (VGG encoders reach further; the result is then close, not exact)."""
+    net = getattr(model, "net", model)  # a multi-style net with its style weights fixed
+    radius = receptive_radius(net) + 16 if isinstance(net, TransformerNet) else 128
+    return -(-radius // multiple) * multiple
+
+
+def _release_cached_memory(device: torch.device) -> None:
+    """Give the allocator's cached blocks back after an out-of-memory error."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
 
 
 def stylize_one_at_a_time(model: nn.Module, images: Sequence[Tensor], device: str | torch.device = "cpu") -> list[Tensor]:

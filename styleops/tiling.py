@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
 from styleops.models.multistyle import ConditionalInstanceNorm2d
+from styleops.ops.adain import ChannelNormalize
 from styleops.models.transformer import TransformerNet
 
 Span = tuple[int, int, int, int]
@@ -122,12 +123,12 @@ class _TileContext:
 def instance_norms(model: nn.Module) -> list[nn.Module]:
     """The instance-norm layers whose statistics depend on the image, in module order.
 
-    `nn.InstanceNorm2d` (unless it uses tracked running stats in eval mode) and
-    `ConditionalInstanceNorm2d`.
+    `nn.InstanceNorm2d` (unless it uses tracked running stats in eval mode),
+    `ConditionalInstanceNorm2d` and AdaIN's `ChannelNormalize`.
     """
     norms: list[nn.Module] = []
     for m in model.modules():
-        if isinstance(m, ConditionalInstanceNorm2d):
+        if isinstance(m, ConditionalInstanceNorm2d | ChannelNormalize):
             norms.append(m)
         elif isinstance(m, nn.InstanceNorm2d) and not (m.track_running_stats and not m.training):
             norms.append(m)

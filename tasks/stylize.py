@@ -6,16 +6,11 @@ import json
 import os
 import socket
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
 from pathlib import PurePosixPath
-from typing import Any, TypeVar
+from typing import Any
 
-import torch
 from prefect import task
 from prefect.runtime import flow_run, task_run
 
@@ -24,15 +19,12 @@ from infra.settings import get_settings
 from infra.store import GetResult, ObjectStore, ObjectTooLargeError, PreconditionFailedError, PutResult, StoreError, validate_key
 from infra.version import code_version
 from styleops.errors import ImageError, ImageTooLargeError, InvalidInputError
-from styleops.imageio import content_type, decode_image, encode_image, sha256_hex, to_float, to_uint8
+from styleops.imageio import content_type, sha256_hex, to_float
 from styleops.metrics import StyleMetrics
 from styleops.device import resolve_device
+from styleops.pipeline import Job, StreamStylizer
 from tasks import common, stylizers
 from tasks.stylizers import Conditioned, blend_label, checked_blend, parse_blend  # noqa: F401 (re-exported)
-
-T = TypeVar("T")
-R = TypeVar("R")
-
 
 @dataclass(frozen=True)
 class StylizeParams:
@@ -130,16 +122,13 @@ def plan_catalog_task(catalog: str, style: str, model_version: str, params_hash:
 
 @dataclass
 class Fetched:
-    """One catalog image after download and decode (in a worker thread)."""
+    """One catalog image: what the listing said, and what its download found."""
 
     key: str
     etag: str
     size: int
-    t0: float  # perf_counter when its work began
-    started_at: datetime
-    pixels: torch.Tensor | None = None  # uint8 [3, H, W]
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     sha256: str | None = None
-    error: Exception | None = None
 
 
 def _over_byte_cap(size: int, max_bytes: int) -> ImageTooLargeError:
@@ -147,45 +136,25 @@ def _over_byte_cap(size: int, max_bytes: int) -> ImageTooLargeError:
     return ImageTooLargeError(f"file is {size} bytes, over the limit of {max_bytes} bytes")
 
 
-def _fetch(st: ObjectStore, item: tuple[str, str, int], limits: tuple[int, int]) -> Fetched:
-    """Download and decode one catalog image; a bad one gets `error` (its failed row), never raises.
+def _download(st: ObjectStore, f: Fetched, max_bytes: int) -> bytes:
+    """One catalog image's bytes (in a pipeline thread); sets its sha256.
 
-    limits: (max_pixels, max_bytes). An object whose listed size is over max_bytes is refused
-    without any request (ImageTooLargeError, as decode_image words it), and one that grew past
-    it since the listing is refused from its Content-Length, before its body is read. Pixel
-    dimensions are never a refusal below the pixel cap: a 1x1 or 1x4000 image is stylized and
-    measured (styleops.metrics and styleops.gatys pad what is too small for the loss network).
+    A traversal key from a listing is refused before anything else. An object whose listed size
+    is over max_bytes is refused without any request (ImageTooLargeError, as decode_image words
+    it), and one that grew past it since the listing is refused from its Content-Length, before
+    its body is read. Pixel dimensions are never a refusal below the pixel cap: a 1x1 or 1x4000
+    image is stylized and measured (styleops.metrics and styleops.gatys pad what is too small
+    for the loss network).
     """
-    f = Fetched(*item, t0=time.perf_counter(), started_at=datetime.now(UTC))
+    validate_key(f.key)
+    if f.size > max_bytes:
+        raise _over_byte_cap(f.size, max_bytes)
     try:
-        validate_key(f.key)  # a traversal key from a listing: refused before anything else
-        if f.size > limits[1]:
-            raise _over_byte_cap(f.size, limits[1])
-        got = st.get(f.key, max_bytes=limits[1])
-        f.sha256 = got.sha256
-        f.pixels = decode_image(got.data, max_pixels=limits[0], max_bytes=limits[1]).pixels
+        got = st.get(f.key, max_bytes=max_bytes)
     except ObjectTooLargeError as exc:
-        f.error = _over_byte_cap(exc.size, exc.max_bytes)
-    except (ImageError, StoreError) as exc:
-        f.error = exc
-    return f
-
-
-def _prefetch(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[R]:
-    """`map(fn, items)` in the pool, in order, with at most `depth` results waiting in memory."""
-    pending: deque[Future[R]] = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= depth:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
-
-def _chunks(items: Iterable[Fetched], n: int) -> Iterator[list[Fetched]]:
-    it = iter(items)
-    while chunk := list(islice(it, n)):
-        yield chunk
+        raise _over_byte_cap(exc.size, exc.max_bytes) from exc
+    f.sha256 = got.sha256
+    return got.data
 
 
 @task(name="stylize-shard", tags=["gpu"], retries=2, retry_delay_seconds=5)
@@ -224,31 +193,29 @@ def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id:
         "worker": f"{socket.gethostname()}:{os.getpid()}", "code_version": code_version(),
         "params_json": json.dumps({**p.to_dict(), "inputs": built.lineage}, sort_keys=True),
     }
-    rows: list[dict[str, Any]] = []
     limits = (settings.max_image_pixels, settings.max_image_bytes)
+    stream = StreamStylizer(
+        engine, load=lambda f: _download(st, f, limits[1]), write=lambda job: _write(st, base, job, p),
+        fmt=p.format, quality=p.quality, measure=meter.measure if meter else None, limits=limits,
+        expected_errors=(StoreError, InvalidInputError), threads=settings.io_threads,
+    )
     bar = f"stylize:{style}:{shard_id}"
     progress().start(bar, f"stylize {style} {shard_id}", len(items))
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        n = engine.batch_size  # default by device: 8 on CUDA, 1 on CPU
-        fetched = _prefetch(pool, lambda it: _fetch(st, it, limits), items, depth=max(4, 2 * n))
-        uploads: deque[Future[dict[str, Any]]] = deque()
-        for chunk in _chunks(fetched, n):
-            rows.extend(_failed_row(base, f) for f in chunk if f.error is not None)
-            good = [f for f in chunk if f.error is None]
-            prepared = [engine.prepare(f.pixels) for f in good]
-            for f, x, y in zip(good, prepared, engine.stylize_prepared(prepared)):
-                losses = meter.measure(x, y) if meter else (None, None)
-                data = encode_image(to_uint8(y), p.format, quality=p.quality)
-                uploads.append(pool.submit(_upload, st, base, f, y, data, losses, p))
-            while len(uploads) > max(4, 2 * n):  # bounded: memory stays flat however big the shard
-                rows.append(uploads.popleft().result())
-            progress().advance(bar, len(chunk))
-        rows.extend(u.result() for u in uploads)
+    table = common.manifest()
+    counts = {"ok": 0, "failed": 0}
+    rows: list[dict[str, Any]] = []
+    for row in stream.run(Fetched(*item) for item in items):
+        rows.append(row)
+        counts[row["status"]] += 1
+        progress().advance(bar, 1)
+        if len(rows) >= settings.commit_every:  # a long shard commits as it goes: a kill loses at most this many rows
+            table.append(rows)
+            rows = []
+    if rows:
+        table.append(rows)
     progress().finish(bar)
     progress().finish(iter_bar)
-    common.manifest().append(rows)
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed")}
-    common.logger().info("shard %s: %d ok, %d failed", shard_id, counts["ok"], counts["failed"])
+    common.logger().info("shard %s: %d ok, %d failed (%d batches, %d decoded / %d encoded on the GPU, device busy %.1f of %.1f s)", shard_id, counts["ok"], counts["failed"], stream.stats.batches, stream.stats.gpu_decoded, stream.stats.gpu_encoded, stream.stats.device_s, stream.stats.wall_s)
     return counts
 
 
@@ -260,25 +227,26 @@ def _default_source(method: str, style: str, model_version: str) -> dict[str, An
     return stylizers.resolve(method, style, version, name or None).source
 
 
-def _failed_row(base: dict[str, Any], f: Fetched) -> dict[str, Any]:
-    error_class = f.error.error_class if isinstance(f.error, ImageError) else "store_error"
-    return {**base, "image_key": f.key, "input_etag": f.etag, "input_sha256": f.sha256, "bytes_in": f.size, "status": "failed",
-            "error_class": error_class, "error": str(f.error)[:500], "duration_ms": (time.perf_counter() - f.t0) * 1e3,
-            "started_at": f.started_at, "finished_at": datetime.now(UTC)}
-
-
-def _upload(st: ObjectStore, base: dict[str, Any], f: Fetched, y: torch.Tensor, data: bytes, losses: tuple, p: StylizeParams) -> dict[str, Any]:
-    """Write one output (never overwriting different bytes, but our own stale one) and return its manifest row."""
-    out_key = output_key(f.key, base["catalog"], base["style"], base["model_version"], p)
-    row = {**base, "image_key": f.key, "input_etag": f.etag, "input_sha256": f.sha256, "bytes_in": f.size,
-           "width": f.pixels.shape[-1], "height": f.pixels.shape[-2], "output_key": out_key,
-           "out_width": y.shape[-1], "out_height": y.shape[-2], "content_loss": losses[0], "style_loss": losses[1], "started_at": f.started_at}
-    meta = {"source-key": _ascii(f.key), "source-sha256": str(f.sha256), "model-version": base["model_version"]}
-    try:
-        row.update(_write_output(st, out_key, data, p, meta))
-    except StoreError as exc:  # also when reading the existing object fails
-        row.update(status="failed", error_class="store_error", error=str(exc)[:500])
-    row.update(duration_ms=(time.perf_counter() - f.t0) * 1e3, finished_at=datetime.now(UTC))
+def _write(st: ObjectStore, base: dict[str, Any], job: Job[Fetched], p: StylizeParams) -> dict[str, Any]:
+    """Write one output (never overwriting different bytes, but our own stale one) and return its
+    manifest row; a job that failed before gets its `failed` row (in a pipeline thread)."""
+    f = job.item
+    row: dict[str, Any] = {**base, "image_key": f.key, "input_etag": f.etag, "input_sha256": f.sha256, "bytes_in": f.size, "started_at": f.started_at}
+    if job.in_size is not None:
+        row.update(height=job.in_size[0], width=job.in_size[1])
+    if job.error is None:
+        assert job.encoded is not None and job.out_size is not None
+        out_key = output_key(f.key, base["catalog"], base["style"], base["model_version"], p)
+        row.update(output_key=out_key, out_height=job.out_size[0], out_width=job.out_size[1], content_loss=job.losses[0], style_loss=job.losses[1])
+        meta = {"source-key": _ascii(f.key), "source-sha256": str(f.sha256), "model-version": base["model_version"]}
+        try:
+            row.update(_write_output(st, out_key, job.encoded, p, meta))
+        except StoreError as exc:  # also when reading the existing object fails
+            row.update(status="failed", error_class="store_error", error=str(exc)[:500])
+    else:
+        error_class = job.error.error_class if isinstance(job.error, ImageError) else "store_error" if isinstance(job.error, StoreError) else "invalid_input"
+        row.update(status="failed", error_class=error_class, error=str(job.error)[:500])
+    row.update(duration_ms=(time.perf_counter() - job.t0) * 1e3, finished_at=datetime.now(UTC))
     return row
 
 

@@ -189,7 +189,7 @@ def build(method: str, style: str, source: dict[str, Any], *, params: Any, devic
 
     def engine(model: nn.Module) -> InferenceEngine:
         model = ColorPreserving(model, params.color) if params.color != "none" else model
-        return InferenceEngine(model, device=device, batch_size=batch_size, max_side=params.max_side, compile=settings.compile and device.type == "cuda")
+        return InferenceEngine(model, device=device, batch_size=batch_size, max_side=params.max_side, compile=settings.compile and device.type == "cuda", tile_size=settings.tile_size)
 
     if method in ("per-style", "multi-style"):
         net, card = common.load_model(reg, source["family"], source["name"], source["version"])

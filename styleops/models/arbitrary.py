@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from styleops.errors import InvalidInputError
 from styleops.models.decoder import VGGDecoder
 from styleops.ops import PatchBank, mean_std, style_swap
+from styleops.ops.adain import ChannelNormalize
 from styleops.vgg import VGGEncoder
 
 
@@ -76,11 +77,11 @@ class AdaINStylizer(nn.Module):
         self.register_buffer("style_mean", sum(wi * m for wi, m in zip(w, means)))  # [1, C, 1, 1]
         self.register_buffer("style_std", sum(wi * s for wi, s in zip(w, stds)))
         self.encoder, self.decoder, self.alpha = encoder, decoder, alpha
+        self.normalize = ChannelNormalize()
 
     def forward(self, x: Tensor) -> Tensor:
         f = self.encoder(x)[self.layer]
-        mean, std = mean_std(f)
-        t = (f.float() - mean) / std * self.style_std + self.style_mean
+        t = self.normalize(f) * self.style_std + self.style_mean
         if self.alpha < 1.0:
             t = self.alpha * t + (1.0 - self.alpha) * f.float()
         return self.decoder(t)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
 
@@ -26,3 +26,19 @@ def adain(content_features: Tensor, style_features: Tensor, eps: float = 1e-5) -
     c_mean, c_std = mean_std(content_features, eps)
     s_mean, s_std = mean_std(style_features, eps)
     return ((content_features.float() - c_mean) / c_std * s_std + s_mean).to(content_features.dtype)
+
+
+class ChannelNormalize(nn.Module):
+    """(f - mu(f)) / sigma(f) per sample and channel over space: AdaIN's normalization as a module,
+    so `styleops.tiling` can give it whole-image statistics (like an affine-free instance norm).
+
+    [N, C, H, W] -> float32 [N, C, H, W]; exactly `mean_std`'s arithmetic (biased variance, eps).
+    """
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, features: Tensor) -> Tensor:
+        mean, std = mean_std(features, self.eps)
+        return (features.float() - mean) / std

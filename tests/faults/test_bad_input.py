@@ -15,6 +15,7 @@ import logging
 import struct
 import tracemalloc
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ from styleops.models.transformer import TransformerNet
 from styleops.color import preserve_colors
 from styleops.vgg import VGGEncoder, build_vgg_features
 from tasks import common, stylizers
-from tasks.stylize import Fetched, StylizeParams, _failed_row, _fetch, output_key
+from styleops.pipeline import Job, StreamStylizer
+from tasks.stylize import Fetched, StylizeParams, _download, _write, output_key
 
 CATALOG = Path(__file__).resolve().parents[2] / "examples" / "catalog"
 PHOTOS = sorted(CATALOG.glob("*.jpg"))
@@ -172,7 +174,29 @@ def _listed(st: ObjectStore, key: str) -> tuple[str, str, int]:
     return item
 
 
-def _fetch_one(st: ObjectStore, data: bytes, key: str) -> Fetched:
+@dataclass
+class Loaded:
+    """What a shard's load stage made of one catalog object."""
+
+    job: Job[Fetched]
+    pixels: torch.Tensor | None
+    error: Exception | None
+    sha256: str | None
+
+
+def _fetch(st: ObjectStore, item: tuple[str, str, int], limits: tuple[int, int]) -> Loaded:
+    """The shard's load stage (download in tasks.stylize, decode in styleops.pipeline) for one item."""
+    stream = StreamStylizer(None, load=lambda f: _download(st, f, limits[1]), write=lambda job: job, limits=limits, expected_errors=(StoreError, InvalidInputError))
+    job = stream.load_one(Fetched(*item))
+    return Loaded(job, job._pixels, job.error, job.item.sha256)
+
+
+def _failed_row(base: dict[str, Any], loaded: Loaded) -> dict[str, Any]:
+    """The manifest row the shard writes for an image whose load failed (no request made)."""
+    return _write(None, {"catalog": "catalog/demo/", **base}, loaded.job, StylizeParams())  # type: ignore[arg-type]
+
+
+def _fetch_one(st: ObjectStore, data: bytes, key: str) -> Loaded:
     """tasks.stylize._fetch of one catalog object holding `data`, with the default limits."""
     st.put(key, data)
     return _fetch(st, _listed(st, key), LIMITS)

@@ -1,0 +1,260 @@
+"""Overlapped, memory-bounded stylization of a stream of encoded images (one shard's worth).
+
+    load + decode (threads) -> group by size bucket -> device: prepare, stylize, measure,
+    JPEG encode on CUDA -> encode (threads, otherwise) + write (threads)
+
+Every stage runs at once: while the device works on one batch, background threads download and
+decode the next images and encode and write the previous results. Queues are bounded (`depth`
+images waiting to be batched, `max_pending` in partial buckets, `depth` writes in flight), so
+memory stays flat however long the stream. On CUDA, complete RGB/greyscale JPEGs that need no
+EXIF rotation are decoded on the GPU in batches (`torchvision.io.decode_jpeg`, nvJPEG), anything
+else on the CPU (`styleops.imageio.decode_image`); JPEG output is encoded on the GPU too. CPU
+tensors go to the GPU from pinned memory with non-blocking copies.
+
+A bad image never stops the stream: its `Job` carries the error (decode, caps, out of memory, or
+one of the caller's `expected_errors` from `load`/`write`) to `write`, which records it.
+The store is not known here: `load(item) -> bytes` and `write(job) -> row` are the caller's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import torch
+from torch import Tensor
+
+from styleops.errors import ImageError
+from styleops.imageio import decode_image, encode_image, plain_jpeg_size, to_uint8
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Measure = Callable[[Tensor, Tensor], tuple[float | None, float | None]]
+"""(prepared input [3, h, w], output [3, h, w]) -> (content loss, style loss)."""
+
+
+@dataclass(eq=False)
+class Job(Generic[T]):
+    """One image's way through the pipeline; tensors are dropped once they are no longer needed."""
+
+    item: T
+    t0: float = field(default_factory=time.perf_counter)  # when its work began
+    in_size: tuple[int, int] | None = None  # decoded (H, W)
+    out_size: tuple[int, int] | None = None  # stylized (h, w)
+    losses: tuple[float | None, float | None] = (None, None)
+    encoded: bytes | None = None  # the output file's bytes
+    error: Exception | None = None
+    decoded_on: str = "cpu"  # where the input was decoded: cpu | cuda
+    _data: bytes | None = None  # encoded input, kept until decoded
+    _pixels: Tensor | None = None  # uint8 [3, H, W]
+    _output: Tensor | None = None  # float [3, h, w] in [0, 1] (device) or uint8 (pinned host copy)
+    _ready: Any = None  # torch.cuda.Event: the host copy of _output is complete
+
+
+@dataclass
+class StreamStats:
+    """What a stream did: images by outcome and where their time went (seconds, summed over threads)."""
+
+    images: int = 0
+    failed: int = 0
+    batches: int = 0
+    gpu_decoded: int = 0
+    gpu_encoded: int = 0
+    device_s: float = 0.0  # wall time of the device stage (main thread)
+    wall_s: float = 0.0
+
+
+class StreamStylizer:
+    """Stylize `items` with `engine` (an `InferenceEngine`, or anything with `prepare`,
+    `stylize_prepared` and `batch_size`) through the overlapped pipeline above.
+
+    load: item -> encoded bytes (a download; may set fields on the item, e.g. its checksum).
+    write: a finished Job (with `encoded` bytes or `error`) -> the caller's record of it.
+    fmt, quality: output encoding (`styleops.imageio.encode_image`).
+    measure: optional per-image metrics on the device (None: skipped).
+    limits: (max_pixels, max_bytes) caps checked before any decode.
+    expected_errors: exceptions from load/write that become the image's error (ImageError always does).
+    threads: download/decode threads and encode/write threads (each); depth: images decoded ahead.
+    gpu_codec: decode/encode JPEG on the GPU when the engine is on CUDA (None: when available).
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        *,
+        load: Callable[[T], bytes],
+        write: Callable[[Job[T]], R],
+        fmt: str = "jpeg",
+        quality: int = 90,
+        measure: Measure | None = None,
+        limits: tuple[int, int],
+        expected_errors: tuple[type[Exception], ...] = (),
+        threads: int = 4,
+        depth: int | None = None,
+        gpu_codec: bool | None = None,
+    ) -> None:
+        self.engine, self.load, self.write = engine, load, write
+        self.fmt, self.quality, self.measure, self.limits = fmt, quality, measure, limits
+        self.expected = (ImageError, *expected_errors)
+        self.batch_size = int(getattr(engine, "batch_size", 1))
+        self.threads = threads
+        self.depth = depth or max(8, 2 * self.batch_size)
+        device = getattr(engine, "device", torch.device("cpu"))
+        self.device = torch.device(device)
+        cuda = self.device.type == "cuda"
+        self.gpu_decode = cuda and gpu_codec is not False
+        self.gpu_encode = self.gpu_decode and fmt == "jpeg"
+        self.stats = StreamStats()
+
+    def run(self, items: Iterable[T]) -> Iterator[R]:
+        """Yield `write(job)` for every item, as they finish (not in input order)."""
+        t_start = time.perf_counter()
+        with ThreadPoolExecutor(self.threads, "styleops-load") as loads, ThreadPoolExecutor(self.threads, "styleops-write") as writes:
+            pending: deque[Future[R]] = deque()
+            decoded = _prefetch(loads, self.load_one, items, self.depth)
+            for batch in _bucketed(decoded, self._bucket, self.batch_size, max_pending=self.depth):
+                if batch[0].error is None:
+                    t = time.perf_counter()
+                    self._device_stage(batch)
+                    self.stats.device_s += time.perf_counter() - t
+                    self.stats.batches += 1
+                for job in batch:
+                    pending.append(writes.submit(self._finish, job))
+                while len(pending) > self.depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        self.stats.wall_s += time.perf_counter() - t_start
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def load_one(self, item: T) -> Job[T]:
+        """Download and, unless it will be decoded on the GPU, decode one item (what `run` does in
+        its load threads); a bad one gets `error`, never raises."""
+        job: Job[T] = Job(item)
+        max_pixels, max_bytes = self.limits
+        try:
+            data = self.load(item)
+            size = plain_jpeg_size(data, max_pixels=max_pixels, max_bytes=max_bytes) if self.gpu_decode else None
+            if size is not None:
+                job._data, job.in_size = data, size
+            else:
+                job._pixels = decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes).pixels
+                job.in_size = (job._pixels.shape[-2], job._pixels.shape[-1])
+        except self.expected as exc:
+            job.error = exc
+        return job
+
+    def _bucket(self, job: Job[T]) -> Hashable:
+        assert job.in_size is not None
+        bucket = getattr(self.engine, "bucket", None)
+        return bucket(*job.in_size) if bucket else job.in_size
+
+    @torch.inference_mode()
+    def _device_stage(self, batch: list[Job[T]]) -> None:
+        """Decode on the GPU what was left encoded, prepare, stylize, measure, encode JPEG on the GPU."""
+        self._decode_on_device([j for j in batch if j._pixels is None])
+        prepared = [self.engine.prepare(j._pixels) for j in batch]
+        for j in batch:
+            j._pixels = None
+        try_stylize = getattr(self.engine, "try_stylize", None)
+        results = try_stylize(prepared) if try_stylize else self.engine.stylize_prepared(prepared)
+        done: list[Job[T]] = []
+        for job, x, y in zip(batch, prepared, results, strict=True):
+            if isinstance(y, Exception):
+                job.error = y
+                continue
+            job.out_size = (y.shape[-2], y.shape[-1])
+            if self.measure is not None:
+                job.losses = self.measure(x.to(y.device), y)
+            job._output = y
+            done.append(job)
+        if self.gpu_encode and done:
+            self._encode_on_device(done)
+        elif self.device.type == "cuda":
+            for job in done:  # uint8 to pinned host memory, asynchronously; _finish waits for it
+                assert job._output is not None
+                host = torch.empty(job._output.shape, dtype=torch.uint8, pin_memory=True)
+                host.copy_(to_uint8(job._output), non_blocking=True)
+                job._output, job._ready = host, torch.cuda.Event()
+                job._ready.record()
+
+    def _decode_on_device(self, jobs: list[Job[T]]) -> None:
+        """Batched nvJPEG decode; any failure falls back to the CPU decoder, image by image."""
+        if not jobs:
+            return
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        try:
+            data = [torch.frombuffer(bytearray(j._data or b""), dtype=torch.uint8) for j in jobs]
+            images = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+            if any(tuple(img.shape[-2:]) != j.in_size for img, j in zip(images, jobs, strict=True)):
+                raise RuntimeError("decoded size differs from the header")
+            for img, j in zip(images, jobs, strict=True):
+                j._pixels, j.decoded_on = img, "cuda"
+            self.stats.gpu_decoded += len(jobs)
+        except RuntimeError:
+            for j in jobs:
+                j._pixels = decode_image(j._data or b"", max_pixels=self.limits[0], max_bytes=self.limits[1]).pixels
+        for j in jobs:
+            j._data = None
+
+    def _encode_on_device(self, jobs: list[Job[T]]) -> None:
+        from torchvision.io import encode_jpeg
+
+        encoded = encode_jpeg([to_uint8(j._output) for j in jobs], quality=min(self.quality, 95))  # type: ignore[arg-type]
+        for j, e in zip(jobs, encoded, strict=True):
+            j.encoded, j._output = e.cpu().numpy().tobytes(), None
+        self.stats.gpu_encoded += len(jobs)
+
+    def _finish(self, job: Job[T]) -> R:
+        """Encode on the CPU (unless done on the GPU) and hand the job to `write` (a write thread)."""
+        if job.error is None and job.encoded is None:
+            if job._ready is not None:
+                job._ready.synchronize()
+            assert job._output is not None
+            try:
+                job.encoded = encode_image(job._output, self.fmt, quality=self.quality)
+            except self.expected as exc:
+                job.error = exc
+        job._output = job._pixels = job._data = None
+        self.stats.images += 1
+        self.stats.failed += job.error is not None
+        return self.write(job)
+
+
+def _prefetch(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[R]:
+    """`map(fn, items)` in the pool, in order, with at most `depth` results waiting in memory."""
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _bucketed(jobs: Iterable[Job[T]], key: Callable[[Job[T]], Hashable], batch_size: int, *, max_pending: int) -> Iterator[list[Job[T]]]:
+    """Group jobs into batches of one size bucket. A failed job passes alone, at once; a full bucket
+    goes at once; when more than `max_pending` jobs wait, the fullest bucket goes; the rest at the end."""
+    buckets: dict[Hashable, list[Job[T]]] = {}
+    waiting = 0
+    for job in jobs:
+        if job.error is not None:
+            yield [job]
+            continue
+        group = buckets.setdefault(key(job), [])
+        group.append(job)
+        waiting += 1
+        if len(group) >= batch_size or waiting > max_pending:
+            fullest = max(buckets, key=lambda k: len(buckets[k]))
+            batch = buckets.pop(fullest)
+            waiting -= len(batch)
+            yield batch
+    for batch in buckets.values():
+        yield batch
