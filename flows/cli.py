@@ -11,7 +11,8 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 from rich.table import Table
 
 from styleops.losses import LossWeights
@@ -24,6 +25,14 @@ app.add_typer(store_app, name="store")
 app.add_typer(weights_app, name="weights")
 app.add_typer(models_app, name="models")
 console = Console()
+
+
+class RateColumn(ProgressColumn):
+    """Items per second of a bar (images/s for the stylize bars)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.2f}/s", style="progress.data.speed")
 
 
 class RichReporter:
@@ -60,7 +69,7 @@ def _runtime() -> Iterator[None]:
         console.print(f"[dim]embedded object store at {info.endpoint_url} (data in {info.data_dir})[/dim]")
     get_settings.cache_clear()
     store().ensure_bucket()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as bars:
         previous = set_reporter(RichReporter(bars))
         try:
@@ -361,15 +370,18 @@ def stylize(
     batch_size: int | None = typer.Option(None, help="Images per device batch (default: 8 on CUDA, 1 on CPU, where batching is slower)"),
     metrics: bool = typer.Option(True, help="Measure content/style loss per image."),
     retry_failed: bool = typer.Option(False, help="Also retry images that failed for good before (undecodable, too large)."),
+    dask_address: str | None = typer.Option(None, help="Run the shards on this Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: STYLEOPS_DASK_ADDRESS)."),
+    dask_workers: int | None = typer.Option(None, help="Run the shards on a local Dask cluster of N worker processes (default: STYLEOPS_DASK_WORKERS, 0 = threads)."),
 ) -> None:
-    """Stylize a catalog; images already done with this model and settings are skipped."""
+    """Stylize a catalog; images already done with this model and settings are skipped.
+    Interrupted (killed, crashed)? Run the same command again: it finishes what is left."""
     from flows.stylize_catalog import stylize_catalog
 
     method = {"multi": "multi-style"}.get(method, method)
     if (style is None) == (blend is None) or (blend is not None and method not in ("multi-style", "adain")):
         console.print("[red]error:[/red] give --style, or --blend with --method multi or adain")
         raise typer.Exit(1)
-    s = _run(stylize_catalog, catalog=catalog, style=style or blend, method=method, model=model, model_version=version, max_side=max_side, format=format, quality=quality, shard_size=shard_size, batch_size=batch_size, metrics=metrics, retry_failed=retry_failed, color=color, alpha=alpha, iterations=iterations, optimizer=optimizer, levels=levels)
+    s = _run(stylize_catalog, catalog=catalog, style=style or blend, method=method, model=model, model_version=version, max_side=max_side, format=format, quality=quality, shard_size=shard_size, batch_size=batch_size, metrics=metrics, retry_failed=retry_failed, color=color, alpha=alpha, iterations=iterations, optimizer=optimizer, levels=levels, dask_address=dask_address, dask_workers=dask_workers)
     console.print(_table(f"stylized {s['catalog']} with {s['style']} {s['model_version']}", s))
     if s["failed"]:
         raise typer.Exit(2)

@@ -7,8 +7,12 @@ from typing import Any
 from uuid import uuid4
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.futures import as_completed
+
+from infra.progress import progress
+from infra.settings import get_settings
+from infra.cluster import gpu_annotation, shard_runner
 
 from styleops.color import COLOR_MODES
 from styleops.errors import InvalidInputError
@@ -44,14 +48,16 @@ def check_params(params: StylizeParams) -> None:
         raise InvalidInputError(f"gatys needs iterations >= 1, optimizer lbfgs|adam and levels 1-4; got {params.iterations}, {params.optimizer!r}, {params.levels}")
 
 
-@flow(name="stylize-catalog", task_runner=ThreadPoolTaskRunner(max_workers=2))
-def stylize_catalog(catalog: str, style: str, model_version: str | None = None, max_side: int | None = 1024, format: str = "jpeg", quality: int = 90, shard_size: int = 64, batch_size: int | None = None, metrics: bool = True, retry_failed: bool = False, method: str = "per-style", model: str | None = None, color: str = "none", alpha: float = 1.0, iterations: int = 300, optimizer: str = "lbfgs", levels: int = 1) -> dict[str, Any]:
+@flow(name="stylize-catalog")
+def stylize_catalog(catalog: str, style: str, model_version: str | None = None, max_side: int | None = 1024, format: str = "jpeg", quality: int = 90, shard_size: int = 64, batch_size: int | None = None, metrics: bool = True, retry_failed: bool = False, method: str = "per-style", model: str | None = None, color: str = "none", alpha: float = 1.0, iterations: int = 300, optimizer: str = "lbfgs", levels: int = 1, dask_address: str | None = None, dask_workers: int | None = None) -> dict[str, Any]:
     """List -> plan (skip what the manifest has) -> stylize shards in parallel -> record -> report.
 
     method: per-style (`style` names the model), multi-style (`style` is a style of the model
     `model`, or a blend 'wave=0.7,udnie=0.3'), swap (patch bank + inverse network), adain (`style`
     a style or blend of artwork/<style>/ folders; `alpha`), gatys (optimization, slow: a few hero
     images; `iterations`, `optimizer`, `levels`). color: none | luminance | histogram.
+    Shards run on threads in this process, or on Dask: `dask_address` (tcp://scheduler:8786) or
+    `dask_workers` N (a local cluster of N worker processes); defaults from STYLEOPS_DASK_*.
     """
     params = StylizeParams(method=method, max_side=max_side, format=format.lower(), quality=quality, color=color, alpha=alpha, iterations=iterations, optimizer=optimizer, levels=levels)
     check_params(params)
@@ -59,21 +65,55 @@ def stylize_catalog(catalog: str, style: str, model_version: str | None = None, 
     resolved = resolve_model_task(style, model_version, method, model)
     style, version = resolved.style, resolved.model_version
     plan = plan_catalog_task(prefix, style, version, params.hash, shard_size, retry_failed, resolved.still_current)
+    publish_plan(plan, style, version)
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid4().hex[:6]}"
-    futures = [
-        stylize_shard_task.submit(f"{run_id}-s{i:04d}", shard, run_id, prefix, style, version, params.to_dict(), batch_size, metrics, resolved.source)
-        for i, shard in enumerate(plan["shards"])
-    ]
-    counts = [f.result() for f in futures]
+    settings = get_settings()
+    runner = shard_runner(dask_address or settings.dask_address, settings.dask_workers if dask_workers is None else dask_workers)
+    counts = stylize_shards.with_options(task_runner=runner)(plan["shards"], run_id, prefix, style, version, params.to_dict(), batch_size, metrics, resolved.source) if plan["shards"] else {"ok": 0, "failed": 0}
     summary = {
         "run_id": run_id, "catalog": prefix, "method": method, "style": style, "model_version": version, "params_hash": params.hash,
         "images": plan["total"], "already_done": plan["done"], "known_bad": plan["known_bad"], "restyled": plan["stale"], "shards": len(plan["shards"]),
-        "ok": sum(c["ok"] for c in counts), "failed": sum(c["failed"] for c in counts),
+        "ok": counts["ok"], "failed": counts["failed"],
     }
-    if counts:
+    if plan["shards"]:
         common.manifest().compact(run_id=run_id)
-    create_markdown_artifact(key="stylize-" + "".join(c if c.isalnum() else "-" for c in style.lower())[:60], markdown=_summary_markdown(summary), description=f"stylize {prefix} with {style}")
+    create_markdown_artifact(key="stylize-" + _slug(style), markdown=_summary_markdown(summary), description=f"stylize {prefix} with {style}")
     return summary
+
+
+@flow(name="stylize-shards")
+def stylize_shards(shards: list[list[tuple[str, str, int]]], run_id: str, catalog: str, style: str, model_version: str, params: dict[str, Any], batch_size: int | None, metrics: bool, source: dict[str, Any]) -> dict[str, int]:
+    """Fan the shards out on this flow's task runner (threads or Dask; one shard per GPU where the
+    Dask workers declare a GPU resource) and follow them: a progress bar and a progress artifact
+    advance as shards finish. Returns the summed status counts."""
+    total = sum(len(s) for s in shards)
+    with gpu_annotation():
+        futures = [stylize_shard_task.submit(f"{run_id}-s{i:04d}", shard, run_id, catalog, style, model_version, params, batch_size, metrics, source) for i, shard in enumerate(shards)]
+    artifact = create_progress_artifact(progress=0.0, key="progress-" + _slug(style), description=f"{run_id}: images of {catalog} stylized with {style} {model_version}")
+    bar = f"catalog:{run_id}"
+    progress().start(bar, f"{catalog} {style}: {len(shards)} shards", total)
+    counts, done = {"ok": 0, "failed": 0}, 0
+    try:
+        for future in as_completed(futures):
+            shard_counts = future.result()
+            for status, n in shard_counts.items():
+                counts[status] += n
+            done += sum(shard_counts.values())
+            progress().advance(bar, sum(shard_counts.values()))
+            update_progress_artifact(artifact, progress=100.0 * done / max(total, 1))
+    finally:
+        progress().finish(bar)
+    return counts
+
+
+def publish_plan(plan: dict[str, Any], style: str, version: str) -> None:
+    """The plan's counts as a table artifact (its log line is in plan_catalog_task)."""
+    row = {"catalog": plan["catalog"], "style": style, "model_version": version, **{k: plan[k] for k in ("total", "done", "known_bad", "stale", "todo", "ignored")}, "shards": len(plan["shards"])}
+    create_table_artifact(key="plan-" + _slug(style), table=[row], description=f"plan: {plan['todo']} of {plan['total']} images to do in {len(plan['shards'])} shards")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower())[:60]
 
 
 def _summary_markdown(s: dict[str, Any]) -> str:

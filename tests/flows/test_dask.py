@@ -1,0 +1,194 @@
+"""Catalog runs on a local Dask cluster of 2 worker processes, against the real local object store.
+
+The catalog: 30 real photos, crops of the six example Kodak photos at five sizes (so several size
+buckets), stylized with the shipped Monet model in shards of 5. Checked row by row in the manifest.
+The resume test kills a worker process (SIGKILL) while its shard is writing outputs, then reruns
+the same flow: exactly one `ok` row per image, and every output byte-identical to an undisturbed run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+import pytest
+from PIL import Image
+from prefect.logging import disable_run_logger
+
+from flows.stylize_catalog import stylize_catalog
+from styleops.imageio import sha256_hex
+from styleops.infer import shrunk_size
+from tasks import common
+from tasks.stylize import StylizeParams, output_key
+from tasks.training import import_model_task
+from tests.flows.conftest import EXAMPLES, PipelineEnv
+
+pytestmark = [pytest.mark.flow, pytest.mark.integration]
+
+SIZES = [(200, 150), (150, 200), (240, 240), (320, 180), (96, 128)]  # (w, h) crops
+MAX_SIDE = 160
+
+
+def _photos() -> dict[str, bytes]:
+    """30 distinct real photos: each example photo cropped at five sizes, as JPEG."""
+    out = {}
+    for path in sorted((EXAMPLES / "catalog").glob("*.jpg")):
+        with Image.open(path) as im:
+            for i, (w, h) in enumerate(SIZES):
+                x0, y0 = 17 * i, 11 * i
+                buf = io.BytesIO()
+                im.crop((x0, y0, x0 + w, y0 + h)).save(buf, "JPEG", quality=92)
+                out[f"{path.stem}-{w}x{h}.jpg"] = buf.getvalue()
+    return out
+
+
+@pytest.fixture
+def dask_env(pipeline_env: PipelineEnv, monkeypatch: pytest.MonkeyPatch) -> PipelineEnv:
+    models = EXAMPLES / "models"
+    with disable_run_logger():
+        import_model_task.fn(common.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json"))
+    for catalog in ("dozens", "undisturbed"):
+        for name, data in _photos().items():
+            pipeline_env.store.put(f"catalog/{catalog}/{name}", data)
+    return pipeline_env
+
+
+def _rows(catalog: str) -> pd.DataFrame:
+    return common.manifest().read(filters=[("catalog", "=", f"catalog/{catalog}/")])
+
+
+def _outputs(env: PipelineEnv, catalog: str) -> dict[str, bytes]:
+    """Output bytes by image file name."""
+    return {o.key.rsplit("/", 1)[1]: env.store.get_bytes(o.key) for o in env.store.list(f"stylized/{catalog}/")}
+
+
+def _run(catalog: str, **kw: Any) -> dict[str, Any]:
+    return stylize_catalog(catalog=catalog, style="monet", max_side=MAX_SIDE, **{"shard_size": 5, "dask_workers": 2, **kw})
+
+
+def test_catalog_in_shards_on_two_dask_worker_processes(dask_env: PipelineEnv) -> None:
+    photos = _photos()
+    summary = _run("dozens")
+    assert (summary["images"], summary["shards"], summary["ok"], summary["failed"], summary["already_done"]) == (30, 6, 30, 0, 0)
+
+    rows = _rows("dozens")
+    assert len(rows) == 30 and set(rows.status) == {"ok"}
+    assert sorted(rows.image_key) == sorted(f"catalog/dozens/{n}" for n in photos)
+    assert rows.worker.nunique() == 2  # two worker processes shared the shards
+    assert all(int(w.rsplit(":", 1)[1]) != os.getpid() for w in rows.worker)
+    assert sorted(rows.groupby("shard_id").size().tolist()) == [5] * 6
+    assert set(rows.run_id) == {summary["run_id"]}
+    for row in rows.itertuples():
+        name = row.image_key.rsplit("/", 1)[1]
+        w, h = (int(v) for v in name.rsplit("-", 1)[1].removesuffix(".jpg").split("x"))
+        assert (row.width, row.height) == (w, h)
+        assert (row.out_height, row.out_width) == shrunk_size(h, w, MAX_SIDE)
+        assert row.output_key == output_key(row.image_key, "dozens", "monet", "v0001", StylizeParams(max_side=MAX_SIDE))
+        data = dask_env.store.get_bytes(row.output_key)
+        assert sha256_hex(data) == row.output_sha256 and len(data) == row.bytes_out
+        with Image.open(io.BytesIO(data)) as out:
+            assert out.size == (row.out_width, row.out_height)
+        assert row.input_sha256 == sha256_hex(photos[name])
+
+    again = _run("dozens")  # everything is done: nothing to run
+    assert (again["already_done"], again["shards"], again["ok"]) == (30, 0, 0)
+    assert len(_rows("dozens")) == 30
+
+
+def _worker_processes() -> list[psutil.Process]:
+    """The Dask worker processes: this process's multiprocessing children (their nannies run in
+    this process), not its resource tracker or the Prefect test server."""
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            cmd = " ".join(p.cmdline())
+            if "spawn_main" in cmd or "forkserver" in cmd:
+                found.append(p)
+    return found
+
+
+def test_worker_killed_mid_shard_then_rerun_finishes_exactly_once(dask_env: PipelineEnv) -> None:
+    reference = _run("undisturbed")
+    assert reference["ok"] == 30
+
+    killed: list[int] = []
+    seen: dict[str, int] = {}
+
+    def kill_a_busy_worker() -> None:
+        """Once some outputs exist but fewer than all, SIGKILL the worker that is using the CPU."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            written = sum(1 for _ in dask_env.store.list("stylized/dozens/"))
+            workers = _worker_processes()
+            if 3 <= written < 25 and len(workers) == 2:
+                for p in workers:
+                    p.cpu_percent()
+                time.sleep(0.3)
+                busy = max(workers, key=lambda p: p.cpu_percent())
+                seen["outputs"], seen["rows"] = written, len(_rows("dozens"))
+                os.kill(busy.pid, signal.SIGKILL)
+                killed.append(busy.pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_busy_worker)
+    killer.start()
+    try:
+        first = _run("dozens")
+    except Exception as exc:  # noqa: BLE001: a run may end failed when its worker died; the rerun must finish it
+        first = {"error": repr(exc)}
+    killer.join()
+    assert killed, "no worker was killed: the run finished before any output appeared"
+    assert seen["rows"] < 30  # killed before the catalog was recorded
+
+    rerun = _run("dozens")
+    rows = _rows("dozens")
+    ok = rows[rows.status == "ok"]
+    assert ok.image_key.value_counts().max() == 1 and len(ok) == 30, (first, rerun)
+    assert set(rows.status) == {"ok"}
+    assert rerun["already_done"] + rerun["ok"] == 30 and rerun["failed"] == 0
+    assert _outputs(dask_env, "dozens") == _outputs(dask_env, "undisturbed")  # byte-identical
+
+
+def test_flow_process_killed_mid_run_then_same_command_finishes_exactly_once(dask_env: PipelineEnv) -> None:
+    """`styleops stylize` in its own process (shards on threads, metrics on), SIGKILLed once some
+    outputs are written but before they are all recorded; the same command run again finishes
+    the catalog: one `ok` row per image, outputs byte-identical to an undisturbed run."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "STYLEOPS_COMMIT_EVERY": "4", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "flows.cli", "stylize", "--catalog", "dozens", "--style", "monet", "--max-side", str(MAX_SIDE), "--shard-size", "10"]
+    reference = _run("undisturbed", shard_size=10, dask_workers=0)  # threads, one torch thread: as the command
+    assert reference["ok"] == 30
+
+    proc = subprocess.Popen(command, env=env, cwd=EXAMPLES.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, written = time.monotonic() + 240, 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        written = sum(1 for _ in dask_env.store.list("stylized/dozens/"))
+        if written >= 6:
+            break
+        time.sleep(0.05)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    os.kill(proc.pid, signal.SIGKILL)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    proc.wait(30)
+    recorded = len(_rows("dozens"))
+    assert proc.returncode == -signal.SIGKILL and 6 <= written < 30 and recorded < 30, (proc.returncode, written, recorded)
+
+    rerun = subprocess.run(command, env=env, cwd=EXAMPLES.parent, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    rows = _rows("dozens")
+    assert len(rows) == 30 and set(rows.status) == {"ok"} and rows.image_key.nunique() == 30
+    assert rows.run_id.nunique() == (2 if recorded else 1)  # rows the killed run committed are kept, not redone
+    assert _outputs(dask_env, "dozens") == _outputs(dask_env, "undisturbed")  # byte-identical
