@@ -10,7 +10,11 @@ JPEG q90, repeated to --images):
              non_blocking copy -> net -> encode_jpeg on the GPU -> bytes on the host
   gpu-decode bytes -> decode_jpeg(device="cuda") in batches (nvJPEG) -> net -> encode_jpeg on the
              GPU -> bytes on the host
-No object store here: this isolates decode/encode and device feeding from network I/O.
+  pipeline   the production shard pipeline (styleops.pipeline.StreamStylizer around
+             styleops.infer.InferenceEngine: load/decode threads, size buckets, device stage,
+             encode/write threads), bytes in memory -> bytes in memory; --gpu-codec on/off
+No object store here (SeaweedFS's binary is too big to carry to the GPU machine): this isolates
+decode/encode and device feeding from network I/O.
 Nets: the shipped example `monet` (16 channels) and Johnson's 32-channel architecture (random weights,
 same speed as trained ones).
 """
@@ -125,6 +129,26 @@ def bench(net: torch.nn.Module, jpegs: list[torch.Tensor], batch: int, threads: 
     return out
 
 
+def bench_pipeline(model: torch.nn.Module, jpegs: list[torch.Tensor], batch: int, threads: int, compile: bool) -> dict[str, dict[str, float]]:
+    """The production pipeline on the same images: with nvJPEG decode/encode and with CPU codecs."""
+    from styleops.infer import InferenceEngine
+    from styleops.pipeline import StreamStylizer
+
+    data = [j.numpy().tobytes() for j in jpegs]
+    out: dict[str, dict[str, float]] = {}
+    engine = InferenceEngine(model, device="cuda", batch_size=batch, max_side=None, compile=compile, precision="fp16" if DTYPE == torch.float16 else "bf16")
+    for name, gpu_codec in (("pipeline gpu-codec", True), ("pipeline cpu-codec", False)):
+        stream = StreamStylizer(engine, load=lambda i: data[i], write=lambda job: len(job.encoded or b""), limits=(50_000_000, 64 * 2**20), threads=threads, depth=4 * batch, gpu_codec=gpu_codec)
+
+        def run(stream: StreamStylizer = stream) -> None:
+            written = list(stream.run(range(len(data))))
+            assert len(written) == len(data) and min(written) > 0
+
+        out[name] = timed(run, len(data))
+        out[name]["gpu_decoded"], out[name]["gpu_encoded"] = stream.stats.gpu_decoded, stream.stats.gpu_encoded
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=512)
@@ -136,6 +160,7 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast instead of fp16")
     ap.add_argument("--compile", action="store_true", help="torch.compile the nets")
     ap.add_argument("--model-only", action="store_true")
+    ap.add_argument("--pipeline", action="store_true", help="also run the production pipeline (styleops.pipeline)")
     args = ap.parse_args()
     global MEMORY_FORMAT, DTYPE
     MEMORY_FORMAT = torch.contiguous_format if args.contiguous else torch.channels_last
@@ -151,6 +176,9 @@ def main() -> None:
     for name, net in load_nets(torch.device("cuda"), args.compile).items():
         with torch.inference_mode():
             results["nets"][name] = bench(net, jpegs, args.batch, args.threads, args.model_only)
+        if args.pipeline:
+            eager = getattr(net, "_orig_mod", net).to(memory_format=torch.contiguous_format)
+            results["nets"][name].update(bench_pipeline(eager, jpegs, args.batch, args.threads, args.compile))
         print(name, json.dumps(results["nets"][name]), flush=True)
     print(json.dumps(results, indent=1))
     if args.out:

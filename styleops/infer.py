@@ -92,6 +92,8 @@ class InferenceEngine:
         gpu = self.device.type == "cuda"
         self.dtype = autocast_dtype(self.device, precision)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if gpu:
+            torch.backends.cudnn.benchmark = True  # fixed bucket sizes: let cuDNN pick the fastest kernels once
         self.model = self.eager_model = model.eval().to(self.device, memory_format=self.memory_format)
         if compile:
             self.model = torch.compile(self.model)

@@ -209,11 +209,13 @@ class StreamStylizer:
 
         encoded = encode_jpeg([to_uint8(j._output) for j in jobs], quality=min(self.quality, 95))  # type: ignore[arg-type]
         for j, e in zip(jobs, encoded, strict=True):
-            j.encoded, j._output = e.cpu().numpy().tobytes(), None
+            j._output = e  # the JPEG's bytes, on the device: fetched by the write thread, so this one goes on
         self.stats.gpu_encoded += len(jobs)
 
     def _finish(self, job: Job[T]) -> R:
         """Encode on the CPU (unless done on the GPU) and hand the job to `write` (a write thread)."""
+        if job.error is None and job._output is not None and job._output.dim() == 1:  # JPEG bytes from the GPU encoder
+            job.encoded = job._output.cpu().numpy().tobytes()
         if job.error is None and job.encoded is None:
             if job._ready is not None:
                 job._ready.synchronize()

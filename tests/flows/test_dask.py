@@ -192,3 +192,43 @@ def test_flow_process_killed_mid_run_then_same_command_finishes_exactly_once(das
     assert len(rows) == 30 and set(rows.status) == {"ok"} and rows.image_key.nunique() == 30
     assert rows.run_id.nunique() == (2 if recorded else 1)  # rows the killed run committed are kept, not redone
     assert _outputs(dask_env, "dozens") == _outputs(dask_env, "undisturbed")  # byte-identical
+
+
+def test_shards_on_a_separate_scheduler_and_gpu_worker_use_the_gpu_resource(dask_env: PipelineEnv, tmp_path: Path) -> None:
+    """The multi-machine set-up, on one machine: `dask scheduler` and `dask worker --resources
+    GPU=1` as their own processes (as infra/deploy/dask/ starts them), the flow given the address.
+    Shards are annotated resources={"GPU": 1}: a scheduler plugin records each task's resource
+    restrictions as it starts processing."""
+    from distributed import Client
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class RecordRestrictions(SchedulerPlugin):
+        name = "record-restrictions"
+
+        def start(self, scheduler: Any) -> None:
+            self.scheduler, self.seen = scheduler, []
+
+        def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+            if finish == "processing":
+                self.seen.append(self.scheduler.tasks[key].resource_restrictions)
+
+    dask = Path(sys.executable).with_name("dask")
+    port = 20000 + os.getpid() % 20000
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    scheduler = subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([str(dask), "worker", address, "--nthreads", "1", "--resources", "GPU=1", "--name", "gpu0"], env=env, cwd=EXAMPLES.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+            client.register_plugin(RecordRestrictions())
+            summary = stylize_catalog(catalog="dozens", style="monet", max_side=64, shard_size=10, dask_address=address)
+            assert (summary["shards"], summary["ok"], summary["failed"]) == (3, 30, 0)
+            restrictions = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.plugins["record-restrictions"].seen)
+        rows = _rows("dozens")
+        assert len(rows) == 30 and set(rows.status) == {"ok"} and rows.worker.nunique() == 1
+    finally:
+        for p in (worker, scheduler):
+            p.terminate()
+            p.wait(30)
+    assert restrictions == [{"GPU": 1}] * 3, restrictions  # the three shards, each needing one GPU
