@@ -137,8 +137,17 @@ def bench_pipeline(model: torch.nn.Module, jpegs: list[torch.Tensor], batch: int
     data = [j.numpy().tobytes() for j in jpegs]
     out: dict[str, dict[str, float]] = {}
     engine = InferenceEngine(model, device="cuda", batch_size=batch, max_side=None, compile=compile, precision="fp16" if DTYPE == torch.float16 else "bf16")
-    for name, gpu_codec in (("pipeline gpu-codec", True), ("pipeline cpu-codec", False)):
-        stream = StreamStylizer(engine, load=lambda i: data[i], write=lambda job: len(job.encoded or b""), limits=(50_000_000, 64 * 2**20), threads=threads, depth=4 * batch, gpu_codec=gpu_codec)
+    def turbo(y: torch.Tensor) -> bytes:  # libjpeg-turbo through torchvision, GIL released
+        return encode_jpeg(y if y.dtype == torch.uint8 else y.mul(255).round_().clamp_(0, 255).to(torch.uint8), quality=90).numpy().tobytes()
+
+    variants = {
+        "pipeline gpu-decode gpu-encode": dict(gpu_codec=True),
+        "pipeline gpu-decode turbo-encode": dict(gpu_codec=True, gpu_encode=False, encoder=turbo),
+        "pipeline gpu-decode pillow-encode": dict(gpu_codec=True, gpu_encode=False),
+        "pipeline cpu-codec (pillow)": dict(gpu_codec=False),
+    }
+    for name, kw in variants.items():
+        stream = StreamStylizer(engine, load=lambda i: data[i], write=lambda job: len(job.encoded or b""), limits=(50_000_000, 64 * 2**20), threads=threads, depth=4 * batch, **kw)
 
         def run(stream: StreamStylizer = stream) -> None:
             written = list(stream.run(range(len(data))))

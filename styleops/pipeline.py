@@ -18,6 +18,7 @@ The store is not known here: `load(item) -> bytes` and `write(job) -> row` are t
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -80,7 +81,9 @@ class StreamStylizer:
     limits: (max_pixels, max_bytes) caps checked before any decode.
     expected_errors: exceptions from load/write that become the image's error (ImageError always does).
     threads: download/decode threads and encode/write threads (each); depth: images decoded ahead.
-    gpu_codec: decode/encode JPEG on the GPU when the engine is on CUDA (None: when available).
+    gpu_codec: decode/encode JPEG on the GPU when the engine is on CUDA (None: when available);
+    gpu_encode=False keeps the decode there but encodes in the write threads with `encoder`
+    (uint8 or float [3, h, w] on the CPU -> bytes; default `encode_image` with fmt and quality).
     """
 
     def __init__(
@@ -97,6 +100,8 @@ class StreamStylizer:
         threads: int = 4,
         depth: int | None = None,
         gpu_codec: bool | None = None,
+        gpu_encode: bool | None = None,
+        encoder: Callable[[Tensor], bytes] | None = None,
     ) -> None:
         self.engine, self.load, self.write = engine, load, write
         self.fmt, self.quality, self.measure, self.limits = fmt, quality, measure, limits
@@ -108,8 +113,11 @@ class StreamStylizer:
         self.device = torch.device(device)
         cuda = self.device.type == "cuda"
         self.gpu_decode = cuda and gpu_codec is not False
-        self.gpu_encode = self.gpu_decode and fmt == "jpeg"
+        self.gpu_encode = self.gpu_decode and fmt == "jpeg" and gpu_encode is not False
+        self.encoder = encoder or (lambda y: encode_image(y, fmt, quality=quality))
         self.stats = StreamStats()
+        self._streams = threading.local()  # a CUDA stream per write thread (GPU JPEG encode)
+        self._lock = threading.Lock()  # stats updated from the write threads
 
     def run(self, items: Iterable[T]) -> Iterator[R]:
         """Yield `write(job)` for every item, as they finish (not in input order)."""
@@ -174,15 +182,16 @@ class StreamStylizer:
                 job.losses = self.measure(x.to(y.device), y)
             job._output = y
             done.append(job)
-        if self.gpu_encode and done:
-            self._encode_on_device(done)
-        elif self.device.type == "cuda":
-            for job in done:  # uint8 to pinned host memory, asynchronously; _finish waits for it
-                assert job._output is not None
+        if self.device.type != "cuda":
+            return
+        for job in done:
+            assert job._output is not None
+            if not self.gpu_encode:  # uint8 to pinned host memory, asynchronously; _finish waits for it
                 host = torch.empty(job._output.shape, dtype=torch.uint8, pin_memory=True)
                 host.copy_(to_uint8(job._output), non_blocking=True)
-                job._output, job._ready = host, torch.cuda.Event()
-                job._ready.record()
+                job._output = host
+            job._ready = torch.cuda.Event()  # _finish (GPU JPEG encode or host copy) waits for this
+            job._ready.record()
 
     def _decode_on_device(self, jobs: list[Job[T]]) -> None:
         """Batched nvJPEG decode; any failure falls back to the CPU decoder, image by image."""
@@ -204,29 +213,39 @@ class StreamStylizer:
         for j in jobs:
             j._data = None
 
-    def _encode_on_device(self, jobs: list[Job[T]]) -> None:
+    def _encode_on_device(self, job: Job[T]) -> bytes:
+        """nvJPEG encode of one result in a write thread, on that thread's own CUDA stream, after
+        the device stage's work on it (an event): the device stage never waits for encoding."""
         from torchvision.io import encode_jpeg
 
-        encoded = encode_jpeg([to_uint8(j._output) for j in jobs], quality=min(self.quality, 95))  # type: ignore[arg-type]
-        for j, e in zip(jobs, encoded, strict=True):
-            j._output = e  # the JPEG's bytes, on the device: fetched by the write thread, so this one goes on
-        self.stats.gpu_encoded += len(jobs)
+        stream = getattr(self._streams, "stream", None)
+        if stream is None:
+            stream = self._streams.stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(stream):
+            stream.wait_event(job._ready)
+            encoded = encode_jpeg(to_uint8(job._output), quality=min(self.quality, 95))  # type: ignore[arg-type]
+            data = encoded.cpu().numpy().tobytes()
+        with self._lock:
+            self.stats.gpu_encoded += 1
+        return data
 
     def _finish(self, job: Job[T]) -> R:
         """Encode on the CPU (unless done on the GPU) and hand the job to `write` (a write thread)."""
-        if job.error is None and job._output is not None and job._output.dim() == 1:  # JPEG bytes from the GPU encoder
-            job.encoded = job._output.cpu().numpy().tobytes()
         if job.error is None and job.encoded is None:
-            if job._ready is not None:
-                job._ready.synchronize()
             assert job._output is not None
             try:
-                job.encoded = encode_image(job._output, self.fmt, quality=self.quality)
+                if self.gpu_encode:
+                    job.encoded = self._encode_on_device(job)
+                else:
+                    if job._ready is not None:
+                        job._ready.synchronize()
+                    job.encoded = self.encoder(job._output)
             except self.expected as exc:
                 job.error = exc
-        job._output = job._pixels = job._data = None
-        self.stats.images += 1
-        self.stats.failed += job.error is not None
+        job._output = job._pixels = job._data = job._ready = None
+        with self._lock:
+            self.stats.images += 1
+            self.stats.failed += job.error is not None
         return self.write(job)
 
 
