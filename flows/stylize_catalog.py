@@ -9,6 +9,7 @@ from uuid import uuid4
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
+from prefect.task_runners import TaskRunner
 
 from infra.progress import progress
 from infra.settings import get_settings
@@ -58,6 +59,7 @@ def stylize_catalog(catalog: str, style: str, model_version: str | None = None, 
     images; `iterations`, `optimizer`, `levels`). color: none | luminance | histogram.
     Shards run on threads in this process, or on Dask: `dask_address` (tcp://scheduler:8786) or
     `dask_workers` N (a local cluster of N worker processes); defaults from STYLEOPS_DASK_*.
+    Rerunning the same call after a crash or kill finishes what is left.
     """
     params = StylizeParams(method=method, max_side=max_side, format=format.lower(), quality=quality, color=color, alpha=alpha, iterations=iterations, optimizer=optimizer, levels=levels)
     check_params(params)
@@ -69,7 +71,7 @@ def stylize_catalog(catalog: str, style: str, model_version: str | None = None, 
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid4().hex[:6]}"
     settings = get_settings()
     runner = shard_runner(dask_address or settings.dask_address, settings.dask_workers if dask_workers is None else dask_workers)
-    counts = stylize_shards.with_options(task_runner=runner)(plan["shards"], run_id, prefix, style, version, params.to_dict(), batch_size, metrics, resolved.source) if plan["shards"] else {"ok": 0, "failed": 0}
+    counts = stylize_shards(runner, plan["shards"], run_id, prefix, style, version, params.to_dict(), batch_size, metrics, resolved.source)
     summary = {
         "run_id": run_id, "catalog": prefix, "method": method, "style": style, "model_version": version, "params_hash": params.hash,
         "images": plan["total"], "already_done": plan["done"], "known_bad": plan["known_bad"], "restyled": plan["stale"], "shards": len(plan["shards"]),
@@ -81,14 +83,27 @@ def stylize_catalog(catalog: str, style: str, model_version: str | None = None, 
     return summary
 
 
-@flow(name="stylize-shards")
-def stylize_shards(shards: list[list[tuple[str, str, int]]], run_id: str, catalog: str, style: str, model_version: str, params: dict[str, Any], batch_size: int | None, metrics: bool, source: dict[str, Any]) -> dict[str, int]:
-    """Fan the shards out on this flow's task runner (threads or Dask; one shard per GPU where the
-    Dask workers declare a GPU resource) and follow them: a progress bar and a progress artifact
-    advance as shards finish. Returns the summed status counts."""
+def stylize_shards(runner: TaskRunner, shards: list[list[tuple[str, str, int]]], run_id: str, catalog: str, style: str, model_version: str, params: dict[str, Any], batch_size: int | None, metrics: bool, source: dict[str, Any]) -> dict[str, int]:
+    """Fan the shards out as task runs of this flow on `runner` (threads or Dask; one shard per GPU
+    where the Dask workers declare a GPU resource) and follow them: a progress bar and a progress
+    artifact advance as shards finish. Returns the summed status counts.
+
+    A plain function, not a subflow with its own task runner: a subflow's parameters are stored
+    by the Prefect API, and a million-image plan does not belong there; each shard's 64 items
+    travel as that task's parameters only (to a Dask worker through the scheduler)."""
+    if not shards:
+        return {"ok": 0, "failed": 0}
+    with runner.duplicate() as started:
+        return _follow(started, shards, run_id, catalog, style, model_version, params, batch_size, metrics, source)
+
+
+def _follow(runner: TaskRunner, shards: list[list[tuple[str, str, int]]], run_id: str, catalog: str, style: str, model_version: str, params: dict[str, Any], batch_size: int | None, metrics: bool, source: dict[str, Any]) -> dict[str, int]:
     total = sum(len(s) for s in shards)
-    with gpu_annotation():
-        futures = [stylize_shard_task.submit(f"{run_id}-s{i:04d}", shard, run_id, catalog, style, model_version, params, batch_size, metrics, source) for i, shard in enumerate(shards)]
+    with gpu_annotation(runner):
+        futures = [
+            runner.submit(stylize_shard_task, {"shard_id": f"{run_id}-s{i:04d}", "items": shard, "run_id": run_id, "catalog": catalog, "style": style, "model_version": model_version, "params": params, "batch_size": batch_size, "metrics": metrics, "source": source})
+            for i, shard in enumerate(shards)
+        ]
     artifact = create_progress_artifact(progress=0.0, key="progress-" + _slug(style), description=f"{run_id}: images of {catalog} stylized with {style} {model_version}")
     bar = f"catalog:{run_id}"
     progress().start(bar, f"{catalog} {style}: {len(shards)} shards", total)

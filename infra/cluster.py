@@ -45,10 +45,13 @@ def gpu_workers(runner: Any) -> int:
 
 
 @contextlib.contextmanager
-def gpu_annotation() -> Iterator[None]:
-    """Annotate tasks submitted inside with resources={"GPU": 1} on a Dask cluster with GPU workers."""
-    ctx = FlowRunContext.get()
-    if ctx is None or not gpu_workers(ctx.task_runner):
+def gpu_annotation(runner: TaskRunner | None = None) -> Iterator[None]:
+    """Annotate tasks submitted inside with resources={"GPU": 1} when `runner` (default: the
+    current flow's) is a Dask cluster with GPU workers."""
+    if runner is None:
+        ctx = FlowRunContext.get()
+        runner = ctx.task_runner if ctx else None
+    if runner is None or not gpu_workers(runner):
         yield
         return
     import dask

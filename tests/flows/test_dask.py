@@ -36,7 +36,7 @@ from tests.flows.conftest import EXAMPLES, PipelineEnv
 pytestmark = [pytest.mark.flow, pytest.mark.integration]
 
 SIZES = [(200, 150), (150, 200), (240, 240), (320, 180), (96, 128)]  # (w, h) crops
-MAX_SIDE = 160
+MAX_SIDE = 128
 
 
 def _photos() -> dict[str, bytes]:
