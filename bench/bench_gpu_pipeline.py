@@ -31,12 +31,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchvision.io import decode_jpeg, encode_jpeg
+from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 MEMORY_FORMAT = torch.channels_last
+VARIANTS: list[str] = []  # --variants: run only the pipeline variants whose names contain one of these
 DTYPE = torch.float16
 
 
@@ -140,13 +141,19 @@ def bench_pipeline(model: torch.nn.Module, jpegs: list[torch.Tensor], batch: int
     def turbo(y: torch.Tensor) -> bytes:  # libjpeg-turbo through torchvision, GIL released
         return encode_jpeg(y if y.dtype == torch.uint8 else y.mul(255).round_().clamp_(0, 255).to(torch.uint8), quality=90).numpy().tobytes()
 
+    def turbo_decode(data: bytes) -> torch.Tensor:
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+
     variants = {
+        "pipeline turbo-decode turbo-encode (CPU threads)": dict(gpu_codec=False, encoder=turbo, jpeg_decoder=turbo_decode),
         "pipeline gpu-decode gpu-encode": dict(gpu_codec=True),
         "pipeline gpu-decode turbo-encode": dict(gpu_codec=True, gpu_encode=False, encoder=turbo),
         "pipeline gpu-decode pillow-encode": dict(gpu_codec=True, gpu_encode=False),
         "pipeline cpu-codec (pillow)": dict(gpu_codec=False),
     }
     for name, kw in variants.items():
+        if VARIANTS and not any(v in name for v in VARIANTS):
+            continue
         stream = StreamStylizer(engine, load=lambda i: data[i], write=lambda job: len(job.encoded or b""), limits=(50_000_000, 64 * 2**20), threads=threads, depth=4 * batch, **kw)
 
         def run(stream: StreamStylizer = stream) -> None:
@@ -170,8 +177,11 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the nets")
     ap.add_argument("--model-only", action="store_true")
     ap.add_argument("--pipeline", action="store_true", help="also run the production pipeline (styleops.pipeline)")
+    ap.add_argument("--variants", nargs="*", default=[], help="pipeline variants to run (substrings of their names)")
+    ap.add_argument("--nets", nargs="*", default=[], help="nets to run (default: both)")
     args = ap.parse_args()
-    global MEMORY_FORMAT, DTYPE
+    global MEMORY_FORMAT, DTYPE, VARIANTS
+    VARIANTS = args.variants
     MEMORY_FORMAT = torch.contiguous_format if args.contiguous else torch.channels_last
     DTYPE = torch.bfloat16 if args.bf16 else torch.float16
     if not torch.cuda.is_available():
@@ -183,6 +193,8 @@ def main() -> None:
                "memory_format": "contiguous" if args.contiguous else "channels_last", "dtype": str(DTYPE), "compile": args.compile,
                "jpeg_kib": round(sum(len(j) for j in jpegs) / len(jpegs) / 1024, 1), "nets": {}}
     for name, net in load_nets(torch.device("cuda"), args.compile).items():
+        if args.nets and name not in args.nets:
+            continue
         with torch.inference_mode():
             results["nets"][name] = bench(net, jpegs, args.batch, args.threads, args.model_only)
         if args.pipeline:

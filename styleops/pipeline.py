@@ -84,6 +84,8 @@ class StreamStylizer:
     gpu_codec: decode/encode JPEG on the GPU when the engine is on CUDA (None: when available);
     gpu_encode=False keeps the decode there but encodes in the write threads with `encoder`
     (uint8 or float [3, h, w] on the CPU -> bytes; default `encode_image` with fmt and quality).
+    jpeg_decoder: decodes plain JPEGs (see `plain_jpeg_size`) on the CPU instead of `decode_image`
+    when they are not decoded on the GPU (bytes -> uint8 [3, H, W]).
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class StreamStylizer:
         gpu_codec: bool | None = None,
         gpu_encode: bool | None = None,
         encoder: Callable[[Tensor], bytes] | None = None,
+        jpeg_decoder: Callable[[bytes], Tensor] | None = None,
     ) -> None:
         self.engine, self.load, self.write = engine, load, write
         self.fmt, self.quality, self.measure, self.limits = fmt, quality, measure, limits
@@ -115,8 +118,9 @@ class StreamStylizer:
         self.gpu_decode = cuda and gpu_codec is not False
         self.gpu_encode = self.gpu_decode and fmt == "jpeg" and gpu_encode is not False
         self.encoder = encoder or (lambda y: encode_image(y, fmt, quality=quality))
+        self.jpeg_decoder = jpeg_decoder
         self.stats = StreamStats()
-        self._streams = threading.local()  # a CUDA stream per write thread (GPU JPEG encode)
+        self._streams = threading.local()  # a CUDA stream per pipeline thread (nvJPEG decode in load threads, encode in write threads)
         self._lock = threading.Lock()  # stats updated from the write threads
 
     def run(self, items: Iterable[T]) -> Iterator[R]:
@@ -148,15 +152,41 @@ class StreamStylizer:
         max_pixels, max_bytes = self.limits
         try:
             data = self.load(item)
-            size = plain_jpeg_size(data, max_pixels=max_pixels, max_bytes=max_bytes) if self.gpu_decode else None
-            if size is not None:
+            size = plain_jpeg_size(data, max_pixels=max_pixels, max_bytes=max_bytes) if self.gpu_decode or self.jpeg_decoder else None
+            if size is not None and self.gpu_decode:
                 job._data, job.in_size = data, size
+                self._decode_in_loader(job)
+            elif size is not None and self.jpeg_decoder is not None:
+                job._pixels, job.in_size = self.jpeg_decoder(data), size
             else:
                 job._pixels = decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes).pixels
                 job.in_size = (job._pixels.shape[-2], job._pixels.shape[-1])
         except self.expected as exc:
             job.error = exc
         return job
+
+    def _decode_in_loader(self, job: Job[T]) -> None:
+        """nvJPEG decode of one image in a load thread, on that thread's own CUDA stream, so it
+        overlaps the device stage's work; an event tells the device stage when it is done. A
+        decoder error leaves the bytes for the device stage's batched decode and its CPU fallback."""
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        stream = getattr(self._streams, "stream", None)
+        if stream is None:
+            stream = self._streams.stream = torch.cuda.Stream(self.device)
+        try:
+            with torch.cuda.stream(stream):
+                img = decode_jpeg(torch.frombuffer(bytearray(job._data or b""), dtype=torch.uint8), mode=ImageReadMode.RGB, device=self.device)
+                job._ready = torch.cuda.Event()
+                job._ready.record(stream)
+        except RuntimeError:
+            return
+        if tuple(img.shape[-2:]) == job.in_size:
+            job._pixels, job._data, job.decoded_on = img, None, "cuda"
+            with self._lock:
+                self.stats.gpu_decoded += 1
+        else:
+            job._ready = None
 
     def _bucket(self, job: Job[T]) -> Hashable:
         assert job.in_size is not None
@@ -167,6 +197,12 @@ class StreamStylizer:
     def _device_stage(self, batch: list[Job[T]]) -> None:
         """Decode on the GPU what was left encoded, prepare, stylize, measure, encode JPEG on the GPU."""
         self._decode_on_device([j for j in batch if j._pixels is None])
+        current = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        for j in batch:
+            if j._ready is not None and j._pixels is not None and current is not None:  # decoded in a load thread
+                current.wait_event(j._ready)
+                j._pixels.record_stream(current)  # freed after use here, not reused by that thread's stream meanwhile
+                j._ready = None
         prepared = [self.engine.prepare(j._pixels) for j in batch]
         for j in batch:
             j._pixels = None
