@@ -39,7 +39,7 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("STYLEOPS_ENDPOINT_URL", "AWS_ENDPOINT_URL", "endpoint_url")
     )
     aws_access_key_id: str | None = Field(
-        default=None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "aws_access_key_id")
+        default=None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "aws_access_key_id"), repr=False
     )
     aws_secret_access_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key")

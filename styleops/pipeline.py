@@ -193,9 +193,9 @@ class StreamStylizer:
         bucket = getattr(self.engine, "bucket", None)
         return bucket(*job.in_size) if bucket else job.in_size
 
-    @torch.inference_mode()
     def _device_stage(self, batch: list[Job[T]]) -> None:
-        """Decode on the GPU what was left encoded, prepare, stylize, measure, encode JPEG on the GPU."""
+        """Decode on the GPU what was left encoded, prepare, stylize, measure, and mark when each
+        result is ready for its encode. Not under inference mode: Gatys optimizes its output."""
         self._decode_on_device([j for j in batch if j._pixels is None])
         current = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
         for j in batch:

@@ -89,9 +89,10 @@ def load_model(reg: ModelRegistry, family: str, name: str, version: str) -> tupl
 
 
 def artwork_pixels(st: ObjectStore, key: str, settings: Settings | None = None) -> tuple[torch.Tensor, str]:
-    """(uint8 [3, H, W], sha256) of an artwork in the store."""
+    """(uint8 [3, H, W], sha256) of an artwork in the store; one over the byte cap is refused from
+    its Content-Length, before its body is read."""
     s = settings or get_settings()
-    got = st.get(key)
+    got = st.get(key, max_bytes=s.max_image_bytes)
     return decode_image(got.data, max_pixels=s.max_image_pixels, max_bytes=s.max_image_bytes).pixels, got.sha256
 
 

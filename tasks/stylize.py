@@ -69,17 +69,23 @@ def catalog_prefix(catalog: str) -> str:
     return f"catalog/{name}/"
 
 
-def output_key(image_key: str, catalog: str, style: str, model_version: str, params: StylizeParams) -> str:
-    """stylized/<set>/<style>/<model_version>/<params_hash[:8]>/<path>, the output format's extension
-    appended unless the path already has it (`a.png` -> `a.png.jpg`, so `a.png` and `a.jpg` never collide).
-    A blend label's '=' and ',' become '-' and '+' in the key; a multi-style version is '<name>/<version>'."""
+def output_prefix(catalog: str, style: str, model_version: str, params: StylizeParams) -> str:
+    """stylized/<set>/<style>/<model_version>/<params_hash[:8]>/: where one run's outputs go (and
+    the only prefix its shards may write). A blend label's '=' and ',' become '-' and '+'; a
+    multi-style version is '<name>/<version>'."""
     style = style.replace("=", "-").replace(",", "+")
+    return f"stylized/{catalog_prefix(catalog).split('/')[1]}/{style}/{model_version}/{params.hash[:8]}/"
+
+
+def output_key(image_key: str, catalog: str, style: str, model_version: str, params: StylizeParams) -> str:
+    """`output_prefix` + the image's path in its set, the output format's extension appended unless
+    the path already has it (`a.png` -> `a.png.jpg`, so `a.png` and `a.jpg` never collide)."""
     prefix = catalog_prefix(catalog)
     rel = image_key[len(prefix) :]
     ext = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}[params.format]
     if PurePosixPath(rel).suffix.lower() != ext:
         rel += ext
-    return f"stylized/{prefix.split('/')[1]}/{style}/{model_version}/{params.hash[:8]}/{rel}"
+    return output_prefix(catalog, style, model_version, params) + rel
 
 
 @task(name="plan-catalog")
@@ -170,7 +176,7 @@ def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id:
     """
     settings = get_settings()
     p = StylizeParams(**params)
-    st = common.store(writable=("stylized/",))
+    st = common.store(writable=(output_prefix(catalog, style, model_version, p),))  # this run's outputs only
     source = source or _default_source(p.method, style, model_version)
     device = resolve_device(settings.device)
     iter_bar = f"gatys:{style}:{shard_id}"

@@ -56,7 +56,9 @@ class PatchBank:
             "norms": self.norms.detach().to("cpu", torch.float32).contiguous(),
         }
         _check_bank_tensors(tensors["patches"], tensors["norms"], self.patch_size, self.stride)
-        return safetensors.torch.save(tensors, metadata={**extra, "patch_size": str(self.patch_size), "stride": str(self.stride)})
+        from styleops.serialize import canonical_safetensors  # same bank, same bytes (and sha256)
+
+        return canonical_safetensors(safetensors.torch.save(tensors, metadata={**extra, "patch_size": str(self.patch_size), "stride": str(self.stride)}))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> tuple[PatchBank, dict[str, str]]:
