@@ -3,12 +3,17 @@
 Layout of the state directory (0700):
     data/        SeaweedFS data (volumes, filer metadata); survives restarts
     s3.json      S3 identities with the generated credentials (0600); kept across restarts
+    security.toml  JWT signing keys (0600), new at every start: the filer's and volume server's
+                 HTTP ports refuse requests not signed by this process (weed reads it from its cwd)
     ports.json   the ports last used, reused on restart when free (stable endpoint)
     state.json   endpoint_url, access_key, secret_key, pid, ports (0600); only while running
     weed.log     the server's output
     lock         serialises start/stop between processes
 
-Everything listens on 127.0.0.1 only. Each service gets an HTTP port P below the Linux
+Everything listens on 127.0.0.1 only. Only the S3 port is meant to be used, with the credentials;
+the filer and volume HTTP ports (which would otherwise serve and accept any object without
+credentials) require JWTs signed with the keys in security.toml. The gRPC ports stay open to local
+processes (SeaweedFS secures them only with mutual TLS). Each service gets an HTTP port P below the Linux
 ephemeral range and its gRPC port P + 10000 (SeaweedFS's own convention, which parts of
 it assume), so two stores (tests and the user's) never collide.
 """
@@ -75,6 +80,7 @@ class EmbeddedStore:
         self.ports_file = self.state_dir / "ports.json"
         self.state_file = self.state_dir / "state.json"
         self.log_file = self.state_dir / "weed.log"
+        self.security_file = self.state_dir / "security.toml"
         self._proc: subprocess.Popen[bytes] | None = None
 
     # ---- public ----------------------------------------------------------------------------
@@ -127,6 +133,7 @@ class EmbeddedStore:
     def _launch(self, ports: dict[str, int], access_key: str, secret_key: str, deadline: float) -> StoreInfo | None:
         """Spawn weed and wait until S3 answers; None if a port was taken meanwhile."""
         log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        _write_private_text(self.security_file, _security_toml())
         with self.log_file.open("ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting weed mini ---\n".encode())
             log.flush()
@@ -207,6 +214,8 @@ class EmbeddedStore:
     def _credentials(self) -> tuple[str, str]:
         """The access and secret key from s3.json; generated once if missing."""
         if self.creds_file.exists():
+            if self.creds_file.stat().st_mode & 0o077:  # copied, restored from a backup, or edited by hand
+                self.creds_file.chmod(0o600)
             identity = json.loads(self.creds_file.read_text())["identities"][0]["credentials"][0]
             return identity["accessKey"], identity["secretKey"]
         access_key = "SO" + secrets.token_hex(9).upper()
@@ -353,6 +362,22 @@ def _state(info: StoreInfo) -> dict[str, Any]:
         "pid": info.pid,
         "ports": info.ports,
     }
+
+
+def _security_toml() -> str:
+    """SeaweedFS security.toml: fresh JWT keys for volume and filer writes and reads."""
+    sections = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
+    return "".join(f'[{name}]\nkey = "{secrets.token_urlsafe(32)}"\nexpires_after_seconds = 60\n\n' for name in sections)
+
+
+def _write_private_text(path: Path, text: str) -> None:
+    """Write `text` atomically with mode 0600."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def _write_private(path: Path, obj: Any) -> None:

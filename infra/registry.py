@@ -253,7 +253,13 @@ class ModelRegistry:
 
 
 def check_safetensors(data: bytes) -> None:
-    """Raise UnsafeWeightsError unless `data` is a complete safetensors file with tensors."""
+    """Raise UnsafeWeightsError unless `data` is a complete safetensors file with tensors.
+
+    A pickle or a torch.save zip (a .pt/.pth/.ckpt checkpoint) is named as such and never parsed."""
+    head = bytes(data[:4])
+    if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5):
+        kind = "a zip archive (a torch.save checkpoint holding pickles)" if head.startswith(b"PK") else "a Python pickle"
+        raise UnsafeWeightsError(f"not a safetensors file: it is {kind}; pickles can run code when loaded and are refused (store weights as .safetensors)")
     try:
         tensors = safetensors.deserialize(data)
     except safetensors.SafetensorError as exc:

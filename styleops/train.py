@@ -3,12 +3,15 @@
 Seeded and reproducible: the model is initialised from `seed`, and the batch of step `s` is a pure
 function of (seed, s), so a run resumed from a checkpoint produces exactly the weights of an
 uninterrupted one. Checkpoints (model, optimizer, history) are written atomically every
-`checkpoint_every` steps; a non-finite loss rolls back to the last checkpoint with the learning rate
-halved (at most `max_rollbacks` times).
+`checkpoint_every` steps; a non-finite loss, or a non-finite gradient (checked before the optimizer
+step, so NaN never reaches the weights or a checkpoint), rolls back to the last checkpoint with the
+learning rate halved (at most `max_rollbacks` times). Every rollback is logged (WARNING on
+`styleops.train`) and recorded in `TrainResult.rollback_log` and the checkpoint.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -29,6 +32,8 @@ from styleops.models.transformer import TransformerNet
 from styleops.vgg import VGGEncoder
 
 CHECKPOINT_FILE = "checkpoint.pt"
+
+_log = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(StyleOpsError):
@@ -104,6 +109,9 @@ class TrainResult:
     rollbacks: int
     seconds: float
     model_config: dict[str, int]
+    # One entry per rollback: {"step": the step whose loss or gradient was not finite,
+    # "restored_step": the checkpoint's step it went back to, "lr_scale": the scale from then on, "cause"}.
+    rollback_log: list[dict[str, Any]] = field(default_factory=list)
 
     def final_losses(self, last: int = 5) -> dict[str, float]:
         """Mean of the last `last` logged entries (smoother than the very last step)."""
@@ -299,7 +307,7 @@ class _Fit:
         _set_lr(opt, config, 1.0)
         scaler = torch.amp.GradScaler(dev.type, enabled=self.amp == torch.float16)
 
-        state = {"step": 0, "lr_scale": 1.0, "rollbacks": 0, "history": []}
+        state = {"step": 0, "lr_scale": 1.0, "rollbacks": 0, "history": [], "rollback_log": []}
         if ckpt_path.is_file():
             state = _load_checkpoint(ckpt_path, config, model, opt)
         else:
@@ -316,13 +324,19 @@ class _Fit:
             with autocast(dev, self.amp):
                 terms = forward(step, batch)
             loss = loss_hook(step, terms.total) if loss_hook else terms.total
-            if not torch.isfinite(loss):
-                state = _rollback(ckpt_path, config, model, opt, state, step)
+            cause = None if torch.isfinite(loss) else "loss"
+            if cause is None:
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                # fp16: the GradScaler skips steps with inf/NaN gradients itself (and lowers its scale).
+                if not scaler.is_enabled() and not _grads_finite(model):
+                    cause = "gradient"
+            if cause is not None:
+                opt.zero_grad(set_to_none=True)
+                state = _rollback(ckpt_path, config, model, opt, state, step, cause)
                 step = state["step"]
                 batches = _batches(data, config, step, dev.type == "cuda")
                 continue
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             step += 1
@@ -346,6 +360,7 @@ class _Fit:
             rollbacks=state["rollbacks"],
             seconds=time.perf_counter() - started,
             model_config=model.config(),
+            rollback_log=list(state["rollback_log"]),
         )
 
 
@@ -362,7 +377,9 @@ def _load_checkpoint(path: Path, config: TrainConfig, model: nn.Module, opt: tor
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     _set_lr(opt, config, ckpt["lr_scale"])
-    return {k: ckpt[k] for k in ("step", "lr_scale", "rollbacks", "history")}
+    state = {k: ckpt[k] for k in ("step", "lr_scale", "rollbacks", "history")}
+    state["rollback_log"] = list(ckpt.get("rollback_log", []))  # absent from checkpoints of older versions
+    return state
 
 
 def _set_lr(opt: torch.optim.Optimizer, config: TrainConfig, scale: float) -> None:
@@ -371,13 +388,24 @@ def _set_lr(opt: torch.optim.Optimizer, config: TrainConfig, scale: float) -> No
         group["lr"] = config.lr * group.get("lr_mult", 1.0) * scale
 
 
-def _rollback(path: Path, config: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any], step: int) -> dict[str, Any]:
-    """Non-finite loss at `step`: restore the last checkpoint and halve the learning rate."""
+def _grads_finite(model: nn.Module) -> bool:
+    """Whether every gradient is finite (one device sync for all of them)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+
+def _rollback(path: Path, config: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any], step: int, cause: str = "loss") -> dict[str, Any]:
+    """Non-finite loss or gradient at `step`: restore the last checkpoint and halve the learning rate."""
     rollbacks = state["rollbacks"] + 1
     if rollbacks > config.max_rollbacks:
-        raise TrainingDivergedError(f"loss is not finite at step {step} after {config.max_rollbacks} rollbacks")
+        raise TrainingDivergedError(f"{cause} is not finite at step {step} after {config.max_rollbacks} rollbacks")
     restored = _load_checkpoint(path, config, model, opt)
     restored["rollbacks"], restored["lr_scale"] = rollbacks, restored["lr_scale"] * 0.5
+    restored["rollback_log"] = [*state["rollback_log"], {"step": step, "restored_step": restored["step"], "lr_scale": restored["lr_scale"], "cause": cause}]
     _set_lr(opt, config, restored["lr_scale"])
     _save_checkpoint(path, _checkpoint(config, model, opt, restored))
+    _log.warning(
+        "%s not finite at step %d: rolled back to the checkpoint at step %d, learning rate x%g (rollback %d of at most %d)",
+        cause, step, restored["step"], restored["lr_scale"], rollbacks, config.max_rollbacks,
+    )
     return restored

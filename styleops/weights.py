@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from styleops.errors import WeightsNotFoundError
+from styleops.errors import InvalidInputError, WeightsNotFoundError
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("STYLEOPS_HOME", "~/.styleops")).expanduser() / "cache"
 HED_FILE = "vgg16-hed-features.safetensors"
@@ -61,12 +62,29 @@ def resolve_weights_file(weights: str | Path | None, *, arch: str = "vgg16", cac
 
 
 def load_weights_file(path: Path) -> dict[str, Tensor]:
-    """Load a local safetensors file, or a torch state dict without unpickling arbitrary code."""
+    """Load a local safetensors file, or a torch state dict without unpickling arbitrary code.
+
+    A `.safetensors` file must be safetensors (pickle bytes under that name are refused, never
+    unpickled). Any other file is a local state dict the user pointed at (STYLEOPS_VGG_WEIGHTS),
+    read with torch's restricted unpickler (`weights_only=True`: tensors and plain containers
+    only); one that needs anything more is refused. Weights from the object store never get here:
+    they are safetensors only (styleops.serialize, infra.registry)."""
     if not path.is_file():
         raise WeightsNotFoundError(f"VGG weights file not found: {path}\n{_HOW_TO}")
     if path.suffix == ".safetensors":
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        from styleops.serialize import load_state_dict
+
+        try:
+            return load_state_dict(path.read_bytes(), source=str(path))
+        except InvalidInputError as exc:
+            raise WeightsNotFoundError(str(exc)) from exc
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsNotFoundError(f"{path}: refused: not a plain state dict of tensors (torch's weights-only loader: {first[:300]}); pickled code is never run. Convert it to .safetensors.") from exc
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise WeightsNotFoundError(f"{path}: not a loadable state dict: {exc}") from exc
     if not isinstance(state, Mapping):
         raise WeightsNotFoundError(f"{path} does not hold a state dict")
     return dict(state)

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from safetensors.torch import load as load_safetensors
 
 from infra.progress import progress
 from infra.settings import get_settings
 from infra.version import code_version
 from styleops.device import resolve_device
-from styleops.serialize import to_safetensors
+from styleops.errors import InvalidInputError
+from styleops.serialize import PICKLE_SUFFIXES, load_state_dict, to_safetensors
 from styleops.train import StepLog, TrainConfig, TrainResult, add_style, train_multistyle, train_style
 from styleops.train_decoders import decoder_layer, train_adain, train_inverse
 from styleops.weights import resolve_weights_file
@@ -42,15 +42,23 @@ def sync_content(prefix: str, dest: Path, limit: int) -> list[Path]:
 
 
 def _init_state(init_from: str | None) -> dict[str, Any] | None:
-    """Warm-start weights: a local .safetensors path or a registry ref `per-style/<name>/<version>`."""
+    """Warm-start weights: a local .safetensors path or a registry ref `per-style/<name>/<version>`.
+
+    Only safetensors is read: a pickle checkpoint (.pt, .pth, .ckpt, or pickle bytes under any
+    name) is refused with InvalidInputError before anything is deserialized."""
     if not init_from:
         return None
     path = Path(init_from)
     if path.suffix == ".safetensors" and path.is_file():
-        return load_safetensors(path.read_bytes())
-    family, name, version = init_from.split("/")
+        return load_state_dict(path.read_bytes(), source=str(path))
+    if path.suffix.lower() in PICKLE_SUFFIXES or path.is_file():
+        raise InvalidInputError(f"init_from {init_from!r}: only .safetensors weights are loaded (pickle checkpoints such as .pt/.pth/.ckpt can run code and are refused)")
+    parts = init_from.split("/")
+    if len(parts) != 3:
+        raise InvalidInputError(f"init_from must be a local .safetensors file or <family>/<name>/<version>, got {init_from!r}")
+    family, name, version = parts
     reg = common.registry()
-    return load_safetensors(reg.weights_bytes(family, name, reg.resolve(family, name, version)))
+    return load_state_dict(reg.weights_bytes(family, name, reg.resolve(family, name, version)), source=init_from)
 
 
 @task(name="train-per-style-model", tags=["gpu"])
@@ -103,6 +111,9 @@ def _card_common(cfg: TrainConfig, result: TrainResult, content_prefix: str, n_c
     """Card fields every family shares: configs, data, final losses, curve, loss network, code."""
     settings = get_settings()
     weights_file = resolve_weights_file(settings.vgg_weights, cache_dir=settings.cache_dir)
+    for rollback in result.rollback_log:  # the engine logs them too, on `styleops.train` (not a run logger)
+        common.logger().warning("training rolled back: %s not finite at step %d, resumed from the checkpoint at step %d with learning rate x%g",
+                                rollback["cause"], rollback["step"], rollback["restored_step"], rollback["lr_scale"])
     return {
         "model_config": result.model_config,
         "train_config": cfg.to_dict(),
@@ -110,6 +121,7 @@ def _card_common(cfg: TrainConfig, result: TrainResult, content_prefix: str, n_c
         "content_images": n_content,
         "metrics": {**result.final_losses(), "steps": result.steps, "rollbacks": result.rollbacks, "seconds": round(time.time() - started, 1), "resumed_from": result.resumed_from},
         "loss_curve": result.history,
+        "rollback_log": result.rollback_log,
         "device": str(device),
         "loss_network": {"arch": "vgg16", "weights": str(weights_file.name) if weights_file else "torchvision-imagenet"},
         "code_version": code_version(),
@@ -176,7 +188,7 @@ def add_style_task(name: str, artwork_key: str, content_prefix: str, config: dic
     content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
     device = resolve_device(settings.device)
     enc = common.encoder(cfg.loss.layers, device, settings)
-    base_state = load_safetensors(reg.weights_bytes(common.MULTI_STYLE, name, base))
+    base_state = load_state_dict(reg.weights_bytes(common.MULTI_STYLE, name, base), source=f"{common.MULTI_STYLE}/{name}/{base}")
     model_cfg = base_card["model_config"]
     cfg = TrainConfig.from_dict({**cfg.to_dict(), "channels": model_cfg["channels"], "n_residual": model_cfg["n_residual"]})
     run_key = common.stable_hash({"add": name, "base": base, "artwork": art_sha, "config": cfg.to_dict(), "content": content_prefix, "replace": index})
