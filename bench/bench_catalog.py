@@ -1,0 +1,141 @@
+"""End-to-end catalog throughput (object store -> object store) vs the model alone, same images, same run.
+
+    .venv/bin/python bench/bench_catalog.py --size 512 --images 24
+    .venv/bin/python bench/bench_catalog.py --size 128 --images 5000 --rss    # memory of a long shard
+
+Starts its own embedded SeaweedFS (a temp dir), uploads `--images` real photos (from
+`--photos`, default the repo's examples; ../shared/data/train/content has 616) resized so their
+longer side is `--size`, imports the shipped Monet model, then measures:
+  model-only  `InferenceEngine.stylize_prepared` on the already-decoded, already-resized tensors;
+  end-to-end  `tasks.stylize.stylize_shard_task` on one shard: download, decode, stylize, encode,
+              upload with conditional puts, manifest rows committed (metrics off, as the model-only
+              side measures none; `--metrics` adds them).
+Both use the process's torch threads. --rss samples the resident set size every 0.5 s of the
+end-to-end run and prints it at each tenth of the images. Prints markdown rows for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def photos(src: Path, n: int, size: int) -> list[bytes]:
+    """n JPEGs (quality 90) of real photos, longer side `size`; cycled (and mirrored) when n > available."""
+    paths = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    out = []
+    for i in range(n):
+        with Image.open(paths[i % len(paths)]) as im:
+            im = im.convert("RGB")
+            im.thumbnail((size, size)) if max(im.size) > size else None
+            scale = size / max(im.size)
+            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))))
+            if (i // len(paths)) % 2:
+                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=90)
+            out.append(buf.getvalue())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--images", type=int, default=24)
+    ap.add_argument("--photos", type=Path, default=ROOT / "examples" / "catalog")
+    ap.add_argument("--metrics", action="store_true")
+    ap.add_argument("--rss", action="store_true", help="sample RSS during the end-to-end run; skip model-only")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="bench-catalog-"))
+    os.environ.update(STYLEOPS_HOME=str(home), STYLEOPS_BUCKET="bench-" + uuid.uuid4().hex[:8], STYLEOPS_DEVICE=args.device)
+    for var in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.pop(var, None)
+    from prefect.logging import disable_run_logger
+
+    from infra.local_store import ensure_embedded_store
+    from infra.settings import get_settings
+    from styleops.imageio import decode_image
+    from tasks import common, stylizers
+    from tasks.stylize import StylizeParams, stylize_shard_task
+    from tasks.training import import_model_task
+
+    ensure_embedded_store(get_settings())
+    get_settings.cache_clear()
+    st = common.store()
+    st.ensure_bucket()
+    data = photos(args.photos, args.images, args.size)
+    items = []
+    for i, d in enumerate(data):
+        put = st.put(f"catalog/bench/{i:05d}.jpg", d)
+        items.append((f"catalog/bench/{i:05d}.jpg", put.etag, len(d)))
+    models = ROOT / "examples" / "models"
+    with disable_run_logger():
+        import_model_task.fn(common.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json"))
+    params = StylizeParams(max_side=args.size)
+    source = stylizers.resolve("per-style", "monet", "v0001").source
+    device = get_settings().device
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
+
+    rows = []
+    if not args.rss:
+        built = stylizers.build("per-style", "monet", source, params=params, device=torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device), settings=get_settings())
+        engine = built.engine
+        prepared = [engine.prepare(decode_image(d).pixels) for d in data]
+        engine.stylize_prepared(prepared[:1])  # warm-up
+        t = time.perf_counter()
+        engine.stylize_prepared(prepared)
+        model_s = time.perf_counter() - t
+        rows.append(("model-only (decoded tensors)", args.images / model_s))
+
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        proc = psutil.Process()
+        while not stop.is_set():
+            samples.append((time.perf_counter(), proc.memory_info().rss))
+            stop.wait(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t = time.perf_counter()
+    with disable_run_logger():
+        counts = stylize_shard_task.fn("bench-s0000", items, "bench", "catalog/bench/", "monet", "v0001", params.to_dict(), None, args.metrics, source)
+    e2e_s = time.perf_counter() - t
+    stop.set()
+    sampler.join()
+    assert counts == {"ok": args.images, "failed": 0}, counts
+    rows.append((f"end-to-end (store -> store{', metrics' if args.metrics else ''})", args.images / e2e_s))
+
+    print(f"\n{machine}; {args.images} photos, longer side {args.size} px\n")
+    print("| variant | images/s | vs model-only |\n|---|---|---|")
+    for name, rate in rows:
+        print(f"| {name} | {rate:.2f} | {rate / rows[0][1]:.0%} |")
+    if args.rss:
+        print(f"\nRSS during the run ({args.images} images, {e2e_s:.0f} s):")
+        t0, peak = samples[0][0], 0
+        for k in range(11):
+            at = t0 + e2e_s * k / 10
+            rss = max((r for ts, r in samples if ts <= at), default=samples[0][1])
+            peak = max(peak, rss)
+            print(f"  {k * 10:3d}%: peak so far {rss / 2**20:,.0f} MiB")
+        print(f"  start {samples[0][1] / 2**20:,.0f} MiB, end {samples[-1][1] / 2**20:,.0f} MiB, peak {max(r for _, r in samples) / 2**20:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

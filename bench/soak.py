@@ -1,0 +1,162 @@
+"""Soak: catalog runs back to back for `--minutes` through the fault proxy, checking every run.
+
+    .venv/bin/python bench/soak.py --minutes 30 --images 48 [--photos ../shared/data/train/content]
+
+Starts its own SeaweedFS (a temp dir) behind `tests/faults/proxy.py`, uploads `--images` real
+photos, imports the shipped Monet model, then runs `stylize_catalog` (threads, Prefect's
+ephemeral API, metrics off) again and again, each round with a new `max_side` (so every image is
+to do again) while the proxy injects, per round, one each of 500 InternalError, 503 SlowDown,
+503 ServiceUnavailable, a connection reset (request and response side), a timeout, and every
+fifth round a real restart of the store, at random points of the round's requests.
+After each round, from the manifest: images with no row (lost), images with more than one `ok`
+row (duplicates), `ok` rows whose output is missing or has other bytes, `failed` rows by class.
+Prints a markdown summary (and --out JSON): rounds, images, faults by kind, lost, duplicates,
+RSS at start, end and peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import psutil
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def photos(src: Path, n: int, side: int = 256) -> list[bytes]:
+    paths = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    out = []
+    for i in range(n):
+        with Image.open(paths[i % len(paths)]) as im:
+            im = im.convert("RGB")
+            im.thumbnail((side, side))
+            if (i // len(paths)) % 2:
+                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=90)
+            out.append(buf.getvalue())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=30)
+    ap.add_argument("--images", type=int, default=48)
+    ap.add_argument("--photos", type=Path, default=ROOT / "examples" / "catalog")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="soak-"))
+    os.environ.update(STYLEOPS_HOME=str(home), STYLEOPS_BUCKET="soak-" + uuid.uuid4().hex[:8], STYLEOPS_DEVICE="cpu",
+                      PREFECT_HOME=str(home / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
+                      PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180", PREFECT_LOGGING_LEVEL="WARNING")
+    from prefect.logging import disable_run_logger
+
+    from flows.stylize_catalog import stylize_catalog
+    from infra.local_store import EmbeddedStore
+    from infra.settings import get_settings
+    from styleops.imageio import sha256_hex
+    from tasks import common
+    from tasks.stylize import StylizeParams
+    from tasks.training import import_model_task
+    from tests.faults.proxy import FaultProxy, Rule
+
+    service = EmbeddedStore(home / "store")
+    info = service.start()
+    proc = psutil.Process()
+    rss_start = proc.memory_info().rss
+    peak = [rss_start]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(1.0):
+            peak[0] = max(peak[0], proc.memory_info().rss)
+
+    threading.Thread(target=sample, daemon=True).start()
+    rng = random.Random(args.seed)
+    totals: Counter[str] = Counter()
+    faults: Counter[str] = Counter()
+    rounds, errors = [], []
+    try:
+        with FaultProxy(info.endpoint_url, store_dir=home / "store", hold_s=3.0) as proxy:
+            os.environ.update(AWS_ENDPOINT_URL=proxy.url, AWS_ACCESS_KEY_ID=info.access_key, AWS_SECRET_ACCESS_KEY=info.secret_key)
+            get_settings.cache_clear()
+            st = common.store()
+            st.ensure_bucket()
+            for i, data in enumerate(photos(args.photos, args.images)):
+                st.put(f"catalog/soak/{i:04d}.jpg", data)
+            models = ROOT / "examples" / "models"
+            with disable_run_logger():
+                import_model_task.fn(common.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json"))
+            deadline = time.monotonic() + args.minutes * 60
+            r = 0
+            while time.monotonic() < deadline:
+                max_side = 64 + 8 * (r % 64)
+                proxy.clear()
+                rules = [Rule(kind, skip=rng.randrange(5, 120)) for kind in ("internal_error", "slow_down", "unavailable", "timeout")]
+                rules += [Rule("reset", skip=rng.randrange(5, 120)), Rule("reset", after=True, skip=rng.randrange(5, 120))]
+                if r % 5 == 4:
+                    rules.append(Rule("restart", skip=rng.randrange(20, 100)))
+                proxy.add(*rules)
+                t = time.perf_counter()
+                try:
+                    summary = stylize_catalog(catalog="soak", style="monet", max_side=max_side, shard_size=8, metrics=False)
+                except Exception as exc:  # noqa: BLE001: a round that fails is counted, then rerun below
+                    errors.append(f"round {r}: {type(exc).__name__}: {exc}"[:300])
+                    summary = None
+                proxy.wait_up()
+                counts = proxy.counts()
+                faults.update(counts)
+                if summary is None or summary["failed"]:  # the same command again finishes what is left
+                    proxy.clear()
+                    summary = stylize_catalog(catalog="soak", style="monet", max_side=max_side, shard_size=8, metrics=False, retry_failed=True)
+                check = _check(common, st, sha256_hex, StylizeParams(max_side=max_side).hash, args.images)
+                totals.update(check)
+                rounds.append({"round": r, "max_side": max_side, "seconds": round(time.perf_counter() - t, 1), "faults": dict(counts), **check})
+                print(json.dumps(rounds[-1]), flush=True)
+                r += 1
+    finally:
+        stop.set()
+        service.stop()
+    result = {
+        "minutes": args.minutes, "images_per_round": args.images, "rounds": len(rounds), "images_processed": totals["ok_images"],
+        "faults_injected": dict(faults), "lost": totals["lost"], "duplicates": totals["duplicates"], "bad_outputs": totals["bad_outputs"],
+        "failed_rows": totals["failed_rows"], "round_errors": errors,
+        "rss_start_mib": round(rss_start / 2**20), "rss_end_mib": round(proc.memory_info().rss / 2**20), "rss_peak_mib": round(peak[0] / 2**20),
+    }
+    print(json.dumps(result, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps({**result, "per_round": rounds}, indent=1))
+
+
+def _check(common, st, sha256_hex, params_hash: str, n_images: int) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """One round's rows: every image must end with exactly one ok row whose output has its bytes."""
+    rows = common.manifest().read(filters=[("catalog", "=", "catalog/soak/"), ("params_hash", "=", params_hash)])
+    ok = rows[rows.status == "ok"]
+    per_image = ok.image_key.value_counts()
+    bad = 0
+    for row in ok.itertuples():
+        try:
+            bad += sha256_hex(st.get_bytes(row.output_key)) != row.output_sha256
+        except Exception:  # noqa: BLE001: a missing output counts as bad
+            bad += 1
+    return {"ok_images": int(per_image.size), "lost": n_images - int(per_image.size), "duplicates": int((per_image > 1).sum()),
+            "bad_outputs": int(bad), "failed_rows": int((rows.status == "failed").sum())}
+
+
+if __name__ == "__main__":
+    main()
