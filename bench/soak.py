@@ -113,20 +113,22 @@ def main() -> None:
                     rules.append(Rule("restart", skip=rng.randrange(20, 100)))
                 proxy.add(*rules)
                 t = time.perf_counter()
-                try:
-                    summary = stylize_catalog(catalog="soak", style="monet", max_side=max_side, shard_size=8, metrics=False)
-                except Exception as exc:  # noqa: BLE001: a round that fails is counted, then rerun below
-                    errors.append(f"round {r}: {type(exc).__name__}: {exc}"[:300])
-                    summary = None
-                proxy.wait_up()
-                counts = proxy.counts()
-                faults.update(counts)
-                if summary is None or summary["failed"]:  # the same command again finishes what is left
+                counts: Counter[str] = Counter()
+                for attempt in range(3):  # the same command again finishes what is left
+                    try:
+                        summary = stylize_catalog(catalog="soak", style="monet", max_side=max_side, shard_size=8, metrics=False, retry_failed=attempt > 0)
+                    except Exception as exc:  # noqa: BLE001: a run that fails is counted, then rerun
+                        errors.append(f"round {r} attempt {attempt}: {type(exc).__name__}: {exc}"[:300])
+                        summary = None
+                    proxy.wait_up()
+                    counts.update(proxy.counts())
                     proxy.clear()
-                    summary = stylize_catalog(catalog="soak", style="monet", max_side=max_side, shard_size=8, metrics=False, retry_failed=True)
+                    if summary is not None and not summary["failed"]:
+                        break
+                faults.update(counts)
                 check = _check(common, st, sha256_hex, StylizeParams(max_side=max_side).hash, args.images)
                 totals.update(check)
-                rounds.append({"round": r, "max_side": max_side, "seconds": round(time.perf_counter() - t, 1), "faults": dict(counts), **check})
+                rounds.append({"round": r, "max_side": max_side, "seconds": round(time.perf_counter() - t, 1), "runs": attempt + 1, "faults": dict(counts), **check})
                 print(json.dumps(rounds[-1]), flush=True)
                 r += 1
     finally:
