@@ -105,7 +105,7 @@ def main() -> None:
             deadline = time.monotonic() + args.minutes * 60
             r = 0
             while time.monotonic() < deadline:
-                max_side = 64 + 8 * (r % 64)
+                max_side, quality = 64 + 8 * (r % 64), 90 - r // 64  # new settings each round: every image to do again
                 proxy.clear()
                 rules = [Rule(kind, skip=rng.randrange(5, 120)) for kind in ("internal_error", "slow_down", "unavailable", "timeout")]
                 rules += [Rule("reset", skip=rng.randrange(5, 120)), Rule("reset", after=True, skip=rng.randrange(5, 120))]
@@ -116,7 +116,7 @@ def main() -> None:
                 counts: Counter[str] = Counter()
                 for attempt in range(3):  # the same command again finishes what is left
                     try:
-                        summary = stylize_catalog(catalog="soak", style="monet", max_side=max_side, shard_size=8, metrics=False, retry_failed=attempt > 0)
+                        summary = stylize_catalog(catalog="soak", style="monet", max_side=max_side, quality=quality, shard_size=8, metrics=False, retry_failed=attempt > 0)
                     except Exception as exc:  # noqa: BLE001: a run that fails is counted, then rerun
                         errors.append(f"round {r} attempt {attempt}: {type(exc).__name__}: {exc}"[:300])
                         summary = None
@@ -126,7 +126,7 @@ def main() -> None:
                     if summary is not None and not summary["failed"]:
                         break
                 faults.update(counts)
-                check = _check(common, st, sha256_hex, StylizeParams(max_side=max_side).hash, args.images)
+                check = _check(common, st, sha256_hex, StylizeParams(max_side=max_side, quality=quality).hash, args.images)
                 totals.update(check)
                 rounds.append({"round": r, "max_side": max_side, "seconds": round(time.perf_counter() - t, 1), "runs": attempt + 1, "faults": dict(counts), **check})
                 print(json.dumps(rounds[-1]), flush=True)

@@ -23,7 +23,7 @@ import boto3
 from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
 
 from infra.settings import Settings, get_settings
 
@@ -33,6 +33,21 @@ SHA256_META = "sha256"
 _CHUNK = 2**20
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
 _PRECONDITION_CODES = {"412", "PreconditionFailed", "ConditionalRequestConflict"}
+
+# How every client rides out a flaky or restarting store (tests/faults/test_store_faults.py).
+# botocore reads `max_attempts` as retries after the first try; standard mode waits
+# rand(0, 1) x 50 ms x 2^i before retry i (20 s cap) after a 5xx or connection error (from 1 s
+# for throttling, 503 SlowDown). 8 retries wait 6.4 s in all on average and are all spent
+# within 5 s 29% of the time: less than a SeaweedFS restart (~2 s down, then up to ~4.5 s of
+# 500s). 12 retries wait ~43 s on average (86 s at most), under 6 s once in 200,000.
+# (Standard mode also has a per-client retry quota: ~35 retries without a success in between.)
+MAX_ATTEMPTS = 12
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 60.0  # the longest wait for the next bytes of an answer, not for the whole request
+# botocore retries a request until its answer's headers arrive; a body cut or stalled after that
+# (ResponseStreamingError, ReadTimeoutError, IncompleteReadError) is ours to retry: the GET again.
+BODY_ATTEMPTS = 4
+_CUT_BODY = (HTTPClientError, IncompleteReadError)
 
 
 class StoreError(Exception):
@@ -131,17 +146,17 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
-def make_s3_client(settings: Settings | None = None, *, max_attempts: int = 8) -> Any:
+def make_s3_client(settings: Settings | None = None, *, max_attempts: int | None = None) -> Any:
     """A boto3 S3 client for the configured store (or the embedded one)."""
     return _client_for((settings or get_settings()).s3_connection(), max_attempts=max_attempts)
 
 
-def _client_for(connection: dict[str, Any], *, max_attempts: int = 8) -> Any:
+def _client_for(connection: dict[str, Any], *, max_attempts: int | None = None) -> Any:
     """Path-style addressing (SeaweedFS has no virtual hosts); checksums only where we send them."""
     config = Config(
-        retries={"mode": "standard", "max_attempts": max_attempts},
-        connect_timeout=5,
-        read_timeout=60,
+        retries={"mode": "standard", "max_attempts": max_attempts or MAX_ATTEMPTS},
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
         max_pool_connections=32,
         s3={"addressing_style": "path"},
         request_checksum_calculation="when_required",
@@ -277,14 +292,7 @@ class ObjectStore:
         oversized object is never held in memory.
         """
         validate_key(key)
-        with self._errors(key):
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
-            body = response["Body"]
-            size = response.get("ContentLength")
-            if max_bytes is not None and size is not None and size > max_bytes:
-                body.close()
-                raise ObjectTooLargeError(f"{self.uri(key)} is {size} bytes, over the limit of {max_bytes} bytes", size=size, max_bytes=max_bytes)
-            data = body.read()
+        response, data = self._get_with_body(key, max_bytes)
         if max_bytes is not None and len(data) > max_bytes:  # a response without a Content-Length
             raise ObjectTooLargeError(f"{self.uri(key)} is {len(data)} bytes, over the limit of {max_bytes} bytes", size=len(data), max_bytes=max_bytes)
         metadata = dict(response.get("Metadata", {}))
@@ -305,13 +313,19 @@ class ObjectStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
         try:
-            with self._errors(key):
-                response = self.client.get_object(Bucket=self.bucket, Key=key)
-                sha = hashlib.sha256()
-                with partial.open("wb") as f:
-                    for chunk in response["Body"].iter_chunks(_CHUNK):
-                        sha.update(chunk)
-                        f.write(chunk)
+            for attempt in range(1, BODY_ATTEMPTS + 1):
+                with self._errors(key):
+                    response = self.client.get_object(Bucket=self.bucket, Key=key)
+                    sha = hashlib.sha256()
+                    try:
+                        with partial.open("wb") as f:
+                            for chunk in response["Body"].iter_chunks(_CHUNK):
+                                sha.update(chunk)
+                                f.write(chunk)
+                        break
+                    except _CUT_BODY:
+                        if attempt == BODY_ATTEMPTS:
+                            raise
             _check_sha256(key, response.get("Metadata", {}), sha.hexdigest())
             partial.replace(path)
         finally:
@@ -400,6 +414,24 @@ class ObjectStore:
                 return self.client.head_object(Bucket=self.bucket, Key=key)
         except ObjectNotFoundError:
             return None
+
+    def _get_with_body(self, key: str, max_bytes: int | None) -> tuple[dict[str, Any], bytes]:
+        """get_object and its whole body; the GET again when the body is cut or stalls mid-way."""
+        for attempt in range(1, BODY_ATTEMPTS + 1):
+            with self._errors(key):
+                response = self.client.get_object(Bucket=self.bucket, Key=key)
+                body = response["Body"]
+                size = response.get("ContentLength")
+                if max_bytes is not None and size is not None and size > max_bytes:
+                    body.close()
+                    raise ObjectTooLargeError(f"{self.uri(key)} is {size} bytes, over the limit of {max_bytes} bytes", size=size, max_bytes=max_bytes)
+                try:
+                    return response, body.read()
+                except _CUT_BODY:
+                    body.close()
+                    if attempt == BODY_ATTEMPTS:
+                        raise
+        raise AssertionError("unreachable")
 
     def _in_scope(self, key: str) -> bool:
         return self.writable_prefixes is None or key.startswith(self.writable_prefixes)

@@ -6,6 +6,7 @@
   uploads) costs ~0.5-0.8 s a test, here ~30 tests; each test writes under keys of its own.
 - `fault_settings` (function): get_settings(), which `tasks.common.store()` reads, pointed at that
   bucket through the environment (as `pipeline_env` does), the cache cleared before and after.
+- `fault_proxy` (module): the fault-injecting proxy (tests/faults/proxy.py) in front of the store.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 from infra.local_store import StoreInfo
 from infra.settings import Settings, get_settings
 from infra.store import ObjectStore
+from tests.faults.proxy import FaultProxy
 
 
 @pytest.fixture(scope="module")
@@ -53,3 +55,13 @@ def fault_settings(fault_store: ObjectStore, embedded_store: StoreInfo, tmp_path
         yield settings
     finally:
         get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def fault_proxy(embedded_store: StoreInfo) -> Iterator[FaultProxy]:
+    """A FaultProxy (tests/faults/proxy.py, its own process) in front of the session's SeaweedFS,
+    with no rules until a test adds some (`fault_proxy.clear()` between scenarios). Point settings
+    at `fault_proxy.url`. Its `restart` rules only refuse connections for 3 s: the session's store
+    is shared by every module, so a test that really restarts a store starts one of its own."""
+    with FaultProxy(embedded_store.endpoint_url, hold_s=3.0) as proxy:
+        yield proxy

@@ -272,7 +272,7 @@ def test_client_configuration(s3_settings: Settings) -> None:
 
     # botocore reads retries["max_attempts"] as retries after the first try.
     assert config.retries == {"mode": "standard", "total_max_attempts": 6}
-    assert make_s3_client(s3_settings).meta.config.retries == {"mode": "standard", "total_max_attempts": 9}
+    assert make_s3_client(s3_settings).meta.config.retries == {"mode": "standard", "total_max_attempts": 13}
     assert (config.connect_timeout, config.read_timeout) == (5, 60)
     assert config.s3["addressing_style"] == "path"
     assert config.request_checksum_calculation == "when_required"
