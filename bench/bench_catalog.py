@@ -131,7 +131,7 @@ def main() -> None:
     print(f"\n{machine}; {args.images} photos, longer side {args.size} px\n")
     print("| variant | images/s | vs model-only |\n|---|---|---|")
     for name, rate in rows:
-        print(f"| {name} | {rate:.2f} | {rate / rows[0][1]:.0%} |")
+        print(f"| {name} | {rate:.2f} | {rate / rows[0][1]:.0%} |" if len(rows) > 1 else f"| {name} | {rate:.2f} | - |")
     if args.rss:
         print(f"\nRSS during the run ({args.images} images, {e2e_s:.0f} s):")
         t0, peak = samples[0][0], 0
