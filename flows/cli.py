@@ -28,11 +28,13 @@ console = Console()
 
 
 class RateColumn(ProgressColumn):
-    """Items per second of a bar (images/s for the stylize bars)."""
+    """Items per second of a bar since it started (images/s for the stylize bars)."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:,.2f}/s", style="progress.data.speed")
+        elapsed = task.finished_time if task.finished else task.elapsed
+        if not elapsed or not task.completed:
+            return Text("")
+        return Text(f"{task.completed / elapsed:,.1f}/s", style="progress.data.speed")
 
 
 class RichReporter:
