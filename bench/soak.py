@@ -17,7 +17,6 @@ RSS at start, end and peak.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -30,25 +29,10 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def photos(src: Path, n: int, side: int = 256) -> list[bytes]:
-    paths = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    out = []
-    for i in range(n):
-        with Image.open(paths[i % len(paths)]) as im:
-            im = im.convert("RGB")
-            im.thumbnail((side, side))
-            if (i // len(paths)) % 2:
-                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=90)
-            out.append(buf.getvalue())
-    return out
+sys.path.insert(0, str(ROOT / "bench"))
 
 
 def main() -> None:
@@ -73,6 +57,7 @@ def main() -> None:
     from tasks import common
     from tasks.stylize import StylizeParams
     from tasks.training import import_model_task
+    from bench_catalog import photos  # real photos as JPEGs, longer side 256 px
     from tests.faults.proxy import FaultProxy, Rule
 
     service = EmbeddedStore(home / "store")
@@ -97,7 +82,7 @@ def main() -> None:
             get_settings.cache_clear()
             st = common.store()
             st.ensure_bucket()
-            for i, data in enumerate(photos(args.photos, args.images)):
+            for i, data in enumerate(photos(args.photos, args.images, 256)):
                 st.put(f"catalog/soak/{i:04d}.jpg", data)
             models = ROOT / "examples" / "models"
             with disable_run_logger():
