@@ -197,6 +197,9 @@ class StreamStylizer:
         """Decode on the GPU what was left encoded, prepare, stylize, measure, and mark when each
         result is ready for its encode. Not under inference mode: Gatys optimizes its output."""
         self._decode_on_device([j for j in batch if j._pixels is None])
+        batch = [j for j in batch if j.error is None]
+        if not batch:
+            return
         current = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
         for j in batch:
             if j._ready is not None and j._pixels is not None and current is not None:  # decoded in a load thread
@@ -245,7 +248,10 @@ class StreamStylizer:
             self.stats.gpu_decoded += len(jobs)
         except RuntimeError:
             for j in jobs:
-                j._pixels = decode_image(j._data or b"", max_pixels=self.limits[0], max_bytes=self.limits[1]).pixels
+                try:
+                    j._pixels = decode_image(j._data or b"", max_pixels=self.limits[0], max_bytes=self.limits[1]).pixels
+                except self.expected as exc:  # corrupt past its header: this image fails, the batch goes on
+                    j.error = exc
         for j in jobs:
             j._data = None
 
