@@ -6,7 +6,7 @@
   processes, each with cores/N torch threads. `address`: connect to a running scheduler
   (`dask scheduler` + `dask worker tcp://... --resources GPU=1` on each GPU machine; see
   infra/deploy/dask/ and the README).
-- `gpu_annotation()`: inside it, submitted tasks are annotated `resources={"GPU": 1}` when the
+- `gpu_annotation(runner)`: inside it, submitted tasks are annotated `resources={"GPU": 1}` when the
   flow runs on Dask and some worker declares a GPU resource, so each GPU runs one shard at a
   time. Without such workers there is no annotation (a resource no worker has would never run).
 """
@@ -18,7 +18,6 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from prefect.context import FlowRunContext
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 
@@ -45,13 +44,10 @@ def gpu_workers(runner: Any) -> int:
 
 
 @contextlib.contextmanager
-def gpu_annotation(runner: TaskRunner | None = None) -> Iterator[None]:
-    """Annotate tasks submitted inside with resources={"GPU": 1} when `runner` (default: the
-    current flow's) is a Dask cluster with GPU workers."""
-    if runner is None:
-        ctx = FlowRunContext.get()
-        runner = ctx.task_runner if ctx else None
-    if runner is None or not gpu_workers(runner):
+def gpu_annotation(runner: TaskRunner) -> Iterator[None]:
+    """Annotate tasks submitted inside with resources={"GPU": 1} when `runner` is a Dask cluster
+    with GPU workers."""
+    if not gpu_workers(runner):
         yield
         return
     import dask

@@ -7,7 +7,8 @@ Every stage runs at once: while the device works on one batch, background thread
 decode the next images and encode and write the previous results. Queues are bounded (`depth`
 images waiting to be batched, `max_pending` in partial buckets, `depth` writes in flight), so
 memory stays flat however long the stream. On CUDA, complete RGB/greyscale JPEGs that need no
-EXIF rotation are decoded on the GPU in batches (`torchvision.io.decode_jpeg`, nvJPEG), anything
+EXIF rotation are decoded on the GPU in the load threads, each on its own CUDA stream
+(`torchvision.io.decode_jpeg`, nvJPEG), anything
 else on the CPU (`styleops.imageio.decode_image`); JPEG output is encoded on the GPU too. CPU
 tensors go to the GPU from pinned memory with non-blocking copies.
 
@@ -51,7 +52,6 @@ class Job(Generic[T]):
     encoded: bytes | None = None  # the output file's bytes
     error: Exception | None = None
     decoded_on: str = "cpu"  # where the input was decoded: cpu | cuda
-    _data: bytes | None = None  # encoded input, kept until decoded
     _pixels: Tensor | None = None  # uint8 [3, H, W]
     _output: Tensor | None = None  # float [3, h, w] in [0, 1] (device) or uint8 (pinned host copy)
     _ready: Any = None  # torch.cuda.Event: the host copy of _output is complete
@@ -146,47 +146,49 @@ class StreamStylizer:
     # -- stages -------------------------------------------------------------------------------
 
     def load_one(self, item: T) -> Job[T]:
-        """Download and, unless it will be decoded on the GPU, decode one item (what `run` does in
-        its load threads); a bad one gets `error`, never raises."""
+        """Download and decode one item (what `run` does in its load threads; on the GPU for plain
+        JPEGs when CUDA); a bad one gets `error`, never raises."""
         job: Job[T] = Job(item)
         max_pixels, max_bytes = self.limits
         try:
             data = self.load(item)
             size = plain_jpeg_size(data, max_pixels=max_pixels, max_bytes=max_bytes) if self.gpu_decode or self.jpeg_decoder else None
             if size is not None and self.gpu_decode:
-                job._data, job.in_size = data, size
-                self._decode_in_loader(job)
+                self._decode_on_device(job, data, size)
             elif size is not None and self.jpeg_decoder is not None:
-                job._pixels, job.in_size = self.jpeg_decoder(data), size
-            else:
+                job._pixels = self.jpeg_decoder(data)
+            if job._pixels is None:  # anything else, or nvJPEG refused it: the CPU decoder
                 job._pixels = decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes).pixels
-                job.in_size = (job._pixels.shape[-2], job._pixels.shape[-1])
+            job.in_size = (job._pixels.shape[-2], job._pixels.shape[-1])
         except self.expected as exc:
             job.error = exc
         return job
 
-    def _decode_in_loader(self, job: Job[T]) -> None:
+    def _decode_on_device(self, job: Job[T], data: bytes, size: tuple[int, int]) -> None:
         """nvJPEG decode of one image in a load thread, on that thread's own CUDA stream, so it
-        overlaps the device stage's work; an event tells the device stage when it is done. A
-        decoder error leaves the bytes for the device stage's batched decode and its CPU fallback."""
+        overlaps the device stage's work; `job._ready` tells the device stage when it is done.
+        Leaves `job._pixels` unset when nvJPEG fails or disagrees with the header (CPU fallback)."""
         from torchvision.io import ImageReadMode, decode_jpeg
 
+        stream = self._thread_stream()
+        try:
+            with torch.cuda.stream(stream):
+                img = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB, device=self.device)
+                ready = torch.cuda.Event()
+                ready.record(stream)
+        except RuntimeError:
+            return
+        if tuple(img.shape[-2:]) == size:
+            job._pixels, job._ready, job.decoded_on = img, ready, "cuda"
+            with self._lock:
+                self.stats.gpu_decoded += 1
+
+    def _thread_stream(self) -> torch.cuda.Stream:
+        """This pipeline thread's own CUDA stream (created on first use)."""
         stream = getattr(self._streams, "stream", None)
         if stream is None:
             stream = self._streams.stream = torch.cuda.Stream(self.device)
-        try:
-            with torch.cuda.stream(stream):
-                img = decode_jpeg(torch.frombuffer(bytearray(job._data or b""), dtype=torch.uint8), mode=ImageReadMode.RGB, device=self.device)
-                job._ready = torch.cuda.Event()
-                job._ready.record(stream)
-        except RuntimeError:
-            return
-        if tuple(img.shape[-2:]) == job.in_size:
-            job._pixels, job._data, job.decoded_on = img, None, "cuda"
-            with self._lock:
-                self.stats.gpu_decoded += 1
-        else:
-            job._ready = None
+        return stream
 
     def _bucket(self, job: Job[T]) -> Hashable:
         assert job.in_size is not None
@@ -194,12 +196,8 @@ class StreamStylizer:
         return bucket(*job.in_size) if bucket else job.in_size
 
     def _device_stage(self, batch: list[Job[T]]) -> None:
-        """Decode on the GPU what was left encoded, prepare, stylize, measure, and mark when each
-        result is ready for its encode. Not under inference mode: Gatys optimizes its output."""
-        self._decode_on_device([j for j in batch if j._pixels is None])
-        batch = [j for j in batch if j.error is None]
-        if not batch:
-            return
+        """Prepare, stylize, measure, and mark when each result is ready for its encode.
+        Not under inference mode: Gatys optimizes its output."""
         current = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
         for j in batch:
             if j._ready is not None and j._pixels is not None and current is not None:  # decoded in a load thread
@@ -232,37 +230,12 @@ class StreamStylizer:
             job._ready = torch.cuda.Event()  # _finish (GPU JPEG encode or host copy) waits for this
             job._ready.record()
 
-    def _decode_on_device(self, jobs: list[Job[T]]) -> None:
-        """Batched nvJPEG decode; any failure falls back to the CPU decoder, image by image."""
-        if not jobs:
-            return
-        from torchvision.io import ImageReadMode, decode_jpeg
-
-        try:
-            data = [torch.frombuffer(bytearray(j._data or b""), dtype=torch.uint8) for j in jobs]
-            images = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
-            if any(tuple(img.shape[-2:]) != j.in_size for img, j in zip(images, jobs, strict=True)):
-                raise RuntimeError("decoded size differs from the header")
-            for img, j in zip(images, jobs, strict=True):
-                j._pixels, j.decoded_on = img, "cuda"
-            self.stats.gpu_decoded += len(jobs)
-        except RuntimeError:
-            for j in jobs:
-                try:
-                    j._pixels = decode_image(j._data or b"", max_pixels=self.limits[0], max_bytes=self.limits[1]).pixels
-                except self.expected as exc:  # corrupt past its header: this image fails, the batch goes on
-                    j.error = exc
-        for j in jobs:
-            j._data = None
-
     def _encode_on_device(self, job: Job[T]) -> bytes:
         """nvJPEG encode of one result in a write thread, on that thread's own CUDA stream, after
         the device stage's work on it (an event): the device stage never waits for encoding."""
         from torchvision.io import encode_jpeg
 
-        stream = getattr(self._streams, "stream", None)
-        if stream is None:
-            stream = self._streams.stream = torch.cuda.Stream(self.device)
+        stream = self._thread_stream()
         with torch.cuda.stream(stream):
             stream.wait_event(job._ready)
             encoded = encode_jpeg(to_uint8(job._output), quality=min(self.quality, 95))  # type: ignore[arg-type]
@@ -284,7 +257,7 @@ class StreamStylizer:
                     job.encoded = self.encoder(job._output)
             except self.expected as exc:
                 job.error = exc
-        job._output = job._pixels = job._data = job._ready = None
+        job._output = job._pixels = job._ready = None
         with self._lock:
             self.stats.images += 1
             self.stats.failed += job.error is not None
