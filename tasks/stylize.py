@@ -208,9 +208,12 @@ def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id:
     bar = f"stylize:{style}:{shard_id}"
     progress().start(bar, f"stylize {style} {shard_id}", len(items))
     table = common.manifest()
-    counts = {"ok": 0, "failed": 0}
+    # An earlier attempt of this shard (a Dask worker killed after its commit, a Prefect retry)
+    # may have recorded some images already: those are not redone, so no image gets two rows.
+    recorded = set(table.read_arrow(filters=[("run_id", "=", run_id), ("shard_id", "=", shard_id), ("status", "=", "ok")], columns=["image_key"]).column("image_key").to_pylist()) if table.exists() else set()
+    counts = {"ok": len(recorded), "failed": 0}
     rows: list[dict[str, Any]] = []
-    for row in stream.run(Fetched(*item) for item in items):
+    for row in stream.run(Fetched(*item) for item in items if item[0] not in recorded):
         rows.append(row)
         counts[row["status"]] += 1
         progress().advance(bar, 1)
