@@ -22,7 +22,7 @@ from torch import Tensor
 from styleops.color import COLOR_MODES, preserve_colors
 from styleops.errors import InvalidInputError
 from styleops.imageio import resize_max_side
-from styleops.losses import LossWeights, PerceptualLoss
+from styleops.losses import LossWeights, PerceptualLoss, calibrate, measure_calibration
 from styleops.metrics import min_side, pad_to_min_side
 from styleops.vgg import VGGEncoder
 
@@ -53,9 +53,16 @@ def gatys(content: Tensor, artwork: Tensor, encoder: VGGEncoder, config: GatysCo
     at a scale are optimized padded to it there and cropped back (see the module docstring).
     """
     cfg = config or GatysConfig()
+    # Any layout in (a permuted view of a Pillow array, say): L-BFGS flattens gradients with .view().
+    content, artwork = content.contiguous(), artwork.contiguous()
     device = next(encoder.parameters()).device
-    loss_fn = PerceptualLoss(encoder, cfg.loss)
-    grams = loss_fn.style_targets(resize_max_side(artwork, cfg.style_size)[None].to(device))
+    art = resize_max_side(artwork, cfg.style_size)[None].to(device)
+    weights = cfg.loss
+    if weights.calibrate:  # measured on this photo (at its final size) and this artwork
+        photo = pad_to_min_side(resize_max_side(content, (cfg.scales or (None,))[-1])[None].to(device), min_side(encoder))
+        weights = calibrate(weights, measure_calibration(encoder, weights, photo, art))
+    loss_fn = PerceptualLoss(encoder, weights)
+    grams = loss_fn.style_targets(art)
     g = torch.Generator().manual_seed(cfg.seed)
     history: list[float] = []
     image: Tensor | None = None
@@ -74,7 +81,7 @@ def gatys(content: Tensor, artwork: Tensor, encoder: VGGEncoder, config: GatysCo
 
 
 def _optimize(start: Tensor, target: Tensor, grams: dict[str, Tensor], loss_fn: PerceptualLoss, cfg: GatysConfig, history: list[float], progress: Callable[[int, float], None] | None) -> Tensor:
-    x = start.detach().clone().requires_grad_(True)
+    x = start.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
     with torch.no_grad():
         target_features = loss_fn.encoder(target)  # once, not at every evaluation
 

@@ -34,3 +34,18 @@ def test_bad_config_is_refused() -> None:
         GatysConfig(optimizer="sgd")
     with pytest.raises(InvalidInputError):
         GatysConfig(init="zeros")
+
+
+def test_any_memory_layout_is_accepted(encoder: VGGEncoder, photos: list, artwork: torch.Tensor) -> None:
+    """A channels-last view straight from a Pillow array (permute, not contiguous) works like a copy."""
+    import numpy as np
+    from PIL import Image
+
+    hwc = np.array(Image.open(photos[0]).convert("RGB").resize((40, 28)))
+    content = torch.from_numpy(hwc).permute(2, 0, 1).float() / 255.0
+    assert not content.is_contiguous()
+    art = artwork.permute(0, 2, 1).transpose(1, 2)  # same values, non-contiguous
+    cfg = GatysConfig(iterations=3, style_size=48)
+    a, _ = gatys(content, art, encoder, cfg)
+    b, _ = gatys(content.contiguous(), artwork.contiguous(), encoder, cfg)
+    assert torch.equal(a, b)
