@@ -16,6 +16,7 @@ from rich.text import Text
 from rich.table import Table
 
 from styleops.losses import LossWeights
+from styleops.train import TrainConfig
 
 app = typer.Typer(help="StyleOps: neural style transfer as a batch pipeline (Prefect + S3 + Delta).", no_args_is_help=True, pretty_exceptions_show_locals=False)
 store_app = typer.Typer(help="The embedded SeaweedFS object store (used when no AWS_ENDPOINT_URL/credentials are set).", no_args_is_help=True)
@@ -231,15 +232,16 @@ def train_style_cmd(
     content_weight: float = typer.Option(LossWeights().content_weight),
     tv_weight: float = typer.Option(LossWeights().tv_weight),
     lr: float = typer.Option(1e-3),
+    warmup_steps: int = typer.Option(TrainConfig().warmup_steps, help="Linear learning-rate warm-up, steps."),
+    output: str = typer.Option(TrainConfig().output, help="Output of the net: direct (Johnson), residual or logit_residual (start at the photo; docs/quality.md)."),
     seed: int = typer.Option(0),
     init_from: str | None = typer.Option(None, help="Warm start: a .safetensors file or per-style/<name>/<version>."),
 ) -> None:
     """Train a per-style model, register it, promote it if it is the style's first."""
     from flows.train_style import train_style
-    from styleops.train import TrainConfig
 
     loss = LossWeights(style_weight=style_weight, content_weight=content_weight, tv_weight=tv_weight)
-    cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, batch_size=batch_size, channels=channels, lr=lr, seed=seed, loss=loss)
+    cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, batch_size=batch_size, channels=channels, lr=lr, seed=seed, loss=loss, warmup_steps=warmup_steps, output=output)
     result = _run(train_style, artwork_key=artwork, content_prefix=content, style=style, config=cfg.to_dict(), init_from=init_from)
     console.print(_table(f"per-style/{result['style']} {result['version']}", {**result["metrics"], "sha256": result["sha256"][:16], "promoted": result["promoted"]}))
 

@@ -8,7 +8,7 @@ Every loss returns a scalar averaged over the batch.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,11 @@ class LossWeights:
     style_weight: float = 5.0
     tv_weight: float = 10.0
     pixel_weight: float = 0.0  # inverse-network training only: MSE to the source image where there is one
+    # Penalty on output values outside [0, 1] (mean squared excess): what `stylize` clamps away.
+    range_weight: float = 0.0
+    # True: the layer weights above are multipliers of per-layer scales measured on the data
+    # (`calibrate`); training and Gatys replace them with the measured absolute weights.
+    calibrate: bool = False
 
     def __post_init__(self) -> None:
         if not self.content_layers and not self.style_layers:
@@ -106,10 +111,13 @@ class PerceptualLoss(nn.Module):
         feats = self.encoder(style_images)
         return {name: gram_matrix(feats[name]) for name in self.weights.style_layers}
 
-    def forward(self, output: Tensor, content: Tensor, style_grams: Mapping[str, Tensor], content_features: Mapping[str, Tensor] | None = None) -> LossTerms:
+    def forward(self, output: Tensor, content: Tensor, style_grams: Mapping[str, Tensor], content_features: Mapping[str, Tensor] | None = None, weights: LossWeights | None = None) -> LossTerms:
         """output, content: [N, 3, H, W] in [0, 1]; style_grams from `style_targets`;
-        content_features: `encoder(content)` if already computed (optimizing one image: Gatys)."""
-        w = self.weights
+        content_features: `encoder(content)` if already computed (optimizing one image: Gatys);
+        weights: this call's weights (same layers), e.g. one style's calibrated weights."""
+        w = weights or self.weights
+        if w.calibrate:
+            raise InvalidInputError("a calibrated loss recipe must be calibrated first (styleops.losses.calibrate)")
         out_feats = self.encoder(output)
         with torch.no_grad():
             content_feats = content_features if content_features is not None else (self.encoder(content) if w.content_layers else {})
@@ -117,4 +125,53 @@ class PerceptualLoss(nn.Module):
         s = sum((lw * style_loss(out_feats[n], style_grams[n]) for n, lw in w.style_layers.items()), output.new_zeros((), dtype=torch.float32))
         tv = total_variation(output.float())
         content_term, style_term, tv_term = w.content_weight * c, w.style_weight * s, w.tv_weight * tv
+        if w.range_weight:
+            out = output.float()
+            tv_term = tv_term + w.range_weight * (out - out.clamp(0, 1)).pow(2).mean()  # reported with the TV term
         return LossTerms(content_term + style_term + tv_term, content_term, style_term, tv_term)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What `calibrate` measured: per-layer distances on the calibration pair (loss-network units)."""
+
+    content_energy: dict[str, float]  # mean squared feature of the photos, per content layer
+    style_distance: dict[str, float]  # Gram distance photos -> artwork, per style layer
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        return {"content_energy": dict(self.content_energy), "style_distance": dict(self.style_distance)}
+
+
+@torch.no_grad()
+def measure_calibration(encoder: VGGEncoder, weights: LossWeights, photos: Tensor, artwork: Tensor) -> Calibration:
+    """Per-layer scales of the loss on a calibration pair.
+
+    photos: [N, 3, H, W] in [0, 1] (the content the model will see); artwork: [1, 3, h, w] or [3, h, w].
+    Content: the photos' mean squared activation at each content layer (the content distance of
+    an image that kept nothing of them). Style: the mean over photos of the Gram distance
+    (`style_loss`) between each photo and the artwork at each style layer.
+    """
+    art = artwork[None] if artwork.dim() == 3 else artwork
+    feats = encoder(photos)
+    art_feats = encoder(art)
+    energy = {n: float(feats[n].float().pow(2).mean()) for n in weights.content_layers}
+    distance = {}
+    for n in weights.style_layers:
+        target = gram_matrix(art_feats[n])
+        distance[n] = float(torch.stack([style_loss(feats[n][i : i + 1], target) for i in range(photos.shape[0])]).mean())
+    return Calibration(energy, distance)
+
+
+def calibrate(weights: LossWeights, calibration: Calibration) -> LossWeights:
+    """Absolute layer weights from a calibrated recipe: multiplier / measured scale, per layer.
+
+    On the calibration pair the result gives every style layer a Gram distance of exactly its
+    multiplier (1 by default), and the content term of an image that kept nothing of the photos
+    (zero features) is 1 per layer. Weights that are not a calibrated recipe are returned as is.
+    """
+    if not weights.calibrate:
+        return weights
+    tiny = 1e-12
+    content = {n: m / max(calibration.content_energy[n], tiny) for n, m in weights.content_layers.items()}
+    style = {n: m / max(calibration.style_distance[n], tiny) for n, m in weights.style_layers.items()}
+    return replace(weights, content_layers=content, style_layers=style, calibrate=False)

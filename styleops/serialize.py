@@ -117,6 +117,8 @@ def from_safetensors(blob: bytes, *, source: str = "weights") -> nn.Module:  # T
         config = json.loads(meta.get("config", "{}"))
         if not isinstance(config, dict):
             raise ValueError("not a JSON object")
+        if issubclass(cls, TransformerNet):
+            config.setdefault("output", "direct")  # files written before the output parameterization existed
         with torch.device("meta"):
             skeleton = cls(**config)
     except (TypeError, ValueError, RuntimeError) as exc:

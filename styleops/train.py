@@ -26,12 +26,13 @@ from torch.utils.data import DataLoader, Dataset
 from styleops.device import autocast, autocast_dtype, resolve_device
 from styleops.errors import ImageError, InvalidInputError, StyleOpsError
 from styleops.imageio import read_image, resize_max_side, to_float
-from styleops.losses import LossTerms, LossWeights, PerceptualLoss
+from styleops.losses import Calibration, LossTerms, LossWeights, PerceptualLoss, calibrate, measure_calibration
 from styleops.models.multistyle import MultiStyleTransformerNet
 from styleops.models.transformer import TransformerNet
 from styleops.vgg import VGGEncoder
 
 CHECKPOINT_FILE = "checkpoint.pt"
+CALIBRATION_PHOTOS = 16  # content crops a calibrated loss is measured on (a fixed, seeded sample)
 
 _log = logging.getLogger(__name__)
 
@@ -49,11 +50,16 @@ class TrainConfig:
     image_size: int = 256  # content crops, pixels (square)
     style_size: int = 512  # artwork resized so its longer side is this many pixels
     lr: float = 1e-3
+    # Linear learning-rate warm-up over the first steps: Adam's first updates are ~lr per weight
+    # whatever the gradient's size, and at full lr they threw the net far from its start (loss x10
+    # within 10 steps, docs/quality.md).
+    warmup_steps: int = 100
     # Multi-style and add-style: learning-rate multiplier on the per-style scale/shift. x10 brought a
     # 2-style net within 6-9% of dedicated models at equal steps per style (x1: 1.8-3.9x; docs/benchmarks.md).
     style_lr_scale: float = 10.0
     channels: int = 32
     n_residual: int = 5
+    output: str = "logit_residual"  # TransformerNet output parameterization (styleops.models.transformer)
     loss: LossWeights = field(default_factory=LossWeights)
     seed: int = 0
     checkpoint_every: int = 100
@@ -76,6 +82,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
         d = dict(d)
+        d.setdefault("output", "direct")  # recorded before the output parameterization existed
+        d.setdefault("warmup_steps", 0)  # likewise, before warm-up existed
         if isinstance(d.get("loss"), Mapping):
             d["loss"] = LossWeights(**d["loss"])
         return cls(**d)
@@ -112,12 +120,24 @@ class TrainResult:
     # One entry per rollback: {"step": the step whose loss or gradient was not finite,
     # "restored_step": the checkpoint's step it went back to, "lr_scale": the scale from then on, "cause"}.
     rollback_log: list[dict[str, Any]] = field(default_factory=list)
+    # The absolute loss weights trained with, one per style (calibrated where config.loss asked).
+    loss_weights: list[LossWeights] = field(default_factory=list)
+    calibrations: list[Calibration] = field(default_factory=list)
 
     def final_losses(self, last: int = 5) -> dict[str, float]:
         """Mean of the last `last` logged entries (smoother than the very last step)."""
         tail = self.history[-last:]
         keys = ("total", "content", "style", "tv")
         return {k: sum(h[k] for h in tail) / len(tail) for k in keys} if tail else {}
+
+
+@dataclass(frozen=True)
+class StyleTarget:
+    """One artwork's Gram targets and the absolute loss weights to train towards it with."""
+
+    grams: dict[str, Tensor]
+    weights: LossWeights
+    calibration: Calibration | None = None
 
 
 class ContentCrops(Dataset):
@@ -203,12 +223,12 @@ def train_style(
     loss_hook: for fault-injection tests only, maps (step, loss) -> loss before backward.
     """
     torch.manual_seed(config.seed)
-    model = TransformerNet(config.channels, config.n_residual)
+    model = TransformerNet(config.channels, config.n_residual, output=config.output)
     if init_state is not None:
         model.load_state_dict(init_state)
     fit = _Fit(config, encoder, device)
-    grams = fit.style_targets(artwork)
-    return fit.run(model, list(model.parameters()), lambda step, batch: fit.loss(model(batch), batch, grams), content, workdir, progress, loss_hook)
+    target = fit.style_target(artwork, content)
+    return fit.run(model, list(model.parameters()), lambda step, batch: fit.objective(model(batch), batch, target), content, workdir, progress, loss_hook, [target])
 
 
 def train_multistyle(
@@ -230,20 +250,20 @@ def train_multistyle(
     if not artworks:
         raise InvalidInputError("no artworks to train on")
     torch.manual_seed(config.seed)
-    model = MultiStyleTransformerNet(len(artworks), config.channels, config.n_residual)
+    model = MultiStyleTransformerNet(len(artworks), config.channels, config.n_residual, output=config.output)
     fit = _Fit(config, encoder, device)
-    grams = [fit.style_targets(art) for art in artworks]
+    targets = [fit.style_target(art, content) for art in artworks]
 
     def forward(step: int, batch: Tensor) -> LossTerms:
-        style = step % len(grams)
-        return fit.loss(model(batch, style), batch, grams[style])
+        style = step % len(targets)
+        return fit.objective(model(batch, style), batch, targets[style])
 
     style_params = {id(p) for norm in model.norms() for p in (*norm.gammas, *norm.betas)}
     groups = [
         {"params": [p for p in model.parameters() if id(p) not in style_params], "lr_mult": 1.0},
         {"params": [p for p in model.parameters() if id(p) in style_params], "lr_mult": config.style_lr_scale},
     ]
-    return fit.run(model, groups, forward, content, workdir, progress, loss_hook)
+    return fit.run(model, groups, forward, content, workdir, progress, loss_hook, targets)
 
 
 def add_style(
@@ -263,16 +283,16 @@ def add_style(
     style's scale and shift (every shared weight and the old styles' parameters stay bit-identical).
     `replace=i`: retrain style i's scale and shift for a changed artwork instead (starting from its
     current values); the other styles stay bit-identical."""
-    model = MultiStyleTransformerNet(n_styles, config.channels, config.n_residual)
+    model = MultiStyleTransformerNet(n_styles, config.channels, config.n_residual, output=config.output)
     model.load_state_dict(base_state)
     if replace is not None and not 0 <= replace < n_styles:
         raise InvalidInputError(f"replace must be a style index in [0, {n_styles}), got {replace}")
     new = model.add_style() if replace is None else replace
     params = model.freeze_all_but_style(new)
     fit = _Fit(config, encoder, device)
-    grams = fit.style_targets(artwork)
+    target = fit.style_target(artwork, content)
     groups = [{"params": params, "lr_mult": config.style_lr_scale}]
-    return fit.run(model, groups, lambda step, batch: fit.loss(model(batch, new), batch, grams), content, workdir, progress, None)
+    return fit.run(model, groups, lambda step, batch: fit.objective(model(batch, new), batch, target), content, workdir, progress, None, [target])
 
 
 class _Fit:
@@ -286,8 +306,26 @@ class _Fit:
 
     def style_targets(self, artwork: Tensor) -> dict[str, Tensor]:
         """artwork [3, H, W] (uint8 or float in [0, 1]) -> Gram targets, computed once."""
+        return self.loss.style_targets(self._artwork(artwork))
+
+    def _artwork(self, artwork: Tensor) -> Tensor:
         art = to_float(artwork) if artwork.dtype == torch.uint8 else artwork
-        return self.loss.style_targets(resize_max_side(art, self.config.style_size)[None].to(self.dev))
+        return resize_max_side(art, self.config.style_size)[None].to(self.dev)
+
+    def style_target(self, artwork: Tensor, content: Sequence[str | Path] | str | Path) -> StyleTarget:
+        """Gram targets and absolute loss weights for `artwork`: a calibrated recipe
+        (`config.loss.calibrate`) is measured on CALIBRATION_PHOTOS seeded crops of `content`."""
+        grams = self.style_targets(artwork)
+        if not self.config.loss.calibrate:
+            return StyleTarget(grams, self.config.loss)
+        crops = ContentCrops(content, self.config.image_size, self.config.seed + 7919)
+        photos = torch.stack([crops[(0, slot)] for slot in range(CALIBRATION_PHOTOS)]).to(self.dev)
+        measured = measure_calibration(self.loss.encoder, self.config.loss, photos, self._artwork(artwork))
+        return StyleTarget(grams, calibrate(self.config.loss, measured), measured)
+
+    def objective(self, output: Tensor, content: Tensor, target: StyleTarget) -> LossTerms:
+        """The training objective of `output` for photos `content` towards `target`."""
+        return self.loss(output, content, target.grams, weights=target.weights)
 
     def run(
         self,
@@ -298,6 +336,7 @@ class _Fit:
         workdir: Path,
         progress: Callable[[StepLog], None] | None,
         loss_hook: Callable[[int, Tensor], Tensor] | None,
+        targets: Sequence[StyleTarget] = (),
     ) -> TrainResult:
         config, dev = self.config, self.dev
         workdir.mkdir(parents=True, exist_ok=True)
@@ -337,6 +376,7 @@ class _Fit:
                 step = state["step"]
                 batches = _batches(data, config, step, dev.type == "cuda")
                 continue
+            _set_lr(opt, config, state["lr_scale"], step)
             scaler.step(opt)
             scaler.update()
             step += 1
@@ -361,6 +401,8 @@ class _Fit:
             seconds=time.perf_counter() - started,
             model_config=model.config(),
             rollback_log=list(state["rollback_log"]),
+            loss_weights=[t.weights for t in targets],
+            calibrations=[t.calibration for t in targets if t.calibration is not None],
         )
 
 
@@ -382,10 +424,12 @@ def _load_checkpoint(path: Path, config: TrainConfig, model: nn.Module, opt: tor
     return state
 
 
-def _set_lr(opt: torch.optim.Optimizer, config: TrainConfig, scale: float) -> None:
-    """Every group's lr = config.lr x its "lr_mult" (1 when absent) x the rollback scale."""
+def _set_lr(opt: torch.optim.Optimizer, config: TrainConfig, scale: float, step: int | None = None) -> None:
+    """Every group's lr = config.lr x its "lr_mult" (1 when absent) x the rollback scale x the
+    warm-up factor of `step` (min(1, (step + 1) / warmup_steps); 1 when step is None)."""
+    warm = 1.0 if step is None or config.warmup_steps <= 0 else min(1.0, (step + 1) / config.warmup_steps)
     for group in opt.param_groups:
-        group["lr"] = config.lr * group.get("lr_mult", 1.0) * scale
+        group["lr"] = config.lr * group.get("lr_mult", 1.0) * scale * warm
 
 
 def _grads_finite(model: nn.Module) -> bool:

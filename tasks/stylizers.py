@@ -194,14 +194,16 @@ def build(method: str, style: str, source: dict[str, Any], *, params: Any, devic
     if method in ("per-style", "multi-style"):
         net, card = common.load_model(reg, source["family"], source["name"], source["version"])
         lineage = {"model": f"{source['family']}/{source['name']}/{source['version']}", "model_sha256": card["weights_sha256"]}
+        loss_dict = card.get("loss") or card["train_config"]["loss"]  # absolute weights (calibrated ones since 0.2)
         if method == "per-style":
             art_key = card["artwork_key"]
         else:
             known = [s["name"] for s in card["styles"]]
             blend = source["blend"]
             net = Conditioned(net, [blend.get(k, 0.0) for k in known])
-            art_key = card["styles"][known.index(max(blend, key=blend.__getitem__))]["artwork_key"]
-        loss = LossWeights(**card["train_config"]["loss"])
+            main = card["styles"][known.index(max(blend, key=blend.__getitem__))]
+            art_key, loss_dict = main["artwork_key"], main.get("loss", loss_dict)
+        loss = LossWeights(**{k: v for k, v in loss_dict.items() if k != "calibrate"})
         return Built(engine(net), card["weights_sha256"], art_key, lineage, loss, card["train_config"]["style_size"])
 
     if method == "gatys":

@@ -90,11 +90,11 @@ def style_weights(style: int | Sequence[float] | Tensor, n_styles: int, batch: i
 class MultiStyleTransformerNet(TransformerNet):
     """The per-style body with every instance norm made conditional on the style."""
 
-    def __init__(self, n_styles: int, channels: int = 32, n_residual: int = 5) -> None:
+    def __init__(self, n_styles: int, channels: int = 32, n_residual: int = 5, output: str = "logit_residual") -> None:
         if n_styles < 1:
             raise InvalidInputError("a multi-style network needs at least one style")
         condition = StyleCondition()
-        super().__init__(channels, n_residual, norm=lambda c: ConditionalInstanceNorm2d(c, n_styles, condition))
+        super().__init__(channels, n_residual, norm=lambda c: ConditionalInstanceNorm2d(c, n_styles, condition), output=output)
         self.condition = condition
 
     @property
@@ -128,5 +128,5 @@ class MultiStyleTransformerNet(TransformerNet):
                 params.append(p)
         return params
 
-    def config(self) -> dict[str, int]:
+    def config(self) -> dict[str, int | str]:
         return {**super().config(), "n_styles": self.n_styles}

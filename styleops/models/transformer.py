@@ -2,18 +2,35 @@
 
 Reflection padding everywhere, two stride-2 downsamplings, residual blocks, and nearest-neighbour
 upsampling followed by a convolution (no transposed convs, so no checkerboard artefacts).
-Input and output: float images [N, 3, H, W], RGB in [0, 1] (output is not clamped while training;
-`stylize` clamps). H and W need not be multiples of 4: the net pads and crops back.
+Input and output: float images [N, 3, H, W], RGB in [0, 1]. H and W need not be multiples of 4:
+the net pads and crops back.
+
+Output parameterization (`output=`):
+- `"logit_residual"` (the default): y = sigmoid(logit(x) + f(x)), with f's last convolution
+  initialised to zero. The untrained net is the identity (it starts where Gatys starts: at the
+  photo) and its output is always a valid image, so the training loss is measured on exactly
+  what `stylize` delivers. Measured on one 128 px photo (docs/quality.md): the direct output lost
+  the subject (structure 0.07) and stalled at 6.6x Gatys@100's objective after 300 steps; this
+  one kept it (0.89) and reached 2.1x.
+- `"residual"`: y = x + f(x), f's last convolution zero at init (the identity too), unbounded;
+  train it with `LossWeights.range_weight` so it learns to stay in [0, 1].
+- `"direct"`: y = f(x), unbounded (Johnson et al.; models made before StyleOps 0.2). `stylize`
+  clamps it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from styleops.errors import InvalidInputError
+
 NormFactory = Callable[[int], nn.Module]
+OUTPUTS = ("logit_residual", "residual", "direct")
+_LOGIT_EPS = 1.0 / 512  # inputs are clamped to [eps, 1 - eps] before the logit (0 and 255 stay finite)
 
 
 def instance_norm(channels: int) -> nn.Module:
@@ -59,26 +76,38 @@ class TransformerNet(nn.Module):
     """The feed-forward stylization network.
 
     `channels` is the width of the first layer (Johnson: 32; 16 is a fast "slim" variant that
-    runs ~3x faster on CPU); the bottleneck has 4x that many channels.
+    runs ~3x faster on CPU); the bottleneck has 4x that many channels. `output`: see the module
+    docstring.
     """
 
-    def __init__(self, channels: int = 32, n_residual: int = 5, norm: NormFactory = instance_norm) -> None:
+    def __init__(self, channels: int = 32, n_residual: int = 5, norm: NormFactory = instance_norm, output: str = "logit_residual") -> None:
         super().__init__()
+        if output not in OUTPUTS:
+            raise InvalidInputError(f"output must be one of {OUTPUTS}, got {output!r}")
         c = channels
-        self.channels, self.n_residual = channels, n_residual
+        self.channels, self.n_residual, self.output = channels, n_residual, output
         self.encoder = nn.Sequential(ConvNormAct(3, c, 9, norm=norm), ConvNormAct(c, 2 * c, 3, 2, norm=norm), ConvNormAct(2 * c, 4 * c, 3, 2, norm=norm))
         self.residuals = nn.Sequential(*[ResidualBlock(4 * c, norm) for _ in range(n_residual)])
         self.decoder = nn.Sequential(UpsampleConv(4 * c, 2 * c, norm), UpsampleConv(2 * c, c, norm), ConvNormAct(c, 3, 9, norm=None, act=False))
+        if output != "direct":
+            last = self.decoder[-1][1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        """[N, 3, H, W] in [0, 1] -> [N, 3, H, W] (unclamped)."""
+        """[N, 3, H, W] in [0, 1] -> [N, 3, H, W]: in (0, 1) for "logit_residual", unclamped for "direct"."""
         h, w = x.shape[-2:]
         pad_h, pad_w = (-h) % 4, (-w) % 4
+        xp = x
         if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "replicate")
-        y = self.decoder(self.residuals(self.encoder(x)))
-        return y[..., :h, :w]
+            xp = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "replicate")
+        y = self.decoder(self.residuals(self.encoder(xp)))[..., :h, :w]
+        if self.output == "direct":
+            return y
+        if self.output == "residual":
+            return x + y
+        return torch.sigmoid(torch.logit(x.clamp(_LOGIT_EPS, 1 - _LOGIT_EPS)) + y)
 
-    def config(self) -> dict[str, int]:
+    def config(self) -> dict[str, int | str]:
         """Constructor arguments (saved in model cards so weights can be rebuilt)."""
-        return {"channels": self.channels, "n_residual": self.n_residual}
+        return {"channels": self.channels, "n_residual": self.n_residual, "output": self.output}

@@ -54,7 +54,7 @@ def _one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def net() -> TransformerNet:
-    return _seeded(lambda: TransformerNet(channels=8, n_residual=2))
+    return _seeded(lambda: TransformerNet(channels=8, n_residual=2, output="direct"))  # unbounded: the norms' effects show in full
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def test_naive_per_tile_statistics_differ_and_show_seams(net: TransformerNet, ph
 
 
 def test_multistyle_blend_per_sample_tiled(photo: Tensor) -> None:
-    net = _seeded(lambda: MultiStyleTransformerNet(3, channels=8, n_residual=2), seed=1)
+    net = _seeded(lambda: MultiStyleTransformerNet(3, channels=8, n_residual=2, output="direct"), seed=1)
     x = torch.cat([photo, _photo("kodim05.jpg")])
     blend = torch.tensor([[0.2, 0.5, 0.3], [1.0, 0.0, 3.0]])
     with torch.no_grad():
@@ -173,3 +173,14 @@ def test_too_small_overlap_warns(net: TransformerNet, photo: Tensor) -> None:
     assert receptive_radius(net) == 33
     with pytest.warns(UserWarning, match="receptive-field radius"):
         stylize_tiled(net, photo[..., :96, :160], tile=96, overlap=16, feather=4)
+
+
+def test_default_logit_residual_output_tiles_like_untiled(photo: Tensor) -> None:
+    """The photo skip of the default output is per pixel: tiles still match the whole image."""
+    net = _seeded(lambda: TransformerNet(channels=8, n_residual=2), seed=2)
+    with torch.no_grad():
+        net.decoder[-1][1].weight.normal_(0.0, 0.05)  # zero at init (the identity): make it paint
+        untiled = net(photo)
+    tiled = stylize_tiled(net, photo, tile=TILE, overlap=OVERLAP)
+    assert (untiled - photo).abs().mean() > 0.05  # it changed the photo
+    assert (tiled - untiled).abs().max() < 1e-4

@@ -13,7 +13,9 @@ from styleops.models.transformer import TransformerNet
 from styleops.train import CHECKPOINT_FILE, TrainConfig, TrainingDivergedError, train_style
 from styleops.vgg import VGGEncoder
 
-SMALL = TrainConfig(steps=8, batch_size=2, image_size=64, style_size=128, channels=8, n_residual=2, lr=5e-3, checkpoint_every=2, log_every=1, seed=3)
+# The engine's tests use Johnson's direct output, which starts far from the objective (so a loss
+# that falls is a clear signal); the default output starts at the photo (test_overfit_one_photo).
+SMALL = TrainConfig(steps=8, batch_size=2, image_size=64, style_size=128, channels=8, n_residual=2, lr=5e-3, checkpoint_every=2, log_every=1, seed=3, output="direct", warmup_steps=0)
 
 
 def test_transformer_keeps_any_size_and_avoids_transposed_convs() -> None:
@@ -133,3 +135,44 @@ def test_content_can_be_a_folder(tmp_path: Path, photos: list[Path]) -> None:
     assert torch.equal(data[(5, 1)], ContentCrops(tmp_path, 32, seed=0)[(5, 1)])
     with pytest.raises(ValueError, match="no content images"):
         ContentCrops([], 32, seed=0)
+
+
+def test_output_parameterizations_start_at_the_photo_and_old_files_load_as_direct() -> None:
+    import json
+
+    from safetensors.torch import load, save
+
+    from styleops.serialize import from_safetensors, to_safetensors
+
+    x = torch.rand(2, 3, 21, 30)
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = 0.0, 1.0
+    for output in ("logit_residual", "residual"):
+        net = TransformerNet(channels=4, n_residual=1, output=output)
+        y = net(x)
+        assert torch.allclose(y, x.clamp(1 / 512, 1 - 1 / 512) if output == "logit_residual" else x, atol=1e-6)
+    with torch.no_grad():
+        net = TransformerNet(channels=4, n_residual=1)
+        net.decoder[-1][1].weight.normal_(0, 10.0)  # huge residuals: still a valid image
+        y = net(x)
+    assert 0 <= y.min() and y.max() <= 1 and not torch.allclose(y, x, atol=1e-2)
+    direct = TransformerNet(channels=4, n_residual=1, output="direct")
+    blob = to_safetensors(direct.state_dict(), "TransformerNet", direct.config())
+    assert from_safetensors(blob).output == "direct"
+    # a file from before the output parameterization (no "output" in its config) is Johnson's direct output
+    tensors = load(blob)
+    old = save(tensors, metadata={"architecture": "TransformerNet", "config": json.dumps({"channels": 4, "n_residual": 1})})
+    assert from_safetensors(old).output == "direct"
+    assert TrainConfig.from_dict({k: v for k, v in TrainConfig().to_dict().items() if k not in ("output", "warmup_steps")}).output == "direct"
+
+
+def test_learning_rate_warms_up_linearly() -> None:
+    from styleops.train import _set_lr
+
+    cfg = TrainConfig(lr=1e-3, warmup_steps=4)
+    opt = torch.optim.Adam([{"params": [torch.nn.Parameter(torch.zeros(1))]}, {"params": [torch.nn.Parameter(torch.zeros(1))], "lr_mult": 10.0}], lr=1.0)
+    seen = []
+    for step in range(6):
+        _set_lr(opt, cfg, 0.5, step)
+        seen += [g["lr"] for g in opt.param_groups]
+    expected = [[1.25e-4 * (s + 1), 1.25e-3 * (s + 1)] if s < 4 else [5e-4, 5e-3] for s in range(6)]
+    assert seen == pytest.approx([v for pair in expected for v in pair])

@@ -127,3 +127,26 @@ def test_perceptual_loss_needs_its_layers(vgg_weights: Path) -> None:
     enc = VGGEncoder(load_vgg_state_dict(vgg_weights), ["relu1_2"])
     with pytest.raises(InvalidInputError, match="relu2_2"):
         PerceptualLoss(enc, LossWeights())
+
+
+def test_calibration_gives_each_layer_distance_one_on_its_pair(encoder: VGGEncoder, photos: list, artwork: torch.Tensor) -> None:
+    from styleops.imageio import read_image, resize_max_side, to_float
+    from styleops.losses import LossWeights, calibrate, measure_calibration, style_loss
+
+    recipe = LossWeights(style_layers={"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 2.0, "relu4_3": 1.0}, calibrate=True)
+    batch = torch.stack([to_float(read_image(p).pixels)[:, :48, :48] for p in photos[:3]])
+    art = resize_max_side(artwork, 64)[None]
+    measured = measure_calibration(encoder, recipe, batch, art)
+    weights = calibrate(recipe, measured)
+    assert not weights.calibrate and calibrate(weights, measured) is weights  # absolute weights pass through
+    feats, art_feats = encoder(batch), encoder(art)
+    for layer, multiplier in recipe.style_layers.items():
+        target = gram_matrix(art_feats[layer])
+        mean_distance = sum(float(style_loss(feats[layer][i : i + 1], target)) for i in range(3)) / 3
+        assert weights.style_layers[layer] * mean_distance == pytest.approx(multiplier, rel=1e-5)
+    # content: an output that kept nothing (zero features) costs exactly the multiplier per layer
+    zero = {n: torch.zeros_like(feats[n]) for n in recipe.content_layers}
+    for layer, multiplier in recipe.content_layers.items():
+        assert weights.content_layers[layer] * float(content_loss(zero[layer], feats[layer])) == pytest.approx(multiplier, rel=1e-5)
+    with pytest.raises(InvalidInputError):
+        PerceptualLoss(encoder, recipe)(batch, batch, {n: gram_matrix(art_feats[n]) for n in recipe.style_layers})
