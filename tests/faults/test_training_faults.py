@@ -44,7 +44,7 @@ from tests.flows.conftest import CATALOG_PREFIX, EXAMPLES, PipelineEnv, pipeline
 REPO = Path(__file__).resolve().parents[2]
 LOSS = LossWeights(style_layers={"relu1_2": 1.0, "relu2_2": 1.0})
 CFG = TrainConfig(steps=8, batch_size=2, image_size=64, style_size=64, channels=8, n_residual=1, lr=5e-3,
-                  checkpoint_every=2, log_every=1, seed=7, loss=LOSS)
+                  checkpoint_every=2, log_every=1, seed=7, loss=LOSS, warmup_steps=0)  # rollback halving seen in the lr alone
 STYLE, ARTWORK = "kandinsky", "artwork/kandinsky/kandinsky.jpg"
 
 
