@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("--artworks", type=Path, default=SHARED / "style")
     ap.add_argument("--kinds", default=",".join(ARTWORKS), help="which of the six artwork kinds to run")
     ap.add_argument("--size", type=int, default=384, help="longer side of the photos, px")
-    ap.add_argument("--per-style", action="append", default=[], metavar="KIND=PATH", help="a per-style model and the kind of artwork it was trained on")
+    ap.add_argument("--per-style", action="append", default=[], metavar="KIND[:LABEL]=PATH", help="a per-style model and the kind of artwork it was trained on")
     ap.add_argument("--multi", type=Path, default=None, help="a multi-style model; --multi-kinds names its styles in order")
     ap.add_argument("--multi-kinds", default="")
     ap.add_argument("--inverse", type=Path, default=ROOT / "examples" / "models" / "inverse.safetensors")
@@ -112,8 +112,10 @@ def main() -> None:
         art = load_float(args.artworks / ARTWORKS[kind], ARTWORK_SIZE)
         art_grams = {n: gram_matrix(f) for n, f in gram_enc(art[None]).items()}
         methods: dict[str, object] = {}
-        if kind in per_style:
-            methods["per-style"] = (from_safetensors(Path(per_style[kind]).read_bytes()), _card_loss(Path(per_style[kind])))
+        for key, path in per_style.items():  # KIND or KIND:LABEL (several models of one artwork)
+            if key.split(":")[0] == kind:
+                label = "per-style" + (f":{key.split(':', 1)[1]}" if ":" in key else "")
+                methods[label] = (from_safetensors(Path(path).read_bytes()), _card_loss(Path(path)))
         if multi is not None and kind in multi_kinds:
             methods["multi-style"] = (multi, multi_kinds.index(kind))
         if inverse is not None:
@@ -129,7 +131,7 @@ def main() -> None:
             for name, m in methods.items():
                 t = time.perf_counter()
                 with torch.no_grad():
-                    if name == "per-style":
+                    if name.startswith("per-style"):
                         y = m[0](x[None])[0]
                     elif name == "multi-style":
                         y = m[0](x[None], m[1])[0]
@@ -148,8 +150,8 @@ def main() -> None:
                     for layer in GRAM_LAYERS:
                         base = float(style_loss(fx[layer], art_grams[layer]))
                         rec[f"gram_{layer}"] = float(style_loss(fy[layer], art_grams[layer])) / base if base > 0 else float("nan")
-                if name == "per-style" and iters:
-                    loss = PerceptualLoss(encoder, methods["per-style"][1])
+                if name.startswith("per-style") and iters:
+                    loss = PerceptualLoss(encoder, methods[name][1])
                     grams = loss.style_targets(art[None])
                     with torch.no_grad():
                         own = float(loss(y[None], x[None], grams).total)

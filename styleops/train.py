@@ -59,7 +59,7 @@ class TrainConfig:
     style_lr_scale: float = 10.0
     channels: int = 32
     n_residual: int = 5
-    output: str = "logit_residual"  # TransformerNet output parameterization (styleops.models.transformer)
+    output: str = "direct"  # TransformerNet output parameterization (styleops.models.transformer; docs/quality.md)
     loss: LossWeights = field(default_factory=LossWeights)
     seed: int = 0
     checkpoint_every: int = 100

@@ -90,7 +90,7 @@ def style_weights(style: int | Sequence[float] | Tensor, n_styles: int, batch: i
 class MultiStyleTransformerNet(TransformerNet):
     """The per-style body with every instance norm made conditional on the style."""
 
-    def __init__(self, n_styles: int, channels: int = 32, n_residual: int = 5, output: str = "logit_residual") -> None:
+    def __init__(self, n_styles: int, channels: int = 32, n_residual: int = 5, output: str = "direct") -> None:
         if n_styles < 1:
             raise InvalidInputError("a multi-style network needs at least one style")
         condition = StyleCondition()

@@ -6,16 +6,15 @@ Input and output: float images [N, 3, H, W], RGB in [0, 1]. H and W need not be 
 the net pads and crops back.
 
 Output parameterization (`output=`):
-- `"logit_residual"` (the default): y = sigmoid(logit(x) + f(x)), with f's last convolution
-  initialised to zero. The untrained net is the identity (it starts where Gatys starts: at the
+- `"direct"` (the default): y = f(x), unbounded (Johnson et al.); `stylize` clamps it.
+- `"logit_residual"`: y = sigmoid(logit(x) + f(x)), with f's last convolution initialised to zero. The untrained net is the identity (it starts where Gatys starts: at the
   photo) and its output is always a valid image, so the training loss is measured on exactly
   what `stylize` delivers. Measured on one 128 px photo (docs/quality.md): the direct output lost
   the subject (structure 0.07) and stalled at 6.6x Gatys@100's objective after 300 steps; this
-  one kept it (0.89) and reached 2.1x.
+  one kept it (0.89) and reached 2.1x. Trained on many photos for a few hundred CPU steps it keeps
+  every subject but moves colour away from the artwork, so it is not the default yet.
 - `"residual"`: y = x + f(x), f's last convolution zero at init (the identity too), unbounded;
   train it with `LossWeights.range_weight` so it learns to stay in [0, 1].
-- `"direct"`: y = f(x), unbounded (Johnson et al.; models made before StyleOps 0.2). `stylize`
-  clamps it.
 """
 
 from __future__ import annotations
@@ -80,7 +79,7 @@ class TransformerNet(nn.Module):
     docstring.
     """
 
-    def __init__(self, channels: int = 32, n_residual: int = 5, norm: NormFactory = instance_norm, output: str = "logit_residual") -> None:
+    def __init__(self, channels: int = 32, n_residual: int = 5, norm: NormFactory = instance_norm, output: str = "direct") -> None:
         super().__init__()
         if output not in OUTPUTS:
             raise InvalidInputError(f"output must be one of {OUTPUTS}, got {output!r}")

@@ -83,7 +83,7 @@ def test_train_multistyle_then_add_a_style(tmp_path, encoder, photos, artwork) -
     cfg = TrainConfig(steps=6, batch_size=1, image_size=48, style_size=96, channels=4, n_residual=1, lr=5e-3, log_every=1, checkpoint_every=3, seed=1)
     arts = [artwork, artwork.flip(-1).roll(7, dims=1)]
     base = train_multistyle(cfg, photos, arts, encoder, workdir=tmp_path / "multi", device="cpu")
-    assert base.model_config == {"channels": 4, "n_residual": 1, "n_styles": 2, "output": "logit_residual"} and len(base.history) == 6
+    assert base.model_config == {"channels": 4, "n_residual": 1, "n_styles": 2, "output": "direct"} and len(base.history) == 6
     resumed = train_multistyle(cfg, photos, arts, encoder, workdir=tmp_path / "multi", device="cpu")
     assert resumed.resumed_from == 6  # finished checkpoint: nothing left to do
 

@@ -175,9 +175,9 @@ def test_too_small_overlap_warns(net: TransformerNet, photo: Tensor) -> None:
         stylize_tiled(net, photo[..., :96, :160], tile=96, overlap=16, feather=4)
 
 
-def test_default_logit_residual_output_tiles_like_untiled(photo: Tensor) -> None:
-    """The photo skip of the default output is per pixel: tiles still match the whole image."""
-    net = _seeded(lambda: TransformerNet(channels=8, n_residual=2), seed=2)
+def test_logit_residual_output_tiles_like_untiled(photo: Tensor) -> None:
+    """The photo skip of the logit-residual output is per pixel: tiles still match the whole image."""
+    net = _seeded(lambda: TransformerNet(channels=8, n_residual=2, output="logit_residual"), seed=2)
     with torch.no_grad():
         net.decoder[-1][1].weight.normal_(0.0, 0.05)  # zero at init (the identity): make it paint
         untiled = net(photo)

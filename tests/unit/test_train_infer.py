@@ -13,8 +13,6 @@ from styleops.models.transformer import TransformerNet
 from styleops.train import CHECKPOINT_FILE, TrainConfig, TrainingDivergedError, train_style
 from styleops.vgg import VGGEncoder
 
-# The engine's tests use Johnson's direct output, which starts far from the objective (so a loss
-# that falls is a clear signal); the default output starts at the photo (test_overfit_one_photo).
 SMALL = TrainConfig(steps=8, batch_size=2, image_size=64, style_size=128, channels=8, n_residual=2, lr=5e-3, checkpoint_every=2, log_every=1, seed=3, output="direct", warmup_steps=0)
 
 
@@ -151,11 +149,12 @@ def test_output_parameterizations_start_at_the_photo_and_old_files_load_as_direc
         y = net(x)
         assert torch.allclose(y, x.clamp(1 / 512, 1 - 1 / 512) if output == "logit_residual" else x, atol=1e-6)
     with torch.no_grad():
-        net = TransformerNet(channels=4, n_residual=1)
+        net = TransformerNet(channels=4, n_residual=1, output="logit_residual")
         net.decoder[-1][1].weight.normal_(0, 10.0)  # huge residuals: still a valid image
         y = net(x)
     assert 0 <= y.min() and y.max() <= 1 and not torch.allclose(y, x, atol=1e-2)
-    direct = TransformerNet(channels=4, n_residual=1, output="direct")
+    direct = TransformerNet(channels=4, n_residual=1)
+    assert direct.output == "direct" and TrainConfig().output == "direct"  # the default (docs/quality.md)
     blob = to_safetensors(direct.state_dict(), "TransformerNet", direct.config())
     assert from_safetensors(blob).output == "direct"
     # a file from before the output parameterization (no "output" in its config) is Johnson's direct output
