@@ -44,10 +44,8 @@ from styleops.gatys import GatysConfig, gatys
 from styleops.imageio import encode_image, read_image, resize_max_side, to_float, to_uint8
 from styleops.losses import LossWeights, PerceptualLoss, gram_matrix, style_loss
 from styleops.models.arbitrary import AdaINStylizer, SwapStylizer
-from styleops.models.multistyle import MultiStyleTransformerNet
-from styleops.models.transformer import TransformerNet
 from styleops.ops import build_patch_bank
-from styleops.serialize import from_safetensors, read_metadata
+from styleops.serialize import from_safetensors
 from styleops.vgg import VGGEncoder
 from styleops.weights import load_vgg_state_dict
 
@@ -194,7 +192,7 @@ def _card_loss(path: Path) -> LossWeights:
     if card is not None and card.is_file():
         c = json.loads(card.read_text())
         loss = c.get("loss") or c["train_config"]["loss"]
-        return LossWeights(**{k: v for k, v in loss.items() if k != "calibrate"})
+        return LossWeights(**loss)
     return LossWeights()
 
 

@@ -8,7 +8,7 @@ Every loss returns a scalar averaged over the batch.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +72,10 @@ class LossWeights:
         for name, value in {**self.content_layers, **self.style_layers}.items():
             if value < 0:
                 raise InvalidInputError(f"layer weight for {name} must be >= 0, got {value}")
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON-ready fields (layer mappings as dicts), as cards record them."""
+        return {k: dict(v) if isinstance(v, Mapping) else v for k, v in asdict(self).items()}
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -138,9 +142,6 @@ class Calibration:
     content_energy: dict[str, float]  # mean squared feature of the photos, per content layer
     style_distance: dict[str, float]  # Gram distance photos -> artwork, per style layer
 
-    def as_dict(self) -> dict[str, dict[str, float]]:
-        return {"content_energy": dict(self.content_energy), "style_distance": dict(self.style_distance)}
-
 
 @torch.no_grad()
 def measure_calibration(encoder: VGGEncoder, weights: LossWeights, photos: Tensor, artwork: Tensor) -> Calibration:
@@ -155,10 +156,8 @@ def measure_calibration(encoder: VGGEncoder, weights: LossWeights, photos: Tenso
     feats = encoder(photos)
     art_feats = encoder(art)
     energy = {n: float(feats[n].float().pow(2).mean()) for n in weights.content_layers}
-    distance = {}
-    for n in weights.style_layers:
-        target = gram_matrix(art_feats[n])
-        distance[n] = float(torch.stack([style_loss(feats[n][i : i + 1], target) for i in range(photos.shape[0])]).mean())
+    # style_loss averages over the batch: the mean over photos of each photo's distance
+    distance = {n: float(style_loss(feats[n], gram_matrix(art_feats[n]))) for n in weights.style_layers}
     return Calibration(energy, distance)
 
 

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from styleops.device import autocast, autocast_dtype, resolve_device
 from styleops.errors import ImageError, InvalidInputError, StyleOpsError
 from styleops.imageio import read_image, resize_max_side, to_float
-from styleops.losses import Calibration, LossTerms, LossWeights, PerceptualLoss, calibrate, measure_calibration
+from styleops.losses import LossTerms, LossWeights, PerceptualLoss, calibrate, measure_calibration
 from styleops.models.multistyle import MultiStyleTransformerNet
 from styleops.models.transformer import TransformerNet
 from styleops.vgg import VGGEncoder
@@ -75,9 +75,7 @@ class TrainConfig:
                 raise InvalidInputError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["loss"] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in d["loss"].items()}
-        return d
+        return {**asdict(self), "loss": self.loss.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
@@ -122,7 +120,6 @@ class TrainResult:
     rollback_log: list[dict[str, Any]] = field(default_factory=list)
     # The absolute loss weights trained with, one per style (calibrated where config.loss asked).
     loss_weights: list[LossWeights] = field(default_factory=list)
-    calibrations: list[Calibration] = field(default_factory=list)
 
     def final_losses(self, last: int = 5) -> dict[str, float]:
         """Mean of the last `last` logged entries (smoother than the very last step)."""
@@ -137,7 +134,6 @@ class StyleTarget:
 
     grams: dict[str, Tensor]
     weights: LossWeights
-    calibration: Calibration | None = None
 
 
 class ContentCrops(Dataset):
@@ -304,24 +300,17 @@ class _Fit:
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.loss = PerceptualLoss(encoder.to(self.dev), config.loss)
 
-    def style_targets(self, artwork: Tensor) -> dict[str, Tensor]:
-        """artwork [3, H, W] (uint8 or float in [0, 1]) -> Gram targets, computed once."""
-        return self.loss.style_targets(self._artwork(artwork))
-
-    def _artwork(self, artwork: Tensor) -> Tensor:
-        art = to_float(artwork) if artwork.dtype == torch.uint8 else artwork
-        return resize_max_side(art, self.config.style_size)[None].to(self.dev)
-
     def style_target(self, artwork: Tensor, content: Sequence[str | Path] | str | Path) -> StyleTarget:
-        """Gram targets and absolute loss weights for `artwork`: a calibrated recipe
-        (`config.loss.calibrate`) is measured on CALIBRATION_PHOTOS seeded crops of `content`."""
-        grams = self.style_targets(artwork)
+        """artwork [3, H, W] (uint8 or float in [0, 1]) -> Gram targets and absolute loss weights,
+        computed once; a calibrated recipe (`config.loss.calibrate`) is measured on
+        CALIBRATION_PHOTOS seeded crops of `content`."""
+        art = resize_max_side(to_float(artwork) if artwork.dtype == torch.uint8 else artwork, self.config.style_size)[None].to(self.dev)
+        grams = self.loss.style_targets(art)
         if not self.config.loss.calibrate:
             return StyleTarget(grams, self.config.loss)
         crops = ContentCrops(content, self.config.image_size, self.config.seed + 7919)
         photos = torch.stack([crops[(0, slot)] for slot in range(CALIBRATION_PHOTOS)]).to(self.dev)
-        measured = measure_calibration(self.loss.encoder, self.config.loss, photos, self._artwork(artwork))
-        return StyleTarget(grams, calibrate(self.config.loss, measured), measured)
+        return StyleTarget(grams, calibrate(self.config.loss, measure_calibration(self.loss.encoder, self.config.loss, photos, art)))
 
     def objective(self, output: Tensor, content: Tensor, target: StyleTarget) -> LossTerms:
         """The training objective of `output` for photos `content` towards `target`."""
@@ -402,7 +391,6 @@ class _Fit:
             model_config=model.config(),
             rollback_log=list(state["rollback_log"]),
             loss_weights=[t.weights for t in targets],
-            calibrations=[t.calibration for t in targets if t.calibration is not None],
         )
 
 

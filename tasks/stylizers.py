@@ -203,7 +203,7 @@ def build(method: str, style: str, source: dict[str, Any], *, params: Any, devic
             net = Conditioned(net, [blend.get(k, 0.0) for k in known])
             main = card["styles"][known.index(max(blend, key=blend.__getitem__))]
             art_key, loss_dict = main["artwork_key"], main.get("loss", loss_dict)
-        loss = LossWeights(**{k: v for k, v in loss_dict.items() if k != "calibrate"})
+        loss = LossWeights(**loss_dict)
         return Built(engine(net), card["weights_sha256"], art_key, lineage, loss, card["train_config"]["style_size"])
 
     if method == "gatys":

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from infra.settings import get_settings
 from infra.version import code_version
 from styleops.device import resolve_device
 from styleops.errors import InvalidInputError
-from styleops.losses import LossWeights
 from styleops.serialize import PICKLE_SUFFIXES, load_state_dict, to_safetensors
 from styleops.train import StepLog, TrainConfig, TrainResult, add_style, train_multistyle, train_style
 from styleops.train_decoders import decoder_layer, train_adain, train_inverse
@@ -109,10 +107,6 @@ def _reporting(label: str, cfg: TrainConfig) -> Iterator[Callable[[StepLog], Non
         progress().finish(bar)
 
 
-def _weights_dict(weights: LossWeights) -> dict[str, Any]:
-    return {k: dict(v) if isinstance(v, Mapping) else v for k, v in dataclasses.asdict(weights).items()}
-
-
 def _card_common(cfg: TrainConfig, result: TrainResult, content_prefix: str, n_content: int, device: Any, started: float) -> dict[str, Any]:
     """Card fields every family shares: configs, data, final losses, curve, loss network, code."""
     settings = get_settings()
@@ -125,7 +119,7 @@ def _card_common(cfg: TrainConfig, result: TrainResult, content_prefix: str, n_c
         "train_config": cfg.to_dict(),
         # The absolute loss weights trained with (calibrated per artwork when the recipe asks):
         # manifest metrics and the bench score outputs with these. Multi-style: one per style.
-        "loss": _weights_dict(result.loss_weights[0]) if result.loss_weights else cfg.to_dict()["loss"],
+        "loss": result.loss_weights[0].to_dict() if result.loss_weights else cfg.to_dict()["loss"],
         "content_prefix": content_prefix,
         "content_images": n_content,
         "metrics": {**result.final_losses(), "steps": result.steps, "rollbacks": result.rollbacks, "seconds": round(time.time() - started, 1), "resumed_from": result.resumed_from},
@@ -167,7 +161,7 @@ def train_multistyle_task(name: str, artwork_prefix: str, content_prefix: str, c
     card = {
         "architecture": "MultiStyleTransformerNet",
         **_card_common(cfg, result, content_prefix, len(content), device, started),
-        "styles": [{"name": s, "artwork_key": k, "artwork_sha256": sha, "loss": _weights_dict(w)} for (s, k), (_, sha), w in zip(styles, arts, result.loss_weights, strict=True)],
+        "styles": [{"name": s, "artwork_key": k, "artwork_sha256": sha, "loss": w.to_dict()} for (s, k), (_, sha), w in zip(styles, arts, result.loss_weights, strict=True)],
         "parent_version": None,
     }
     return _register(common.MULTI_STYLE, name, result, "MultiStyleTransformerNet", card)
@@ -205,7 +199,7 @@ def add_style_task(name: str, artwork_key: str, content_prefix: str, config: dic
     with _reporting(f"{'retrain' if replace else 'add'} {style} {'in' if replace else 'to'} {name}", cfg) as on_step:
         result = add_style(cfg, content, art, enc, base_state, model_cfg["n_styles"], workdir=settings.home / "work" / "multi" / name / run_key, device=device, progress=on_step, replace=index)
     inherited = [{**s, "trained_in": s.get("trained_in") or base} for s in base_card["styles"]]
-    new_entry = {"name": style, "artwork_key": artwork_key, "artwork_sha256": art_sha, "loss": _weights_dict(result.loss_weights[0])}  # trained_in: this version
+    new_entry = {"name": style, "artwork_key": artwork_key, "artwork_sha256": art_sha, "loss": result.loss_weights[0].to_dict()}  # trained_in: this version
     card = {
         "architecture": "MultiStyleTransformerNet",
         **_card_common(cfg, result, content_prefix, len(content), device, started),
