@@ -28,8 +28,10 @@ def audit_manifests(run_id: str | None = None, since: str | None = None, until: 
 
     Coverage (every catalog image stylized by each style's production per-style model) is checked
     when both `catalog` and `styles` are given. Orphans are looked for under stylized/<set>/ of the
-    catalog, or all of stylized/. Returns {"critical", "warnings", "findings", "counts", "report"};
-    a non-zero "critical" means outputs are missing, altered, or not there for a catalog image.
+    catalog, or all of stylized/. Returns {"critical", "warnings", "findings", "counts", "report",
+    "repairs"}; a non-zero "critical" means outputs are missing, altered, or not there for a
+    catalog image. "repairs": the `styleops stylize ... --repair` commands that re-render the
+    missing and altered ones, with their counts (tasks.audit.repairs).
     """
     if styles and catalog is None:
         raise ValueError("coverage of styles needs a catalog")
@@ -45,7 +47,7 @@ def audit_manifests(run_id: str | None = None, since: str | None = None, until: 
     create_markdown_artifact(key=artifact_key(run_id or (prefix and prefix.split("/")[1]) or "all"),
                              markdown=summary_markdown(scope, counts, rows), description="audit of the run manifest against the object store")
     return {"critical": counts["critical"], "warnings": counts["warnings"], "findings": findings,
-            "counts": {k: counts[k] for k in KINDS}, "report": str(report)}
+            "counts": {k: counts[k] for k in KINDS}, "report": str(report), "repairs": rows["repairs"]}
 
 
 # ---- report helpers ---------------------------------------------------------------------------------

@@ -374,19 +374,23 @@ def stylize(
     batch_size: int | None = typer.Option(None, help="Images per device batch (default: 8 on CUDA, 1 on CPU, where batching is slower)"),
     metrics: bool = typer.Option(True, help="Measure content/style loss per image."),
     retry_failed: bool = typer.Option(False, help="Also retry images that failed for good before (undecodable, too large)."),
+    repair: bool = typer.Option(False, help="Also check the outputs of the images done before (as `styleops audit` does) and re-render the missing or tampered ones."),
     dask_address: str | None = typer.Option(None, help="Run the shards on this Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: STYLEOPS_DASK_ADDRESS)."),
     dask_workers: int | None = typer.Option(None, help="Run the shards on a local Dask cluster of N worker processes (default: STYLEOPS_DASK_WORKERS, 0 = threads)."),
 ) -> None:
     """Stylize a catalog; images already done with this model and settings are skipped.
-    Interrupted (killed, crashed)? Run the same command again: it finishes what is left."""
+    Interrupted (killed, crashed)? Run the same command again: it finishes what is left.
+    Outputs deleted or altered since (`styleops audit` finds them)? Add --repair."""
     from flows.stylize_catalog import stylize_catalog
 
     method = {"multi": "multi-style"}.get(method, method)
     if (style is None) == (blend is None) or (blend is not None and method not in ("multi-style", "adain")):
         console.print("[red]error:[/red] give --style, or --blend with --method multi or adain")
         raise typer.Exit(1)
-    s = _run(stylize_catalog, catalog=catalog, style=style or blend, method=method, model=model, model_version=version, max_side=max_side, format=format, quality=quality, shard_size=shard_size, batch_size=batch_size, metrics=metrics, retry_failed=retry_failed, color=color, alpha=alpha, iterations=iterations, optimizer=optimizer, levels=levels, dask_address=dask_address, dask_workers=dask_workers)
+    s = _run(stylize_catalog, catalog=catalog, style=style or blend, method=method, model=model, model_version=version, max_side=max_side, format=format, quality=quality, shard_size=shard_size, batch_size=batch_size, metrics=metrics, retry_failed=retry_failed, color=color, alpha=alpha, iterations=iterations, optimizer=optimizer, levels=levels, dask_address=dask_address, dask_workers=dask_workers, repair=repair)
     console.print(_table(f"stylized {s['catalog']} with {s['style']} {s['model_version']}", s))
+    if repair:
+        console.print(f"repair: {s['repaired']} outputs re-rendered ({s['missing']} missing + {s['tampered']} tampered)", markup=False)
     if s["failed"]:
         raise typer.Exit(2)
 
@@ -430,6 +434,8 @@ def audit(
 
     r = _run(audit_manifests, run_id=run_id, since=since, until=until, catalog=catalog, styles=list(style) or None, out_dir=str(out), mad_k=mad_k)
     console.print(_table("audit", {**r["counts"], "critical": r["critical"], "warnings": r["warnings"], "report": r["report"]}))
+    for fix in r["repairs"]:
+        console.print(f"{fix['missing']} missing + {fix['tampered']} tampered outputs of {fix['style']} {fix['model_version']}; re-render them with:\n  {fix['command']}", markup=False, highlight=False, soft_wrap=True)
     if r["critical"]:
         raise typer.Exit(2)
 

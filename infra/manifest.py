@@ -100,6 +100,14 @@ class ManifestTable:
         """image_key -> input_etag of the latest `ok` row of that catalog, style, model and params."""
         return self._latest(catalog, style, model_version, params_hash, [("status", "=", "ok")])
 
+    def completed_rows(self, *, catalog: str, style: str, model_version: str, params_hash: str) -> dict[str, dict[str, Any]]:
+        """image_key -> the latest `ok` row that `completed` goes by, with what its output should
+        be: {"image_key", "input_etag", "run_id", "style", "model_version", "output_key",
+        "output_sha256", "bytes_out", "finished_at"} (what tasks.audit.check_output checks)."""
+        columns = ["image_key", "input_etag", "run_id", "style", "model_version", "output_key", "output_sha256", "bytes_out", "finished_at"]
+        done = self._latest_rows(catalog, style, model_version, params_hash, [("status", "=", "ok")], columns)
+        return {row["image_key"]: row for row in done.to_pylist()}
+
     def ok_elsewhere(self, *, catalog: str, style: str, params_hash: str, exclude: tuple[str, ...]) -> set[str]:
         """Image keys with an `ok` row of that catalog, style and params by a model version not in `exclude`."""
         filters = [("catalog", "=", catalog), ("style", "=", style), ("params_hash", "=", params_hash), ("status", "=", "ok")]
@@ -112,6 +120,11 @@ class ManifestTable:
         return self._latest(catalog, style, model_version, params_hash, [("status", "=", "failed"), ("error_class", "in", list(PERMANENT_ERRORS))])
 
     def _latest(self, catalog: str, style: str, model_version: str, params_hash: str, extra: Filters) -> dict[str, str]:
+        done = self._latest_rows(catalog, style, model_version, params_hash, extra, ["image_key", "input_etag", "finished_at"])
+        return dict(zip(done["image_key"].to_pylist(), done["input_etag"].to_pylist(), strict=True))
+
+    def _latest_rows(self, catalog: str, style: str, model_version: str, params_hash: str, extra: Filters, columns: list[str]) -> pa.Table:
+        """The matching rows with an input_etag, oldest first (so a dict built from them keeps the latest)."""
         filters = [
             ("catalog", "=", catalog),
             ("style", "=", style),
@@ -119,10 +132,9 @@ class ManifestTable:
             ("params_hash", "=", params_hash),
             *extra,
         ]
-        done = self.read_arrow(filters=filters, columns=["image_key", "input_etag", "finished_at"])
+        done = self.read_arrow(filters=filters, columns=columns)
         done = done.filter(pc.is_valid(done["input_etag"]))
-        done = done.sort_by([("finished_at", "ascending", "at_start")])
-        return dict(zip(done["image_key"].to_pylist(), done["input_etag"].to_pylist(), strict=True))
+        return done.sort_by([("finished_at", "ascending", "at_start")])
 
     def compact(self, *, run_id: str | None = None) -> dict[str, Any]:
         """Compact small files (only the run's partition if given); optimize metrics."""

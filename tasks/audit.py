@@ -19,7 +19,9 @@ output checks, outliers, stale rows and failures: what a reader of the catalog s
 from __future__ import annotations
 
 import base64
+import json
 import math
+import shlex
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +34,7 @@ from prefect import task
 from infra.registry import RegistryError
 from infra.store import IntegrityError, ObjectNotFoundError, ObjectStore
 from tasks import common
-from tasks.stylize import catalog_prefix
+from tasks.stylize import StylizeParams, catalog_prefix
 
 CRITICAL, WARNING = "critical", "warning"
 SEVERITY = {
@@ -46,7 +48,7 @@ SEVERITY = {
 }
 KINDS = tuple(SEVERITY)
 GROUP = ["catalog", "image_key", "style", "model_version", "params_hash"]
-COLUMNS = [*GROUP, "run_id", "method", "input_etag", "output_key", "output_sha256", "bytes_out", "status", "error_class", "error", "style_loss", "finished_at"]
+COLUMNS = [*GROUP, "run_id", "method", "input_etag", "output_key", "output_sha256", "bytes_out", "status", "error_class", "error", "style_loss", "finished_at", "params_json"]
 OUTLIER_MIN_ROWS = 5  # fewer rows per (style, model_version) give no meaningful median absolute deviation
 MAX_SAMPLES = 8  # sample ok outputs for the report's contact sheet
 MAX_FAILED_SAMPLES = 5  # sample image keys per error class
@@ -123,33 +125,86 @@ def latest(df: pd.DataFrame) -> pd.DataFrame:
 # ---- checks on rows --------------------------------------------------------------------------------
 def check_output(st: ObjectStore, row: dict[str, Any]) -> dict[str, Any] | None:
     """A missing_output or tampered_output finding for one `ok` row, or None if its output is intact."""
+    return inspect_output(st, row)[0]
+
+
+def inspect_output(st: ObjectStore, row: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """`check_output`'s finding, with the etag of the object it judged (None when there is none):
+    a repair overwrites a tampered output only if it still has that etag (If-Match)."""
     where = {"image_key": row["image_key"], "style": row["style"], "output_key": row.get("output_key")}
     key = row.get("output_key")
     if not _present(key):
-        return finding("missing_output", "ok row names no output_key", **{**where, "output_key": None})
+        return finding("missing_output", "ok row names no output_key", **{**where, "output_key": None}), None
     info = st.head(key)
     if info is None:
-        return finding("missing_output", f"{st.uri(key)} does not exist (run {row['run_id']})", **where)
+        return finding("missing_output", f"{st.uri(key)} does not exist (run {row['run_id']})", **where), None
     if _present(row.get("bytes_out")) and info.size != int(row["bytes_out"]):
-        return finding("tampered_output", f"size {info.size} but the manifest recorded {int(row['bytes_out'])}", **where)
+        return finding("tampered_output", f"size {info.size} but the manifest recorded {int(row['bytes_out'])}", **where), info.etag
     try:
         got = st.get(key)
     except ObjectNotFoundError:  # deleted between head and get
-        return finding("missing_output", f"{st.uri(key)} does not exist (run {row['run_id']})", **where)
+        return finding("missing_output", f"{st.uri(key)} does not exist (run {row['run_id']})", **where), None
     except IntegrityError as exc:
-        return finding("tampered_output", f"bytes do not match the store's recorded sha256: {exc}", **where)
+        return finding("tampered_output", f"bytes do not match the store's recorded sha256: {exc}", **where), info.etag
     if got.sha256 != row.get("output_sha256"):
-        return finding("tampered_output", f"sha256 {got.sha256} but the manifest recorded {row.get('output_sha256')}", **where)
-    return None
+        return finding("tampered_output", f"sha256 {got.sha256} but the manifest recorded {row.get('output_sha256')}", **where), got.etag
+    return None, got.etag
 
 
 def check_outputs(st: ObjectStore, rows: list[dict[str, Any]], workers: int = CHECK_WORKERS) -> list[dict[str, Any] | None]:
     """`check_output` for each row, concurrently, in order. Other store errors (the store
     unreachable) are raised: the audit cannot tell whether those outputs are intact."""
+    return [f for f, _etag in inspect_outputs(st, rows, workers)]
+
+
+def inspect_outputs(st: ObjectStore, rows: list[dict[str, Any]], workers: int = CHECK_WORKERS) -> list[tuple[dict[str, Any] | None, str | None]]:
+    """`inspect_output` for each row, concurrently, in order (store errors raised as in `check_outputs`)."""
     if not rows:
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(rows)))) as pool:
-        return list(pool.map(lambda r: check_output(st, r), rows))
+        return list(pool.map(lambda r: inspect_output(st, r), rows))
+
+
+def repairs(rows: list[dict[str, Any]], checks: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """What re-renders the missing and tampered outputs among `rows` (`ok` rows and their
+    `check_outputs` findings): one {"command", "catalog", "style", "model_version", "missing",
+    "tampered"} per run setting (catalog, style, method, model version, params), sorted."""
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row, found in zip(rows, checks, strict=True):
+        if found is None or found["kind"] not in ("missing_output", "tampered_output"):
+            continue
+        key = tuple(str(row.get(k)) for k in ("catalog", "style", "method", "model_version", "params_hash"))
+        group = groups.setdefault(key, {"command": repair_command(row), "catalog": row["catalog"], "style": row["style"], "model_version": row["model_version"], "missing": 0, "tampered": 0})
+        group["missing" if found["kind"] == "missing_output" else "tampered"] += 1
+    return [groups[k] for k in sorted(groups)]
+
+
+def repair_command(row: dict[str, Any]) -> str:
+    """`styleops stylize ... --repair` for a manifest row: its catalog, style (or blend), method,
+    model and version, and the output settings of its params_json that differ from the defaults,
+    so the rerun plans the same model version and params hash and redoes only the broken outputs."""
+    method = row.get("method") or common.PER_STYLE
+    style, version = str(row["style"]), str(row.get("model_version") or "")
+    args = ["styleops", "stylize", "--catalog", str(row["catalog"]).strip("/").removeprefix("catalog/")]
+    if method != common.PER_STYLE:
+        args += ["--method", "multi" if method == "multi-style" else method]
+    args += ["--blend" if "=" in style else "--style", style]
+    base = version.split("+", 1)[0]  # adain '<model>/v0001+art-…', swap '<model>/v0001+bank-v0002', gatys 'gatys+art-…'
+    if "/" in base:
+        model, _, base = base.rpartition("/")
+        args += ["--model", model]
+    if base and method != "gatys":
+        args += ["--version", base]
+    try:
+        settings = json.loads(row.get("params_json") or "{}")
+    except (TypeError, ValueError):
+        settings = {}
+    defaults = StylizeParams()
+    for name in ("max_side", "format", "quality", "color", "alpha", "iterations", "optimizer", "levels"):
+        value = settings.get(name)
+        if value is not None and value != getattr(defaults, name):
+            args += ["--" + name.replace("_", "-"), str(value)]
+    return shlex.join([*args, "--repair"])
 
 
 def duplicate_findings(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -265,8 +320,9 @@ def audit_rows_task(run_id: str | None = None, since: str | None = None, until: 
     """Audit the manifest rows selected by run, finished_at range (ISO dates; `until` inclusive) and
     catalog against the store: every latest `ok` row's output is downloaded and checked.
 
-    Returns {"rows", "latest", "ok", "failed", "checked", "findings", "failed_by_class", "daily", "samples"}:
-    samples are up to MAX_SAMPLES intact ok outputs {"image_key", "output_key", "style", "model_version"}.
+    Returns {"rows", "latest", "ok", "failed", "checked", "findings", "failed_by_class", "daily", "samples", "repairs"}:
+    samples are up to MAX_SAMPLES intact ok outputs {"image_key", "output_key", "style", "model_version"};
+    repairs the `styleops stylize ... --repair` commands that re-render the missing and tampered outputs (see `repairs`).
     """
     df = read_rows(run_id, since, until, catalog)
     current = latest(df)
@@ -284,7 +340,7 @@ def audit_rows_task(run_id: str | None = None, since: str | None = None, until: 
     result = {
         "rows": len(df), "latest": len(current), "ok": len(current_ok), "failed": int((current["status"] == "failed").sum()) if not current.empty else 0,
         "checked": len(ok_records), "findings": findings, "failed_by_class": failed_by_class(current) if not current.empty else {},
-        "daily": daily_stats(df) if not df.empty else [], "samples": samples,
+        "daily": daily_stats(df) if not df.empty else [], "samples": samples, "repairs": repairs(ok_records, checks),
     }
     counts = count_findings(findings)
     common.logger().info("audited %d manifest rows (%d latest, %d outputs checked): %d critical, %d warnings",

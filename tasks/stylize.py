@@ -16,7 +16,7 @@ from prefect.runtime import flow_run, task_run
 
 from infra.progress import progress
 from infra.settings import get_settings
-from infra.store import GetResult, ObjectStore, ObjectTooLargeError, PreconditionFailedError, PutResult, StoreError, validate_key
+from infra.store import GetResult, ObjectNotFoundError, ObjectStore, ObjectTooLargeError, PreconditionFailedError, PutResult, StoreError, validate_key
 from infra.version import code_version
 from styleops.errors import ImageError, ImageTooLargeError, InvalidInputError
 from styleops.imageio import content_type, sha256_hex, to_float
@@ -89,21 +89,35 @@ def output_key(image_key: str, catalog: str, style: str, model_version: str, par
 
 
 @task(name="plan-catalog")
-def plan_catalog_task(catalog: str, style: str, model_version: str, params_hash: str, shard_size: int, retry_failed: bool = False, still_current: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+def plan_catalog_task(catalog: str, style: str, model_version: str, params_hash: str, shard_size: int, retry_failed: bool = False, still_current: tuple[str, ...] | list[str] = (), repair: bool = False) -> dict[str, Any]:
     """List the catalog, drop images already `ok` for this style/model/params with the same etag
     (or `ok` for a version in `still_current`, whose outputs are bit-identical), and, unless
     `retry_failed`, those that failed for good (undecodable or too large); cut the rest into
     shards of `shard_size` [(key, etag, size), ...]. "stale" counts the images to do that have
-    an `ok` output from another model version (what a promotion makes the next run redo)."""
+    an `ok` output from another model version (what a promotion makes the next run redo).
+
+    With `repair`, the outputs of the images it would skip as done are checked as the audit
+    checks them (downloaded, size and sha256 against their latest `ok` row): the missing and
+    tampered ones go back into the shards (after the rest). The plan then also has "repair"
+    (their number), "missing", "tampered" and "overwrite": per shard {output_key: etag} of the
+    tampered outputs of this model version, the only keys its shard may overwrite (If-Match).
+    """
     prefix = catalog_prefix(catalog)
     table = common.manifest()
     which = {"catalog": prefix, "style": style, "model_version": model_version, "params_hash": params_hash}
     done: dict[str, str] = {}
+    rows: dict[str, dict[str, Any]] = {}
     for version in (*reversed(tuple(still_current)), model_version):  # oldest first: newer rows win
-        done.update(table.completed(**{**which, "model_version": version}))
+        if repair:
+            latest = table.completed_rows(**{**which, "model_version": version})
+            rows.update(latest)
+            done.update((key, row["input_etag"]) for key, row in latest.items())
+        else:
+            done.update(table.completed(**{**which, "model_version": version}))
     previous = table.ok_elsewhere(catalog=prefix, style=style, params_hash=params_hash, exclude=(model_version, *still_current))
     known_bad = {} if retry_failed else table.failed_permanently(**which)
     shards: list[list[tuple[str, str, int]]] = [[]]
+    suspects: list[tuple[str, str, int]] = []  # done, but their outputs are checked first (repair)
     total = skipped_done = skipped_bad = ignored = stale = 0
     for info in common.store().list(prefix):
         if not common.is_image_key(info.key):
@@ -112,6 +126,8 @@ def plan_catalog_task(catalog: str, style: str, model_version: str, params_hash:
         total += 1
         if done.get(info.key) == info.etag:
             skipped_done += 1
+            if repair:
+                suspects.append((info.key, info.etag, info.size))
             continue
         if known_bad.get(info.key) == info.etag:
             skipped_bad += 1
@@ -120,10 +136,47 @@ def plan_catalog_task(catalog: str, style: str, model_version: str, params_hash:
         if len(shards[-1]) >= shard_size:
             shards.append([])
         shards[-1].append((info.key, info.etag, info.size))
+    if repair:
+        broken, overwrite = _broken_outputs([rows[key] for key, _, _ in suspects], model_version)
+        missing = sum(kind == "missing_output" for kind in broken.values())
+        overwrites: list[dict[str, str]] = [{} for _ in shards]
+        for item in suspects:
+            if item[0] not in broken:
+                continue
+            skipped_done -= 1
+            if len(shards[-1]) >= shard_size:
+                shards.append([])
+                overwrites.append({})
+            shards[-1].append(item)
+            if item[0] in overwrite:
+                overwrites[-1].update([overwrite[item[0]]])
+        overwrites = [o for o, s in zip(overwrites, shards, strict=True) if s]
     shards = [s for s in shards if s]
     todo = total - skipped_done - skipped_bad
     common.logger().info("catalog %s: %d images, %d already done, %d known bad, %d to do (%d stale: made by another model version) in %d shards (%d non-image keys ignored)", prefix, total, skipped_done, skipped_bad, todo, stale, len(shards), ignored)
-    return {"catalog": prefix, "total": total, "done": skipped_done, "known_bad": skipped_bad, "todo": todo, "stale": stale, "ignored": ignored, "shards": shards}
+    plan = {"catalog": prefix, "total": total, "done": skipped_done, "known_bad": skipped_bad, "todo": todo, "stale": stale, "ignored": ignored, "shards": shards}
+    if repair:
+        common.logger().info("repair: %d of the %d done outputs checked are to re-render: %d missing, %d tampered (%d overwritten if unchanged since)", len(broken), len(suspects), missing, len(broken) - missing, len(overwrite))
+        plan.update(repair=len(broken), missing=missing, tampered=len(broken) - missing, overwrite=overwrites)
+    return plan
+
+
+def _broken_outputs(rows: list[dict[str, Any]], model_version: str) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """Check the outputs of `ok` rows as the audit does: {image_key: "missing_output" |
+    "tampered_output"} of the broken ones, and {image_key: (output_key, etag)} of the tampered
+    ones of `model_version` (an older, still-current version's output is not this run's to
+    overwrite: its re-render goes to this version's key)."""
+    from tasks.audit import inspect_outputs  # tasks.audit imports this module
+
+    broken: dict[str, str] = {}
+    overwrite: dict[str, tuple[str, str]] = {}
+    for row, (found, etag) in zip(rows, inspect_outputs(common.store(), rows), strict=True):
+        if found is None:
+            continue
+        broken[row["image_key"]] = found["kind"]
+        if found["kind"] == "tampered_output" and etag is not None and row["model_version"] == model_version:
+            overwrite[row["image_key"]] = (row["output_key"], etag)
+    return broken, overwrite
 
 
 @dataclass
@@ -164,7 +217,7 @@ def _download(st: ObjectStore, f: Fetched, max_bytes: int) -> bytes:
 
 
 @task(name="stylize-shard", tags=["gpu"], retries=2, retry_delay_seconds=5)
-def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id: str, catalog: str, style: str, model_version: str, params: dict[str, Any], batch_size: int | None = None, metrics: bool = True, source: dict[str, Any] | None = None) -> dict[str, int]:
+def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id: str, catalog: str, style: str, model_version: str, params: dict[str, Any], batch_size: int | None = None, metrics: bool = True, source: dict[str, Any] | None = None, overwrite: dict[str, str] | None = None) -> dict[str, int]:
     """Stylize one shard and append its rows to the manifest in one commit; returns status counts.
 
     `source`: what `tasks.stylizers.resolve` found to load (default: the per-style or multi-style
@@ -173,6 +226,10 @@ def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id:
     with the same bytes is accepted, different bytes are never overwritten, except this
     pipeline's own output for the same image key made from other input bytes (the catalog image
     changed), which is replaced with If-Match.
+
+    `overwrite` (a repair, see plan_catalog_task): {output_key: etag} of tampered outputs to
+    overwrite with If-Match on that etag; a key changed since is left alone (output_conflict
+    unless it now holds the same bytes).
     """
     settings = get_settings()
     p = StylizeParams(**params)
@@ -201,7 +258,7 @@ def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id:
     }
     limits = (settings.max_image_pixels, settings.max_image_bytes)
     stream = StreamStylizer(
-        engine, load=lambda f: _download(st, f, limits[1]), write=lambda job: _write(st, base, job, p),
+        engine, load=lambda f: _download(st, f, limits[1]), write=lambda job: _write(st, base, job, p, overwrite or {}),
         fmt=p.format, quality=p.quality, measure=meter.measure if meter else None, limits=limits,
         expected_errors=(StoreError, InvalidInputError), threads=settings.io_threads,
     )
@@ -236,9 +293,10 @@ def _default_source(method: str, style: str, model_version: str) -> dict[str, An
     return stylizers.resolve(method, style, version, name or None).source
 
 
-def _write(st: ObjectStore, base: dict[str, Any], job: Job[Fetched], p: StylizeParams) -> dict[str, Any]:
-    """Write one output (never overwriting different bytes, but our own stale one) and return its
-    manifest row; a job that failed before gets its `failed` row (in a pipeline thread)."""
+def _write(st: ObjectStore, base: dict[str, Any], job: Job[Fetched], p: StylizeParams, overwrite: dict[str, str]) -> dict[str, Any]:
+    """Write one output (never overwriting different bytes, but our own stale one or a tampered one
+    in `overwrite`) and return its manifest row; a job that failed before gets its `failed` row
+    (in a pipeline thread)."""
     f = job.item
     row: dict[str, Any] = {**base, "image_key": f.key, "input_etag": f.etag, "input_sha256": f.sha256, "bytes_in": f.size, "started_at": f.started_at}
     if job.in_size is not None:
@@ -249,7 +307,7 @@ def _write(st: ObjectStore, base: dict[str, Any], job: Job[Fetched], p: StylizeP
         row.update(output_key=out_key, out_height=job.out_size[0], out_width=job.out_size[1], content_loss=job.losses[0], style_loss=job.losses[1])
         meta = {"source-key": _ascii(f.key), "source-sha256": str(f.sha256), "model-version": base["model_version"]}
         try:
-            row.update(_write_output(st, out_key, job.encoded, p, meta))
+            row.update(_write_output(st, out_key, job.encoded, p, meta, overwrite.get(out_key)))
         except StoreError as exc:  # also when reading the existing object fails
             row.update(status="failed", error_class="store_error", error=str(exc)[:500])
     else:
@@ -259,8 +317,17 @@ def _write(st: ObjectStore, base: dict[str, Any], job: Job[Fetched], p: StylizeP
     return row
 
 
-def _write_output(st: ObjectStore, out_key: str, data: bytes, p: StylizeParams, meta: dict[str, str]) -> dict[str, Any]:
-    """Conditional put of one output; the status/sha/size fields of its manifest row."""
+def _write_output(st: ObjectStore, out_key: str, data: bytes, p: StylizeParams, meta: dict[str, str], replace_etag: str | None = None) -> dict[str, Any]:
+    """Conditional put of one output; the status/sha/size fields of its manifest row.
+
+    `replace_etag` (a repair): overwrite the object only while it still has that etag. If it
+    changed or went since, it is written as any output is (If-None-Match), but never replaced."""
+    if replace_etag is not None:
+        try:
+            put = st.put(out_key, data, content_type=content_type(p.format), if_match=replace_etag, metadata=meta)
+            return {"status": "ok", "output_sha256": put.sha256, "bytes_out": put.size}
+        except (PreconditionFailedError, ObjectNotFoundError):
+            pass
     try:
         put = st.put(out_key, data, content_type=content_type(p.format), if_none_match=True, metadata=meta)
         return {"status": "ok", "output_sha256": put.sha256, "bytes_out": put.size}
@@ -268,7 +335,7 @@ def _write_output(st: ObjectStore, out_key: str, data: bytes, p: StylizeParams, 
         existing = st.get(out_key)
     if existing.sha256 == sha256_hex(data):
         return {"status": "ok", "output_sha256": existing.sha256, "bytes_out": existing.size}
-    replaced = _replace_stale(st, existing, data, p, meta)
+    replaced = _replace_stale(st, existing, data, p, meta) if replace_etag is None else None
     if replaced is not None:
         return {"status": "ok", "output_sha256": replaced.sha256, "bytes_out": replaced.size}
     return {"status": "failed", "output_sha256": existing.sha256, "bytes_out": existing.size,
