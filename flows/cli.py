@@ -18,6 +18,15 @@ from rich.table import Table
 from styleops.losses import LossWeights
 from styleops.train import TrainConfig
 
+# Prefect defaults for a command-line tool, set before Prefect is imported; a user's own values win.
+# Analytics is opt-in (PREFECT_SERVER_ANALYTICS_ENABLED=true): the ephemeral server's telemetry
+# insert races the command's own writes to its SQLite file and printed a "database is locked"
+# traceback in front of successful commands. A busy 2-core machine needs over Prefect's default
+# 20 s to start the ephemeral server.
+PREFECT_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+for _name, _value in PREFECT_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
+
 app = typer.Typer(help="StyleOps: neural style transfer as a batch pipeline (Prefect + S3 + Delta).", no_args_is_help=True, pretty_exceptions_show_locals=False)
 store_app = typer.Typer(help="The embedded SeaweedFS object store (used when no AWS_ENDPOINT_URL/credentials are set).", no_args_is_help=True)
 weights_app = typer.Typer(help="VGG loss-network weights.", no_args_is_help=True)
@@ -65,7 +74,6 @@ def _runtime() -> Iterator[None]:
     from infra.settings import get_settings
     from tasks.common import store
 
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # a busy 2-core machine needs it
     get_settings.cache_clear()
     info = ensure_embedded_store(get_settings())
     if info is not None:
@@ -544,7 +552,6 @@ def serve(
     console.print(table)
     if list_only:
         return
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     get_settings.cache_clear()
     info = ensure_embedded_store(get_settings())
     if info is not None:

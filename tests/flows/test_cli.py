@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -9,6 +15,26 @@ from flows.cli import app
 
 runner = CliRunner()
 COMMANDS = [[], ["store"], ["weights"], ["models"], ["upload"], ["train-style"], ["train-multistyle"], ["add-style"], ["train-adain"], ["train-inverse"], ["build-banks"], ["stylize"], ["manifest"], ["audit"], ["demo"], ["store", "start"], ["models", "export"], ["models", "import"]]
+
+
+_PREFECT_SETTINGS = """
+import flows.cli, json
+from prefect.settings import get_current_settings
+s = get_current_settings()
+print(json.dumps([s.server.analytics_enabled, s.server.ephemeral.startup_timeout_seconds]))
+"""
+
+
+@pytest.mark.parametrize(("user_env", "expected"), [({}, [False, 180]), ({"PREFECT_SERVER_ANALYTICS_ENABLED": "true", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "45"}, [True, 45])],
+                         ids=["defaults", "user-opted-in"])
+def test_cli_turns_prefect_analytics_off_unless_the_user_opts_in(user_env: dict[str, str], expected: list) -> None:
+    """The telemetry insert of the ephemeral server printed a sqlite 'database is locked' traceback
+    in front of successful commands: the CLI sets analytics off (and a startup timeout a busy
+    machine meets) before Prefect is imported, and a user's own values win."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")}
+    out = subprocess.run([sys.executable, "-c", _PREFECT_SETTINGS], env={**env, **user_env}, cwd=Path(__file__).resolve().parents[2],
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == expected
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "styleops")
