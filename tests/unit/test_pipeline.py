@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -117,10 +118,25 @@ def test_bucketed_batches_hold_one_size_and_memory_stays_bounded() -> None:
     assert sorted(j.item for b in batches for j in b) == list(range(30))
     assert all(len({j.in_size for j in b}) == 1 and len(b) <= 4 for b in batches)
     assert [j.item for j in next(b for b in batches if b[0].error is not None)] == [7]
-    waiting = 0
-    for b in _bucketed(jobs, lambda j: j.in_size, batch_size=4, max_pending=5):
-        waiting = max(waiting, len(b))
-    assert waiting <= 5
+    # Memory: after each batch leaves, at most max_pending jobs are held (read from the input, not
+    # yet yielded); without the bound these three interleaved sizes would hold up to 9.
+    def held_after_each_batch(max_pending: int) -> list[int]:
+        pulled, emitted, held = 0, 0, []
+
+        def source() -> Iterator[Job[int]]:
+            nonlocal pulled
+            for job in jobs:
+                pulled += 1
+                yield job
+
+        for b in _bucketed(source(), lambda j: j.in_size, batch_size=4, max_pending=max_pending):
+            emitted += len(b)
+            held.append(pulled - emitted)
+        return held
+
+    bounded, unbounded = held_after_each_batch(5), held_after_each_batch(10**6)
+    assert max(bounded) <= 5 and bounded[-1] == 0
+    assert max(unbounded) > 5
 
 
 def test_stream_overlaps_and_records_each_image_once(net: TransformerNet) -> None:
