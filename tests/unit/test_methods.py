@@ -1,10 +1,18 @@
-"""Stylize methods as plug-ins (runs/methods/) and the run spec (runs/spec.py)."""
+"""Stylize methods as plug-ins (runs/methods/), the run spec (runs/spec.py) and keys (runs/keys.py).
+
+End to end with a toy method through the flow: tests/flows/test_plugin_method.py."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tasks.stylize import StylizeParams
+from runs import methods
+from runs.keys import IMAGE_SUFFIXES, artifact_key, catalog_prefix, is_image_key, output_key
+from runs.methods.base import Method, Source
+from runs.spec import RunSpec, StylizeParams
+from styleops.errors import InvalidInputError
 
 # Computed from the code before StylizeParams moved out of tasks/stylize.py (commit 0025f29):
 # existing manifests and output keys carry these hashes, so they must never change.
@@ -22,3 +30,75 @@ PINNED_HASHES = [
 @pytest.mark.parametrize(("params", "expected"), PINNED_HASHES, ids=[h for _, h in PINNED_HASHES])
 def test_params_hash_is_pinned(params: StylizeParams, expected: str) -> None:
     assert params.hash == expected
+
+
+def test_the_registry_lists_the_five_methods_with_their_aliases() -> None:
+    assert methods.names() == ("per-style", "multi-style", "swap", "adain", "gatys")
+    assert {m.name: m.aliases for m in methods.all_methods()} == {"per-style": (), "multi-style": ("multi",), "swap": (), "adain": (), "gatys": ()}
+    assert methods.get("multi") is methods.get("multi-style") and methods.get("multi").cli_name == "multi"
+    assert [m.name for m in methods.all_methods() if m.takes_blend] == ["multi-style", "adain"]
+    assert {m.name: m.hashed for m in methods.all_methods() if m.hashed} == {"adain": ("alpha",), "gatys": ("iterations", "optimizer", "levels")}
+    assert {m.name: m.family for m in methods.all_methods()} == {"per-style": "per-style", "multi-style": "multi-style", "swap": "inverse", "adain": "adain", "gatys": None}
+    for m in methods.all_methods():
+        assert type(m).__module__ == "runs.methods." + m.name.replace("-", "_")  # one module per method
+
+
+def test_an_unknown_method_names_the_registered_ones() -> None:
+    with pytest.raises(InvalidInputError, match=r"^method must be one of per-style, multi-style, swap, adain, gatys, got 'cartoon'$"):
+        methods.get("cartoon")
+    assert methods.find("cartoon") is None
+    with pytest.raises(InvalidInputError, match="method must be one of per-style, multi-style"):
+        RunSpec.create("demo", "monet", method="cartoon").check()
+
+
+def test_register_refuses_a_taken_name_or_alias() -> None:
+    class Clash(Method):
+        name = "multi"
+
+        def resolve(self, style, version, model=None):  # type: ignore[no-untyped-def]
+            raise NotImplementedError
+
+        def build(self, source, params, device, settings, batch_size=None, on_iteration=None):  # type: ignore[no-untyped-def]
+            raise NotImplementedError
+
+    with pytest.raises(ValueError, match="method name multi is taken"):
+        methods.register(Clash())
+    assert methods.names() == ("per-style", "multi-style", "swap", "adain", "gatys")
+
+
+def test_a_source_survives_json() -> None:
+    source = Source(family="adain", name="default", version="v0001", blend={"monet": 0.75, "hoitsu": 0.25}, artworks={"monet": ("artwork/monet/a.jpg", "artwork/monet/b.jpg"), "hoitsu": ("artwork/hoitsu/h.png",)})
+    d = json.loads(json.dumps(source.to_dict()))
+    assert Source.from_dict(d) == source and Source.coerce(d) == source and Source.coerce(source) is source and Source.coerce(None) is None
+    assert Source(family="per-style", name="monet", version="v0003").to_dict() == {"family": "per-style", "name": "monet", "version": "v0003"}
+    with pytest.raises(InvalidInputError, match="no field colour"):
+        Source.from_dict({"family": "gatys", "colour": "red"})
+
+
+def test_run_spec_is_immutable_and_checked() -> None:
+    spec = RunSpec.create("catalog/demo/", "wave=0.7,udnie=0.3", method="multi", format="PNG", shard_size=8)
+    assert (spec.method, spec.params.method, spec.params.format, spec.prefix) == ("multi-style", "multi-style", "png", "catalog/demo/")
+    assert spec.check() is spec
+    with pytest.raises(AttributeError):
+        spec.style = "other"  # type: ignore[misc]
+    for kwargs, message in [
+        ({"max_side": 8}, "max_side must be >= 16"),
+        ({"color": "sepia"}, "colour preservation must be one of none, luminance, histogram"),
+        ({"alpha": 1.5}, r"alpha must be in \[0, 1\]"),
+        ({"levels": 5}, "gatys needs iterations >= 1"),
+        ({"shard_size": 0}, "shard_size must be >= 1"),
+    ]:
+        with pytest.raises(InvalidInputError, match=message):
+            RunSpec.create("demo", "monet", **kwargs).check()
+    with pytest.raises(ValueError, match="a catalog is a set name"):
+        RunSpec.create("catalog/", "monet").check()
+
+
+def test_keys() -> None:
+    params = StylizeParams(max_side=64)
+    assert catalog_prefix("demo") == catalog_prefix("catalog/demo/") == "catalog/demo/"
+    assert output_key("catalog/demo/a/b.png", "demo", "a=0.7,b=0.3", "collection/v0002", params) == f"stylized/demo/a-0.7+b-0.3/collection/v0002/{params.hash[:8]}/a/b.png.jpg"
+    assert all(is_image_key("x/Y" + s.upper()) for s in IMAGE_SUFFIXES) and not is_image_key("catalog/demo/README.txt")
+    assert artifact_key("stylize", "a=0.700,b=0.300") == "stylize-a-0-700-b-0-300"
+    assert artifact_key("audit", "--") == "audit-all" and artifact_key("patch-banks", "artwork/") == "patch-banks-artwork"
+    assert artifact_key("gate", "per-style-monet-") == "gate-per-style-monet"

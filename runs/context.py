@@ -1,0 +1,86 @@
+"""What a run works with, from settings: the store, registry and manifest handles, the VGG loss
+network and registered models (cached per process), artwork pixels, short stable hashes.
+
+No Prefect here: the ring logs through `log` (the `styleops` logger) or a logger passed in."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from infra.manifest import ManifestTable
+from infra.registry import ModelRegistry
+from infra.settings import Settings, get_settings
+from infra.store import ObjectStore
+from styleops.imageio import decode_image
+from styleops.serialize import from_safetensors
+from styleops.vgg import VGGEncoder, load_encoder
+
+# Registry families of the trained feed-forward models (a method may load from one of them).
+PER_STYLE = "per-style"
+MULTI_STYLE = "multi-style"
+
+Logger = logging.Logger | logging.LoggerAdapter
+log: logging.Logger = logging.getLogger("styleops")
+
+
+def store(settings: Settings | None = None, *, writable: tuple[str, ...] | None = None) -> ObjectStore:
+    """The bucket from settings; `writable` restricts writes to the prefixes the caller owns."""
+    return ObjectStore.from_settings(settings or get_settings(), writable_prefixes=writable)
+
+
+def registry(settings: Settings | None = None) -> ModelRegistry:
+    return ModelRegistry(store(settings, writable=("models/", "registry/")))
+
+
+def manifest(settings: Settings | None = None) -> ManifestTable:
+    return ManifestTable(store(settings, writable=("manifest/",)))
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """Short sha256 of the canonical JSON of `obj` (params hashes, work-dir names)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+_encoder_lock = threading.Lock()
+
+
+@lru_cache(maxsize=4)
+def _encoder(weights: str | None, layers: tuple[str, ...], cache_dir: str, device: str) -> VGGEncoder:
+    return load_encoder(weights, layers, cache_dir=Path(cache_dir)).to(device)
+
+
+def encoder(layers: tuple[str, ...], device: torch.device, settings: Settings | None = None) -> VGGEncoder:
+    """The VGG loss network (cached per process: it is ~60 MB)."""
+    s = settings or get_settings()
+    with _encoder_lock:
+        return _encoder(str(s.vgg_weights) if s.vgg_weights else None, layers, str(s.cache_dir), str(device))
+
+
+_models: dict[tuple[str, str, str, str], tuple[torch.nn.Module, dict[str, Any]]] = {}
+_models_lock = threading.Lock()
+
+
+def load_model(reg: ModelRegistry, family: str, name: str, version: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(network in eval mode, card) for a registered version; cached per process."""
+    key = (reg.store.bucket, family, name, version)
+    with _models_lock:
+        if key not in _models:
+            card = reg.card(family, name, version)
+            _models[key] = (from_safetensors(reg.weights_bytes(family, name, version)), card)
+        return _models[key]
+
+
+def artwork_pixels(st: ObjectStore, key: str, settings: Settings | None = None) -> tuple[torch.Tensor, str]:
+    """(uint8 [3, H, W], sha256) of an artwork in the store; one over the byte cap is refused from
+    its Content-Length, before its body is read."""
+    s = settings or get_settings()
+    got = st.get(key, max_bytes=s.max_image_bytes)
+    return decode_image(got.data, max_pixels=s.max_image_pixels, max_bytes=s.max_image_bytes).pixels, got.sha256

@@ -1,0 +1,78 @@
+"""The stylize methods, one module each, and their registry.
+
+Every module of this package (but `base`) that defines `METHOD` (a `runs.methods.base.Method`)
+is registered when the package is imported: a new method is one new module here, plus its
+tests. The CLI's --method, the flow's check, the manifest's `method` column and the audit's
+repair commands all learn the methods from here. Tests (and plug-ins outside this package) may
+`register` more at run time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Iterator
+
+from runs.methods.base import Method, Resolved
+from styleops.errors import InvalidInputError
+
+_methods: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add `method`; its name and aliases must be new. Returns it."""
+    taken = {n for m in _methods.values() for n in (m.name, *m.aliases)}
+    clash = sorted({method.name, *method.aliases} & taken)
+    if clash:
+        raise ValueError(f"method name {', '.join(clash)} is taken")
+    _methods[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    """Remove the method registered as `name` (tests)."""
+    _methods.pop(name, None)
+
+
+def find(name_or_alias: str) -> Method | None:
+    """The method of that name or alias, else None."""
+    if name_or_alias in _methods:
+        return _methods[name_or_alias]
+    return next((m for m in _methods.values() if name_or_alias in m.aliases), None)
+
+
+def get(name_or_alias: str) -> Method:
+    """The method of that name or alias; InvalidInputError naming the registered ones otherwise."""
+    method = find(name_or_alias)
+    if method is None:
+        raise InvalidInputError(f"method must be one of {', '.join(names())}, got {name_or_alias!r}")
+    return method
+
+
+def names() -> tuple[str, ...]:
+    """The registered methods' names, in registration order."""
+    return tuple(_methods)
+
+
+def all_methods() -> Iterator[Method]:
+    return iter(tuple(_methods.values()))
+
+
+def resolve(method: str, style: str, version: str | None, model: str | None = None) -> Resolved:
+    """`get(method).resolve(style, version, model)`."""
+    return get(method).resolve(style, version, model)
+
+
+_FIRST = ("per_style", "multi_style", "swap", "adain", "gatys")  # the documented order; other modules follow by name
+
+
+def _discover() -> None:
+    """Register the METHOD of every module of this package but `base`."""
+    found = {m.name for m in pkgutil.iter_modules(__path__) if m.name != "base" and not m.name.startswith("_")}
+    for module_name in sorted(found, key=lambda n: (_FIRST.index(n) if n in _FIRST else len(_FIRST), n)):
+        method = getattr(importlib.import_module(f"{__name__}.{module_name}"), "METHOD", None)
+        if isinstance(method, Method):
+            register(method)
+
+
+_discover()

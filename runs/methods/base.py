@@ -1,0 +1,225 @@
+"""The Method plug-in: what a stylize method resolves before any work and builds in each shard.
+
+A method is one module in runs/methods/ defining `METHOD`, an instance of a `Method` subclass; the
+registry (runs/methods/__init__.py) finds it. `resolve` runs once per run, in the flow: it checks
+the style (or blend), finds the versions and the artworks, and returns a `Resolved`: the style
+label and model version label recorded in the manifest and the output keys, and the `Source`
+the shards load. `build` runs in each shard (a thread or a Dask worker, maybe another machine):
+it loads what the source names and returns a `Built` engine. Versions are pinned in the source,
+so every shard builds the same thing.
+
+Helpers shared by the methods (blends, artwork checks, the inference engine) are here too.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+from infra.settings import Settings
+from runs import context
+from runs.keys import is_image_key
+from styleops.color import ColorPreserving
+from styleops.errors import InvalidInputError
+from styleops.infer import InferenceEngine
+from styleops.losses import LossWeights
+
+ARTWORK_SIZE = 512  # artworks' longer side (px) for AdaIN statistics, Gatys targets and metrics
+MIN_ARTWORK_SIDE = 32
+
+
+@dataclass(frozen=True)
+class Source:
+    """What the shards of a run load, pinned by `resolve` (JSON-able through to_dict/from_dict:
+    it travels as a Prefect task parameter, to Dask workers too). Unused fields stay None."""
+
+    family: str  # the registry family of the model ('per-style', 'inverse', ...), or the method's name
+    name: str | None = None  # the model's name in its family
+    version: str | None = None  # its version, 'v0003'
+    blend: Mapping[str, float] | None = None  # style -> weight, summing to 1 (multi-style, adain)
+    artworks: Mapping[str, tuple[str, ...]] | None = None  # style -> its artwork keys (adain)
+    artwork_key: str | None = None  # the one artwork (gatys)
+    bank: str | None = None  # the patch bank version of `style` (swap)
+    style: str | None = None  # the style whose bank is used (swap)
+
+    @property
+    def model_ref(self) -> str:
+        """'<family>/<name>/<version>' (lineage)."""
+        return f"{self.family}/{self.name}/{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that are set, as plain JSON values."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name == "blend":
+                value = dict(value)
+            elif f.name == "artworks":
+                value = {k: list(v) for k, v in value.items()}
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Source:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InvalidInputError(f"a source has no field {', '.join(unknown)}")
+        values = dict(d)
+        if values.get("artworks") is not None:
+            values["artworks"] = {k: tuple(v) for k, v in values["artworks"].items()}
+        if values.get("blend") is not None:
+            values["blend"] = dict(values["blend"])
+        return cls(**values)
+
+    @classmethod
+    def coerce(cls, source: Source | Mapping[str, Any] | None) -> Source | None:
+        """A Source from a Source, its dict (a task parameter) or None."""
+        return source if source is None or isinstance(source, Source) else cls.from_dict(source)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A stylize run's style label, model version label and what the shards load."""
+
+    style: str
+    model_version: str
+    source: Source
+    # Older model_version labels whose outputs for this style are bit-identical (a multi-style
+    # version that only added or retrained other styles): their `ok` rows still count as done.
+    still_current: tuple[str, ...] = ()
+
+
+@dataclass
+class Built:
+    """A shard's stylizer: an engine with prepare()/stylize_prepared()/batch_size, plus lineage
+    (recorded in each manifest row's params_json) and what the metrics compare against."""
+
+    engine: Any
+    model_sha256: str | None
+    metrics_artwork_key: str
+    lineage: dict[str, Any]
+    metrics_weights: LossWeights = field(default_factory=LossWeights)
+    metrics_style_size: int = ARTWORK_SIZE
+
+
+class Params(Protocol):
+    """What a method reads of a run's settings (runs.spec.StylizeParams)."""
+
+    @property
+    def max_side(self) -> int | None: ...
+    @property
+    def color(self) -> str: ...
+    @property
+    def alpha(self) -> float: ...
+    @property
+    def iterations(self) -> int: ...
+    @property
+    def optimizer(self) -> str: ...
+    @property
+    def levels(self) -> int: ...
+
+
+OnIteration = Callable[[int, float], None]
+
+
+class Method(ABC):
+    """A stylize method. Subclasses set the class attributes and implement resolve and build."""
+
+    name: ClassVar[str]  # recorded as the manifest's `method`, e.g. "per-style"
+    aliases: ClassVar[tuple[str, ...]] = ()  # other names the CLI takes, e.g. ("multi",)
+    family: ClassVar[str | None] = None  # the registry family of the model it loads (None: no model)
+    default_model: ClassVar[str | None] = None  # the model name when none is given (families with many styles per model)
+    takes_blend: ClassVar[bool] = False  # `style` may be a blend 'wave=0.7,udnie=0.3' (the CLI's --blend)
+    hashed: ClassVar[tuple[str, ...]] = ()  # StylizeParams fields it reads besides max_side/format/quality/color: hashed into params_hash
+    summary: ClassVar[str] = ""  # one line for the CLI's help
+
+    @abstractmethod
+    def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
+        """Check the style (or blend) and resolve versions (None/'production', 'latest', 'v0003');
+        unknown names, missing inputs, undecodable or tiny artworks fail here, before any work."""
+
+    @abstractmethod
+    def build(self, source: Source, params: Params, device: torch.device, settings: Settings, batch_size: int | None = None, on_iteration: OnIteration | None = None) -> Built:
+        """The stylizer of a resolved run on `device`, with the run's colour preservation.
+        `on_iteration(i, loss)`: progress of optimization methods, per image."""
+
+    def source_for(self, style: str, model_version: str) -> Source:
+        """The source of a run known only by its style and model version label (a shard called
+        without one); methods whose label does not name everything they load refuse."""
+        raise InvalidInputError(f"method {self.name!r} needs the source its resolve() found")
+
+    @property
+    def cli_name(self) -> str:
+        """The shortest name the CLI takes (its first alias, else its name)."""
+        return min((self.name, *self.aliases), key=len)
+
+    def __repr__(self) -> str:
+        return f"<method {self.name}>"
+
+
+# ---- shared by the methods ----------------------------------------------------------------------
+def engine(model: nn.Module, params: Params, device: torch.device, settings: Settings, batch_size: int | None) -> InferenceEngine:
+    """The feed-forward inference engine of `model`, with the run's colour preservation."""
+    model = ColorPreserving(model, params.color) if params.color != "none" else model
+    return InferenceEngine(model, device=device, batch_size=batch_size, max_side=params.max_side, compile=settings.compile and device.type == "cuda", tile_size=settings.tile_size)
+
+
+def parse_blend(blend: str) -> dict[str, float]:
+    """'wave=0.7,udnie=0.3' -> {'wave': 0.7, 'udnie': 0.3} normalized to sum 1; ValueError if malformed,
+    negative, repeated or all zero."""
+    weights: dict[str, float] = {}
+    for part in filter(None, (x.strip() for x in blend.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            w = float(value) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"blend entry {part!r} is not name=weight") from None
+        if not name.strip() or name.strip() in weights or not w >= 0 or w == float("inf"):
+            raise ValueError(f"blend entry {part!r}: need a new style name and a finite weight >= 0")
+        weights[name.strip()] = w
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"blend {blend!r} has no positive weight")
+    return {k: v / total for k, v in weights.items()}
+
+
+def blend_label(weights: Mapping[str, float]) -> str:
+    """Canonical label (recorded as the manifest's style): one name, or 'a=0.700,b=0.300'."""
+    live = {k: v for k, v in weights.items() if v > 0}
+    return next(iter(live)) if len(live) == 1 else ",".join(f"{k}={v:.3f}" for k, v in sorted(live.items()))
+
+
+def one_style(method: str, style: str) -> str:
+    """`style`, refused when it is a blend (methods that take one style)."""
+    if "," in style or "=" in style:
+        from runs import methods  # the registry, which imports the method modules
+
+        blending = " or ".join(m.cli_name for m in methods.all_methods() if m.takes_blend)
+        raise InvalidInputError(f"--method {method} takes one style, not a blend ({style!r}); blends: --method {blending}")
+    return style
+
+
+def checked_artworks(style: str) -> list[tuple[str, str]]:
+    """(key, etag) of every image under artwork/<style>/, each decoded and size-checked, sorted."""
+    st = context.store()
+    found = [(i.key, i.etag) for i in st.list(f"artwork/{style}/") if is_image_key(i.key)]
+    if not found:
+        raise InvalidInputError(f"no artwork for style {style!r}: upload images to artwork/{style}/")
+    for key, _ in found:
+        pixels, _sha = context.artwork_pixels(st, key)  # ImageError (clear) for undecodable bytes
+        if min(pixels.shape[-2:]) < MIN_ARTWORK_SIDE:
+            raise InvalidInputError(f"artwork {key} is {pixels.shape[-1]}x{pixels.shape[-2]} px: too small (at least {MIN_ARTWORK_SIDE} px a side)")
+    return sorted(found)
+
+
+def artworks_identity(artworks: list[tuple[str, str]]) -> str:
+    """8 hex of the artworks' (key, etag) pairs: new artwork bytes, new model version label."""
+    return context.stable_hash(sorted(artworks), n=8)

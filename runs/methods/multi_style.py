@@ -1,0 +1,94 @@
+"""multi-style: one conditional-instance-norm network for many artworks (Dumoulin et al. 2017).
+
+style: a style of the model's card, or a blend 'wave=0.7,udnie=0.3' of them; model_version:
+'<model>/v0002' (default model 'collection'); loads multi-style/<model>/<version>. Older versions
+whose outputs for the style are bit-identical stay current (`unchanged_ancestors`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from infra.settings import Settings
+from runs import context
+from runs.methods.base import Built, Method, OnIteration, Params, Resolved, Source, blend_label, engine, parse_blend
+from styleops.errors import InvalidInputError
+from styleops.losses import LossWeights
+
+
+class Conditioned(torch.nn.Module):
+    """A multi-style network with its style weights fixed: plain `net(x)` for the engine."""
+
+    def __init__(self, net: torch.nn.Module, weights: list[float]) -> None:
+        super().__init__()
+        self.net, self.weights = net, weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, self.weights)
+
+
+def checked_blend(style: str, card: dict[str, Any], model_ref: str) -> dict[str, float]:
+    """`parse_blend(style)` with every name checked against a multi-style card's styles."""
+    known = [s["name"] for s in card["styles"]]
+    blend = parse_blend(style)
+    unknown = sorted(set(blend) - set(known))
+    if unknown:
+        raise InvalidInputError(f"multi-style/{model_ref} has no style {', '.join(unknown)}; it has {', '.join(known)}")
+    return blend
+
+
+def trained_in(card: dict[str, Any]) -> dict[str, str]:
+    """style -> the version whose training last changed its parameters (multi-style cards)."""
+    return {s["name"]: s.get("trained_in") or card["version"] for s in card["styles"]}
+
+
+def unchanged_ancestors(card: dict[str, Any], blend: Mapping[str, float]) -> list[str]:
+    """Versions up the card's parent chain that give the same outputs for `blend` (every blended
+    style trained in the same version, so shared weights and its scale/shift are identical)."""
+    reg, mine, found = context.registry(), trained_in(card), []
+    parent = card.get("parent_version")
+    while parent:
+        up = reg.card(context.MULTI_STYLE, card["name"], parent)
+        theirs = trained_in(up)
+        if any(theirs.get(name) != mine[name] for name in blend):
+            break
+        found.append(parent)
+        parent = up.get("parent_version")
+    return found
+
+
+class MultiStyle(Method):
+    name = "multi-style"
+    aliases = ("multi",)
+    family = context.MULTI_STYLE
+    default_model = "collection"
+    takes_blend = True
+    summary = "one network for many styles, or a blend of them (`styleops train-multistyle`)"
+
+    def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
+        model = model or self.default_model
+        reg = context.registry()
+        v = reg.resolve(self.family, model, version)
+        card = reg.card(self.family, model, v)
+        blend = checked_blend(style, card, f"{model}/{v}")
+        older = tuple(f"{model}/{u}" for u in unchanged_ancestors(card, blend))
+        return Resolved(blend_label(blend), f"{model}/{v}", Source(family=self.family, name=model, version=v, blend=blend), older)
+
+    def source_for(self, style: str, model_version: str) -> Source:
+        model, _, version = model_version.rpartition("/")
+        return self.resolve(style, version, model or None).source
+
+    def build(self, source: Source, params: Params, device: torch.device, settings: Settings, batch_size: int | None = None, on_iteration: OnIteration | None = None) -> Built:
+        net, card = context.load_model(context.registry(), source.family, source.name, source.version)
+        lineage = {"model": source.model_ref, "model_sha256": card["weights_sha256"]}
+        known = [s["name"] for s in card["styles"]]
+        blend = source.blend or {}
+        main = card["styles"][known.index(max(blend, key=blend.__getitem__))]
+        loss = LossWeights(**main.get("loss", card.get("loss") or card["train_config"]["loss"]))
+        net = Conditioned(net, [blend.get(k, 0.0) for k in known])
+        return Built(engine(net, params, device, settings, batch_size), card["weights_sha256"], main["artwork_key"], lineage, loss, card["train_config"]["style_size"])
+
+
+METHOD = MultiStyle()

@@ -1,0 +1,34 @@
+"""per-style: a feed-forward network trained for one artwork (Johnson et al. 2016).
+
+style: the model's name (the style); model_version: 'v0003'; loads per-style/<style>/<version>."""
+
+from __future__ import annotations
+
+import torch
+
+from infra.settings import Settings
+from runs import context
+from runs.methods.base import Built, Method, OnIteration, Params, Resolved, Source, engine
+from styleops.losses import LossWeights
+
+
+class PerStyle(Method):
+    name = "per-style"
+    family = context.PER_STYLE
+    summary = "a network trained for the style (`styleops train-style`)"
+
+    def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
+        v = context.registry().resolve(self.family, style, version)
+        return Resolved(style, v, Source(family=self.family, name=style, version=v))
+
+    def source_for(self, style: str, model_version: str) -> Source:
+        return self.resolve(style, model_version).source
+
+    def build(self, source: Source, params: Params, device: torch.device, settings: Settings, batch_size: int | None = None, on_iteration: OnIteration | None = None) -> Built:
+        net, card = context.load_model(context.registry(), source.family, source.name, source.version)
+        lineage = {"model": source.model_ref, "model_sha256": card["weights_sha256"]}
+        loss = LossWeights(**(card.get("loss") or card["train_config"]["loss"]))  # absolute weights (calibrated ones since 0.2)
+        return Built(engine(net, params, device, settings, batch_size), card["weights_sha256"], card["artwork_key"], lineage, loss, card["train_config"]["style_size"])
+
+
+METHOD = PerStyle()

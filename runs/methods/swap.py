@@ -1,0 +1,55 @@
+"""swap: style swap (Chen & Schmidt 2016): the photo's VGG patches swapped for the nearest patches
+of the style's bank, decoded by an inverse network.
+
+style: one artwork style (artwork/<style>/); model_version: '<model>/v0001+bank-v0002' (default
+model 'default'); loads inverse/<model>/<version> and the newest banks/<style> (a bank is a pure
+function of the artwork)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from infra.registry import ModelNotFoundError
+from infra.settings import Settings
+from runs import banks, context
+from runs.methods.base import Built, Method, OnIteration, Params, Resolved, Source, engine, one_style
+from styleops.errors import InvalidInputError
+from styleops.models.arbitrary import SwapStylizer
+from styleops.ops import PatchBank
+
+
+class Swap(Method):
+    name = "swap"
+    family = "inverse"
+    default_model = "default"
+    summary = "style swap: any artwork with a patch bank (`styleops build-banks`), one inverse network"
+
+    def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
+        model = model or self.default_model
+        one_style(self.name, style)
+        try:
+            bank_v = banks.resolve_bank(style, "latest")  # a bank is a pure function of the artwork: the newest one
+        except ModelNotFoundError:
+            raise InvalidInputError(f"no patch bank for style {style!r}: upload its artwork to artwork/{style}/ and run `styleops build-banks`") from None
+        v = context.registry().resolve(self.family, model, version)
+        return Resolved(style, f"{model}/{v}+bank-{bank_v}", Source(family=self.family, name=model, version=v, bank=bank_v, style=style))
+
+    def build(self, source: Source, params: Params, device: torch.device, settings: Settings, batch_size: int | None = None, on_iteration: OnIteration | None = None) -> Built:
+        decoder, card = context.load_model(context.registry(), source.family, source.name, source.version)
+        enc = context.encoder((decoder.from_layer,), device, settings)
+        bank, bank_card = banks.load_bank(source.style, source.bank)
+        lineage: dict[str, Any] = {"decoder": source.model_ref, "decoder_sha256": card["weights_sha256"],
+                                   "bank": {"version": source.bank, "sha256": bank_card["weights_sha256"], "artworks": bank_card["artworks"], "patches": len(bank)}}
+        model = SwapStylizer(enc.to(device), decoder.to(device), _bank_on(bank, device))
+        return Built(engine(model, params, device, settings, batch_size), card["weights_sha256"], bank_card["artworks"][0]["key"], lineage)
+
+
+def _bank_on(bank: PatchBank, device: torch.device) -> PatchBank:
+    """The bank's tensors moved to `device` once (not per chunk per image)."""
+    return replace(bank, patches=bank.patches.to(device), norms=bank.norms.to(device))
+
+
+METHOD = Swap()

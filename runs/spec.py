@@ -1,0 +1,105 @@
+"""What a stylize run is asked to do: the output settings that are hashed (`StylizeParams`) and
+the whole, checked request (`RunSpec`), built once by the flow and read by everything after it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from runs import methods
+from runs.context import stable_hash
+from runs.keys import catalog_prefix
+from styleops.color import COLOR_MODES
+from styleops.errors import InvalidInputError
+from styleops.imageio import encode_image
+
+
+@dataclass(frozen=True)
+class StylizeParams:
+    """Everything besides the model that changes an output's bytes (hashed into params_hash).
+
+    Only the fields that apply are hashed (colour when not 'none', and the fields the method
+    declares in `Method.hashed`: alpha for AdaIN, the optimizer settings for Gatys), so adding
+    options never changes the hash of existing runs.
+    """
+
+    method: str = "per-style"  # a registered method's name (runs.methods.names())
+    max_side: int | None = 1024
+    format: str = "jpeg"
+    quality: int = 90
+    color: str = "none"  # none | luminance | histogram (styleops.color.preserve_colors)
+    alpha: float = 1.0  # adain: 1 = full style, 0 = the decoded photo
+    iterations: int = 300  # gatys: optimizer iterations per level
+    optimizer: str = "lbfgs"  # gatys: lbfgs | adam
+    levels: int = 1  # gatys: coarse-to-fine levels (1 = the output size only)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"method": self.method, "max_side": self.max_side, "format": self.format, "quality": self.quality}
+        if self.color != "none":
+            d["color"] = self.color
+        method = methods.find(self.method)
+        for name in method.hashed if method is not None else ():
+            d[name] = getattr(self, name)
+        return d
+
+    @property
+    def hash(self) -> str:
+        return stable_hash(self.to_dict())
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One stylize run as asked: which catalog, style (or blend) and method, which model and
+    version (None: production), the output settings, and how the work is cut and where it runs."""
+
+    catalog: str
+    style: str
+    method: str = "per-style"
+    model: str | None = None  # multi-style: the model (default 'collection'); swap/adain: the decoder ('default')
+    version: str | None = None  # None/'production', 'latest' or 'v0003'
+    params: StylizeParams = StylizeParams()
+    shard_size: int = 64
+    batch_size: int | None = None
+    metrics: bool = True
+    retry_failed: bool = False
+    repair: bool = False
+    dask_address: str | None = None
+    dask_workers: int | None = None
+
+    @classmethod
+    def create(cls, catalog: str, style: str, *, method: str = "per-style", model: str | None = None, version: str | None = None,
+               max_side: int | None = 1024, format: str = "jpeg", quality: int = 90, color: str = "none", alpha: float = 1.0,
+               iterations: int = 300, optimizer: str = "lbfgs", levels: int = 1, **run: Any) -> RunSpec:
+        """A spec from the flow's parameters: the method's alias ('multi') becomes its name, the
+        format is lowercased; nothing is checked yet (`check`)."""
+        known = methods.find(method)
+        method = known.name if known is not None else method
+        params = StylizeParams(method=method, max_side=max_side, format=format.lower(), quality=quality, color=color, alpha=alpha, iterations=iterations, optimizer=optimizer, levels=levels)
+        return cls(catalog=catalog, style=style, method=method, model=model, version=version, params=params, **run)
+
+    @property
+    def prefix(self) -> str:
+        """catalog/<set>/"""
+        return catalog_prefix(self.catalog)
+
+    def check(self) -> RunSpec:
+        """Fail before any work when the settings are unusable; returns the spec."""
+        p = self.params
+        encode_image(torch.zeros(3, 2, 2, dtype=torch.uint8), p.format, quality=p.quality)
+        methods.get(p.method)  # InvalidInputError listing the registered methods
+        if p.method != self.method:
+            raise InvalidInputError(f"the spec's method {self.method!r} and its params' {p.method!r} differ")
+        if p.max_side is not None and p.max_side < 16:
+            raise InvalidInputError(f"max_side must be >= 16 pixels, got {p.max_side}")
+        if p.color not in COLOR_MODES:
+            raise InvalidInputError(f"colour preservation must be one of {', '.join(COLOR_MODES)}, got {p.color!r}")
+        if not 0.0 <= p.alpha <= 1.0:
+            raise InvalidInputError(f"alpha must be in [0, 1], got {p.alpha}")
+        if p.iterations < 1 or p.optimizer not in ("lbfgs", "adam") or not 1 <= p.levels <= 4:
+            raise InvalidInputError(f"gatys needs iterations >= 1, optimizer lbfgs|adam and levels 1-4; got {p.iterations}, {p.optimizer!r}, {p.levels}")
+        if self.shard_size < 1:
+            raise InvalidInputError(f"shard_size must be >= 1, got {self.shard_size}")
+        self.prefix  # noqa: B018 - ValueError for a catalog that is not a set name
+        return self
