@@ -5,10 +5,10 @@
 All on the CPU, for one artwork (default examples/artwork/monet/monet.jpg):
 - per-style: the feed-forward TransformerNet trained for that artwork (--per-style);
 - swap (Chen & Schmidt 2016): SwapStylizer with the inverse network (--inverse, relu3_1) and a
-  patch bank built as the pipeline builds it (tasks/banks.py): the artwork resized to 256 px on its
+  patch bank built as the pipeline builds it (runs/banks.py): the artwork resized to 256 px on its
   longer side, its relu3_1 features, 3x3 patches, stride 1, at most 16384 patches;
 - adain (Huang & Belongie 2017): AdaINStylizer with the AdaIN decoder (--adain, relu4_1), the
-  artwork resized to 512 px on its longer side (tasks/stylizers.py ARTWORK_SIZE), alpha 1;
+  artwork resized to 512 px on its longer side (runs/methods/base.py ARTWORK_SIZE), alpha 1;
 - gatys-N: `styleops.gatys.gatys` with GatysConfig(iterations=N, optimizer="lbfgs",
   style_size=512), default LossWeights, initialized from the content.
 
@@ -64,8 +64,8 @@ from styleops.weights import load_vgg_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-BANK_STYLE_SIZE, BANK_MAX_PATCHES, PATCH, STRIDE = 256, 16384, 3, 1  # infra.settings bank_* defaults, tasks/banks.py
-ARTWORK_SIZE = 512  # tasks/stylizers.py: AdaIN statistics, Gatys targets, metrics
+BANK_STYLE_SIZE, BANK_MAX_PATCHES, PATCH, STRIDE = 256, 16384, 3, 1  # infra.settings bank_* defaults, runs/banks.py
+ARTWORK_SIZE = 512  # runs/methods/base.py: AdaIN statistics, Gatys targets, metrics
 CROPS = ((1, 1), (4, 3), (3, 4), (3, 2))  # width:height of the speed images, in turn
 
 
@@ -153,7 +153,7 @@ def main() -> None:
     art = to_float(read_image(args.artwork).pixels)
     grams = loss.style_targets(resize_max_side(art, ARTWORK_SIZE)[None])
 
-    # swap: the bank as tasks/banks.py builds it
+    # swap: the bank as runs/banks.py builds it
     swap_encoder = VGGEncoder(state, (inverse.from_layer,))
     with torch.no_grad():
         feats = swap_encoder(resize_max_side(art, BANK_STYLE_SIZE)[None])[inverse.from_layer]

@@ -7,7 +7,7 @@ Starts its own embedded SeaweedFS (a temp dir), uploads `--images` real photos (
 `--photos`, default the repo's examples; ../shared/data/train/content has 616) resized so their
 longer side is `--size`, imports the shipped Monet model, then measures:
   model-only  `InferenceEngine.stylize_prepared` on the already-decoded, already-resized tensors;
-  end-to-end  `tasks.stylize.stylize_shard_task` on one shard: download, decode, stylize, encode,
+  end-to-end  `tasks.stylize.stylize_shard_task` (runs.shard) on one shard: download, decode, stylize, encode,
               upload with conditional puts, manifest rows committed (metrics off, as the model-only
               side measures none; `--metrics` adds them).
 Both use the process's torch threads. --rss samples the resident set size every 0.5 s of the
@@ -70,14 +70,15 @@ def main() -> None:
 
     from infra.local_store import ensure_embedded_store
     from infra.settings import get_settings
+    from runs import context, methods
+    from runs.spec import StylizeParams
     from styleops.imageio import decode_image
-    from tasks import common, stylizers
-    from tasks.stylize import StylizeParams, stylize_shard_task
+    from tasks.stylize import stylize_shard_task
     from tasks.training import import_model_task
 
     ensure_embedded_store(get_settings())
     get_settings.cache_clear()
-    st = common.store()
+    st = context.store()
     st.ensure_bucket()
     data = photos(args.photos, args.images, args.size)
     items = []
@@ -86,16 +87,16 @@ def main() -> None:
         items.append((f"catalog/bench/{i:05d}.jpg", put.etag, len(d)))
     models = ROOT / "examples" / "models"
     with disable_run_logger():
-        import_model_task.fn(common.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json"))
+        import_model_task.fn(context.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json"))
     params = StylizeParams(max_side=args.size)
-    source = stylizers.resolve("per-style", "monet", "v0001").source
+    source = methods.resolve("per-style", "monet", "v0001").source
     device = get_settings().device
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
 
     rows = []
     engine = prepared = None
     if not args.rss:
-        built = stylizers.build("per-style", "monet", source, params=params, device=torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device), settings=get_settings())
+        built = methods.get("per-style").build(source, params, torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device), get_settings())
         engine = built.engine
         prepared = [engine.prepare(decode_image(d).pixels) for d in data]
         engine.stylize_prepared(prepared[:1])  # warm-up

@@ -15,7 +15,7 @@ output, divided by Gatys@100's value of that objective on the same photo (and Ga
 
 Methods (each only where its model is given): per-style (--per-style STYLE=PATH, repeatable),
 multi-style (--multi PATH with --multi-styles a,b,c naming its styles' artworks), swap
-(--inverse PATH; banks built from the artwork as tasks/banks.py does), AdaIN (--adain PATH),
+(--inverse PATH; banks built from the artwork as runs/banks.py does), AdaIN (--adain PATH),
 Gatys@50 and @100 (L-BFGS from the photo, default loss). The held-out photos default to Kodak24
 (excluded from the example models' training, examples/models/README.md); the artworks to six
 public-domain works of different kinds in ../shared/data/train/style (brushwork, flat colour,

@@ -53,9 +53,9 @@ def main() -> None:
     from flows.stylize_catalog import stylize_catalog
     from infra.local_store import EmbeddedStore
     from infra.settings import get_settings
+    from runs import context
+    from runs.spec import StylizeParams
     from styleops.imageio import sha256_hex
-    from tasks import common
-    from tasks.stylize import StylizeParams
     from tasks.training import import_model_task
     from bench_catalog import photos  # real photos as JPEGs, longer side 256 px
     from tests.faults.proxy import FaultProxy, Rule
@@ -80,13 +80,13 @@ def main() -> None:
         with FaultProxy(info.endpoint_url, store_dir=home / "store", hold_s=3.0) as proxy:
             os.environ.update(AWS_ENDPOINT_URL=proxy.url, AWS_ACCESS_KEY_ID=info.access_key, AWS_SECRET_ACCESS_KEY=info.secret_key)
             get_settings.cache_clear()
-            st = common.store()
+            st = context.store()
             st.ensure_bucket()
             for i, data in enumerate(photos(args.photos, args.images, 256)):
                 st.put(f"catalog/soak/{i:04d}.jpg", data)
             models = ROOT / "examples" / "models"
             with disable_run_logger():
-                import_model_task.fn(common.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json"))
+                import_model_task.fn(context.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json"))
             deadline = time.monotonic() + args.minutes * 60
             r = 0
             while time.monotonic() < deadline:
@@ -111,7 +111,7 @@ def main() -> None:
                     if summary is not None and not summary["failed"]:
                         break
                 faults.update(counts)
-                check = _check(common, st, sha256_hex, StylizeParams(max_side=max_side, quality=quality).hash, args.images)
+                check = _check(context, st, sha256_hex, StylizeParams(max_side=max_side, quality=quality).hash, args.images)
                 totals.update(check)
                 rounds.append({"round": r, "max_side": max_side, "seconds": round(time.perf_counter() - t, 1), "runs": attempt + 1, "faults": dict(counts), **check})
                 print(json.dumps(rounds[-1]), flush=True)
@@ -130,9 +130,9 @@ def main() -> None:
         args.out.write_text(json.dumps({**result, "per_round": rounds}, indent=1))
 
 
-def _check(common, st, sha256_hex, params_hash: str, n_images: int) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def _check(context, st, sha256_hex, params_hash: str, n_images: int) -> dict[str, int]:  # type: ignore[no-untyped-def]
     """One round's rows: every image must end with exactly one ok row whose output has its bytes."""
-    rows = common.manifest().read(filters=[("catalog", "=", "catalog/soak/"), ("params_hash", "=", params_hash)])
+    rows = context.manifest().read(filters=[("catalog", "=", "catalog/soak/"), ("params_hash", "=", params_hash)])
     ok = rows[rows.status == "ok"]
     per_image = ok.image_key.value_counts()
     bad = 0

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.audit import CRITICAL, KINDS, SEVERITY, audit_rows_task, count_findings, coverage_task, orphan_findings, orphans_task, sample_sheet_task
-from tasks.stylize import catalog_prefix
+from runs.keys import artifact_key, catalog_prefix
+from runs.outputs import CRITICAL, KINDS, SEVERITY, count_findings
+from tasks.audit import audit_rows_task, coverage_task, orphan_findings, orphans_task, sample_sheet_task
 
 MAX_TABLE_FINDINGS = 1000  # the page lists this many; findings.json has them all
 
@@ -44,19 +44,13 @@ def audit_manifests(run_id: str | None = None, since: str | None = None, until: 
     counts = count_findings(findings)
     scope = {"run_id": run_id, "since": since, "until": until, "catalog": prefix, "styles": list(styles) if styles else None}
     report = write_audit_report(Path(out_dir), scope, rows, coverage, findings, sheet)
-    create_markdown_artifact(key=artifact_key(run_id or (prefix and prefix.split("/")[1]) or "all"),
+    create_markdown_artifact(key=artifact_key("audit", run_id or (prefix and prefix.split("/")[1]) or "all"),
                              markdown=summary_markdown(scope, counts, rows), description="audit of the run manifest against the object store")
     return {"critical": counts["critical"], "warnings": counts["warnings"], "findings": findings,
             "counts": {k: counts[k] for k in KINDS}, "report": str(report), "repairs": rows["repairs"]}
 
 
 # ---- report helpers ---------------------------------------------------------------------------------
-def artifact_key(name: str) -> str:
-    """'audit-<name>' in lowercase letters, digits and single dashes (Prefect's artifact key rule)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60].strip("-")
-    return "audit-" + (slug or "all")
-
-
 def _scope_text(scope: dict[str, Any]) -> str:
     parts = [f"{k} {v if not isinstance(v, list) else ', '.join(v)}" for k, v in scope.items() if v]
     return "; ".join(parts) or "every manifest row"

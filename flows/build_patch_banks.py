@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import string
 from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from runs.keys import artifact_key
 from tasks.banks import build_patch_bank_task, list_artworks_task, promote_bank_if_first_task
-
-_KEY_CHARS = frozenset(string.ascii_lowercase + string.digits)  # artifact keys: lowercase letters, digits, dashes
 
 
 @flow(name="build-patch-banks", task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -36,7 +34,7 @@ def build_patch_banks(artworks: str = "artwork/", force: bool = False) -> dict[s
         f"| {s} | {r['version']} | {r['status']} | {r.get('patches', '')} | {s in promoted} |\n" for s, r in sorted(results.items())
     )
     create_markdown_artifact(
-        key="patch-banks-" + "".join(c if c in _KEY_CHARS else "-" for c in artworks.lower()).strip("-")[:60],
+        key=artifact_key("patch-banks", artworks),
         markdown=f"# Patch banks for {artworks}\n\n| style | version | status | patches | promoted |\n|---|---|---|---|---|\n{rows}",
         description=f"style-swap patch banks of the artworks under {artworks}",
     )

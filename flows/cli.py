@@ -27,6 +27,11 @@ PREFECT_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK":
 for _name, _value in PREFECT_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
 
+from runs import methods  # noqa: E402 - the stylize methods (runs/methods/), for --method's help and checks
+
+METHODS_HELP = " | ".join(m.cli_name for m in methods.all_methods())
+BLEND_METHODS = " or ".join(m.cli_name for m in methods.all_methods() if m.takes_blend)
+
 app = typer.Typer(help="StyleOps: neural style transfer as a batch pipeline (Prefect + S3 + Delta).", no_args_is_help=True, pretty_exceptions_show_locals=False)
 store_app = typer.Typer(help="The embedded SeaweedFS object store (used when no AWS_ENDPOINT_URL/credentials are set).", no_args_is_help=True)
 weights_app = typer.Typer(help="VGG loss-network weights.", no_args_is_help=True)
@@ -72,7 +77,7 @@ def _runtime() -> Iterator[None]:
     from infra.local_store import ensure_embedded_store
     from infra.progress import set_reporter
     from infra.settings import get_settings
-    from tasks.common import store
+    from runs.context import store
 
     get_settings.cache_clear()
     info = ensure_embedded_store(get_settings())
@@ -161,7 +166,7 @@ def weights_install() -> None:
 @models_app.command("list")
 def models_list(family: str = typer.Option("per-style")) -> None:
     """Every registered version of a family, with its production marker and final losses."""
-    from tasks.common import registry
+    from runs.context import registry
 
     with _runtime():
         reg = registry()
@@ -181,7 +186,7 @@ def models_export(style: str, out: Path = typer.Option(..., help="Directory for 
     """Copy a registered model out of the store (weights + card)."""
     import json
 
-    from tasks.common import registry
+    from runs.context import registry
 
     with _runtime():
         reg = registry()
@@ -366,8 +371,8 @@ def build_banks_cmd(
 def stylize(
     catalog: str = typer.Option(..., help="Catalog set name (catalog/<set>/)."),
     style: str | None = typer.Option(None, help="Style: the per-style model's name, a style of the multi-style model, or an artwork/<style>/ folder (swap, adain, gatys)."),
-    method: str = typer.Option("per-style", help="per-style | multi | swap | adain | gatys"),
-    blend: str | None = typer.Option(None, help="multi or adain: weights over styles, e.g. 'wave=0.7,udnie=0.3' (normalized)."),
+    method: str = typer.Option("per-style", help=METHODS_HELP),
+    blend: str | None = typer.Option(None, help=f"{BLEND_METHODS}: weights over styles, e.g. 'wave=0.7,udnie=0.3' (normalized)."),
     model: str | None = typer.Option(None, help="multi: the multi-style model (default collection); swap/adain: the inverse network / decoder (default 'default')."),
     version: str | None = typer.Option(None, help="Model version (default: production; 'latest' for the newest)."),
     color: str = typer.Option("none", help="Keep the photo's colours: none | luminance | histogram."),
@@ -391,9 +396,10 @@ def stylize(
     Outputs deleted or altered since (`styleops audit` finds them)? Add --repair."""
     from flows.stylize_catalog import stylize_catalog
 
-    method = {"multi": "multi-style"}.get(method, method)
-    if (style is None) == (blend is None) or (blend is not None and method not in ("multi-style", "adain")):
-        console.print("[red]error:[/red] give --style, or --blend with --method multi or adain")
+    known = methods.find(method)  # a name or an alias ('multi'); unknown ones are refused by the flow's check
+    method = known.name if known is not None else method
+    if (style is None) == (blend is None) or (blend is not None and not (known is not None and known.takes_blend)):
+        console.print(f"[red]error:[/red] give --style, or --blend with --method {BLEND_METHODS}")
         raise typer.Exit(1)
     s = _run(stylize_catalog, catalog=catalog, style=style or blend, method=method, model=model, model_version=version, max_side=max_side, format=format, quality=quality, shard_size=shard_size, batch_size=batch_size, metrics=metrics, retry_failed=retry_failed, color=color, alpha=alpha, iterations=iterations, optimizer=optimizer, levels=levels, dask_address=dask_address, dask_workers=dask_workers, repair=repair)
     console.print(_table(f"stylized {s['catalog']} with {s['style']} {s['model_version']}", s))
@@ -407,8 +413,8 @@ def stylize(
 def manifest(catalog: str | None = typer.Option(None), style: str | None = typer.Option(None), failed: bool = typer.Option(False, help="List failed rows.")) -> None:
     """Summarize the manifest table (per style and version)."""
     from flows.report import summarize
-    from tasks.common import manifest as manifest_table
-    from tasks.stylize import catalog_prefix
+    from runs.context import manifest as manifest_table
+    from runs.keys import catalog_prefix
 
     filters = [("catalog", "=", catalog_prefix(catalog))] if catalog else []
     filters += [("style", "=", style)] if style else []
@@ -455,7 +461,7 @@ def nightly(
     style: list[str] = typer.Option(..., help="Scheduled styles (repeatable); each runs with its production version."),
     date: str | None = typer.Option(None, help="Run date YYYY-MM-DD (default: today in --timezone). Once per date."),
     timezone: str = typer.Option("UTC", help="IANA timezone of the date."),
-    method: str = typer.Option("per-style", help="per-style | multi"),
+    method: str = typer.Option("per-style", help=METHODS_HELP + " (the audit checks coverage for per-style)"),
     model: str | None = typer.Option(None, help="multi: the multi-style model (default collection)."),
     max_side: int = typer.Option(1024),
     audit_after: bool = typer.Option(True, "--audit/--no-audit", help="Audit the catalog's manifest afterwards."),
@@ -465,7 +471,8 @@ def nightly(
     redone), then an audit. A second run for the same date does nothing."""
     from flows.nightly import nightly_catalog
 
-    method = {"multi": "multi-style"}.get(method, method)
+    known = methods.find(method)
+    method = known.name if known is not None else method
     r = _run(nightly_catalog, catalog=catalog, styles=list(style), run_date=date, timezone=timezone, method=method, model=model, max_side=max_side, audit=audit_after, audit_dir=str(out))
     if r["status"] == "skipped":
         console.print(f"nightly {catalog} for {r['date']}: skipped ({r['reason']})")

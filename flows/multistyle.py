@@ -6,8 +6,8 @@ from typing import Any
 
 from prefect import flow
 
+from runs.context import MULTI_STYLE
 from styleops.train import TrainConfig
-from tasks.common import MULTI_STYLE
 from tasks.training import add_style_task, promote_if_first_task, train_multistyle_task
 
 
@@ -28,7 +28,7 @@ def train_multistyle(artwork_prefix: str, content_prefix: str, name: str = "coll
 def add_style(artwork_key: str, content_prefix: str, name: str = "collection", style: str | None = None, base_version: str | None = None, config: dict[str, Any] | None = None, promote: bool = True) -> dict[str, Any]:
     """Append an artwork to multi-style/<name> as a new version (only its scale/shift trained);
     promote it when `promote` and the base was production (old styles are bit-identical)."""
-    from tasks.common import registry
+    from runs.context import registry
 
     base = base_version or registry().production(MULTI_STYLE, name)
     added = add_style_task(name, artwork_key, content_prefix, _config(config), base, style)

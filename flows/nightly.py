@@ -14,6 +14,8 @@ from prefect.artifacts import create_table_artifact
 
 from flows.audit import audit_manifests
 from flows.stylize_catalog import stylize_catalog
+from runs.context import PER_STYLE
+from runs.keys import artifact_key
 from tasks.nightly import claim_nightly_task, complete_nightly_task, nightly_date
 
 
@@ -36,10 +38,10 @@ def nightly_catalog(catalog: str, styles: list[str], run_date: str | None = None
     runs = [stylize_catalog(catalog, style, method=method, model=model, max_side=max_side, format=format, quality=quality, shard_size=shard_size) for style in styles]
     summary: dict[str, Any] = {"status": "completed", "date": date, "catalog": catalog, "claim": claim["key"], "runs": runs}
     if audit:
-        found = audit_manifests(catalog=catalog, styles=list(styles) if method == "per-style" else None, out_dir=audit_dir)
+        found = audit_manifests(catalog=catalog, styles=list(styles) if method == PER_STYLE else None, out_dir=audit_dir)
         summary["audit"] = {"critical": found["critical"], "warnings": found["warnings"], "counts": found["counts"], "report": found["report"]}
     create_table_artifact(
-        key="nightly-" + "".join(c if c.isalnum() else "-" for c in catalog.lower()).strip("-")[:50],
+        key=artifact_key("nightly", catalog),
         table=[{k: r[k] for k in ("style", "model_version", "images", "already_done", "restyled", "ok", "failed")} for r in runs],
         description=f"nightly run of catalog {catalog} for {date}" + (f"; audit: {summary['audit']['critical']} critical, {summary['audit']['warnings']} warnings" if audit else ""),
     )

@@ -9,10 +9,10 @@ from typing import Any
 
 import pandas as pd
 
+from runs import context
+from runs.keys import catalog_prefix, is_image_key
 from styleops.contact_sheet import contact_sheet, fit_to_cell
 from styleops.imageio import decode_image, encode_image
-from tasks import common
-from tasks.stylize import catalog_prefix
 
 SUMMARY_COLUMNS = ["method", "style", "model_version", "ok", "failed", "content_loss", "style_loss", "duration_ms"]
 
@@ -20,7 +20,7 @@ SUMMARY_COLUMNS = ["method", "style", "model_version", "ok", "failed", "content_
 def column(spec: str) -> tuple[str, str]:
     """A contact-sheet column: 'monet' (the per-style model) or 'method:style', e.g. 'swap:monet'."""
     method, sep, style = spec.partition(":")
-    return (method, style) if sep else (common.PER_STYLE, spec)
+    return (method, style) if sep else (context.PER_STYLE, spec)
 
 
 def latest_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -79,12 +79,12 @@ def write_report(out_dir: Path, catalog: str, styles: list[str], *, cell: int = 
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = catalog_prefix(catalog)
-    st = common.store()
+    st = context.store()
     columns = [column(s) for s in styles]
-    df = common.manifest().read(filters=[("catalog", "=", prefix)])
+    df = context.manifest().read(filters=[("catalog", "=", prefix)])
     df = df[[(m, s) in columns for m, s in zip(df["method"], df["style"])]] if not df.empty else df
     current = latest_rows(df)
-    images = sorted(i.key for i in st.list(prefix) if common.is_image_key(i.key))
+    images = sorted(i.key for i in st.list(prefix) if is_image_key(i.key))
     outputs = {(r.image_key, r.method, r.style): r for r in current.itertuples() if r.status == "ok"}
 
     grid, html_rows = [], []
@@ -113,7 +113,7 @@ def write_report(out_dir: Path, catalog: str, styles: list[str], *, cell: int = 
         (out_dir / "contact_sheet.png").write_bytes(encode_image(contact_sheet(grid, cell=cell), "png"))
     df.to_csv(out_dir / "manifest.csv", index=False)
     summary = summarize(df)
-    curves = _curves(current, [s for m, s in columns if m == common.PER_STYLE])
+    curves = _curves(current, [s for m, s in columns if m == context.PER_STYLE])
     failures = df[df.status == "failed"][["image_key", "method", "style", "error_class", "error"]] if not df.empty else pd.DataFrame()
     page = _PAGE.format(
         title=html.escape(title), catalog=html.escape(st.uri(prefix)), n_images=len(images), n_rows=len(df),
@@ -131,14 +131,14 @@ def _style_header(st: Any, current: pd.DataFrame, method: str, style: str, size:
     """Column header: style, method and version, and a thumbnail of the artwork (per-style: from
     the model card; other methods: the style's first artwork/<style>/ image)."""
     versions = sorted({r.model_version for r in current.itertuples() if r.style == style and r.method == method}) if not current.empty else []
-    label = f"<th>{html.escape(style)}" + ("" if method == common.PER_STYLE else f" · {html.escape(method)}")
+    label = f"<th>{html.escape(style)}" + ("" if method == context.PER_STYLE else f" · {html.escape(method)}")
     if not versions:
         return label + "</th>"
     try:
-        if method == common.PER_STYLE:
-            art_key = common.registry().card(common.PER_STYLE, style, versions[-1])["artwork_key"]
+        if method == context.PER_STYLE:
+            art_key = context.registry().card(context.PER_STYLE, style, versions[-1])["artwork_key"]
         else:
-            art_key = next(i.key for i in st.list(f"artwork/{style}/") if common.is_image_key(i.key))
+            art_key = next(i.key for i in st.list(f"artwork/{style}/") if is_image_key(i.key))
         _, uri = _thumb(st.get_bytes(art_key), size)
         return f'{label}<br><small>{html.escape(versions[-1])}</small><img src="{uri}" alt="{html.escape(art_key)}"></th>'
     except Exception:  # the artwork may have been removed since: the column still has its name
@@ -149,9 +149,9 @@ def _curves(current: pd.DataFrame, styles: list[str]) -> str:
     """One loss-curve chart per (style, model version) seen in the rows, from the model cards."""
     if current.empty:
         return "<p>none</p>"
-    reg, parts = common.registry(), []
-    for style, version in sorted({(r.style, r.model_version) for r in current.itertuples() if r.style in styles and r.method == common.PER_STYLE}):
-        card = reg.card(common.PER_STYLE, style, version)
+    reg, parts = context.registry(), []
+    for style, version in sorted({(r.style, r.model_version) for r in current.itertuples() if r.style in styles and r.method == context.PER_STYLE}):
+        card = reg.card(context.PER_STYLE, style, version)
         parts.append(f"<figure><figcaption>{html.escape(style)} {html.escape(version)} "
                      f"({card['metrics'].get('steps', '?')} steps, init {html.escape(str(card.get('init_from') or 'scratch'))})</figcaption>"
                      f"{loss_curve_svg(card.get('loss_curve', []))}</figure>")

@@ -7,8 +7,9 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from runs.context import PER_STYLE
+from runs.keys import artifact_key, style_from_artwork_key
 from styleops.train import TrainConfig
-from tasks.common import PER_STYLE, style_from_artwork_key
 from tasks.training import promote_if_first_task, train_per_style_task
 
 
@@ -25,7 +26,7 @@ def train_style(artwork_key: str, content_prefix: str, style: str | None = None,
     promoted = promote_if_first_task(PER_STYLE, style, trained["version"])
     m = trained["metrics"]
     create_markdown_artifact(
-        key=f"train-{style.replace('_', '-')}",
+        key=artifact_key("train", style),
         markdown=(
             f"# Trained {PER_STYLE}/{style} {trained['version']}\n\n"
             f"| steps | seconds | content | style | tv | promoted |\n|---|---|---|---|---|---|\n"

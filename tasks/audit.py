@@ -2,7 +2,8 @@
 with the bytes it recorded; what failed; what looks off; what is not covered.
 
 Findings are plain dicts: {"kind", "severity", "image_key"?, "style"?, "output_key"?, "detail"}
-(optional fields only where they apply). Kinds and their severity:
+(optional fields only where they apply; runs.outputs, which checks the outputs). Kinds and their
+severity:
 
     missing_output   critical  an `ok` row's output object is gone
     tampered_output  critical  its size or sha256 differs from the row (or fails the store's own check)
@@ -21,10 +22,10 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import shlex
-from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -32,45 +33,17 @@ import pandas as pd
 from prefect import task
 
 from infra.registry import RegistryError
-from infra.store import IntegrityError, ObjectNotFoundError, ObjectStore
+from runs import context, methods
+from runs.keys import catalog_prefix, is_image_key
+from runs.outputs import check_outputs, count_findings, finding, present
+from runs.spec import StylizeParams
 from tasks import common
-from tasks.stylize import StylizeParams, catalog_prefix
 
-CRITICAL, WARNING = "critical", "warning"
-SEVERITY = {
-    "missing_output": CRITICAL,
-    "tampered_output": CRITICAL,
-    "uncovered": CRITICAL,
-    "duplicate": WARNING,
-    "outlier": WARNING,
-    "stale": WARNING,
-    "orphan": WARNING,
-}
-KINDS = tuple(SEVERITY)
 GROUP = ["catalog", "image_key", "style", "model_version", "params_hash"]
 COLUMNS = [*GROUP, "run_id", "method", "input_etag", "output_key", "output_sha256", "bytes_out", "status", "error_class", "error", "style_loss", "finished_at", "params_json"]
 OUTLIER_MIN_ROWS = 5  # fewer rows per (style, model_version) give no meaningful median absolute deviation
 MAX_SAMPLES = 8  # sample ok outputs for the report's contact sheet
 MAX_FAILED_SAMPLES = 5  # sample image keys per error class
-CHECK_WORKERS = 8  # concurrent output checks (network bound)
-
-
-def finding(kind: str, detail: str, *, image_key: str | None = None, style: str | None = None, output_key: str | None = None) -> dict[str, Any]:
-    """One finding; its severity follows from its kind."""
-    f: dict[str, Any] = {"kind": kind, "severity": SEVERITY[kind]}
-    for name, value in (("image_key", image_key), ("style", style), ("output_key", output_key)):
-        if value is not None:
-            f[name] = value
-    f["detail"] = detail
-    return f
-
-
-def count_findings(findings: Iterable[dict[str, Any]]) -> dict[str, int]:
-    """{"critical": n, "warnings": n, <kind>: n for every kind}."""
-    findings = list(findings)
-    by_kind = Counter(f["kind"] for f in findings)
-    return {"critical": sum(f["severity"] == CRITICAL for f in findings), "warnings": sum(f["severity"] == WARNING for f in findings),
-            **{kind: by_kind.get(kind, 0) for kind in KINDS}}
 
 
 # ---- reading the manifest ------------------------------------------------------------------------
@@ -111,7 +84,7 @@ def manifest_filters(run_id: str | None = None, since: str | None = None, until:
 def read_rows(run_id: str | None = None, since: str | None = None, until: str | None = None, catalog: str | None = None) -> pd.DataFrame:
     """The manifest rows the audit looks at (COLUMNS only)."""
     filters = manifest_filters(run_id, since, until, catalog)
-    return common.manifest().read(filters=filters or None, columns=COLUMNS)
+    return context.manifest().read(filters=filters or None, columns=COLUMNS)
 
 
 def latest(df: pd.DataFrame) -> pd.DataFrame:
@@ -123,48 +96,6 @@ def latest(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---- checks on rows --------------------------------------------------------------------------------
-def check_output(st: ObjectStore, row: dict[str, Any]) -> dict[str, Any] | None:
-    """A missing_output or tampered_output finding for one `ok` row, or None if its output is intact."""
-    return inspect_output(st, row)[0]
-
-
-def inspect_output(st: ObjectStore, row: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
-    """`check_output`'s finding, with the etag of the object it judged (None when there is none):
-    a repair overwrites a tampered output only if it still has that etag (If-Match)."""
-    where = {"image_key": row["image_key"], "style": row["style"], "output_key": row.get("output_key")}
-    key = row.get("output_key")
-    if not _present(key):
-        return finding("missing_output", "ok row names no output_key", **{**where, "output_key": None}), None
-    info = st.head(key)
-    if info is None:
-        return finding("missing_output", f"{st.uri(key)} does not exist (run {row['run_id']})", **where), None
-    if _present(row.get("bytes_out")) and info.size != int(row["bytes_out"]):
-        return finding("tampered_output", f"size {info.size} but the manifest recorded {int(row['bytes_out'])}", **where), info.etag
-    try:
-        got = st.get(key)
-    except ObjectNotFoundError:  # deleted between head and get
-        return finding("missing_output", f"{st.uri(key)} does not exist (run {row['run_id']})", **where), None
-    except IntegrityError as exc:
-        return finding("tampered_output", f"bytes do not match the store's recorded sha256: {exc}", **where), info.etag
-    if got.sha256 != row.get("output_sha256"):
-        return finding("tampered_output", f"sha256 {got.sha256} but the manifest recorded {row.get('output_sha256')}", **where), got.etag
-    return None, got.etag
-
-
-def check_outputs(st: ObjectStore, rows: list[dict[str, Any]], workers: int = CHECK_WORKERS) -> list[dict[str, Any] | None]:
-    """`check_output` for each row, concurrently, in order. Other store errors (the store
-    unreachable) are raised: the audit cannot tell whether those outputs are intact."""
-    return [f for f, _etag in inspect_outputs(st, rows, workers)]
-
-
-def inspect_outputs(st: ObjectStore, rows: list[dict[str, Any]], workers: int = CHECK_WORKERS) -> list[tuple[dict[str, Any] | None, str | None]]:
-    """`inspect_output` for each row, concurrently, in order (store errors raised as in `check_outputs`)."""
-    if not rows:
-        return []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(rows)))) as pool:
-        return list(pool.map(lambda r: inspect_output(st, r), rows))
-
-
 def repairs(rows: list[dict[str, Any]], checks: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
     """What re-renders the missing and tampered outputs among `rows` (`ok` rows and their
     `check_outputs` findings): one {"command", "catalog", "style", "model_version", "missing",
@@ -180,27 +111,29 @@ def repairs(rows: list[dict[str, Any]], checks: list[dict[str, Any] | None]) -> 
 
 
 def repair_command(row: dict[str, Any]) -> str:
-    """`styleops stylize ... --repair` for a manifest row: its catalog, style (or blend), method,
-    model and version, and the output settings of its params_json that differ from the defaults,
-    so the rerun plans the same model version and params hash and redoes only the broken outputs."""
-    method = row.get("method") or common.PER_STYLE
+    """`styleops stylize ... --repair` for a manifest row: its catalog, style (or blend), method
+    (by its CLI name, runs.methods), model and version, and the output settings of its
+    params_json that differ from the defaults, so the rerun plans the same model version and
+    params hash and redoes only the broken outputs."""
+    defaults = StylizeParams()
+    method = row.get("method") or defaults.method
     style, version = str(row["style"]), str(row.get("model_version") or "")
     args = ["styleops", "stylize", "--catalog", str(row["catalog"]).strip("/").removeprefix("catalog/")]
-    if method != common.PER_STYLE:
-        args += ["--method", "multi" if method == "multi-style" else method]
+    if method != defaults.method:
+        known = methods.find(method)
+        args += ["--method", known.cli_name if known is not None else method]
     args += ["--blend" if "=" in style else "--style", style]
     base = version.split("+", 1)[0]  # adain '<model>/v0001+art-…', swap '<model>/v0001+bank-v0002', gatys 'gatys+art-…'
     if "/" in base:
         model, _, base = base.rpartition("/")
         args += ["--model", model]
-    if base and method != "gatys":
+    if re.fullmatch(r"v\d+", base):  # not a method's own label ('gatys')
         args += ["--version", base]
     try:
         settings = json.loads(row.get("params_json") or "{}")
     except (TypeError, ValueError):
         settings = {}
-    defaults = StylizeParams()
-    for name in ("max_side", "format", "quality", "color", "alpha", "iterations", "optimizer", "levels"):
+    for name in (f.name for f in fields(StylizeParams) if f.name != "method"):
         value = settings.get(name)
         if value is not None and value != getattr(defaults, name):
             args += ["--" + name.replace("_", "-"), str(value)]
@@ -220,7 +153,7 @@ def duplicate_findings(df: pd.DataFrame) -> list[dict[str, Any]]:
             runs = sorted(set(group["run_id"]))
             out = group.sort_values("finished_at", na_position="first")["output_key"].iloc[-1]
             found.append(finding("duplicate", f"{len(group)} ok rows ({record['model_version']}, params {record['params_hash']}; runs {', '.join(runs)}) with {len(shas)} different output sha256s",
-                                 image_key=record["image_key"], style=record["style"], output_key=out if _present(out) else None))
+                                 image_key=record["image_key"], style=record["style"], output_key=out if present(out) else None))
     return found
 
 
@@ -241,7 +174,7 @@ def outlier_findings(current_ok: pd.DataFrame, k: float = 5.0) -> list[dict[str,
             distance = abs(float(r.style_loss) - median) / mad
             if math.isfinite(distance) and distance > k:
                 found.append(finding("outlier", f"style_loss {r.style_loss:,.1f} is {distance:.1f} x MAD ({mad:,.1f}) from the median {median:,.1f} of {style} {version}",
-                                     image_key=r.image_key, style=style, output_key=r.output_key if _present(r.output_key) else None))
+                                     image_key=r.image_key, style=style, output_key=r.output_key if present(r.output_key) else None))
     return found
 
 
@@ -254,10 +187,10 @@ def version_number(version: Any) -> int | None:
 
 def production_versions(styles: Iterable[str]) -> dict[str, str | None]:
     """style -> its per-style production version (None: none promoted, or not a model name)."""
-    reg, found = common.registry(), {}
+    reg, found = context.registry(), {}
     for style in sorted(set(styles)):
         try:
-            found[style] = reg.production(common.PER_STYLE, style)
+            found[style] = reg.production(context.PER_STYLE, style)
         except RegistryError:
             found[style] = None
     return found
@@ -266,13 +199,13 @@ def production_versions(styles: Iterable[str]) -> dict[str, str | None]:
 def stale_findings(current_ok: pd.DataFrame, production: dict[str, str | None]) -> list[dict[str, Any]]:
     """Per-style `ok` rows made by an older model than the style's production version."""
     found = []
-    rows = current_ok[current_ok["method"] == common.PER_STYLE]
+    rows = current_ok[current_ok["method"] == context.PER_STYLE]
     for r in rows.itertuples():
         prod = production.get(r.style)
         mine, newest = version_number(r.model_version), version_number(prod)
         if mine is not None and newest is not None and newest > mine:
             found.append(finding("stale", f"made with {r.model_version}; production is {prod}",
-                                 image_key=r.image_key, style=r.style, output_key=r.output_key if _present(r.output_key) else None))
+                                 image_key=r.image_key, style=r.style, output_key=r.output_key if present(r.output_key) else None))
     return found
 
 
@@ -301,17 +234,9 @@ def daily_stats(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def _present(value: Any) -> bool:
-    """Not None, NaN, NaT or NA."""
-    try:
-        return not bool(pd.isna(value))
-    except (TypeError, ValueError):  # array-likes: present
-        return True
-
-
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as dicts with None for missing values."""
-    return [{k: (v if _present(v) else None) for k, v in r.items()} for r in df.astype(object).to_dict("records")]
+    return [{k: (v if present(v) else None) for k, v in r.items()} for r in df.astype(object).to_dict("records")]
 
 
 # ---- tasks ----------------------------------------------------------------------------------------
@@ -327,14 +252,14 @@ def audit_rows_task(run_id: str | None = None, since: str | None = None, until: 
     df = read_rows(run_id, since, until, catalog)
     current = latest(df)
     current_ok = current[current["status"] == "ok"] if not current.empty else current
-    st = common.store()
+    st = context.store()
     ok_records = _records(current_ok)
     checks = check_outputs(st, ok_records)
     findings = [f for f in checks if f is not None]
     if not df.empty:
         findings += duplicate_findings(df)
         findings += outlier_findings(current_ok, mad_k)
-        findings += stale_findings(current_ok, production_versions(current_ok.loc[current_ok["method"] == common.PER_STYLE, "style"]))
+        findings += stale_findings(current_ok, production_versions(current_ok.loc[current_ok["method"] == context.PER_STYLE, "style"]))
     intact = [r for r, f in zip(ok_records, checks, strict=True) if f is None]
     samples = [{k: r[k] for k in ("image_key", "output_key", "style", "model_version")} for r in intact[:MAX_SAMPLES]]
     result = {
@@ -351,8 +276,8 @@ def audit_rows_task(run_id: str | None = None, since: str | None = None, until: 
 @task(name="audit-orphans")
 def orphans_task(prefix: str = "stylized/") -> list[str]:
     """Objects under `prefix` that no manifest row (of any status or run) names as its output_key, sorted."""
-    named = set(common.manifest().read_arrow(columns=["output_key"])["output_key"].drop_null().to_pylist())
-    orphans = sorted(info.key for info in common.store().list(prefix) if info.key not in named)
+    named = set(context.manifest().read_arrow(columns=["output_key"])["output_key"].drop_null().to_pylist())
+    orphans = sorted(info.key for info in context.store().list(prefix) if info.key not in named)
     common.logger().info("%d objects under %s that no manifest row names", len(orphans), prefix)
     return orphans
 
@@ -371,9 +296,9 @@ def coverage_task(catalog: str, styles: list[str]) -> dict[str, Any]:
     Returns {"catalog", "images", "styles": {style: {"version", "covered", "uncovered"}}, "findings"}.
     """
     prefix = catalog_prefix(catalog)
-    images = {info.key: info.etag for info in common.store().list(prefix) if common.is_image_key(info.key)}
+    images = {info.key: info.etag for info in context.store().list(prefix) if is_image_key(info.key)}
     production = production_versions(styles)
-    rows = common.manifest().read(filters=[("catalog", "=", prefix), ("method", "=", common.PER_STYLE)],
+    rows = context.manifest().read(filters=[("catalog", "=", prefix), ("method", "=", context.PER_STYLE)],
                                   columns=["image_key", "style", "model_version", "input_etag", "status", "error_class", "finished_at"])
     findings, per_style = [], {}
     for style in dict.fromkeys(styles):
@@ -405,7 +330,7 @@ def sample_sheet_task(samples: list[dict[str, Any]], cell: int = 128) -> dict[st
     from styleops.contact_sheet import contact_sheet, fit_to_cell
     from styleops.imageio import decode_image, encode_image
 
-    st = common.store()
+    st = context.store()
 
     def thumb(key: str) -> tuple[Any, str | None]:
         try:

@@ -1,104 +1,20 @@
-"""Shared plumbing for tasks: store/registry/manifest handles, the VGG encoder, local caches."""
+"""What tasks share that is Prefect's: the run logger. Everything else (store, registry and
+manifest handles, the encoder and model caches, keys) is in runs/ (runs.context, runs.keys)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import json
-import threading
-from functools import lru_cache
-from pathlib import Path
-from typing import Any
 
-import torch
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 
-from infra.manifest import ManifestTable
-from infra.registry import ModelRegistry
-from infra.settings import Settings, get_settings
-from infra.store import ObjectStore
-from styleops.imageio import decode_image
-from styleops.serialize import from_safetensors
-from styleops.vgg import VGGEncoder, load_encoder
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-PER_STYLE = "per-style"
-MULTI_STYLE = "multi-style"
-
-
-def store(settings: Settings | None = None, *, writable: tuple[str, ...] | None = None) -> ObjectStore:
-    """The bucket from settings; `writable` restricts writes to the prefixes this task owns."""
-    return ObjectStore.from_settings(settings or get_settings(), writable_prefixes=writable)
-
-
-def registry(settings: Settings | None = None) -> ModelRegistry:
-    return ModelRegistry(store(settings, writable=("models/", "registry/")))
-
-
-def manifest(settings: Settings | None = None) -> ManifestTable:
-    return ManifestTable(store(settings, writable=("manifest/",)))
-
-
-def is_image_key(key: str) -> bool:
-    return key.lower().endswith(IMAGE_SUFFIXES)
-
-
-def style_from_artwork_key(key: str) -> str:
-    """`artwork/<style>/<file>` -> `<style>`."""
-    parts = key.split("/")
-    if len(parts) < 3 or parts[0] != "artwork":
-        raise ValueError(f"artwork keys look like artwork/<style>/<file>, got {key!r}")
-    return parts[1]
-
-
-def stable_hash(obj: Any, n: int = 16) -> str:
-    """Short sha256 of the canonical JSON of `obj` (params hashes, work-dir names)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
-
-
-_encoder_lock = threading.Lock()
-
-
-@lru_cache(maxsize=4)
-def _encoder(weights: str | None, layers: tuple[str, ...], cache_dir: str, device: str) -> VGGEncoder:
-    return load_encoder(weights, layers, cache_dir=Path(cache_dir)).to(device)
-
-
-def encoder(layers: tuple[str, ...], device: torch.device, settings: Settings | None = None) -> VGGEncoder:
-    """The VGG loss network (cached per process: it is ~60 MB)."""
-    s = settings or get_settings()
-    with _encoder_lock:
-        return _encoder(str(s.vgg_weights) if s.vgg_weights else None, layers, str(s.cache_dir), str(device))
-
-
-
-
-_models: dict[tuple[str, str, str, str], tuple[torch.nn.Module, dict[str, Any]]] = {}
-_models_lock = threading.Lock()
-
-
-def load_model(reg: ModelRegistry, family: str, name: str, version: str) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """(network in eval mode, card) for a registered version; cached per process."""
-    key = (reg.store.bucket, family, name, version)
-    with _models_lock:
-        if key not in _models:
-            card = reg.card(family, name, version)
-            _models[key] = (from_safetensors(reg.weights_bytes(family, name, version)), card)
-        return _models[key]
-
-
-def artwork_pixels(st: ObjectStore, key: str, settings: Settings | None = None) -> tuple[torch.Tensor, str]:
-    """(uint8 [3, H, W], sha256) of an artwork in the store; one over the byte cap is refused from
-    its Content-Length, before its body is read."""
-    s = settings or get_settings()
-    got = st.get(key, max_bytes=s.max_image_bytes)
-    return decode_image(got.data, max_pixels=s.max_image_pixels, max_bytes=s.max_image_bytes).pixels, got.sha256
+from runs import context
+from runs.context import store  # noqa: F401 - tests/flows/conftest.py imports it from here (not this change's file to edit)
 
 
 def logger() -> logging.Logger | logging.LoggerAdapter:
-    """Prefect's run logger inside a flow or task run, else the `styleops` logger (plain calls, tests)."""
+    """Prefect's run logger inside a flow or task run, else the ring's `styleops` logger (plain calls, tests)."""
     try:
         return get_run_logger()
     except MissingContextError:
-        return logging.getLogger("styleops")
+        return context.log

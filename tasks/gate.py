@@ -8,7 +8,6 @@ registry table ("gate-passed" / "gate-refused" events) and to a Prefect table ar
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
@@ -17,6 +16,10 @@ from prefect.artifacts import create_table_artifact
 
 from infra.registry import PromotionConflictError
 from infra.settings import get_settings
+from runs import context
+from runs.keys import artifact_key, is_image_key
+from runs.methods.base import ARTWORK_SIZE
+from runs.methods.multi_style import Conditioned
 from styleops.device import resolve_device
 from styleops.errors import InvalidInputError
 from styleops.imageio import decode_image, resize_max_side, to_float
@@ -24,17 +27,16 @@ from styleops.losses import LossWeights
 from styleops.metrics import StyleMetrics
 from styleops.quality_gate import GateDecision, decide, score
 from tasks import common
-from tasks.stylizers import ARTWORK_SIZE, Conditioned
 
-GATED_FAMILIES = (common.PER_STYLE, common.MULTI_STYLE)
+GATED_FAMILIES = (context.PER_STYLE, context.MULTI_STYLE)
 
 
 def holdout_photos(prefix: str | None = None) -> list[torch.Tensor]:
     """The fixed held-out set: float [3, H, W] in [0, 1], longer side <= settings.gate_size."""
     s = get_settings()
     prefix = prefix or s.gate_holdout
-    st = common.store()
-    keys = sorted(info.key for info in st.list(prefix) if common.is_image_key(info.key))[: s.gate_max_images]
+    st = context.store()
+    keys = sorted(info.key for info in st.list(prefix) if is_image_key(info.key))[: s.gate_max_images]
     if not keys:
         raise InvalidInputError(f"no held-out photos under {st.uri(prefix)}: upload a few (styleops upload DIR {prefix})")
     return [resize_max_side(to_float(decode_image(st.get_bytes(k), max_pixels=s.max_image_pixels, max_bytes=s.max_image_bytes).pixels), s.gate_size) for k in keys]
@@ -43,8 +45,8 @@ def holdout_photos(prefix: str | None = None) -> list[torch.Tensor]:
 def _stylizer(family: str, name: str, version: str, style: str | None) -> tuple[Any, str] | None:
     """(float [3,H,W] -> float [3,H,W] function, artwork key) of a version, None when a multi-style
     version has no style of that name."""
-    net, card = common.load_model(common.registry(), family, name, version)
-    if family == common.MULTI_STYLE:
+    net, card = context.load_model(context.registry(), family, name, version)
+    if family == context.MULTI_STYLE:
         names = [s["name"] for s in card["styles"]]
         if style not in names:
             return None
@@ -66,20 +68,20 @@ def quality_gate_task(family: str, name: str, version: str, style: str | None = 
     """
     if family not in GATED_FAMILIES:
         raise InvalidInputError(f"the quality gate scores {' and '.join(GATED_FAMILIES)} models, not {family!r}")
-    if family == common.MULTI_STYLE and not style:
+    if family == context.MULTI_STYLE and not style:
         raise InvalidInputError("gating a multi-style version needs the style to score")
     s = get_settings()
     margin = s.gate_margin if margin is None else margin
-    reg = common.registry()
+    reg = context.registry()
     production = reg.production(family, name)
     candidate = _stylizer(family, name, version, style)
     if candidate is None:
         raise InvalidInputError(f"{family}/{name} {version} has no style {style!r}")
     prod = _stylizer(family, name, production, style) if production not in (None, version) else None
-    art, _ = common.artwork_pixels(common.store(), candidate[1], s)
+    art, _ = context.artwork_pixels(context.store(), candidate[1], s)
     weights = LossWeights()  # one scoring loss for both, whatever each was trained with
     device = resolve_device(s.device)
-    metrics = StyleMetrics(common.encoder(weights.layers, device, s), to_float(art), weights, size=min(256, s.gate_size), style_size=ARTWORK_SIZE)
+    metrics = StyleMetrics(context.encoder(weights.layers, device, s), to_float(art), weights, size=min(256, s.gate_size), style_size=ARTWORK_SIZE)
     photos = holdout_photos(holdout)
     decision = decide(
         score(candidate[0], photos, metrics),
@@ -87,11 +89,11 @@ def quality_gate_task(family: str, name: str, version: str, style: str | None = 
         score(lambda x: x, photos, metrics),
         margin,
     )
-    label = f"{family}/{name}" + (f" style {style}" if family == common.MULTI_STYLE else "")
+    label = f"{family}/{name}" + (f" style {style}" if family == context.MULTI_STYLE else "")
     common.logger().info("quality gate %s %s vs production %s: %s (%s)", label, version, production, "passed" if decision.passed else "REFUSED", decision.reason)
     numbers = {**decision.to_dict(), "style": style, "production_version": production}
     reg.record_gate(family, name, version, passed=decision.passed, numbers=numbers, reason=decision.reason)
-    create_table_artifact(key=_artifact_key(f"gate-{family}-{name}-{style or ''}"), table=gate_table(decision, version, production),
+    create_table_artifact(key=artifact_key("gate", f"{family}-{name}-{style or ''}"), table=gate_table(decision, version, production),
                           description=f"quality gate of {label} {version}: {'passed' if decision.passed else 'refused'}. {decision.reason}")
     return {"passed": decision.passed, "reason": decision.reason, "production": production, "numbers": numbers}
 
@@ -105,17 +107,13 @@ def gate_table(decision: GateDecision, version: str, production: str | None) -> 
     return [{**r, "content": round(r["content"], 1), "style": round(r["style"], 1), "passed": decision.passed, "margin": decision.margin} for r in rows]
 
 
-def _artifact_key(text: str) -> str:
-    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]", "-", text.lower())).strip("-")[:60].strip("-")
-
-
 @task(name="promote-if-gate-passed")
 def promote_if_passed_task(family: str, name: str, version: str, gate: dict[str, Any]) -> bool:
     """Promote `version` when its gate passed and production is still what the gate compared
     against; True if promoted. A refused gate keeps production as it was."""
     if not gate["passed"]:
         return False
-    reg = common.registry()
+    reg = context.registry()
     if reg.production(family, name) != gate["production"]:
         common.logger().warning("%s/%s: production moved since the gate of %s ran; not promoting", family, name, version)
         return False

@@ -21,8 +21,9 @@ from prefect import task
 from prefect.runtime import flow_run
 
 from infra.store import ObjectNotFoundError, PreconditionFailedError
+from runs import context
+from runs.keys import catalog_set
 from tasks import common
-from tasks.stylize import catalog_prefix
 
 PREFIX = "runs/nightly/"
 
@@ -39,11 +40,11 @@ def nightly_date(date: str | None, timezone: str) -> str:
 
 def claim_key(catalog: str, date: str, spec: dict[str, Any]) -> str:
     """runs/nightly/<set>/<date>-<hash of the styles and settings>.json"""
-    return f"{PREFIX}{catalog_prefix(catalog).split('/')[1]}/{date}-{common.stable_hash(spec, n=8)}.json"
+    return f"{PREFIX}{catalog_set(catalog)}/{date}-{context.stable_hash(spec, n=8)}.json"
 
 
 def _store():
-    return common.store(writable=(PREFIX,))
+    return context.store(writable=(PREFIX,))
 
 
 def _alive(flow_run_id: str | None) -> bool:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from prefect import task
 
+from runs import context
+from runs.keys import is_image_key
 from tasks import common
 
 
@@ -16,7 +18,7 @@ def upload_directory_task(src: str, prefix: str, writable: str | None = None) ->
     root = Path(src)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory")
-    st = common.store(writable=(writable or prefix,))
+    st = context.store(writable=(writable or prefix,))
     keys, sent = [], 0
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         key = prefix + path.relative_to(root).as_posix()
@@ -44,7 +46,7 @@ def announce_artworks(keys: list[str], bucket: str) -> int:
         return 0
     sent = 0
     for key in keys:
-        if key.startswith("artwork/") and common.is_image_key(key):
+        if key.startswith("artwork/") and is_image_key(key):
             event = emit_event(event=ARTWORK_UPLOADED, resource={"prefect.resource.id": f"styleops.artwork.{key}", "prefect.resource.name": key, "styleops.bucket": bucket})
             sent += event is not None
     return sent

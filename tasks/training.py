@@ -13,6 +13,8 @@ from prefect import task
 from infra.progress import progress
 from infra.settings import get_settings
 from infra.version import code_version
+from runs import context
+from runs.keys import is_image_key, style_from_artwork_key
 from styleops.device import resolve_device
 from styleops.errors import InvalidInputError
 from styleops.serialize import PICKLE_SUFFIXES, load_state_dict, to_safetensors
@@ -24,10 +26,10 @@ from tasks import common
 
 def sync_content(prefix: str, dest: Path, limit: int) -> list[Path]:
     """Download up to `limit` images under `prefix` into `dest` (skipping files already there, same size)."""
-    st = common.store()
+    st = context.store()
     paths: list[Path] = []
     for info in st.list(prefix):
-        if not common.is_image_key(info.key):
+        if not is_image_key(info.key):
             continue
         path = dest / info.key[len(prefix) :].lstrip("/")
         if not (path.is_file() and path.stat().st_size == info.size):
@@ -57,7 +59,7 @@ def _init_state(init_from: str | None) -> dict[str, Any] | None:
     if len(parts) != 3:
         raise InvalidInputError(f"init_from must be a local .safetensors file or <family>/<name>/<version>, got {init_from!r}")
     family, name, version = parts
-    reg = common.registry()
+    reg = context.registry()
     return load_state_dict(reg.weights_bytes(family, name, reg.resolve(family, name, version)), source=init_from)
 
 
@@ -67,12 +69,12 @@ def train_per_style_task(style: str, artwork_key: str, content_prefix: str, conf
     settings = get_settings()
     log = common.logger()
     cfg = TrainConfig.from_dict(config)
-    st = common.store()
-    art, art_sha = common.artwork_pixels(st, artwork_key, settings)
+    st = context.store()
+    art, art_sha = context.artwork_pixels(st, artwork_key, settings)
     content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
     device = resolve_device(settings.device)
-    enc = common.encoder(cfg.loss.layers, device, settings)
-    run_key = common.stable_hash({"style": style, "artwork": art_sha, "config": cfg.to_dict(), "content": content_prefix, "init": init_from})
+    enc = context.encoder(cfg.loss.layers, device, settings)
+    run_key = context.stable_hash({"style": style, "artwork": art_sha, "config": cfg.to_dict(), "content": content_prefix, "init": init_from})
     workdir = settings.home / "work" / "train" / style / run_key
     log.info("training %s on %d content images, %d steps at %d px on %s (checkpoints in %s)", style, len(content), cfg.steps, cfg.image_size, device, workdir)
 
@@ -86,7 +88,7 @@ def train_per_style_task(style: str, artwork_key: str, content_prefix: str, conf
         "artwork_sha256": art_sha,
         "init_from": init_from,
     }
-    return _register(common.PER_STYLE, style, result, "TransformerNet", card)
+    return _register(context.PER_STYLE, style, result, "TransformerNet", card)
 
 
 @contextmanager
@@ -134,9 +136,9 @@ def _card_common(cfg: TrainConfig, result: TrainResult, content_prefix: str, n_c
 def _artworks_under(prefix: str) -> list[tuple[str, str]]:
     """(style, key) of the first image of every artwork/<style>/ folder under `prefix`, by style."""
     found: dict[str, str] = {}
-    for info in common.store().list(prefix):
-        if common.is_image_key(info.key):
-            found.setdefault(common.style_from_artwork_key(info.key), info.key)
+    for info in context.store().list(prefix):
+        if is_image_key(info.key):
+            found.setdefault(style_from_artwork_key(info.key), info.key)
     if not found:
         raise ValueError(f"no artworks under {prefix!r} (expected artwork/<style>/<file>)")
     return sorted(found.items())
@@ -148,13 +150,13 @@ def train_multistyle_task(name: str, artwork_prefix: str, content_prefix: str, c
     register it under multi-style/<name>. Every artwork is decoded before any training starts."""
     settings = get_settings()
     cfg = TrainConfig.from_dict(config)
-    st = common.store()
+    st = context.store()
     styles = _artworks_under(artwork_prefix)
-    arts = [common.artwork_pixels(st, key, settings) for _, key in styles]  # bad artwork: clear error now
+    arts = [context.artwork_pixels(st, key, settings) for _, key in styles]  # bad artwork: clear error now
     content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
     device = resolve_device(settings.device)
-    enc = common.encoder(cfg.loss.layers, device, settings)
-    run_key = common.stable_hash({"multi": name, "artworks": [sha for _, sha in arts], "config": cfg.to_dict(), "content": content_prefix})
+    enc = context.encoder(cfg.loss.layers, device, settings)
+    run_key = context.stable_hash({"multi": name, "artworks": [sha for _, sha in arts], "config": cfg.to_dict(), "content": content_prefix})
     started = time.time()
     with _reporting(f"train {name} ({len(styles)} styles)", cfg) as on_step:
         result = train_multistyle(cfg, content, [px for px, _ in arts], enc, workdir=settings.home / "work" / "multi" / name / run_key, device=device, progress=on_step)
@@ -164,7 +166,7 @@ def train_multistyle_task(name: str, artwork_prefix: str, content_prefix: str, c
         "styles": [{"name": s, "artwork_key": k, "artwork_sha256": sha, "loss": w.to_dict()} for (s, k), (_, sha), w in zip(styles, arts, result.loss_weights, strict=True)],
         "parent_version": None,
     }
-    return _register(common.MULTI_STYLE, name, result, "MultiStyleTransformerNet", card)
+    return _register(context.MULTI_STYLE, name, result, "MultiStyleTransformerNet", card)
 
 
 @task(name="add-style-to-multi-style-model", tags=["gpu"])
@@ -177,24 +179,24 @@ def add_style_task(name: str, artwork_key: str, content_prefix: str, config: dic
     parameters, so a stylize run knows which older outputs are still current."""
     settings = get_settings()
     cfg = TrainConfig.from_dict(config)
-    st, reg = common.store(), common.registry()
-    style = style or common.style_from_artwork_key(artwork_key)
-    base = reg.resolve(common.MULTI_STYLE, name, base_version)
-    base_card = reg.card(common.MULTI_STYLE, name, base)
+    st, reg = context.store(), context.registry()
+    style = style or style_from_artwork_key(artwork_key)
+    base = reg.resolve(context.MULTI_STYLE, name, base_version)
+    base_card = reg.card(context.MULTI_STYLE, name, base)
     names = [s["name"] for s in base_card["styles"]]
     if style in names and not replace:
         raise ValueError(f"multi-style/{name} {base} already has a style named {style!r}")
     if replace and style not in names:
         raise ValueError(f"multi-style/{name} {base} has no style {style!r} to retrain")
     index = names.index(style) if replace else None
-    art, art_sha = common.artwork_pixels(st, artwork_key, settings)
+    art, art_sha = context.artwork_pixels(st, artwork_key, settings)
     content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
     device = resolve_device(settings.device)
-    enc = common.encoder(cfg.loss.layers, device, settings)
-    base_state = load_state_dict(reg.weights_bytes(common.MULTI_STYLE, name, base), source=f"{common.MULTI_STYLE}/{name}/{base}")
+    enc = context.encoder(cfg.loss.layers, device, settings)
+    base_state = load_state_dict(reg.weights_bytes(context.MULTI_STYLE, name, base), source=f"{context.MULTI_STYLE}/{name}/{base}")
     model_cfg = base_card["model_config"]
     cfg = TrainConfig.from_dict({**cfg.to_dict(), "channels": model_cfg["channels"], "n_residual": model_cfg["n_residual"], "output": model_cfg.get("output", "direct")})
-    run_key = common.stable_hash({"add": name, "base": base, "artwork": art_sha, "config": cfg.to_dict(), "content": content_prefix, "replace": index})
+    run_key = context.stable_hash({"add": name, "base": base, "artwork": art_sha, "config": cfg.to_dict(), "content": content_prefix, "replace": index})
     started = time.time()
     with _reporting(f"{'retrain' if replace else 'add'} {style} {'in' if replace else 'to'} {name}", cfg) as on_step:
         result = add_style(cfg, content, art, enc, base_state, model_cfg["n_styles"], workdir=settings.home / "work" / "multi" / name / run_key, device=device, progress=on_step, replace=index)
@@ -206,7 +208,7 @@ def add_style_task(name: str, artwork_key: str, content_prefix: str, config: dic
         "styles": [new_entry if s["name"] == style else s for s in inherited] if replace else [*inherited, new_entry],
         "parent_version": base,
     }
-    return _register(common.MULTI_STYLE, name, result, "MultiStyleTransformerNet", card)
+    return _register(context.MULTI_STYLE, name, result, "MultiStyleTransformerNet", card)
 
 
 DECODER_TRAINERS = {"adain": train_adain, "inverse": train_inverse}
@@ -221,12 +223,12 @@ def train_decoder_task(family: str, name: str, artwork_prefix: str, content_pref
         raise ValueError(f"decoder family must be one of {sorted(DECODER_TRAINERS)}, got {family!r}")
     settings = get_settings()
     cfg = TrainConfig.from_dict(config)
-    st = common.store()
+    st = context.store()
     content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
     artworks = sync_content(artwork_prefix, settings.cache_dir / "artwork" / st.bucket, max_artworks)
     device = resolve_device(settings.device)
-    enc = common.encoder(cfg.loss.layers, device, settings)
-    run_key = common.stable_hash({"decoder": family, "name": name, "config": cfg.to_dict(), "content": content_prefix, "artworks": artwork_prefix, "init": init_from})
+    enc = context.encoder(cfg.loss.layers, device, settings)
+    run_key = context.stable_hash({"decoder": family, "name": name, "config": cfg.to_dict(), "content": content_prefix, "artworks": artwork_prefix, "init": init_from})
     started = time.time()
     with _reporting(f"train {family} decoder {name}", cfg) as on_step:
         result = DECODER_TRAINERS[family](cfg, content, artworks, enc, workdir=settings.home / "work" / family / name / run_key, device=device, init_state=_init_state(init_from), progress=on_step)
@@ -243,7 +245,7 @@ def train_decoder_task(family: str, name: str, artwork_prefix: str, content_pref
 
 def _register(family: str, name: str, result: TrainResult, architecture: str, card: dict[str, Any]) -> dict[str, Any]:
     blob = to_safetensors(result.state_dict, architecture, result.model_config)
-    version = common.registry().register(family, name, blob, card)
+    version = context.registry().register(family, name, blob, card)
     common.logger().info("registered %s/%s %s (sha256 %s)", family, name, version.version, version.sha256[:12])
     return {"family": version.family, "name": version.name, "version": version.version, "sha256": version.sha256, "metrics": card["metrics"], "styles": [s["name"] for s in card.get("styles", [])]}
 
@@ -261,7 +263,7 @@ def import_model_task(family: str, name: str, weights_path: str, card_path: str 
     blob = Path(weights_path).read_bytes()
     from_safetensors(blob)  # only a module this code can rebuild (never a pickle)
     sha = hashlib.sha256(blob).hexdigest()
-    reg = common.registry()
+    reg = context.registry()
     present = [mv.version for mv in reg.versions(family, name) if mv.sha256 == sha]
     if present:
         version, status = present[0], "present"
@@ -278,7 +280,7 @@ def import_model_task(family: str, name: str, weights_path: str, card_path: str 
 @task(name="promote-if-none-in-production")
 def promote_if_first_task(family: str, name: str, version: str) -> bool:
     """Promote `version` when nothing of `family/name` is in production yet; True if it did."""
-    reg = common.registry()
+    reg = context.registry()
     if reg.production(family, name) is not None:
         return False
     reg.promote(family, name, version, reason="first version")

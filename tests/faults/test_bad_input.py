@@ -3,7 +3,7 @@ what is wrong (in the pipeline: a `failed` manifest row with its `error_class`),
 a hang or a huge allocation; odd-but-valid images decode to the right upright 8-bit RGB pixels.
 
 All inputs are generated here (Pillow or raw bytes) or cut from examples/catalog/*.jpg. No Prefect
-server, no real model weights: pipeline code (tasks.stylize._fetch, the artwork checks) reads the
+server, no real model weights: pipeline code (runs.shard._download, the artwork checks) reads the
 real store, one bucket of the session's embedded SeaweedFS over HTTP (`fault_store`,
 tests/faults/conftest.py), and runs small randomly initialised networks.
 """
@@ -42,14 +42,17 @@ from styleops.imageio import (
     decode_image,
     read_image,
 )
+from runs import context
+from runs.keys import output_key
+from runs.methods.base import MIN_ARTWORK_SIDE, checked_artworks
+from runs.shard import Fetched, _download, _write
+from runs.spec import StylizeParams
+from styleops.color import preserve_colors
 from styleops.infer import InferenceEngine
 from styleops.metrics import StyleMetrics, min_side, pad_to_min_side
 from styleops.models.transformer import TransformerNet
-from styleops.color import preserve_colors
-from styleops.vgg import VGGEncoder, build_vgg_features
-from tasks import common, stylizers
 from styleops.pipeline import Job, StreamStylizer
-from tasks.stylize import Fetched, StylizeParams, _download, _write, output_key
+from styleops.vgg import VGGEncoder, build_vgg_features
 
 CATALOG = Path(__file__).resolve().parents[2] / "examples" / "catalog"
 PHOTOS = sorted(CATALOG.glob("*.jpg"))
@@ -185,7 +188,7 @@ class Loaded:
 
 
 def _fetch(st: ObjectStore, item: tuple[str, str, int], limits: tuple[int, int]) -> Loaded:
-    """The shard's load stage (download in tasks.stylize, decode in styleops.pipeline) for one item."""
+    """The shard's load stage (download in runs.shard, decode in styleops.pipeline) for one item."""
     stream = StreamStylizer(None, load=lambda f: _download(st, f, limits[1]), write=lambda job: job, limits=limits, expected_errors=(StoreError, InvalidInputError))
     job = stream.load_one(Fetched(*item))
     return Loaded(job, job._pixels, job.error, job.item.sha256)
@@ -197,7 +200,7 @@ def _failed_row(base: dict[str, Any], loaded: Loaded) -> dict[str, Any]:
 
 
 def _fetch_one(st: ObjectStore, data: bytes, key: str) -> Loaded:
-    """tasks.stylize._fetch of one catalog object holding `data`, with the default limits."""
+    """runs.shard._download of one catalog object holding `data`, with the default limits."""
     st.put(key, data)
     return _fetch(st, _listed(st, key), LIMITS)
 
@@ -792,7 +795,7 @@ def test_grayscale_artwork_becomes_3_channel_rgb(kind: str, fault_store: ObjectS
     data, value, atol = GREY_ARTWORKS[kind]
     key = f"artwork/grey/{kind}.png"
     fault_store.put(key, data)
-    pixels, sha = common.artwork_pixels(fault_store, key, Settings())
+    pixels, sha = context.artwork_pixels(fault_store, key, Settings())
     assert pixels.dtype == torch.uint8 and pixels.shape == (3, 36, 40)
     assert torch.equal(pixels[0], pixels[1]) and torch.equal(pixels[1], pixels[2])
     assert (pixels.int() - value).abs().max().item() <= atol
@@ -809,18 +812,18 @@ def test_artwork_minimum_side(size: tuple[int, int], ok: bool, fault_store: Obje
     key = f"artwork/{style}/art.png"
     put = fault_store.put(key, _save(Image.new("L", size, 90), "PNG"))
     if ok:
-        assert stylizers._checked_artworks(style) == [(key, put.etag)]
+        assert checked_artworks(style) == [(key, put.etag)]
         return
     with pytest.raises(InvalidInputError, match=rf"^artwork {key} is {size[0]}x{size[1]} px: too small "
-                                                rf"\(at least {stylizers.MIN_ARTWORK_SIDE} px a side\)$"):
-        stylizers._checked_artworks(style)
+                                                rf"\(at least {MIN_ARTWORK_SIDE} px a side\)$"):
+        checked_artworks(style)
 
 
 @pytest.mark.integration
 def test_undecodable_artwork_is_a_clear_error(fault_store: ObjectStore, fault_settings: Settings) -> None:
     fault_store.put("artwork/broken/art.jpg", PHOTOS[0].read_bytes()[:5000])
     with pytest.raises(ImageDecodeError, match="^truncated or corrupt JPEG data"):
-        stylizers._checked_artworks("broken")
+        checked_artworks("broken")
 
 
 # ---- 12. the pipeline: each bad input becomes a failed row -----------------------------------

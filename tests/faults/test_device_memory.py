@@ -14,8 +14,10 @@ from PIL import Image
 from prefect.logging import disable_run_logger
 from torch import nn
 
-from tasks import common, stylizers
-from tasks.stylize import StylizeParams, stylize_shard_task
+from runs import context, methods
+from runs.methods.base import Built
+from runs.spec import StylizeParams
+from tasks.stylize import stylize_shard_task
 from tasks.training import import_model_task
 from tests.flows.conftest import EXAMPLES, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
 
@@ -39,20 +41,21 @@ class OutOfMemoryAbove(nn.Module):
 
 def _shard(env: PipelineEnv, limit: int, monkeypatch: pytest.MonkeyPatch, *, tall: bool = False, tile_size: int | None = None) -> tuple[dict[str, int], Counter]:
     calls: Counter = Counter()
-    build = stylizers.build
+    per_style = methods.get("per-style")
+    build = per_style.build
 
-    def build_with_small_memory(*args: Any, **kwargs: Any) -> stylizers.Built:
+    def build_with_small_memory(*args: Any, **kwargs: Any) -> Built:
         built = build(*args, **kwargs)
         engine = built.engine
         engine.model = engine.eager_model = OutOfMemoryAbove(engine.model, limit, calls, tall)
         engine.batch_size, engine.tile_size, engine.min_tile = 4, tile_size, 64
         return built
 
-    monkeypatch.setattr(stylizers, "build", build_with_small_memory)
+    monkeypatch.setattr(per_style, "build", build_with_small_memory)
     models = EXAMPLES / "models"
     items = [(i.key, i.etag, i.size) for i in env.store.list("catalog/demo/")]
     with disable_run_logger():
-        import_model_task.fn(common.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json"))
+        import_model_task.fn(context.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json"))
         counts = stylize_shard_task.fn("oom-s0000", items, "oom", "catalog/demo/", "monet", "v0001", StylizeParams(max_side=64).to_dict(), 4, False)
     return counts, calls
 
@@ -61,7 +64,7 @@ def test_a_batch_out_of_memory_is_split_and_the_shard_completes(pipeline_env: Pi
     counts, calls = _shard(pipeline_env, limit=2 * 3 * 64 * 64, monkeypatch=monkeypatch)  # 2 images fit, 4 do not
     assert counts == {"ok": 6, "failed": 0}
     assert calls == Counter({(4, 3, 64, 64): 1, (2, 3, 64, 64): 3})  # 4 -> 2 + 2, then the last 2 alone
-    rows = common.manifest().read(filters=[("run_id", "=", "oom")])
+    rows = context.manifest().read(filters=[("run_id", "=", "oom")])
     assert sorted(rows.status) == ["ok"] * 6 and rows.image_key.nunique() == 6
 
 
@@ -72,7 +75,7 @@ def test_an_image_that_fits_nowhere_is_one_failed_row_and_the_shard_goes_on(pipe
     pipeline_env.store.put("catalog/demo/tall.png", _png(tall))
     counts, _ = _shard(pipeline_env, limit=4 * 3 * 64 * 64, monkeypatch=monkeypatch, tall=True)
     assert counts == {"ok": 6, "failed": 1}
-    rows = common.manifest().read(filters=[("run_id", "=", "oom")]).set_index("image_key")
+    rows = context.manifest().read(filters=[("run_id", "=", "oom")]).set_index("image_key")
     failed = rows.loc["catalog/demo/tall.png"]
     assert (failed.status, failed.error_class) == ("failed", "out_of_memory")
     assert failed.error.startswith("out of cpu memory for a 64x16 image even in")

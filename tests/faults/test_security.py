@@ -46,13 +46,13 @@ from infra.manifest import ManifestTable
 from infra.registry import ModelRegistry, UnsafeWeightsError
 from infra.settings import Settings, get_settings
 from infra.store import InvalidKeyError, ObjectStore, StoreError, WriteOutsideScopeError, validate_key
+from runs import context
 from styleops.errors import ImageTooLargeError, InvalidInputError, WeightsNotFoundError
 from styleops.imageio import decode_image, read_image
 from styleops.models.transformer import TransformerNet
 from styleops.serialize import from_safetensors, to_safetensors
 from styleops.train import TrainConfig
 from styleops.weights import load_weights_file
-from tasks import common
 from tests.flows.conftest import EXAMPLES, vgg_weights_file  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -101,7 +101,7 @@ def test_pickled_weights_are_refused_everywhere_without_running_code(kind: str, 
     with pytest.raises(UnsafeWeightsError, match=f"it is {said}.*; pickles can run code when loaded and are refused"):
         registry.weights_bytes("per-style", name, good.version)
     with pytest.raises(UnsafeWeightsError):
-        common.load_model(registry, "per-style", name, good.version)
+        context.load_model(registry, "per-style", name, good.version)
 
     # the serializer, whatever the file is called
     with pytest.raises(InvalidInputError, match=f"^weights: not a safetensors file: it is {said}.*; pickles can run code when loaded and are never read"):
@@ -191,8 +191,11 @@ def stylize_run(fault_store: ObjectStore, embedded_store: StoreInfo, vgg_weights
     log record captured at DEBUG; then the HTML report and the audit report are written."""
     from flows.audit import summary_markdown, write_audit_report
     from flows.report import write_report
-    from tasks.audit import audit_rows_task, count_findings, orphans_task, sample_sheet_task
-    from tasks.stylize import StylizeParams, output_key, stylize_shard_task
+    from runs.keys import output_key
+    from runs.outputs import count_findings
+    from runs.spec import StylizeParams
+    from tasks.audit import audit_rows_task, orphans_task, sample_sheet_task
+    from tasks.stylize import stylize_shard_task
 
     home = tmp_path_factory.mktemp("sec-home")
     mp = pytest.MonkeyPatch()
@@ -228,7 +231,7 @@ def stylize_run(fault_store: ObjectStore, embedded_store: StoreInfo, vgg_weights
         st.put("catalog/sec/c.png.jpg", PHOTOS[3].read_bytes())
         cfg = TrainConfig(steps=1, image_size=32, style_size=64, channels=4, n_residual=1)
         net = TransformerNet(4, 1)
-        common.registry().register("per-style", STYLE, to_safetensors(net.state_dict(), "TransformerNet", net.config()),
+        context.registry().register("per-style", STYLE, to_safetensors(net.state_dict(), "TransformerNet", net.config()),
                                    {"architecture": "TransformerNet", "artwork_key": "artwork/sec/art.jpg", "train_config": cfg.to_dict(),
                                     "model_config": net.config(), "metrics": {}, "loss_curve": []})
         listed = [(i.key, i.etag, i.size) for i in st.list("catalog/sec/")]

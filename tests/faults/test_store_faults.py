@@ -31,7 +31,8 @@ from infra.manifest import ManifestTable
 from infra.registry import ModelRegistry
 from infra.settings import Settings, get_settings
 from infra.store import ObjectStore
-from tasks.stylize import StylizeParams, plan_catalog_task, stylize_shard_task
+from runs.spec import StylizeParams
+from tasks.stylize import plan_catalog_task, stylize_shard_task
 from tests.faults.proxy import FaultProxy, Rule
 
 pytestmark = pytest.mark.integration

@@ -33,11 +33,11 @@ import torch
 from PIL import Image
 
 from infra.settings import get_settings
+from runs import context
 from styleops.imageio import read_image, to_float
 from styleops.losses import LossWeights
 from styleops.train import CHECKPOINT_FILE, TrainConfig, TrainingDivergedError, train_style
 from styleops.vgg import VGGEncoder, load_encoder
-from tasks import common
 from tasks.training import train_per_style_task
 from tests.flows.conftest import CATALOG_PREFIX, EXAMPLES, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
 
@@ -175,13 +175,13 @@ def test_task_records_the_rollback_in_the_card_and_the_log(
     with caplog.at_level(logging.WARNING):
         trained = _train_task()
     assert trained["version"] == "v0001"
-    card = common.registry().card("per-style", STYLE, "v0001")
+    card = context.registry().card("per-style", STYLE, "v0001")
     assert (card["metrics"]["steps"], card["metrics"]["rollbacks"], card["metrics"]["resumed_from"]) == (8, 1, 0)
     assert card["rollback_log"] == [{"step": 5, "restored_step": 4, "lr_scale": 0.5, "cause": "loss"}]
     assert [h["step"] for h in card["loss_curve"]] == list(range(1, 9))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "training rolled back: loss not finite at step 5, resumed from the checkpoint at step 4 with learning rate x0.5" in warnings
-    weights = common.registry().weights_bytes("per-style", STYLE, "v0001")
+    weights = context.registry().weights_bytes("per-style", STYLE, "v0001")
     from styleops.serialize import load_state_dict
 
     assert _finite(load_state_dict(weights))
@@ -235,7 +235,7 @@ def test_training_killed_after_a_checkpoint_resumes_and_matches_an_uninterrupted
         if child.poll() is None:
             child.kill()
             child.wait()
-    assert common.registry().versions("per-style", STYLE) == []  # the killed run registered nothing
+    assert context.registry().versions("per-style", STYLE) == []  # the killed run registered nothing
 
     # Rerun here (same task, same arguments: same work dir), then an uninterrupted run in a fresh home.
     # Equal weights must mean equal files: safetensors used to write its header metadata in a
@@ -248,7 +248,7 @@ def test_training_killed_after_a_checkpoint_resumes_and_matches_an_uninterrupted
     straight = _train_task()
     assert straight["version"] == "v0002" and straight["metrics"]["resumed_from"] == 0
 
-    reg = common.registry()
+    reg = context.registry()
     one, two = reg.weights_bytes("per-style", STYLE, "v0001"), reg.weights_bytes("per-style", STYLE, "v0002")
     assert hashlib.sha256(one).hexdigest() == resumed["sha256"]
     assert resumed["sha256"] == straight["sha256"]  # bit-identical weights

@@ -16,9 +16,10 @@ import torch
 from prefect.artifacts import Artifact
 from safetensors.torch import save as save_safetensors
 
-from flows.audit import artifact_key, audit_manifests
+from flows.audit import audit_manifests
+from runs import context
+from runs.keys import artifact_key
 from styleops.imageio import decode_image, encode_image
-from tasks import common
 from tests.flows.conftest import CATALOG_PREFIX, PipelineEnv
 
 pytestmark = [pytest.mark.integration, pytest.mark.flow]
@@ -29,7 +30,7 @@ T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
 def test_audit_flow_writes_the_report_and_counts_critical_findings(pipeline_env: PipelineEnv, tmp_path: Path) -> None:
     env = pipeline_env
-    reg = common.registry()
+    reg = context.registry()
     reg.register("per-style", STYLE, save_safetensors({"w": torch.zeros(2)}), {})
     reg.promote("per-style", STYLE, "v0001")
     etags = {i.key: i.etag for i in env.store.list(CATALOG_PREFIX)}
@@ -42,7 +43,7 @@ def test_audit_flow_writes_the_report_and_counts_critical_findings(pipeline_env:
         rows.append({"run_id": "r1", "catalog": CATALOG_PREFIX, "image_key": key, "input_etag": etags[key], "style": STYLE, "method": "per-style",
                      "model_version": "v0001", "params_hash": PH, "status": "ok", "output_key": out, "output_sha256": hashlib.sha256(data).hexdigest(),
                      "bytes_out": len(data), "style_loss": 10.0 + n, "content_loss": 1.0, "started_at": at, "finished_at": at})
-    common.manifest().append(rows)
+    context.manifest().append(rows)
     gone = rows[0]["output_key"]
     env.store.delete(gone)
     env.store.put("stylized/demo/stray.jpg", b"nobody's")
@@ -65,7 +66,7 @@ def test_audit_flow_writes_the_report_and_counts_critical_findings(pipeline_env:
     saved = json.loads((out_dir / "findings.json").read_text(encoding="utf-8"))
     assert saved["findings"] == result["findings"] and saved["counts"]["critical"] == 1
 
-    assert artifact_key("demo") == "audit-demo" and artifact_key("20260301T120000Z-AB12cd") == "audit-20260301t120000z-ab12cd"
+    assert artifact_key("audit", "demo") == "audit-demo" and artifact_key("audit", "20260301T120000Z-AB12cd") == "audit-20260301t120000z-ab12cd"
     artifact = Artifact.get("audit-demo")
     assert artifact is not None and "| missing_output | critical | 1 |" in artifact.data and "| orphan | warning | 1 |" in artifact.data
 

@@ -10,7 +10,7 @@ from prefect.artifacts import Artifact
 from flows.build_patch_banks import build_patch_banks
 from infra.registry import BANK
 from infra.settings import get_settings
-from tasks import common
+from runs import context
 from tests.flows.conftest import PipelineEnv
 
 pytestmark = [pytest.mark.integration, pytest.mark.flow]
@@ -34,7 +34,7 @@ def test_flow_builds_one_bank_per_style_then_nothing(two_styles: PipelineEnv) ->
         for style in ("hoitsu", "monet")
         for leaf in ("PRODUCTION", "v0001/card.json", "v0001/weights.safetensors")
     ]
-    reg = common.registry()
+    reg = context.registry()
     assert [a["key"] for a in reg.card(BANK, "monet", "v0001")["artworks"]] == ["artwork/monet/monet.jpg"]
     assert reg.card(BANK, "monet", "v0001")["n_patches"] == 112 and reg.card(BANK, "hoitsu", "v0001")["n_patches"] == 70
     artifact = Artifact.get("patch-banks-artwork")

@@ -26,10 +26,11 @@ from PIL import Image
 from prefect.logging import disable_run_logger
 
 from flows.stylize_catalog import stylize_catalog
+from runs import context
+from runs.keys import output_key
+from runs.spec import StylizeParams
 from styleops.imageio import sha256_hex
 from styleops.infer import shrunk_size
-from tasks import common
-from tasks.stylize import StylizeParams, output_key
 from tasks.training import import_model_task
 from tests.flows.conftest import EXAMPLES, PipelineEnv
 
@@ -56,7 +57,7 @@ def _photos() -> dict[str, bytes]:
 def dask_env(pipeline_env: PipelineEnv, monkeypatch: pytest.MonkeyPatch) -> PipelineEnv:
     models = EXAMPLES / "models"
     with disable_run_logger():
-        import_model_task.fn(common.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json"))
+        import_model_task.fn(context.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json"))
     for catalog in ("dozens", "undisturbed"):
         for name, data in _photos().items():
             pipeline_env.store.put(f"catalog/{catalog}/{name}", data)
@@ -64,7 +65,7 @@ def dask_env(pipeline_env: PipelineEnv, monkeypatch: pytest.MonkeyPatch) -> Pipe
 
 
 def _rows(catalog: str) -> pd.DataFrame:
-    return common.manifest().read(filters=[("catalog", "=", f"catalog/{catalog}/")])
+    return context.manifest().read(filters=[("catalog", "=", f"catalog/{catalog}/")])
 
 
 def _outputs(env: PipelineEnv, catalog: str) -> dict[str, bytes]:

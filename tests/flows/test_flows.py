@@ -14,10 +14,10 @@ import pytest
 from flows.report import write_report
 from flows.stylize_catalog import stylize_catalog
 from flows.train_style import train_style
+from runs import context
+from runs.spec import StylizeParams
 from styleops.imageio import decode_image
 from styleops.train import TrainConfig
-from tasks import common
-from tasks.stylize import StylizeParams
 from tests.flows.conftest import CATALOG_PREFIX, PipelineEnv
 
 pytestmark = [pytest.mark.integration, pytest.mark.flow]
@@ -36,7 +36,7 @@ def test_train_stylize_twice_and_report(pipeline_env: PipelineEnv, tmp_path: Pat
 
     trained = train_style(artwork_key="artwork/monet/monet.jpg", content_prefix=CATALOG_PREFIX, config=TINY)
     assert (trained["style"], trained["version"], trained["promoted"]) == ("monet", "v0001", True)
-    card = common.registry().card("per-style", "monet", "v0001")
+    card = context.registry().card("per-style", "monet", "v0001")
     assert card["train_config"] == TrainConfig.from_dict({**TrainConfig().to_dict(), **TINY}).to_dict()
     assert card["content_images"] == 8  # the undecodable ones are downloaded but skipped by the trainer
 
@@ -46,7 +46,7 @@ def test_train_stylize_twice_and_report(pipeline_env: PipelineEnv, tmp_path: Pat
     assert first.pop("run_id")
     assert first == {**expected, "images": 8, "already_done": 0, "known_bad": 0, "restyled": 0, "shards": 2, "ok": 6, "failed": 2}
 
-    rows = common.manifest().read(filters=[("catalog", "=", CATALOG_PREFIX)])
+    rows = context.manifest().read(filters=[("catalog", "=", CATALOG_PREFIX)])
     assert len(rows) == 8 and rows["run_id"].nunique() == 1 and rows["shard_id"].nunique() == 2
     assert set(rows["flow_run_id"]) != {""}  # recorded from the Prefect run context
     ok = rows[rows.status == "ok"]
@@ -58,7 +58,7 @@ def test_train_stylize_twice_and_report(pipeline_env: PipelineEnv, tmp_path: Pat
     second = stylize_catalog(catalog="demo", style="monet", max_side=64, shard_size=4)
     second.pop("run_id")
     assert second == {**expected, "images": 8, "already_done": 6, "known_bad": 2, "restyled": 0, "shards": 0, "ok": 0, "failed": 0}
-    assert len(common.manifest().read(filters=[("catalog", "=", CATALOG_PREFIX)])) == 8  # no new rows
+    assert len(context.manifest().read(filters=[("catalog", "=", CATALOG_PREFIX)])) == 8  # no new rows
 
     out = tmp_path / "report"
     index = write_report(out, "demo", ["monet"], cell=CELL)
@@ -94,5 +94,5 @@ def test_swap_and_adain_runs_from_decoders_trained_by_their_flows(pipeline_env: 
     assert (again["already_done"], again["ok"], again["shards"]) == (6, 0, 0)
     blend = stylize_catalog(catalog="demo", style="monet=1,hoitsu=1", method="adain", max_side=48, alpha=0.8)
     assert (blend["style"], blend["ok"]) == ("hoitsu=0.500,monet=0.500", 6)
-    rows = common.manifest().read(filters=[("catalog", "=", CATALOG_PREFIX)])
+    rows = context.manifest().read(filters=[("catalog", "=", CATALOG_PREFIX)])
     assert rows.groupby("method").size().to_dict() == {"adain": 6, "swap": 6}

@@ -18,8 +18,8 @@ from flows.artwork_sensor import artwork_sensor
 from flows.deployments import runner_deployments
 from flows.nightly import nightly_catalog
 from infra.registry import ModelRegistry
+from runs import context
 from styleops.imageio import decode_image, encode_image
-from tasks import common
 from tasks.nightly import claim_key, trigger_once
 from tests.flows.conftest import CATALOG, PipelineEnv
 from tests.integration.test_gate_sensor import MODELS, ops_env  # noqa: F401
@@ -29,7 +29,7 @@ NIGHT = {"styles": ["monet"], "max_side": 64, "audit_dir": "unused"}
 
 
 def ok_rows(version: str) -> list[str]:
-    rows = common.manifest().read(filters=[("style", "=", "monet"), ("model_version", "=", version), ("status", "=", "ok")])
+    rows = context.manifest().read(filters=[("style", "=", "monet"), ("model_version", "=", version), ("status", "=", "ok")])
     return sorted(rows["image_key"])
 
 
@@ -80,11 +80,11 @@ def test_nightly_is_once_per_date_and_redoes_what_a_promotion_made_stale(ops_env
     assert again["status"] == "skipped" and again["reason"].startswith("completed by ")
 
     # A new production version: the next night redoes every image, once.
-    reg = ModelRegistry(common.store())
+    reg = ModelRegistry(context.store())
     card = {k: v for k, v in json.loads((MODELS / "hoitsu.card.json").read_text()).items() if k in ("architecture", "train_config", "model_config")}
     card |= {"artwork_key": "artwork/monet/monet.jpg", "artwork_sha256": env.store.get("artwork/monet/monet.jpg").sha256}
-    v2 = reg.register(common.PER_STYLE, "monet", (MODELS / "hoitsu.safetensors").read_bytes(), card).version
-    reg.promote(common.PER_STYLE, "monet", v2, reason="test")
+    v2 = reg.register(context.PER_STYLE, "monet", (MODELS / "hoitsu.safetensors").read_bytes(), card).version
+    reg.promote(context.PER_STYLE, "monet", v2, reason="test")
     second = nightly_catalog(CATALOG, ["monet"], run_date="2026-11-22", max_side=64, audit_dir=audit_dir)
     assert [(r["model_version"], r["ok"], r["restyled"], r["already_done"]) for r in second["runs"]] == [("v0002", 6, 6, 0)]
     # The v0001 outputs stay in the store: the audit lists them as stale (warnings), nothing critical.
@@ -110,12 +110,12 @@ def test_artwork_sensor_trains_gates_and_promotes_new_art_and_refuses_a_worse_ca
             env.store.delete(key)
     monet = env.store.get_bytes("artwork/monet/monet.jpg")
     env.store.put("artwork/water-lilies/lilies.jpg", monet)  # new artwork lands
-    reg = common.registry()
+    reg = context.registry()
 
     first = artwork_sensor(families=["per-style"], config=SENSOR_CONFIG)
     assert [(r["style"], r["change"], r["version"], r["passed"], r["promoted"]) for r in first["results"]] == [("water-lilies", "new", "v0001", True, True)]
     assert first["results"][0]["reason"].startswith("first version: style loss")
-    assert reg.production(common.PER_STYLE, "water-lilies") == "v0001"
+    assert reg.production(context.PER_STYLE, "water-lilies") == "v0001"
 
     # Monet's artwork changes; 30 CPU steps cannot match the shipped model: refused, production kept.
     env.store.put("artwork/monet/monet.jpg", encode_image(decode_image(monet).pixels.flip(-1), "jpeg", quality=90))
@@ -123,11 +123,11 @@ def test_artwork_sensor_trains_gates_and_promotes_new_art_and_refuses_a_worse_ca
     [refused] = second["results"]
     assert (refused["style"], refused["change"], refused["version"], refused["passed"], refused["promoted"]) == ("monet", "changed", "v0002", False, False)
     assert "loss" in refused["reason"] and "production" in refused["reason"]
-    assert reg.production(common.PER_STYLE, "monet") == "v0001"
+    assert reg.production(context.PER_STYLE, "monet") == "v0001"
     events = reg.events()
     assert list(events.loc[events["event"].str.startswith("gate"), "event"]) == ["gate-passed", "gate-refused"]
 
     third = artwork_sensor(families=["per-style"], config=SENSOR_CONFIG)  # nothing new: nothing trained
-    assert third["results"] == [] and third["changes"] == {common.PER_STYLE: []}
+    assert third["results"] == [] and third["changes"] == {context.PER_STYLE: []}
     with pytest.raises(ValueError, match="families must be among"):
         artwork_sensor(families=["per-style", "nosuch"])

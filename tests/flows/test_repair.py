@@ -21,11 +21,13 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.stylize_catalog import stylize_catalog
+from runs import context
+from runs.keys import output_key
+from runs.spec import StylizeParams
 from styleops.losses import LossWeights
 from styleops.train import TrainConfig
-from tasks import common
 from tasks.audit import repair_command
-from tasks.stylize import StylizeParams, output_key, plan_catalog_task, stylize_shard_task
+from tasks.stylize import plan_catalog_task, stylize_shard_task
 from tasks.training import train_per_style_task
 from tests.flows.conftest import CATALOG_PREFIX, PipelineEnv
 
@@ -46,11 +48,11 @@ def train_monet() -> None:
     """A tiny monet v0001, promoted."""
     with disable_run_logger():
         assert train_per_style_task.fn(STYLE, "artwork/monet/monet.jpg", CATALOG_PREFIX, TINY)["version"] == "v0001"
-    common.registry().promote("per-style", STYLE, "v0001")
+    context.registry().promote("per-style", STYLE, "v0001")
 
 
 def rows_of(run_id: str) -> pd.DataFrame:
-    return common.manifest().read(filters=[("run_id", "=", run_id)]).sort_values("image_key").set_index("image_key")
+    return context.manifest().read(filters=[("run_id", "=", run_id)]).sort_values("image_key").set_index("image_key")
 
 
 def outputs(env: PipelineEnv) -> dict[str, tuple[Any, ...]]:
@@ -94,7 +96,7 @@ def test_audit_finds_broken_outputs_and_stylize_repair_rerenders_exactly_those(p
     result = runner.invoke(app, shlex.split(command)[1:])
     assert result.exit_code == 0, result.output
     assert "repair: 2 outputs re-rendered (1 missing + 1 tampered)" in result.output
-    repair_runs = set(common.manifest().read(columns=["run_id"])["run_id"]) - {first["run_id"]}
+    repair_runs = set(context.manifest().read(columns=["run_id"])["run_id"]) - {first["run_id"]}
     assert len(repair_runs) == 1
     redone = rows_of(repair_runs.pop())
     assert sorted(redone.index) == sorted([gone_image, altered_image])

@@ -11,12 +11,14 @@ import pandas as pd
 import pytest
 from prefect.logging import disable_run_logger
 
+from runs import context, methods
+from runs.methods.base import Resolved
+from runs.spec import StylizeParams
 from styleops.errors import ImageError, InvalidInputError
 from styleops.imageio import decode_image, encode_image
 from styleops.train_decoders import adain_config, inverse_config
-from tasks import common, stylizers
 from tasks.banks import build_patch_bank_task
-from tasks.stylize import StylizeParams, stylize_shard_task
+from tasks.stylize import stylize_shard_task
 from tasks.training import promote_if_first_task, train_decoder_task
 from tests.flows.conftest import CATALOG_PREFIX, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
 from tests.integration.test_tasks import sha256
@@ -30,11 +32,11 @@ def shard(env: PipelineEnv, n: int) -> list[tuple[str, str, int]]:
     return [(i.key, i.etag, i.size) for i in env.store.list(CATALOG_PREFIX)][:n]
 
 
-def run(env: PipelineEnv, resolved: stylizers.Resolved, params: StylizeParams, run_id: str, n: int = 2) -> list[dict]:
+def run(env: PipelineEnv, resolved: Resolved, params: StylizeParams, run_id: str, n: int = 2) -> list[dict]:
     with disable_run_logger():
         counts = stylize_shard_task.fn("s0", shard(env, n), run_id, CATALOG_PREFIX, resolved.style, resolved.model_version, params.to_dict(), None, True, resolved.source)
     assert counts == {"ok": n, "failed": 0}
-    rows = common.manifest().read(filters=[("run_id", "=", run_id)]).sort_values("image_key")
+    rows = context.manifest().read(filters=[("run_id", "=", run_id)]).sort_values("image_key")
     return rows.to_dict("records")
 
 
@@ -44,14 +46,14 @@ def test_swap_bank_and_inverse_network_end_to_end(pipeline_env: PipelineEnv) -> 
         inv = train_decoder_task.fn("inverse", "default", "artwork/", CATALOG_PREFIX, inverse_config(**TINY).to_dict())
         assert promote_if_first_task.fn("inverse", "default", inv["version"])
         bank = build_patch_bank_task.fn("monet", ["artwork/monet/monet.jpg"])
-    card = common.registry().card("inverse", "default", "v0001")
+    card = context.registry().card("inverse", "default", "v0001")
     assert card["architecture"] == "VGGDecoder" and card["layer"] == "relu3_1" and card["model_config"] == {"from_layer": "relu3_1", "arch": "vgg16"}
 
-    resolved = stylizers.resolve("swap", "monet", None)
+    resolved = methods.resolve("swap", "monet", None)
     assert (resolved.style, resolved.model_version) == ("monet", f"default/v0001+bank-{bank['version']}")
     params = StylizeParams(method="swap", max_side=48, color="luminance")
     rows = run(env, resolved, params, "run-swap")
-    bank_sha = common.store().head(f"banks/monet/{bank['version']}/weights.safetensors")
+    bank_sha = context.store().head(f"banks/monet/{bank['version']}/weights.safetensors")
     for r in rows:
         assert r["method"] == "swap" and r["model_sha256"] == card["weights_sha256"]
         assert r["output_key"].startswith(f"stylized/demo/monet/default/v0001+bank-{bank['version']}/{params.hash[:8]}/")
@@ -69,7 +71,7 @@ def test_adain_blend_alpha_and_lineage(pipeline_env: PipelineEnv) -> None:  # no
     with disable_run_logger():
         dec = train_decoder_task.fn("adain", "default", "artwork/", CATALOG_PREFIX, adain_config(**TINY).to_dict())
         promote_if_first_task.fn("adain", "default", dec["version"])
-    resolved = stylizers.resolve("adain", "monet=3,hoitsu=1", None)
+    resolved = methods.resolve("adain", "monet=3,hoitsu=1", None)
     assert resolved.style == "hoitsu=0.250,monet=0.750"
     assert resolved.model_version.startswith("default/v0001+art-") and len(resolved.model_version) == len("default/v0001+art-") + 8
     rows = run(env, resolved, StylizeParams(method="adain", max_side=40, alpha=0.5), "run-adain")
@@ -82,12 +84,12 @@ def test_adain_blend_alpha_and_lineage(pipeline_env: PipelineEnv) -> None:  # no
     # New artwork bytes for a style: a new model_version label, so the catalog is done again.
     art = env.store.get_bytes("artwork/monet/monet.jpg")
     env.store.put("artwork/monet/monet.jpg", encode_image(decode_image(art).pixels.flip(-1), "jpeg", quality=90))
-    assert stylizers.resolve("adain", "monet=3,hoitsu=1", None).model_version != resolved.model_version
+    assert methods.resolve("adain", "monet=3,hoitsu=1", None).model_version != resolved.model_version
 
 
 def test_gatys_shard_records_its_settings(pipeline_env: PipelineEnv) -> None:  # noqa: F811
     env = pipeline_env
-    resolved = stylizers.resolve("gatys", "monet", None)
+    resolved = methods.resolve("gatys", "monet", None)
     assert resolved.model_version.startswith("gatys+art-")
     params = StylizeParams(method="gatys", max_side=32, iterations=2, optimizer="adam", color="histogram")
     (row,) = run(env, resolved, params, "run-gatys", n=1)
@@ -102,19 +104,19 @@ def test_bad_styles_and_artworks_fail_before_any_work(pipeline_env: PipelineEnv)
     env.store.put("artwork/tiny/tiny.png", encode_image(decode_image(env.store.get_bytes("artwork/monet/monet.jpg")).pixels[:, :16, :16], "png"))
     env.store.put("artwork/broken/broken.jpg", b"not an image at all" * 20)
     with pytest.raises(InvalidInputError, match="no patch bank for style .nosuch.: upload"):
-        stylizers.resolve("swap", "nosuch", None)
+        methods.resolve("swap", "nosuch", None)
     with pytest.raises(InvalidInputError, match="not a blend"):
-        stylizers.resolve("gatys", "monet=0.5,hoitsu=0.5", None)
+        methods.resolve("gatys", "monet=0.5,hoitsu=0.5", None)
     with pytest.raises(ValueError, match="weight >= 0"):
-        stylizers.resolve("adain", "monet=-1,hoitsu=2", None)
+        methods.resolve("adain", "monet=-1,hoitsu=2", None)
     with pytest.raises(ValueError, match="no positive weight"):
-        stylizers.resolve("adain", "monet=0,hoitsu=0", None)
+        methods.resolve("adain", "monet=0,hoitsu=0", None)
     with pytest.raises(InvalidInputError, match="no artwork for style 'ghost'"):
-        stylizers.resolve("adain", "ghost", None)
+        methods.resolve("adain", "ghost", None)
     with pytest.raises(InvalidInputError, match="artwork/tiny/tiny.png is 16x16 px: too small"):
-        stylizers.resolve("gatys", "tiny", None)
+        methods.resolve("gatys", "tiny", None)
     with pytest.raises(ImageError):
-        stylizers.resolve("adain", "broken", None)
+        methods.resolve("adain", "broken", None)
     with pytest.raises(InvalidInputError, match="method must be one of"):
-        stylizers.resolve("cartoon", "monet", None)
-    assert not common.manifest().exists() and not list(env.store.list("stylized/"))
+        methods.resolve("cartoon", "monet", None)
+    assert not context.manifest().exists() and not list(env.store.list("stylized/"))

@@ -18,10 +18,12 @@ import torch
 from prefect.logging import disable_run_logger
 from safetensors.torch import save as save_safetensors
 
+from runs import context
+from runs.keys import output_key
+from runs.outputs import count_findings
+from runs.spec import StylizeParams
 from styleops.imageio import decode_image, encode_image
-from tasks import common
-from tasks.audit import audit_rows_task, count_findings, coverage_task, orphans_task, outlier_findings, parse_when, sample_sheet_task
-from tasks.stylize import StylizeParams, output_key
+from tasks.audit import audit_rows_task, coverage_task, orphans_task, outlier_findings, parse_when, sample_sheet_task
 from tasks.training import promote_if_first_task
 from tests.flows.conftest import CATALOG, CATALOG_PREFIX, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
 from tests.integration.test_tasks import MAX_SIDE, STYLE, items, run_rows, run_shard, train
@@ -135,7 +137,7 @@ PH = "0123abcd4567ef89"
 
 
 def register_versions(n: int, promote: str) -> None:
-    reg = common.registry()
+    reg = context.registry()
     for i in range(n):
         assert reg.register("per-style", STYLE, save_safetensors({"w": torch.full((2,), float(i))}), {"note": "audit test"}).version == f"v{i + 1:04d}"
     reg.promote("per-style", STYLE, promote)
@@ -175,7 +177,7 @@ def test_hand_written_rows_give_exactly_their_findings(pipeline_env: PipelineEnv
         row(env, "old", run="r0", at=datetime(2025, 12, 31, 23, 59, tzinfo=UTC), write=False),  # output never written
         row(env, "x", run="r1", catalog="catalog/other/", write=False),
     ]
-    common.manifest().append(rows)
+    context.manifest().append(rows)
     # k's output: the manifest's bytes, but a recorded sha256 that does not match (the store's own check fails)
     k_out = next(r["output_key"] for r in rows if r["image_key"].endswith("/k.jpg"))
     env.store.client.put_object(Bucket=env.bucket, Key=k_out, Body=k_data, Metadata={"sha256": "0" * 64})
@@ -222,7 +224,7 @@ def test_hand_written_rows_give_exactly_their_findings(pipeline_env: PipelineEnv
     env.store.put(stray, b"stray")
     assert orphans() == [stray]
     conflict = row(env, "z", run="r9", status="failed", error_class="output_conflict")
-    common.manifest().append([{**conflict, "output_key": stray}])  # a failed row that names it: not an orphan
+    context.manifest().append([{**conflict, "output_key": stray}])  # a failed row that names it: not an orphan
     assert orphans() == []
 
 

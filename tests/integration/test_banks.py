@@ -16,10 +16,11 @@ from prefect.logging import disable_run_logger
 from infra.registry import BANK, ModelNotFoundError, ModelRegistry
 from infra.settings import get_settings
 from infra.store import ObjectStore
+from runs import banks, context
 from styleops.errors import ImageDecodeError, InvalidInputError
 from styleops.imageio import decode_image, encode_image, resize_max_side, to_float
 from styleops.ops import PatchBank, build_patch_bank
-from tasks import banks, common
+from tasks.banks import build_patch_bank_task, promote_bank_if_first_task
 from tests.flows.conftest import EXAMPLES, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -44,7 +45,7 @@ def bank_env(pipeline_env: PipelineEnv, monkeypatch: pytest.MonkeyPatch) -> Iter
 
 def build(style: str, keys: list[str], force: bool = False) -> dict[str, Any]:
     with disable_run_logger():
-        return banks.build_patch_bank_task.fn(style, keys, force)
+        return build_patch_bank_task.fn(style, keys, force)
 
 
 def bank_keys(st: ObjectStore) -> list[str]:
@@ -53,7 +54,7 @@ def bank_keys(st: ObjectStore) -> list[str]:
 
 def expected_bank(artwork_files: list[Path]) -> PatchBank:
     """The bank computed here from the local files: decode, resize, encode, cut patches."""
-    enc = common.encoder(("relu3_1",), torch.device("cpu"))
+    enc = context.encoder(("relu3_1",), torch.device("cpu"))
     maps = []
     for path in artwork_files:
         pixels = to_float(decode_image(path.read_bytes()).pixels)
@@ -91,7 +92,7 @@ def test_build_registers_then_reports_unchanged(bank_env: PipelineEnv, vgg_weigh
     env = bank_env
     assert build("monet", [MONET]) == {"style": "monet", "version": "v0001", "status": "built", "patches": MONET_PATCHES}
     assert bank_keys(env.store) == ["banks/monet/v0001/card.json", "banks/monet/v0001/weights.safetensors"]
-    card = common.registry().card(BANK, "monet", "v0001")
+    card = context.registry().card(BANK, "monet", "v0001")
     expected_fields = {
         "artworks": [{"key": MONET, "sha256": sha256((EXAMPLES / "artwork/monet/monet.jpg").read_bytes())}],
         "layer": "relu3_1", "patch_size": 3, "stride": 1, "style_size": STYLE_SIZE, "max_patches": 16384,
@@ -110,7 +111,7 @@ def test_build_registers_then_reports_unchanged(bank_env: PipelineEnv, vgg_weigh
     assert build("monet", [MONET]) == {"style": "monet", "version": "v0001", "status": "unchanged"}
     assert build("monet", [MONET], force=True) == {"style": "monet", "version": "v0002", "status": "built", "patches": MONET_PATCHES}
     assert build("monet", [MONET]) == {"style": "monet", "version": "v0002", "status": "unchanged"}
-    assert [v.version for v in common.registry().versions(BANK, "monet")] == ["v0001", "v0002"]
+    assert [v.version for v in context.registry().versions(BANK, "monet")] == ["v0001", "v0002"]
 
 
 def test_first_bank_is_promoted_and_resolved(bank_env: PipelineEnv) -> None:
@@ -119,9 +120,9 @@ def test_first_bank_is_promoted_and_resolved(bank_env: PipelineEnv) -> None:
     build("monet", [MONET])
     with pytest.raises(ModelNotFoundError, match="no production version"):
         banks.resolve_bank("monet")
-    assert banks.promote_bank_if_first_task.fn("monet", "v0001") is True
+    assert promote_bank_if_first_task.fn("monet", "v0001") is True
     build("monet", [MONET], force=True)
-    assert banks.promote_bank_if_first_task.fn("monet", "v0002") is False
+    assert promote_bank_if_first_task.fn("monet", "v0002") is False
     assert banks.resolve_bank("monet") == banks.resolve_bank("monet", "production") == "v0001"
     assert banks.resolve_bank("monet", "latest") == "v0002"
     assert bank_env.store.get_json("banks/monet/PRODUCTION")["version"] == "v0001"
@@ -133,7 +134,7 @@ def test_changed_inputs_give_new_versions(bank_env: PipelineEnv, monkeypatch: py
     recompressed = encode_image(decode_image(env.store.get_bytes(MONET)).pixels, "jpeg", quality=60)
     env.store.put(MONET, recompressed)
     assert build("monet", [MONET]) == {"style": "monet", "version": "v0002", "status": "built", "patches": MONET_PATCHES}
-    assert common.registry().card(BANK, "monet", "v0002")["artworks"] == [{"key": MONET, "sha256": sha256(recompressed)}]
+    assert context.registry().card(BANK, "monet", "v0002")["artworks"] == [{"key": MONET, "sha256": sha256(recompressed)}]
 
     # a second artwork of the style: both in one bank, keys sorted
     second = "artwork/monet/hoitsu-copy.jpg"
@@ -141,7 +142,7 @@ def test_changed_inputs_give_new_versions(bank_env: PipelineEnv, monkeypatch: py
     both = sorted([MONET, second])
     built = build("monet", [MONET, second])
     assert (built["version"], built["status"]) == ("v0003", "built")
-    card = common.registry().card(BANK, "monet", "v0003")
+    card = context.registry().card(BANK, "monet", "v0003")
     assert [a["key"] for a in card["artworks"]] == both
     hoitsu_patches = (64 // 4 - 2) * (round(234 * 64 / 512) // 4 - 2)  # 512x234 -> 64x29 -> 16x7 features
     assert built["patches"] == card["n_patches"] == MONET_PATCHES + hoitsu_patches
@@ -151,7 +152,7 @@ def test_changed_inputs_give_new_versions(bank_env: PipelineEnv, monkeypatch: py
     monkeypatch.setenv("STYLEOPS_BANK_MAX_PATCHES", "50")
     get_settings.cache_clear()
     assert build("monet", both) == {"style": "monet", "version": "v0004", "status": "built", "patches": 50}
-    card = common.registry().card(BANK, "monet", "v0004")
+    card = context.registry().card(BANK, "monet", "v0004")
     assert (card["n_patches"], card["total_patches"], card["subsampled"], card["max_patches"]) == (50, MONET_PATCHES + hoitsu_patches, True, 50)
     bank, _ = banks.load_bank("monet", "v0004")
     full, _ = banks.load_bank("monet", "v0003")

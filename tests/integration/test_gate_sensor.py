@@ -11,12 +11,13 @@ import torch
 from prefect.logging import disable_run_logger
 
 from infra.settings import get_settings
+from runs import context, methods
+from runs.spec import StylizeParams
 from styleops.imageio import decode_image, encode_image
 from styleops.serialize import from_safetensors
-from tasks import common, stylizers
 from tasks.gate import promote_if_passed_task, quality_gate_task
 from tasks.sensor import detect_artwork_changes_task
-from tasks.stylize import StylizeParams, plan_catalog_task, stylize_shard_task
+from tasks.stylize import plan_catalog_task, stylize_shard_task
 from tasks.training import add_style_task, import_model_task, train_multistyle_task
 from tests.flows.conftest import CATALOG_PREFIX, EXAMPLES, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
 from tests.integration.test_tasks import TINY, sha256
@@ -33,7 +34,7 @@ def ops_env(pipeline_env: PipelineEnv, monkeypatch: pytest.MonkeyPatch) -> Pipel
     monkeypatch.setenv("STYLEOPS_TRAIN_CONTENT", CATALOG_PREFIX)
     get_settings.cache_clear()
     with disable_run_logger():
-        imported = import_model_task.fn(common.PER_STYLE, "monet", str(MODELS / "monet.safetensors"), str(MODELS / "monet.card.json"))
+        imported = import_model_task.fn(context.PER_STYLE, "monet", str(MODELS / "monet.safetensors"), str(MODELS / "monet.card.json"))
     assert (imported["version"], imported["promoted"]) == ("v0001", True)
     return pipeline_env
 
@@ -41,22 +42,22 @@ def ops_env(pipeline_env: PipelineEnv, monkeypatch: pytest.MonkeyPatch) -> Pipel
 def register_copy(name: str, blob: bytes, card_from: Path) -> str:
     """Register `blob` as the next per-style version of `name` with the card of `card_from`."""
     card = {k: v for k, v in json.loads(card_from.read_text()).items() if k in ("architecture", "artwork_key", "artwork_sha256", "train_config", "model_config")}
-    return common.registry().register(common.PER_STYLE, name, blob, card).version
+    return context.registry().register(context.PER_STYLE, name, blob, card).version
 
 
 def test_gate_refuses_a_bad_candidate_and_keeps_production(ops_env: PipelineEnv) -> None:
-    reg = common.registry()
+    reg = context.registry()
     # hoitsu's network stylizes, but not as Monet: worse than production on monet's artwork.
     bad = register_copy("monet", (MODELS / "hoitsu.safetensors").read_bytes(), MODELS / "monet.card.json")
     with disable_run_logger():
-        gate = quality_gate_task.fn(common.PER_STYLE, "monet", bad)
-        assert promote_if_passed_task.fn(common.PER_STYLE, "monet", bad, gate) is False
+        gate = quality_gate_task.fn(context.PER_STYLE, "monet", bad)
+        assert promote_if_passed_task.fn(context.PER_STYLE, "monet", bad, gate) is False
     n = gate["numbers"]
     assert (gate["passed"], gate["production"], bad) == (False, "v0001", "v0002")
     assert n["candidate"]["images"] == n["production"]["images"] == n["baseline"]["images"] == 6
     worse = [t for t in ("content", "style") if n["candidate"][t] > n["production"][t] * 1.05]
     assert worse and all(f"{t} loss" in gate["reason"] for t in worse)
-    assert reg.production(common.PER_STYLE, "monet") == "v0001"
+    assert reg.production(context.PER_STYLE, "monet") == "v0001"
     events = reg.events()
     refused = events[events["event"] == "gate-refused"]
     assert list(zip(refused["name"], refused["version"], strict=True)) == [("monet", "v0002")]
@@ -66,29 +67,29 @@ def test_gate_refuses_a_bad_candidate_and_keeps_production(ops_env: PipelineEnv)
     # The same weights as production score exactly the same: no worse, so they pass and promote.
     same = register_copy("monet", (MODELS / "monet.safetensors").read_bytes(), MODELS / "monet.card.json")
     with disable_run_logger():
-        gate = quality_gate_task.fn(common.PER_STYLE, "monet", same, margin=0.0)
+        gate = quality_gate_task.fn(context.PER_STYLE, "monet", same, margin=0.0)
         assert gate["passed"] and gate["numbers"]["candidate"] == gate["numbers"]["production"]
-        assert promote_if_passed_task.fn(common.PER_STYLE, "monet", same, gate) is True
-    assert reg.production(common.PER_STYLE, "monet") == same == "v0003"
+        assert promote_if_passed_task.fn(context.PER_STYLE, "monet", same, gate) is True
+    assert reg.production(context.PER_STYLE, "monet") == same == "v0003"
     assert list(reg.events()["event"]).count("gate-passed") == 1
     with disable_run_logger(), pytest.raises(ValueError, match="needs the style"):
-        quality_gate_task.fn(common.MULTI_STYLE, "collection", "v0001")
+        quality_gate_task.fn(context.MULTI_STYLE, "collection", "v0001")
 
 
 def test_detect_artwork_changes_against_the_newest_versions(ops_env: PipelineEnv) -> None:
     env = ops_env
     with disable_run_logger():
-        first = detect_artwork_changes_task.fn("artwork/", [common.PER_STYLE, common.MULTI_STYLE])
-    per_style = {c["style"]: c["change"] for c in first[common.PER_STYLE]}
+        first = detect_artwork_changes_task.fn("artwork/", [context.PER_STYLE, context.MULTI_STYLE])
+    per_style = {c["style"]: c["change"] for c in first[context.PER_STYLE]}
     assert per_style == {"hoitsu": "new", "kandinsky": "new"}  # monet: the imported model's artwork
-    assert first[common.MULTI_STYLE] == []  # no multi-style/collection yet
+    assert first[context.MULTI_STYLE] == []  # no multi-style/collection yet
     # New bytes for monet (mirrored): changed, with the new sha256.
     img = decode_image(env.store.get_bytes("artwork/monet/monet.jpg")).pixels
     mirrored = encode_image(img.flip(-1), "jpeg", quality=90)
     env.store.put("artwork/monet/monet.jpg", mirrored)
     with disable_run_logger():
-        second = detect_artwork_changes_task.fn("artwork/", [common.PER_STYLE])
-    monet = [c for c in second[common.PER_STYLE] if c["style"] == "monet"]
+        second = detect_artwork_changes_task.fn("artwork/", [context.PER_STYLE])
+    monet = [c for c in second[context.PER_STYLE] if c["style"] == "monet"]
     assert monet == [{"style": "monet", "key": "artwork/monet/monet.jpg", "sha256": sha256(mirrored), "change": "changed"}]
 
 
@@ -96,31 +97,31 @@ def test_retrained_multi_style_keeps_other_styles_outputs_current(ops_env: Pipel
     env = ops_env
     for key in [k for k in env.artwork_keys if "/kandinsky/" in k]:
         env.store.delete(key)
-    reg = common.registry()
+    reg = context.registry()
     with disable_run_logger():
         train_multistyle_task.fn("collection", "artwork/", CATALOG_PREFIX, TINY)
-        reg.promote(common.MULTI_STYLE, "collection", "v0001")
+        reg.promote(context.MULTI_STYLE, "collection", "v0001")
         items = [(i.key, i.etag, i.size) for i in env.store.list(CATALOG_PREFIX)][:3]
         params = StylizeParams(method="multi-style", max_side=48)
         for style in ("monet", "hoitsu"):
-            r = stylizers.resolve("multi-style", style, None)
+            r = methods.resolve("multi-style", style, None)
             assert (r.model_version, r.still_current) == ("collection/v0001", ())
             assert stylize_shard_task.fn(f"s-{style}", items, f"run-{style}", CATALOG_PREFIX, style, r.model_version, params.to_dict()) == {"ok": 3, "failed": 0}
         # hoitsu's artwork changes: retrain only its scale/shift in place.
         img = decode_image(env.store.get_bytes("artwork/hoitsu/hoitsu.jpg")).pixels
         env.store.put("artwork/hoitsu/hoitsu.jpg", encode_image(img.flip(-2), "jpeg", quality=90))
-        changes = detect_artwork_changes_task.fn("artwork/", [common.MULTI_STYLE])
-        assert [(c["style"], c["change"]) for c in changes[common.MULTI_STYLE]] == [("hoitsu", "changed")]
+        changes = detect_artwork_changes_task.fn("artwork/", [context.MULTI_STYLE])
+        assert [(c["style"], c["change"]) for c in changes[context.MULTI_STYLE]] == [("hoitsu", "changed")]
         retrained = add_style_task.fn("collection", "artwork/hoitsu/hoitsu.jpg", CATALOG_PREFIX, TINY, None, "hoitsu", replace=True)
-        reg.promote(common.MULTI_STYLE, "collection", retrained["version"])
-        assert detect_artwork_changes_task.fn("artwork/", [common.MULTI_STYLE])[common.MULTI_STYLE] == []
-        monet, hoitsu = stylizers.resolve("multi-style", "monet", None), stylizers.resolve("multi-style", "hoitsu", None)
+        reg.promote(context.MULTI_STYLE, "collection", retrained["version"])
+        assert detect_artwork_changes_task.fn("artwork/", [context.MULTI_STYLE])[context.MULTI_STYLE] == []
+        monet, hoitsu = methods.resolve("multi-style", "monet", None), methods.resolve("multi-style", "hoitsu", None)
         plans = {s: plan_catalog_task.fn(CATALOG_PREFIX, r.style, r.model_version, params.hash, 64, False, r.still_current) for s, r in (("monet", monet), ("hoitsu", hoitsu))}
-    card = reg.card(common.MULTI_STYLE, "collection", "v0002")
+    card = reg.card(context.MULTI_STYLE, "collection", "v0002")
     assert retrained["styles"] == ["hoitsu", "monet"] and card["parent_version"] == "v0001"
     assert [s.get("trained_in") for s in card["styles"]] == [None, "v0001"]
-    old = from_safetensors(reg.weights_bytes(common.MULTI_STYLE, "collection", "v0001"))
-    new = from_safetensors(reg.weights_bytes(common.MULTI_STYLE, "collection", "v0002"))
+    old = from_safetensors(reg.weights_bytes(context.MULTI_STYLE, "collection", "v0001"))
+    new = from_safetensors(reg.weights_bytes(context.MULTI_STYLE, "collection", "v0002"))
     x = torch.rand(1, 3, 24, 24)
     with torch.no_grad():
         assert torch.equal(old(x, 1), new(x, 1)) and not torch.equal(old(x, 0), new(x, 0))

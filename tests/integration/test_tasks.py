@@ -12,13 +12,15 @@ import pandas as pd
 import pytest
 from prefect.logging import disable_run_logger
 
+from runs import context
+from runs.keys import catalog_prefix, output_key
+from runs.spec import StylizeParams
 from styleops.imageio import decode_image, encode_image
 from styleops.losses import LossWeights
 from styleops.serialize import from_safetensors
 from styleops.train import TrainConfig
-from tasks import common
 from tasks.storage import upload_directory_task
-from tasks.stylize import StylizeParams, catalog_prefix, output_key, plan_catalog_task, stylize_shard_task
+from tasks.stylize import plan_catalog_task, stylize_shard_task
 from tasks.training import promote_if_first_task, train_per_style_task
 from tests.flows.conftest import CATALOG, CATALOG_PREFIX, EXAMPLES, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
 
@@ -62,7 +64,7 @@ def run_shard(env: PipelineEnv, run_id: str, shard: list[tuple[str, str, int]], 
 
 
 def run_rows(run_id: str) -> pd.DataFrame:
-    return common.manifest().read(filters=[("run_id", "=", run_id)]).sort_values("image_key").reset_index(drop=True)
+    return context.manifest().read(filters=[("run_id", "=", run_id)]).sort_values("image_key").reset_index(drop=True)
 
 
 @pytest.fixture
@@ -80,7 +82,7 @@ def test_train_registers_a_version_with_its_card_then_promotes_only_the_first(pi
     trained = train()
     assert (trained["family"], trained["name"], trained["version"]) == ("per-style", STYLE, "v0001")
 
-    reg = common.registry()
+    reg = context.registry()
     card = reg.card("per-style", STYLE, "v0001")
     art_bytes = (EXAMPLES / "artwork" / "monet" / "monet.jpg").read_bytes()
     assert card["artwork_key"] == ARTWORK
@@ -133,7 +135,7 @@ def test_output_key_and_catalog_prefix() -> None:
 # ---- 3. a shard: good and bad images -------------------------------------------------------
 def test_stylize_shard_records_every_image(stylized: PipelineEnv) -> None:
     env = stylized
-    card = common.registry().card("per-style", STYLE, "v0001")
+    card = context.registry().card("per-style", STYLE, "v0001")
     params = StylizeParams(max_side=MAX_SIDE)
     rows = run_rows("r1")
     assert len(rows) == 8
