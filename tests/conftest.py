@@ -4,6 +4,8 @@
 - STYLEOPS_HOME is a throwaway directory, so no test touches ~/.styleops; STYLEOPS_CONFIG points
   at a file that does not exist, so a developer's ./styleops.toml is not read.
 - The AWS endpoint and credential variables are removed, so no test can reach a real store.
+- Under pytest-xdist every worker has its own homes and one torch thread per core it owns (two
+  OpenMP threads fighting over a busy core run small tensors many times slower).
 
 Fixtures: `embedded_store` (one SeaweedFS per session), `s3_settings` (Settings for a fresh
 bucket on it), `store` (an ObjectStore on that bucket, created and removed around the test).
@@ -15,8 +17,17 @@ import os
 import tempfile
 from pathlib import Path
 
-_STYLEOPS_HOME = os.environ.setdefault("STYLEOPS_HOME", tempfile.mkdtemp(prefix="styleops-test-home-"))
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="styleops-test-prefect-"))
+# pytest-xdist (scripts/test runs one worker per core): each worker process gets homes of its own
+# under the ones scripts/test exports, and one torch thread per core it owns.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+TORCH_THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
+for _home, _prefix in (("STYLEOPS_HOME", "styleops-test-home-"), ("PREFECT_HOME", "styleops-test-prefect-")):
+    if _home in os.environ and WORKER:
+        os.environ[_home] = os.path.join(os.environ[_home], WORKER)
+        os.makedirs(os.environ[_home], exist_ok=True)
+    os.environ.setdefault(_home, tempfile.mkdtemp(prefix=_prefix))
+_STYLEOPS_HOME = os.environ["STYLEOPS_HOME"]
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
@@ -36,6 +47,10 @@ import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if WORKER:
+    torch.set_num_threads(TORCH_THREADS)
 
 from infra.local_store import EmbeddedStore, StoreInfo  # noqa: E402
 from infra.settings import Settings  # noqa: E402

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from styleops.imageio import read_image, to_float
+from tests.conftest import TORCH_THREADS
 from styleops.vgg import VGGEncoder, load_encoder
 from styleops.weights import install_hed_weights
 
@@ -22,7 +23,7 @@ def vgg_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def encoder(vgg_weights: Path) -> VGGEncoder:
-    torch.set_num_threads(2)
+    torch.set_num_threads(TORCH_THREADS)
     return load_encoder(vgg_weights, ["relu1_2", "relu2_2", "relu3_3", "relu4_3"])
 
 
