@@ -9,7 +9,7 @@ All on the CPU, for one artwork (default examples/artwork/monet/monet.jpg):
   longer side, its relu3_1 features, 3x3 patches, stride 1, at most 16384 patches;
 - adain (Huang & Belongie 2017): AdaINStylizer with the AdaIN decoder (--adain, relu4_1), the
   artwork resized to 512 px on its longer side (runs/methods/base.py ARTWORK_SIZE), alpha 1;
-- gatys-N: `styleops.gatys.gatys` with GatysConfig(iterations=N, optimizer="lbfgs",
+- gatys-N: `styleops.inference.gatys.gatys` with GatysConfig(iterations=N, optimizer="lbfgs",
   style_size=512), default LossWeights, initialized from the content.
 
 Quality table: the first --n-photos held-out photos (examples/catalog/*.jpg, sorted; not in any
@@ -49,18 +49,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from styleops.contact_sheet import contact_sheet
-from styleops.gatys import GatysConfig, gatys
-from styleops.imageio import encode_image, read_image, resize_max_side, to_float, to_uint8
-from styleops.infer import InferenceEngine
-from styleops.losses import LossWeights, PerceptualLoss
-from styleops.models.arbitrary import AdaINStylizer, SwapStylizer
+from styleops.io.contact_sheet import contact_sheet
+from styleops.inference.gatys import GatysConfig, gatys
+from styleops.io.images import encode_image, read_image, resize_max_side, to_float, to_uint8
+from styleops.inference.engine import InferenceEngine
+from styleops.losses.perceptual import LossWeights, PerceptualLoss
+from styleops.inference.arbitrary import AdaINStylizer, SwapStylizer
 from styleops.models.decoder import VGGDecoder
 from styleops.models.transformer import TransformerNet
 from styleops.ops import build_patch_bank
-from styleops.serialize import from_safetensors
-from styleops.vgg import VGGEncoder
-from styleops.weights import load_vgg_state_dict
+from styleops.io.serialize import from_safetensors
+from styleops.models.vgg import VGGEncoder
+from styleops.io.weights import load_vgg_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -115,7 +115,7 @@ def best_time(fn, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--weights", default=None, help="VGG weights file (default: styleops' cache, see styleops.weights)")
+    ap.add_argument("--weights", default=None, help="VGG weights file (default: styleops' cache, see styleops.io.weights)")
     ap.add_argument("--inverse", type=Path, default=EXAMPLES / "models" / "inverse.safetensors", help="style-swap inverse network (VGGDecoder from relu3_1)")
     ap.add_argument("--adain", type=Path, default=EXAMPLES / "models" / "adain.safetensors", help="AdaIN decoder (VGGDecoder from relu4_1)")
     ap.add_argument("--per-style", type=Path, default=EXAMPLES / "models" / "monet.safetensors", help="per-style TransformerNet for the same artwork")

@@ -72,7 +72,7 @@ def main() -> None:
     from infra.settings import get_settings
     from runs import context, methods
     from runs.spec import StylizeParams
-    from styleops.imageio import decode_image
+    from styleops.io.images import decode_image
     from tasks.stylize import stylize_shard_task
     from tasks.training import import_model_task
 

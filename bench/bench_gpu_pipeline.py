@@ -10,8 +10,8 @@ JPEG q90, repeated to --images):
              non_blocking copy -> net -> encode_jpeg on the GPU -> bytes on the host
   gpu-decode bytes -> decode_jpeg(device="cuda") in batches (nvJPEG) -> net -> encode_jpeg on the
              GPU -> bytes on the host
-  pipeline   the production shard pipeline (styleops.pipeline.StreamStylizer around
-             styleops.infer.InferenceEngine: load/decode threads, size buckets, device stage,
+  pipeline   the production shard pipeline (styleops.inference.stream.StreamStylizer around
+             styleops.inference.engine.InferenceEngine: load/decode threads, size buckets, device stage,
              encode/write threads), bytes in memory -> bytes in memory; --gpu-codec on/off
 No object store here (SeaweedFS's binary is too big to carry to the GPU machine): this isolates
 decode/encode and device feeding from network I/O.
@@ -43,7 +43,7 @@ DTYPE = torch.float16
 
 def load_nets(device: torch.device, compile: bool = False) -> dict[str, torch.nn.Module]:
     from styleops.models.transformer import TransformerNet
-    from styleops.serialize import from_safetensors
+    from styleops.io.serialize import from_safetensors
 
     nets = {"monet-16ch": from_safetensors((ROOT / "examples/models/monet.safetensors").read_bytes()), "johnson-32ch": TransformerNet(32, 5)}
     nets = {k: v.eval().to(device, memory_format=MEMORY_FORMAT) for k, v in nets.items()}
@@ -132,8 +132,8 @@ def bench(net: torch.nn.Module, jpegs: list[torch.Tensor], batch: int, threads: 
 
 def bench_pipeline(model: torch.nn.Module, jpegs: list[torch.Tensor], batch: int, threads: int, compile: bool) -> dict[str, dict[str, float]]:
     """The production pipeline on the same images: with nvJPEG decode/encode and with CPU codecs."""
-    from styleops.infer import InferenceEngine
-    from styleops.pipeline import StreamStylizer
+    from styleops.inference.engine import InferenceEngine
+    from styleops.inference.stream import StreamStylizer
 
     data = [j.numpy().tobytes() for j in jpegs]
     out: dict[str, dict[str, float]] = {}
@@ -176,7 +176,7 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast instead of fp16")
     ap.add_argument("--compile", action="store_true", help="torch.compile the nets")
     ap.add_argument("--model-only", action="store_true")
-    ap.add_argument("--pipeline", action="store_true", help="also run the production pipeline (styleops.pipeline)")
+    ap.add_argument("--pipeline", action="store_true", help="also run the production pipeline (styleops.inference.stream)")
     ap.add_argument("--variants", nargs="*", default=[], help="pipeline variants to run (substrings of their names)")
     ap.add_argument("--nets", nargs="*", default=[], help="nets to run (default: both)")
     args = ap.parse_args()

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from styleops.device import resolve_device
-from styleops.imageio import read_image, resize_max_side, to_float, to_uint8
-from styleops.infer import InferenceEngine, stylize_one_at_a_time
+from styleops.io.images import read_image, resize_max_side, to_float, to_uint8
+from styleops.inference.engine import InferenceEngine, stylize_one_at_a_time
 from styleops.models.transformer import TransformerNet
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "catalog"

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from styleops.imageio import read_image, resize_max_side, to_float
-from styleops.losses import LossWeights, PerceptualLoss
+from styleops.io.images import read_image, resize_max_side, to_float
+from styleops.losses.perceptual import LossWeights, PerceptualLoss
 from styleops.models.multistyle import MultiStyleTransformerNet
 from styleops.models.transformer import TransformerNet
-from styleops.train import TrainConfig, add_style, image_paths, train_multistyle, train_style
-from styleops.vgg import load_encoder
+from styleops.training.engine import TrainConfig, add_style, image_paths, train_multistyle, train_style
+from styleops.io.weights import load_encoder
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_quality.py [--photos DIR] [--artworks DIR] [--size 384] [--n-photos 4]
 
-Measures (styleops.appearance, none of them through a VGG network, so no training loss games them),
+Measures (styleops.evaluation.appearance, none of them through a VGG network, so no training loss games them),
 medians over the held-out photos, per method and artwork:
 - structure: correlation of half-resolution luminance gradient magnitudes, output vs photo;
 - colour: sliced Wasserstein distance of RGB pixels to the artwork's, as a fraction of the photo's;
@@ -38,16 +38,16 @@ from pathlib import Path
 
 import torch
 
-from styleops.appearance import appearance
-from styleops.contact_sheet import contact_sheet
-from styleops.gatys import GatysConfig, gatys
-from styleops.imageio import encode_image, read_image, resize_max_side, to_float, to_uint8
-from styleops.losses import LossWeights, PerceptualLoss, gram_matrix, style_loss
-from styleops.models.arbitrary import AdaINStylizer, SwapStylizer
+from styleops.evaluation.appearance import appearance
+from styleops.io.contact_sheet import contact_sheet
+from styleops.inference.gatys import GatysConfig, gatys
+from styleops.io.images import encode_image, read_image, resize_max_side, to_float, to_uint8
+from styleops.losses.perceptual import LossWeights, PerceptualLoss, gram_matrix, style_loss
+from styleops.inference.arbitrary import AdaINStylizer, SwapStylizer
 from styleops.ops import build_patch_bank
-from styleops.serialize import from_safetensors
-from styleops.vgg import VGGEncoder
-from styleops.weights import load_vgg_state_dict
+from styleops.io.serialize import from_safetensors
+from styleops.models.vgg import VGGEncoder
+from styleops.io.weights import load_vgg_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "train"

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from styleops.device import resolve_device
-from styleops.imageio import read_image
-from styleops.losses import LossWeights
-from styleops.train import StepLog, TrainConfig, train_style
-from styleops.vgg import load_encoder
+from styleops.io.images import read_image
+from styleops.losses.perceptual import LossWeights
+from styleops.training.engine import StepLog, TrainConfig, train_style
+from styleops.io.weights import load_encoder
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

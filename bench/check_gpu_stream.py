@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from styleops.imageio import decode_image
-from styleops.infer import InferenceEngine
-from styleops.pipeline import StreamStylizer
-from styleops.serialize import from_safetensors
+from styleops.io.images import decode_image
+from styleops.inference.engine import InferenceEngine
+from styleops.inference.stream import StreamStylizer
+from styleops.io.serialize import from_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 

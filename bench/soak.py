@@ -55,7 +55,7 @@ def main() -> None:
     from infra.settings import get_settings
     from runs import context
     from runs.spec import StylizeParams
-    from styleops.imageio import sha256_hex
+    from styleops.io.images import sha256_hex
     from tasks.training import import_model_task
     from bench_catalog import photos  # real photos as JPEGs, longer side 256 px
     from tests.faults.proxy import FaultProxy, Rule

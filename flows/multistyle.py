@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow
 
 from runs.context import MULTI_STYLE
-from styleops.train import TrainConfig
+from styleops.training.engine import TrainConfig
 from tasks.training import add_style_task, promote_if_first_task, train_multistyle_task
 
 

@@ -11,8 +11,8 @@ import pandas as pd
 
 from runs import context
 from runs.keys import catalog_prefix, is_image_key
-from styleops.contact_sheet import contact_sheet, fit_to_cell
-from styleops.imageio import decode_image, encode_image
+from styleops.io.contact_sheet import contact_sheet, fit_to_cell
+from styleops.io.images import decode_image, encode_image
 
 SUMMARY_COLUMNS = ["method", "style", "model_version", "ok", "failed", "content_loss", "style_loss", "duration_ms"]
 

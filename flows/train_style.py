@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from runs.context import PER_STYLE
 from runs.keys import artifact_key, style_from_artwork_key
-from styleops.train import TrainConfig
+from styleops.training.engine import TrainConfig
 from tasks.training import promote_if_first_task, train_per_style_task
 
 
@@ -18,7 +18,7 @@ def train_style(artwork_key: str, content_prefix: str, style: str | None = None,
     """Train a per-style model for `artwork_key` (artwork/<style>/<file>) on the photos under
     `content_prefix`; register it; promote it if no version of the style is in production.
 
-    `config` overrides `styleops.train.TrainConfig` fields, e.g. {"steps": 2000, "image_size": 256}.
+    `config` overrides `styleops.training.engine.TrainConfig` fields, e.g. {"steps": 2000, "image_size": 256}.
     """
     style = style or style_from_artwork_key(artwork_key)
     cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **(config or {})})  # bad values fail here, before any work

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     compile: bool = Field(default=False, description="torch.compile feed-forward nets on CUDA (2.0-2.4x at 1024 px on an H100; compiles per size bucket).")
     max_image_pixels: int = 50_000_000
     max_image_bytes: int = 64 * 1024 * 1024
-    # Catalog runs at scale (tasks/stylize.py, styleops/pipeline.py, flows/stylize_catalog.py).
+    # Catalog runs at scale (tasks/stylize.py, styleops/inference/stream.py, flows/stylize_catalog.py).
     tile_size: int | None = Field(default=2048, ge=256, description="Images with a longer side (after max_side) over this many px run tiled, with whole-image instance-norm statistics. Empty: only after out-of-memory.")
     io_threads: int = Field(default=4, ge=1, description="Download/decode threads and encode/upload threads (each) per shard.")
     commit_every: int = Field(default=256, ge=1, description="A shard commits its manifest rows every this many images (and at its end).")
@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     )
 
     train_content: str = Field(default="content/", description="Prefix of the content photos the artwork sensor trains new styles on.")
-    # Quality gate before promotion (tasks/gate.py, styleops/quality_gate.py).
+    # Quality gate before promotion (tasks/gate.py, styleops/evaluation/quality_gate.py).
     gate_holdout: str = Field(default="holdout/", description="Prefix of the fixed held-out photos every candidate is scored on.")
     gate_max_images: int = Field(default=16, ge=1, description="Held-out photos used (the first, by key).")
     gate_size: int = Field(default=384, ge=32, description="Longer side (px) the held-out photos are stylized at.")

@@ -26,9 +26,9 @@ from runs import context
 from runs.keys import is_image_key, style_from_artwork_key
 from styleops.device import resolve_device
 from styleops.errors import ImageError, InvalidInputError
-from styleops.imageio import resize_max_side, to_float
+from styleops.io.images import resize_max_side, to_float
 from styleops.ops import PatchBank, build_patch_bank
-from styleops.weights import resolve_weights_file
+from styleops.io.weights import resolve_weights_file
 
 PATCH_SIZE = 3
 STRIDE = 1

@@ -19,9 +19,10 @@ from infra.manifest import ManifestTable
 from infra.registry import ModelRegistry
 from infra.settings import Settings, get_settings
 from infra.store import ObjectStore
-from styleops.imageio import decode_image
-from styleops.serialize import from_safetensors
-from styleops.vgg import VGGEncoder, load_encoder
+from styleops.io.images import decode_image
+from styleops.io.serialize import from_safetensors
+from styleops.io.weights import load_encoder
+from styleops.models.vgg import VGGEncoder
 
 # Registry families of the trained feed-forward models (a method may load from one of them).
 PER_STYLE = "per-style"

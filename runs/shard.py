@@ -22,9 +22,9 @@ from runs.plan import Item
 from runs.spec import StylizeParams
 from styleops.device import resolve_device
 from styleops.errors import ImageError, ImageTooLargeError, InvalidInputError
-from styleops.imageio import content_type, sha256_hex, to_float
-from styleops.metrics import StyleMetrics
-from styleops.pipeline import Job, StreamStylizer
+from styleops.io.images import content_type, sha256_hex, to_float
+from styleops.evaluation.metrics import StyleMetrics
+from styleops.inference.stream import Job, StreamStylizer
 
 
 @dataclass
@@ -50,7 +50,7 @@ def _download(st: ObjectStore, f: Fetched, max_bytes: int) -> bytes:
     is over max_bytes is refused without any request (ImageTooLargeError, as decode_image words
     it), and one that grew past it since the listing is refused from its Content-Length, before
     its body is read. Pixel dimensions are never a refusal below the pixel cap: a 1x1 or 1x4000
-    image is stylized and measured (styleops.metrics and styleops.gatys pad what is too small
+    image is stylized and measured (styleops.evaluation.metrics and styleops.inference.gatys pad what is too small
     for the loss network).
     """
     validate_key(f.key)

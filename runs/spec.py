@@ -11,9 +11,9 @@ import torch
 from runs import methods
 from runs.context import stable_hash
 from runs.keys import catalog_prefix
-from styleops.color import COLOR_MODES
+from styleops.inference.color import COLOR_MODES
 from styleops.errors import InvalidInputError
-from styleops.imageio import encode_image
+from styleops.io.images import encode_image
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class StylizeParams:
     max_side: int | None = 1024
     format: str = "jpeg"
     quality: int = 90
-    color: str = "none"  # none | luminance | histogram (styleops.color.preserve_colors)
+    color: str = "none"  # none | luminance | histogram (styleops.inference.color.preserve_colors)
     alpha: float = 1.0  # adain: 1 = full style, 0 = the decoded photo
     iterations: int = 300  # gatys: optimizer iterations per level
     optimizer: str = "lbfgs"  # gatys: lbfgs | adam

@@ -327,8 +327,8 @@ def coverage_task(catalog: str, styles: list[str]) -> dict[str, Any]:
 def sample_sheet_task(samples: list[dict[str, Any]], cell: int = 128) -> dict[str, Any]:
     """Thumbnails of sample outputs next to their inputs: {"pairs": [{..sample, "input_uri",
     "output_uri"}] (JPEG data URIs, None where unreadable), "png": a contact sheet (bytes) or None}."""
-    from styleops.contact_sheet import contact_sheet, fit_to_cell
-    from styleops.imageio import decode_image, encode_image
+    from styleops.io.contact_sheet import contact_sheet, fit_to_cell
+    from styleops.io.images import decode_image, encode_image
 
     st = context.store()
 

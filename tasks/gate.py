@@ -1,6 +1,6 @@
 """The quality gate in the pipeline: score a candidate against production, record, promote.
 
-The rule itself lives in `styleops.quality_gate`. Here: the held-out photos come from the store
+The rule itself lives in `styleops.evaluation.quality_gate`. Here: the held-out photos come from the store
 (`settings.gate_holdout`, the first `gate_max_images` by key, shrunk to `gate_size` px), the
 artwork is the one the candidate's card names (its current bytes), the decision goes to the
 registry table ("gate-passed" / "gate-refused" events) and to a Prefect table artifact.
@@ -22,10 +22,10 @@ from runs.methods.base import ARTWORK_SIZE
 from runs.methods.multi_style import Conditioned
 from styleops.device import resolve_device
 from styleops.errors import InvalidInputError
-from styleops.imageio import decode_image, resize_max_side, to_float
-from styleops.losses import LossWeights
-from styleops.metrics import StyleMetrics
-from styleops.quality_gate import GateDecision, decide, score
+from styleops.io.images import decode_image, resize_max_side, to_float
+from styleops.losses.perceptual import LossWeights
+from styleops.evaluation.metrics import StyleMetrics
+from styleops.evaluation.quality_gate import GateDecision, decide, score
 from tasks import common
 
 GATED_FAMILIES = (context.PER_STYLE, context.MULTI_STYLE)

@@ -17,10 +17,11 @@ from runs import context
 from runs.keys import is_image_key, style_from_artwork_key
 from styleops.device import resolve_device
 from styleops.errors import InvalidInputError
-from styleops.serialize import PICKLE_SUFFIXES, load_state_dict, to_safetensors
-from styleops.train import StepLog, TrainConfig, TrainResult, add_style, train_multistyle, train_style
-from styleops.train_decoders import decoder_layer, train_adain, train_inverse
-from styleops.weights import resolve_weights_file
+from styleops.io.safetensors_file import PICKLE_SUFFIXES, load_state_dict
+from styleops.io.serialize import to_safetensors
+from styleops.training.engine import StepLog, TrainConfig, TrainResult, add_style, train_multistyle, train_style
+from styleops.training.decoders import decoder_layer, train_adain, train_inverse
+from styleops.io.weights import resolve_weights_file
 from tasks import common
 
 
@@ -113,7 +114,7 @@ def _card_common(cfg: TrainConfig, result: TrainResult, content_prefix: str, n_c
     """Card fields every family shares: configs, data, final losses, curve, loss network, code."""
     settings = get_settings()
     weights_file = resolve_weights_file(settings.vgg_weights, cache_dir=settings.cache_dir)
-    for rollback in result.rollback_log:  # the engine logs them too, on `styleops.train` (not a run logger)
+    for rollback in result.rollback_log:  # the engine logs them too, on `styleops.training.engine` (not a run logger)
         common.logger().warning("training rolled back: %s not finite at step %d, resumed from the checkpoint at step %d with learning rate x%g",
                                 rollback["cause"], rollback["step"], rollback["restored_step"], rollback["lr_scale"])
     return {
@@ -258,7 +259,7 @@ def import_model_task(family: str, name: str, weights_path: str, card_path: str 
     import hashlib
     import json
 
-    from styleops.serialize import from_safetensors
+    from styleops.io.serialize import from_safetensors
 
     blob = Path(weights_path).read_bytes()
     from_safetensors(blob)  # only a module this code can rebuild (never a pickle)

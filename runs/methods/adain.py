@@ -14,8 +14,8 @@ import torch
 from infra.settings import Settings
 from runs import context
 from runs.methods.base import ARTWORK_SIZE, Built, Method, OnIteration, Params, Resolved, Source, artworks_identity, blend_label, checked_artworks, engine, parse_blend
-from styleops.imageio import resize_max_side, to_float
-from styleops.models.arbitrary import AdaINStylizer
+from styleops.io.images import resize_max_side, to_float
+from styleops.inference.arbitrary import AdaINStylizer
 
 
 class AdaIN(Method):

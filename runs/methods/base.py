@@ -24,10 +24,10 @@ from torch import nn
 from infra.settings import Settings
 from runs import context
 from runs.keys import is_image_key
-from styleops.color import ColorPreserving
+from styleops.inference.color import ColorPreserving
 from styleops.errors import InvalidInputError
-from styleops.infer import InferenceEngine
-from styleops.losses import LossWeights
+from styleops.inference.engine import InferenceEngine
+from styleops.losses.perceptual import LossWeights
 
 ARTWORK_SIZE = 512  # artworks' longer side (px) for AdaIN statistics, Gatys targets and metrics
 MIN_ARTWORK_SIDE = 32

@@ -11,8 +11,8 @@ import torch
 from infra.settings import Settings
 from runs import context
 from runs.methods.base import ARTWORK_SIZE, Built, Method, OnIteration, Params, Resolved, Source, artworks_identity, checked_artworks, one_style
-from styleops.gatys import GatysConfig, GatysEngine
-from styleops.imageio import to_float
+from styleops.inference.gatys import GatysConfig, GatysEngine
+from styleops.io.images import to_float
 
 
 class Gatys(Method):

@@ -15,7 +15,7 @@ from infra.settings import Settings
 from runs import context
 from runs.methods.base import Built, Method, OnIteration, Params, Resolved, Source, blend_label, engine, parse_blend
 from styleops.errors import InvalidInputError
-from styleops.losses import LossWeights
+from styleops.losses.perceptual import LossWeights
 
 
 class Conditioned(torch.nn.Module):

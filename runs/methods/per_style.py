@@ -9,7 +9,7 @@ import torch
 from infra.settings import Settings
 from runs import context
 from runs.methods.base import Built, Method, OnIteration, Params, Resolved, Source, engine
-from styleops.losses import LossWeights
+from styleops.losses.perceptual import LossWeights
 
 
 class PerStyle(Method):

@@ -17,7 +17,7 @@ from infra.settings import Settings
 from runs import banks, context
 from runs.methods.base import Built, Method, OnIteration, Params, Resolved, Source, engine, one_style
 from styleops.errors import InvalidInputError
-from styleops.models.arbitrary import SwapStylizer
+from styleops.inference.arbitrary import SwapStylizer
 from styleops.ops import PatchBank
 
 

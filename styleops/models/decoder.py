@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
-from styleops.vgg import build_vgg_features, layer_names
+from styleops.models.vgg import build_vgg_features, layer_names
 
 
 class VGGDecoder(nn.Sequential):

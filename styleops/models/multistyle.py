@@ -3,7 +3,7 @@
 Every convolution is shared; each style s owns only a scale and shift per norm layer:
 z = gamma_s * (x - mu) / sigma + beta_s. A blend of styles mixes gamma and beta with non-negative
 weights normalized to sum to 1, so a blend with weight 1 on one style is exactly that style.
-Training: `styleops.train.train_multistyle` and `add_style`. Flows and CLI are still to come (issue 3).
+Training: `styleops.training.engine.train_multistyle` and `add_style`. Flows and CLI are still to come (issue 3).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def adain(content_features: Tensor, style_features: Tensor, eps: float = 1e-5) -
 
 class ChannelNormalize(nn.Module):
     """(f - mu(f)) / sigma(f) per sample and channel over space: AdaIN's normalization as a module,
-    so `styleops.tiling` can give it whole-image statistics (like an affine-free instance norm).
+    so `styleops.inference.tiling` can give it whole-image statistics (like an affine-free instance norm).
 
     [N, C, H, W] -> float32 [N, C, H, W]; exactly `mean_std`'s arithmetic (biased variance, eps).
     """

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from styleops.errors import InvalidInputError
+from styleops.io.safetensors_file import canonical_safetensors
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,8 @@ class PatchBank:
             "norms": self.norms.detach().to("cpu", torch.float32).contiguous(),
         }
         _check_bank_tensors(tensors["patches"], tensors["norms"], self.patch_size, self.stride)
-        from styleops.serialize import canonical_safetensors  # same bank, same bytes (and sha256)
-
-        return canonical_safetensors(safetensors.torch.save(tensors, metadata={**extra, "patch_size": str(self.patch_size), "stride": str(self.stride)}))
+        return canonical_safetensors(  # same bank, same bytes (and sha256)
+            safetensors.torch.save(tensors, metadata={**extra, "patch_size": str(self.patch_size), "stride": str(self.stride)}))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> tuple[PatchBank, dict[str, str]]:

@@ -26,7 +26,7 @@ from PIL import ExifTags, Image, ImageCms, ImageFile, features
 
 from infra.settings import Settings
 from infra.store import InvalidKeyError, ObjectNotFoundError, ObjectStore, ObjectTooLargeError, StoreError, validate_key
-from styleops import imageio
+from styleops.io import images as imageio
 from styleops.errors import (
     ImageDecodeError,
     ImageError,
@@ -34,8 +34,8 @@ from styleops.errors import (
     InvalidInputError,
     UnsupportedImageError,
 )
-from styleops.gatys import GatysConfig, GatysEngine
-from styleops.imageio import (
+from styleops.inference.gatys import GatysConfig, GatysEngine
+from styleops.io.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     DecodedImage,
@@ -47,12 +47,12 @@ from runs.keys import output_key
 from runs.methods.base import MIN_ARTWORK_SIDE, checked_artworks
 from runs.shard import Fetched, _download, _write
 from runs.spec import StylizeParams
-from styleops.color import preserve_colors
-from styleops.infer import InferenceEngine
-from styleops.metrics import StyleMetrics, min_side, pad_to_min_side
+from styleops.inference.color import preserve_colors
+from styleops.inference.engine import InferenceEngine
+from styleops.evaluation.metrics import StyleMetrics, min_side, pad_to_min_side
 from styleops.models.transformer import TransformerNet
-from styleops.pipeline import Job, StreamStylizer
-from styleops.vgg import VGGEncoder, build_vgg_features
+from styleops.inference.stream import Job, StreamStylizer
+from styleops.models.vgg import VGGEncoder, build_vgg_features
 
 CATALOG = Path(__file__).resolve().parents[2] / "examples" / "catalog"
 PHOTOS = sorted(CATALOG.glob("*.jpg"))
@@ -188,7 +188,7 @@ class Loaded:
 
 
 def _fetch(st: ObjectStore, item: tuple[str, str, int], limits: tuple[int, int]) -> Loaded:
-    """The shard's load stage (download in runs.shard, decode in styleops.pipeline) for one item."""
+    """The shard's load stage (download in runs.shard, decode in styleops.inference.stream) for one item."""
     stream = StreamStylizer(None, load=lambda f: _download(st, f, limits[1]), write=lambda job: job, limits=limits, expected_errors=(StoreError, InvalidInputError))
     job = stream.load_one(Fetched(*item))
     return Loaded(job, job._pixels, job.error, job.item.sha256)
@@ -452,7 +452,7 @@ def _cmyk_patches() -> Image.Image:
 def test_cmyk_jpeg_colours(icc: bytes | None, warning: str | None, caplog: pytest.LogCaptureFixture) -> None:
     options = {"quality": 95} if icc is None else {"quality": 95, "icc_profile": icc}
     data = _save(_cmyk_patches(), "JPEG", **options)
-    with caplog.at_level(logging.WARNING, logger="styleops.imageio"):
+    with caplog.at_level(logging.WARNING, logger="styleops.io.images"):
         decoded = decode_image(data)
     assert (decoded.format, decoded.mode) == ("JPEG", "CMYK")
     assert decoded.pixels.shape == (3, 16, 16 * len(CMYK_PATCHES))
@@ -599,7 +599,7 @@ def test_animation_decodes_frame_0_and_says_so(kind: str, caplog: pytest.LogCapt
     fmt, options, atol = ANIMATED[kind]
     frames = _frames()
     data = _save(frames[0], fmt, save_all=True, append_images=frames[1:], **options)
-    with caplog.at_level(logging.INFO, logger="styleops.imageio"):
+    with caplog.at_level(logging.INFO, logger="styleops.io.images"):
         decoded = decode_image(data)
     assert (decoded.format, decoded.frames) == (fmt, 3)
     errors = [np.abs(_hwc(decoded).astype(np.int16) - np.asarray(f, dtype=np.int16)).mean() for f in frames]
@@ -608,7 +608,7 @@ def test_animation_decodes_frame_0_and_says_so(kind: str, caplog: pytest.LogCapt
 
 
 def test_still_image_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="styleops.imageio"):
+    with caplog.at_level(logging.INFO, logger="styleops.io.images"):
         assert decode_image(_PHOTO_PNG).frames == 1
     assert caplog.records == []
 
@@ -621,7 +621,7 @@ def test_frame_counting_stops_at_the_cap(fmt: str, data: bytes, caplog: pytest.L
     """Pillow parses every GIF frame / TIFF page to count them (a 64 MiB TIFF of 1x1 pages: over a
     minute): imageio stops at MAX_COUNTED_FRAMES, and frame 0 still decodes."""
     cap = imageio.MAX_COUNTED_FRAMES
-    with caplog.at_level(logging.INFO, logger="styleops.imageio"):
+    with caplog.at_level(logging.INFO, logger="styleops.io.images"):
         decoded = decode_image(data)
     assert (decoded.format, decoded.frames) == (fmt, cap)
     assert decoded.pixels.shape == (3, 1, 1)
@@ -715,7 +715,7 @@ def test_gatys_optimizes_too_small_images_padded_and_keeps_their_size(
     size: tuple[int, int], levels: int, shapes: list[tuple[int, int]], random_vgg: VGGEncoder,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from styleops import gatys as gatys_module
+    from styleops.inference import gatys as gatys_module
 
     seen: list[tuple[tuple[int, int], tuple[int, int]]] = []
     real_optimize = gatys_module._optimize

@@ -48,11 +48,11 @@ from infra.settings import Settings, get_settings
 from infra.store import InvalidKeyError, ObjectStore, StoreError, WriteOutsideScopeError, validate_key
 from runs import context
 from styleops.errors import ImageTooLargeError, InvalidInputError, WeightsNotFoundError
-from styleops.imageio import decode_image, read_image
+from styleops.io.images import decode_image, read_image
 from styleops.models.transformer import TransformerNet
-from styleops.serialize import from_safetensors, to_safetensors
-from styleops.train import TrainConfig
-from styleops.weights import load_weights_file
+from styleops.io.serialize import from_safetensors, to_safetensors
+from styleops.training.engine import TrainConfig
+from styleops.io.weights import load_weights_file
 from tests.flows.conftest import EXAMPLES, vgg_weights_file  # noqa: F401
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """Training under faults: NaN mid-training (in the loss and in the gradients) and kill -9.
 
-- The engine (`styleops.train`): a NaN loss at step k rolls back to the last checkpoint, halves the
+- The engine (`styleops.training.engine`): a NaN loss at step k rolls back to the last checkpoint, halves the
   learning rate, logs it and records it, and the run finishes with finite weights; a NaN *gradient*
   under a finite loss (it used to be stepped into the weights and saved in the next checkpoint, so
   every rollback restored NaN weights until the run died as "diverged") is caught the same way.
@@ -34,10 +34,11 @@ from PIL import Image
 
 from infra.settings import get_settings
 from runs import context
-from styleops.imageio import read_image, to_float
-from styleops.losses import LossWeights
-from styleops.train import CHECKPOINT_FILE, TrainConfig, TrainingDivergedError, train_style
-from styleops.vgg import VGGEncoder, load_encoder
+from styleops.io.images import read_image, to_float
+from styleops.losses.perceptual import LossWeights
+from styleops.training.engine import CHECKPOINT_FILE, TrainConfig, TrainingDivergedError, train_style
+from styleops.io.weights import load_encoder
+from styleops.models.vgg import VGGEncoder
 from tasks.training import train_per_style_task
 from tests.flows.conftest import CATALOG_PREFIX, EXAMPLES, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
 
@@ -117,7 +118,7 @@ def test_nan_mid_training_rolls_back_to_the_last_checkpoint_and_finishes(
     encoder: VGGEncoder, small_photos: list[Path], artwork: torch.Tensor, caplog: pytest.LogCaptureFixture,
 ) -> None:
     seen: list[int] = []
-    with caplog.at_level(logging.WARNING, logger="styleops.train"):
+    with caplog.at_level(logging.WARNING, logger="styleops.training.engine"):
         result = train_style(CFG, small_photos, artwork, encoder, workdir=tmp_path, device="cpu", loss_hook=_once_at(at, poison, seen))
 
     # Steps restored..at are done twice: once before the NaN, once after the rollback.
@@ -130,7 +131,7 @@ def test_nan_mid_training_rolls_back_to_the_last_checkpoint_and_finishes(
     assert [h["lr"] for h in result.history] == [CFG.lr] * restored + [CFG.lr / 2] * (CFG.steps - restored)
     assert all(torch.isfinite(torch.tensor(h["total"])) for h in result.history)
     # Logged once, saying what happened; and the final checkpoint records it too.
-    messages = [r.getMessage() for r in caplog.records if r.name == "styleops.train"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "styleops.training.engine"]
     assert messages == [f"{cause} not finite at step {at}: rolled back to the checkpoint at step {restored}, learning rate x0.5 (rollback 1 of at most 3)"]
     saved = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
     assert (saved["step"], saved["rollbacks"], saved["lr_scale"]) == (CFG.steps, 1, 0.5)
@@ -182,7 +183,7 @@ def test_task_records_the_rollback_in_the_card_and_the_log(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "training rolled back: loss not finite at step 5, resumed from the checkpoint at step 4 with learning rate x0.5" in warnings
     weights = context.registry().weights_bytes("per-style", STYLE, "v0001")
-    from styleops.serialize import load_state_dict
+    from styleops.io.safetensors_file import load_state_dict
 
     assert _finite(load_state_dict(weights))
 
@@ -194,7 +195,7 @@ from pathlib import Path
 import torch
 torch.set_num_threads(1)
 import tasks.training as training
-from styleops.train import train_style
+from styleops.training.engine import train_style
 
 pause_at, marker = int(os.environ.get("PAUSE_AT", "-1")), Path(os.environ.get("MARKER", "/nonexistent"))
 
@@ -262,7 +263,8 @@ def test_equal_weights_serialize_to_equal_bytes() -> None:
     """The registry's weights_sha256 identifies weights only if saving is deterministic: the header
     (tensor entries and __metadata__) is written with sorted keys, not in a Rust HashMap's order."""
     from styleops.models.transformer import TransformerNet
-    from styleops.serialize import load_state_dict, to_safetensors
+    from styleops.io.safetensors_file import load_state_dict
+    from styleops.io.serialize import to_safetensors
 
     torch.manual_seed(0)
     net = TransformerNet(channels=4, n_residual=1)

@@ -27,7 +27,7 @@ from prefect.testing.utilities import prefect_test_harness
 from infra.local_store import StoreInfo
 from infra.settings import Settings, get_settings
 from infra.store import ObjectStore
-from styleops.weights import install_hed_weights
+from styleops.io.weights import install_hed_weights
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CATALOG = "demo"

@@ -19,7 +19,7 @@ from safetensors.torch import save as save_safetensors
 from flows.audit import audit_manifests
 from runs import context
 from runs.keys import artifact_key
-from styleops.imageio import decode_image, encode_image
+from styleops.io.images import decode_image, encode_image
 from tests.flows.conftest import CATALOG_PREFIX, PipelineEnv
 
 pytestmark = [pytest.mark.integration, pytest.mark.flow]

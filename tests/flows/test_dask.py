@@ -29,8 +29,8 @@ from flows.stylize_catalog import stylize_catalog
 from runs import context
 from runs.keys import output_key
 from runs.spec import StylizeParams
-from styleops.imageio import sha256_hex
-from styleops.infer import shrunk_size
+from styleops.io.images import sha256_hex
+from styleops.inference.engine import shrunk_size
 from tasks.training import import_model_task
 from tests.flows.conftest import EXAMPLES, PipelineEnv
 

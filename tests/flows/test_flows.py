@@ -16,15 +16,15 @@ from flows.stylize_catalog import stylize_catalog
 from flows.train_style import train_style
 from runs import context
 from runs.spec import StylizeParams
-from styleops.imageio import decode_image
-from styleops.train import TrainConfig
+from styleops.io.images import decode_image
+from styleops.training.engine import TrainConfig
 from tests.flows.conftest import CATALOG_PREFIX, PipelineEnv
 
 pytestmark = [pytest.mark.integration, pytest.mark.flow]
 
 TINY = {"steps": 2, "batch_size": 1, "image_size": 32, "style_size": 64, "channels": 4, "n_residual": 1, "log_every": 1,
         "loss": {"content_layers": {"relu2_2": 1.0}, "style_layers": {"relu1_2": 1.0, "relu2_2": 1.0}}}
-CELL, GAP = 64, 4  # styleops.contact_sheet: gap defaults to 4; write_report passes its cell through
+CELL, GAP = 64, 4  # styleops.io.contact_sheet: gap defaults to 4; write_report passes its cell through
 
 
 def test_train_stylize_twice_and_report(pipeline_env: PipelineEnv, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from flows.deployments import runner_deployments
 from flows.nightly import nightly_catalog
 from infra.registry import ModelRegistry
 from runs import context
-from styleops.imageio import decode_image, encode_image
+from styleops.io.images import decode_image, encode_image
 from tasks.nightly import claim_key, trigger_once
 from tests.flows.conftest import CATALOG, PipelineEnv
 from tests.integration.test_gate_sensor import MODELS, ops_env  # noqa: F401

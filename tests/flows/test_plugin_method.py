@@ -15,7 +15,7 @@ from runs import context, methods
 from runs.keys import output_key
 from runs.methods.base import Built, Method, OnIteration, Params, Resolved, Source, checked_artworks, engine, one_style
 from runs.spec import StylizeParams
-from styleops.imageio import decode_image
+from styleops.io.images import decode_image
 from tests.flows.conftest import CATALOG_PREFIX, PipelineEnv
 
 pytestmark = [pytest.mark.integration, pytest.mark.flow]

@@ -24,8 +24,8 @@ from flows.stylize_catalog import stylize_catalog
 from runs import context
 from runs.keys import output_key
 from runs.spec import StylizeParams
-from styleops.losses import LossWeights
-from styleops.train import TrainConfig
+from styleops.losses.perceptual import LossWeights
+from styleops.training.engine import TrainConfig
 from tasks.audit import repair_command
 from tasks.stylize import plan_catalog_task, stylize_shard_task
 from tasks.training import train_per_style_task

@@ -15,8 +15,8 @@ from runs import context, methods
 from runs.methods.base import Resolved
 from runs.spec import StylizeParams
 from styleops.errors import ImageError, InvalidInputError
-from styleops.imageio import decode_image, encode_image
-from styleops.train_decoders import adain_config, inverse_config
+from styleops.io.images import decode_image, encode_image
+from styleops.training.decoders import adain_config, inverse_config
 from tasks.banks import build_patch_bank_task
 from tasks.stylize import stylize_shard_task
 from tasks.training import promote_if_first_task, train_decoder_task

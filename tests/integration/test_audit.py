@@ -22,7 +22,7 @@ from runs import context
 from runs.keys import output_key
 from runs.outputs import count_findings
 from runs.spec import StylizeParams
-from styleops.imageio import decode_image, encode_image
+from styleops.io.images import decode_image, encode_image
 from tasks.audit import audit_rows_task, coverage_task, orphans_task, outlier_findings, parse_when, sample_sheet_task
 from tasks.training import promote_if_first_task
 from tests.flows.conftest import CATALOG, CATALOG_PREFIX, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401

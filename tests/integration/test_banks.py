@@ -18,7 +18,7 @@ from infra.settings import get_settings
 from infra.store import ObjectStore
 from runs import banks, context
 from styleops.errors import ImageDecodeError, InvalidInputError
-from styleops.imageio import decode_image, encode_image, resize_max_side, to_float
+from styleops.io.images import decode_image, encode_image, resize_max_side, to_float
 from styleops.ops import PatchBank, build_patch_bank
 from tasks.banks import build_patch_bank_task, promote_bank_if_first_task
 from tests.flows.conftest import EXAMPLES, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401

@@ -13,8 +13,8 @@ from prefect.logging import disable_run_logger
 from infra.settings import get_settings
 from runs import context, methods
 from runs.spec import StylizeParams
-from styleops.imageio import decode_image, encode_image
-from styleops.serialize import from_safetensors
+from styleops.io.images import decode_image, encode_image
+from styleops.io.serialize import from_safetensors
 from tasks.gate import promote_if_passed_task, quality_gate_task
 from tasks.sensor import detect_artwork_changes_task
 from tasks.stylize import plan_catalog_task, stylize_shard_task

@@ -11,7 +11,7 @@ from runs import context
 from runs.methods.base import blend_label, parse_blend
 from runs.spec import StylizeParams
 from styleops.models.multistyle import MultiStyleTransformerNet
-from styleops.serialize import from_safetensors
+from styleops.io.serialize import from_safetensors
 from tasks.stylize import stylize_shard_task
 from tasks.training import add_style_task, train_multistyle_task
 from tests.flows.conftest import CATALOG_PREFIX, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401

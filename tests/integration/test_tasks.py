@@ -15,10 +15,10 @@ from prefect.logging import disable_run_logger
 from runs import context
 from runs.keys import catalog_prefix, output_key
 from runs.spec import StylizeParams
-from styleops.imageio import decode_image, encode_image
-from styleops.losses import LossWeights
-from styleops.serialize import from_safetensors
-from styleops.train import TrainConfig
+from styleops.io.images import decode_image, encode_image
+from styleops.losses.perceptual import LossWeights
+from styleops.io.serialize import from_safetensors
+from styleops.training.engine import TrainConfig
 from tasks.storage import upload_directory_task
 from tasks.stylize import plan_catalog_task, stylize_shard_task
 from tasks.training import promote_if_first_task, train_per_style_task

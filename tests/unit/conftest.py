@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from styleops.imageio import read_image, to_float
+from styleops.io.images import read_image, to_float
 from tests.conftest import TORCH_THREADS
-from styleops.vgg import VGGEncoder, load_encoder
-from styleops.weights import install_hed_weights
+from styleops.io.weights import load_encoder
+from styleops.models.vgg import VGGEncoder
+from styleops.io.weights import install_hed_weights
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -1,13 +1,13 @@
-"""Appearance measures (styleops.appearance): values worked out by hand on tiny images, and on real photos."""
+"""Appearance measures (styleops.evaluation.appearance): values worked out by hand on tiny images, and on real photos."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from styleops.appearance import appearance, colour_ratio, gradient_magnitude, luminance, sliced_wasserstein, structure, texture_ratio, wasserstein_1d
+from styleops.evaluation.appearance import appearance, colour_ratio, gradient_magnitude, luminance, sliced_wasserstein, structure, texture_ratio, wasserstein_1d
 from styleops.errors import InvalidInputError
-from styleops.imageio import read_image, resize_max_side, to_float
+from styleops.io.images import read_image, resize_max_side, to_float
 
 
 def test_luminance_and_gradient_by_hand() -> None:

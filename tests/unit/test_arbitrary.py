@@ -8,18 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from styleops.color import ColorPreserving, preserve_colors, rgb_to_yiq
+from styleops.inference.color import ColorPreserving, preserve_colors, rgb_to_yiq
 from styleops.errors import InvalidInputError
-from styleops.gatys import GatysConfig, GatysEngine
-from styleops.imageio import read_image, resize_max_side, to_float
-from styleops.losses import LossWeights
-from styleops.models.arbitrary import AdaINStylizer, SwapStylizer
+from styleops.inference.gatys import GatysConfig, GatysEngine
+from styleops.io.images import read_image, resize_max_side, to_float
+from styleops.losses.perceptual import LossWeights
+from styleops.inference.arbitrary import AdaINStylizer, SwapStylizer
 from styleops.models.decoder import VGGDecoder
 from styleops.ops import adain, build_patch_bank, style_swap
-from styleops.serialize import from_safetensors, to_safetensors
-from styleops.train import CHECKPOINT_FILE, TrainConfig
-from styleops.train_decoders import adain_config, decoder_layer, inverse_config, train_adain, train_inverse
-from styleops.vgg import VGGEncoder, load_encoder
+from styleops.io.serialize import from_safetensors, to_safetensors
+from styleops.training.engine import CHECKPOINT_FILE, TrainConfig
+from styleops.training.decoders import adain_config, decoder_layer, inverse_config, train_adain, train_inverse
+from styleops.io.weights import load_encoder
+from styleops.models.vgg import VGGEncoder
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ARTWORKS = sorted((EXAMPLES / "artwork").glob("*/*.jpg"))  # hoitsu, kandinsky, monet

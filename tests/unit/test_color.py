@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from styleops.color import luminance_only, match_colors, rgb_to_yiq, yiq_to_rgb
+from styleops.inference.color import luminance_only, match_colors, rgb_to_yiq, yiq_to_rgb
 from styleops.errors import InvalidInputError
 
 

@@ -7,7 +7,7 @@ import torch
 
 from styleops.errors import InvalidInputError
 from styleops.models.decoder import VGGDecoder
-from styleops.vgg import VGGEncoder, build_vgg_features
+from styleops.models.vgg import VGGEncoder, build_vgg_features
 
 
 @pytest.mark.parametrize(("layer", "arch", "channels", "scale"), [("relu4_1", "vgg19", 512, 8), ("relu3_1", "vgg16", 256, 4), ("relu1_1", "vgg16", 64, 1)])

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from styleops.errors import InvalidInputError
-from styleops.gatys import GatysConfig, gatys
-from styleops.imageio import read_image, resize_max_side, to_float
-from styleops.vgg import VGGEncoder
+from styleops.inference.gatys import GatysConfig, gatys
+from styleops.io.images import read_image, resize_max_side, to_float
+from styleops.models.vgg import VGGEncoder
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])

@@ -1,4 +1,4 @@
-"""Unit tests for styleops.imageio: inputs are built with Pillow in memory."""
+"""Unit tests for styleops.io.images: inputs are built with Pillow in memory."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from styleops.errors import (
     StyleOpsError,
     UnsupportedImageError,
 )
-from styleops.imageio import (
+from styleops.io.images import (
     DecodedImage,
     content_type,
     decode_image,
@@ -413,7 +413,7 @@ def test_sha256_hex() -> None:
 
 def test_module_does_not_import_pipeline_dependencies() -> None:
     code = (
-        "import sys, styleops.imageio, styleops.errors; "
+        "import sys, styleops.io.images, styleops.errors; "
         "print(sorted({'prefect', 'boto3', 'pandas'} & set(sys.modules)))"
     )
     result = subprocess.run(

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from styleops.errors import InvalidInputError
 from styleops.models.multistyle import ConditionalInstanceNorm2d, MultiStyleTransformerNet, StyleCondition, style_weights
-from styleops.serialize import from_safetensors, to_safetensors
+from styleops.io.serialize import from_safetensors, to_safetensors
 
 
 def _randomize(net: torch.nn.Module) -> None:
@@ -78,7 +78,7 @@ def test_multistyle_weights_round_trip_through_safetensors() -> None:
 
 
 def test_train_multistyle_then_add_a_style(tmp_path, encoder, photos, artwork) -> None:  # noqa: ANN001 - fixtures
-    from styleops.train import TrainConfig, add_style, train_multistyle
+    from styleops.training.engine import TrainConfig, add_style, train_multistyle
 
     cfg = TrainConfig(steps=6, batch_size=1, image_size=48, style_size=96, channels=4, n_residual=1, lr=5e-3, log_every=1, checkpoint_every=3, seed=1)
     arts = [artwork, artwork.flip(-1).roll(7, dims=1)]

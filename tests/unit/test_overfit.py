@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
-from styleops.appearance import structure
-from styleops.gatys import GatysConfig, gatys
-from styleops.imageio import read_image, resize_max_side, to_float
-from styleops.losses import PerceptualLoss
+from styleops.evaluation.appearance import structure
+from styleops.inference.gatys import GatysConfig, gatys
+from styleops.io.images import read_image, resize_max_side, to_float
+from styleops.losses.perceptual import PerceptualLoss
 from styleops.models.transformer import TransformerNet
-from styleops.train import TrainConfig, train_style
-from styleops.vgg import VGGEncoder
+from styleops.training.engine import TrainConfig, train_style
+from styleops.models.vgg import VGGEncoder
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SIDE = 48
@@ -24,7 +24,7 @@ SIDE = 48
 def test_overfit_one_photo(tmp_path: Path, encoder: VGGEncoder) -> None:
     photo_path = tmp_path / "photo.png"
     photo = resize_max_side(to_float(read_image(EXAMPLES / "catalog" / "kodim23.jpg").pixels), SIDE)
-    from styleops.imageio import encode_image
+    from styleops.io.images import encode_image
 
     photo_path.write_bytes(encode_image(photo, "png"))
     photo = to_float(read_image(photo_path).pixels)  # exactly what the crops see

@@ -1,5 +1,5 @@
-"""The shard pipeline (styleops.pipeline) and the engine's answers to large images and device
-out-of-memory (styleops.infer): batches split, then tiles, then a failed image, never a crash."""
+"""The shard pipeline (styleops.inference.stream) and the engine's answers to large images and device
+out-of-memory (styleops.inference.engine): batches split, then tiles, then a failed image, never a crash."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from PIL import Image
 from torch import nn
 
 from styleops.errors import DeviceOutOfMemoryError, ImageDecodeError
-from styleops.imageio import decode_image, encode_image, plain_jpeg_size, to_float
-from styleops.infer import InferenceEngine
-from styleops.models.arbitrary import AdaINStylizer
+from styleops.io.images import decode_image, encode_image, plain_jpeg_size, to_float
+from styleops.inference.engine import InferenceEngine
+from styleops.inference.arbitrary import AdaINStylizer
 from styleops.models.decoder import VGGDecoder
 from styleops.models.transformer import TransformerNet
-from styleops.pipeline import Job, StreamStylizer, _bucketed
-from styleops.vgg import VGGEncoder, build_vgg_features
+from styleops.inference.stream import Job, StreamStylizer, _bucketed
+from styleops.models.vgg import VGGEncoder, build_vgg_features
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "catalog"
 

@@ -1,4 +1,4 @@
-"""The quality gate's rule (styleops.quality_gate): exact decisions on given scores, and scoring
+"""The quality gate's rule (styleops.evaluation.quality_gate): exact decisions on given scores, and scoring
 real photos with the real loss network."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from styleops.imageio import read_image, resize_max_side, to_float
-from styleops.losses import LossWeights
-from styleops.metrics import StyleMetrics
-from styleops.quality_gate import Scores, decide, score
+from styleops.io.images import read_image, resize_max_side, to_float
+from styleops.losses.perceptual import LossWeights
+from styleops.evaluation.metrics import StyleMetrics
+from styleops.evaluation.quality_gate import Scores, decide, score
 
 BASE = Scores(content=0.0, style=1000.0, images=4)
 PROD = Scores(content=100.0, style=200.0, images=4)

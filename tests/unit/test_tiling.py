@@ -1,4 +1,4 @@
-"""Tiled inference with whole-image instance-norm statistics (styleops.tiling), on real photos."""
+"""Tiled inference with whole-image instance-norm statistics (styleops.inference.tiling), on real photos."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from styleops.imageio import read_image, to_float
+from styleops.io.images import read_image, to_float
 from styleops.models.multistyle import ConditionalInstanceNorm2d, MultiStyleTransformerNet
 from styleops.models.transformer import TransformerNet
-from styleops.tiling import global_norm_stats, instance_norms, plan_spans, receptive_radius, stylize_tiled
+from styleops.inference.tiling import global_norm_stats, instance_norms, plan_spans, receptive_radius, stylize_tiled
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SIZE = (226, 298)  # not multiples of 4: the net's own bottom/right padding is exercised too

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from styleops.infer import InferenceEngine, plan_buckets, stylize_one_at_a_time
-from styleops.losses import LossWeights
+from styleops.inference.engine import InferenceEngine, plan_buckets, stylize_one_at_a_time
+from styleops.losses.perceptual import LossWeights
 from styleops.models.transformer import TransformerNet
-from styleops.train import CHECKPOINT_FILE, TrainConfig, TrainingDivergedError, train_style
-from styleops.vgg import VGGEncoder
+from styleops.training.engine import CHECKPOINT_FILE, TrainConfig, TrainingDivergedError, train_style
+from styleops.models.vgg import VGGEncoder
 
 SMALL = TrainConfig(steps=8, batch_size=2, image_size=64, style_size=128, channels=8, n_residual=2, lr=5e-3, checkpoint_every=2, log_every=1, seed=3, output="direct", warmup_steps=0)
 
@@ -104,7 +104,8 @@ def test_engine_max_side_keeps_aspect_ratio() -> None:
 
 def test_safetensors_round_trip_rebuilds_the_same_network(tmp_path: Path) -> None:
     from styleops.errors import InvalidInputError
-    from styleops.serialize import from_safetensors, read_metadata, to_safetensors
+    from styleops.io.safetensors_file import read_metadata
+    from styleops.io.serialize import from_safetensors, to_safetensors
 
     torch.manual_seed(1)
     net = TransformerNet(channels=4, n_residual=2).eval()
@@ -121,7 +122,7 @@ def test_safetensors_round_trip_rebuilds_the_same_network(tmp_path: Path) -> Non
 
 
 def test_content_can_be_a_folder(tmp_path: Path, photos: list[Path]) -> None:
-    from styleops.train import ContentCrops
+    from styleops.training.engine import ContentCrops
 
     (tmp_path / "sub").mkdir()
     for p in photos[:2]:
@@ -140,7 +141,7 @@ def test_output_parameterizations_start_at_the_photo_and_old_files_load_as_direc
 
     from safetensors.torch import load, save
 
-    from styleops.serialize import from_safetensors, to_safetensors
+    from styleops.io.serialize import from_safetensors, to_safetensors
 
     x = torch.rand(2, 3, 21, 30)
     x[0, 0, 0, 0], x[0, 0, 0, 1] = 0.0, 1.0
@@ -165,7 +166,7 @@ def test_output_parameterizations_start_at_the_photo_and_old_files_load_as_direc
 
 
 def test_learning_rate_warms_up_linearly() -> None:
-    from styleops.train import _set_lr
+    from styleops.training.engine import _set_lr
 
     cfg = TrainConfig(lr=1e-3, warmup_steps=4)
     opt = torch.optim.Adam([{"params": [torch.nn.Parameter(torch.zeros(1))]}, {"params": [torch.nn.Parameter(torch.zeros(1))], "lr_mult": 10.0}], lr=1.0)

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from styleops.errors import InvalidInputError, WeightsNotFoundError
-from styleops.losses import LossWeights, PerceptualLoss, content_loss, gram_matrix, style_loss, total_variation
-from styleops.vgg import VGGEncoder, build_vgg_features, layer_names
-from styleops.weights import CAFFE_BGR_MEAN, _fold_caffe_preprocessing, load_vgg_state_dict
+from styleops.losses.perceptual import LossWeights, PerceptualLoss, content_loss, gram_matrix, style_loss, total_variation
+from styleops.models.vgg import VGGEncoder, build_vgg_features, layer_names
+from styleops.io.weights import CAFFE_BGR_MEAN, _fold_caffe_preprocessing, load_vgg_state_dict
 
 
 def test_layer_names_match_torchvision_indices() -> None:
@@ -130,8 +130,8 @@ def test_perceptual_loss_needs_its_layers(vgg_weights: Path) -> None:
 
 
 def test_calibration_gives_each_layer_distance_one_on_its_pair(encoder: VGGEncoder, photos: list, artwork: torch.Tensor) -> None:
-    from styleops.imageio import read_image, resize_max_side, to_float
-    from styleops.losses import LossWeights, calibrate, measure_calibration, style_loss
+    from styleops.io.images import read_image, resize_max_side, to_float
+    from styleops.losses.perceptual import LossWeights, calibrate, measure_calibration, style_loss
 
     recipe = LossWeights(style_layers={"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 2.0, "relu4_3": 1.0}, calibrate=True)
     batch = torch.stack([to_float(read_image(p).pixels)[:, :48, :48] for p in photos[:3]])

@@ -5,8 +5,8 @@ show it. Coarse-to-fine: with `scales=(256, 512)` the image is first optimized a
 longer side, then upsampled and refined at 512 px.
 
 Any image size works: at a scale where the image's shorter side is below what the loss network can
-pool down (`styleops.metrics.min_side`: 8 px for VGG16 up to relu4_3), the optimized image is
-padded to that size (`styleops.metrics.pad_to_min_side`) and cropped back, so a 1x1 pixel or a
+pool down (`styleops.evaluation.metrics.min_side`: 8 px for VGG16 up to relu4_3), the optimized image is
+padded to that size (`styleops.evaluation.metrics.pad_to_min_side`) and cropped back, so a 1x1 pixel or a
 4000x1 strip comes out stylized at its own size instead of failing in the max-pools.
 """
 
@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from styleops.color import COLOR_MODES, preserve_colors
+from styleops.inference.color import COLOR_MODES, preserve_colors
 from styleops.errors import InvalidInputError
-from styleops.imageio import resize_max_side
-from styleops.losses import LossWeights, PerceptualLoss, calibrate, measure_calibration
-from styleops.metrics import min_side, pad_to_min_side
-from styleops.vgg import VGGEncoder
+from styleops.io.images import resize_max_side
+from styleops.losses.perceptual import LossWeights, PerceptualLoss, calibrate, measure_calibration
+from styleops.evaluation.metrics import min_side, pad_to_min_side
+from styleops.models.vgg import VGGEncoder
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class GatysEngine:
 
     artwork: float [3, H, W] in [0, 1]. levels > 1: coarse-to-fine, each image optimized at
     1/2^(levels-1), ..., 1/2, 1 of its size (`config.scales` is ignored then). color: 'none',
-    'luminance' or 'histogram' (`styleops.color.preserve_colors`). `progress(iteration, loss)` is
+    'luminance' or 'histogram' (`styleops.inference.color.preserve_colors`). `progress(iteration, loss)` is
     called after every iteration of every image (iterations restart at 1 for each image).
     No minimum image size: an image too small or too thin for the loss network at some level is
     optimized padded and cropped back (module docstring), so it never fails a shard.

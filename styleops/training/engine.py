@@ -6,7 +6,7 @@ uninterrupted one. Checkpoints (model, optimizer, history) are written atomicall
 `checkpoint_every` steps; a non-finite loss, or a non-finite gradient (checked before the optimizer
 step, so NaN never reaches the weights or a checkpoint), rolls back to the last checkpoint with the
 learning rate halved (at most `max_rollbacks` times). Every rollback is logged (WARNING on
-`styleops.train`) and recorded in `TrainResult.rollback_log` and the checkpoint.
+`styleops.training.engine`) and recorded in `TrainResult.rollback_log` and the checkpoint.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from styleops.device import autocast, autocast_dtype, resolve_device
 from styleops.errors import ImageError, InvalidInputError, StyleOpsError
-from styleops.imageio import read_image, resize_max_side, to_float
-from styleops.losses import LossTerms, LossWeights, PerceptualLoss, calibrate, measure_calibration
+from styleops.io.images import read_image, resize_max_side, to_float
+from styleops.losses.perceptual import LossTerms, LossWeights, PerceptualLoss, calibrate, measure_calibration
 from styleops.models.multistyle import MultiStyleTransformerNet
 from styleops.models.transformer import TransformerNet
-from styleops.vgg import VGGEncoder
+from styleops.models.vgg import VGGEncoder
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CALIBRATION_PHOTOS = 16  # content crops a calibrated loss is measured on (a fixed, seeded sample)
@@ -189,7 +189,7 @@ def random_crop(img: Tensor, size: int, g: torch.Generator) -> Tensor:
     return crop.flip(-1) if bool(torch.rand((), generator=g) < 0.5) else crop
 
 
-def _batches(data: ContentCrops, config: TrainConfig, start: int, pin: bool) -> Iterator[Tensor]:
+def _batches(data: Dataset, config: TrainConfig, start: int, pin: bool) -> Iterator[Tensor]:
     sampler = [[(step, slot) for slot in range(config.batch_size)] for step in range(start, config.steps)]
     return iter(DataLoader(data, batch_sampler=sampler, num_workers=config.workers, pin_memory=pin))
 
@@ -326,7 +326,11 @@ class _Fit:
         progress: Callable[[StepLog], None] | None,
         loss_hook: Callable[[int, Tensor], Tensor] | None,
         targets: Sequence[StyleTarget] = (),
+        data: Dataset | None = None,
     ) -> TrainResult:
+        """Train `model` on batches of `data` (default: `ContentCrops` of `content`), whose item
+        (step, slot) must be a pure function of the seed, step and slot (so resume stays exact);
+        `forward(step, batch)` gives the step's loss terms."""
         config, dev = self.config, self.dev
         workdir.mkdir(parents=True, exist_ok=True)
         ckpt_path = workdir / CHECKPOINT_FILE
@@ -342,7 +346,7 @@ class _Fit:
             _save_checkpoint(ckpt_path, _checkpoint(config, model, opt, state))
         resumed_from = state["step"]
 
-        data = ContentCrops(content, config.image_size, config.seed)
+        data = ContentCrops(content, config.image_size, config.seed) if data is None else data
         started, step = time.perf_counter(), state["step"]
         tick, tick_step = started, step
         batches = _batches(data, config, step, dev.type == "cuda")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
-from styleops.vgg import VGGEncoder
+from styleops.models.vgg import VGGEncoder
 
 
 def gram_matrix(features: Tensor) -> Tensor:
@@ -121,7 +121,7 @@ class PerceptualLoss(nn.Module):
         weights: this call's weights (same layers), e.g. one style's calibrated weights."""
         w = weights or self.weights
         if w.calibrate:
-            raise InvalidInputError("a calibrated loss recipe must be calibrated first (styleops.losses.calibrate)")
+            raise InvalidInputError("a calibrated loss recipe must be calibrated first (styleops.losses.perceptual.calibrate)")
         out_feats = self.encoder(output)
         with torch.no_grad():
             content_feats = content_features if content_features is not None else (self.encoder(content) if w.content_layers else {})

@@ -8,7 +8,7 @@ Memory format is NCHW by default everywhere: channels_last measured slower for t
 instance-normalized nets on CPU (25%) and on an H100 (1.07x-1.40x; docs/benchmarks.md).
 
 Large images and device memory (`try_stylize`): an image whose longer side is over `tile_size`
-runs tiled (`styleops.tiling`: whole-image instance-norm statistics, feathered overlaps), and a
+runs tiled (`styleops.inference.tiling`: whole-image instance-norm statistics, feathered overlaps), and a
 batch that runs out of device memory is split in halves, then an image alone is tiled, with
 tiles halved down to `min_tile`; only then does that image get a `DeviceOutOfMemoryError`.
 """
@@ -24,9 +24,9 @@ from torch import Tensor, nn
 
 from styleops.device import autocast, autocast_dtype, resolve_device
 from styleops.errors import DeviceOutOfMemoryError, InvalidInputError
-from styleops.imageio import resize_max_side, to_float, to_uint8
+from styleops.io.images import resize_max_side, to_float, to_uint8
 from styleops.models.transformer import TransformerNet
-from styleops.tiling import receptive_radius, stylize_tiled
+from styleops.inference.tiling import receptive_radius, stylize_tiled
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

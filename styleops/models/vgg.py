@@ -2,13 +2,12 @@
 
 Input: float images [N, 3, H, W], RGB in [0, 1]. The encoder applies the ImageNet normalization
 itself, so callers never think about it. Output: a dict from layer name to features [N, C, h, w].
-Weights come from torchvision's ImageNet download or a local file (see `styleops.weights`).
+Weights come from torchvision's ImageNet download or a local file (see `styleops.io.weights`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -99,9 +98,3 @@ def _strip_prefix(state_dict: Mapping[str, Tensor], n_modules: int) -> dict[str,
             out[k] = value
     return out
 
-
-def load_encoder(weights: str | Path | None, layers: Iterable[str], arch: str = "vgg16", *, cache_dir: Path | None = None) -> VGGEncoder:
-    """Build an encoder from a weights source (see `styleops.weights.load_vgg_state_dict`)."""
-    from styleops.weights import load_vgg_state_dict
-
-    return VGGEncoder(load_vgg_state_dict(weights, arch=arch, cache_dir=cache_dir), layers, arch)

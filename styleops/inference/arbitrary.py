@@ -6,7 +6,7 @@
   channel-wise mean and std of the artwork's (or a weighted blend of several artworks'), mix with
   the content features by `alpha`, decode.
 H and W must be multiples of 2^(pooling layers before the decoder's layer) (4 for relu3_1, 8 for
-relu4_1); `styleops.infer.InferenceEngine` pads to multiples of 16.
+relu4_1); `styleops.inference.engine.InferenceEngine` pads to multiples of 16.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from styleops.errors import InvalidInputError
 from styleops.models.decoder import VGGDecoder
 from styleops.ops import PatchBank, mean_std, style_swap
 from styleops.ops.adain import ChannelNormalize
-from styleops.vgg import VGGEncoder
+from styleops.models.vgg import VGGEncoder
 
 
 def _check_pair(encoder: VGGEncoder, decoder: VGGDecoder) -> str:

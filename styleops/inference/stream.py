@@ -9,7 +9,7 @@ images waiting to be batched, `max_pending` in partial buckets, `depth` writes i
 memory stays flat however long the stream. On CUDA, complete RGB/greyscale JPEGs that need no
 EXIF rotation are decoded on the GPU in the load threads, each on its own CUDA stream
 (`torchvision.io.decode_jpeg`, nvJPEG), anything
-else on the CPU (`styleops.imageio.decode_image`); JPEG output is encoded on the GPU too. CPU
+else on the CPU (`styleops.io.images.decode_image`); JPEG output is encoded on the GPU too. CPU
 tensors go to the GPU from pinned memory with non-blocking copies.
 
 A bad image never stops the stream: its `Job` carries the error (decode, caps, out of memory, or
@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from styleops.errors import ImageError
-from styleops.imageio import decode_image, encode_image, plain_jpeg_size, to_uint8
+from styleops.io.images import decode_image, encode_image, plain_jpeg_size, to_uint8
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -76,7 +76,7 @@ class StreamStylizer:
 
     load: item -> encoded bytes (a download; may set fields on the item, e.g. its checksum).
     write: a finished Job (with `encoded` bytes or `error`) -> the caller's record of it.
-    fmt, quality: output encoding (`styleops.imageio.encode_image`).
+    fmt, quality: output encoding (`styleops.io.images.encode_image`).
     measure: optional per-image metrics on the device (None: skipped).
     limits: (max_pixels, max_bytes) caps checked before any decode.
     expected_errors: exceptions from load/write that become the image's error (ImageError always does).

@@ -10,7 +10,7 @@ untouched: its error is reported as ``ImageTooLargeError``, so ``max_pixels`` ab
 effect, and its warning may still be emitted for images we then reject with our own, stricter limit.
 
 Animations and multi-page files: only frame 0 is decoded; ``DecodedImage.frames`` says how many
-there were (counted up to ``MAX_COUNTED_FRAMES``) and an INFO line is logged on ``styleops.imageio``.
+there were (counted up to ``MAX_COUNTED_FRAMES``) and an INFO line is logged on ``styleops.io.images``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ against the *current* artwork. The candidate passes when
 - where a production version exists, neither its mean content loss nor its mean style loss is
   worse than production's by more than `margin` (0.05 = 5% worse allowed).
 
-Losses are the weighted perceptual terms of `styleops.losses` (dimensionless, lower is better).
+Losses are the weighted perceptual terms of `styleops.losses.perceptual` (dimensionless, lower is better).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from styleops.metrics import StyleMetrics
+from styleops.evaluation.metrics import StyleMetrics
 
 
 @dataclass(frozen=True)

