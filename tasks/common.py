@@ -9,7 +9,6 @@ from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 
 from runs import context
-from runs.context import store  # noqa: F401 - tests/flows/conftest.py imports it from here (not this change's file to edit)
 
 
 def logger() -> logging.Logger | logging.LoggerAdapter:

@@ -4,7 +4,7 @@
   (`embedded_store`, over HTTP), shared by the module's tests and deleted with its objects at the
   end. One bucket, not `pipeline_env`'s bucket per test: that fixture's setup (bucket, example
   uploads) costs ~0.5-0.8 s a test, here ~30 tests; each test writes under keys of its own.
-- `fault_settings` (function): get_settings(), which `tasks.common.store()` reads, pointed at that
+- `fault_settings` (function): get_settings(), which `runs.context.store()` reads, pointed at that
   bucket through the environment (as `pipeline_env` does), the cache cleared before and after.
 - `fault_proxy` (module): the fault-injecting proxy (tests/faults/proxy.py) in front of the store.
 """
