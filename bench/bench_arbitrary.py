@@ -49,18 +49,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from styleops.io.contact_sheet import contact_sheet
-from styleops.inference.gatys import GatysConfig, gatys
-from styleops.io.images import encode_image, read_image, resize_max_side, to_float, to_uint8
-from styleops.inference.engine import InferenceEngine
-from styleops.losses.perceptual import LossWeights, PerceptualLoss
 from styleops.inference.arbitrary import AdaINStylizer, SwapStylizer
+from styleops.inference.engine import InferenceEngine
+from styleops.inference.gatys import GatysConfig, gatys
+from styleops.io.contact_sheet import contact_sheet
+from styleops.io.images import encode_image, read_image, resize_max_side, to_float, to_uint8
+from styleops.io.serialize import from_safetensors
+from styleops.io.weights import load_vgg_state_dict
+from styleops.losses.perceptual import LossWeights, PerceptualLoss
 from styleops.models.decoder import VGGDecoder
 from styleops.models.transformer import TransformerNet
-from styleops.ops import build_patch_bank
-from styleops.io.serialize import from_safetensors
 from styleops.models.vgg import VGGEncoder
-from styleops.io.weights import load_vgg_state_dict
+from styleops.ops import build_patch_bank
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -100,7 +100,9 @@ def speed_images(photos: list[torch.Tensor], size: int, n: int) -> list[torch.Te
         img = crop_aspect(photos[i % len(photos)], CROPS[i % len(CROPS)])
         scale = size / max(img.shape[-2:])
         hw = (max(1, round(img.shape[-2] * scale)), max(1, round(img.shape[-1] * scale)))
-        out.append(to_uint8(F.interpolate(img[None], size=hw, mode="bilinear", align_corners=False, antialias=scale < 1)[0]))
+        out.append(
+            to_uint8(F.interpolate(img[None], size=hw, mode="bilinear", align_corners=False, antialias=scale < 1)[0])
+        )
     return out
 
 
@@ -115,21 +117,59 @@ def best_time(fn, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--weights", default=None, help="VGG weights file (default: styleops' cache, see styleops.io.weights)")
-    ap.add_argument("--inverse", type=Path, default=EXAMPLES / "models" / "inverse.safetensors", help="style-swap inverse network (VGGDecoder from relu3_1)")
-    ap.add_argument("--adain", type=Path, default=EXAMPLES / "models" / "adain.safetensors", help="AdaIN decoder (VGGDecoder from relu4_1)")
-    ap.add_argument("--per-style", type=Path, default=EXAMPLES / "models" / "monet.safetensors", help="per-style TransformerNet for the same artwork")
+    ap.add_argument(
+        "--weights", default=None, help="VGG weights file (default: styleops' cache, see styleops.io.weights)"
+    )
+    ap.add_argument(
+        "--inverse",
+        type=Path,
+        default=EXAMPLES / "models" / "inverse.safetensors",
+        help="style-swap inverse network (VGGDecoder from relu3_1)",
+    )
+    ap.add_argument(
+        "--adain",
+        type=Path,
+        default=EXAMPLES / "models" / "adain.safetensors",
+        help="AdaIN decoder (VGGDecoder from relu4_1)",
+    )
+    ap.add_argument(
+        "--per-style",
+        type=Path,
+        default=EXAMPLES / "models" / "monet.safetensors",
+        help="per-style TransformerNet for the same artwork",
+    )
     ap.add_argument("--artwork", type=Path, default=EXAMPLES / "artwork" / "monet" / "monet.jpg")
-    ap.add_argument("--photos", type=Path, nargs="+", default=None, help="default: the held-out examples/catalog/*.jpg (sorted), first --n-photos")
+    ap.add_argument(
+        "--photos",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="default: the held-out examples/catalog/*.jpg (sorted), first --n-photos",
+    )
     ap.add_argument("--n-photos", type=int, default=None, help="default 3 (--quick: 1)")
     ap.add_argument("--size", type=int, default=256, help="longer side (px) of the photos in the quality table")
-    ap.add_argument("--gatys-iters", default=None, help='comma-separated L-BFGS iteration counts for the quality table (default "100,500"; --quick: "5")')
-    ap.add_argument("--speed-size", type=int, default=None, help="longer side (px) for the speed table (default 512; --quick: 256)")
+    ap.add_argument(
+        "--gatys-iters",
+        default=None,
+        help='comma-separated L-BFGS iteration counts for the quality table (default "100,500"; --quick: "5")',
+    )
+    ap.add_argument(
+        "--speed-size", type=int, default=None, help="longer side (px) for the speed table (default 512; --quick: 256)"
+    )
     ap.add_argument("--speed-images", type=int, default=None, help="images per speed run (default 4; --quick: 2)")
-    ap.add_argument("--gatys-time-iters", type=int, default=None, help="iterations timed per Gatys optimizer (default 10; --quick: 3)")
+    ap.add_argument(
+        "--gatys-time-iters",
+        type=int,
+        default=None,
+        help="iterations timed per Gatys optimizer (default 10; --quick: 3)",
+    )
     ap.add_argument("--repeats", type=int, default=1, help="speed runs per feed-forward method (best is reported)")
-    ap.add_argument("--sheet", type=Path, default=Path("/tmp/arbitrary_sheet.png"), help="contact sheet PNG (photo x methods)")
-    ap.add_argument("--quick", action="store_true", help="smoke test: 1 photo, Gatys 5 iterations, 2 speed images at 256 px")
+    ap.add_argument(
+        "--sheet", type=Path, default=Path("/tmp/arbitrary_sheet.png"), help="contact sheet PNG (photo x methods)"
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke test: 1 photo, Gatys 5 iterations, 2 speed images at 256 px"
+    )
     args = ap.parse_args()
     q = args.quick
     n_photos = args.n_photos or (1 if q else 3)
@@ -141,7 +181,12 @@ def main() -> None:
     how = "styleops train-{0} ... then `styleops models export <name> --family {0} --out DIR`, or pass --{0} PATH"
     inverse = load_model(args.inverse, VGGDecoder, "style-swap inverse network (--inverse)", how.format("inverse"))
     adain_dec = load_model(args.adain, VGGDecoder, "AdaIN decoder (--adain)", how.format("adain"))
-    per_style = load_model(args.per_style, TransformerNet, "per-style model (--per-style)", "export one with `styleops models export <style> --out DIR`, or pass --per-style PATH")
+    per_style = load_model(
+        args.per_style,
+        TransformerNet,
+        "per-style model (--per-style)",
+        "export one with `styleops models export <style> --out DIR`, or pass --per-style PATH",
+    )
 
     load = os.getloadavg()[0]
     t_start, cpu_start = time.perf_counter(), time.process_time()
@@ -159,7 +204,9 @@ def main() -> None:
         feats = swap_encoder(resize_max_side(art, BANK_STYLE_SIZE)[None])[inverse.from_layer]
     bank = build_patch_bank(feats, PATCH, STRIDE, max_patches=BANK_MAX_PATCHES)
     swap = SwapStylizer(swap_encoder, inverse, bank)
-    adain = AdaINStylizer(VGGEncoder(state, (adain_dec.from_layer,)), adain_dec, [resize_max_side(art, ARTWORK_SIZE)[None]], alpha=1.0)
+    adain = AdaINStylizer(
+        VGGEncoder(state, (adain_dec.from_layer,)), adain_dec, [resize_max_side(art, ARTWORK_SIZE)[None]], alpha=1.0
+    )
     feed_forward = {"per-style": per_style, "swap": swap, "adain": adain}
 
     paths = args.photos or sorted((EXAMPLES / "catalog").glob("*.jpg"))[:n_photos]
@@ -190,12 +237,19 @@ def main() -> None:
             outs.append(y.clamp(0, 1))
             n_evals += len(history)
         outputs[name], seconds[name], evals[name] = outs, total / len(photos), n_evals / len(photos)
-        print(f"  [quality] {name}: {seconds[name]:.1f} s/image, {evals[name]:.0f} loss evaluations/image", file=sys.stderr, flush=True)
+        print(
+            f"  [quality] {name}: {seconds[name]:.1f} s/image, {evals[name]:.0f} loss evaluations/image",
+            file=sys.stderr,
+            flush=True,
+        )
     quality = {}
     with torch.no_grad():
         for name, outs in outputs.items():
             terms = [loss(y[None], x[None], grams) for y, x in zip(outs, photos, strict=True)]
-            quality[name] = (sum(float(t.content) for t in terms) / len(terms), sum(float(t.style) for t in terms) / len(terms))
+            quality[name] = (
+                sum(float(t.content) for t in terms) / len(terms),
+                sum(float(t.style) for t in terms) / len(terms),
+            )
 
     # ---- speed ---------------------------------------------------------------------------------
     images = speed_images(originals, speed_size, n_speed)
@@ -211,29 +265,39 @@ def main() -> None:
     gatys_speed = {}
     for opt in ("lbfgs", "adam"):
         t = time.perf_counter()
-        _, history = gatys(content, art, loss_encoder, GatysConfig(iterations=time_iters, optimizer=opt, style_size=ARTWORK_SIZE))
+        _, history = gatys(
+            content, art, loss_encoder, GatysConfig(iterations=time_iters, optimizer=opt, style_size=ARTWORK_SIZE)
+        )
         gatys_speed[opt] = (time.perf_counter() - t, len(history))
         print(f"  [speed] gatys {opt}: {gatys_speed[opt][0] / time_iters:.2f} s/iteration", file=sys.stderr, flush=True)
 
     # ---- contact sheet ---------------------------------------------------------------------------
     methods = [m for m in outputs if m != "photo itself"]
-    rows = [[to_uint8(art)]] + [[to_uint8(x)] + [to_uint8(outputs[m][i]) for m in methods] for i, x in enumerate(photos)]
+    rows = [[to_uint8(art)]] + [
+        [to_uint8(x)] + [to_uint8(outputs[m][i]) for m in methods] for i, x in enumerate(photos)
+    ]
     args.sheet.parent.mkdir(parents=True, exist_ok=True)
     args.sheet.write_bytes(encode_image(contact_sheet(rows), "png"))
 
     wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
-    print(f"# {platform.node()} {platform.processor() or platform.machine()} threads={torch.get_num_threads()} cpu_count={os.cpu_count()} "
-          f"torch {torch.__version__}; load avg 1 min at start {load:.2f}; total {wall:.0f} s wall, {cpu:.0f} s CPU")
-    print(f"\nartwork {args.artwork.name}; photos {', '.join(p.name for p in paths)} at {args.size} px; "
-          f"bank {len(bank)} patches ({inverse.from_layer}, artwork at {BANK_STYLE_SIZE} px); loss: default LossWeights, "
-          f"style targets = artwork at {ARTWORK_SIZE} px\n")
+    print(
+        f"# {platform.node()} {platform.processor() or platform.machine()} threads={torch.get_num_threads()} cpu_count={os.cpu_count()} "
+        f"torch {torch.__version__}; load avg 1 min at start {load:.2f}; total {wall:.0f} s wall, {cpu:.0f} s CPU"
+    )
+    print(
+        f"\nartwork {args.artwork.name}; photos {', '.join(p.name for p in paths)} at {args.size} px; "
+        f"bank {len(bank)} patches ({inverse.from_layer}, artwork at {BANK_STYLE_SIZE} px); loss: default LossWeights, "
+        f"style targets = artwork at {ARTWORK_SIZE} px\n"
+    )
     print("| method | content loss | style loss | seconds per image |\n|---|---|---|---|")
     for name in ("photo itself", *methods):
         c, s = quality[name]
         extra = f" ({evals[name]:.0f} evals)" if name in evals else ""
         print(f"| {name} | {c:,.0f} | {s:,.0f} | {seconds[name]:.2f}{extra} |")
-    print(f"\nspeed: {n_speed} images, longer side {speed_size} px ({', '.join(f'{a}:{b}' for a, b in CROPS[:n_speed])}), "
-          f"InferenceEngine(device=cpu, batch {batch}), best of {args.repeats}\n")
+    print(
+        f"\nspeed: {n_speed} images, longer side {speed_size} px ({', '.join(f'{a}:{b}' for a, b in CROPS[:n_speed])}), "
+        f"InferenceEngine(device=cpu, batch {batch}), best of {args.repeats}\n"
+    )
     print("| method | seconds | images/s |\n|---|---|---|")
     for name, t in speed.items():
         print(f"| {name} | {t:.2f} | {n_speed / t:.2f} |")

@@ -59,11 +59,15 @@ def main() -> None:
     ap.add_argument("--metrics", action="store_true")
     ap.add_argument("--rss", action="store_true", help="sample RSS during the end-to-end run; skip model-only")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--repeats", type=int, default=2, help="alternate model-only and end-to-end this many times; best of each")
+    ap.add_argument(
+        "--repeats", type=int, default=2, help="alternate model-only and end-to-end this many times; best of each"
+    )
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="bench-catalog-"))
-    os.environ.update(STYLEOPS_HOME=str(home), STYLEOPS_BUCKET="bench-" + uuid.uuid4().hex[:8], STYLEOPS_DEVICE=args.device)
+    os.environ.update(
+        STYLEOPS_HOME=str(home), STYLEOPS_BUCKET="bench-" + uuid.uuid4().hex[:8], STYLEOPS_DEVICE=args.device
+    )
     for var in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ.pop(var, None)
     from prefect.logging import disable_run_logger
@@ -87,7 +91,9 @@ def main() -> None:
         items.append((f"catalog/bench/{i:05d}.jpg", put.etag, len(d)))
     models = ROOT / "examples" / "models"
     with disable_run_logger():
-        import_model_task.fn(context.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json"))
+        import_model_task.fn(
+            context.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json")
+        )
     params = StylizeParams(max_side=args.size)
     source = methods.resolve("per-style", "monet", "v0001").source
     device = get_settings().device
@@ -96,7 +102,14 @@ def main() -> None:
     rows = []
     engine = prepared = None
     if not args.rss:
-        built = methods.get("per-style").build(source, params, torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device), get_settings())
+        built = methods.get("per-style").build(
+            source,
+            params,
+            torch.device(
+                "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
+            ),
+            get_settings(),
+        )
         engine = built.engine
         prepared = [engine.prepare(decode_image(d).pixels) for d in data]
         engine.stylize_prepared(prepared[:1])  # warm-up
@@ -121,7 +134,18 @@ def main() -> None:
             sampler.start()
         t = time.perf_counter()
         with disable_run_logger():
-            counts = stylize_shard_task.fn(f"bench-s{r:04d}", items, f"bench-{r}", "catalog/bench/", "monet", "v0001", params.to_dict(), None, args.metrics, source)
+            counts = stylize_shard_task.fn(
+                f"bench-s{r:04d}",
+                items,
+                f"bench-{r}",
+                "catalog/bench/",
+                "monet",
+                "v0001",
+                params.to_dict(),
+                None,
+                args.metrics,
+                source,
+            )
         e2e_s = min(e2e_s, time.perf_counter() - t)
         stop.set()
         assert counts == {"ok": args.images, "failed": 0}, counts
@@ -141,7 +165,9 @@ def main() -> None:
             rss = max((r for ts, r in samples if ts <= at), default=samples[0][1])
             peak = max(peak, rss)
             print(f"  {k * 10:3d}%: peak so far {rss / 2**20:,.0f} MiB")
-        print(f"  start {samples[0][1] / 2**20:,.0f} MiB, end {samples[-1][1] / 2**20:,.0f} MiB, peak {max(r for _, r in samples) / 2**20:,.0f} MiB")
+        print(
+            f"  start {samples[0][1] / 2**20:,.0f} MiB, end {samples[-1][1] / 2**20:,.0f} MiB, peak {max(r for _, r in samples) / 2**20:,.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,10 +41,13 @@ DTYPE = torch.float16
 
 
 def load_nets(device: torch.device, compile: bool = False) -> dict[str, torch.nn.Module]:
-    from styleops.models.transformer import TransformerNet
     from styleops.io.serialize import from_safetensors
+    from styleops.models.transformer import TransformerNet
 
-    nets = {"monet-16ch": from_safetensors((ROOT / "examples/models/monet.safetensors").read_bytes()), "johnson-32ch": TransformerNet(32, 5)}
+    nets = {
+        "monet-16ch": from_safetensors((ROOT / "examples/models/monet.safetensors").read_bytes()),
+        "johnson-32ch": TransformerNet(32, 5),
+    }
     nets = {k: v.eval().to(device, memory_format=MEMORY_FORMAT) for k, v in nets.items()}
     return {k: torch.compile(v, dynamic=False) for k, v in nets.items()} if compile else nets
 
@@ -84,10 +86,16 @@ def timed(fn, n_images: int, warmup: int = 1) -> dict[str, float]:
     fn()
     torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    return {"seconds": round(dt, 3), "images_per_s": round(n_images / dt, 1), "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20)}
+    return {
+        "seconds": round(dt, 3),
+        "images_per_s": round(n_images / dt, 1),
+        "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20),
+    }
 
 
-def bench(net: torch.nn.Module, jpegs: list[torch.Tensor], batch: int, threads: int, model_only_: bool = False) -> dict[str, dict[str, float]]:
+def bench(
+    net: torch.nn.Module, jpegs: list[torch.Tensor], batch: int, threads: int, model_only_: bool = False
+) -> dict[str, dict[str, float]]:
     dev = torch.device("cuda")
     decoded_gpu = [decode_jpeg(j).to(dev) for j in jpegs]
     batches = [list(range(i, min(i + batch, len(jpegs)))) for i in range(0, len(jpegs), batch)]
@@ -130,22 +138,38 @@ def bench(net: torch.nn.Module, jpegs: list[torch.Tensor], batch: int, threads: 
     return out
 
 
-def bench_pipeline(model: torch.nn.Module, jpegs: list[torch.Tensor], batch: int, threads: int, compile: bool) -> dict[str, dict[str, float]]:
+def bench_pipeline(
+    model: torch.nn.Module, jpegs: list[torch.Tensor], batch: int, threads: int, compile: bool
+) -> dict[str, dict[str, float]]:
     """The production pipeline on the same images: with nvJPEG decode/encode and with CPU codecs."""
     from styleops.inference.engine import InferenceEngine
     from styleops.inference.stream import StreamStylizer
 
     data = [j.numpy().tobytes() for j in jpegs]
     out: dict[str, dict[str, float]] = {}
-    engine = InferenceEngine(model, device="cuda", batch_size=batch, max_side=None, compile=compile, precision="fp16" if DTYPE == torch.float16 else "bf16")
+    engine = InferenceEngine(
+        model,
+        device="cuda",
+        batch_size=batch,
+        max_side=None,
+        compile=compile,
+        precision="fp16" if DTYPE == torch.float16 else "bf16",
+    )
+
     def turbo(y: torch.Tensor) -> bytes:  # libjpeg-turbo through torchvision, GIL released
-        return encode_jpeg(y if y.dtype == torch.uint8 else y.mul(255).round_().clamp_(0, 255).to(torch.uint8), quality=90).numpy().tobytes()
+        return (
+            encode_jpeg(y if y.dtype == torch.uint8 else y.mul(255).round_().clamp_(0, 255).to(torch.uint8), quality=90)
+            .numpy()
+            .tobytes()
+        )
 
     def turbo_decode(data: bytes) -> torch.Tensor:
         return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
 
     variants = {
-        "pipeline turbo-decode turbo-encode (CPU threads)": dict(gpu_codec=False, encoder=turbo, jpeg_decoder=turbo_decode),
+        "pipeline turbo-decode turbo-encode (CPU threads)": dict(
+            gpu_codec=False, encoder=turbo, jpeg_decoder=turbo_decode
+        ),
         "pipeline gpu-decode gpu-encode": dict(gpu_codec=True),
         "pipeline gpu-decode turbo-encode": dict(gpu_codec=True, gpu_encode=False, encoder=turbo),
         "pipeline gpu-decode pillow-encode": dict(gpu_codec=True, gpu_encode=False),
@@ -154,7 +178,15 @@ def bench_pipeline(model: torch.nn.Module, jpegs: list[torch.Tensor], batch: int
     for name, kw in variants.items():
         if VARIANTS and not any(v in name for v in VARIANTS):
             continue
-        stream = StreamStylizer(engine, load=lambda i: data[i], write=lambda job: len(job.encoded or b""), limits=(50_000_000, 64 * 2**20), threads=threads, depth=4 * batch, **kw)
+        stream = StreamStylizer(
+            engine,
+            load=lambda i: data[i],
+            write=lambda job: len(job.encoded or b""),
+            limits=(50_000_000, 64 * 2**20),
+            threads=threads,
+            depth=4 * batch,
+            **kw,
+        )
 
         def run(stream: StreamStylizer = stream) -> None:
             written = list(stream.run(range(len(data))))
@@ -176,7 +208,9 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast instead of fp16")
     ap.add_argument("--compile", action="store_true", help="torch.compile the nets")
     ap.add_argument("--model-only", action="store_true")
-    ap.add_argument("--pipeline", action="store_true", help="also run the production pipeline (styleops.inference.stream)")
+    ap.add_argument(
+        "--pipeline", action="store_true", help="also run the production pipeline (styleops.inference.stream)"
+    )
     ap.add_argument("--variants", nargs="*", default=[], help="pipeline variants to run (substrings of their names)")
     ap.add_argument("--nets", nargs="*", default=[], help="nets to run (default: both)")
     args = ap.parse_args()
@@ -189,9 +223,18 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     jpegs = make_jpegs(args.images, args.side)
     h, w = decode_jpeg(jpegs[0]).shape[-2:]
-    results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "image": f"{w}x{h}", "images": args.images, "batch": args.batch,
-               "memory_format": "contiguous" if args.contiguous else "channels_last", "dtype": str(DTYPE), "compile": args.compile,
-               "jpeg_kib": round(sum(len(j) for j in jpegs) / len(jpegs) / 1024, 1), "nets": {}}
+    results = {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "image": f"{w}x{h}",
+        "images": args.images,
+        "batch": args.batch,
+        "memory_format": "contiguous" if args.contiguous else "channels_last",
+        "dtype": str(DTYPE),
+        "compile": args.compile,
+        "jpeg_kib": round(sum(len(j) for j in jpegs) / len(jpegs) / 1024, 1),
+        "nets": {},
+    }
     for name, net in load_nets(torch.device("cuda"), args.compile).items():
         if args.nets and name not in args.nets:
             continue

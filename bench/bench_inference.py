@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from styleops.device import resolve_device
-from styleops.io.images import read_image, resize_max_side, to_float, to_uint8
 from styleops.inference.engine import InferenceEngine, stylize_one_at_a_time
+from styleops.io.images import read_image, resize_max_side, to_float, to_uint8
 from styleops.models.transformer import TransformerNet
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "catalog"
@@ -65,10 +65,15 @@ def main() -> None:
     engine = InferenceEngine(net, device=device, batch_size=args.batch_size)
     t_engine = timed(lambda: engine.stylize(images), args.repeats)
     t_plain = timed(lambda: stylize_one_at_a_time(net, images, device), args.repeats)
-    print(f"# {platform.node()} {platform.processor() or platform.machine()} threads={torch.get_num_threads()} device={device} "
-          f"{torch.cuda.get_device_name() if device.type == 'cuda' else ''} torch {torch.__version__}")
+    print(
+        f"# {platform.node()} {platform.processor() or platform.machine()} threads={torch.get_num_threads()} device={device} "
+        f"{torch.cuda.get_device_name() if device.type == 'cuda' else ''} torch {torch.__version__}"
+    )
     print("| variant | size | channels | images | seconds | images/s |\n|---|---|---|---|---|---|")
-    for name, t in ((f"engine (batch {engine.batch_size}, channels_last {engine.memory_format == torch.channels_last})", t_engine), ("one at a time", t_plain)):
+    for name, t in (
+        (f"engine (batch {engine.batch_size}, channels_last {engine.memory_format == torch.channels_last})", t_engine),
+        ("one at a time", t_plain),
+    ):
         print(f"| {name} | {args.size} | {args.channels} | {args.images} | {t:.2f} | {args.images / t:.2f} |")
 
 

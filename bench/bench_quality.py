@@ -39,15 +39,15 @@ from pathlib import Path
 import torch
 
 from styleops.evaluation.appearance import appearance
-from styleops.io.contact_sheet import contact_sheet
-from styleops.inference.gatys import GatysConfig, gatys
-from styleops.io.images import encode_image, read_image, resize_max_side, to_float, to_uint8
-from styleops.losses.perceptual import LossWeights, PerceptualLoss, gram_matrix, style_loss
 from styleops.inference.arbitrary import AdaINStylizer, SwapStylizer
-from styleops.ops import build_patch_bank
+from styleops.inference.gatys import GatysConfig, gatys
+from styleops.io.contact_sheet import contact_sheet
+from styleops.io.images import encode_image, read_image, resize_max_side, to_float, to_uint8
 from styleops.io.serialize import from_safetensors
-from styleops.models.vgg import VGGEncoder
 from styleops.io.weights import load_vgg_state_dict
+from styleops.losses.perceptual import LossWeights, PerceptualLoss, gram_matrix, style_loss
+from styleops.models.vgg import VGGEncoder
+from styleops.ops import build_patch_bank
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "train"
@@ -70,14 +70,24 @@ def load_float(path: Path, size: int | None) -> torch.Tensor:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--weights", default=None, help="VGG weights file (default: styleops' cache)")
-    ap.add_argument("--photos", type=Path, default=SHARED / "content", help="folder of held-out photos (default: its kodim* files)")
+    ap.add_argument(
+        "--photos", type=Path, default=SHARED / "content", help="folder of held-out photos (default: its kodim* files)"
+    )
     ap.add_argument("--pattern", default="*kodim*", help="glob of held-out photos in --photos")
     ap.add_argument("--n-photos", type=int, default=4)
     ap.add_argument("--artworks", type=Path, default=SHARED / "style")
     ap.add_argument("--kinds", default=",".join(ARTWORKS), help="which of the six artwork kinds to run")
     ap.add_argument("--size", type=int, default=384, help="longer side of the photos, px")
-    ap.add_argument("--per-style", action="append", default=[], metavar="KIND[:LABEL]=PATH", help="a per-style model and the kind of artwork it was trained on")
-    ap.add_argument("--multi", type=Path, default=None, help="a multi-style model; --multi-kinds names its styles in order")
+    ap.add_argument(
+        "--per-style",
+        action="append",
+        default=[],
+        metavar="KIND[:LABEL]=PATH",
+        help="a per-style model and the kind of artwork it was trained on",
+    )
+    ap.add_argument(
+        "--multi", type=Path, default=None, help="a multi-style model; --multi-kinds names its styles in order"
+    )
     ap.add_argument("--multi-kinds", default="")
     ap.add_argument("--inverse", type=Path, default=ROOT / "examples" / "models" / "inverse.safetensors")
     ap.add_argument("--adain", type=Path, default=ROOT / "examples" / "models" / "adain.safetensors")
@@ -118,7 +128,9 @@ def main() -> None:
             methods["multi-style"] = (multi, multi_kinds.index(kind))
         if inverse is not None:
             enc = VGGEncoder(state, [inverse.from_layer])
-            bank = build_patch_bank([enc(resize_max_side(art, 256)[None])[inverse.from_layer]], 3, stride=1, max_patches=16384)
+            bank = build_patch_bank(
+                [enc(resize_max_side(art, 256)[None])[inverse.from_layer]], 3, stride=1, max_patches=16384
+            )
             methods["swap"] = SwapStylizer(enc, inverse, bank)
         if adain_dec is not None:
             methods["adain"] = AdaINStylizer(VGGEncoder(state, [adain_dec.from_layer]), adain_dec, [art[None]])
@@ -147,7 +159,9 @@ def main() -> None:
                     fy, fx = gram_enc(y[None]), gram_enc(x[None])
                     for layer in GRAM_LAYERS:
                         base = float(style_loss(fx[layer], art_grams[layer]))
-                        rec[f"gram_{layer}"] = float(style_loss(fy[layer], art_grams[layer])) / base if base > 0 else float("nan")
+                        rec[f"gram_{layer}"] = (
+                            float(style_loss(fy[layer], art_grams[layer])) / base if base > 0 else float("nan")
+                        )
                 if name.startswith("per-style") and iters:
                     loss = PerceptualLoss(encoder, methods[name][1])
                     grams = loss.style_targets(art[None])
@@ -159,10 +173,17 @@ def main() -> None:
                 scores[(kind, name)].append(rec)
                 row.append(to_uint8(y))
             rows.append(row)
-            print(f"# {kind} {photo_path.name}: " + ", ".join(f"{k} {v[0].shape[-1]}px" for k, v in list(outputs.items())[:1]), file=sys.stderr, flush=True)
+            print(
+                f"# {kind} {photo_path.name}: "
+                + ", ".join(f"{k} {v[0].shape[-1]}px" for k, v in list(outputs.items())[:1]),
+                file=sys.stderr,
+                flush=True,
+            )
 
-    print(f"Machine: {platform.node() or 'unknown'}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
-          f"{len(photos)} held-out photos at {args.size} px; total {time.perf_counter() - started:.0f} s\n")
+    print(
+        f"Machine: {platform.node() or 'unknown'}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
+        f"{len(photos)} held-out photos at {args.size} px; total {time.perf_counter() - started:.0f} s\n"
+    )
     cols = ["structure", "colour", "texture", "gram_relu1_2", "gram_relu2_2", "gram_relu3_3", "gram_relu4_3", "seconds"]
     extra = [f"johnson_vs_gatys@{n}" for n in iters]
     print("| artwork | method | " + " | ".join(cols + extra) + " |")
@@ -178,10 +199,18 @@ def main() -> None:
     for (kind, name), recs in scores.items():
         by_method[name] += recs
     for name, recs in by_method.items():
-        print(f"| {name} | " + " | ".join(f"{statistics.median(r[c] for r in recs):.3f}" for c in ("structure", "colour", "texture")) + f" | n={len(recs)} |")
+        print(
+            f"| {name} | "
+            + " | ".join(f"{statistics.median(r[c] for r in recs):.3f}" for c in ("structure", "colour", "texture"))
+            + f" | n={len(recs)} |"
+        )
     args.sheet.parent.mkdir(parents=True, exist_ok=True)
     sheet = contact_sheet(rows, cell=160)
-    args.sheet.write_bytes(encode_image(sheet, "jpeg" if args.sheet.suffix.lower() in (".jpg", ".jpeg") else "png", quality=85) if args.sheet.suffix.lower() in (".jpg", ".jpeg") else encode_image(sheet, "png"))
+    args.sheet.write_bytes(
+        encode_image(sheet, "jpeg" if args.sheet.suffix.lower() in (".jpg", ".jpeg") else "png", quality=85)
+        if args.sheet.suffix.lower() in (".jpg", ".jpeg")
+        else encode_image(sheet, "png")
+    )
     if args.json:
         args.json.write_text(json.dumps({f"{k}|{n}": v for (k, n), v in scores.items()}, indent=1))
 

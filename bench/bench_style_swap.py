@@ -90,14 +90,18 @@ def correctness_check() -> None:
     for chunk in (64, 100, 350, 699):
         out = style_swap(x, bank, chunk_size=chunk)
         if not torch.allclose(out, ref, rtol=1e-5, atol=1e-6):
-            raise SystemExit(f"CORRECTNESS FAILURE: chunk_size={chunk} differs from unchunked, max |diff| = {(out - ref).abs().max():.3g}")
+            raise SystemExit(
+                f"CORRECTNESS FAILURE: chunk_size={chunk} differs from unchunked, max |diff| = {(out - ref).abs().max():.3g}"
+            )
     # Self-swap: with the bank built from the content itself every patch finds itself.
     x = relu_randn(1, 32, 12, 12, generator=gen)
     self_bank = build_patch_bank(x)
     for chunk in (7, len(self_bank)):
         if not torch.allclose(style_swap(x, self_bank, chunk_size=chunk), x.half().float(), rtol=1e-5, atol=1e-6):
             raise SystemExit(f"CORRECTNESS FAILURE: self-swap with chunk_size={chunk} does not reproduce the content")
-    print("correctness: chunked == unchunked (chunks 64/100/350/699 of 700, allclose 1e-5) and self-swap == content: OK")
+    print(
+        "correctness: chunked == unchunked (chunks 64/100/350/699 of 700, allclose 1e-5) and self-swap == content: OK"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,7 +134,11 @@ def child(cfg: dict) -> dict:
     bank = make_bank(patches, seed=cfg["seed"] + 1)
     chunk_size = len(bank) if chunk == UNCHUNKED else chunk
     # warm-up: thread pool, oneDNN primitives; small content, same channels and chunking
-    style_swap(x[..., :16, :16].contiguous(), make_bank(min(patches, 2 * chunk_size, 1024), seed=cfg["seed"] + 2), chunk_size=chunk_size)
+    style_swap(
+        x[..., :16, :16].contiguous(),
+        make_bank(min(patches, 2 * chunk_size, 1024), seed=cfg["seed"] + 2),
+        chunk_size=chunk_size,
+    )
     times, peaks, exact = [], [], True
     for _ in range(cfg["repeats"]):
         exact = _reset_peak() and exact
@@ -140,8 +148,14 @@ def child(cfg: dict) -> dict:
         times.append(time.perf_counter() - t)
         peaks.append(_status_mib()["VmHWM"] - base)
         del out
-    return {"seconds": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "peak_mib": max(peaks), "exact_peak": exact, "threads": torch.get_num_threads()}
+    return {
+        "seconds": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "peak_mib": max(peaks),
+        "exact_peak": exact,
+        "threads": torch.get_num_threads(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +180,11 @@ def run_config(side: int, patches: int, chunk: int, args, cache: dict) -> dict:
         if proc.returncode != 0:
             raise SystemExit(f"child {cfg} failed (rc {proc.returncode}):\n{proc.stderr}")
         res = json.loads(proc.stdout.strip().splitlines()[-1]) | {"skipped": False, "est": est}
-        print(f"  [{side}x{side} features, P={patches}, {chunk_name(chunk)}] {res['seconds']:.2f} s, peak +{res['peak_mib']:.0f} MiB", file=sys.stderr, flush=True)
+        print(
+            f"  [{side}x{side} features, P={patches}, {chunk_name(chunk)}] {res['seconds']:.2f} s, peak +{res['peak_mib']:.0f} MiB",
+            file=sys.stderr,
+            flush=True,
+        )
     cache[key] = res
     return res
 
@@ -178,11 +196,28 @@ def chunk_name(chunk: int) -> str:
 def row(first: list[str], side: int, patches: int, chunk: int, res: dict, max_gib: float) -> str:
     est_mib = f"{res['est'] / 2**20:.0f}"
     if res["skipped"]:
-        return "| " + " | ".join([*first, chunk_name(chunk), f"skipped: > {max_gib:g} GiB estimated", "", "", "", est_mib]) + " |"
+        return (
+            "| "
+            + " | ".join([*first, chunk_name(chunk), f"skipped: > {max_gib:g} GiB estimated", "", "", "", est_mib])
+            + " |"
+        )
     ns = res["seconds"] / (patches * (side - PATCH + 1) ** 2) * 1e9
     star = "" if res["exact_peak"] else "*"
-    return "| " + " | ".join([*first, chunk_name(chunk), f"{res['seconds']:.2f}", f"{res['min_s']:.2f}-{res['max_s']:.2f}",
-                              f"{ns:.3f}", f"{res['peak_mib']:.0f}{star}", est_mib]) + " |"
+    return (
+        "| "
+        + " | ".join(
+            [
+                *first,
+                chunk_name(chunk),
+                f"{res['seconds']:.2f}",
+                f"{res['min_s']:.2f}-{res['max_s']:.2f}",
+                f"{ns:.3f}",
+                f"{res['peak_mib']:.0f}{star}",
+                est_mib,
+            ]
+        )
+        + " |"
+    )
 
 
 HEADER_TAIL = "variant | seconds (median) | min-max | ns / (patch x position) | peak +MiB | scores est. MiB |"
@@ -191,14 +226,32 @@ HEADER_TAIL = "variant | seconds (median) | min-max | ns / (patch x position) | 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="~1 minute subset")
-    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="content image sides in px for sweep (a) (default 256 512 768 1024)")
-    ap.add_argument("--patches", type=int, nargs="+", default=None, help="bank sizes for sweep (b) (default 1024 4096 16384)")
+    ap.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="content image sides in px for sweep (a) (default 256 512 768 1024)",
+    )
+    ap.add_argument(
+        "--patches", type=int, nargs="+", default=None, help="bank sizes for sweep (b) (default 1024 4096 16384)"
+    )
     ap.add_argument("--fixed-patches", type=int, default=None, help="bank size in sweep (a) (default 4096)")
     ap.add_argument("--fixed-size", type=int, default=None, help="content image px in sweep (b) (default 512)")
-    ap.add_argument("--chunks-a", type=int, nargs="+", default=[2048, UNCHUNKED], help="chunk sizes for sweep (a), 0 = unchunked")
-    ap.add_argument("--chunks-b", type=int, nargs="+", default=[512, 2048, UNCHUNKED], help="chunk sizes for sweep (b), 0 = unchunked")
+    ap.add_argument(
+        "--chunks-a", type=int, nargs="+", default=[2048, UNCHUNKED], help="chunk sizes for sweep (a), 0 = unchunked"
+    )
+    ap.add_argument(
+        "--chunks-b",
+        type=int,
+        nargs="+",
+        default=[512, 2048, UNCHUNKED],
+        help="chunk sizes for sweep (b), 0 = unchunked",
+    )
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--max-gib", type=float, default=6.0, help="skip configurations whose score tensor would exceed this")
+    ap.add_argument(
+        "--max-gib", type=float, default=6.0, help="skip configurations whose score tensor would exceed this"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -220,9 +273,11 @@ def main() -> None:
     res_b = {(p, c): run_config(fs, p, c, args, cache) for p in patches for c in args.chunks_b}
 
     threads = {r["threads"] for r in cache.values() if not r["skipped"]}
-    print(f"\n# {platform.node()} {platform.processor() or platform.machine()} threads={torch.get_num_threads()} (children: {sorted(threads)}) "
-          f"cpu_count={os.cpu_count()} torch {torch.__version__}; load avg 1 min at start {load:.2f}; "
-          f"{args.repeats} timed calls per configuration (median), fresh process each; total {time.perf_counter() - t0:.0f} s")
+    print(
+        f"\n# {platform.node()} {platform.processor() or platform.machine()} threads={torch.get_num_threads()} (children: {sorted(threads)}) "
+        f"cpu_count={os.cpu_count()} torch {torch.__version__}; load avg 1 min at start {load:.2f}; "
+        f"{args.repeats} timed calls per configuration (median), fresh process each; total {time.perf_counter() - t0:.0f} s"
+    )
     print(f"\n(a) vs content size, bank P = {fixed_p} patches (3x3x{CHANNELS}), relu3_1 features = image/4\n")
     print(f"| image px | features H x W | {HEADER_TAIL}\n|---|---|---|---|---|---|---|---|")
     for (s, c), res in res_a.items():
@@ -232,7 +287,9 @@ def main() -> None:
     for (p, c), res in res_b.items():
         print(row([str(p)], fs, p, c, res, args.max_gib))
     if not all(r["exact_peak"] for r in cache.values() if not r["skipped"]):
-        print("\n* /proc/self/clear_refs not writable: VmHWM not reset, the peak includes input building (over-reports).")
+        print(
+            "\n* /proc/self/clear_refs not writable: VmHWM not reset, the peak includes input building (over-reports)."
+        )
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from styleops.io.images import decode_image
 from styleops.inference.engine import InferenceEngine
 from styleops.inference.stream import StreamStylizer
+from styleops.io.images import decode_image
 from styleops.io.serialize import from_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,17 @@ def main() -> None:
         data[name] = buf.getvalue()
     net = from_safetensors((ROOT / "examples/models/monet.safetensors").read_bytes())
     engine = InferenceEngine(net, device="cuda", batch_size=4, max_side=256)
-    stream = StreamStylizer(engine, load=data.__getitem__, write=lambda job: (job.item, job.decoded_on, type(job.error).__name__ if job.error else None, len(job.encoded or b"")), limits=(10**8, 10**8))
+    stream = StreamStylizer(
+        engine,
+        load=data.__getitem__,
+        write=lambda job: (
+            job.item,
+            job.decoded_on,
+            type(job.error).__name__ if job.error else None,
+            len(job.encoded or b""),
+        ),
+        limits=(10**8, 10**8),
+    )
     results = sorted(stream.run(list(data)))
     for r in results:
         print(r)

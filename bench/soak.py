@@ -45,9 +45,17 @@ def main() -> None:
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="soak-"))
-    os.environ.update(STYLEOPS_HOME=str(home), STYLEOPS_BUCKET="soak-" + uuid.uuid4().hex[:8], STYLEOPS_DEVICE="cpu",
-                      PREFECT_HOME=str(home / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
-                      PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180", PREFECT_LOGGING_LEVEL="WARNING")
+    os.environ.update(
+        STYLEOPS_HOME=str(home),
+        STYLEOPS_BUCKET="soak-" + uuid.uuid4().hex[:8],
+        STYLEOPS_DEVICE="cpu",
+        PREFECT_HOME=str(home / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    from bench_catalog import photos  # real photos as JPEGs, longer side 256 px
     from prefect.logging import disable_run_logger
 
     from flows.stylize_catalog import stylize_catalog
@@ -57,7 +65,6 @@ def main() -> None:
     from runs.spec import StylizeParams
     from styleops.io.images import sha256_hex
     from tasks.training import import_model_task
-    from bench_catalog import photos  # real photos as JPEGs, longer side 256 px
     from tests.faults.proxy import FaultProxy, Rule
 
     service = EmbeddedStore(home / "store")
@@ -78,7 +85,9 @@ def main() -> None:
     rounds, errors = [], []
     try:
         with FaultProxy(info.endpoint_url, store_dir=home / "store", hold_s=3.0) as proxy:
-            os.environ.update(AWS_ENDPOINT_URL=proxy.url, AWS_ACCESS_KEY_ID=info.access_key, AWS_SECRET_ACCESS_KEY=info.secret_key)
+            os.environ.update(
+                AWS_ENDPOINT_URL=proxy.url, AWS_ACCESS_KEY_ID=info.access_key, AWS_SECRET_ACCESS_KEY=info.secret_key
+            )
             get_settings.cache_clear()
             st = context.store()
             st.ensure_bucket()
@@ -86,14 +95,22 @@ def main() -> None:
                 st.put(f"catalog/soak/{i:04d}.jpg", data)
             models = ROOT / "examples" / "models"
             with disable_run_logger():
-                import_model_task.fn(context.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json"))
+                import_model_task.fn(
+                    context.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json")
+                )
             deadline = time.monotonic() + args.minutes * 60
             r = 0
             while time.monotonic() < deadline:
                 max_side, quality = 64 + 8 * (r % 64), 90 - r // 64  # new settings each round: every image to do again
                 proxy.clear()
-                rules = [Rule(kind, skip=rng.randrange(5, 120)) for kind in ("internal_error", "slow_down", "unavailable", "timeout")]
-                rules += [Rule("reset", skip=rng.randrange(5, 120)), Rule("reset", after=True, skip=rng.randrange(5, 120))]
+                rules = [
+                    Rule(kind, skip=rng.randrange(5, 120))
+                    for kind in ("internal_error", "slow_down", "unavailable", "timeout")
+                ]
+                rules += [
+                    Rule("reset", skip=rng.randrange(5, 120)),
+                    Rule("reset", after=True, skip=rng.randrange(5, 120)),
+                ]
                 if r % 5 == 4:
                     rules.append(Rule("restart", skip=rng.randrange(20, 100)))
                 proxy.add(*rules)
@@ -101,7 +118,15 @@ def main() -> None:
                 counts: Counter[str] = Counter()
                 for attempt in range(3):  # the same command again finishes what is left
                     try:
-                        summary = stylize_catalog(catalog="soak", style="monet", max_side=max_side, quality=quality, shard_size=8, metrics=False, retry_failed=attempt > 0)
+                        summary = stylize_catalog(
+                            catalog="soak",
+                            style="monet",
+                            max_side=max_side,
+                            quality=quality,
+                            shard_size=8,
+                            metrics=False,
+                            retry_failed=attempt > 0,
+                        )
                     except Exception as exc:  # noqa: BLE001: a run that fails is counted, then rerun
                         errors.append(f"round {r} attempt {attempt}: {type(exc).__name__}: {exc}"[:300])
                         summary = None
@@ -111,19 +136,39 @@ def main() -> None:
                     if summary is not None and not summary["failed"]:
                         break
                 faults.update(counts)
-                check = _check(context, st, sha256_hex, StylizeParams(max_side=max_side, quality=quality).hash, args.images)
+                check = _check(
+                    context, st, sha256_hex, StylizeParams(max_side=max_side, quality=quality).hash, args.images
+                )
                 totals.update(check)
-                rounds.append({"round": r, "max_side": max_side, "seconds": round(time.perf_counter() - t, 1), "runs": attempt + 1, "faults": dict(counts), **check})
+                rounds.append(
+                    {
+                        "round": r,
+                        "max_side": max_side,
+                        "seconds": round(time.perf_counter() - t, 1),
+                        "runs": attempt + 1,
+                        "faults": dict(counts),
+                        **check,
+                    }
+                )
                 print(json.dumps(rounds[-1]), flush=True)
                 r += 1
     finally:
         stop.set()
         service.stop()
     result = {
-        "minutes": args.minutes, "images_per_round": args.images, "rounds": len(rounds), "images_processed": totals["ok_images"],
-        "faults_injected": dict(faults), "lost": totals["lost"], "duplicates": totals["duplicates"], "bad_outputs": totals["bad_outputs"],
-        "failed_rows": totals["failed_rows"], "round_errors": errors,
-        "rss_start_mib": round(rss_start / 2**20), "rss_end_mib": round(proc.memory_info().rss / 2**20), "rss_peak_mib": round(peak[0] / 2**20),
+        "minutes": args.minutes,
+        "images_per_round": args.images,
+        "rounds": len(rounds),
+        "images_processed": totals["ok_images"],
+        "faults_injected": dict(faults),
+        "lost": totals["lost"],
+        "duplicates": totals["duplicates"],
+        "bad_outputs": totals["bad_outputs"],
+        "failed_rows": totals["failed_rows"],
+        "round_errors": errors,
+        "rss_start_mib": round(rss_start / 2**20),
+        "rss_end_mib": round(proc.memory_info().rss / 2**20),
+        "rss_peak_mib": round(peak[0] / 2**20),
     }
     print(json.dumps(result, indent=1))
     if args.out:
@@ -141,8 +186,13 @@ def _check(context, st, sha256_hex, params_hash: str, n_images: int) -> dict[str
             bad += sha256_hex(st.get_bytes(row.output_key)) != row.output_sha256
         except Exception:  # noqa: BLE001: a missing output counts as bad
             bad += 1
-    return {"ok_images": int(per_image.size), "lost": n_images - int(per_image.size), "duplicates": int((per_image > 1).sum()),
-            "bad_outputs": int(bad), "failed_rows": int((rows.status == "failed").sum())}
+    return {
+        "ok_images": int(per_image.size),
+        "lost": n_images - int(per_image.size),
+        "duplicates": int((per_image > 1).sum()),
+        "bad_outputs": int(bad),
+        "failed_rows": int((rows.status == "failed").sum()),
+    }
 
 
 if __name__ == "__main__":

@@ -25,8 +25,15 @@ FAMILIES = (PER_STYLE, MULTI_STYLE, "bank")
 
 
 @flow(name="artwork-sensor")
-def artwork_sensor(artworks: str = "artwork/", content: str | None = None, families: list[str] = list(FAMILIES), multi_model: str = "collection",
-                   config: dict[str, Any] | None = None, margin: float | None = None, max_content: int = 5000) -> dict[str, Any]:
+def artwork_sensor(
+    artworks: str = "artwork/",
+    content: str | None = None,
+    families: list[str] = list(FAMILIES),
+    multi_model: str = "collection",
+    config: dict[str, Any] | None = None,
+    margin: float | None = None,
+    max_content: int = 5000,
+) -> dict[str, Any]:
     """Train, gate and promote for every new or changed artwork under `artworks`.
 
     content: training photos (default settings.train_content); families: any of per-style,
@@ -38,26 +45,75 @@ def artwork_sensor(artworks: str = "artwork/", content: str | None = None, famil
     if unknown:
         raise ValueError(f"families must be among {', '.join(FAMILIES)}; got {', '.join(unknown)}")
     content = content or get_settings().train_content
-    cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **(config or {})}).to_dict()  # bad values fail before any work
+    cfg = TrainConfig.from_dict(
+        {**TrainConfig().to_dict(), **(config or {})}
+    ).to_dict()  # bad values fail before any work
     changes = detect_artwork_changes_task(artworks, [f for f in families if f != "bank"], multi_model)
     results = []
     for change in changes.get(PER_STYLE, []):
         trained = train_per_style_task(change["style"], change["key"], content, cfg, None, max_content)
         results.append(_gate_and_promote(PER_STYLE, change["style"], trained["version"], change, None, margin))
     for change in changes.get(MULTI_STYLE, []):  # one at a time: each builds on the production of the moment
-        added = add_style_task(multi_model, change["key"], content, cfg, None, change["style"], max_content, replace=change["change"] == CHANGED)
+        added = add_style_task(
+            multi_model,
+            change["key"],
+            content,
+            cfg,
+            None,
+            change["style"],
+            max_content,
+            replace=change["change"] == CHANGED,
+        )
         results.append(_gate_and_promote(MULTI_STYLE, multi_model, added["version"], change, change["style"], margin))
     banks = build_patch_banks(artworks) if "bank" in families else None
-    rows = [{k: r[k] for k in ("family", "style", "change", "version", "passed", "promoted", "reason")} for r in results]
+    rows = [
+        {k: r[k] for k in ("family", "style", "change", "version", "passed", "promoted", "reason")} for r in results
+    ]
     if banks:
-        rows += [{"family": "bank", "style": s, "change": "rebuilt", "version": banks["banks"][s], "passed": None, "promoted": s in banks["promoted"], "reason": "patch banks are not gated: the newest bank is used"} for s in banks["built"]]
-    create_table_artifact(key="artwork-sensor", table=rows or [{"family": "-", "style": "-", "change": "nothing new", "version": "-", "passed": None, "promoted": False, "reason": ""}],
-                          description=f"artwork sensor over {artworks}: {len(results)} trained, {sum(r['promoted'] for r in results)} promoted")
+        rows += [
+            {
+                "family": "bank",
+                "style": s,
+                "change": "rebuilt",
+                "version": banks["banks"][s],
+                "passed": None,
+                "promoted": s in banks["promoted"],
+                "reason": "patch banks are not gated: the newest bank is used",
+            }
+            for s in banks["built"]
+        ]
+    create_table_artifact(
+        key="artwork-sensor",
+        table=rows
+        or [
+            {
+                "family": "-",
+                "style": "-",
+                "change": "nothing new",
+                "version": "-",
+                "passed": None,
+                "promoted": False,
+                "reason": "",
+            }
+        ],
+        description=f"artwork sensor over {artworks}: {len(results)} trained, {sum(r['promoted'] for r in results)} promoted",
+    )
     return {"changes": changes, "results": results, "banks": banks}
 
 
-def _gate_and_promote(family: str, name: str, version: str, change: dict[str, str], style: str | None, margin: float | None) -> dict[str, Any]:
+def _gate_and_promote(
+    family: str, name: str, version: str, change: dict[str, str], style: str | None, margin: float | None
+) -> dict[str, Any]:
     gate = quality_gate_task(family, name, version, style=style, margin=margin)
     promoted = promote_if_passed_task(family, name, version, gate)
-    return {"family": family, "name": name, "style": change["style"], "change": change["change"], "version": version,
-            "passed": gate["passed"], "promoted": promoted, "reason": gate["reason"], "production_before": gate["production"]}
+    return {
+        "family": family,
+        "name": name,
+        "style": change["style"],
+        "change": change["change"],
+        "version": version,
+        "passed": gate["passed"],
+        "promoted": promoted,
+        "reason": gate["reason"],
+        "production_before": gate["production"],
+    }

@@ -22,8 +22,15 @@ MAX_TABLE_FINDINGS = 1000  # the page lists this many; findings.json has them al
 
 
 @flow(name="audit-manifests")
-def audit_manifests(run_id: str | None = None, since: str | None = None, until: str | None = None, catalog: str | None = None,
-                    styles: list[str] | None = None, out_dir: str = "audit-output", mad_k: float = 5.0) -> dict[str, Any]:
+def audit_manifests(
+    run_id: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    catalog: str | None = None,
+    styles: list[str] | None = None,
+    out_dir: str = "audit-output",
+    mad_k: float = 5.0,
+) -> dict[str, Any]:
     """Audit the manifest rows of a run / finished_at range (ISO dates, `until` inclusive) / catalog.
 
     Coverage (every catalog image stylized by each style's production per-style model) is checked
@@ -42,12 +49,27 @@ def audit_manifests(run_id: str | None = None, since: str | None = None, until: 
     findings = [*rows["findings"], *orphan_findings(orphans), *(coverage["findings"] if coverage else [])]
     sheet = sample_sheet_task(rows["samples"])
     counts = count_findings(findings)
-    scope = {"run_id": run_id, "since": since, "until": until, "catalog": prefix, "styles": list(styles) if styles else None}
+    scope = {
+        "run_id": run_id,
+        "since": since,
+        "until": until,
+        "catalog": prefix,
+        "styles": list(styles) if styles else None,
+    }
     report = write_audit_report(Path(out_dir), scope, rows, coverage, findings, sheet)
-    create_markdown_artifact(key=artifact_key("audit", run_id or (prefix and prefix.split("/")[1]) or "all"),
-                             markdown=summary_markdown(scope, counts, rows), description="audit of the run manifest against the object store")
-    return {"critical": counts["critical"], "warnings": counts["warnings"], "findings": findings,
-            "counts": {k: counts[k] for k in KINDS}, "report": str(report), "repairs": rows["repairs"]}
+    create_markdown_artifact(
+        key=artifact_key("audit", run_id or (prefix and prefix.split("/")[1]) or "all"),
+        markdown=summary_markdown(scope, counts, rows),
+        description="audit of the run manifest against the object store",
+    )
+    return {
+        "critical": counts["critical"],
+        "warnings": counts["warnings"],
+        "findings": findings,
+        "counts": {k: counts[k] for k in KINDS},
+        "report": str(report),
+        "repairs": rows["repairs"],
+    }
 
 
 # ---- report helpers ---------------------------------------------------------------------------------
@@ -58,9 +80,14 @@ def _scope_text(scope: dict[str, Any]) -> str:
 
 def summary_markdown(scope: dict[str, Any], counts: dict[str, int], rows: dict[str, Any]) -> str:
     """The artifact: scope, row counts and one line per finding kind."""
-    lines = [f"# Manifest audit: {counts['critical']} critical, {counts['warnings']} warnings", "",
-             f"Scope: {_scope_text(scope)}. {rows['rows']} rows read, {rows['latest']} latest, {rows['checked']} outputs checked, {rows['failed']} failed.", "",
-             "| kind | severity | count |", "|---|---|---|"]
+    lines = [
+        f"# Manifest audit: {counts['critical']} critical, {counts['warnings']} warnings",
+        "",
+        f"Scope: {_scope_text(scope)}. {rows['rows']} rows read, {rows['latest']} latest, {rows['checked']} outputs checked, {rows['failed']} failed.",
+        "",
+        "| kind | severity | count |",
+        "|---|---|---|",
+    ]
     lines += [f"| {kind} | {SEVERITY[kind]} | {counts[kind]} |" for kind in KINDS]
     return "\n".join(lines) + "\n"
 
@@ -84,13 +111,17 @@ def daily_chart_svg(daily: list[dict[str, Any]], *, width: int = 520, height: in
         lo, hi = min(v for _, v in losses), max(v for _, v in losses)
         span = (hi - lo) or 1.0
         pts = [(pad + (i + 0.5) * slot, height - pad - ((v - lo) / span * 0.8 + 0.1) * inner) for i, v in losses]
-        line = (f'<polyline fill="none" stroke="#d62728" stroke-width="1.5" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}"/>'
-                + "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="#d62728"/>' for x, y in pts)
-                + f'<text x="{width - 2}" y="{pad - 6}" font-size="10" text-anchor="end" fill="#d62728">style loss {lo:,.0f}–{hi:,.0f}</text>')
-    axes = (f'<text x="2" y="{pad - 6}" font-size="10" fill="#3182bd">{top} images</text>'
-            f'<text x="{pad}" y="{height - 8}" font-size="10">{daily[0]["date"]}</text>'
-            f'<text x="{width - pad}" y="{height - 8}" font-size="10" text-anchor="end">{daily[-1]["date"]}</text>'
-            f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#888"/>')
+        line = (
+            f'<polyline fill="none" stroke="#d62728" stroke-width="1.5" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}"/>'
+            + "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="#d62728"/>' for x, y in pts)
+            + f'<text x="{width - 2}" y="{pad - 6}" font-size="10" text-anchor="end" fill="#d62728">style loss {lo:,.0f}–{hi:,.0f}</text>'
+        )
+    axes = (
+        f'<text x="2" y="{pad - 6}" font-size="10" fill="#3182bd">{top} images</text>'
+        f'<text x="{pad}" y="{height - 8}" font-size="10">{daily[0]["date"]}</text>'
+        f'<text x="{width - pad}" y="{height - 8}" font-size="10" text-anchor="end">{daily[-1]["date"]}</text>'
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#888"/>'
+    )
     return f'<svg width="{width}" height="{height}" role="img" aria-label="images and mean style loss per day">{bars}{line}{axes}</svg>'
 
 
@@ -101,10 +132,18 @@ def _cell(value: Any) -> str:
 def _findings_table(findings: list[dict[str, Any]]) -> str:
     if not findings:
         return "<p>none</p>"
-    order = sorted(findings, key=lambda f: (f["severity"] != CRITICAL, KINDS.index(f["kind"]), f.get("image_key") or "", f.get("output_key") or ""))
+    order = sorted(
+        findings,
+        key=lambda f: (
+            f["severity"] != CRITICAL,
+            KINDS.index(f["kind"]),
+            f.get("image_key") or "",
+            f.get("output_key") or "",
+        ),
+    )
     rows = "".join(
         f'<tr class="{f["severity"]}"><td>{_cell(f["kind"])}</td><td>{_cell(f["severity"])}</td><td>{_cell(f.get("image_key"))}</td>'
-        f'<td>{_cell(f.get("style"))}</td><td><code>{_cell(f.get("output_key"))}</code></td><td>{_cell(f["detail"])}</td></tr>'
+        f"<td>{_cell(f.get('style'))}</td><td><code>{_cell(f.get('output_key'))}</code></td><td>{_cell(f['detail'])}</td></tr>"
         for f in order[:MAX_TABLE_FINDINGS]
     )
     more = f"<p>{len(order) - MAX_TABLE_FINDINGS} more in findings.json</p>" if len(order) > MAX_TABLE_FINDINGS else ""
@@ -112,48 +151,77 @@ def _findings_table(findings: list[dict[str, Any]]) -> str:
 
 
 def _counts_table(counts: dict[str, int]) -> str:
-    rows = "".join(f'<tr class="{SEVERITY[k] if counts[k] else ""}"><td>{k}</td><td>{SEVERITY[k]}</td><td>{counts[k]}</td></tr>' for k in KINDS)
+    rows = "".join(
+        f'<tr class="{SEVERITY[k] if counts[k] else ""}"><td>{k}</td><td>{SEVERITY[k]}</td><td>{counts[k]}</td></tr>'
+        for k in KINDS
+    )
     return f"<table><tr><th>kind</th><th>severity</th><th>count</th></tr>{rows}</table>"
 
 
 def _failed_table(failed: dict[str, dict[str, Any]]) -> str:
     if not failed:
         return "<p>none</p>"
-    rows = "".join(f"<tr><td>{_cell(c)}</td><td>{v['count']}</td><td>{'<br>'.join(_cell(k) for k in v['samples'])}</td></tr>" for c, v in failed.items())
+    rows = "".join(
+        f"<tr><td>{_cell(c)}</td><td>{v['count']}</td><td>{'<br>'.join(_cell(k) for k in v['samples'])}</td></tr>"
+        for c, v in failed.items()
+    )
     return f"<table><tr><th>error class</th><th>rows</th><th>sample images</th></tr>{rows}</table>"
 
 
 def _coverage_table(coverage: dict[str, Any] | None) -> str:
     if coverage is None:
         return "<p>not checked (give a catalog and styles)</p>"
-    rows = "".join(f"<tr><td>{_cell(s)}</td><td>{_cell(v['version'] or 'none in production')}</td><td>{v['covered']}</td><td>{v['uncovered']}</td></tr>"
-                   for s, v in coverage["styles"].items())
+    rows = "".join(
+        f"<tr><td>{_cell(s)}</td><td>{_cell(v['version'] or 'none in production')}</td><td>{v['covered']}</td><td>{v['uncovered']}</td></tr>"
+        for s, v in coverage["styles"].items()
+    )
     return f"<p><code>{_cell(coverage['catalog'])}</code>: {coverage['images']} images</p><table><tr><th>style</th><th>production</th><th>covered</th><th>uncovered</th></tr>{rows}</table>"
 
 
 def _sheet_table(pairs: list[dict[str, Any]]) -> str:
     if not pairs:
         return "<p>no intact ok outputs</p>"
+
     def img(uri: str | None, alt: str) -> str:
         return f'<img src="{uri}" alt="{_cell(alt)}">' if uri else '<span class="bad">unreadable</span>'
-    rows = "".join(f"<tr><td>{img(p['input_uri'], p['image_key'])}<div>{_cell(p['image_key'])}</div></td>"
-                   f"<td>{img(p['output_uri'], p['output_key'])}<div>{_cell(p['style'])} {_cell(p['model_version'])}</div></td></tr>" for p in pairs)
+
+    rows = "".join(
+        f"<tr><td>{img(p['input_uri'], p['image_key'])}<div>{_cell(p['image_key'])}</div></td>"
+        f"<td>{img(p['output_uri'], p['output_key'])}<div>{_cell(p['style'])} {_cell(p['model_version'])}</div></td></tr>"
+        for p in pairs
+    )
     return f'<table class="grid"><tr><th>input</th><th>output</th></tr>{rows}</table>'
 
 
-def write_audit_report(out_dir: Path, scope: dict[str, Any], rows: dict[str, Any], coverage: dict[str, Any] | None,
-                       findings: list[dict[str, Any]], sheet: dict[str, Any]) -> Path:
+def write_audit_report(
+    out_dir: Path,
+    scope: dict[str, Any],
+    rows: dict[str, Any],
+    coverage: dict[str, Any] | None,
+    findings: list[dict[str, Any]],
+    sheet: dict[str, Any],
+) -> Path:
     """index.html (+ findings.json, contact_sheet.png when there are samples) in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = count_findings(findings)
-    (out_dir / "findings.json").write_text(json.dumps({"scope": scope, "counts": counts, "findings": findings}, indent=1, sort_keys=True), encoding="utf-8")
+    (out_dir / "findings.json").write_text(
+        json.dumps({"scope": scope, "counts": counts, "findings": findings}, indent=1, sort_keys=True), encoding="utf-8"
+    )
     if sheet.get("png"):
         (out_dir / "contact_sheet.png").write_bytes(sheet["png"])
     page = _PAGE.format(
         title=f"StyleOps manifest audit: {counts['critical']} critical, {counts['warnings']} warnings",
-        scope=_cell(_scope_text(scope)), n_rows=rows["rows"], n_latest=rows["latest"], n_checked=rows["checked"], n_failed=rows["failed"],
-        counts=_counts_table(counts), findings=_findings_table(findings), failed=_failed_table(rows["failed_by_class"]),
-        coverage=_coverage_table(coverage), sheet=_sheet_table(sheet.get("pairs", [])), chart=daily_chart_svg(rows["daily"]),
+        scope=_cell(_scope_text(scope)),
+        n_rows=rows["rows"],
+        n_latest=rows["latest"],
+        n_checked=rows["checked"],
+        n_failed=rows["failed"],
+        counts=_counts_table(counts),
+        findings=_findings_table(findings),
+        failed=_failed_table(rows["failed_by_class"]),
+        coverage=_coverage_table(coverage),
+        sheet=_sheet_table(sheet.get("pairs", [])),
+        chart=daily_chart_svg(rows["daily"]),
     )
     path = out_dir / "index.html"
     path.write_text(page, encoding="utf-8")

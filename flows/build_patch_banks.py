@@ -31,7 +31,8 @@ def build_patch_banks(artworks: str = "artwork/", force: bool = False) -> dict[s
         "promoted": sorted(promoted),
     }
     rows = "".join(
-        f"| {s} | {r['version']} | {r['status']} | {r.get('patches', '')} | {s in promoted} |\n" for s, r in sorted(results.items())
+        f"| {s} | {r['version']} | {r['status']} | {r.get('patches', '')} | {s in promoted} |\n"
+        for s, r in sorted(results.items())
     )
     create_markdown_artifact(
         key=artifact_key("patch-banks", artworks),

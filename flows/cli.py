@@ -11,9 +11,19 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.text import Text
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from styleops.losses.perceptual import LossWeights
 from styleops.training.engine import TrainConfig
@@ -23,7 +33,11 @@ from styleops.training.engine import TrainConfig
 # insert races the command's own writes to its SQLite file and printed a "database is locked"
 # traceback in front of successful commands. A busy 2-core machine needs over Prefect's default
 # 20 s to start the ephemeral server.
-PREFECT_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+}
 for _name, _value in PREFECT_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
 
@@ -32,8 +46,15 @@ from runs import methods  # noqa: E402 - the stylize methods (runs/methods/), fo
 METHODS_HELP = " | ".join(m.cli_name for m in methods.all_methods())
 BLEND_METHODS = " or ".join(m.cli_name for m in methods.all_methods() if m.takes_blend)
 
-app = typer.Typer(help="StyleOps: neural style transfer as a batch pipeline (Prefect + S3 + Delta).", no_args_is_help=True, pretty_exceptions_show_locals=False)
-store_app = typer.Typer(help="The embedded SeaweedFS object store (used when no AWS_ENDPOINT_URL/credentials are set).", no_args_is_help=True)
+app = typer.Typer(
+    help="StyleOps: neural style transfer as a batch pipeline (Prefect + S3 + Delta).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+store_app = typer.Typer(
+    help="The embedded SeaweedFS object store (used when no AWS_ENDPOINT_URL/credentials are set).",
+    no_args_is_help=True,
+)
 weights_app = typer.Typer(help="VGG loss-network weights.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
@@ -85,7 +106,14 @@ def _runtime() -> Iterator[None]:
         console.print(f"[dim]embedded object store at {info.endpoint_url} (data in {info.data_dir})[/dim]")
     get_settings.cache_clear()
     store().ensure_bucket()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as bars:
         previous = set_reporter(RichReporter(bars))
         try:
@@ -126,7 +154,17 @@ def store_start() -> None:
     from infra.settings import get_settings
 
     info = EmbeddedStore(get_settings().store_dir).start()
-    console.print(_table("embedded store running", {"endpoint": info.endpoint_url, "pid": info.pid, "data": info.data_dir, "credentials": get_settings().store_dir / "s3.json"}))
+    console.print(
+        _table(
+            "embedded store running",
+            {
+                "endpoint": info.endpoint_url,
+                "pid": info.pid,
+                "data": info.data_dir,
+                "credentials": get_settings().store_dir / "s3.json",
+            },
+        )
+    )
 
 
 @store_app.command("stop")
@@ -148,7 +186,9 @@ def store_status() -> None:
     if info is None:
         console.print("not running")
         raise typer.Exit(1)
-    console.print(_table("embedded store running", {"endpoint": info.endpoint_url, "pid": info.pid, "data": info.data_dir}))
+    console.print(
+        _table("embedded store running", {"endpoint": info.endpoint_url, "pid": info.pid, "data": info.data_dir})
+    )
 
 
 # ---- weights -------------------------------------------------------------------------------
@@ -177,12 +217,26 @@ def models_list(family: str = typer.Option("per-style")) -> None:
             prod = reg.production(family, name)
             for mv in reg.versions(family, name):
                 m = reg.card(family, name, mv.version).get("metrics", {})
-                table.add_row(name, mv.version, "*" if mv.version == prod else "", str(m.get("steps", "")), f"{m.get('content', 0):,.0f}", f"{m.get('style', 0):,.0f}", mv.sha256[:12], f"{mv.created_at:%Y-%m-%d %H:%M}")
+                table.add_row(
+                    name,
+                    mv.version,
+                    "*" if mv.version == prod else "",
+                    str(m.get("steps", "")),
+                    f"{m.get('content', 0):,.0f}",
+                    f"{m.get('style', 0):,.0f}",
+                    mv.sha256[:12],
+                    f"{mv.created_at:%Y-%m-%d %H:%M}",
+                )
     console.print(table)
 
 
 @models_app.command("export")
-def models_export(style: str, out: Path = typer.Option(..., help="Directory for <style>.safetensors and <style>.card.json."), version: str | None = typer.Option(None, help="Default: production."), family: str = typer.Option("per-style")) -> None:
+def models_export(
+    style: str,
+    out: Path = typer.Option(..., help="Directory for <style>.safetensors and <style>.card.json."),
+    version: str | None = typer.Option(None, help="Default: production."),
+    family: str = typer.Option("per-style"),
+) -> None:
     """Copy a registered model out of the store (weights + card)."""
     import json
 
@@ -203,19 +257,31 @@ def models_import(
     weights: Path = typer.Argument(..., help="A .safetensors model (e.g. examples/models/adain.safetensors)."),
     family: str = typer.Option(..., help="per-style | multi-style | inverse | adain"),
     name: str = typer.Option(..., help="Model name (per-style: the style)."),
-    card: Path | None = typer.Option(None, help="Its card JSON (default: <weights stem>.card.json next to it, if present)."),
+    card: Path | None = typer.Option(
+        None, help="Its card JSON (default: <weights stem>.card.json next to it, if present)."
+    ),
 ) -> None:
     """Register a local model (skipped if the same bytes are registered); promote it if it is the first."""
     from tasks.training import import_model_task
 
     card = card or (weights.with_suffix(".card.json") if weights.with_suffix(".card.json").is_file() else None)
-    r = _run(import_model_task.fn, family=family, name=name, weights_path=str(weights), card_path=str(card) if card else None)
-    console.print(_table(f"{r['family']}/{r['name']} {r['version']}", {"status": r["status"], "sha256": r["sha256"][:16], "promoted": r["promoted"]}))
+    r = _run(
+        import_model_task.fn, family=family, name=name, weights_path=str(weights), card_path=str(card) if card else None
+    )
+    console.print(
+        _table(
+            f"{r['family']}/{r['name']} {r['version']}",
+            {"status": r["status"], "sha256": r["sha256"][:16], "promoted": r["promoted"]},
+        )
+    )
 
 
 # ---- data ----------------------------------------------------------------------------------
 @app.command()
-def upload(src: Path = typer.Argument(..., help="Local directory."), prefix: str = typer.Argument(..., help="Key prefix, e.g. catalog/shop/ or artwork/")) -> None:
+def upload(
+    src: Path = typer.Argument(..., help="Local directory."),
+    prefix: str = typer.Argument(..., help="Key prefix, e.g. catalog/shop/ or artwork/"),
+) -> None:
     """Upload a directory into the bucket (same-size files already there are skipped)."""
     from tasks.storage import upload_directory_task
 
@@ -227,7 +293,11 @@ def upload(src: Path = typer.Argument(..., help="Local directory."), prefix: str
         from tasks.storage import announce_artworks
 
         sent = announce_artworks(keys, get_settings().bucket)
-        console.print(f"{sent} artwork.uploaded events sent" if sent else "[dim]no Prefect server configured: the artwork sensor's schedule will find the new artwork[/dim]")
+        console.print(
+            f"{sent} artwork.uploaded events sent"
+            if sent
+            else "[dim]no Prefect server configured: the artwork sensor's schedule will find the new artwork[/dim]"
+        )
 
 
 # ---- training ------------------------------------------------------------------------------
@@ -246,7 +316,10 @@ def train_style_cmd(
     tv_weight: float = typer.Option(LossWeights().tv_weight),
     lr: float = typer.Option(1e-3),
     warmup_steps: int = typer.Option(TrainConfig().warmup_steps, help="Linear learning-rate warm-up, steps."),
-    output: str = typer.Option(TrainConfig().output, help="Output of the net: direct (Johnson), residual or logit_residual (start at the photo; docs/quality.md)."),
+    output: str = typer.Option(
+        TrainConfig().output,
+        help="Output of the net: direct (Johnson), residual or logit_residual (start at the photo; docs/quality.md).",
+    ),
     seed: int = typer.Option(0),
     init_from: str | None = typer.Option(None, help="Warm start: a .safetensors file or per-style/<name>/<version>."),
 ) -> None:
@@ -254,9 +327,27 @@ def train_style_cmd(
     from flows.train_style import train_style
 
     loss = LossWeights(style_weight=style_weight, content_weight=content_weight, tv_weight=tv_weight)
-    cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, batch_size=batch_size, channels=channels, lr=lr, seed=seed, loss=loss, warmup_steps=warmup_steps, output=output)
-    result = _run(train_style, artwork_key=artwork, content_prefix=content, style=style, config=cfg.to_dict(), init_from=init_from)
-    console.print(_table(f"per-style/{result['style']} {result['version']}", {**result["metrics"], "sha256": result["sha256"][:16], "promoted": result["promoted"]}))
+    cfg = TrainConfig(
+        steps=steps,
+        image_size=image_size,
+        style_size=style_size,
+        batch_size=batch_size,
+        channels=channels,
+        lr=lr,
+        seed=seed,
+        loss=loss,
+        warmup_steps=warmup_steps,
+        output=output,
+    )
+    result = _run(
+        train_style, artwork_key=artwork, content_prefix=content, style=style, config=cfg.to_dict(), init_from=init_from
+    )
+    console.print(
+        _table(
+            f"per-style/{result['style']} {result['version']}",
+            {**result["metrics"], "sha256": result["sha256"][:16], "promoted": result["promoted"]},
+        )
+    )
 
 
 @app.command("train-multistyle")
@@ -277,9 +368,23 @@ def train_multistyle_cmd(
     from flows.multistyle import train_multistyle
     from styleops.training.engine import TrainConfig
 
-    cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, channels=channels, batch_size=batch_size, lr=lr, style_lr_scale=style_lr_scale, seed=seed)
+    cfg = TrainConfig(
+        steps=steps,
+        image_size=image_size,
+        style_size=style_size,
+        channels=channels,
+        batch_size=batch_size,
+        lr=lr,
+        style_lr_scale=style_lr_scale,
+        seed=seed,
+    )
     r = _run(train_multistyle, artwork_prefix=artworks, content_prefix=content, name=name, config=cfg.to_dict())
-    console.print(_table(f"multi-style/{r['name']} {r['version']}", {"styles": ", ".join(r["styles"]), **r["metrics"], "promoted": r["promoted"]}))
+    console.print(
+        _table(
+            f"multi-style/{r['name']} {r['version']}",
+            {"styles": ", ".join(r["styles"]), **r["metrics"], "promoted": r["promoted"]},
+        )
+    )
 
 
 @app.command("add-style")
@@ -293,15 +398,30 @@ def add_style_cmd(
     image_size: int = typer.Option(256),
     style_size: int = typer.Option(512),
     lr: float = typer.Option(1e-3),
-    style_lr_scale: float = typer.Option(10.0, help="Learning-rate multiplier on the new style's scale/shift (the only weights trained)."),
+    style_lr_scale: float = typer.Option(
+        10.0, help="Learning-rate multiplier on the new style's scale/shift (the only weights trained)."
+    ),
 ) -> None:
     """Add an artwork to a multi-style model by training only its scale/shift parameters."""
     from flows.multistyle import add_style
     from styleops.training.engine import TrainConfig
 
     cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, lr=lr, style_lr_scale=style_lr_scale)
-    r = _run(add_style, artwork_key=artwork, content_prefix=content, name=name, style=style, base_version=base_version, config=cfg.to_dict())
-    console.print(_table(f"multi-style/{r['name']} {r['version']} (from {r['base_version']})", {"styles": ", ".join(r["styles"]), **r["metrics"], "promoted": r["promoted"]}))
+    r = _run(
+        add_style,
+        artwork_key=artwork,
+        content_prefix=content,
+        name=name,
+        style=style,
+        base_version=base_version,
+        config=cfg.to_dict(),
+    )
+    console.print(
+        _table(
+            f"multi-style/{r['name']} {r['version']} (from {r['base_version']})",
+            {"styles": ", ".join(r["styles"]), **r["metrics"], "promoted": r["promoted"]},
+        )
+    )
 
 
 @app.command("train-adain")
@@ -325,13 +445,22 @@ def train_adain_cmd(
 
     cfg = adain_config(steps=steps, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed)
     cfg = replace(cfg, loss=replace(cfg.loss, style_weight=style_weight))
-    r = _run(train_adain, artwork_prefix=artworks, content_prefix=content, name=name, config=cfg.to_dict(), init_from=init_from)
+    r = _run(
+        train_adain,
+        artwork_prefix=artworks,
+        content_prefix=content,
+        name=name,
+        config=cfg.to_dict(),
+        init_from=init_from,
+    )
     console.print(_table(f"adain/{r['name']} {r['version']}", {**r["metrics"], "promoted": r["promoted"]}))
 
 
 @app.command("train-inverse")
 def train_inverse_cmd(
-    artworks: str = typer.Option("artwork/", help="Prefix of the artworks whose features (and swaps) it learns to decode."),
+    artworks: str = typer.Option(
+        "artwork/", help="Prefix of the artworks whose features (and swaps) it learns to decode."
+    ),
     content: str = typer.Option(..., help="Prefix of the content photos."),
     name: str = typer.Option("default", help="Name of the inverse network (inverse/<name>)."),
     steps: int = typer.Option(5000),
@@ -350,7 +479,14 @@ def train_inverse_cmd(
 
     cfg = inverse_config(steps=steps, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed)
     cfg = replace(cfg, loss=replace(cfg.loss, tv_weight=tv_weight))
-    r = _run(train_inverse, artwork_prefix=artworks, content_prefix=content, name=name, config=cfg.to_dict(), init_from=init_from)
+    r = _run(
+        train_inverse,
+        artwork_prefix=artworks,
+        content_prefix=content,
+        name=name,
+        config=cfg.to_dict(),
+        init_from=init_from,
+    )
     console.print(_table(f"inverse/{r['name']} {r['version']}", {**r["metrics"], "promoted": r["promoted"]}))
 
 
@@ -363,17 +499,34 @@ def build_banks_cmd(
     from flows.build_patch_banks import build_patch_banks
 
     r = _run(build_patch_banks, artworks=artworks, force=force)
-    console.print(_table("patch banks", {"built": ", ".join(r["built"]) or "-", "unchanged": ", ".join(r["unchanged"]) or "-", **{f"banks/{k}": v for k, v in r["banks"].items()}}))
+    console.print(
+        _table(
+            "patch banks",
+            {
+                "built": ", ".join(r["built"]) or "-",
+                "unchanged": ", ".join(r["unchanged"]) or "-",
+                **{f"banks/{k}": v for k, v in r["banks"].items()},
+            },
+        )
+    )
 
 
 # ---- stylize -------------------------------------------------------------------------------
 @app.command()
 def stylize(
     catalog: str = typer.Option(..., help="Catalog set name (catalog/<set>/)."),
-    style: str | None = typer.Option(None, help="Style: the per-style model's name, a style of the multi-style model, or an artwork/<style>/ folder (swap, adain, gatys)."),
+    style: str | None = typer.Option(
+        None,
+        help="Style: the per-style model's name, a style of the multi-style model, or an artwork/<style>/ folder (swap, adain, gatys).",
+    ),
     method: str = typer.Option("per-style", help=METHODS_HELP),
-    blend: str | None = typer.Option(None, help=f"{BLEND_METHODS}: weights over styles, e.g. 'wave=0.7,udnie=0.3' (normalized)."),
-    model: str | None = typer.Option(None, help="multi: the multi-style model (default collection); swap/adain: the inverse network / decoder (default 'default')."),
+    blend: str | None = typer.Option(
+        None, help=f"{BLEND_METHODS}: weights over styles, e.g. 'wave=0.7,udnie=0.3' (normalized)."
+    ),
+    model: str | None = typer.Option(
+        None,
+        help="multi: the multi-style model (default collection); swap/adain: the inverse network / decoder (default 'default').",
+    ),
     version: str | None = typer.Option(None, help="Model version (default: production; 'latest' for the newest)."),
     color: str = typer.Option("none", help="Keep the photo's colours: none | luminance | histogram."),
     alpha: float = typer.Option(1.0, help="adain: content-style trade-off, 0 (photo) to 1 (full style)."),
@@ -384,12 +537,24 @@ def stylize(
     format: str = typer.Option("jpeg", help="jpeg | png | webp"),
     quality: int = typer.Option(90, help="JPEG/WebP quality 1-95."),
     shard_size: int = typer.Option(64),
-    batch_size: int | None = typer.Option(None, help="Images per device batch (default: 8 on CUDA, 1 on CPU, where batching is slower)"),
+    batch_size: int | None = typer.Option(
+        None, help="Images per device batch (default: 8 on CUDA, 1 on CPU, where batching is slower)"
+    ),
     metrics: bool = typer.Option(True, help="Measure content/style loss per image."),
-    retry_failed: bool = typer.Option(False, help="Also retry images that failed for good before (undecodable, too large)."),
-    repair: bool = typer.Option(False, help="Also check the outputs of the images done before (as `styleops audit` does) and re-render the missing or tampered ones."),
-    dask_address: str | None = typer.Option(None, help="Run the shards on this Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: STYLEOPS_DASK_ADDRESS)."),
-    dask_workers: int | None = typer.Option(None, help="Run the shards on a local Dask cluster of N worker processes (default: STYLEOPS_DASK_WORKERS, 0 = threads)."),
+    retry_failed: bool = typer.Option(
+        False, help="Also retry images that failed for good before (undecodable, too large)."
+    ),
+    repair: bool = typer.Option(
+        False,
+        help="Also check the outputs of the images done before (as `styleops audit` does) and re-render the missing or tampered ones.",
+    ),
+    dask_address: str | None = typer.Option(
+        None, help="Run the shards on this Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: STYLEOPS_DASK_ADDRESS)."
+    ),
+    dask_workers: int | None = typer.Option(
+        None,
+        help="Run the shards on a local Dask cluster of N worker processes (default: STYLEOPS_DASK_WORKERS, 0 = threads).",
+    ),
 ) -> None:
     """Stylize a catalog; images already done with this model and settings are skipped.
     Interrupted (killed, crashed)? Run the same command again: it finishes what is left.
@@ -401,16 +566,45 @@ def stylize(
     if (style is None) == (blend is None) or (blend is not None and not (known is not None and known.takes_blend)):
         console.print(f"[red]error:[/red] give --style, or --blend with --method {BLEND_METHODS}")
         raise typer.Exit(1)
-    s = _run(stylize_catalog, catalog=catalog, style=style or blend, method=method, model=model, model_version=version, max_side=max_side, format=format, quality=quality, shard_size=shard_size, batch_size=batch_size, metrics=metrics, retry_failed=retry_failed, color=color, alpha=alpha, iterations=iterations, optimizer=optimizer, levels=levels, dask_address=dask_address, dask_workers=dask_workers, repair=repair)
+    s = _run(
+        stylize_catalog,
+        catalog=catalog,
+        style=style or blend,
+        method=method,
+        model=model,
+        model_version=version,
+        max_side=max_side,
+        format=format,
+        quality=quality,
+        shard_size=shard_size,
+        batch_size=batch_size,
+        metrics=metrics,
+        retry_failed=retry_failed,
+        color=color,
+        alpha=alpha,
+        iterations=iterations,
+        optimizer=optimizer,
+        levels=levels,
+        dask_address=dask_address,
+        dask_workers=dask_workers,
+        repair=repair,
+    )
     console.print(_table(f"stylized {s['catalog']} with {s['style']} {s['model_version']}", s))
     if repair:
-        console.print(f"repair: {s['repaired']} outputs re-rendered ({s['missing']} missing + {s['tampered']} tampered)", markup=False)
+        console.print(
+            f"repair: {s['repaired']} outputs re-rendered ({s['missing']} missing + {s['tampered']} tampered)",
+            markup=False,
+        )
     if s["failed"]:
         raise typer.Exit(2)
 
 
 @app.command()
-def manifest(catalog: str | None = typer.Option(None), style: str | None = typer.Option(None), failed: bool = typer.Option(False, help="List failed rows.")) -> None:
+def manifest(
+    catalog: str | None = typer.Option(None),
+    style: str | None = typer.Option(None),
+    failed: bool = typer.Option(False, help="List failed rows."),
+) -> None:
     """Summarize the manifest table (per style and version)."""
     from flows.report import summarize
     from runs.context import manifest as manifest_table
@@ -438,7 +632,9 @@ def audit(
     since: str | None = typer.Option(None, help="Rows finished on or after this ISO date/time (UTC)."),
     until: str | None = typer.Option(None, help="Rows finished on or before this ISO date (inclusive) or time."),
     catalog: str | None = typer.Option(None, help="Catalog set name; with --style, coverage is checked too."),
-    style: list[str] = typer.Option([], help="Styles whose production per-style version must cover the catalog (repeatable)."),
+    style: list[str] = typer.Option(
+        [], help="Styles whose production per-style version must cover the catalog (repeatable)."
+    ),
     out: Path = typer.Option(Path("audit-output"), help="Where the HTML report goes."),
     mad_k: float = typer.Option(5.0, help="Style-loss outliers: farther than k x MAD from the style's median."),
 ) -> None:
@@ -446,10 +642,26 @@ def audit(
     duplicates, stale versions, loss outliers, orphans. Exit 2 when anything critical is found."""
     from flows.audit import audit_manifests
 
-    r = _run(audit_manifests, run_id=run_id, since=since, until=until, catalog=catalog, styles=list(style) or None, out_dir=str(out), mad_k=mad_k)
-    console.print(_table("audit", {**r["counts"], "critical": r["critical"], "warnings": r["warnings"], "report": r["report"]}))
+    r = _run(
+        audit_manifests,
+        run_id=run_id,
+        since=since,
+        until=until,
+        catalog=catalog,
+        styles=list(style) or None,
+        out_dir=str(out),
+        mad_k=mad_k,
+    )
+    console.print(
+        _table("audit", {**r["counts"], "critical": r["critical"], "warnings": r["warnings"], "report": r["report"]})
+    )
     for fix in r["repairs"]:
-        console.print(f"{fix['missing']} missing + {fix['tampered']} tampered outputs of {fix['style']} {fix['model_version']}; re-render them with:\n  {fix['command']}", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"{fix['missing']} missing + {fix['tampered']} tampered outputs of {fix['style']} {fix['model_version']}; re-render them with:\n  {fix['command']}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if r["critical"]:
         raise typer.Exit(2)
 
@@ -473,13 +685,41 @@ def nightly(
 
     known = methods.find(method)
     method = known.name if known is not None else method
-    r = _run(nightly_catalog, catalog=catalog, styles=list(style), run_date=date, timezone=timezone, method=method, model=model, max_side=max_side, audit=audit_after, audit_dir=str(out))
+    r = _run(
+        nightly_catalog,
+        catalog=catalog,
+        styles=list(style),
+        run_date=date,
+        timezone=timezone,
+        method=method,
+        model=model,
+        max_side=max_side,
+        audit=audit_after,
+        audit_dir=str(out),
+    )
     if r["status"] == "skipped":
         console.print(f"nightly {catalog} for {r['date']}: skipped ({r['reason']})")
         return
-    console.print(_table(f"nightly {catalog} for {r['date']}", {f"{x['style']} {x['model_version']}": f"{x['ok']} ok, {x['failed']} failed, {x['restyled']} restyled, {x['already_done']} already done" for x in r["runs"]}))
+    console.print(
+        _table(
+            f"nightly {catalog} for {r['date']}",
+            {
+                f"{x['style']} {x['model_version']}": f"{x['ok']} ok, {x['failed']} failed, {x['restyled']} restyled, {x['already_done']} already done"
+                for x in r["runs"]
+            },
+        )
+    )
     if "audit" in r:
-        console.print(_table("audit", {"critical": r["audit"]["critical"], "warnings": r["audit"]["warnings"], "report": r["audit"]["report"]}))
+        console.print(
+            _table(
+                "audit",
+                {
+                    "critical": r["audit"]["critical"],
+                    "warnings": r["audit"]["warnings"],
+                    "report": r["audit"]["report"],
+                },
+            )
+        )
         if r["audit"]["critical"]:
             raise typer.Exit(2)
 
@@ -488,7 +728,9 @@ def nightly(
 def sensor(
     artworks: str = typer.Option("artwork/", help="Prefix of artwork/<style>/<file>."),
     content: str | None = typer.Option(None, help="Training photos (default: settings train_content, content/)."),
-    family: list[str] = typer.Option(["per-style", "multi-style", "bank"], help="What to (re)build for new or changed artwork (repeatable)."),
+    family: list[str] = typer.Option(
+        ["per-style", "multi-style", "bank"], help="What to (re)build for new or changed artwork (repeatable)."
+    ),
     multi_model: str = typer.Option("collection", help="The multi-style model new styles are added to."),
     steps: int | None = typer.Option(None, help="Training steps (default: TrainConfig's)."),
     image_size: int | None = typer.Option(None, help="Training crop size, pixels."),
@@ -498,8 +740,22 @@ def sensor(
     from flows.artwork_sensor import artwork_sensor
 
     config = {k: v for k, v in {"steps": steps, "image_size": image_size}.items() if v is not None}
-    r = _run(artwork_sensor, artworks=artworks, content=content, families=list(family), multi_model=multi_model, config=config or None, margin=margin)
-    rows = {f"{x['family']}/{x['name']} {x['version']} ({x['style']}, {x['change']})": ("promoted" if x["promoted"] else "passed, not promoted" if x["passed"] else "REFUSED") + f": {x['reason']}" for x in r["results"]}
+    r = _run(
+        artwork_sensor,
+        artworks=artworks,
+        content=content,
+        families=list(family),
+        multi_model=multi_model,
+        config=config or None,
+        margin=margin,
+    )
+    rows = {
+        f"{x['family']}/{x['name']} {x['version']} ({x['style']}, {x['change']})": (
+            "promoted" if x["promoted"] else "passed, not promoted" if x["passed"] else "REFUSED"
+        )
+        + f": {x['reason']}"
+        for x in r["results"]
+    }
     if r["banks"]:
         rows["patch banks built"] = ", ".join(r["banks"]["built"]) or "none"
     console.print(_table("artwork sensor", rows or {"artworks": "nothing new or changed"}))
@@ -520,9 +776,15 @@ def gate(
     g = _run(quality_gate_task.fn, family=family, name=name, version=version, style=style, margin=margin)
     promoted = promote and _run(promote_if_passed_task.fn, family=family, name=name, version=version, gate=g)
     n = g["numbers"]
-    rows = {"decision": "passed" if g["passed"] else "REFUSED", "reason": g["reason"], "candidate content / style": f"{n['candidate']['content']:,.1f} / {n['candidate']['style']:,.1f}"}
+    rows = {
+        "decision": "passed" if g["passed"] else "REFUSED",
+        "reason": g["reason"],
+        "candidate content / style": f"{n['candidate']['content']:,.1f} / {n['candidate']['style']:,.1f}",
+    }
     if n["production"]:
-        rows[f"production {g['production']} content / style"] = f"{n['production']['content']:,.1f} / {n['production']['style']:,.1f}"
+        rows[f"production {g['production']} content / style"] = (
+            f"{n['production']['content']:,.1f} / {n['production']['style']:,.1f}"
+        )
     rows["unstylized photos style"] = f"{n['baseline']['style']:,.1f}"
     rows["promoted"] = promoted
     console.print(_table(f"quality gate {family}/{name} {version}", rows))
@@ -554,8 +816,17 @@ def serve(
     for col in ("name", "flow", "schedules", "triggers", "parameters"):
         table.add_column(col)
     for d in deployments:
-        crons = ", ".join(f"{s.schedule.cron} ({s.schedule.timezone})" if hasattr(s.schedule, "cron") else str(s.schedule) for s in d.schedules or [])
-        table.add_row(d.name, d.entrypoint or "", crons, ", ".join(sorted(e for t in d.triggers for e in getattr(t, "expect", ()))), str(d.parameters))
+        crons = ", ".join(
+            f"{s.schedule.cron} ({s.schedule.timezone})" if hasattr(s.schedule, "cron") else str(s.schedule)
+            for s in d.schedules or []
+        )
+        table.add_row(
+            d.name,
+            d.entrypoint or "",
+            crons,
+            ", ".join(sorted(e for t in d.triggers for e in getattr(t, "expect", ()))),
+            str(d.parameters),
+        )
     console.print(table)
     if list_only:
         return
@@ -564,8 +835,12 @@ def serve(
     if info is not None:
         console.print(f"[dim]embedded object store at {info.endpoint_url}[/dim]")
     with prefect_api(get_settings().home) as (url, started):
-        console.print(f"Prefect API {url}" + (" (started here; UI at " + url.removesuffix("/api") + ")" if started else ""))
-        console.print(f"[dim]to trigger from another shell: export PREFECT_API_URL={url}; styleops trigger <flow>/<deployment>[/dim]")
+        console.print(
+            f"Prefect API {url}" + (" (started here; UI at " + url.removesuffix("/api") + ")" if started else "")
+        )
+        console.print(
+            f"[dim]to trigger from another shell: export PREFECT_API_URL={url}; styleops trigger <flow>/<deployment>[/dim]"
+        )
         prefect_serve(*deployments)
 
 
@@ -582,7 +857,9 @@ def trigger(
     from tasks.nightly import trigger_once
 
     if not configured_api_url():
-        console.print("[red]error:[/red] no PREFECT_API_URL: start `styleops serve` (or a Prefect server) and point PREFECT_API_URL at it")
+        console.print(
+            "[red]error:[/red] no PREFECT_API_URL: start `styleops serve` (or a Prefect server) and point PREFECT_API_URL at it"
+        )
         raise typer.Exit(1)
     run = trigger_once(deployment, date or datetime.now(UTC).date().isoformat())
     console.print(f"flow run {run.name} ({run.id}): {run.state.name if run.state else 'created'}")
@@ -590,14 +867,22 @@ def trigger(
 
 # ---- demo ----------------------------------------------------------------------------------
 @app.command()
-def demo(out: Path = typer.Option(Path("demo-output"), help="Where the HTML report goes."), steps: int = typer.Option(40, help="Fine-tuning steps per example model."), max_side: int = typer.Option(384, help="Longer side of the outputs, pixels (the example models were trained on 128 px crops).")) -> None:
+def demo(
+    out: Path = typer.Option(Path("demo-output"), help="Where the HTML report goes."),
+    steps: int = typer.Option(40, help="Fine-tuning steps per example model."),
+    max_side: int = typer.Option(
+        384, help="Longer side of the outputs, pixels (the example models were trained on 128 px crops)."
+    ),
+) -> None:
     """The whole pipeline on the shipped examples: store, train, stylize, report."""
     from flows.demo import demo as demo_flow
 
     result = _run(demo_flow, out_dir=str(out), steps=steps, max_side=max_side)
     rows = {f"{s} {r['model_version']}": f"{r['ok']} ok, {r['failed']} failed" for s, r in result["runs"].items()}
     console.print(_table("demo", {**rows, "report": result["report"]}))
-    console.print("Open the report in a browser. The embedded store keeps running for the other commands; `styleops store stop` stops it.")
+    console.print(
+        "Open the report in a browser. The embedded store keeps running for the other commands; `styleops store stop` stops it."
+    )
 
 
 if __name__ == "__main__":

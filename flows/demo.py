@@ -21,7 +21,9 @@ DECODERS = ("inverse",)  # examples/models/<family>.safetensors, registered as <
 
 
 @flow(name="demo")
-def demo(out_dir: str = "demo-output", steps: int = 40, styles: list[str] | None = None, max_side: int = 384) -> dict[str, Any]:
+def demo(
+    out_dir: str = "demo-output", steps: int = 40, styles: list[str] | None = None, max_side: int = 384
+) -> dict[str, Any]:
     """Upload the examples, fine-tune each shipped example model for `steps` (at least 1) steps on
     the sample photos through the train-style flow, register the example inverse network and
     build the patch banks, stylize the catalog with every style by per-style model and by style
@@ -33,17 +35,33 @@ def demo(out_dir: str = "demo-output", steps: int = 40, styles: list[str] | None
     trained = {}
     for style in styles:
         trained[style] = train_style(
-            artwork_key=f"artwork/{style}/{style}.jpg", content_prefix="catalog/demo/", style=style,
-            config={**_example_config(style), "steps": max(steps, 1)}, init_from=str(EXAMPLES / "models" / f"{style}.safetensors"),
+            artwork_key=f"artwork/{style}/{style}.jpg",
+            content_prefix="catalog/demo/",
+            style=style,
+            config={**_example_config(style), "steps": max(steps, 1)},
+            init_from=str(EXAMPLES / "models" / f"{style}.safetensors"),
         )
-    runs = {style: stylize_catalog(catalog="demo", style=style, model_version=trained[style]["version"], max_side=max_side) for style in styles}
+    runs = {
+        style: stylize_catalog(catalog="demo", style=style, model_version=trained[style]["version"], max_side=max_side)
+        for style in styles
+    }
     for family in DECODERS:
-        import_model_task(family, "default", str(EXAMPLES / "models" / f"{family}.safetensors"), str(EXAMPLES / "models" / f"{family}.card.json"))
+        import_model_task(
+            family,
+            "default",
+            str(EXAMPLES / "models" / f"{family}.safetensors"),
+            str(EXAMPLES / "models" / f"{family}.card.json"),
+        )
     build_patch_banks(artworks="artwork/")
     for style in styles:
         runs[f"swap:{style}"] = stylize_catalog(catalog="demo", style=style, method="swap", max_side=max_side)
     columns = [*styles, *(f"swap:{s}" for s in styles)]
-    report = write_report(Path(out_dir), "demo", columns, title="StyleOps demo: sample catalog x example styles (per-style models and style swap)")
+    report = write_report(
+        Path(out_dir),
+        "demo",
+        columns,
+        title="StyleOps demo: sample catalog x example styles (per-style models and style swap)",
+    )
     log.info("report written to %s", report.resolve())
     return {"report": str(report.resolve()), "trained": trained, "runs": runs}
 

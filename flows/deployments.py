@@ -60,7 +60,10 @@ def schedules(spec: dict[str, Any]) -> list[Schedule]:
 def triggers(spec: dict[str, Any]) -> list[DeploymentTriggerTypes]:
     """prefect.yaml trigger entries, validated the way `prefect deploy` does."""
     adapter: TypeAdapter[DeploymentTriggerTypes] = TypeAdapter(DeploymentTriggerTypes)
-    return [adapter.validate_python({"name": f"{spec['name']}__automation_{i}", **t}) for i, t in enumerate(spec.get("triggers") or [], start=1)]
+    return [
+        adapter.validate_python({"name": f"{spec['name']}__automation_{i}", **t})
+        for i, t in enumerate(spec.get("triggers") or [], start=1)
+    ]
 
 
 def runner_deployments(path: Path | str = PREFECT_YAML, only: list[str] | None = None) -> list[RunnerDeployment]:
@@ -69,7 +72,9 @@ def runner_deployments(path: Path | str = PREFECT_YAML, only: list[str] | None =
     if only:
         unknown = sorted(set(only) - {s["name"] for s in specs})
         if unknown:
-            raise ValueError(f"no deployment named {', '.join(unknown)} in {path}; it has {', '.join(s['name'] for s in specs)}")
+            raise ValueError(
+                f"no deployment named {', '.join(unknown)} in {path}; it has {', '.join(s['name'] for s in specs)}"
+            )
         specs = [s for s in specs if s["name"] in only]
     return [
         load_flow(spec["entrypoint"]).to_deployment(

@@ -16,7 +16,13 @@ def _config(overrides: dict[str, Any] | None) -> dict[str, Any]:
 
 
 @flow(name="train-multistyle")
-def train_multistyle(artwork_prefix: str, content_prefix: str, name: str = "collection", config: dict[str, Any] | None = None, max_content: int = 5000) -> dict[str, Any]:
+def train_multistyle(
+    artwork_prefix: str,
+    content_prefix: str,
+    name: str = "collection",
+    config: dict[str, Any] | None = None,
+    max_content: int = 5000,
+) -> dict[str, Any]:
     """One network for every artwork/<style>/ under `artwork_prefix`; register it as
     multi-style/<name>; promote it if nothing of that name is in production. `config.steps` is
     the total: each style gets steps / N of them."""
@@ -25,7 +31,15 @@ def train_multistyle(artwork_prefix: str, content_prefix: str, name: str = "coll
 
 
 @flow(name="add-style")
-def add_style(artwork_key: str, content_prefix: str, name: str = "collection", style: str | None = None, base_version: str | None = None, config: dict[str, Any] | None = None, promote: bool = True) -> dict[str, Any]:
+def add_style(
+    artwork_key: str,
+    content_prefix: str,
+    name: str = "collection",
+    style: str | None = None,
+    base_version: str | None = None,
+    config: dict[str, Any] | None = None,
+    promote: bool = True,
+) -> dict[str, Any]:
     """Append an artwork to multi-style/<name> as a new version (only its scale/shift trained);
     promote it when `promote` and the base was production (old styles are bit-identical)."""
     from runs.context import registry

@@ -20,8 +20,20 @@ from tasks.nightly import claim_nightly_task, complete_nightly_task, nightly_dat
 
 
 @flow(name="nightly-catalog")
-def nightly_catalog(catalog: str, styles: list[str], run_date: str | None = None, timezone: str = "UTC", method: str = "per-style", model: str | None = None,
-                    max_side: int | None = 1024, format: str = "jpeg", quality: int = 90, shard_size: int = 64, audit: bool = True, audit_dir: str = "audit-output") -> dict[str, Any]:
+def nightly_catalog(
+    catalog: str,
+    styles: list[str],
+    run_date: str | None = None,
+    timezone: str = "UTC",
+    method: str = "per-style",
+    model: str | None = None,
+    max_side: int | None = 1024,
+    format: str = "jpeg",
+    quality: int = 90,
+    shard_size: int = 64,
+    audit: bool = True,
+    audit_dir: str = "audit-output",
+) -> dict[str, Any]:
     """Stylize catalog/<catalog>/ with each of `styles` (production versions), once per date.
 
     run_date: YYYY-MM-DD (default: the scheduled start's date in `timezone`). A second run for
@@ -31,19 +43,69 @@ def nightly_catalog(catalog: str, styles: list[str], run_date: str | None = None
     if not styles:
         raise ValueError("a nightly run needs at least one style")
     date = nightly_date(run_date, timezone)
-    spec = {"styles": sorted(styles), "method": method, "model": model, "max_side": max_side, "format": format, "quality": quality}
+    spec = {
+        "styles": sorted(styles),
+        "method": method,
+        "model": model,
+        "max_side": max_side,
+        "format": format,
+        "quality": quality,
+    }
     claim = claim_nightly_task(catalog, date, spec)
     if not claim["claimed"]:
-        return {"status": "skipped", "date": date, "catalog": catalog, "reason": f"{claim['status']} by {claim['by']}", "claim": claim["key"]}
-    runs = [stylize_catalog(catalog, style, method=method, model=model, max_side=max_side, format=format, quality=quality, shard_size=shard_size) for style in styles]
-    summary: dict[str, Any] = {"status": "completed", "date": date, "catalog": catalog, "claim": claim["key"], "runs": runs}
+        return {
+            "status": "skipped",
+            "date": date,
+            "catalog": catalog,
+            "reason": f"{claim['status']} by {claim['by']}",
+            "claim": claim["key"],
+        }
+    runs = [
+        stylize_catalog(
+            catalog,
+            style,
+            method=method,
+            model=model,
+            max_side=max_side,
+            format=format,
+            quality=quality,
+            shard_size=shard_size,
+        )
+        for style in styles
+    ]
+    summary: dict[str, Any] = {
+        "status": "completed",
+        "date": date,
+        "catalog": catalog,
+        "claim": claim["key"],
+        "runs": runs,
+    }
     if audit:
-        found = audit_manifests(catalog=catalog, styles=list(styles) if method == PER_STYLE else None, out_dir=audit_dir)
-        summary["audit"] = {"critical": found["critical"], "warnings": found["warnings"], "counts": found["counts"], "report": found["report"]}
+        found = audit_manifests(
+            catalog=catalog, styles=list(styles) if method == PER_STYLE else None, out_dir=audit_dir
+        )
+        summary["audit"] = {
+            "critical": found["critical"],
+            "warnings": found["warnings"],
+            "counts": found["counts"],
+            "report": found["report"],
+        }
     create_table_artifact(
         key=artifact_key("nightly", catalog),
-        table=[{k: r[k] for k in ("style", "model_version", "images", "already_done", "restyled", "ok", "failed")} for r in runs],
-        description=f"nightly run of catalog {catalog} for {date}" + (f"; audit: {summary['audit']['critical']} critical, {summary['audit']['warnings']} warnings" if audit else ""),
+        table=[
+            {k: r[k] for k in ("style", "model_version", "images", "already_done", "restyled", "ok", "failed")}
+            for r in runs
+        ],
+        description=f"nightly run of catalog {catalog} for {date}"
+        + (
+            f"; audit: {summary['audit']['critical']} critical, {summary['audit']['warnings']} warnings"
+            if audit
+            else ""
+        ),
     )
-    complete_nightly_task(claim, {k: v for k, v in summary.items() if k != "runs"} | {"runs": [{k: r[k] for k in ("style", "model_version", "ok", "failed")} for r in runs]})
+    complete_nightly_task(
+        claim,
+        {k: v for k, v in summary.items() if k != "runs"}
+        | {"runs": [{k: r[k] for k in ("style", "model_version", "ok", "failed")} for r in runs]},
+    )
     return summary

@@ -36,12 +36,19 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     g = df.groupby(["method", "style", "model_version"])
-    out = g.agg(ok=("status", lambda s: int((s == "ok").sum())), failed=("status", lambda s: int((s == "failed").sum())),
-                content_loss=("content_loss", "mean"), style_loss=("style_loss", "mean"), duration_ms=("duration_ms", "mean"))
+    out = g.agg(
+        ok=("status", lambda s: int((s == "ok").sum())),
+        failed=("status", lambda s: int((s == "failed").sum())),
+        content_loss=("content_loss", "mean"),
+        style_loss=("style_loss", "mean"),
+        duration_ms=("duration_ms", "mean"),
+    )
     return out.reset_index()[SUMMARY_COLUMNS]
 
 
-def loss_curve_svg(history: list[dict[str, Any]], *, width: int = 360, height: int = 160, keys: tuple[str, ...] = ("content", "style")) -> str:
+def loss_curve_svg(
+    history: list[dict[str, Any]], *, width: int = 360, height: int = 160, keys: tuple[str, ...] = ("content", "style")
+) -> str:
     """A small inline SVG line chart of training losses (log scale) against step."""
     import math
 
@@ -52,18 +59,22 @@ def loss_curve_svg(history: list[dict[str, Any]], *, width: int = 360, height: i
     logs = {k: [math.log10(h[k]) for h in points] for k in keys}
     lo, hi = min(min(v) for v in logs.values()), max(max(v) for v in logs.values())
     pad, span = 30, (hi - lo) or 1.0
+
     def xy(step: float, value: float) -> str:
         x = pad + (step - steps[0]) / ((steps[-1] - steps[0]) or 1) * (width - 2 * pad)
         return f"{x:.1f},{height - pad - (value - lo) / span * (height - 2 * pad):.1f}"
+
     colors = {"content": "#1f77b4", "style": "#d62728", "tv": "#2ca02c", "total": "#444"}
     lines = "".join(
         f'<polyline fill="none" stroke="{colors.get(k, "#000")}" stroke-width="1.5" points="{" ".join(xy(s_, v) for s_, v in zip(steps, vals))}"/>'
         f'<text x="{width - pad}" y="{14 + 12 * i}" font-size="11" text-anchor="end" fill="{colors.get(k, "#000")}">{k}</text>'
         for i, (k, vals) in enumerate(logs.items())
     )
-    axes = (f'<text x="{pad}" y="{height - 8}" font-size="10">step {steps[0]}</text>'
-            f'<text x="{width - pad}" y="{height - 8}" font-size="10" text-anchor="end">{steps[-1]}</text>'
-            f'<text x="2" y="{pad}" font-size="10">1e{hi:.1f}</text><text x="2" y="{height - pad}" font-size="10">1e{lo:.1f}</text>')
+    axes = (
+        f'<text x="{pad}" y="{height - 8}" font-size="10">step {steps[0]}</text>'
+        f'<text x="{width - pad}" y="{height - 8}" font-size="10" text-anchor="end">{steps[-1]}</text>'
+        f'<text x="2" y="{pad}" font-size="10">1e{hi:.1f}</text><text x="2" y="{height - pad}" font-size="10">1e{lo:.1f}</text>'
+    )
     return f'<svg width="{width}" height="{height}" role="img" aria-label="loss curve">{lines}{axes}</svg>'
 
 
@@ -72,7 +83,9 @@ def _thumb(data: bytes, cell: int) -> tuple[Any, str]:
     return pixels, "data:image/jpeg;base64," + base64.b64encode(encode_image(pixels, "jpeg", quality=85)).decode()
 
 
-def write_report(out_dir: Path, catalog: str, styles: list[str], *, cell: int = 256, title: str = "StyleOps run") -> Path:
+def write_report(
+    out_dir: Path, catalog: str, styles: list[str], *, cell: int = 256, title: str = "StyleOps run"
+) -> Path:
     """Write `index.html`, `contact_sheet.png` and `manifest.csv` for `catalog` into `out_dir`.
 
     styles: the contact sheet's columns, 'monet' (per-style model) or 'method:style' ('swap:monet').
@@ -91,21 +104,28 @@ def write_report(out_dir: Path, catalog: str, styles: list[str], *, cell: int = 
     for key in images:
         try:
             pixels, uri = _thumb(st.get_bytes(key), cell)
-            cells = [f'<td><img src="{uri}" alt="{html.escape(key)}"><div>{html.escape(key[len(prefix):])}</div></td>']
+            cells = [f'<td><img src="{uri}" alt="{html.escape(key)}"><div>{html.escape(key[len(prefix) :])}</div></td>']
         except Exception as exc:  # an undecodable input still gets its row, with the reason
-            pixels, cells = None, [f'<td class="bad">{html.escape(key[len(prefix):])}<br>{html.escape(type(exc).__name__)}</td>']
+            pixels, cells = (
+                None,
+                [f'<td class="bad">{html.escape(key[len(prefix) :])}<br>{html.escape(type(exc).__name__)}</td>'],
+            )
         row_pixels = [pixels]
         for method, style in columns:
             r = outputs.get((key, method, style))
             if r is None:
-                failed = current[(current.image_key == key) & (current["style"] == style) & (current["method"] == method)]
+                failed = current[
+                    (current.image_key == key) & (current["style"] == style) & (current["method"] == method)
+                ]
                 reason = failed["error"].iloc[0] if not failed.empty else "not stylized"
                 cells.append(f'<td class="bad">{html.escape(str(reason))[:200]}</td>')
                 row_pixels.append(None)
                 continue
             p, uri = _thumb(st.get_bytes(r.output_key), cell)
             row_pixels.append(p)
-            cells.append(f'<td><img src="{uri}" alt="{html.escape(r.output_key)}"><div>content {r.content_loss:,.0f} · style {r.style_loss:,.0f}</div></td>')
+            cells.append(
+                f'<td><img src="{uri}" alt="{html.escape(r.output_key)}"><div>content {r.content_loss:,.0f} · style {r.style_loss:,.0f}</div></td>'
+            )
         grid.append(row_pixels)
         html_rows.append("<tr>" + "".join(cells) + "</tr>")
 
@@ -114,10 +134,19 @@ def write_report(out_dir: Path, catalog: str, styles: list[str], *, cell: int = 
     df.to_csv(out_dir / "manifest.csv", index=False)
     summary = summarize(df)
     curves = _curves(current, [s for m, s in columns if m == context.PER_STYLE])
-    failures = df[df.status == "failed"][["image_key", "method", "style", "error_class", "error"]] if not df.empty else pd.DataFrame()
+    failures = (
+        df[df.status == "failed"][["image_key", "method", "style", "error_class", "error"]]
+        if not df.empty
+        else pd.DataFrame()
+    )
     page = _PAGE.format(
-        title=html.escape(title), catalog=html.escape(st.uri(prefix)), n_images=len(images), n_rows=len(df),
-        header="<th>input</th>" + "".join(_style_header(st, current, method, style, cell // 2) for method, style in columns), rows="\n".join(html_rows),
+        title=html.escape(title),
+        catalog=html.escape(st.uri(prefix)),
+        n_images=len(images),
+        n_rows=len(df),
+        header="<th>input</th>"
+        + "".join(_style_header(st, current, method, style, cell // 2) for method, style in columns),
+        rows="\n".join(html_rows),
         summary=summary.to_html(index=False, float_format=lambda v: f"{v:,.1f}", border=0),
         failures=failures.to_html(index=False, border=0) if not failures.empty else "<p>none</p>",
         curves=curves,
@@ -130,7 +159,11 @@ def write_report(out_dir: Path, catalog: str, styles: list[str], *, cell: int = 
 def _style_header(st: Any, current: pd.DataFrame, method: str, style: str, size: int) -> str:
     """Column header: style, method and version, and a thumbnail of the artwork (per-style: from
     the model card; other methods: the style's first artwork/<style>/ image)."""
-    versions = sorted({r.model_version for r in current.itertuples() if r.style == style and r.method == method}) if not current.empty else []
+    versions = (
+        sorted({r.model_version for r in current.itertuples() if r.style == style and r.method == method})
+        if not current.empty
+        else []
+    )
     label = f"<th>{html.escape(style)}" + ("" if method == context.PER_STYLE else f" · {html.escape(method)}")
     if not versions:
         return label + "</th>"
@@ -140,7 +173,9 @@ def _style_header(st: Any, current: pd.DataFrame, method: str, style: str, size:
         else:
             art_key = next(i.key for i in st.list(f"artwork/{style}/") if is_image_key(i.key))
         _, uri = _thumb(st.get_bytes(art_key), size)
-        return f'{label}<br><small>{html.escape(versions[-1])}</small><img src="{uri}" alt="{html.escape(art_key)}"></th>'
+        return (
+            f'{label}<br><small>{html.escape(versions[-1])}</small><img src="{uri}" alt="{html.escape(art_key)}"></th>'
+        )
     except Exception:  # the artwork may have been removed since: the column still has its name
         return label + "</th>"
 
@@ -150,11 +185,19 @@ def _curves(current: pd.DataFrame, styles: list[str]) -> str:
     if current.empty:
         return "<p>none</p>"
     reg, parts = context.registry(), []
-    for style, version in sorted({(r.style, r.model_version) for r in current.itertuples() if r.style in styles and r.method == context.PER_STYLE}):
+    for style, version in sorted(
+        {
+            (r.style, r.model_version)
+            for r in current.itertuples()
+            if r.style in styles and r.method == context.PER_STYLE
+        }
+    ):
         card = reg.card(context.PER_STYLE, style, version)
-        parts.append(f"<figure><figcaption>{html.escape(style)} {html.escape(version)} "
-                     f"({card['metrics'].get('steps', '?')} steps, init {html.escape(str(card.get('init_from') or 'scratch'))})</figcaption>"
-                     f"{loss_curve_svg(card.get('loss_curve', []))}</figure>")
+        parts.append(
+            f"<figure><figcaption>{html.escape(style)} {html.escape(version)} "
+            f"({card['metrics'].get('steps', '?')} steps, init {html.escape(str(card.get('init_from') or 'scratch'))})</figcaption>"
+            f"{loss_curve_svg(card.get('loss_curve', []))}</figure>"
+        )
     return '<div class="curves">' + "".join(parts) + "</div>"
 
 

@@ -11,7 +11,12 @@ from typing import Any
 from uuid import uuid4
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner
 
@@ -26,7 +31,28 @@ from tasks.stylize import plan_catalog_task, resolve_model_task, stylize_shard_t
 
 
 @flow(name="stylize-catalog")
-def stylize_catalog(catalog: str, style: str, model_version: str | None = None, max_side: int | None = 1024, format: str = "jpeg", quality: int = 90, shard_size: int = 64, batch_size: int | None = None, metrics: bool = True, retry_failed: bool = False, method: str = "per-style", model: str | None = None, color: str = "none", alpha: float = 1.0, iterations: int = 300, optimizer: str = "lbfgs", levels: int = 1, dask_address: str | None = None, dask_workers: int | None = None, repair: bool = False) -> dict[str, Any]:
+def stylize_catalog(
+    catalog: str,
+    style: str,
+    model_version: str | None = None,
+    max_side: int | None = 1024,
+    format: str = "jpeg",
+    quality: int = 90,
+    shard_size: int = 64,
+    batch_size: int | None = None,
+    metrics: bool = True,
+    retry_failed: bool = False,
+    method: str = "per-style",
+    model: str | None = None,
+    color: str = "none",
+    alpha: float = 1.0,
+    iterations: int = 300,
+    optimizer: str = "lbfgs",
+    levels: int = 1,
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
+    repair: bool = False,
+) -> dict[str, Any]:
     """List -> plan (skip what the manifest has) -> stylize shards in parallel -> record -> report.
 
     method: a registered method (runs.methods: per-style, multi-style, swap, adain, gatys) or its
@@ -41,38 +67,93 @@ def stylize_catalog(catalog: str, style: str, model_version: str | None = None, 
     re-render the missing or tampered ones, with new manifest rows; the summary's "repaired"
     counts them. Only a tampered output that is unchanged since the check is overwritten.
     """
-    spec = RunSpec.create(catalog, style, method=method, model=model, version=model_version, max_side=max_side, format=format, quality=quality, color=color, alpha=alpha, iterations=iterations, optimizer=optimizer, levels=levels,
-                          shard_size=shard_size, batch_size=batch_size, metrics=metrics, retry_failed=retry_failed, repair=repair, dask_address=dask_address, dask_workers=dask_workers).check()
+    spec = RunSpec.create(
+        catalog,
+        style,
+        method=method,
+        model=model,
+        version=model_version,
+        max_side=max_side,
+        format=format,
+        quality=quality,
+        color=color,
+        alpha=alpha,
+        iterations=iterations,
+        optimizer=optimizer,
+        levels=levels,
+        shard_size=shard_size,
+        batch_size=batch_size,
+        metrics=metrics,
+        retry_failed=retry_failed,
+        repair=repair,
+        dask_address=dask_address,
+        dask_workers=dask_workers,
+    ).check()
     resolved = resolve_model_task(spec.style, spec.version, spec.method, spec.model)
-    plan = plan_catalog_task(spec.prefix, resolved.style, resolved.model_version, spec.params.hash, spec.shard_size, spec.retry_failed, resolved.still_current, spec.repair)
+    plan = plan_catalog_task(
+        spec.prefix,
+        resolved.style,
+        resolved.model_version,
+        spec.params.hash,
+        spec.shard_size,
+        spec.retry_failed,
+        resolved.still_current,
+        spec.repair,
+    )
     publish_plan(plan, resolved.style, resolved.model_version)
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid4().hex[:6]}"
     counts = stylize_shards(_runner(spec), plan["shards"], run_id, spec, resolved, plan.get("overwrite"))
     if plan["shards"]:
         context.manifest().compact(run_id=run_id)
     summary = _summary(spec, resolved, plan, run_id, counts)
-    create_markdown_artifact(key=artifact_key("stylize", resolved.style), markdown=_summary_markdown(summary), description=f"stylize {spec.prefix} with {resolved.style}")
+    create_markdown_artifact(
+        key=artifact_key("stylize", resolved.style),
+        markdown=_summary_markdown(summary),
+        description=f"stylize {spec.prefix} with {resolved.style}",
+    )
     return summary
 
 
 def _runner(spec: RunSpec) -> TaskRunner:
     """Threads, or Dask from the spec (or the STYLEOPS_DASK_* settings)."""
     settings = get_settings()
-    return shard_runner(spec.dask_address or settings.dask_address, settings.dask_workers if spec.dask_workers is None else spec.dask_workers)
+    return shard_runner(
+        spec.dask_address or settings.dask_address,
+        settings.dask_workers if spec.dask_workers is None else spec.dask_workers,
+    )
 
 
-def _summary(spec: RunSpec, resolved: Resolved, plan: dict[str, Any], run_id: str, counts: dict[str, int]) -> dict[str, Any]:
+def _summary(
+    spec: RunSpec, resolved: Resolved, plan: dict[str, Any], run_id: str, counts: dict[str, int]
+) -> dict[str, Any]:
     summary = {
-        "run_id": run_id, "catalog": spec.prefix, "method": spec.method, "style": resolved.style, "model_version": resolved.model_version, "params_hash": spec.params.hash,
-        "images": plan["total"], "already_done": plan["done"], "known_bad": plan["known_bad"], "restyled": plan["stale"], "shards": len(plan["shards"]),
-        "ok": counts["ok"], "failed": counts["failed"],
+        "run_id": run_id,
+        "catalog": spec.prefix,
+        "method": spec.method,
+        "style": resolved.style,
+        "model_version": resolved.model_version,
+        "params_hash": spec.params.hash,
+        "images": plan["total"],
+        "already_done": plan["done"],
+        "known_bad": plan["known_bad"],
+        "restyled": plan["stale"],
+        "shards": len(plan["shards"]),
+        "ok": counts["ok"],
+        "failed": counts["failed"],
     }
     if spec.repair:
         summary.update(repaired=plan["repair"], missing=plan["missing"], tampered=plan["tampered"])
     return summary
 
 
-def stylize_shards(runner: TaskRunner, shards: list[list[tuple[str, str, int]]], run_id: str, spec: RunSpec, resolved: Resolved, overwrite: list[dict[str, str]] | None = None) -> dict[str, int]:
+def stylize_shards(
+    runner: TaskRunner,
+    shards: list[list[tuple[str, str, int]]],
+    run_id: str,
+    spec: RunSpec,
+    resolved: Resolved,
+    overwrite: list[dict[str, str]] | None = None,
+) -> dict[str, int]:
     """Fan the shards out as task runs of this flow on `runner` (threads or Dask; one shard per GPU
     where the Dask workers declare a GPU resource) and follow them: a progress bar and a progress
     artifact advance as shards finish. Returns the summed status counts.
@@ -87,16 +168,44 @@ def stylize_shards(runner: TaskRunner, shards: list[list[tuple[str, str, int]]],
         return _follow(started, shards, run_id, spec, resolved, overwrite)
 
 
-def _follow(runner: TaskRunner, shards: list[list[tuple[str, str, int]]], run_id: str, spec: RunSpec, resolved: Resolved, overwrite: list[dict[str, str]] | None = None) -> dict[str, int]:
+def _follow(
+    runner: TaskRunner,
+    shards: list[list[tuple[str, str, int]]],
+    run_id: str,
+    spec: RunSpec,
+    resolved: Resolved,
+    overwrite: list[dict[str, str]] | None = None,
+) -> dict[str, int]:
     total = sum(len(s) for s in shards)
     style, version = resolved.style, resolved.model_version
-    common = {"run_id": run_id, "catalog": spec.prefix, "style": style, "model_version": version, "params": spec.params.to_dict(), "batch_size": spec.batch_size, "metrics": spec.metrics, "source": resolved.source.to_dict()}
+    common = {
+        "run_id": run_id,
+        "catalog": spec.prefix,
+        "style": style,
+        "model_version": version,
+        "params": spec.params.to_dict(),
+        "batch_size": spec.batch_size,
+        "metrics": spec.metrics,
+        "source": resolved.source.to_dict(),
+    }
     with gpu_annotation(runner):
         futures = [
-            runner.submit(stylize_shard_task, {"shard_id": f"{run_id}-s{i:04d}", "items": shard, **common, **({"overwrite": overwrite[i]} if overwrite and overwrite[i] else {})})
+            runner.submit(
+                stylize_shard_task,
+                {
+                    "shard_id": f"{run_id}-s{i:04d}",
+                    "items": shard,
+                    **common,
+                    **({"overwrite": overwrite[i]} if overwrite and overwrite[i] else {}),
+                },
+            )
             for i, shard in enumerate(shards)
         ]
-    artifact = create_progress_artifact(progress=0.0, key=artifact_key("progress", style), description=f"{run_id}: images of {spec.prefix} stylized with {style} {version}")
+    artifact = create_progress_artifact(
+        progress=0.0,
+        key=artifact_key("progress", style),
+        description=f"{run_id}: images of {spec.prefix} stylized with {style} {version}",
+    )
     bar = f"catalog:{run_id}"
     progress().start(bar, f"{spec.prefix} {style}: {len(shards)} shards", total)
     counts, done = {"ok": 0, "failed": 0}, 0
@@ -115,10 +224,26 @@ def _follow(runner: TaskRunner, shards: list[list[tuple[str, str, int]]], run_id
 
 def publish_plan(plan: dict[str, Any], style: str, version: str) -> None:
     """The plan's counts as a table artifact (its log line is in runs.plan)."""
-    row = {"catalog": plan["catalog"], "style": style, "model_version": version, **{k: plan[k] for k in ("total", "done", "known_bad", "stale", "todo", "ignored", "repair") if k in plan}, "shards": len(plan["shards"])}
-    create_table_artifact(key=artifact_key("plan", style), table=[row], description=f"plan: {plan['todo']} of {plan['total']} images to do in {len(plan['shards'])} shards")
+    row = {
+        "catalog": plan["catalog"],
+        "style": style,
+        "model_version": version,
+        **{k: plan[k] for k in ("total", "done", "known_bad", "stale", "todo", "ignored", "repair") if k in plan},
+        "shards": len(plan["shards"]),
+    }
+    create_table_artifact(
+        key=artifact_key("plan", style),
+        table=[row],
+        description=f"plan: {plan['todo']} of {plan['total']} images to do in {len(plan['shards'])} shards",
+    )
 
 
 def _summary_markdown(s: dict[str, Any]) -> str:
     head = "| " + " | ".join(s) + " |\n|" + "---|" * len(s) + "\n"
-    return f"# Stylized {s['catalog']} with {s['style']} {s['model_version']}\n\n" + head + "| " + " | ".join(str(v) for v in s.values()) + " |\n"
+    return (
+        f"# Stylized {s['catalog']} with {s['style']} {s['model_version']}\n\n"
+        + head
+        + "| "
+        + " | ".join(str(v) for v in s.values())
+        + " |\n"
+    )

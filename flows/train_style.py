@@ -14,7 +14,14 @@ from tasks.training import promote_if_first_task, train_per_style_task
 
 
 @flow(name="train-style")
-def train_style(artwork_key: str, content_prefix: str, style: str | None = None, config: dict[str, Any] | None = None, init_from: str | None = None, max_content: int = 5000) -> dict[str, Any]:
+def train_style(
+    artwork_key: str,
+    content_prefix: str,
+    style: str | None = None,
+    config: dict[str, Any] | None = None,
+    init_from: str | None = None,
+    max_content: int = 5000,
+) -> dict[str, Any]:
     """Train a per-style model for `artwork_key` (artwork/<style>/<file>) on the photos under
     `content_prefix`; register it; promote it if no version of the style is in production.
 

@@ -31,7 +31,15 @@ def shard_runner(address: str | None = None, workers: int = 0) -> TaskRunner:
         return DaskTaskRunner(address=address)
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "env": env, "dashboard_address": ":0"})
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "env": env,
+            "dashboard_address": ":0",
+        }
+    )
 
 
 def gpu_workers(runner: Any) -> int:

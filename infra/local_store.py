@@ -367,7 +367,9 @@ def _state(info: StoreInfo) -> dict[str, Any]:
 def _security_toml() -> str:
     """SeaweedFS security.toml: fresh JWT keys for volume and filer writes and reads."""
     sections = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
-    return "".join(f'[{name}]\nkey = "{secrets.token_urlsafe(32)}"\nexpires_after_seconds = 60\n\n' for name in sections)
+    return "".join(
+        f'[{name}]\nkey = "{secrets.token_urlsafe(32)}"\nexpires_after_seconds = 60\n\n' for name in sections
+    )
 
 
 def _write_private_text(path: Path, text: str) -> None:

@@ -49,7 +49,9 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("finished_at", _UTC),
         pa.field("code_version", pa.string()),
         # Added after the first release (tables written before it read it as null; appends merge it in):
-        pa.field("params_json", pa.string()),  # every setting and input behind the output: colour mode, alpha, bank/artwork sha256s, ...
+        pa.field(
+            "params_json", pa.string()
+        ),  # every setting and input behind the output: colour mode, alpha, bank/artwork sha256s, ...
     ]
 )
 STATUSES = ("ok", "failed", "skipped")
@@ -100,30 +102,61 @@ class ManifestTable:
         """image_key -> input_etag of the latest `ok` row of that catalog, style, model and params."""
         return self._latest(catalog, style, model_version, params_hash, [("status", "=", "ok")])
 
-    def completed_rows(self, *, catalog: str, style: str, model_version: str, params_hash: str) -> dict[str, dict[str, Any]]:
+    def completed_rows(
+        self, *, catalog: str, style: str, model_version: str, params_hash: str
+    ) -> dict[str, dict[str, Any]]:
         """image_key -> the latest `ok` row that `completed` goes by, with what its output should
         be: {"image_key", "input_etag", "run_id", "style", "model_version", "output_key",
         "output_sha256", "bytes_out", "finished_at"} (what tasks.audit.check_output checks)."""
-        columns = ["image_key", "input_etag", "run_id", "style", "model_version", "output_key", "output_sha256", "bytes_out", "finished_at"]
+        columns = [
+            "image_key",
+            "input_etag",
+            "run_id",
+            "style",
+            "model_version",
+            "output_key",
+            "output_sha256",
+            "bytes_out",
+            "finished_at",
+        ]
         done = self._latest_rows(catalog, style, model_version, params_hash, [("status", "=", "ok")], columns)
         return {row["image_key"]: row for row in done.to_pylist()}
 
     def ok_elsewhere(self, *, catalog: str, style: str, params_hash: str, exclude: tuple[str, ...]) -> set[str]:
         """Image keys with an `ok` row of that catalog, style and params by a model version not in `exclude`."""
-        filters = [("catalog", "=", catalog), ("style", "=", style), ("params_hash", "=", params_hash), ("status", "=", "ok")]
+        filters = [
+            ("catalog", "=", catalog),
+            ("style", "=", style),
+            ("params_hash", "=", params_hash),
+            ("status", "=", "ok"),
+        ]
         rows = self.read_arrow(filters=filters, columns=["image_key", "model_version"])
-        return {k for k, v in zip(rows["image_key"].to_pylist(), rows["model_version"].to_pylist(), strict=True) if v not in exclude}
+        return {
+            k
+            for k, v in zip(rows["image_key"].to_pylist(), rows["model_version"].to_pylist(), strict=True)
+            if v not in exclude
+        }
 
     def failed_permanently(self, *, catalog: str, style: str, model_version: str, params_hash: str) -> dict[str, str]:
         """image_key -> input_etag of `failed` rows whose error cannot go away without new bytes
         (decode errors, size caps): retrying the same etag would only add another failed row."""
-        return self._latest(catalog, style, model_version, params_hash, [("status", "=", "failed"), ("error_class", "in", list(PERMANENT_ERRORS))])
+        return self._latest(
+            catalog,
+            style,
+            model_version,
+            params_hash,
+            [("status", "=", "failed"), ("error_class", "in", list(PERMANENT_ERRORS))],
+        )
 
     def _latest(self, catalog: str, style: str, model_version: str, params_hash: str, extra: Filters) -> dict[str, str]:
-        done = self._latest_rows(catalog, style, model_version, params_hash, extra, ["image_key", "input_etag", "finished_at"])
+        done = self._latest_rows(
+            catalog, style, model_version, params_hash, extra, ["image_key", "input_etag", "finished_at"]
+        )
         return dict(zip(done["image_key"].to_pylist(), done["input_etag"].to_pylist(), strict=True))
 
-    def _latest_rows(self, catalog: str, style: str, model_version: str, params_hash: str, extra: Filters, columns: list[str]) -> pa.Table:
+    def _latest_rows(
+        self, catalog: str, style: str, model_version: str, params_hash: str, extra: Filters, columns: list[str]
+    ) -> pa.Table:
         """The matching rows with an input_etag, oldest first (so a dict built from them keeps the latest)."""
         filters = [
             ("catalog", "=", catalog),

@@ -35,7 +35,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(url: str, process: subprocess.Popen | None = None, timeout: float = STARTUP_TIMEOUT_S, log: Path | None = None) -> None:
+def wait_healthy(
+    url: str, process: subprocess.Popen | None = None, timeout: float = STARTUP_TIMEOUT_S, log: Path | None = None
+) -> None:
     """Poll `<url>/health` until it answers 200; RuntimeError (with the log's tail) otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -65,10 +67,20 @@ def prefect_api(home: Path) -> Iterator[tuple[str, bool]]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     log = state / "server.log"
-    env = {**os.environ, "PREFECT_HOME": str(state), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "true")}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(state),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "true"),
+    }
     with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                   stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     try:
         wait_healthy(url, process, log=log)
         with temporary_settings(updates={PREFECT_API_URL: url}):

@@ -129,10 +129,21 @@ class ModelRegistry:
             raise PromotionConflictError(f"{family}/{name}: PRODUCTION changed while promoting {version}") from exc
         self._append_event("promoted", family, name, version, card=card, at=promoted_at, reason=reason)
 
-    def record_gate(self, family: str, name: str, version: str, *, passed: bool, numbers: dict[str, Any], reason: str) -> None:
+    def record_gate(
+        self, family: str, name: str, version: str, *, passed: bool, numbers: dict[str, Any], reason: str
+    ) -> None:
         """Record a quality-gate decision on `version` (numbers: the losses compared) in the table."""
         card = self.card(family, name, version)
-        self._append_event("gate-passed" if passed else "gate-refused", family, name, version, card=card, at=datetime.now(UTC), reason=reason, metrics=numbers)
+        self._append_event(
+            "gate-passed" if passed else "gate-refused",
+            family,
+            name,
+            version,
+            card=card,
+            at=datetime.now(UTC),
+            reason=reason,
+            metrics=numbers,
+        )
 
     # ---- reads --------------------------------------------------------------------------------
     def names(self, family: str) -> list[str]:
@@ -258,8 +269,12 @@ def check_safetensors(data: bytes) -> None:
     A pickle or a torch.save zip (a .pt/.pth/.ckpt checkpoint) is named as such and never parsed."""
     head = bytes(data[:4])
     if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5):
-        kind = "a zip archive (a torch.save checkpoint holding pickles)" if head.startswith(b"PK") else "a Python pickle"
-        raise UnsafeWeightsError(f"not a safetensors file: it is {kind}; pickles can run code when loaded and are refused (store weights as .safetensors)")
+        kind = (
+            "a zip archive (a torch.save checkpoint holding pickles)" if head.startswith(b"PK") else "a Python pickle"
+        )
+        raise UnsafeWeightsError(
+            f"not a safetensors file: it is {kind}; pickles can run code when loaded and are refused (store weights as .safetensors)"
+        )
     try:
         tensors = safetensors.deserialize(data)
     except safetensors.SafetensorError as exc:

@@ -49,17 +49,35 @@ class Settings(BaseSettings):
     )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
     vgg_weights: Path | None = Field(
-        default=None, description="Local VGG weights (.safetensors or state dict). None: look in the cache, then torchvision."
+        default=None,
+        description="Local VGG weights (.safetensors or state dict). None: look in the cache, then torchvision.",
     )
-    compile: bool = Field(default=False, description="torch.compile feed-forward nets on CUDA (2.0-2.4x at 1024 px on an H100; compiles per size bucket).")
+    compile: bool = Field(
+        default=False,
+        description="torch.compile feed-forward nets on CUDA (2.0-2.4x at 1024 px on an H100; compiles per size bucket).",
+    )
     max_image_pixels: int = 50_000_000
     max_image_bytes: int = 64 * 1024 * 1024
     # Catalog runs at scale (tasks/stylize.py, styleops/inference/stream.py, flows/stylize_catalog.py).
-    tile_size: int | None = Field(default=2048, ge=256, description="Images with a longer side (after max_side) over this many px run tiled, with whole-image instance-norm statistics. Empty: only after out-of-memory.")
-    io_threads: int = Field(default=4, ge=1, description="Download/decode threads and encode/upload threads (each) per shard.")
-    commit_every: int = Field(default=256, ge=1, description="A shard commits its manifest rows every this many images (and at its end).")
-    dask_address: str | None = Field(default=None, description="Run shards on this Dask scheduler (tcp://host:8786) instead of threads.")
-    dask_workers: int = Field(default=0, ge=0, description="Run shards on a local Dask cluster of this many worker processes (0: threads in the flow's process).")
+    tile_size: int | None = Field(
+        default=2048,
+        ge=256,
+        description="Images with a longer side (after max_side) over this many px run tiled, with whole-image instance-norm statistics. Empty: only after out-of-memory.",
+    )
+    io_threads: int = Field(
+        default=4, ge=1, description="Download/decode threads and encode/upload threads (each) per shard."
+    )
+    commit_every: int = Field(
+        default=256, ge=1, description="A shard commits its manifest rows every this many images (and at its end)."
+    )
+    dask_address: str | None = Field(
+        default=None, description="Run shards on this Dask scheduler (tcp://host:8786) instead of threads."
+    )
+    dask_workers: int = Field(
+        default=0,
+        ge=0,
+        description="Run shards on a local Dask cluster of this many worker processes (0: threads in the flow's process).",
+    )
     # Style-swap patch banks (tasks/banks.py, flows/build_patch_banks.py).
     bank_layer: str = Field(default="relu3_1", description="VGG16 layer whose artwork features become the patch bank.")
     bank_style_size: int = Field(
@@ -74,12 +92,20 @@ class Settings(BaseSettings):
         ),
     )
 
-    train_content: str = Field(default="content/", description="Prefix of the content photos the artwork sensor trains new styles on.")
+    train_content: str = Field(
+        default="content/", description="Prefix of the content photos the artwork sensor trains new styles on."
+    )
     # Quality gate before promotion (tasks/gate.py, styleops/evaluation/quality_gate.py).
-    gate_holdout: str = Field(default="holdout/", description="Prefix of the fixed held-out photos every candidate is scored on.")
+    gate_holdout: str = Field(
+        default="holdout/", description="Prefix of the fixed held-out photos every candidate is scored on."
+    )
     gate_max_images: int = Field(default=16, ge=1, description="Held-out photos used (the first, by key).")
     gate_size: int = Field(default=384, ge=32, description="Longer side (px) the held-out photos are stylized at.")
-    gate_margin: float = Field(default=0.05, ge=0, description="How much worse than production (0.05 = 5%) a candidate's content or style loss may be.")
+    gate_margin: float = Field(
+        default=0.05,
+        ge=0,
+        description="How much worse than production (0.05 = 5%) a candidate's content or style loss may be.",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +189,7 @@ def _is_precondition(exc: ClientError) -> bool:
 
 
 def _info(key: str, size: int, etag: str, last_modified: datetime) -> ObjectInfo:
-    return ObjectInfo(key, size, _strip_etag(etag), last_modified.astimezone(timezone.utc))
+    return ObjectInfo(key, size, _strip_etag(etag), last_modified.astimezone(UTC))
 
 
 def _strip_etag(etag: str) -> str:
@@ -294,7 +294,11 @@ class ObjectStore:
         validate_key(key)
         response, data = self._get_with_body(key, max_bytes)
         if max_bytes is not None and len(data) > max_bytes:  # a response without a Content-Length
-            raise ObjectTooLargeError(f"{self.uri(key)} is {len(data)} bytes, over the limit of {max_bytes} bytes", size=len(data), max_bytes=max_bytes)
+            raise ObjectTooLargeError(
+                f"{self.uri(key)} is {len(data)} bytes, over the limit of {max_bytes} bytes",
+                size=len(data),
+                max_bytes=max_bytes,
+            )
         metadata = dict(response.get("Metadata", {}))
         sha256 = hashlib.sha256(data).hexdigest()
         _check_sha256(key, metadata, sha256)
@@ -424,7 +428,11 @@ class ObjectStore:
                 size = response.get("ContentLength")
                 if max_bytes is not None and size is not None and size > max_bytes:
                     body.close()
-                    raise ObjectTooLargeError(f"{self.uri(key)} is {size} bytes, over the limit of {max_bytes} bytes", size=size, max_bytes=max_bytes)
+                    raise ObjectTooLargeError(
+                        f"{self.uri(key)} is {size} bytes, over the limit of {max_bytes} bytes",
+                        size=size,
+                        max_bytes=max_bytes,
+                    )
                 try:
                     return response, body.read()
                 except _CUT_BODY:

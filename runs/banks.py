@@ -27,8 +27,8 @@ from runs.keys import is_image_key, style_from_artwork_key
 from styleops.device import resolve_device
 from styleops.errors import ImageError, InvalidInputError
 from styleops.io.images import resize_max_side, to_float
-from styleops.ops import PatchBank, build_patch_bank
 from styleops.io.weights import resolve_weights_file
+from styleops.ops import PatchBank, build_patch_bank
 
 PATCH_SIZE = 3
 STRIDE = 1
@@ -54,7 +54,11 @@ def encoder_identity(settings: Settings | None = None) -> dict[str, Any]:
     if path is None or not Path(path).is_file():
         return {"arch": "vgg16", "weights": "torchvision-imagenet", "sha256": None}
     stat = Path(path).stat()
-    return {"arch": "vgg16", "weights": Path(path).name, "sha256": _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)}
+    return {
+        "arch": "vgg16",
+        "weights": Path(path).name,
+        "sha256": _file_sha256(str(path), stat.st_size, stat.st_mtime_ns),
+    }
 
 
 def latest_card(reg: ModelRegistry, style: str) -> dict[str, Any] | None:
@@ -72,11 +76,15 @@ def list_artworks(prefix: str = "artwork/") -> dict[str, list[str]]:
         if is_image_key(info.key):
             found.setdefault(style_from_artwork_key(info.key), []).append(info.key)
     if not found:
-        raise InvalidInputError(f"no artwork images under {context.store().uri(prefix)} (expected artwork/<style>/<file>)")
+        raise InvalidInputError(
+            f"no artwork images under {context.store().uri(prefix)} (expected artwork/<style>/<file>)"
+        )
     return {style: sorted(keys) for style, keys in sorted(found.items())}
 
 
-def build_bank(style: str, artwork_keys: list[str], force: bool = False, log: context.Logger = context.log) -> dict[str, Any]:
+def build_bank(
+    style: str, artwork_keys: list[str], force: bool = False, log: context.Logger = context.log
+) -> dict[str, Any]:
     """Build and register the patch bank of `style` from its artworks, unless the newest bank
     was built from the same artwork bytes with the same parameters and encoder (and not `force`).
 
@@ -139,7 +147,16 @@ def build_bank(style: str, artwork_keys: list[str], force: bool = False, log: co
         "code_version": code_version(),
     }
     version = reg.register(BANK, style, bank.to_bytes({"style": style, "layer": settings.bank_layer}), card)
-    log.info("registered bank/%s %s: %d patches of %d%s from %d artworks (%.1f MB)", style, version.version, len(bank), total, " (subsampled)" if card["subsampled"] else "", len(keys), version.size / 1e6)
+    log.info(
+        "registered bank/%s %s: %d patches of %d%s from %d artworks (%.1f MB)",
+        style,
+        version.version,
+        len(bank),
+        total,
+        " (subsampled)" if card["subsampled"] else "",
+        len(keys),
+        version.size / 1e6,
+    )
     return {"style": style, "version": version.version, "status": "built", "patches": len(bank)}
 
 

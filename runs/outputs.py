@@ -30,7 +30,9 @@ KINDS = tuple(SEVERITY)
 CHECK_WORKERS = 8  # concurrent output checks (network bound)
 
 
-def finding(kind: str, detail: str, *, image_key: str | None = None, style: str | None = None, output_key: str | None = None) -> dict[str, Any]:
+def finding(
+    kind: str, detail: str, *, image_key: str | None = None, style: str | None = None, output_key: str | None = None
+) -> dict[str, Any]:
     """One finding; its severity follows from its kind."""
     f: dict[str, Any] = {"kind": kind, "severity": SEVERITY[kind]}
     for name, value in (("image_key", image_key), ("style", style), ("output_key", output_key)):
@@ -44,8 +46,11 @@ def count_findings(findings: Iterable[dict[str, Any]]) -> dict[str, int]:
     """{"critical": n, "warnings": n, <kind>: n for every kind}."""
     findings = list(findings)
     by_kind = Counter(f["kind"] for f in findings)
-    return {"critical": sum(f["severity"] == CRITICAL for f in findings), "warnings": sum(f["severity"] == WARNING for f in findings),
-            **{kind: by_kind.get(kind, 0) for kind in KINDS}}
+    return {
+        "critical": sum(f["severity"] == CRITICAL for f in findings),
+        "warnings": sum(f["severity"] == WARNING for f in findings),
+        **{kind: by_kind.get(kind, 0) for kind in KINDS},
+    }
 
 
 def check_output(st: ObjectStore, row: dict[str, Any]) -> dict[str, Any] | None:
@@ -64,7 +69,9 @@ def inspect_output(st: ObjectStore, row: dict[str, Any]) -> tuple[dict[str, Any]
     if info is None:
         return finding("missing_output", f"{st.uri(key)} does not exist (run {row['run_id']})", **where), None
     if present(row.get("bytes_out")) and info.size != int(row["bytes_out"]):
-        return finding("tampered_output", f"size {info.size} but the manifest recorded {int(row['bytes_out'])}", **where), info.etag
+        return finding(
+            "tampered_output", f"size {info.size} but the manifest recorded {int(row['bytes_out'])}", **where
+        ), info.etag
     try:
         got = st.get(key)
     except ObjectNotFoundError:  # deleted between head and get
@@ -72,17 +79,23 @@ def inspect_output(st: ObjectStore, row: dict[str, Any]) -> tuple[dict[str, Any]
     except IntegrityError as exc:
         return finding("tampered_output", f"bytes do not match the store's recorded sha256: {exc}", **where), info.etag
     if got.sha256 != row.get("output_sha256"):
-        return finding("tampered_output", f"sha256 {got.sha256} but the manifest recorded {row.get('output_sha256')}", **where), got.etag
+        return finding(
+            "tampered_output", f"sha256 {got.sha256} but the manifest recorded {row.get('output_sha256')}", **where
+        ), got.etag
     return None, got.etag
 
 
-def check_outputs(st: ObjectStore, rows: list[dict[str, Any]], workers: int = CHECK_WORKERS) -> list[dict[str, Any] | None]:
+def check_outputs(
+    st: ObjectStore, rows: list[dict[str, Any]], workers: int = CHECK_WORKERS
+) -> list[dict[str, Any] | None]:
     """`check_output` for each row, concurrently, in order. Other store errors (the store
     unreachable) are raised: the audit cannot tell whether those outputs are intact."""
     return [f for f, _etag in inspect_outputs(st, rows, workers)]
 
 
-def inspect_outputs(st: ObjectStore, rows: list[dict[str, Any]], workers: int = CHECK_WORKERS) -> list[tuple[dict[str, Any] | None, str | None]]:
+def inspect_outputs(
+    st: ObjectStore, rows: list[dict[str, Any]], workers: int = CHECK_WORKERS
+) -> list[tuple[dict[str, Any] | None, str | None]]:
     """`inspect_output` for each row, concurrently, in order (store errors raised as in `check_outputs`)."""
     if not rows:
         return []

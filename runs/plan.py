@@ -35,13 +35,32 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as the plan task returns it (repair fields only for a repair)."""
-        d: dict[str, Any] = {"catalog": self.catalog, "total": self.total, "done": self.done, "known_bad": self.known_bad, "todo": self.todo, "stale": self.stale, "ignored": self.ignored, "shards": self.shards}
+        d: dict[str, Any] = {
+            "catalog": self.catalog,
+            "total": self.total,
+            "done": self.done,
+            "known_bad": self.known_bad,
+            "todo": self.todo,
+            "stale": self.stale,
+            "ignored": self.ignored,
+            "shards": self.shards,
+        }
         if self.repair is not None:
             d.update(repair=self.repair, missing=self.missing, tampered=self.tampered, overwrite=self.overwrite)
         return d
 
 
-def plan_catalog(catalog: str, style: str, model_version: str, params_hash: str, shard_size: int, retry_failed: bool = False, still_current: Sequence[str] = (), repair: bool = False, log: context.Logger = context.log) -> Plan:
+def plan_catalog(
+    catalog: str,
+    style: str,
+    model_version: str,
+    params_hash: str,
+    shard_size: int,
+    retry_failed: bool = False,
+    still_current: Sequence[str] = (),
+    repair: bool = False,
+    log: context.Logger = context.log,
+) -> Plan:
     """List the catalog, drop images already `ok` for this style/model/params with the same etag
     (or `ok` for a version in `still_current`, whose outputs are bit-identical), and, unless
     `retry_failed`, those that failed for good (undecodable or too large); cut the rest into
@@ -66,7 +85,9 @@ def plan_catalog(catalog: str, style: str, model_version: str, params_hash: str,
             done.update((key, row["input_etag"]) for key, row in latest.items())
         else:
             done.update(table.completed(**{**which, "model_version": version}))
-    previous = table.ok_elsewhere(catalog=prefix, style=style, params_hash=params_hash, exclude=(model_version, *still_current))
+    previous = table.ok_elsewhere(
+        catalog=prefix, style=style, params_hash=params_hash, exclude=(model_version, *still_current)
+    )
     known_bad = {} if retry_failed else table.failed_permanently(**which)
     shards: list[list[Item]] = [[]]
     suspects: list[Item] = []  # done, but their outputs are checked first (repair)
@@ -105,15 +126,34 @@ def plan_catalog(catalog: str, style: str, model_version: str, params_hash: str,
         overwrites = [o for o, s in zip(overwrites, shards, strict=True) if s]
     shards = [s for s in shards if s]
     todo = total - skipped_done - skipped_bad
-    log.info("catalog %s: %d images, %d already done, %d known bad, %d to do (%d stale: made by another model version) in %d shards (%d non-image keys ignored)", prefix, total, skipped_done, skipped_bad, todo, stale, len(shards), ignored)
+    log.info(
+        "catalog %s: %d images, %d already done, %d known bad, %d to do (%d stale: made by another model version) in %d shards (%d non-image keys ignored)",
+        prefix,
+        total,
+        skipped_done,
+        skipped_bad,
+        todo,
+        stale,
+        len(shards),
+        ignored,
+    )
     plan = Plan(prefix, total, skipped_done, skipped_bad, todo, stale, ignored, shards)
     if repair:
-        log.info("repair: %d of the %d done outputs checked are to re-render: %d missing, %d tampered (%d overwritten if unchanged since)", len(broken), len(suspects), missing, len(broken) - missing, len(overwrite))
+        log.info(
+            "repair: %d of the %d done outputs checked are to re-render: %d missing, %d tampered (%d overwritten if unchanged since)",
+            len(broken),
+            len(suspects),
+            missing,
+            len(broken) - missing,
+            len(overwrite),
+        )
         plan = replace(plan, repair=len(broken), missing=missing, tampered=len(broken) - missing, overwrite=overwrites)
     return plan
 
 
-def _broken_outputs(rows: list[dict[str, Any]], model_version: str) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+def _broken_outputs(
+    rows: list[dict[str, Any]], model_version: str
+) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
     """Check the outputs of `ok` rows as the audit does: {image_key: "missing_output" |
     "tampered_output"} of the broken ones, and {image_key: (output_key, etag)} of the tampered
     ones of `model_version` (an older, still-current version's output is not this run's to

@@ -13,7 +13,16 @@ from typing import Any
 
 from infra.progress import progress
 from infra.settings import get_settings
-from infra.store import GetResult, ObjectNotFoundError, ObjectStore, ObjectTooLargeError, PreconditionFailedError, PutResult, StoreError, validate_key
+from infra.store import (
+    GetResult,
+    ObjectNotFoundError,
+    ObjectStore,
+    ObjectTooLargeError,
+    PreconditionFailedError,
+    PutResult,
+    StoreError,
+    validate_key,
+)
 from infra.version import code_version
 from runs import context, methods
 from runs.keys import catalog_prefix, output_key, output_prefix
@@ -22,9 +31,9 @@ from runs.plan import Item
 from runs.spec import StylizeParams
 from styleops.device import resolve_device
 from styleops.errors import ImageError, ImageTooLargeError, InvalidInputError
-from styleops.io.images import content_type, sha256_hex, to_float
 from styleops.evaluation.metrics import StyleMetrics
 from styleops.inference.stream import Job, StreamStylizer
+from styleops.io.images import content_type, sha256_hex, to_float
 
 
 @dataclass
@@ -81,7 +90,9 @@ class ShardJob:
     overwrite: dict[str, str] = field(default_factory=dict)  # a repair: {output_key: etag} it may overwrite (If-Match)
 
 
-def stylize_shard(job: ShardJob, *, flow_run_id: str = "", attempt: int = 1, log: context.Logger = context.log) -> dict[str, int]:
+def stylize_shard(
+    job: ShardJob, *, flow_run_id: str = "", attempt: int = 1, log: context.Logger = context.log
+) -> dict[str, int]:
     """Stylize one shard and append its rows to the manifest (in commits of settings.commit_every
     rows); returns status counts. `flow_run_id` and `attempt` (the orchestrator's) go into the rows.
 
@@ -96,7 +107,15 @@ def stylize_shard(job: ShardJob, *, flow_run_id: str = "", attempt: int = 1, log
     overwrite with If-Match on that etag; a key changed since is left alone (output_conflict
     unless it now holds the same bytes).
     """
-    shard_id, items, run_id, catalog, style, model_version, p = job.shard_id, job.items, job.run_id, job.catalog, job.style, job.model_version, job.params
+    shard_id, items, run_id, catalog, style, model_version, p = (
+        job.shard_id,
+        job.items,
+        job.run_id,
+        job.catalog,
+        job.style,
+        job.model_version,
+        job.params,
+    )
     overwrite = job.overwrite
     settings = get_settings()
     st = context.store(writable=(output_prefix(catalog, style, model_version, p),))  # this run's outputs only
@@ -115,26 +134,57 @@ def stylize_shard(job: ShardJob, *, flow_run_id: str = "", attempt: int = 1, log
     meter = None
     if job.metrics:
         art, _ = context.artwork_pixels(st, built.metrics_artwork_key, settings)
-        meter = StyleMetrics(context.encoder(built.metrics_weights.layers, device, settings), to_float(art), built.metrics_weights, style_size=built.metrics_style_size)
+        meter = StyleMetrics(
+            context.encoder(built.metrics_weights.layers, device, settings),
+            to_float(art),
+            built.metrics_weights,
+            style_size=built.metrics_style_size,
+        )
     base = {
-        "run_id": run_id, "flow_run_id": flow_run_id, "shard_id": shard_id, "attempt": attempt,
-        "catalog": catalog_prefix(catalog), "style": style, "method": p.method, "model_version": model_version,
-        "model_sha256": built.model_sha256, "params_hash": p.hash, "device": str(device),
-        "worker": f"{socket.gethostname()}:{os.getpid()}", "code_version": code_version(),
+        "run_id": run_id,
+        "flow_run_id": flow_run_id,
+        "shard_id": shard_id,
+        "attempt": attempt,
+        "catalog": catalog_prefix(catalog),
+        "style": style,
+        "method": p.method,
+        "model_version": model_version,
+        "model_sha256": built.model_sha256,
+        "params_hash": p.hash,
+        "device": str(device),
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "code_version": code_version(),
         "params_json": json.dumps({**p.to_dict(), "inputs": built.lineage}, sort_keys=True),
     }
     limits = (settings.max_image_pixels, settings.max_image_bytes)
     stream = StreamStylizer(
-        engine, load=lambda f: _download(st, f, limits[1]), write=lambda done: _write(st, base, done, p, overwrite),
-        fmt=p.format, quality=p.quality, measure=meter.measure if meter else None, limits=limits,
-        expected_errors=(StoreError, InvalidInputError), threads=settings.io_threads,
+        engine,
+        load=lambda f: _download(st, f, limits[1]),
+        write=lambda done: _write(st, base, done, p, overwrite),
+        fmt=p.format,
+        quality=p.quality,
+        measure=meter.measure if meter else None,
+        limits=limits,
+        expected_errors=(StoreError, InvalidInputError),
+        threads=settings.io_threads,
     )
     bar = f"stylize:{style}:{shard_id}"
     progress().start(bar, f"stylize {style} {shard_id}", len(items))
     table = context.manifest()
     # An earlier attempt of this shard (a Dask worker killed after its commit, a Prefect retry)
     # may have recorded some images already: those are not redone, so no image gets two rows.
-    recorded = set(table.read_arrow(filters=[("run_id", "=", run_id), ("shard_id", "=", shard_id), ("status", "=", "ok")], columns=["image_key"]).column("image_key").to_pylist()) if table.exists() else set()
+    recorded = (
+        set(
+            table.read_arrow(
+                filters=[("run_id", "=", run_id), ("shard_id", "=", shard_id), ("status", "=", "ok")],
+                columns=["image_key"],
+            )
+            .column("image_key")
+            .to_pylist()
+        )
+        if table.exists()
+        else set()
+    )
     counts = {"ok": len(recorded), "failed": 0}
     rows: list[dict[str, Any]] = []
     for row in stream.run(Fetched(*item) for item in items if item[0] not in recorded):
@@ -148,35 +198,68 @@ def stylize_shard(job: ShardJob, *, flow_run_id: str = "", attempt: int = 1, log
         table.append(rows)
     progress().finish(bar)
     progress().finish(iter_bar)
-    log.info("shard %s: %d ok, %d failed (%d batches, %d decoded / %d encoded on the GPU, device busy %.1f of %.1f s)", shard_id, counts["ok"], counts["failed"], stream.stats.batches, stream.stats.gpu_decoded, stream.stats.gpu_encoded, stream.stats.device_s, stream.stats.wall_s)
+    log.info(
+        "shard %s: %d ok, %d failed (%d batches, %d decoded / %d encoded on the GPU, device busy %.1f of %.1f s)",
+        shard_id,
+        counts["ok"],
+        counts["failed"],
+        stream.stats.batches,
+        stream.stats.gpu_decoded,
+        stream.stats.gpu_encoded,
+        stream.stats.device_s,
+        stream.stats.wall_s,
+    )
     return counts
 
 
-def _write(st: ObjectStore, base: dict[str, Any], job: Job[Fetched], p: StylizeParams, overwrite: dict[str, str] | None = None) -> dict[str, Any]:
+def _write(
+    st: ObjectStore, base: dict[str, Any], job: Job[Fetched], p: StylizeParams, overwrite: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Write one output (never overwriting different bytes, but our own stale one or a tampered one
     in `overwrite`) and return its manifest row; a job that failed before gets its `failed` row
     (in a pipeline thread)."""
     f = job.item
-    row: dict[str, Any] = {**base, "image_key": f.key, "input_etag": f.etag, "input_sha256": f.sha256, "bytes_in": f.size, "started_at": f.started_at}
+    row: dict[str, Any] = {
+        **base,
+        "image_key": f.key,
+        "input_etag": f.etag,
+        "input_sha256": f.sha256,
+        "bytes_in": f.size,
+        "started_at": f.started_at,
+    }
     if job.in_size is not None:
         row.update(height=job.in_size[0], width=job.in_size[1])
     if job.error is None:
         assert job.encoded is not None and job.out_size is not None
         out_key = output_key(f.key, base["catalog"], base["style"], base["model_version"], p)
-        row.update(output_key=out_key, out_height=job.out_size[0], out_width=job.out_size[1], content_loss=job.losses[0], style_loss=job.losses[1])
+        row.update(
+            output_key=out_key,
+            out_height=job.out_size[0],
+            out_width=job.out_size[1],
+            content_loss=job.losses[0],
+            style_loss=job.losses[1],
+        )
         meta = {"source-key": _ascii(f.key), "source-sha256": str(f.sha256), "model-version": base["model_version"]}
         try:
             row.update(_write_output(st, out_key, job.encoded, p, meta, (overwrite or {}).get(out_key)))
         except StoreError as exc:  # also when reading the existing object fails
             row.update(status="failed", error_class="store_error", error=str(exc)[:500])
     else:
-        error_class = job.error.error_class if isinstance(job.error, ImageError) else "store_error" if isinstance(job.error, StoreError) else "invalid_input"
+        error_class = (
+            job.error.error_class
+            if isinstance(job.error, ImageError)
+            else "store_error"
+            if isinstance(job.error, StoreError)
+            else "invalid_input"
+        )
         row.update(status="failed", error_class=error_class, error=str(job.error)[:500])
     row.update(duration_ms=(time.perf_counter() - job.t0) * 1e3, finished_at=datetime.now(UTC))
     return row
 
 
-def _write_output(st: ObjectStore, out_key: str, data: bytes, p: StylizeParams, meta: dict[str, str], replace_etag: str | None = None) -> dict[str, Any]:
+def _write_output(
+    st: ObjectStore, out_key: str, data: bytes, p: StylizeParams, meta: dict[str, str], replace_etag: str | None = None
+) -> dict[str, Any]:
     """Conditional put of one output; the status/sha/size fields of its manifest row.
 
     `replace_etag` (a repair): overwrite the object only while it still has that etag. If it
@@ -197,11 +280,18 @@ def _write_output(st: ObjectStore, out_key: str, data: bytes, p: StylizeParams, 
     replaced = _replace_stale(st, existing, data, p, meta) if replace_etag is None else None
     if replaced is not None:
         return {"status": "ok", "output_sha256": replaced.sha256, "bytes_out": replaced.size}
-    return {"status": "failed", "output_sha256": existing.sha256, "bytes_out": existing.size,
-            "error_class": "output_conflict", "error": f"{out_key} exists with different bytes; not overwritten"}
+    return {
+        "status": "failed",
+        "output_sha256": existing.sha256,
+        "bytes_out": existing.size,
+        "error_class": "output_conflict",
+        "error": f"{out_key} exists with different bytes; not overwritten",
+    }
 
 
-def _replace_stale(st: ObjectStore, existing: GetResult, data: bytes, p: StylizeParams, meta: dict[str, str]) -> PutResult | None:
+def _replace_stale(
+    st: ObjectStore, existing: GetResult, data: bytes, p: StylizeParams, meta: dict[str, str]
+) -> PutResult | None:
     """Replace `existing` when it is this pipeline's output for the same source key made from other
     input bytes (the catalog image changed since); None, touching nothing, for anything else
     (no such metadata: someone else's object) or when it changed meanwhile (If-Match)."""

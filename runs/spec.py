@@ -11,8 +11,8 @@ import torch
 from runs import methods
 from runs.context import stable_hash
 from runs.keys import catalog_prefix
-from styleops.inference.color import COLOR_MODES
 from styleops.errors import InvalidInputError
+from styleops.inference.color import COLOR_MODES
 from styleops.io.images import encode_image
 
 
@@ -36,7 +36,12 @@ class StylizeParams:
     levels: int = 1  # gatys: coarse-to-fine levels (1 = the output size only)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"method": self.method, "max_side": self.max_side, "format": self.format, "quality": self.quality}
+        d: dict[str, Any] = {
+            "method": self.method,
+            "max_side": self.max_side,
+            "format": self.format,
+            "quality": self.quality,
+        }
         if self.color != "none":
             d["color"] = self.color
         method = methods.find(self.method)
@@ -69,14 +74,39 @@ class RunSpec:
     dask_workers: int | None = None
 
     @classmethod
-    def create(cls, catalog: str, style: str, *, method: str = "per-style", model: str | None = None, version: str | None = None,
-               max_side: int | None = 1024, format: str = "jpeg", quality: int = 90, color: str = "none", alpha: float = 1.0,
-               iterations: int = 300, optimizer: str = "lbfgs", levels: int = 1, **run: Any) -> RunSpec:
+    def create(
+        cls,
+        catalog: str,
+        style: str,
+        *,
+        method: str = "per-style",
+        model: str | None = None,
+        version: str | None = None,
+        max_side: int | None = 1024,
+        format: str = "jpeg",
+        quality: int = 90,
+        color: str = "none",
+        alpha: float = 1.0,
+        iterations: int = 300,
+        optimizer: str = "lbfgs",
+        levels: int = 1,
+        **run: Any,
+    ) -> RunSpec:
         """A spec from the flow's parameters: the method's alias ('multi') becomes its name, the
         format is lowercased; nothing is checked yet (`check`)."""
         known = methods.find(method)
         method = known.name if known is not None else method
-        params = StylizeParams(method=method, max_side=max_side, format=format.lower(), quality=quality, color=color, alpha=alpha, iterations=iterations, optimizer=optimizer, levels=levels)
+        params = StylizeParams(
+            method=method,
+            max_side=max_side,
+            format=format.lower(),
+            quality=quality,
+            color=color,
+            alpha=alpha,
+            iterations=iterations,
+            optimizer=optimizer,
+            levels=levels,
+        )
         return cls(catalog=catalog, style=style, method=method, model=model, version=version, params=params, **run)
 
     @property
@@ -98,7 +128,9 @@ class RunSpec:
         if not 0.0 <= p.alpha <= 1.0:
             raise InvalidInputError(f"alpha must be in [0, 1], got {p.alpha}")
         if p.iterations < 1 or p.optimizer not in ("lbfgs", "adam") or not 1 <= p.levels <= 4:
-            raise InvalidInputError(f"gatys needs iterations >= 1, optimizer lbfgs|adam and levels 1-4; got {p.iterations}, {p.optimizer!r}, {p.levels}")
+            raise InvalidInputError(
+                f"gatys needs iterations >= 1, optimizer lbfgs|adam and levels 1-4; got {p.iterations}, {p.optimizer!r}, {p.levels}"
+            )
         if self.shard_size < 1:
             raise InvalidInputError(f"shard_size must be >= 1, got {self.shard_size}")
         self.prefix  # noqa: B018 - ValueError for a catalog that is not a set name

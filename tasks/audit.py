@@ -40,7 +40,21 @@ from runs.spec import StylizeParams
 from tasks import common
 
 GROUP = ["catalog", "image_key", "style", "model_version", "params_hash"]
-COLUMNS = [*GROUP, "run_id", "method", "input_etag", "output_key", "output_sha256", "bytes_out", "status", "error_class", "error", "style_loss", "finished_at", "params_json"]
+COLUMNS = [
+    *GROUP,
+    "run_id",
+    "method",
+    "input_etag",
+    "output_key",
+    "output_sha256",
+    "bytes_out",
+    "status",
+    "error_class",
+    "error",
+    "style_loss",
+    "finished_at",
+    "params_json",
+]
 OUTLIER_MIN_ROWS = 5  # fewer rows per (style, model_version) give no meaningful median absolute deviation
 MAX_SAMPLES = 8  # sample ok outputs for the report's contact sheet
 MAX_FAILED_SAMPLES = 5  # sample image keys per error class
@@ -62,11 +76,15 @@ def parse_when(value: str | None, *, end: bool = False) -> datetime | None:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
-def manifest_filters(run_id: str | None = None, since: str | None = None, until: str | None = None, catalog: str | None = None) -> list[tuple[str, str, Any]]:
+def manifest_filters(
+    run_id: str | None = None, since: str | None = None, until: str | None = None, catalog: str | None = None
+) -> list[tuple[str, str, Any]]:
     """DNF filters for the manifest: run, catalog prefix, finished_at from `since` to `until` (both
     included; a bare-date `until` includes its whole day)."""
     start, stop = parse_when(since), parse_when(until, end=True)
-    whole_days = until is not None and len(until) == 10  # a bare date `until` includes its day: stop is the next midnight, excluded
+    whole_days = (
+        until is not None and len(until) == 10
+    )  # a bare date `until` includes its day: stop is the next midnight, excluded
     if start is not None and stop is not None and (start > stop or (start == stop and whole_days)):
         raise ValueError(f"since ({since}) must not come after until ({until})")
     filters: list[tuple[str, str, Any]] = []
@@ -81,7 +99,9 @@ def manifest_filters(run_id: str | None = None, since: str | None = None, until:
     return filters
 
 
-def read_rows(run_id: str | None = None, since: str | None = None, until: str | None = None, catalog: str | None = None) -> pd.DataFrame:
+def read_rows(
+    run_id: str | None = None, since: str | None = None, until: str | None = None, catalog: str | None = None
+) -> pd.DataFrame:
     """The manifest rows the audit looks at (COLUMNS only)."""
     filters = manifest_filters(run_id, since, until, catalog)
     return context.manifest().read(filters=filters or None, columns=COLUMNS)
@@ -92,7 +112,12 @@ def latest(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
     ordered = df.sort_values("finished_at", na_position="first", kind="stable")
-    return ordered.groupby(GROUP, dropna=False, sort=False).tail(1).sort_values(["image_key", "style", "model_version"], kind="stable").reset_index(drop=True)
+    return (
+        ordered.groupby(GROUP, dropna=False, sort=False)
+        .tail(1)
+        .sort_values(["image_key", "style", "model_version"], kind="stable")
+        .reset_index(drop=True)
+    )
 
 
 # ---- checks on rows --------------------------------------------------------------------------------
@@ -105,7 +130,17 @@ def repairs(rows: list[dict[str, Any]], checks: list[dict[str, Any] | None]) -> 
         if found is None or found["kind"] not in ("missing_output", "tampered_output"):
             continue
         key = tuple(str(row.get(k)) for k in ("catalog", "style", "method", "model_version", "params_hash"))
-        group = groups.setdefault(key, {"command": repair_command(row), "catalog": row["catalog"], "style": row["style"], "model_version": row["model_version"], "missing": 0, "tampered": 0})
+        group = groups.setdefault(
+            key,
+            {
+                "command": repair_command(row),
+                "catalog": row["catalog"],
+                "style": row["style"],
+                "model_version": row["model_version"],
+                "missing": 0,
+                "tampered": 0,
+            },
+        )
         group["missing" if found["kind"] == "missing_output" else "tampered"] += 1
     return [groups[k] for k in sorted(groups)]
 
@@ -152,8 +187,15 @@ def duplicate_findings(df: pd.DataFrame) -> list[dict[str, Any]]:
             record = dict(zip([*GROUP, "input_etag"], keys, strict=True))
             runs = sorted(set(group["run_id"]))
             out = group.sort_values("finished_at", na_position="first")["output_key"].iloc[-1]
-            found.append(finding("duplicate", f"{len(group)} ok rows ({record['model_version']}, params {record['params_hash']}; runs {', '.join(runs)}) with {len(shas)} different output sha256s",
-                                 image_key=record["image_key"], style=record["style"], output_key=out if present(out) else None))
+            found.append(
+                finding(
+                    "duplicate",
+                    f"{len(group)} ok rows ({record['model_version']}, params {record['params_hash']}; runs {', '.join(runs)}) with {len(shas)} different output sha256s",
+                    image_key=record["image_key"],
+                    style=record["style"],
+                    output_key=out if present(out) else None,
+                )
+            )
     return found
 
 
@@ -173,8 +215,15 @@ def outlier_findings(current_ok: pd.DataFrame, k: float = 5.0) -> list[dict[str,
         for r in group.itertuples():
             distance = abs(float(r.style_loss) - median) / mad
             if math.isfinite(distance) and distance > k:
-                found.append(finding("outlier", f"style_loss {r.style_loss:,.1f} is {distance:.1f} x MAD ({mad:,.1f}) from the median {median:,.1f} of {style} {version}",
-                                     image_key=r.image_key, style=style, output_key=r.output_key if present(r.output_key) else None))
+                found.append(
+                    finding(
+                        "outlier",
+                        f"style_loss {r.style_loss:,.1f} is {distance:.1f} x MAD ({mad:,.1f}) from the median {median:,.1f} of {style} {version}",
+                        image_key=r.image_key,
+                        style=style,
+                        output_key=r.output_key if present(r.output_key) else None,
+                    )
+                )
     return found
 
 
@@ -204,8 +253,15 @@ def stale_findings(current_ok: pd.DataFrame, production: dict[str, str | None]) 
         prod = production.get(r.style)
         mine, newest = version_number(r.model_version), version_number(prod)
         if mine is not None and newest is not None and newest > mine:
-            found.append(finding("stale", f"made with {r.model_version}; production is {prod}",
-                                 image_key=r.image_key, style=r.style, output_key=r.output_key if present(r.output_key) else None))
+            found.append(
+                finding(
+                    "stale",
+                    f"made with {r.model_version}; production is {prod}",
+                    image_key=r.image_key,
+                    style=r.style,
+                    output_key=r.output_key if present(r.output_key) else None,
+                )
+            )
     return found
 
 
@@ -229,8 +285,14 @@ def daily_stats(df: pd.DataFrame) -> list[dict[str, Any]]:
     for day, group in rows.groupby(days, sort=True):
         ok = group[group["status"] == "ok"]
         losses = ok["style_loss"].dropna()
-        out.append({"date": str(day), "images": len(ok), "failed": int((group["status"] == "failed").sum()),
-                    "style_loss": float(losses.mean()) if len(losses) else None})
+        out.append(
+            {
+                "date": str(day),
+                "images": len(ok),
+                "failed": int((group["status"] == "failed").sum()),
+                "style_loss": float(losses.mean()) if len(losses) else None,
+            }
+        )
     return out
 
 
@@ -241,7 +303,13 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 # ---- tasks ----------------------------------------------------------------------------------------
 @task(name="audit-rows")
-def audit_rows_task(run_id: str | None = None, since: str | None = None, until: str | None = None, catalog: str | None = None, mad_k: float = 5.0) -> dict[str, Any]:
+def audit_rows_task(
+    run_id: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    catalog: str | None = None,
+    mad_k: float = 5.0,
+) -> dict[str, Any]:
     """Audit the manifest rows selected by run, finished_at range (ISO dates; `until` inclusive) and
     catalog against the store: every latest `ok` row's output is downloaded and checked.
 
@@ -259,17 +327,32 @@ def audit_rows_task(run_id: str | None = None, since: str | None = None, until: 
     if not df.empty:
         findings += duplicate_findings(df)
         findings += outlier_findings(current_ok, mad_k)
-        findings += stale_findings(current_ok, production_versions(current_ok.loc[current_ok["method"] == context.PER_STYLE, "style"]))
+        findings += stale_findings(
+            current_ok, production_versions(current_ok.loc[current_ok["method"] == context.PER_STYLE, "style"])
+        )
     intact = [r for r, f in zip(ok_records, checks, strict=True) if f is None]
     samples = [{k: r[k] for k in ("image_key", "output_key", "style", "model_version")} for r in intact[:MAX_SAMPLES]]
     result = {
-        "rows": len(df), "latest": len(current), "ok": len(current_ok), "failed": int((current["status"] == "failed").sum()) if not current.empty else 0,
-        "checked": len(ok_records), "findings": findings, "failed_by_class": failed_by_class(current) if not current.empty else {},
-        "daily": daily_stats(df) if not df.empty else [], "samples": samples, "repairs": repairs(ok_records, checks),
+        "rows": len(df),
+        "latest": len(current),
+        "ok": len(current_ok),
+        "failed": int((current["status"] == "failed").sum()) if not current.empty else 0,
+        "checked": len(ok_records),
+        "findings": findings,
+        "failed_by_class": failed_by_class(current) if not current.empty else {},
+        "daily": daily_stats(df) if not df.empty else [],
+        "samples": samples,
+        "repairs": repairs(ok_records, checks),
     }
     counts = count_findings(findings)
-    common.logger().info("audited %d manifest rows (%d latest, %d outputs checked): %d critical, %d warnings",
-                         result["rows"], result["latest"], result["checked"], counts["critical"], counts["warnings"])
+    common.logger().info(
+        "audited %d manifest rows (%d latest, %d outputs checked): %d critical, %d warnings",
+        result["rows"],
+        result["latest"],
+        result["checked"],
+        counts["critical"],
+        counts["warnings"],
+    )
     return result
 
 
@@ -298,8 +381,10 @@ def coverage_task(catalog: str, styles: list[str]) -> dict[str, Any]:
     prefix = catalog_prefix(catalog)
     images = {info.key: info.etag for info in context.store().list(prefix) if is_image_key(info.key)}
     production = production_versions(styles)
-    rows = context.manifest().read(filters=[("catalog", "=", prefix), ("method", "=", context.PER_STYLE)],
-                                  columns=["image_key", "style", "model_version", "input_etag", "status", "error_class", "finished_at"])
+    rows = context.manifest().read(
+        filters=[("catalog", "=", prefix), ("method", "=", context.PER_STYLE)],
+        columns=["image_key", "style", "model_version", "input_etag", "status", "error_class", "finished_at"],
+    )
     findings, per_style = [], {}
     for style in dict.fromkeys(styles):
         version = production[style]
@@ -307,19 +392,36 @@ def coverage_task(catalog: str, styles: list[str]) -> dict[str, Any]:
             findings.append(finding("uncovered", f"{style} has no production per-style version", style=style))
             per_style[style] = {"version": None, "covered": 0, "uncovered": len(images)}
             continue
-        mine = rows[(rows["style"] == style) & (rows["model_version"] == version)].sort_values("finished_at", na_position="first")
-        ok = set(zip(mine.loc[mine["status"] == "ok", "image_key"], mine.loc[mine["status"] == "ok", "input_etag"], strict=True))
-        failures = {(r.image_key, r.input_etag): r.error_class for r in mine[mine["status"] == "failed"].itertuples()}  # latest wins
+        mine = rows[(rows["style"] == style) & (rows["model_version"] == version)].sort_values(
+            "finished_at", na_position="first"
+        )
+        ok = set(
+            zip(
+                mine.loc[mine["status"] == "ok", "image_key"],
+                mine.loc[mine["status"] == "ok", "input_etag"],
+                strict=True,
+            )
+        )
+        failures = {
+            (r.image_key, r.input_etag): r.error_class for r in mine[mine["status"] == "failed"].itertuples()
+        }  # latest wins
         uncovered = 0
         for key, etag in sorted(images.items()):
             if (key, etag) in ok:
                 continue
             uncovered += 1
             reason = failures.get((key, etag))
-            detail = f"no ok row for {style} {version} with the current bytes (etag {etag})" + (f"; latest attempt failed: {reason}" if reason else "")
+            detail = f"no ok row for {style} {version} with the current bytes (etag {etag})" + (
+                f"; latest attempt failed: {reason}" if reason else ""
+            )
             findings.append(finding("uncovered", detail, image_key=key, style=style))
         per_style[style] = {"version": version, "covered": len(images) - uncovered, "uncovered": uncovered}
-    common.logger().info("coverage of %s (%d images): %s", prefix, len(images), ", ".join(f"{s} {v['version']} {v['covered']}/{len(images)}" for s, v in per_style.items()))
+    common.logger().info(
+        "coverage of %s (%d images): %s",
+        prefix,
+        len(images),
+        ", ".join(f"{s} {v['version']} {v['covered']}/{len(images)}" for s, v in per_style.items()),
+    )
     return {"catalog": prefix, "images": len(images), "styles": per_style, "findings": findings}
 
 
@@ -346,4 +448,3 @@ def sample_sheet_task(samples: list[dict[str, Any]], cell: int = 128) -> dict[st
         grid.append([inp, out])
     png = encode_image(contact_sheet(grid, cell=cell), "png") if grid else None
     return {"pairs": pairs, "png": png}
-

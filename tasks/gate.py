@@ -22,10 +22,10 @@ from runs.methods.base import ARTWORK_SIZE
 from runs.methods.multi_style import Conditioned
 from styleops.device import resolve_device
 from styleops.errors import InvalidInputError
-from styleops.io.images import decode_image, resize_max_side, to_float
-from styleops.losses.perceptual import LossWeights
 from styleops.evaluation.metrics import StyleMetrics
 from styleops.evaluation.quality_gate import GateDecision, decide, score
+from styleops.io.images import decode_image, resize_max_side, to_float
+from styleops.losses.perceptual import LossWeights
 from tasks import common
 
 GATED_FAMILIES = (context.PER_STYLE, context.MULTI_STYLE)
@@ -38,8 +38,16 @@ def holdout_photos(prefix: str | None = None) -> list[torch.Tensor]:
     st = context.store()
     keys = sorted(info.key for info in st.list(prefix) if is_image_key(info.key))[: s.gate_max_images]
     if not keys:
-        raise InvalidInputError(f"no held-out photos under {st.uri(prefix)}: upload a few (styleops upload DIR {prefix})")
-    return [resize_max_side(to_float(decode_image(st.get_bytes(k), max_pixels=s.max_image_pixels, max_bytes=s.max_image_bytes).pixels), s.gate_size) for k in keys]
+        raise InvalidInputError(
+            f"no held-out photos under {st.uri(prefix)}: upload a few (styleops upload DIR {prefix})"
+        )
+    return [
+        resize_max_side(
+            to_float(decode_image(st.get_bytes(k), max_pixels=s.max_image_pixels, max_bytes=s.max_image_bytes).pixels),
+            s.gate_size,
+        )
+        for k in keys
+    ]
 
 
 def _stylizer(family: str, name: str, version: str, style: str | None) -> tuple[Any, str] | None:
@@ -60,7 +68,14 @@ def _stylizer(family: str, name: str, version: str, style: str | None) -> tuple[
 
 
 @task(name="quality-gate")
-def quality_gate_task(family: str, name: str, version: str, style: str | None = None, holdout: str | None = None, margin: float | None = None) -> dict[str, Any]:
+def quality_gate_task(
+    family: str,
+    name: str,
+    version: str,
+    style: str | None = None,
+    holdout: str | None = None,
+    margin: float | None = None,
+) -> dict[str, Any]:
     """Score `version` of family/name and the production version (for multi-style: the style
     `style` of each) on the held-out photos against the candidate's artwork; record the decision.
 
@@ -81,7 +96,13 @@ def quality_gate_task(family: str, name: str, version: str, style: str | None = 
     art, _ = context.artwork_pixels(context.store(), candidate[1], s)
     weights = LossWeights()  # one scoring loss for both, whatever each was trained with
     device = resolve_device(s.device)
-    metrics = StyleMetrics(context.encoder(weights.layers, device, s), to_float(art), weights, size=min(256, s.gate_size), style_size=ARTWORK_SIZE)
+    metrics = StyleMetrics(
+        context.encoder(weights.layers, device, s),
+        to_float(art),
+        weights,
+        size=min(256, s.gate_size),
+        style_size=ARTWORK_SIZE,
+    )
     photos = holdout_photos(holdout)
     decision = decide(
         score(candidate[0], photos, metrics),
@@ -90,11 +111,21 @@ def quality_gate_task(family: str, name: str, version: str, style: str | None = 
         margin,
     )
     label = f"{family}/{name}" + (f" style {style}" if family == context.MULTI_STYLE else "")
-    common.logger().info("quality gate %s %s vs production %s: %s (%s)", label, version, production, "passed" if decision.passed else "REFUSED", decision.reason)
+    common.logger().info(
+        "quality gate %s %s vs production %s: %s (%s)",
+        label,
+        version,
+        production,
+        "passed" if decision.passed else "REFUSED",
+        decision.reason,
+    )
     numbers = {**decision.to_dict(), "style": style, "production_version": production}
     reg.record_gate(family, name, version, passed=decision.passed, numbers=numbers, reason=decision.reason)
-    create_table_artifact(key=artifact_key("gate", f"{family}-{name}-{style or ''}"), table=gate_table(decision, version, production),
-                          description=f"quality gate of {label} {version}: {'passed' if decision.passed else 'refused'}. {decision.reason}")
+    create_table_artifact(
+        key=artifact_key("gate", f"{family}-{name}-{style or ''}"),
+        table=gate_table(decision, version, production),
+        description=f"quality gate of {label} {version}: {'passed' if decision.passed else 'refused'}. {decision.reason}",
+    )
     return {"passed": decision.passed, "reason": decision.reason, "production": production, "numbers": numbers}
 
 
@@ -102,9 +133,24 @@ def gate_table(decision: GateDecision, version: str, production: str | None) -> 
     """Rows of the artifact: candidate, production and baseline mean losses."""
     rows = [{"model": f"candidate {version}", "content": decision.candidate.content, "style": decision.candidate.style}]
     if decision.production is not None:
-        rows.append({"model": f"production {production}", "content": decision.production.content, "style": decision.production.style})
+        rows.append(
+            {
+                "model": f"production {production}",
+                "content": decision.production.content,
+                "style": decision.production.style,
+            }
+        )
     rows.append({"model": "unstylized photos", "content": decision.baseline.content, "style": decision.baseline.style})
-    return [{**r, "content": round(r["content"], 1), "style": round(r["style"], 1), "passed": decision.passed, "margin": decision.margin} for r in rows]
+    return [
+        {
+            **r,
+            "content": round(r["content"], 1),
+            "style": round(r["style"], 1),
+            "passed": decision.passed,
+            "margin": decision.margin,
+        }
+        for r in rows
+    ]
 
 
 @task(name="promote-if-gate-passed")
@@ -115,7 +161,9 @@ def promote_if_passed_task(family: str, name: str, version: str, gate: dict[str,
         return False
     reg = context.registry()
     if reg.production(family, name) != gate["production"]:
-        common.logger().warning("%s/%s: production moved since the gate of %s ran; not promoting", family, name, version)
+        common.logger().warning(
+            "%s/%s: production moved since the gate of %s ran; not promoting", family, name, version
+        )
         return False
     try:
         reg.promote(family, name, version, reason=f"quality gate passed: {gate['reason']}")

@@ -67,7 +67,16 @@ def claim_nightly_task(catalog: str, date: str, spec: dict[str, Any]) -> dict[st
     means another run did or is doing this date."""
     st, key = _store(), claim_key(catalog, date, spec)
     me = str(flow_run.id) if flow_run.id else None
-    body = json.dumps({"status": "running", "flow_run_id": me, "started_at": datetime.now(UTC).isoformat(), "catalog": catalog, "date": date, "spec": spec}).encode()
+    body = json.dumps(
+        {
+            "status": "running",
+            "flow_run_id": me,
+            "started_at": datetime.now(UTC).isoformat(),
+            "catalog": catalog,
+            "date": date,
+            "spec": spec,
+        }
+    ).encode()
     try:
         put = st.put(key, body, content_type="application/json", if_none_match=True)
         return {"key": key, "claimed": True, "status": "running", "etag": put.etag, "by": me}
@@ -81,13 +90,23 @@ def claim_nightly_task(catalog: str, date: str, spec: dict[str, Any]) -> dict[st
     current = json.loads(got.data)
     other = current.get("flow_run_id")
     if current["status"] == "completed" or (other != me and _alive(other)):
-        common.logger().info("nightly %s for %s: %s by flow run %s; nothing to do", catalog, date, current["status"], other)
+        common.logger().info(
+            "nightly %s for %s: %s by flow run %s; nothing to do", catalog, date, current["status"], other
+        )
         return {"key": key, "claimed": False, "status": current["status"], "etag": got.etag, "by": other}
-    common.logger().warning("nightly %s for %s: taking over the claim of flow run %s (no longer running)", catalog, date, other)
+    common.logger().warning(
+        "nightly %s for %s: taking over the claim of flow run %s (no longer running)", catalog, date, other
+    )
     try:
         put = st.put(key, body, content_type="application/json", if_match=got.etag)
     except PreconditionFailedError:
-        return {"key": key, "claimed": False, "status": "running", "etag": None, "by": "another run that took over first"}
+        return {
+            "key": key,
+            "claimed": False,
+            "status": "running",
+            "etag": None,
+            "by": "another run that took over first",
+        }
     return {"key": key, "claimed": True, "status": "running", "etag": put.etag, "by": me}
 
 
@@ -97,7 +116,9 @@ def complete_nightly_task(claim: dict[str, Any], summary: dict[str, Any]) -> Non
     st = _store()
     previous = json.loads(st.get(claim["key"]).data)
     body = {**previous, "status": "completed", "finished_at": datetime.now(UTC).isoformat(), "summary": summary}
-    st.put(claim["key"], json.dumps(body, default=str).encode(), content_type="application/json", if_match=claim["etag"])
+    st.put(
+        claim["key"], json.dumps(body, default=str).encode(), content_type="application/json", if_match=claim["etag"]
+    )
 
 
 def trigger_once(deployment: str, date: str, parameters: dict[str, Any] | None = None) -> Any:
@@ -105,4 +126,10 @@ def trigger_once(deployment: str, date: str, parameters: dict[str, Any] | None =
     the idempotency key makes a second trigger return the first one's flow run."""
     from prefect.deployments import run_deployment
 
-    return run_deployment(deployment, parameters={**(parameters or {}), "run_date": date}, idempotency_key=f"{deployment}:{date}", timeout=0, as_subflow=False)
+    return run_deployment(
+        deployment,
+        parameters={**(parameters or {}), "run_date": date},
+        idempotency_key=f"{deployment}:{date}",
+        timeout=0,
+        as_subflow=False,
+    )

@@ -39,7 +39,11 @@ def current_artworks(prefix: str = "artwork/") -> dict[str, dict[str, str]]:
 
 
 @task(name="detect-artwork-changes")
-def detect_artwork_changes_task(prefix: str = "artwork/", families: list[str] | tuple[str, ...] = (context.PER_STYLE, context.MULTI_STYLE), multi_model: str = "collection") -> dict[str, list[dict[str, str]]]:
+def detect_artwork_changes_task(
+    prefix: str = "artwork/",
+    families: list[str] | tuple[str, ...] = (context.PER_STYLE, context.MULTI_STYLE),
+    multi_model: str = "collection",
+) -> dict[str, list[dict[str, str]]]:
     """{family: [{"style", "key", "sha256", "change": "new"|"changed"}, ...]} for the trained
     families asked for. Multi-style: only when multi-style/<multi_model> exists (it is created by
     `train-multistyle`); a style missing from its newest version is new, one trained on other
@@ -56,13 +60,19 @@ def detect_artwork_changes_task(prefix: str = "artwork/", families: list[str] | 
     if context.MULTI_STYLE in families:
         card, found = _latest_card(context.MULTI_STYLE, multi_model), []
         if card is None:
-            common.logger().info("no multi-style/%s yet: train one with `styleops train-multistyle`; the sensor then adds new styles to it", multi_model)
+            common.logger().info(
+                "no multi-style/%s yet: train one with `styleops train-multistyle`; the sensor then adds new styles to it",
+                multi_model,
+            )
         else:
             trained = {s["name"]: s["artwork_sha256"] for s in card["styles"]}
             for style, art in arts.items():
                 if trained.get(style) != art["sha256"]:
                     found.append({"style": style, **art, "change": NEW if style not in trained else CHANGED})
         changes[context.MULTI_STYLE] = found
-    summary = "; ".join(f"{fam}: " + (", ".join(f"{c['style']} ({c['change']})" for c in found) or "none") for fam, found in changes.items())
+    summary = "; ".join(
+        f"{fam}: " + (", ".join(f"{c['style']} ({c['change']})" for c in found) or "none")
+        for fam, found in changes.items()
+    )
     common.logger().info("%d artworks under %s; to train: %s", len(arts), prefix, summary or "nothing asked")
     return changes

@@ -47,6 +47,13 @@ def announce_artworks(keys: list[str], bucket: str) -> int:
     sent = 0
     for key in keys:
         if key.startswith("artwork/") and is_image_key(key):
-            event = emit_event(event=ARTWORK_UPLOADED, resource={"prefect.resource.id": f"styleops.artwork.{key}", "prefect.resource.name": key, "styleops.bucket": bucket})
+            event = emit_event(
+                event=ARTWORK_UPLOADED,
+                resource={
+                    "prefect.resource.id": f"styleops.artwork.{key}",
+                    "prefect.resource.name": key,
+                    "styleops.bucket": bucket,
+                },
+            )
             sent += event is not None
     return sent

@@ -19,7 +19,9 @@ from tasks import common
 
 
 @task(name="resolve-model-version")
-def resolve_model_task(style: str, version: str | None, method: str = "per-style", model: str | None = None) -> Resolved:
+def resolve_model_task(
+    style: str, version: str | None, method: str = "per-style", model: str | None = None
+) -> Resolved:
     """The style label, model version label and what to load, checked before any work: version
     `None`/'production' -> promoted, 'latest' -> newest, 'v0003' -> checked; unknown styles,
     missing banks, undecodable or tiny artworks fail here (the method's `resolve`)."""
@@ -27,16 +29,53 @@ def resolve_model_task(style: str, version: str | None, method: str = "per-style
 
 
 @task(name="plan-catalog")
-def plan_catalog_task(catalog: str, style: str, model_version: str, params_hash: str, shard_size: int, retry_failed: bool = False, still_current: tuple[str, ...] | list[str] = (), repair: bool = False) -> dict[str, Any]:
+def plan_catalog_task(
+    catalog: str,
+    style: str,
+    model_version: str,
+    params_hash: str,
+    shard_size: int,
+    retry_failed: bool = False,
+    still_current: tuple[str, ...] | list[str] = (),
+    repair: bool = False,
+) -> dict[str, Any]:
     """runs.plan.plan_catalog as a dict: {"catalog", "total", "done", "known_bad", "todo", "stale",
     "ignored", "shards"} (+ "repair", "missing", "tampered", "overwrite" with `repair`)."""
-    return plan_catalog(catalog, style, model_version, params_hash, shard_size, retry_failed, still_current, repair, log=common.logger()).to_dict()
+    return plan_catalog(
+        catalog, style, model_version, params_hash, shard_size, retry_failed, still_current, repair, log=common.logger()
+    ).to_dict()
 
 
 @task(name="stylize-shard", tags=["gpu"], retries=2, retry_delay_seconds=5)
-def stylize_shard_task(shard_id: str, items: list[tuple[str, str, int]], run_id: str, catalog: str, style: str, model_version: str, params: dict[str, Any], batch_size: int | None = None, metrics: bool = True, source: Mapping[str, Any] | Source | None = None, overwrite: dict[str, str] | None = None) -> dict[str, int]:
+def stylize_shard_task(
+    shard_id: str,
+    items: list[tuple[str, str, int]],
+    run_id: str,
+    catalog: str,
+    style: str,
+    model_version: str,
+    params: dict[str, Any],
+    batch_size: int | None = None,
+    metrics: bool = True,
+    source: Mapping[str, Any] | Source | None = None,
+    overwrite: dict[str, str] | None = None,
+) -> dict[str, int]:
     """runs.shard.stylize_shard of one shard (`params`: StylizeParams.to_dict(); `source`:
     Source.to_dict() of the resolved run); returns {"ok": n, "failed": n}. Retried: rows an
     earlier attempt recorded are not redone."""
-    job = ShardJob(shard_id, [(k, e, int(n)) for k, e, n in items], run_id, catalog, style, model_version, StylizeParams(**params), batch_size, metrics, Source.coerce(source), dict(overwrite or {}))
-    return stylize_shard(job, flow_run_id=str(flow_run.get_id() or ""), attempt=int(task_run.get_run_count() or 1), log=common.logger())
+    job = ShardJob(
+        shard_id,
+        [(k, e, int(n)) for k, e, n in items],
+        run_id,
+        catalog,
+        style,
+        model_version,
+        StylizeParams(**params),
+        batch_size,
+        metrics,
+        Source.coerce(source),
+        dict(overwrite or {}),
+    )
+    return stylize_shard(
+        job, flow_run_id=str(flow_run.get_id() or ""), attempt=int(task_run.get_run_count() or 1), log=common.logger()
+    )

@@ -19,9 +19,9 @@ from styleops.device import resolve_device
 from styleops.errors import InvalidInputError
 from styleops.io.safetensors_file import PICKLE_SUFFIXES, load_state_dict
 from styleops.io.serialize import to_safetensors
-from styleops.training.engine import StepLog, TrainConfig, TrainResult, add_style, train_multistyle, train_style
-from styleops.training.decoders import decoder_layer, train_adain, train_inverse
 from styleops.io.weights import resolve_weights_file
+from styleops.training.decoders import decoder_layer, train_adain, train_inverse
+from styleops.training.engine import StepLog, TrainConfig, TrainResult, add_style, train_multistyle, train_style
 from tasks import common
 
 
@@ -55,17 +55,28 @@ def _init_state(init_from: str | None) -> dict[str, Any] | None:
     if path.suffix == ".safetensors" and path.is_file():
         return load_state_dict(path.read_bytes(), source=str(path))
     if path.suffix.lower() in PICKLE_SUFFIXES or path.is_file():
-        raise InvalidInputError(f"init_from {init_from!r}: only .safetensors weights are loaded (pickle checkpoints such as .pt/.pth/.ckpt can run code and are refused)")
+        raise InvalidInputError(
+            f"init_from {init_from!r}: only .safetensors weights are loaded (pickle checkpoints such as .pt/.pth/.ckpt can run code and are refused)"
+        )
     parts = init_from.split("/")
     if len(parts) != 3:
-        raise InvalidInputError(f"init_from must be a local .safetensors file or <family>/<name>/<version>, got {init_from!r}")
+        raise InvalidInputError(
+            f"init_from must be a local .safetensors file or <family>/<name>/<version>, got {init_from!r}"
+        )
     family, name, version = parts
     reg = context.registry()
     return load_state_dict(reg.weights_bytes(family, name, reg.resolve(family, name, version)), source=init_from)
 
 
 @task(name="train-per-style-model", tags=["gpu"])
-def train_per_style_task(style: str, artwork_key: str, content_prefix: str, config: dict[str, Any], init_from: str | None = None, max_content: int = 5000) -> dict[str, Any]:
+def train_per_style_task(
+    style: str,
+    artwork_key: str,
+    content_prefix: str,
+    config: dict[str, Any],
+    init_from: str | None = None,
+    max_content: int = 5000,
+) -> dict[str, Any]:
     """Train one per-style network and register it as a new version; returns the version's card."""
     settings = get_settings()
     log = common.logger()
@@ -75,13 +86,25 @@ def train_per_style_task(style: str, artwork_key: str, content_prefix: str, conf
     content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
     device = resolve_device(settings.device)
     enc = context.encoder(cfg.loss.layers, device, settings)
-    run_key = context.stable_hash({"style": style, "artwork": art_sha, "config": cfg.to_dict(), "content": content_prefix, "init": init_from})
+    run_key = context.stable_hash(
+        {"style": style, "artwork": art_sha, "config": cfg.to_dict(), "content": content_prefix, "init": init_from}
+    )
     workdir = settings.home / "work" / "train" / style / run_key
-    log.info("training %s on %d content images, %d steps at %d px on %s (checkpoints in %s)", style, len(content), cfg.steps, cfg.image_size, device, workdir)
+    log.info(
+        "training %s on %d content images, %d steps at %d px on %s (checkpoints in %s)",
+        style,
+        len(content),
+        cfg.steps,
+        cfg.image_size,
+        device,
+        workdir,
+    )
 
     started = time.time()
     with _reporting(f"train {style}", cfg) as on_step:
-        result = train_style(cfg, content, art, enc, workdir=workdir, device=device, init_state=_init_state(init_from), progress=on_step)
+        result = train_style(
+            cfg, content, art, enc, workdir=workdir, device=device, init_state=_init_state(init_from), progress=on_step
+        )
     card = {
         "architecture": "TransformerNet",
         **_card_common(cfg, result, content_prefix, len(content), device, started),
@@ -102,7 +125,16 @@ def _reporting(label: str, cfg: TrainConfig) -> Iterator[Callable[[StepLog], Non
         progress().advance(bar, step.step - done[0], description=f"{label} loss {step.total:,.0f}")
         done[0] = step.step
         if step.step % (cfg.log_every * 10) == 0 or step.step == step.steps:
-            log.info("step %d/%d total %.1f content %.1f style %.1f tv %.2f (%.1f img/s)", step.step, step.steps, step.total, step.content, step.style, step.tv, step.images_per_s)
+            log.info(
+                "step %d/%d total %.1f content %.1f style %.1f tv %.2f (%.1f img/s)",
+                step.step,
+                step.steps,
+                step.total,
+                step.content,
+                step.style,
+                step.tv,
+                step.images_per_s,
+            )
 
     try:
         yield on_step
@@ -110,13 +142,20 @@ def _reporting(label: str, cfg: TrainConfig) -> Iterator[Callable[[StepLog], Non
         progress().finish(bar)
 
 
-def _card_common(cfg: TrainConfig, result: TrainResult, content_prefix: str, n_content: int, device: Any, started: float) -> dict[str, Any]:
+def _card_common(
+    cfg: TrainConfig, result: TrainResult, content_prefix: str, n_content: int, device: Any, started: float
+) -> dict[str, Any]:
     """Card fields every family shares: configs, data, final losses, curve, loss network, code."""
     settings = get_settings()
     weights_file = resolve_weights_file(settings.vgg_weights, cache_dir=settings.cache_dir)
     for rollback in result.rollback_log:  # the engine logs them too, on `styleops.training.engine` (not a run logger)
-        common.logger().warning("training rolled back: %s not finite at step %d, resumed from the checkpoint at step %d with learning rate x%g",
-                                rollback["cause"], rollback["step"], rollback["restored_step"], rollback["lr_scale"])
+        common.logger().warning(
+            "training rolled back: %s not finite at step %d, resumed from the checkpoint at step %d with learning rate x%g",
+            rollback["cause"],
+            rollback["step"],
+            rollback["restored_step"],
+            rollback["lr_scale"],
+        )
     return {
         "model_config": result.model_config,
         "train_config": cfg.to_dict(),
@@ -125,11 +164,20 @@ def _card_common(cfg: TrainConfig, result: TrainResult, content_prefix: str, n_c
         "loss": result.loss_weights[0].to_dict() if result.loss_weights else cfg.to_dict()["loss"],
         "content_prefix": content_prefix,
         "content_images": n_content,
-        "metrics": {**result.final_losses(), "steps": result.steps, "rollbacks": result.rollbacks, "seconds": round(time.time() - started, 1), "resumed_from": result.resumed_from},
+        "metrics": {
+            **result.final_losses(),
+            "steps": result.steps,
+            "rollbacks": result.rollbacks,
+            "seconds": round(time.time() - started, 1),
+            "resumed_from": result.resumed_from,
+        },
         "loss_curve": result.history,
         "rollback_log": result.rollback_log,
         "device": str(device),
-        "loss_network": {"arch": "vgg16", "weights": str(weights_file.name) if weights_file else "torchvision-imagenet"},
+        "loss_network": {
+            "arch": "vgg16",
+            "weights": str(weights_file.name) if weights_file else "torchvision-imagenet",
+        },
         "code_version": code_version(),
     }
 
@@ -146,7 +194,9 @@ def _artworks_under(prefix: str) -> list[tuple[str, str]]:
 
 
 @task(name="train-multi-style-model", tags=["gpu"])
-def train_multistyle_task(name: str, artwork_prefix: str, content_prefix: str, config: dict[str, Any], max_content: int = 5000) -> dict[str, Any]:
+def train_multistyle_task(
+    name: str, artwork_prefix: str, content_prefix: str, config: dict[str, Any], max_content: int = 5000
+) -> dict[str, Any]:
     """Train one conditional-instance-norm network for every artwork under `artwork_prefix`;
     register it under multi-style/<name>. Every artwork is decoded before any training starts."""
     settings = get_settings()
@@ -157,21 +207,43 @@ def train_multistyle_task(name: str, artwork_prefix: str, content_prefix: str, c
     content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
     device = resolve_device(settings.device)
     enc = context.encoder(cfg.loss.layers, device, settings)
-    run_key = context.stable_hash({"multi": name, "artworks": [sha for _, sha in arts], "config": cfg.to_dict(), "content": content_prefix})
+    run_key = context.stable_hash(
+        {"multi": name, "artworks": [sha for _, sha in arts], "config": cfg.to_dict(), "content": content_prefix}
+    )
     started = time.time()
     with _reporting(f"train {name} ({len(styles)} styles)", cfg) as on_step:
-        result = train_multistyle(cfg, content, [px for px, _ in arts], enc, workdir=settings.home / "work" / "multi" / name / run_key, device=device, progress=on_step)
+        result = train_multistyle(
+            cfg,
+            content,
+            [px for px, _ in arts],
+            enc,
+            workdir=settings.home / "work" / "multi" / name / run_key,
+            device=device,
+            progress=on_step,
+        )
     card = {
         "architecture": "MultiStyleTransformerNet",
         **_card_common(cfg, result, content_prefix, len(content), device, started),
-        "styles": [{"name": s, "artwork_key": k, "artwork_sha256": sha, "loss": w.to_dict()} for (s, k), (_, sha), w in zip(styles, arts, result.loss_weights, strict=True)],
+        "styles": [
+            {"name": s, "artwork_key": k, "artwork_sha256": sha, "loss": w.to_dict()}
+            for (s, k), (_, sha), w in zip(styles, arts, result.loss_weights, strict=True)
+        ],
         "parent_version": None,
     }
     return _register(context.MULTI_STYLE, name, result, "MultiStyleTransformerNet", card)
 
 
 @task(name="add-style-to-multi-style-model", tags=["gpu"])
-def add_style_task(name: str, artwork_key: str, content_prefix: str, config: dict[str, Any], base_version: str | None = None, style: str | None = None, max_content: int = 5000, replace: bool = False) -> dict[str, Any]:
+def add_style_task(
+    name: str,
+    artwork_key: str,
+    content_prefix: str,
+    config: dict[str, Any],
+    base_version: str | None = None,
+    style: str | None = None,
+    max_content: int = 5000,
+    replace: bool = False,
+) -> dict[str, Any]:
     """Append an artwork to multi-style/<name> (base: production) as a new version, training only
     the new style's scale/shift; old styles' outputs are unchanged bit for bit. `replace`: the
     style exists (its artwork changed): retrain its scale/shift in place instead.
@@ -194,15 +266,49 @@ def add_style_task(name: str, artwork_key: str, content_prefix: str, config: dic
     content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
     device = resolve_device(settings.device)
     enc = context.encoder(cfg.loss.layers, device, settings)
-    base_state = load_state_dict(reg.weights_bytes(context.MULTI_STYLE, name, base), source=f"{context.MULTI_STYLE}/{name}/{base}")
+    base_state = load_state_dict(
+        reg.weights_bytes(context.MULTI_STYLE, name, base), source=f"{context.MULTI_STYLE}/{name}/{base}"
+    )
     model_cfg = base_card["model_config"]
-    cfg = TrainConfig.from_dict({**cfg.to_dict(), "channels": model_cfg["channels"], "n_residual": model_cfg["n_residual"], "output": model_cfg.get("output", "direct")})
-    run_key = context.stable_hash({"add": name, "base": base, "artwork": art_sha, "config": cfg.to_dict(), "content": content_prefix, "replace": index})
+    cfg = TrainConfig.from_dict(
+        {
+            **cfg.to_dict(),
+            "channels": model_cfg["channels"],
+            "n_residual": model_cfg["n_residual"],
+            "output": model_cfg.get("output", "direct"),
+        }
+    )
+    run_key = context.stable_hash(
+        {
+            "add": name,
+            "base": base,
+            "artwork": art_sha,
+            "config": cfg.to_dict(),
+            "content": content_prefix,
+            "replace": index,
+        }
+    )
     started = time.time()
     with _reporting(f"{'retrain' if replace else 'add'} {style} {'in' if replace else 'to'} {name}", cfg) as on_step:
-        result = add_style(cfg, content, art, enc, base_state, model_cfg["n_styles"], workdir=settings.home / "work" / "multi" / name / run_key, device=device, progress=on_step, replace=index)
+        result = add_style(
+            cfg,
+            content,
+            art,
+            enc,
+            base_state,
+            model_cfg["n_styles"],
+            workdir=settings.home / "work" / "multi" / name / run_key,
+            device=device,
+            progress=on_step,
+            replace=index,
+        )
     inherited = [{**s, "trained_in": s.get("trained_in") or base} for s in base_card["styles"]]
-    new_entry = {"name": style, "artwork_key": artwork_key, "artwork_sha256": art_sha, "loss": result.loss_weights[0].to_dict()}  # trained_in: this version
+    new_entry = {
+        "name": style,
+        "artwork_key": artwork_key,
+        "artwork_sha256": art_sha,
+        "loss": result.loss_weights[0].to_dict(),
+    }  # trained_in: this version
     card = {
         "architecture": "MultiStyleTransformerNet",
         **_card_common(cfg, result, content_prefix, len(content), device, started),
@@ -216,7 +322,16 @@ DECODER_TRAINERS = {"adain": train_adain, "inverse": train_inverse}
 
 
 @task(name="train-decoder", tags=["gpu"])
-def train_decoder_task(family: str, name: str, artwork_prefix: str, content_prefix: str, config: dict[str, Any], max_content: int = 5000, max_artworks: int = 5000, init_from: str | None = None) -> dict[str, Any]:
+def train_decoder_task(
+    family: str,
+    name: str,
+    artwork_prefix: str,
+    content_prefix: str,
+    config: dict[str, Any],
+    max_content: int = 5000,
+    max_artworks: int = 5000,
+    init_from: str | None = None,
+) -> dict[str, Any]:
     """Train the AdaIN decoder (family 'adain') or the style-swap inverse network ('inverse') on
     the photos under `content_prefix` and the artworks under `artwork_prefix`; register it.
     init_from: warm start, a local .safetensors or `<family>/<name>/<version>`."""
@@ -229,10 +344,28 @@ def train_decoder_task(family: str, name: str, artwork_prefix: str, content_pref
     artworks = sync_content(artwork_prefix, settings.cache_dir / "artwork" / st.bucket, max_artworks)
     device = resolve_device(settings.device)
     enc = context.encoder(cfg.loss.layers, device, settings)
-    run_key = context.stable_hash({"decoder": family, "name": name, "config": cfg.to_dict(), "content": content_prefix, "artworks": artwork_prefix, "init": init_from})
+    run_key = context.stable_hash(
+        {
+            "decoder": family,
+            "name": name,
+            "config": cfg.to_dict(),
+            "content": content_prefix,
+            "artworks": artwork_prefix,
+            "init": init_from,
+        }
+    )
     started = time.time()
     with _reporting(f"train {family} decoder {name}", cfg) as on_step:
-        result = DECODER_TRAINERS[family](cfg, content, artworks, enc, workdir=settings.home / "work" / family / name / run_key, device=device, init_state=_init_state(init_from), progress=on_step)
+        result = DECODER_TRAINERS[family](
+            cfg,
+            content,
+            artworks,
+            enc,
+            workdir=settings.home / "work" / family / name / run_key,
+            device=device,
+            init_state=_init_state(init_from),
+            progress=on_step,
+        )
     card = {
         "architecture": "VGGDecoder",
         **_card_common(cfg, result, content_prefix, len(content), device, started),
@@ -248,11 +381,20 @@ def _register(family: str, name: str, result: TrainResult, architecture: str, ca
     blob = to_safetensors(result.state_dict, architecture, result.model_config)
     version = context.registry().register(family, name, blob, card)
     common.logger().info("registered %s/%s %s (sha256 %s)", family, name, version.version, version.sha256[:12])
-    return {"family": version.family, "name": version.name, "version": version.version, "sha256": version.sha256, "metrics": card["metrics"], "styles": [s["name"] for s in card.get("styles", [])]}
+    return {
+        "family": version.family,
+        "name": version.name,
+        "version": version.version,
+        "sha256": version.sha256,
+        "metrics": card["metrics"],
+        "styles": [s["name"] for s in card.get("styles", [])],
+    }
 
 
 @task(name="import-model")
-def import_model_task(family: str, name: str, weights_path: str, card_path: str | None = None, promote: bool = True) -> dict[str, Any]:
+def import_model_task(
+    family: str, name: str, weights_path: str, card_path: str | None = None, promote: bool = True
+) -> dict[str, Any]:
     """Register a local .safetensors model (its card from `card_path`, e.g. one written by
     `styleops models export`) unless a version with the same bytes is registered already;
     promote it when `promote` and nothing of family/name is in production."""
@@ -270,7 +412,10 @@ def import_model_task(family: str, name: str, weights_path: str, card_path: str 
         version, status = present[0], "present"
     else:
         card = json.loads(Path(card_path).read_text()) if card_path else {}
-        version, status = reg.register(family, name, blob, {**card, "imported_from": Path(weights_path).name}).version, "registered"
+        version, status = (
+            reg.register(family, name, blob, {**card, "imported_from": Path(weights_path).name}).version,
+            "registered",
+        )
     promoted = promote and reg.production(family, name) is None
     if promoted:
         reg.promote(family, name, version, reason=f"imported {Path(weights_path).name}")

@@ -13,9 +13,22 @@ import torch
 
 from infra.settings import Settings
 from runs import context
-from runs.methods.base import ARTWORK_SIZE, Built, Method, OnIteration, Params, Resolved, Source, artworks_identity, blend_label, checked_artworks, engine, parse_blend
-from styleops.io.images import resize_max_side, to_float
+from runs.methods.base import (
+    ARTWORK_SIZE,
+    Built,
+    Method,
+    OnIteration,
+    Params,
+    Resolved,
+    Source,
+    artworks_identity,
+    blend_label,
+    checked_artworks,
+    engine,
+    parse_blend,
+)
 from styleops.inference.arbitrary import AdaINStylizer
+from styleops.io.images import resize_max_side, to_float
 
 
 class AdaIN(Method):
@@ -33,9 +46,21 @@ class AdaIN(Method):
         v = context.registry().resolve(self.family, model, version)
         ident = artworks_identity([art for found in artworks.values() for art in found])
         keys = {name: tuple(key for key, _etag in found) for name, found in artworks.items()}
-        return Resolved(blend_label(blend), f"{model}/{v}+art-{ident}", Source(family=self.family, name=model, version=v, blend=blend, artworks=keys))
+        return Resolved(
+            blend_label(blend),
+            f"{model}/{v}+art-{ident}",
+            Source(family=self.family, name=model, version=v, blend=blend, artworks=keys),
+        )
 
-    def build(self, source: Source, params: Params, device: torch.device, settings: Settings, batch_size: int | None = None, on_iteration: OnIteration | None = None) -> Built:
+    def build(
+        self,
+        source: Source,
+        params: Params,
+        device: torch.device,
+        settings: Settings,
+        batch_size: int | None = None,
+        on_iteration: OnIteration | None = None,
+    ) -> Built:
         decoder, card = context.load_model(context.registry(), source.family, source.name, source.version)
         enc = context.encoder((decoder.from_layer,), device, settings)
         st, blend = context.store(), source.blend or {}
@@ -46,9 +71,19 @@ class AdaIN(Method):
                 images.append(resize_max_side(to_float(pixels), ARTWORK_SIZE)[None].to(device))
                 weights.append(blend[name] / len(keys))
                 arts.append({"key": key, "sha256": sha, "weight": round(weights[-1], 6)})
-        lineage: dict[str, Any] = {"decoder": source.model_ref, "decoder_sha256": card["weights_sha256"], "artworks": arts, "alpha": params.alpha}
+        lineage: dict[str, Any] = {
+            "decoder": source.model_ref,
+            "decoder_sha256": card["weights_sha256"],
+            "artworks": arts,
+            "alpha": params.alpha,
+        }
         model = AdaINStylizer(enc.to(device), decoder.to(device), images, weights, alpha=params.alpha)
-        return Built(engine(model, params, device, settings, batch_size), card["weights_sha256"], max(arts, key=lambda a: a["weight"])["key"], lineage)
+        return Built(
+            engine(model, params, device, settings, batch_size),
+            card["weights_sha256"],
+            max(arts, key=lambda a: a["weight"])["key"],
+            lineage,
+        )
 
 
 METHOD = AdaIN()

@@ -24,8 +24,8 @@ from torch import nn
 from infra.settings import Settings
 from runs import context
 from runs.keys import is_image_key
-from styleops.inference.color import ColorPreserving
 from styleops.errors import InvalidInputError
+from styleops.inference.color import ColorPreserving
 from styleops.inference.engine import InferenceEngine
 from styleops.losses.perceptual import LossWeights
 
@@ -136,9 +136,13 @@ class Method(ABC):
     name: ClassVar[str]  # recorded as the manifest's `method`, e.g. "per-style"
     aliases: ClassVar[tuple[str, ...]] = ()  # other names the CLI takes, e.g. ("multi",)
     family: ClassVar[str | None] = None  # the registry family of the model it loads (None: no model)
-    default_model: ClassVar[str | None] = None  # the model name when none is given (families with many styles per model)
+    default_model: ClassVar[str | None] = (
+        None  # the model name when none is given (families with many styles per model)
+    )
     takes_blend: ClassVar[bool] = False  # `style` may be a blend 'wave=0.7,udnie=0.3' (the CLI's --blend)
-    hashed: ClassVar[tuple[str, ...]] = ()  # StylizeParams fields it reads besides max_side/format/quality/color: hashed into params_hash
+    hashed: ClassVar[
+        tuple[str, ...]
+    ] = ()  # StylizeParams fields it reads besides max_side/format/quality/color: hashed into params_hash
     summary: ClassVar[str] = ""  # one line for the CLI's help
 
     @abstractmethod
@@ -147,7 +151,15 @@ class Method(ABC):
         unknown names, missing inputs, undecodable or tiny artworks fail here, before any work."""
 
     @abstractmethod
-    def build(self, source: Source, params: Params, device: torch.device, settings: Settings, batch_size: int | None = None, on_iteration: OnIteration | None = None) -> Built:
+    def build(
+        self,
+        source: Source,
+        params: Params,
+        device: torch.device,
+        settings: Settings,
+        batch_size: int | None = None,
+        on_iteration: OnIteration | None = None,
+    ) -> Built:
         """The stylizer of a resolved run on `device`, with the run's colour preservation.
         `on_iteration(i, loss)`: progress of optimization methods, per image."""
 
@@ -166,10 +178,19 @@ class Method(ABC):
 
 
 # ---- shared by the methods ----------------------------------------------------------------------
-def engine(model: nn.Module, params: Params, device: torch.device, settings: Settings, batch_size: int | None) -> InferenceEngine:
+def engine(
+    model: nn.Module, params: Params, device: torch.device, settings: Settings, batch_size: int | None
+) -> InferenceEngine:
     """The feed-forward inference engine of `model`, with the run's colour preservation."""
     model = ColorPreserving(model, params.color) if params.color != "none" else model
-    return InferenceEngine(model, device=device, batch_size=batch_size, max_side=params.max_side, compile=settings.compile and device.type == "cuda", tile_size=settings.tile_size)
+    return InferenceEngine(
+        model,
+        device=device,
+        batch_size=batch_size,
+        max_side=params.max_side,
+        compile=settings.compile and device.type == "cuda",
+        tile_size=settings.tile_size,
+    )
 
 
 def parse_blend(blend: str) -> dict[str, float]:
@@ -203,7 +224,9 @@ def one_style(method: str, style: str) -> str:
         from runs import methods  # the registry, which imports the method modules
 
         blending = " or ".join(m.cli_name for m in methods.all_methods() if m.takes_blend)
-        raise InvalidInputError(f"--method {method} takes one style, not a blend ({style!r}); blends: --method {blending}")
+        raise InvalidInputError(
+            f"--method {method} takes one style, not a blend ({style!r}); blends: --method {blending}"
+        )
     return style
 
 
@@ -216,7 +239,9 @@ def checked_artworks(style: str) -> list[tuple[str, str]]:
     for key, _ in found:
         pixels, _sha = context.artwork_pixels(st, key)  # ImageError (clear) for undecodable bytes
         if min(pixels.shape[-2:]) < MIN_ARTWORK_SIDE:
-            raise InvalidInputError(f"artwork {key} is {pixels.shape[-1]}x{pixels.shape[-2]} px: too small (at least {MIN_ARTWORK_SIDE} px a side)")
+            raise InvalidInputError(
+                f"artwork {key} is {pixels.shape[-1]}x{pixels.shape[-2]} px: too small (at least {MIN_ARTWORK_SIDE} px a side)"
+            )
     return sorted(found)
 
 

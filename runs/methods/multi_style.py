@@ -74,13 +74,23 @@ class MultiStyle(Method):
         card = reg.card(self.family, model, v)
         blend = checked_blend(style, card, f"{model}/{v}")
         older = tuple(f"{model}/{u}" for u in unchanged_ancestors(card, blend))
-        return Resolved(blend_label(blend), f"{model}/{v}", Source(family=self.family, name=model, version=v, blend=blend), older)
+        return Resolved(
+            blend_label(blend), f"{model}/{v}", Source(family=self.family, name=model, version=v, blend=blend), older
+        )
 
     def source_for(self, style: str, model_version: str) -> Source:
         model, _, version = model_version.rpartition("/")
         return self.resolve(style, version, model or None).source
 
-    def build(self, source: Source, params: Params, device: torch.device, settings: Settings, batch_size: int | None = None, on_iteration: OnIteration | None = None) -> Built:
+    def build(
+        self,
+        source: Source,
+        params: Params,
+        device: torch.device,
+        settings: Settings,
+        batch_size: int | None = None,
+        on_iteration: OnIteration | None = None,
+    ) -> Built:
         net, card = context.load_model(context.registry(), source.family, source.name, source.version)
         lineage = {"model": source.model_ref, "model_sha256": card["weights_sha256"]}
         known = [s["name"] for s in card["styles"]]
@@ -88,7 +98,14 @@ class MultiStyle(Method):
         main = card["styles"][known.index(max(blend, key=blend.__getitem__))]
         loss = LossWeights(**main.get("loss", card.get("loss") or card["train_config"]["loss"]))
         net = Conditioned(net, [blend.get(k, 0.0) for k in known])
-        return Built(engine(net, params, device, settings, batch_size), card["weights_sha256"], main["artwork_key"], lineage, loss, card["train_config"]["style_size"])
+        return Built(
+            engine(net, params, device, settings, batch_size),
+            card["weights_sha256"],
+            main["artwork_key"],
+            lineage,
+            loss,
+            card["train_config"]["style_size"],
+        )
 
 
 METHOD = MultiStyle()

@@ -24,11 +24,28 @@ class PerStyle(Method):
     def source_for(self, style: str, model_version: str) -> Source:
         return self.resolve(style, model_version).source
 
-    def build(self, source: Source, params: Params, device: torch.device, settings: Settings, batch_size: int | None = None, on_iteration: OnIteration | None = None) -> Built:
+    def build(
+        self,
+        source: Source,
+        params: Params,
+        device: torch.device,
+        settings: Settings,
+        batch_size: int | None = None,
+        on_iteration: OnIteration | None = None,
+    ) -> Built:
         net, card = context.load_model(context.registry(), source.family, source.name, source.version)
         lineage = {"model": source.model_ref, "model_sha256": card["weights_sha256"]}
-        loss = LossWeights(**(card.get("loss") or card["train_config"]["loss"]))  # absolute weights (calibrated ones since 0.2)
-        return Built(engine(net, params, device, settings, batch_size), card["weights_sha256"], card["artwork_key"], lineage, loss, card["train_config"]["style_size"])
+        loss = LossWeights(
+            **(card.get("loss") or card["train_config"]["loss"])
+        )  # absolute weights (calibrated ones since 0.2)
+        return Built(
+            engine(net, params, device, settings, batch_size),
+            card["weights_sha256"],
+            card["artwork_key"],
+            lineage,
+            loss,
+            card["train_config"]["style_size"],
+        )
 
 
 METHOD = PerStyle()

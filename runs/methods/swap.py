@@ -33,18 +33,45 @@ class Swap(Method):
         try:
             bank_v = banks.resolve_bank(style, "latest")  # a bank is a pure function of the artwork: the newest one
         except ModelNotFoundError:
-            raise InvalidInputError(f"no patch bank for style {style!r}: upload its artwork to artwork/{style}/ and run `styleops build-banks`") from None
+            raise InvalidInputError(
+                f"no patch bank for style {style!r}: upload its artwork to artwork/{style}/ and run `styleops build-banks`"
+            ) from None
         v = context.registry().resolve(self.family, model, version)
-        return Resolved(style, f"{model}/{v}+bank-{bank_v}", Source(family=self.family, name=model, version=v, bank=bank_v, style=style))
+        return Resolved(
+            style,
+            f"{model}/{v}+bank-{bank_v}",
+            Source(family=self.family, name=model, version=v, bank=bank_v, style=style),
+        )
 
-    def build(self, source: Source, params: Params, device: torch.device, settings: Settings, batch_size: int | None = None, on_iteration: OnIteration | None = None) -> Built:
+    def build(
+        self,
+        source: Source,
+        params: Params,
+        device: torch.device,
+        settings: Settings,
+        batch_size: int | None = None,
+        on_iteration: OnIteration | None = None,
+    ) -> Built:
         decoder, card = context.load_model(context.registry(), source.family, source.name, source.version)
         enc = context.encoder((decoder.from_layer,), device, settings)
         bank, bank_card = banks.load_bank(source.style, source.bank)
-        lineage: dict[str, Any] = {"decoder": source.model_ref, "decoder_sha256": card["weights_sha256"],
-                                   "bank": {"version": source.bank, "sha256": bank_card["weights_sha256"], "artworks": bank_card["artworks"], "patches": len(bank)}}
+        lineage: dict[str, Any] = {
+            "decoder": source.model_ref,
+            "decoder_sha256": card["weights_sha256"],
+            "bank": {
+                "version": source.bank,
+                "sha256": bank_card["weights_sha256"],
+                "artworks": bank_card["artworks"],
+                "patches": len(bank),
+            },
+        }
         model = SwapStylizer(enc.to(device), decoder.to(device), _bank_on(bank, device))
-        return Built(engine(model, params, device, settings, batch_size), card["weights_sha256"], bank_card["artworks"][0]["key"], lineage)
+        return Built(
+            engine(model, params, device, settings, batch_size),
+            card["weights_sha256"],
+            bank_card["artworks"][0]["key"],
+            lineage,
+        )
 
 
 def _bank_on(bank: PatchBank, device: torch.device) -> PatchBank:

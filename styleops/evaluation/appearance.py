@@ -111,7 +111,9 @@ def _log_gradients(image: Tensor) -> tuple[Tensor, Tensor]:
 
 def texture_ratio(output: Tensor, photo: Tensor, artwork: Tensor) -> float:
     """Mean over two scales of W1(log|grad| output, artwork) / W1(log|grad| photo, artwork)."""
-    out, ph, art = (_log_gradients(_check(x, n)) for x, n in ((output, "output"), (photo, "photo"), (artwork, "artwork")))
+    out, ph, art = (
+        _log_gradients(_check(x, n)) for x, n in ((output, "output"), (photo, "photo"), (artwork, "artwork"))
+    )
     ratios = []
     for o, p, a in zip(out, ph, art):
         base = wasserstein_1d(p, a)
@@ -130,4 +132,6 @@ class Appearance:
 
 def appearance(output: Tensor, photo: Tensor, artwork: Tensor) -> Appearance:
     """All three measures; output and photo [3, H, W] of the same size, artwork [3, h, w]."""
-    return Appearance(structure(output, photo), colour_ratio(output, photo, artwork), texture_ratio(output, photo, artwork))
+    return Appearance(
+        structure(output, photo), colour_ratio(output, photo, artwork), texture_ratio(output, photo, artwork)
+    )

@@ -46,7 +46,15 @@ def pad_to_min_side(x: Tensor, side: int) -> Tensor:
 class StyleMetrics:
     """`measure(content, output)` -> (content_loss, style_loss) against one artwork."""
 
-    def __init__(self, encoder: VGGEncoder, artwork: Tensor, weights: LossWeights | None = None, *, size: int = 256, style_size: int = 512) -> None:
+    def __init__(
+        self,
+        encoder: VGGEncoder,
+        artwork: Tensor,
+        weights: LossWeights | None = None,
+        *,
+        size: int = 256,
+        style_size: int = 512,
+    ) -> None:
         """artwork: float [3, H, W] in [0, 1]."""
         device = next(encoder.parameters()).device
         self.loss = PerceptualLoss(encoder, weights)

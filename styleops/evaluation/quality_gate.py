@@ -69,7 +69,14 @@ def decide(candidate: Scores, production: Scores | None, baseline: Scores, margi
         reason = f"style loss {candidate.style:,.1f} is no better than the unstylized photos' {baseline.style:,.1f}"
         return GateDecision(False, reason, candidate, production, baseline, margin)
     if production is None:
-        return GateDecision(True, f"first version: style loss {candidate.style:,.1f} < unstylized {baseline.style:,.1f}", candidate, None, baseline, margin)
+        return GateDecision(
+            True,
+            f"first version: style loss {candidate.style:,.1f} < unstylized {baseline.style:,.1f}",
+            candidate,
+            None,
+            baseline,
+            margin,
+        )
     worse = [
         f"{term} loss {getattr(candidate, term):,.1f} > production {getattr(production, term):,.1f} x {1 + margin:g}"
         for term in ("content", "style")

@@ -18,15 +18,17 @@ from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
 from styleops.models.decoder import VGGDecoder
+from styleops.models.vgg import VGGEncoder
 from styleops.ops import PatchBank, mean_std, style_swap
 from styleops.ops.adain import ChannelNormalize
-from styleops.models.vgg import VGGEncoder
 
 
 def _check_pair(encoder: VGGEncoder, decoder: VGGDecoder) -> str:
     layer = decoder.from_layer
     if layer not in encoder.layers or encoder.arch != decoder.arch:
-        raise InvalidInputError(f"decoder inverts {decoder.arch}/{layer} but the encoder exposes {encoder.arch} {list(encoder.layers)}")
+        raise InvalidInputError(
+            f"decoder inverts {decoder.arch}/{layer} but the encoder exposes {encoder.arch} {list(encoder.layers)}"
+        )
     return layer
 
 
@@ -38,7 +40,9 @@ class SwapStylizer(nn.Module):
         self.layer = _check_pair(encoder, decoder)
         self.encoder, self.decoder, self.bank, self.chunk_size = encoder, decoder, bank, chunk_size
         if bank.channels != self._channels():
-            raise InvalidInputError(f"the patch bank has {bank.channels} channels but {decoder.arch}/{self.layer} has {self._channels()}: built at another layer?")
+            raise InvalidInputError(
+                f"the patch bank has {bank.channels} channels but {decoder.arch}/{self.layer} has {self._channels()}: built at another layer?"
+            )
 
     def _channels(self) -> int:
         return next(m for m in self.decoder.modules() if isinstance(m, nn.Conv2d)).in_channels
@@ -55,14 +59,24 @@ class AdaINStylizer(nn.Module):
     (default: equal). alpha in [0, 1]: 1 = full style, 0 = the decoded content features.
     """
 
-    def __init__(self, encoder: VGGEncoder, decoder: VGGDecoder, artworks: Sequence[Tensor], weights: Sequence[float] | None = None, *, alpha: float = 1.0) -> None:
+    def __init__(
+        self,
+        encoder: VGGEncoder,
+        decoder: VGGDecoder,
+        artworks: Sequence[Tensor],
+        weights: Sequence[float] | None = None,
+        *,
+        alpha: float = 1.0,
+    ) -> None:
         super().__init__()
         self.layer = _check_pair(encoder, decoder)
         if not artworks:
             raise InvalidInputError("AdaIN needs at least one artwork")
         w = torch.as_tensor(weights if weights is not None else [1.0] * len(artworks), dtype=torch.float32)
         if w.shape != (len(artworks),) or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-            raise InvalidInputError(f"blend weights must be {len(artworks)} finite non-negative numbers, not all zero; got {w.tolist()}")
+            raise InvalidInputError(
+                f"blend weights must be {len(artworks)} finite non-negative numbers, not all zero; got {w.tolist()}"
+            )
         if not 0.0 <= alpha <= 1.0:
             raise InvalidInputError(f"alpha must be in [0, 1], got {alpha}")
         w = w / w.sum()

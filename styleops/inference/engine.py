@@ -24,9 +24,9 @@ from torch import Tensor, nn
 
 from styleops.device import autocast, autocast_dtype, resolve_device
 from styleops.errors import DeviceOutOfMemoryError, InvalidInputError
+from styleops.inference.tiling import receptive_radius, stylize_tiled
 from styleops.io.images import resize_max_side, to_float, to_uint8
 from styleops.models.transformer import TransformerNet
-from styleops.inference.tiling import receptive_radius, stylize_tiled
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -44,7 +44,9 @@ def shrunk_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
     return (max_side, max(1, round(w * max_side / h))) if h >= w else (max(1, round(h * max_side / w)), max_side)
 
 
-def plan_buckets(sizes: Sequence[tuple[int, int]], batch_size: int, multiple: int = 16) -> list[tuple[tuple[int, int], list[int]]]:
+def plan_buckets(
+    sizes: Sequence[tuple[int, int]], batch_size: int, multiple: int = 16
+) -> list[tuple[tuple[int, int], list[int]]]:
     """Group image indices by padded size; returns [(padded (H, W), [indices...]), ...] in chunks of batch_size."""
     if batch_size <= 0 or multiple <= 0:
         raise InvalidInputError("batch_size and multiple must be > 0")
@@ -172,7 +174,9 @@ class InferenceEngine:
                 self._fit(prepared, indices[:half], padded, out)
                 self._fit(prepared, indices[half:], padded, out)
             else:
-                out[indices[0]] = self._tiled(prepared[indices[0]], _round_down(max(padded) // 2, self.bucket_multiple), exc)
+                out[indices[0]] = self._tiled(
+                    prepared[indices[0]], _round_down(max(padded) // 2, self.bucket_multiple), exc
+                )
             return
         for j, i in enumerate(indices):
             h, w = prepared[i].shape[-2:]
@@ -198,7 +202,9 @@ class InferenceEngine:
                 _release_cached_memory(self.device)
                 cause = exc
                 if tile <= max(self.min_tile, 2 * overlap + m):
-                    return DeviceOutOfMemoryError(f"out of {self.device.type} memory for a {h}x{w} image even in {tile} px tiles: {str(cause).splitlines()[0][:200]}")
+                    return DeviceOutOfMemoryError(
+                        f"out of {self.device.type} memory for a {h}x{w} image even in {tile} px tiles: {str(cause).splitlines()[0][:200]}"
+                    )
                 tile //= 2
 
 
@@ -222,7 +228,9 @@ def _release_cached_memory(device: torch.device) -> None:
         torch.mps.empty_cache()
 
 
-def stylize_one_at_a_time(model: nn.Module, images: Sequence[Tensor], device: str | torch.device = "cpu") -> list[Tensor]:
+def stylize_one_at_a_time(
+    model: nn.Module, images: Sequence[Tensor], device: str | torch.device = "cpu"
+) -> list[Tensor]:
     """The plain loop (no batching, no channels_last, no autocast): the benchmark baseline."""
     dev = resolve_device(device)
     model = model.eval().to(dev)

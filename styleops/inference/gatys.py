@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from styleops.inference.color import COLOR_MODES, preserve_colors
 from styleops.errors import InvalidInputError
+from styleops.evaluation.metrics import min_side, pad_to_min_side
+from styleops.inference.color import COLOR_MODES, preserve_colors
 from styleops.io.images import resize_max_side
 from styleops.losses.perceptual import LossWeights, PerceptualLoss, calibrate, measure_calibration
-from styleops.evaluation.metrics import min_side, pad_to_min_side
 from styleops.models.vgg import VGGEncoder
 
 
@@ -42,10 +42,19 @@ class GatysConfig:
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("lbfgs", "adam") or self.init not in ("content", "noise") or self.iterations < 1:
-            raise InvalidInputError(f"bad Gatys config: optimizer={self.optimizer!r} init={self.init!r} iterations={self.iterations}")
+            raise InvalidInputError(
+                f"bad Gatys config: optimizer={self.optimizer!r} init={self.init!r} iterations={self.iterations}"
+            )
 
 
-def gatys(content: Tensor, artwork: Tensor, encoder: VGGEncoder, config: GatysConfig | None = None, *, progress: Callable[[int, float], None] | None = None) -> tuple[Tensor, list[float]]:
+def gatys(
+    content: Tensor,
+    artwork: Tensor,
+    encoder: VGGEncoder,
+    config: GatysConfig | None = None,
+    *,
+    progress: Callable[[int, float], None] | None = None,
+) -> tuple[Tensor, list[float]]:
     """content, artwork: float [3, H, W] in [0, 1] -> (image [3, h, w] in [0, 1], loss per iteration).
 
     The output has the content's size, or the last scale's. `progress(iteration, loss)` is called
@@ -59,7 +68,9 @@ def gatys(content: Tensor, artwork: Tensor, encoder: VGGEncoder, config: GatysCo
     art = resize_max_side(artwork, cfg.style_size)[None].to(device)
     weights = cfg.loss
     if weights.calibrate:  # measured on this photo (at its final size) and this artwork
-        photo = pad_to_min_side(resize_max_side(content, (cfg.scales or (None,))[-1])[None].to(device), min_side(encoder))
+        photo = pad_to_min_side(
+            resize_max_side(content, (cfg.scales or (None,))[-1])[None].to(device), min_side(encoder)
+        )
         weights = calibrate(weights, measure_calibration(encoder, weights, photo, art))
     loss_fn = PerceptualLoss(encoder, weights)
     grams = loss_fn.style_targets(art)
@@ -74,13 +85,23 @@ def gatys(content: Tensor, artwork: Tensor, encoder: VGGEncoder, config: GatysCo
             start = target.clone() if cfg.init == "content" else torch.rand(target.shape, generator=g).to(device)
         else:
             start = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
-        padded = _optimize(pad_to_min_side(start, smallest), pad_to_min_side(target, smallest), grams, loss_fn, cfg, history, progress)
+        padded = _optimize(
+            pad_to_min_side(start, smallest), pad_to_min_side(target, smallest), grams, loss_fn, cfg, history, progress
+        )
         image = padded[..., :h, :w]
     assert image is not None
     return image[0].clamp(0, 1).cpu(), history
 
 
-def _optimize(start: Tensor, target: Tensor, grams: dict[str, Tensor], loss_fn: PerceptualLoss, cfg: GatysConfig, history: list[float], progress: Callable[[int, float], None] | None) -> Tensor:
+def _optimize(
+    start: Tensor,
+    target: Tensor,
+    grams: dict[str, Tensor],
+    loss_fn: PerceptualLoss,
+    cfg: GatysConfig,
+    history: list[float],
+    progress: Callable[[int, float], None] | None,
+) -> Tensor:
     x = start.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
     with torch.no_grad():
         target_features = loss_fn.encoder(target)  # once, not at every evaluation
@@ -95,7 +116,9 @@ def _optimize(start: Tensor, target: Tensor, grams: dict[str, Tensor], loss_fn: 
         return loss
 
     if cfg.optimizer == "lbfgs":
-        opt = torch.optim.LBFGS([x], lr=cfg.lr or 1.0, max_iter=cfg.iterations, history_size=50, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            [x], lr=cfg.lr or 1.0, max_iter=cfg.iterations, history_size=50, line_search_fn="strong_wolfe"
+        )
         opt.step(closure)  # one call runs up to `iterations` iterations
     else:
         opt = torch.optim.Adam([x], lr=cfg.lr or 0.02)
@@ -119,7 +142,17 @@ class GatysEngine:
 
     batch_size = 1
 
-    def __init__(self, encoder: VGGEncoder, artwork: Tensor, config: GatysConfig | None = None, *, max_side: int | None = None, levels: int = 1, color: str = "none", progress: Callable[[int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        encoder: VGGEncoder,
+        artwork: Tensor,
+        config: GatysConfig | None = None,
+        *,
+        max_side: int | None = None,
+        levels: int = 1,
+        color: str = "none",
+        progress: Callable[[int, float], None] | None = None,
+    ) -> None:
         if not 1 <= levels <= 4:
             raise InvalidInputError(f"levels must be 1 to 4, got {levels}")
         if color not in COLOR_MODES:

@@ -120,13 +120,18 @@ class StreamStylizer:
         self.encoder = encoder or (lambda y: encode_image(y, fmt, quality=quality))
         self.jpeg_decoder = jpeg_decoder
         self.stats = StreamStats()
-        self._streams = threading.local()  # a CUDA stream per pipeline thread (nvJPEG decode in load threads, encode in write threads)
+        self._streams = (
+            threading.local()
+        )  # a CUDA stream per pipeline thread (nvJPEG decode in load threads, encode in write threads)
         self._lock = threading.Lock()  # stats updated from the write threads
 
     def run(self, items: Iterable[T]) -> Iterator[R]:
         """Yield `write(job)` for every item, as they finish (not in input order)."""
         t_start = time.perf_counter()
-        with ThreadPoolExecutor(self.threads, "styleops-load") as loads, ThreadPoolExecutor(self.threads, "styleops-write") as writes:
+        with (
+            ThreadPoolExecutor(self.threads, "styleops-load") as loads,
+            ThreadPoolExecutor(self.threads, "styleops-write") as writes,
+        ):
             pending: deque[Future[R]] = deque()
             decoded = _prefetch(loads, self.load_one, items, self.depth)
             for batch in _bucketed(decoded, self._bucket, self.batch_size, max_pending=self.depth):
@@ -152,7 +157,11 @@ class StreamStylizer:
         max_pixels, max_bytes = self.limits
         try:
             data = self.load(item)
-            size = plain_jpeg_size(data, max_pixels=max_pixels, max_bytes=max_bytes) if self.gpu_decode or self.jpeg_decoder else None
+            size = (
+                plain_jpeg_size(data, max_pixels=max_pixels, max_bytes=max_bytes)
+                if self.gpu_decode or self.jpeg_decoder
+                else None
+            )
             if size is not None and self.gpu_decode:
                 self._decode_on_device(job, data, size)
             elif size is not None and self.jpeg_decoder is not None:
@@ -173,7 +182,9 @@ class StreamStylizer:
         stream = self._thread_stream()
         try:
             with torch.cuda.stream(stream):
-                img = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB, device=self.device)
+                img = decode_jpeg(
+                    torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB, device=self.device
+                )
                 ready = torch.cuda.Event()
                 ready.record(stream)
         except RuntimeError:
@@ -275,7 +286,9 @@ def _prefetch(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T]
         yield pending.popleft().result()
 
 
-def _bucketed(jobs: Iterable[Job[T]], key: Callable[[Job[T]], Hashable], batch_size: int, *, max_pending: int) -> Iterator[list[Job[T]]]:
+def _bucketed(
+    jobs: Iterable[Job[T]], key: Callable[[Job[T]], Hashable], batch_size: int, *, max_pending: int
+) -> Iterator[list[Job[T]]]:
     """Group jobs into batches of one size bucket. A failed job passes alone, at once; a full bucket
     goes at once; when more than `max_pending` jobs wait, the fullest bucket goes; the rest at the end."""
     buckets: dict[Hashable, list[Job[T]]] = {}

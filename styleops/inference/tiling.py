@@ -46,8 +46,8 @@ from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
 from styleops.models.multistyle import ConditionalInstanceNorm2d
-from styleops.ops.adain import ChannelNormalize
 from styleops.models.transformer import TransformerNet
+from styleops.ops.adain import ChannelNormalize
 
 Span = tuple[int, int, int, int]
 """(core start, core end, window start, window end) along one axis, in pixels, ends exclusive."""
@@ -176,7 +176,9 @@ def _core(ctx: _TileContext, x: Tensor) -> Tensor:
     return x[..., coords[0] : coords[1], coords[2] : coords[3]]
 
 
-def _patched_forward(norm: nn.Module, original: Callable[[Tensor], Tensor], ctx: _TileContext) -> Callable[[Tensor], Tensor]:
+def _patched_forward(
+    norm: nn.Module, original: Callable[[Tensor], Tensor], ctx: _TileContext
+) -> Callable[[Tensor], Tensor]:
     def forward(x: Tensor) -> Tensor:
         i = ctx.calls
         ctx.calls += 1
@@ -248,7 +250,9 @@ def plan_spans(size: int, tile: int, overlap: int, multiple: int = 4) -> list[Sp
 
 
 def _windows(hp: int, wp: int, tile: int, overlap: int, multiple: int) -> list[tuple[Span, Span]]:
-    return [(sy, sx) for sy in plan_spans(hp, tile, overlap, multiple) for sx in plan_spans(wp, tile, overlap, multiple)]
+    return [
+        (sy, sx) for sy in plan_spans(hp, tile, overlap, multiple) for sx in plan_spans(wp, tile, overlap, multiple)
+    ]
 
 
 def _pad(x: Tensor, multiple: int) -> Tensor:
@@ -265,7 +269,9 @@ def _check(x: Tensor, tile: int, overlap: int, multiple: int) -> tuple[int, int]
     if x.dim() != 4 or not x.is_floating_point():
         raise InvalidInputError(f"expected a float batch [N, C, H, W], got {x.dtype} {tuple(x.shape)}")
     if multiple < 1 or overlap < 0 or tile < multiple:
-        raise InvalidInputError(f"need multiple >= 1, overlap >= 0 and tile >= multiple; got {multiple}, {overlap}, {tile}")
+        raise InvalidInputError(
+            f"need multiple >= 1, overlap >= 0 and tile >= multiple; got {multiple}, {overlap}, {tile}"
+        )
     # windows and halos at multiples of `multiple`: tile rounded down, overlap rounded up
     return tile - tile % multiple, -(-overlap // multiple) * multiple
 
@@ -276,10 +282,19 @@ def _model_device(model: nn.Module, x: Tensor) -> torch.device:
 
 
 def _to_device(stats: NormStats, device: torch.device) -> list[tuple[Tensor, Tensor]]:
-    return [(m.to(device, torch.float32), v.to(device, torch.float32)) for m, v in zip(stats.mean, stats.var, strict=True)]
+    return [
+        (m.to(device, torch.float32), v.to(device, torch.float32)) for m, v in zip(stats.mean, stats.var, strict=True)
+    ]
 
 
-def _run_windows(model: nn.Module, xp: Tensor, windows: list[tuple[Span, Span]], ctx: _TileContext, device: torch.device, forward_kwargs: dict[str, Any]) -> Iterator[tuple[Span, Span, Tensor | None]]:
+def _run_windows(
+    model: nn.Module,
+    xp: Tensor,
+    windows: list[tuple[Span, Span]],
+    ctx: _TileContext,
+    device: torch.device,
+    forward_kwargs: dict[str, Any],
+) -> Iterator[tuple[Span, Span, Tensor | None]]:
     """Run the model on every window (with `ctx` describing it); yields the spans and the output,
     or None when a norm layer stopped the forward."""
     for sy, sx in windows:
@@ -332,7 +347,9 @@ def global_norm_stats(
             ctx.stats = _to_device(NormStats(means, vars_), device)
             for _, _, y in _run_windows(model, xp, windows, ctx, device, forward_kwargs):
                 if y is not None:
-                    raise InvalidInputError(f"the forward made only {ctx.calls} instance-norm calls, expected {len(norms)}")
+                    raise InvalidInputError(
+                        f"the forward made only {ctx.calls} instance-norm calls, expected {len(norms)}"
+                    )
             mean, var = ctx.record[0].result()
             means.append(mean)
             vars_.append(var)
@@ -380,7 +397,10 @@ def stylize_tiled(
     tile, overlap = _check(x, tile, overlap, multiple)
     radius = receptive_radius(model) if isinstance(model, TransformerNet) else None
     if radius is not None and overlap < radius:
-        warnings.warn(f"overlap {overlap} px < the receptive-field radius {radius} px: tiles will not match model(x)", stacklevel=2)
+        warnings.warn(
+            f"overlap {overlap} px < the receptive-field radius {radius} px: tiles will not match model(x)",
+            stacklevel=2,
+        )
     if feather is None:
         feather = overlap // 4 if radius is None else max(0, min(overlap - radius, overlap // 2))
     if not 0 <= feather <= overlap:
@@ -401,14 +421,19 @@ def stylize_tiled(
     out: Tensor | None = None
     weight = torch.zeros(hp, wp, device=x.device)
     with _patch_norms(norms, ctx):
-        for (cy0, cy1, wy0, wy1), (cx0, cx1, wx0, wx1), y in _run_windows(model, xp, windows, ctx, device, forward_kwargs):
+        for (cy0, cy1, wy0, wy1), (cx0, cx1, wx0, wx1), y in _run_windows(
+            model, xp, windows, ctx, device, forward_kwargs
+        ):
             assert y is not None
             y = y.to(x.device, torch.float32)
             if out is None:
                 out = torch.zeros(*y.shape[:2], hp, wp, device=x.device)
             ky0, ky1 = max(wy0, cy0 - feather), min(wy1, cy1 + feather)
             kx0, kx1 = max(wx0, cx0 - feather), min(wx1, cx1 + feather)
-            w2 = _ramp(ky1 - ky0, cy0, cy1, ky0, feather, hp)[:, None] * _ramp(kx1 - kx0, cx0, cx1, kx0, feather, wp)[None, :]
+            w2 = (
+                _ramp(ky1 - ky0, cy0, cy1, ky0, feather, hp)[:, None]
+                * _ramp(kx1 - kx0, cx0, cx1, kx0, feather, wp)[None, :]
+            )
             w2 = w2.to(x.device)
             out[..., ky0:ky1, kx0:kx1] += y[..., ky0 - wy0 : ky1 - wy0, kx0 - wx0 : kx1 - wx0] * w2
             weight[ky0:ky1, kx0:kx1] += w2

@@ -14,7 +14,9 @@ def fit_to_cell(image: Tensor, cell: int) -> Tensor:
     h, w = image.shape[-2:]
     scale = cell / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    small = F.interpolate(image[None].float(), size=(nh, nw), mode="bilinear", antialias=scale < 1, align_corners=False)[0]
+    small = F.interpolate(
+        image[None].float(), size=(nh, nw), mode="bilinear", antialias=scale < 1, align_corners=False
+    )[0]
     canvas = torch.full((3, cell, cell), 255.0)
     top, left = (cell - nh) // 2, (cell - nw) // 2
     canvas[:, top : top + nh, left : left + nw] = small

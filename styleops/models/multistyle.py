@@ -48,7 +48,10 @@ class ConditionalInstanceNorm2d(nn.Module):
         """Append a style whose (gamma, beta) start as a copy of style `init_from`, or as the mean
         of the existing styles' (a neutral start) when None."""
         if init_from is None:
-            gamma, beta = torch.stack(list(self.gammas)).mean(0).detach(), torch.stack(list(self.betas)).mean(0).detach()
+            gamma, beta = (
+                torch.stack(list(self.gammas)).mean(0).detach(),
+                torch.stack(list(self.betas)).mean(0).detach(),
+            )
         else:
             gamma, beta = self.gammas[init_from].detach().clone(), self.betas[init_from].detach().clone()
         self.gammas.append(nn.Parameter(gamma.to(self.gammas[0].device)))
@@ -94,7 +97,9 @@ class MultiStyleTransformerNet(TransformerNet):
         if n_styles < 1:
             raise InvalidInputError("a multi-style network needs at least one style")
         condition = StyleCondition()
-        super().__init__(channels, n_residual, norm=lambda c: ConditionalInstanceNorm2d(c, n_styles, condition), output=output)
+        super().__init__(
+            channels, n_residual, norm=lambda c: ConditionalInstanceNorm2d(c, n_styles, condition), output=output
+        )
         self.condition = condition
 
     @property

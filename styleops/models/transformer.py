@@ -40,7 +40,16 @@ def instance_norm(channels: int) -> nn.Module:
 class ConvNormAct(nn.Sequential):
     """Reflection pad -> conv -> norm -> ReLU (the norm and ReLU optional)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, *, norm: NormFactory | None = instance_norm, act: bool = True) -> None:
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int = 1,
+        *,
+        norm: NormFactory | None = instance_norm,
+        act: bool = True,
+    ) -> None:
         layers: list[nn.Module] = [nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel, stride)]
         if norm is not None:
             layers.append(norm(cout))
@@ -54,7 +63,9 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int, norm: NormFactory = instance_norm) -> None:
         super().__init__()
-        self.body = nn.Sequential(ConvNormAct(channels, channels, 3, norm=norm), ConvNormAct(channels, channels, 3, norm=norm, act=False))
+        self.body = nn.Sequential(
+            ConvNormAct(channels, channels, 3, norm=norm), ConvNormAct(channels, channels, 3, norm=norm, act=False)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
@@ -79,15 +90,23 @@ class TransformerNet(nn.Module):
     docstring.
     """
 
-    def __init__(self, channels: int = 32, n_residual: int = 5, norm: NormFactory = instance_norm, output: str = "direct") -> None:
+    def __init__(
+        self, channels: int = 32, n_residual: int = 5, norm: NormFactory = instance_norm, output: str = "direct"
+    ) -> None:
         super().__init__()
         if output not in OUTPUTS:
             raise InvalidInputError(f"output must be one of {OUTPUTS}, got {output!r}")
         c = channels
         self.channels, self.n_residual, self.output = channels, n_residual, output
-        self.encoder = nn.Sequential(ConvNormAct(3, c, 9, norm=norm), ConvNormAct(c, 2 * c, 3, 2, norm=norm), ConvNormAct(2 * c, 4 * c, 3, 2, norm=norm))
+        self.encoder = nn.Sequential(
+            ConvNormAct(3, c, 9, norm=norm),
+            ConvNormAct(c, 2 * c, 3, 2, norm=norm),
+            ConvNormAct(2 * c, 4 * c, 3, 2, norm=norm),
+        )
         self.residuals = nn.Sequential(*[ResidualBlock(4 * c, norm) for _ in range(n_residual)])
-        self.decoder = nn.Sequential(UpsampleConv(4 * c, 2 * c, norm), UpsampleConv(2 * c, c, norm), ConvNormAct(c, 3, 9, norm=None, act=False))
+        self.decoder = nn.Sequential(
+            UpsampleConv(4 * c, 2 * c, norm), UpsampleConv(2 * c, c, norm), ConvNormAct(c, 3, 9, norm=None, act=False)
+        )
         if output != "direct":
             last = self.decoder[-1][1]
             nn.init.zeros_(last.weight)

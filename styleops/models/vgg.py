@@ -58,7 +58,9 @@ class VGGEncoder(nn.Module):
         self.layers = tuple(dict.fromkeys(layers))
         unknown = [n for n in self.layers if n not in names]
         if unknown:
-            raise InvalidInputError(f"unknown {arch} layers {unknown}; valid: {', '.join(n for n in names if n.startswith('relu'))}")
+            raise InvalidInputError(
+                f"unknown {arch} layers {unknown}; valid: {', '.join(n for n in names if n.startswith('relu'))}"
+            )
         if not self.layers:
             raise InvalidInputError("VGGEncoder needs at least one layer")
         features = build_vgg_features(arch)
@@ -83,7 +85,7 @@ class VGGEncoder(nn.Module):
                 out[self._index[i]] = x
         return out
 
-    def train(self, mode: bool = True) -> "VGGEncoder":
+    def train(self, mode: bool = True) -> VGGEncoder:
         """The loss network stays in eval mode whatever its parent does."""
         return super().train(False)
 
@@ -97,4 +99,3 @@ def _strip_prefix(state_dict: Mapping[str, Tensor], n_modules: int) -> dict[str,
         if head.isdigit() and int(head) < n_modules:
             out[k] = value
     return out
-

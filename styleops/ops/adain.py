@@ -22,7 +22,9 @@ def adain(content_features: Tensor, style_features: Tensor, eps: float = 1e-5) -
     content [N, C, H, W]; style [N, C, h, w] or [1, C, h, w] (broadcast); returns [N, C, H, W].
     """
     if content_features.shape[1] != style_features.shape[1]:
-        raise InvalidInputError(f"channel mismatch: content has {content_features.shape[1]}, style {style_features.shape[1]}")
+        raise InvalidInputError(
+            f"channel mismatch: content has {content_features.shape[1]}, style {style_features.shape[1]}"
+        )
     c_mean, c_std = mean_std(content_features, eps)
     s_mean, s_std = mean_std(style_features, eps)
     return ((content_features.float() - c_mean) / c_std * s_std + s_mean).to(content_features.dtype)

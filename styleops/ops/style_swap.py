@@ -58,7 +58,10 @@ class PatchBank:
         }
         _check_bank_tensors(tensors["patches"], tensors["norms"], self.patch_size, self.stride)
         return canonical_safetensors(  # same bank, same bytes (and sha256)
-            safetensors.torch.save(tensors, metadata={**extra, "patch_size": str(self.patch_size), "stride": str(self.stride)}))
+            safetensors.torch.save(
+                tensors, metadata={**extra, "patch_size": str(self.patch_size), "stride": str(self.stride)}
+            )
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> tuple[PatchBank, dict[str, str]]:
@@ -91,7 +94,12 @@ def _check_bank_tensors(patches: Tensor, norms: Tensor, patch_size: int, stride:
         raise InvalidInputError(f"patch_size and stride must be >= 1, got {patch_size} and {stride}")
     if patches.dtype != torch.float16 or norms.dtype != torch.float32:
         raise InvalidInputError(f"patches must be float16 and norms float32, got {patches.dtype} and {norms.dtype}")
-    if patches.dim() != 4 or patches.shape[0] < 1 or patches.shape[1] < 1 or tuple(patches.shape[2:]) != (patch_size, patch_size):
+    if (
+        patches.dim() != 4
+        or patches.shape[0] < 1
+        or patches.shape[1] < 1
+        or tuple(patches.shape[2:]) != (patch_size, patch_size)
+    ):
         raise InvalidInputError(f"patches must be [P >= 1, C, {patch_size}, {patch_size}], got {tuple(patches.shape)}")
     if tuple(norms.shape) != (patches.shape[0],):
         raise InvalidInputError(f"norms must be [{patches.shape[0]}] (one per patch), got {tuple(norms.shape)}")
@@ -113,7 +121,9 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
     return meta
 
 
-def build_patch_bank(style_features: Tensor | Sequence[Tensor], patch_size: int = 3, stride: int = 1, *, max_patches: int | None = None) -> PatchBank:
+def build_patch_bank(
+    style_features: Tensor | Sequence[Tensor], patch_size: int = 3, stride: int = 1, *, max_patches: int | None = None
+) -> PatchBank:
     """Patches of one or more artwork feature maps [1, C, H, W] (default layer relu3_1).
 
     max_patches: keep at most this many, evenly spaced over the bank (documented subsampling
@@ -126,11 +136,15 @@ def build_patch_bank(style_features: Tensor | Sequence[Tensor], patch_size: int 
         raise InvalidInputError("patch_size and stride must be >= 1")
     channels = {m.shape[1] for m in maps}
     if len(channels) != 1 or any(m.dim() != 4 for m in maps):
-        raise InvalidInputError(f"style feature maps must be [1, C, H, W] with one C, got {[tuple(m.shape) for m in maps]}")
+        raise InvalidInputError(
+            f"style feature maps must be [1, C, H, W] with one C, got {[tuple(m.shape) for m in maps]}"
+        )
     parts = []
     for m in maps:
         if m.shape[-2] < patch_size or m.shape[-1] < patch_size:
-            raise InvalidInputError(f"style feature map {tuple(m.shape[-2:])} is smaller than a {patch_size}x{patch_size} patch: the artwork is too small")
+            raise InvalidInputError(
+                f"style feature map {tuple(m.shape[-2:])} is smaller than a {patch_size}x{patch_size} patch: the artwork is too small"
+            )
         cols = F.unfold(m.float(), patch_size, stride=stride)  # [B, C*k*k, L]
         parts.append(cols.transpose(1, 2).reshape(-1, m.shape[1], patch_size, patch_size))
     patches = torch.cat(parts)
@@ -143,7 +157,9 @@ def build_patch_bank(style_features: Tensor | Sequence[Tensor], patch_size: int 
 def style_swap(content_features: Tensor, bank: PatchBank, *, chunk_size: int = 512, eps: float = 1e-8) -> Tensor:
     """[N, C, H, W] content features -> [N, C, H, W] swapped features (fp32), in two chunked passes."""
     if content_features.dim() != 4 or content_features.shape[1] != bank.channels:
-        raise InvalidInputError(f"content features {tuple(content_features.shape)} do not match a bank of {bank.channels} channels")
+        raise InvalidInputError(
+            f"content features {tuple(content_features.shape)} do not match a bank of {bank.channels} channels"
+        )
     k = bank.patch_size
     n, _, h, w = content_features.shape
     if h < k or w < k:

@@ -30,9 +30,9 @@ from torch import Tensor
 from styleops.errors import InvalidInputError
 from styleops.losses.perceptual import LossTerms, LossWeights, content_loss, total_variation
 from styleops.models.decoder import VGGDecoder
+from styleops.models.vgg import VGGEncoder
 from styleops.ops import adain, build_patch_bank, mean_std, style_swap
 from styleops.training.engine import ContentCrops, StepLog, TrainConfig, TrainResult, _Fit
-from styleops.models.vgg import VGGEncoder
 
 Paths = Sequence[str | Path] | str | Path
 
@@ -48,17 +48,28 @@ ADAIN_LOSS = LossWeights(
     pixel_weight=5e3,
 )
 IDENTITY_EVERY = 4  # AdaIN decoder: every 4th step reconstructs the photo (see train_adain)
-INVERSE_LOSS = LossWeights(content_layers={"relu3_1": 1.0}, style_layers={}, content_weight=1.0, style_weight=0.0, tv_weight=10.0, pixel_weight=5e3)
+INVERSE_LOSS = LossWeights(
+    content_layers={"relu3_1": 1.0},
+    style_layers={},
+    content_weight=1.0,
+    style_weight=0.0,
+    tv_weight=10.0,
+    pixel_weight=5e3,
+)
 
 
 def adain_config(**overrides: Any) -> TrainConfig:
     """TrainConfig for the AdaIN decoder: Huang & Belongie's Adam lr 1e-4, batch 8, 256 px crops."""
-    return TrainConfig(**{"loss": ADAIN_LOSS, "lr": 1e-4, "steps": 20_000, "batch_size": 8, "image_size": 256, **overrides})
+    return TrainConfig(
+        **{"loss": ADAIN_LOSS, "lr": 1e-4, "steps": 20_000, "batch_size": 8, "image_size": 256, **overrides}
+    )
 
 
 def inverse_config(**overrides: Any) -> TrainConfig:
     """TrainConfig for the style-swap inverse network (Chen & Schmidt: Adam, lr 1e-3, TV term)."""
-    return TrainConfig(**{"loss": INVERSE_LOSS, "lr": 1e-3, "steps": 5_000, "batch_size": 4, "image_size": 256, **overrides})
+    return TrainConfig(
+        **{"loss": INVERSE_LOSS, "lr": 1e-3, "steps": 5_000, "batch_size": 4, "image_size": 256, **overrides}
+    )
 
 
 def decoder_layer(config: TrainConfig) -> str:
@@ -69,7 +80,13 @@ def decoder_layer(config: TrainConfig) -> str:
     return layers[0]
 
 
-def _setup(config: TrainConfig, encoder: VGGEncoder, device: str | torch.device, artworks: Paths, init_state: Mapping[str, Tensor] | None) -> tuple[str, VGGDecoder, _Fit, ContentCrops]:
+def _setup(
+    config: TrainConfig,
+    encoder: VGGEncoder,
+    device: str | torch.device,
+    artworks: Paths,
+    init_state: Mapping[str, Tensor] | None,
+) -> tuple[str, VGGDecoder, _Fit, ContentCrops]:
     """(decoder layer, seeded decoder (maybe warm-started), the engine's loop, artwork crops)."""
     layer = decoder_layer(config)
     torch.manual_seed(config.seed)
@@ -107,8 +124,14 @@ def train_adain(
     enc, w = fit.loss.encoder, config.loss
 
     def forward(step: int, batch: Tensor) -> LossTerms:
-        identity = bool(w.pixel_weight) and step % IDENTITY_EVERY == 0  # style = the photo itself: AdaIN is the identity
-        art = batch if identity else _artwork_batch(styles, step, batch.shape[0]).to(fit.dev).contiguous(memory_format=fit.memory_format)
+        identity = (
+            bool(w.pixel_weight) and step % IDENTITY_EVERY == 0
+        )  # style = the photo itself: AdaIN is the identity
+        art = (
+            batch
+            if identity
+            else _artwork_batch(styles, step, batch.shape[0]).to(fit.dev).contiguous(memory_format=fit.memory_format)
+        )
         with torch.no_grad():
             fc, fs = enc(batch)[layer], enc(art)
             target = adain(fc, fs[layer])
@@ -155,9 +178,15 @@ def train_inverse(
             if kind == 0:
                 h, source = enc(batch)[layer], batch
             else:
-                art = _artwork_batch(styles, step, batch.shape[0]).to(fit.dev).contiguous(memory_format=fit.memory_format)
+                art = (
+                    _artwork_batch(styles, step, batch.shape[0]).to(fit.dev).contiguous(memory_format=fit.memory_format)
+                )
                 fs = enc(art)[layer]
-                h, source = (fs, art) if kind == 1 else (style_swap(enc(batch)[layer], build_patch_bank(list(fs.float().split(1)), patch_size)), None)
+                h, source = (
+                    (fs, art)
+                    if kind == 1
+                    else (style_swap(enc(batch)[layer], build_patch_bank(list(fs.float().split(1)), patch_size)), None)
+                )
         out = model(h)
         c = w.content_weight * content_loss(enc(out)[layer], h)
         if source is not None and w.pixel_weight:

@@ -78,7 +78,7 @@ class TrainConfig:
         return {**asdict(self), "loss": self.loss.to_dict()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         d = dict(d)
         d.setdefault("output", "direct")  # recorded before the output parameterization existed
         d.setdefault("warmup_steps", 0)  # likewise, before warm-up existed
@@ -86,7 +86,7 @@ class TrainConfig:
             d["loss"] = LossWeights(**d["loss"])
         return cls(**d)
 
-    def resumable_from(self, other: "TrainConfig") -> bool:
+    def resumable_from(self, other: TrainConfig) -> bool:
         """A checkpoint made under `other` can continue under self (only `steps` and logging may differ)."""
         keep = {"steps": 1, "checkpoint_every": 1, "log_every": 1, "workers": 0}
         return replace(self, **keep).to_dict() == replace(other, **keep).to_dict()
@@ -173,7 +173,9 @@ def image_paths(source: Sequence[str | Path] | str | Path) -> list[Path]:
     """A folder (searched recursively for images, sorted) or an explicit list of files."""
     if isinstance(source, (str, Path)):
         folder = Path(source)
-        return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else [folder]
+        return (
+            sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else [folder]
+        )
     return [Path(p) for p in source]
 
 
@@ -224,7 +226,16 @@ def train_style(
         model.load_state_dict(init_state)
     fit = _Fit(config, encoder, device)
     target = fit.style_target(artwork, content)
-    return fit.run(model, list(model.parameters()), lambda step, batch: fit.objective(model(batch), batch, target), content, workdir, progress, loss_hook, [target])
+    return fit.run(
+        model,
+        list(model.parameters()),
+        lambda step, batch: fit.objective(model(batch), batch, target),
+        content,
+        workdir,
+        progress,
+        loss_hook,
+        [target],
+    )
 
 
 def train_multistyle(
@@ -288,7 +299,16 @@ def add_style(
     fit = _Fit(config, encoder, device)
     target = fit.style_target(artwork, content)
     groups = [{"params": params, "lr_mult": config.style_lr_scale}]
-    return fit.run(model, groups, lambda step, batch: fit.objective(model(batch, new), batch, target), content, workdir, progress, None, [target])
+    return fit.run(
+        model,
+        groups,
+        lambda step, batch: fit.objective(model(batch, new), batch, target),
+        content,
+        workdir,
+        progress,
+        None,
+        [target],
+    )
 
 
 class _Fit:
@@ -304,13 +324,17 @@ class _Fit:
         """artwork [3, H, W] (uint8 or float in [0, 1]) -> Gram targets and absolute loss weights,
         computed once; a calibrated recipe (`config.loss.calibrate`) is measured on
         CALIBRATION_PHOTOS seeded crops of `content`."""
-        art = resize_max_side(to_float(artwork) if artwork.dtype == torch.uint8 else artwork, self.config.style_size)[None].to(self.dev)
+        art = resize_max_side(to_float(artwork) if artwork.dtype == torch.uint8 else artwork, self.config.style_size)[
+            None
+        ].to(self.dev)
         grams = self.loss.style_targets(art)
         if not self.config.loss.calibrate:
             return StyleTarget(grams, self.config.loss)
         crops = ContentCrops(content, self.config.image_size, self.config.seed + 7919)
         photos = torch.stack([crops[(0, slot)] for slot in range(CALIBRATION_PHOTOS)]).to(self.dev)
-        return StyleTarget(grams, calibrate(self.config.loss, measure_calibration(self.loss.encoder, self.config.loss, photos, art)))
+        return StyleTarget(
+            grams, calibrate(self.config.loss, measure_calibration(self.loss.encoder, self.config.loss, photos, art))
+        )
 
     def objective(self, output: Tensor, content: Tensor, target: StyleTarget) -> LossTerms:
         """The training objective of `output` for photos `content` towards `target`."""
@@ -375,7 +399,13 @@ class _Fit:
             step += 1
             if step % config.log_every == 0 or step == config.steps:
                 now = time.perf_counter()
-                log = StepLog(step, config.steps, **terms.as_floats(), lr=opt.param_groups[0]["lr"], images_per_s=(step - tick_step) * config.batch_size / max(now - tick, 1e-9))
+                log = StepLog(
+                    step,
+                    config.steps,
+                    **terms.as_floats(),
+                    lr=opt.param_groups[0]["lr"],
+                    images_per_s=(step - tick_step) * config.batch_size / max(now - tick, 1e-9),
+                )
                 state["history"].append({k: v for k, v in asdict(log).items() if k not in ("steps",)})
                 tick, tick_step = now, step
                 if progress:
@@ -398,7 +428,9 @@ class _Fit:
         )
 
 
-def _checkpoint(config: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer, state: Mapping[str, Any]) -> dict[str, Any]:
+def _checkpoint(
+    config: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer, state: Mapping[str, Any]
+) -> dict[str, Any]:
     return {"config": config.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(), **state}
 
 
@@ -430,18 +462,34 @@ def _grads_finite(model: nn.Module) -> bool:
     return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
 
 
-def _rollback(path: Path, config: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any], step: int, cause: str = "loss") -> dict[str, Any]:
+def _rollback(
+    path: Path,
+    config: TrainConfig,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    state: dict[str, Any],
+    step: int,
+    cause: str = "loss",
+) -> dict[str, Any]:
     """Non-finite loss or gradient at `step`: restore the last checkpoint and halve the learning rate."""
     rollbacks = state["rollbacks"] + 1
     if rollbacks > config.max_rollbacks:
         raise TrainingDivergedError(f"{cause} is not finite at step {step} after {config.max_rollbacks} rollbacks")
     restored = _load_checkpoint(path, config, model, opt)
     restored["rollbacks"], restored["lr_scale"] = rollbacks, restored["lr_scale"] * 0.5
-    restored["rollback_log"] = [*state["rollback_log"], {"step": step, "restored_step": restored["step"], "lr_scale": restored["lr_scale"], "cause": cause}]
+    restored["rollback_log"] = [
+        *state["rollback_log"],
+        {"step": step, "restored_step": restored["step"], "lr_scale": restored["lr_scale"], "cause": cause},
+    ]
     _set_lr(opt, config, restored["lr_scale"])
     _save_checkpoint(path, _checkpoint(config, model, opt, restored))
     _log.warning(
         "%s not finite at step %d: rolled back to the checkpoint at step %d, learning rate x%g (rollback %d of at most %d)",
-        cause, step, restored["step"], restored["lr_scale"], rollbacks, config.max_rollbacks,
+        cause,
+        step,
+        restored["step"],
+        restored["lr_scale"],
+        rollbacks,
+        config.max_rollbacks,
     )
     return restored

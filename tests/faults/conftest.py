@@ -39,7 +39,9 @@ def fault_store(embedded_store: StoreInfo, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture
-def fault_settings(fault_store: ObjectStore, embedded_store: StoreInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+def fault_settings(
+    fault_store: ObjectStore, embedded_store: StoreInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Settings]:
     for name, value in {
         "STYLEOPS_BUCKET": fault_store.bucket,
         "AWS_ENDPOINT_URL": embedded_store.endpoint_url,

@@ -51,7 +51,11 @@ from typing import Any
 
 KINDS = ("internal_error", "slow_down", "unavailable", "reset", "timeout", "restart")
 _ERRORS = {  # kind -> (status line, S3 error code, message)
-    "internal_error": ("500 Internal Server Error", "InternalError", "We encountered an internal error. Please try again."),
+    "internal_error": (
+        "500 Internal Server Error",
+        "InternalError",
+        "We encountered an internal error. Please try again.",
+    ),
     "slow_down": ("503 Slow Down", "SlowDown", "Please reduce your request rate."),
     "unavailable": ("503 Service Unavailable", "ServiceUnavailable", "The service is unavailable. Please retry."),
 }
@@ -75,7 +79,11 @@ class Rule:
 
     def take(self, method: str, target: str, agent: str) -> bool:
         """Whether this request gets the fault (counted here); called under the server's lock."""
-        if (self.method and method != self.method) or not re.search(self.path, target) or not re.search(self.agent, agent):
+        if (
+            (self.method and method != self.method)
+            or not re.search(self.path, target)
+            or not re.search(self.agent, agent)
+        ):
             return False
         self.seen += 1
         if self.seen <= self.skip or (self.times is not None and self.fired >= self.times):
@@ -90,7 +98,9 @@ class FaultProxy:
     store_dir: the EmbeddedStore state dir, needed by `restart` rules.
     """
 
-    def __init__(self, upstream_url: str, *, hold_s: float = 3.0, store_dir: Path | None = None, warmup_s: float = 0.0) -> None:
+    def __init__(
+        self, upstream_url: str, *, hold_s: float = 3.0, store_dir: Path | None = None, warmup_s: float = 0.0
+    ) -> None:
         self._argv = [upstream_url, str(hold_s), "" if store_dir is None else str(store_dir), str(warmup_s)]
         self.url = ""
 
@@ -98,7 +108,11 @@ class FaultProxy:
         root = Path(__file__).resolve().parents[2]
         self._process = subprocess.Popen(
             [sys.executable, "-m", "tests.faults.proxy", *self._argv],
-            cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            cwd=root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
         self.url = self._call("url")
         return self
@@ -251,7 +265,11 @@ class _Server:
         with self._lock:
             self.requests[method] += 1
             warming_up = time.monotonic() < self._warm_at
-            rule = None if warming_up else next((r for r in self.rules if r.take(method, target, headers.get("user-agent", ""))), None)
+            rule = (
+                None
+                if warming_up
+                else next((r for r in self.rules if r.take(method, target, headers.get("user-agent", ""))), None)
+            )
             if warming_up:
                 self.counts["warming_up"] += 1
             elif rule is not None:
@@ -261,7 +279,9 @@ class _Server:
             conn.sendall(_error_response("internal_error", method, target))
             return
         agent = "delta" if "object_store" in headers.get("user-agent", "") else "boto3"
-        self._trace(f"{agent} {method} {target}" + ("" if rule is None else f" <- {rule.kind}{' after' if rule.after else ''}"))
+        self._trace(
+            f"{agent} {method} {target}" + ("" if rule is None else f" <- {rule.kind}{' after' if rule.after else ''}")
+        )
         if rule is not None and rule.kind == "restart":
             self._down.set()
             threading.Thread(target=self._restart, daemon=True).start()
@@ -292,7 +312,9 @@ class _Server:
 
     def _forward(self, lines: list[str], body: bytes) -> bytes | None:
         """The request sent to the store on a new connection; its whole answer (None: refused or cut)."""
-        kept = [ln for ln in lines[1:] if ln.split(":", 1)[0].strip().lower() not in ("connection", "expect", "keep-alive")]
+        kept = [
+            ln for ln in lines[1:] if ln.split(":", 1)[0].strip().lower() not in ("connection", "expect", "keep-alive")
+        ]
         request = "\r\n".join([lines[0], *kept, "Connection: close", "", ""]).encode("latin-1") + body
         try:
             with socket.create_connection(self.upstream, timeout=30) as up:

@@ -26,7 +26,11 @@ from PIL import ExifTags, Image, ImageCms, ImageFile, features
 
 from infra.settings import Settings
 from infra.store import InvalidKeyError, ObjectNotFoundError, ObjectStore, ObjectTooLargeError, StoreError, validate_key
-from styleops.io import images as imageio
+from runs import context
+from runs.keys import output_key
+from runs.methods.base import MIN_ARTWORK_SIDE, checked_artworks
+from runs.shard import Fetched, _download, _write
+from runs.spec import StylizeParams
 from styleops.errors import (
     ImageDecodeError,
     ImageError,
@@ -34,7 +38,12 @@ from styleops.errors import (
     InvalidInputError,
     UnsupportedImageError,
 )
+from styleops.evaluation.metrics import StyleMetrics, min_side, pad_to_min_side
+from styleops.inference.color import preserve_colors
+from styleops.inference.engine import InferenceEngine
 from styleops.inference.gatys import GatysConfig, GatysEngine
+from styleops.inference.stream import Job, StreamStylizer
+from styleops.io import images as imageio
 from styleops.io.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -42,16 +51,7 @@ from styleops.io.images import (
     decode_image,
     read_image,
 )
-from runs import context
-from runs.keys import output_key
-from runs.methods.base import MIN_ARTWORK_SIDE, checked_artworks
-from runs.shard import Fetched, _download, _write
-from runs.spec import StylizeParams
-from styleops.inference.color import preserve_colors
-from styleops.inference.engine import InferenceEngine
-from styleops.evaluation.metrics import StyleMetrics, min_side, pad_to_min_side
 from styleops.models.transformer import TransformerNet
-from styleops.inference.stream import Job, StreamStylizer
 from styleops.models.vgg import VGGEncoder, build_vgg_features
 
 CATALOG = Path(__file__).resolve().parents[2] / "examples" / "catalog"
@@ -79,8 +79,15 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def _png(width: int, height: int, *, depth: int = 8, color_type: int = 2, rows: bytes | None = None,
-         trns: bytes | None = None) -> bytes:
+def _png(
+    width: int,
+    height: int,
+    *,
+    depth: int = 8,
+    color_type: int = 2,
+    rows: bytes | None = None,
+    trns: bytes | None = None,
+) -> bytes:
     """A hand-built PNG (valid CRCs): any bit depth / colour type Pillow cannot write itself.
 
     rows: the unfiltered scanlines (filter byte added here); None = a tiny IDAT that does NOT hold
@@ -93,8 +100,9 @@ def _png(width: int, height: int, *, depth: int = 8, color_type: int = 2, rows: 
         stride = len(rows) // height
         idat = zlib.compress(b"".join(b"\x00" + rows[i * stride : (i + 1) * stride] for i in range(height)))
     extra = _png_chunk(b"tRNS", trns) if trns is not None else b""
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + extra + _png_chunk(b"IDAT", idat)
-            + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + extra + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    )
 
 
 def _png16(pixels: list[tuple[int, ...]], color_type: int, trns: tuple[int, ...] | None = None) -> bytes:
@@ -145,8 +153,17 @@ def _tiff(width: int, height: int, pages: int = 1) -> bytes:
     out = [b"II*\x00", struct.pack("<I", 10), b"\x80\x80"]  # header, first IFD at 10, strip at 8
     for page in range(pages):
         at = 10 + page * ifd_size
-        tags = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 1), (262, 3, 1),
-                (273, 4, 8), (277, 3, 1), (278, 4, height), (279, 4, 2)]
+        tags = [
+            (256, 4, width),
+            (257, 4, height),
+            (258, 3, 8),
+            (259, 3, 1),
+            (262, 3, 1),
+            (273, 4, 8),
+            (277, 3, 1),
+            (278, 4, height),
+            (279, 4, 2),
+        ]
         out.append(struct.pack("<H", n_tags))
         out += [struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in tags]
         out.append(struct.pack("<I", at + ifd_size if page < pages - 1 else 0))
@@ -156,8 +173,9 @@ def _tiff(width: int, height: int, pages: int = 1) -> bytes:
 def _gif_frames(n: int) -> bytes:
     """A 1x1 GIF of n frames, ~23 bytes each (the cheapest way to make Pillow count a lot)."""
     header = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
-    frame = (b"\x21\xf9\x04\x00\x00\x00\x00\x00" + b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0)
-             + b"\x02\x02\x44\x01\x00")
+    frame = (
+        b"\x21\xf9\x04\x00\x00\x00\x00\x00" + b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    )
     return header + frame * n + b"\x3b"
 
 
@@ -189,7 +207,13 @@ class Loaded:
 
 def _fetch(st: ObjectStore, item: tuple[str, str, int], limits: tuple[int, int]) -> Loaded:
     """The shard's load stage (download in runs.shard, decode in styleops.inference.stream) for one item."""
-    stream = StreamStylizer(None, load=lambda f: _download(st, f, limits[1]), write=lambda job: job, limits=limits, expected_errors=(StoreError, InvalidInputError))
+    stream = StreamStylizer(
+        None,
+        load=lambda f: _download(st, f, limits[1]),
+        write=lambda job: job,
+        limits=limits,
+        expected_errors=(StoreError, InvalidInputError),
+    )
     job = stream.load_one(Fetched(*item))
     return Loaded(job, job._pixels, job.error, job.item.sha256)
 
@@ -254,8 +278,13 @@ def test_png_missing_only_its_iend_chunk_still_decodes() -> None:
 
 @pytest.mark.parametrize(
     ("data", "fmt"),
-    [(b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF89a", "GIF"),
-     (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "WEBP"), (b"II*\x00", "TIFF")],
+    [
+        (b"\x89PNG\r\n\x1a\n", "PNG"),
+        (b"\xff\xd8\xff", "JPEG"),
+        (b"GIF89a", "GIF"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "WEBP"),
+        (b"II*\x00", "TIFF"),
+    ],
     ids=["png", "jpeg", "gif", "webp", "tiff"],
 )
 def test_signature_only_names_the_format(data: bytes, fmt: str) -> None:
@@ -308,12 +337,27 @@ def no_pixel_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     def forbidden(self: Image.Image, *args: object, **kwargs: object) -> None:
         raise AssertionError(f"{type(self).__name__}.load() called: pixels were about to be decoded")
 
-    from PIL import (AvifImagePlugin, BmpImagePlugin, GifImagePlugin, JpegImagePlugin, MpoImagePlugin,
-                     PngImagePlugin, TiffImagePlugin, WebPImagePlugin)
+    from PIL import (
+        AvifImagePlugin,
+        BmpImagePlugin,
+        GifImagePlugin,
+        JpegImagePlugin,
+        MpoImagePlugin,
+        PngImagePlugin,
+        TiffImagePlugin,
+        WebPImagePlugin,
+    )
 
-    plugins = [AvifImagePlugin.AvifImageFile, BmpImagePlugin.BmpImageFile, GifImagePlugin.GifImageFile,
-               JpegImagePlugin.JpegImageFile, MpoImagePlugin.MpoImageFile, PngImagePlugin.PngImageFile,
-               TiffImagePlugin.TiffImageFile, WebPImagePlugin.WebPImageFile]
+    plugins = [
+        AvifImagePlugin.AvifImageFile,
+        BmpImagePlugin.BmpImageFile,
+        GifImagePlugin.GifImageFile,
+        JpegImagePlugin.JpegImageFile,
+        MpoImagePlugin.MpoImageFile,
+        PngImagePlugin.PngImageFile,
+        TiffImagePlugin.TiffImageFile,
+        WebPImagePlugin.WebPImageFile,
+    ]
     classes = {c for plugin in plugins for c in plugin.__mro__ if "load" in c.__dict__}
     assert ImageFile.ImageFile in classes
     for cls in classes:
@@ -339,8 +383,9 @@ def test_bomb_header_is_refused_before_decoding(
         assert f"pixels (decompression bomb guard: Image size ({width * height} pixels)" in message
         assert message.startswith(f"{fmt} image" if kind != "bmp" else "image")
     else:
-        assert message == (f"{fmt} image is {width}x{height} = {width * height} pixels, "
-                           f"over the limit of {DEFAULT_MAX_PIXELS}")
+        assert message == (
+            f"{fmt} image is {width}x{height} = {width * height} pixels, over the limit of {DEFAULT_MAX_PIXELS}"
+        )
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, at 10000x10000
@@ -348,11 +393,12 @@ def test_bomb_header_is_refused_before_decoding(
     ("width", "height"),
     [(8000, 8000), (10_000, 10_000)],  # above our 50 Mpx; the second above Pillow's 89 Mpx warning
 )
-def test_size_between_our_cap_and_pillows_is_refused_by_ours(
-    width: int, height: int, no_pixel_decoding: None
-) -> None:
-    with pytest.raises(ImageTooLargeError, match=rf"^PNG image is {width}x{height} = {width * height} "
-                                                 rf"pixels, over the limit of {DEFAULT_MAX_PIXELS}$"):
+def test_size_between_our_cap_and_pillows_is_refused_by_ours(width: int, height: int, no_pixel_decoding: None) -> None:
+    with pytest.raises(
+        ImageTooLargeError,
+        match=rf"^PNG image is {width}x{height} = {width * height} "
+        rf"pixels, over the limit of {DEFAULT_MAX_PIXELS}$",
+    ):
         decode_image(_png(width, height))
 
 
@@ -367,8 +413,7 @@ def test_bomb_warning_as_error_reports_the_limit_that_applied(no_pixel_decoding:
         decode_image(_png(10_000, 10_000), max_pixels=10**9)
 
 
-def test_file_above_the_byte_cap_is_refused_without_reading(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_file_above_the_byte_cap_is_refused_without_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "huge.png"
     with path.open("wb") as f:  # sparse: no disk used
         f.write(_PHOTO_PNG[:64])
@@ -376,8 +421,11 @@ def test_file_above_the_byte_cap_is_refused_without_reading(tmp_path: Path,
     opened: list[Path] = []
     real_open = Path.open
     monkeypatch.setattr(Path, "open", lambda self, *a, **k: opened.append(self) or real_open(self, *a, **k))
-    with pytest.raises(ImageTooLargeError, match=rf"^file is {DEFAULT_MAX_BYTES + 1} bytes, over the "
-                                                 rf"limit of {DEFAULT_MAX_BYTES} bytes$"):
+    with pytest.raises(
+        ImageTooLargeError,
+        match=rf"^file is {DEFAULT_MAX_BYTES + 1} bytes, over the "
+        rf"limit of {DEFAULT_MAX_BYTES} bytes$",
+    ):
         read_image(path)
     assert opened == []
 
@@ -402,14 +450,23 @@ SIXTEEN_BIT = {
     # id: (bytes, source mode Pillow reports, expected RGB per pixel)
     "grey": (_png16([(0,), (32896,), (65535,), (255,)], 0), "I;16", [[0] * 3, [128] * 3, WHITE, [1] * 3]),
     # 16-bit colour: Pillow keeps the high byte (v >> 8), so 0x00FF -> 0 where grey gives 1.
-    "rgb": (_png16([(65535, 32896, 0), (32896, 65535, 255), (0x80FF, 0x7FFF, 0x0100)], 2), "RGB",
-            [[255, 128, 0], [128, 255, 0], [128, 127, 1]]),
+    "rgb": (
+        _png16([(65535, 32896, 0), (32896, 65535, 255), (0x80FF, 0x7FFF, 0x0100)], 2),
+        "RGB",
+        [[255, 128, 0], [128, 255, 0], [128, 127, 1]],
+    ),
     "grey_trns": (_png16([(32896,), (1000,)], 0, trns=(32896,)), "I;16", [WHITE, [4] * 3]),
-    "rgb_trns": (_png16([(32896, 32896, 32896), (65535, 0, 0)], 2, trns=(32896, 32896, 32896)), "RGB",
-                 [WHITE, [255, 0, 0]]),
+    "rgb_trns": (
+        _png16([(32896, 32896, 32896), (65535, 0, 0)], 2, trns=(32896, 32896, 32896)),
+        "RGB",
+        [WHITE, [255, 0, 0]],
+    ),
     "grey_alpha": (_png16([(0, 65535), (0, 0), (0, 32896)], 4), "RGBA", [[0] * 3, WHITE, [127] * 3]),
-    "rgba": (_png16([(65535, 0, 0, 65535), (0, 0, 0, 0), (0, 0, 65535, 32896)], 6), "RGBA",
-             [[255, 0, 0], WHITE, [127, 127, 255]]),
+    "rgba": (
+        _png16([(65535, 0, 0, 65535), (0, 0, 0, 0), (0, 0, 65535, 32896)], 6),
+        "RGBA",
+        [[255, 0, 0], WHITE, [127, 127, 255]],
+    ),
 }
 
 
@@ -482,21 +539,48 @@ def _palette(colours: list[tuple[int, int, int]]) -> Image.Image:
 ALPHA_CASES = {
     # id: (bytes, source mode, expected RGB per pixel, tolerance)
     "palette_png": (_save(_palette([(255, 0, 0), (0, 0, 255)]), "PNG"), "P", [[255, 0, 0], [0, 0, 255]], 0),
-    "palette_png_transparent_index": (_save(_palette([(255, 0, 0), (0, 0, 255)]), "PNG", transparency=1), "P",
-                                      [[255, 0, 0], WHITE], 0),
-    "palette_png_partial_alpha": (_save(_palette([(0, 0, 0)] * 3), "PNG", transparency=bytes([255, 128, 0])),
-                                  "P", [[0, 0, 0], [127] * 3, WHITE], 0),
-    "palette_gif_transparent_index": (_save(_palette([(255, 0, 0), (0, 0, 255)]), "GIF", transparency=1), "P",
-                                      [[255, 0, 0], WHITE], 0),
-    "la_png": (_save(Image.frombytes("LA", (3, 1), bytes([0, 255, 0, 128, 0, 0])), "PNG"), "LA",
-               [[0] * 3, [127] * 3, WHITE], 0),
-    "rgba_png": (_save(Image.frombytes("RGBA", (4, 1), bytes([255, 0, 0, 255, 255, 0, 0, 128,
-                                                              255, 0, 0, 64, 255, 0, 0, 0])), "PNG"), "RGBA",
-                 [_over_white((255, 0, 0), a) for a in (255, 128, 64, 0)], 1),
+    "palette_png_transparent_index": (
+        _save(_palette([(255, 0, 0), (0, 0, 255)]), "PNG", transparency=1),
+        "P",
+        [[255, 0, 0], WHITE],
+        0,
+    ),
+    "palette_png_partial_alpha": (
+        _save(_palette([(0, 0, 0)] * 3), "PNG", transparency=bytes([255, 128, 0])),
+        "P",
+        [[0, 0, 0], [127] * 3, WHITE],
+        0,
+    ),
+    "palette_gif_transparent_index": (
+        _save(_palette([(255, 0, 0), (0, 0, 255)]), "GIF", transparency=1),
+        "P",
+        [[255, 0, 0], WHITE],
+        0,
+    ),
+    "la_png": (
+        _save(Image.frombytes("LA", (3, 1), bytes([0, 255, 0, 128, 0, 0])), "PNG"),
+        "LA",
+        [[0] * 3, [127] * 3, WHITE],
+        0,
+    ),
+    "rgba_png": (
+        _save(
+            Image.frombytes("RGBA", (4, 1), bytes([255, 0, 0, 255, 255, 0, 0, 128, 255, 0, 0, 64, 255, 0, 0, 0])), "PNG"
+        ),
+        "RGBA",
+        [_over_white((255, 0, 0), a) for a in (255, 128, 64, 0)],
+        1,
+    ),
     # fully transparent pixels hide a colour: it must not leak through (white, not green)
     "rgba_hidden_colour": (_save(Image.new("RGBA", (2, 1), (0, 255, 0, 0)), "PNG"), "RGBA", [WHITE, WHITE], 0),
-    "rgba_webp_lossless": (_save(Image.frombytes("RGBA", (2, 1), bytes([0, 0, 255, 255, 0, 255, 0, 0])),
-                                 "WEBP", lossless=True, exact=True), "RGBA", [[0, 0, 255], WHITE], 0),
+    "rgba_webp_lossless": (
+        _save(
+            Image.frombytes("RGBA", (2, 1), bytes([0, 0, 255, 255, 0, 255, 0, 0])), "WEBP", lossless=True, exact=True
+        ),
+        "RGBA",
+        [[0, 0, 255], WHITE],
+        0,
+    ),
 }
 
 
@@ -558,17 +642,22 @@ def test_exif_rotated_photo_comes_out_upright(orientation: int) -> None:
     assert wrong_way > 10 * error.mean()  # the comparison can tell a wrong rotation apart
 
 
-@pytest.mark.parametrize(
-    "orientation", [0, 1, 9, 65535], ids=["zero", "identity", "nine", "max_short"]
-)
+@pytest.mark.parametrize("orientation", [0, 1, 9, 65535], ids=["zero", "identity", "nine", "max_short"])
 def test_meaningless_orientation_leaves_pixels_as_stored(orientation: object) -> None:
     decoded = decode_image(_with_orientation(UPRIGHT, "PNG", orientation))
     assert decoded.exif_transposed is False
     np.testing.assert_array_equal(_hwc(decoded), UPRIGHT)
 
 
-@pytest.mark.parametrize("exif", [b"garbage", b"Exif\x00\x00garbage", b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff",
-                                  b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01"])
+@pytest.mark.parametrize(
+    "exif",
+    [
+        b"garbage",
+        b"Exif\x00\x00garbage",
+        b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff",
+        b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01",
+    ],
+)
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
 def test_malformed_exif_is_ignored(fmt: str, exif: bytes) -> None:
@@ -628,8 +717,9 @@ def test_frame_counting_stops_at_the_cap(fmt: str, data: bytes, caplog: pytest.L
     assert [r.getMessage() for r in caplog.records] == [f"{fmt} image has {cap}+ frames; decoded frame 0 only"]
 
 
-@pytest.mark.parametrize(("fmt", "data"), [("GIF", _gif_frames(12)), ("TIFF", _tiff(1, 1, pages=12))],
-                         ids=["gif", "tiff"])
+@pytest.mark.parametrize(
+    ("fmt", "data"), [("GIF", _gif_frames(12)), ("TIFF", _tiff(1, 1, pages=12))], ids=["gif", "tiff"]
+)
 def test_frame_count_below_the_cap_is_exact(fmt: str, data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     assert decode_image(data).frames == 12
     monkeypatch.setattr(imageio, "MAX_COUNTED_FRAMES", 5)
@@ -668,7 +758,9 @@ def test_feed_forward_engine_handles_tiny_and_extreme_images(size: tuple[int, in
     assert bool(torch.isfinite(y).all())
 
 
-@pytest.mark.parametrize(("layer", "side"), [("relu1_2", 1), ("relu2_2", 2), ("relu3_3", 4), ("relu4_3", 8), ("relu5_3", 16)])
+@pytest.mark.parametrize(
+    ("layer", "side"), [("relu1_2", 1), ("relu2_2", 2), ("relu3_3", 4), ("relu4_3", 8), ("relu5_3", 16)]
+)
 def test_min_side_of_the_loss_network(layer: str, side: int) -> None:
     """2 ** (max-pools before the deepest layer): 1 px there, after halving, is the least that pools."""
     encoder = VGGEncoder(build_vgg_features().state_dict(), [layer])
@@ -692,8 +784,9 @@ def test_pad_to_min_side_reflects_or_repeats_the_edge() -> None:
 
 
 @pytest.mark.parametrize(("size", "measured"), [((1, 1), (1, 1)), ((1, 4000), (1, 256)), ((4000, 100), (256, 6))])
-def test_metrics_of_a_too_small_image_are_those_of_it_padded(size: tuple[int, int], measured: tuple[int, int],
-                                                            random_vgg: VGGEncoder) -> None:
+def test_metrics_of_a_too_small_image_are_those_of_it_padded(
+    size: tuple[int, int], measured: tuple[int, int], random_vgg: VGGEncoder
+) -> None:
     """The documented rule: shrunk to 256 px, then padded to 8 px a side (VGG16 to relu4_3)."""
     torch.manual_seed(0)
     content, output = torch.rand(3, size[1], size[0]), torch.rand(3, size[1], size[0])
@@ -706,13 +799,19 @@ def test_metrics_of_a_too_small_image_are_those_of_it_padded(size: tuple[int, in
     assert got == by_hand and np.isfinite(got).all() and min(got) > 0
 
 
-@pytest.mark.parametrize(("size", "levels", "shapes"), [
-    ((1, 1), 1, [(1, 1)]),
-    ((4000, 1), 1, [(1, 256)]),
-    ((4000, 100), 2, [(3, 128), (6, 256)]),  # both levels below 8 px high
-])
+@pytest.mark.parametrize(
+    ("size", "levels", "shapes"),
+    [
+        ((1, 1), 1, [(1, 1)]),
+        ((4000, 1), 1, [(1, 256)]),
+        ((4000, 100), 2, [(3, 128), (6, 256)]),  # both levels below 8 px high
+    ],
+)
 def test_gatys_optimizes_too_small_images_padded_and_keeps_their_size(
-    size: tuple[int, int], levels: int, shapes: list[tuple[int, int]], random_vgg: VGGEncoder,
+    size: tuple[int, int],
+    levels: int,
+    shapes: list[tuple[int, int]],
+    random_vgg: VGGEncoder,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from styleops.inference import gatys as gatys_module
@@ -726,8 +825,9 @@ def test_gatys_optimizes_too_small_images_padded_and_keeps_their_size(
 
     monkeypatch.setattr(gatys_module, "_optimize", spy)
     x = torch.rand(3, size[1], size[0], generator=torch.Generator().manual_seed(0))
-    engine = GatysEngine(random_vgg, torch.rand(3, 64, 64), GatysConfig(iterations=2, optimizer="adam"),
-                         max_side=256, levels=levels)
+    engine = GatysEngine(
+        random_vgg, torch.rand(3, 64, 64), GatysConfig(iterations=2, optimizer="adam"), max_side=256, levels=levels
+    )
     prepared = engine.prepare(x)
     (y,) = engine.stylize_prepared([prepared])
     assert y.shape == prepared.shape == (3, *shapes[-1])
@@ -741,16 +841,19 @@ def _tiny_case(size: tuple[int, int], stylizer: str, prepared: tuple[int, int]) 
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("size", "stylizer", "prepared"), [
-    _tiny_case((1, 1), "per_style_with_metrics", (1, 1)),
-    _tiny_case((1, 4000), "per_style_with_metrics", (1024, 1)),  # measured at 1x256: padded to 8x256
-    _tiny_case((4000, 1), "per_style_with_metrics", (1, 1024)),
-    _tiny_case((4000, 100), "per_style_with_metrics", (26, 1024)),  # a banner: 256x6 when measured
-    _tiny_case((4000, 300), "per_style_with_metrics", (77, 1024)),  # 256x19: no padding
-    _tiny_case((1, 1), "gatys", (1, 1)),
-    _tiny_case((4000, 1), "gatys", (1, 1024)),
-    _tiny_case((4000, 100), "gatys", (26, 1024)),
-])
+@pytest.mark.parametrize(
+    ("size", "stylizer", "prepared"),
+    [
+        _tiny_case((1, 1), "per_style_with_metrics", (1, 1)),
+        _tiny_case((1, 4000), "per_style_with_metrics", (1024, 1)),  # measured at 1x256: padded to 8x256
+        _tiny_case((4000, 1), "per_style_with_metrics", (1, 1024)),
+        _tiny_case((4000, 100), "per_style_with_metrics", (26, 1024)),  # a banner: 256x6 when measured
+        _tiny_case((4000, 300), "per_style_with_metrics", (77, 1024)),  # 256x19: no padding
+        _tiny_case((1, 1), "gatys", (1, 1)),
+        _tiny_case((4000, 1), "gatys", (1, 1024)),
+        _tiny_case((4000, 100), "gatys", (26, 1024)),
+    ],
+)
 def test_pipeline_stylizes_and_measures_tiny_and_extreme_images(
     size: tuple[int, int], stylizer: str, prepared: tuple[int, int], random_vgg: VGGEncoder, fault_store: ObjectStore
 ) -> None:
@@ -807,15 +910,20 @@ def test_grayscale_artwork_becomes_3_channel_rgb(kind: str, fault_store: ObjectS
     ("size", "ok"),
     [((32, 32), True), ((64, 48), True), ((31, 200), False), ((16, 16), False), ((1, 4000), False), ((1, 1), False)],
 )
-def test_artwork_minimum_side(size: tuple[int, int], ok: bool, fault_store: ObjectStore, fault_settings: Settings) -> None:
+def test_artwork_minimum_side(
+    size: tuple[int, int], ok: bool, fault_store: ObjectStore, fault_settings: Settings
+) -> None:
     style = f"tiny{size[0]}x{size[1]}"  # one style per case: the bucket is shared
     key = f"artwork/{style}/art.png"
     put = fault_store.put(key, _save(Image.new("L", size, 90), "PNG"))
     if ok:
         assert checked_artworks(style) == [(key, put.etag)]
         return
-    with pytest.raises(InvalidInputError, match=rf"^artwork {key} is {size[0]}x{size[1]} px: too small "
-                                                rf"\(at least {MIN_ARTWORK_SIDE} px a side\)$"):
+    with pytest.raises(
+        InvalidInputError,
+        match=rf"^artwork {key} is {size[0]}x{size[1]} px: too small "
+        rf"\(at least {MIN_ARTWORK_SIDE} px a side\)$",
+    ):
         checked_artworks(style)
 
 
@@ -923,7 +1031,9 @@ def test_store_get_refuses_an_object_over_max_bytes_without_reading_it(fault_sto
     key, data = "catalog/demo/cap/huge.bin", bytes(range(256)) * (16 * 4096)  # 16 MiB
     fault_store.put(key, data)
     uri = f"s3://{fault_store.bucket}/{key}"
-    with pytest.raises(ObjectTooLargeError, match=rf"^{uri} is {len(data)} bytes, over the limit of 1000 bytes$") as info:
+    with pytest.raises(
+        ObjectTooLargeError, match=rf"^{uri} is {len(data)} bytes, over the limit of 1000 bytes$"
+    ) as info:
         fault_store.get(key, max_bytes=1000)
     assert isinstance(info.value, StoreError) and (info.value.size, info.value.max_bytes) == (len(data), 1000)
     with pytest.raises(ObjectTooLargeError):
@@ -1025,8 +1135,11 @@ def _fuzz_sources() -> dict[str, bytes]:
     base = _photo((32, 24))
     other = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     sources = {
-        "jpeg": _save(base, "JPEG"), "png": _save(base, "PNG"), "bmp": _save(base, "BMP"),
-        "tiff_lzw": _save(base, "TIFF", compression="tiff_lzw"), "webp": _save(base, "WEBP"),
+        "jpeg": _save(base, "JPEG"),
+        "png": _save(base, "PNG"),
+        "bmp": _save(base, "BMP"),
+        "tiff_lzw": _save(base, "TIFF", compression="tiff_lzw"),
+        "webp": _save(base, "WEBP"),
         "gif_anim": _save(base, "GIF", save_all=True, append_images=[other]),
         "apng": _save(base, "PNG", save_all=True, append_images=[other]),
         "png16": _save(Image.new("I;16", (8, 8), 1000), "PNG"),

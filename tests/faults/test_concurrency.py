@@ -166,7 +166,9 @@ def test_four_processes_appending_lose_nothing_and_duplicate_nothing(bucket_sett
             assert mine == sorted(mine), (w, mine)
 
         latencies = sorted(t for rows in outcomes.values() for _, _, t in rows)
-        print(f"\nmanifest: {WRITERS} writers x {APPENDS} appends, commit latency median {latencies[len(latencies) // 2]:.2f} s, max {latencies[-1]:.2f} s")
+        print(
+            f"\nmanifest: {WRITERS} writers x {APPENDS} appends, commit latency median {latencies[len(latencies) // 2]:.2f} s, max {latencies[-1]:.2f} s"
+        )
 
         # Rows: exactly the keys written, each once, each with its writer's shard id.
         expected = {k: f"w{w}-a{b:02d}" for w in range(WRITERS) for b in range(APPENDS) for k in batch_keys(w, b)}
@@ -178,7 +180,8 @@ def test_four_processes_appending_lose_nothing_and_duplicate_nothing(bucket_sett
         assert set(keys) == set(expected) and len(keys) == len(expected) == 108
         assert dict(zip(keys, got["shard_id"].to_pylist(), strict=True)) == expected
         assert Counter(got["run_id"].to_pylist()) == {
-            f"run-{p}": sum(batch_size(w, b) for w in range(WRITERS) if w % 2 == p for b in range(APPENDS)) for p in (0, 1)
+            f"run-{p}": sum(batch_size(w, b) for w in range(WRITERS) if w % 2 == p for b in range(APPENDS))
+            for p in (0, 1)
         }
 
         # The log: commit files 0..24 and nothing else; commit v holds exactly the batch whose
@@ -188,7 +191,11 @@ def test_four_processes_appending_lose_nothing_and_duplicate_nothing(bucket_sett
         by_version = {v: (w, b) for (w, b), v in told.items()}
         added: dict[str, int] = {}
         for v in range(1, total_commits + 1):
-            actions = [json.loads(line) for line in st.get_bytes(f"manifest/_delta_log/{v:020d}.json").splitlines() if line.strip()]
+            actions = [
+                json.loads(line)
+                for line in st.get_bytes(f"manifest/_delta_log/{v:020d}.json").splitlines()
+                if line.strip()
+            ]
             adds = [a["add"] for a in actions if "add" in a]
             assert not any("remove" in a or "metaData" in a for a in actions), v
             w, b = by_version[v]
@@ -201,7 +208,11 @@ def test_four_processes_appending_lose_nothing_and_duplicate_nothing(bucket_sett
                 added[a["path"]] = v
 
         # Data files: exactly those the commits add (a retried commit leaves no orphan, none is missing).
-        data_files = {i.key.removeprefix("manifest/") for i in st.list("manifest/") if not i.key.startswith("manifest/_delta_log/")}
+        data_files = {
+            i.key.removeprefix("manifest/")
+            for i in st.list("manifest/")
+            if not i.key.startswith("manifest/_delta_log/")
+        }
         assert data_files == set(added)
 
         # History and time travel agree.
@@ -238,7 +249,9 @@ def test_two_processes_registering_get_distinct_complete_versions(bucket_setting
         # No orphan: exactly one weights file and one card per version, and the pointer.
         base = f"models/{FAMILY}/{NAME}/"
         listed = sorted(i.key.removeprefix(base) for i in st.list(base))
-        assert listed == sorted(["PRODUCTION", *(f"v{k:04d}/{f}" for k in range(1, n + 1) for f in ("card.json", "weights.safetensors"))])
+        assert listed == sorted(
+            ["PRODUCTION", *(f"v{k:04d}/{f}" for k in range(1, n + 1) for f in ("card.json", "weights.safetensors"))]
+        )
 
         # Events: one "registered" per version; one "promoted" per promotion its caller saw succeed.
         events = registry.events()
@@ -246,7 +259,9 @@ def test_two_processes_registering_get_distinct_complete_versions(bucket_setting
         assert sorted(registered.version) == [f"v{k:04d}" for k in range(1, n + 1)]
         promoted = events[events.event == "promoted"]
         succeeded = sorted(version for *_, version, _, ok in results if ok)
-        print(f"\nregistry: {n} registrations, {len(succeeded)} promotions succeeded, {n - len(succeeded)} refused as conflicts")
+        print(
+            f"\nregistry: {n} registrations, {len(succeeded)} promotions succeeded, {n - len(succeeded)} refused as conflicts"
+        )
         assert len(succeeded) >= 1
         assert sorted(promoted.version) == succeeded
         assert len(events) == n + len(succeeded)

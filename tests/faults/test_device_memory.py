@@ -39,7 +39,9 @@ class OutOfMemoryAbove(nn.Module):
         return self.net(x)
 
 
-def _shard(env: PipelineEnv, limit: int, monkeypatch: pytest.MonkeyPatch, *, tall: bool = False, tile_size: int | None = None) -> tuple[dict[str, int], Counter]:
+def _shard(
+    env: PipelineEnv, limit: int, monkeypatch: pytest.MonkeyPatch, *, tall: bool = False, tile_size: int | None = None
+) -> tuple[dict[str, int], Counter]:
     calls: Counter = Counter()
     per_style = methods.get("per-style")
     build = per_style.build
@@ -55,12 +57,18 @@ def _shard(env: PipelineEnv, limit: int, monkeypatch: pytest.MonkeyPatch, *, tal
     models = EXAMPLES / "models"
     items = [(i.key, i.etag, i.size) for i in env.store.list("catalog/demo/")]
     with disable_run_logger():
-        import_model_task.fn(context.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json"))
-        counts = stylize_shard_task.fn("oom-s0000", items, "oom", "catalog/demo/", "monet", "v0001", StylizeParams(max_side=64).to_dict(), 4, False)
+        import_model_task.fn(
+            context.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json")
+        )
+        counts = stylize_shard_task.fn(
+            "oom-s0000", items, "oom", "catalog/demo/", "monet", "v0001", StylizeParams(max_side=64).to_dict(), 4, False
+        )
     return counts, calls
 
 
-def test_a_batch_out_of_memory_is_split_and_the_shard_completes(pipeline_env: PipelineEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_batch_out_of_memory_is_split_and_the_shard_completes(
+    pipeline_env: PipelineEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
     counts, calls = _shard(pipeline_env, limit=2 * 3 * 64 * 64, monkeypatch=monkeypatch)  # 2 images fit, 4 do not
     assert counts == {"ok": 6, "failed": 0}
     assert calls == Counter({(4, 3, 64, 64): 1, (2, 3, 64, 64): 3})  # 4 -> 2 + 2, then the last 2 alone
@@ -68,7 +76,9 @@ def test_a_batch_out_of_memory_is_split_and_the_shard_completes(pipeline_env: Pi
     assert sorted(rows.status) == ["ok"] * 6 and rows.image_key.nunique() == 6
 
 
-def test_an_image_that_fits_nowhere_is_one_failed_row_and_the_shard_goes_on(pipeline_env: PipelineEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_image_that_fits_nowhere_is_one_failed_row_and_the_shard_goes_on(
+    pipeline_env: PipelineEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One tall photo that runs out of memory alone and in every tile size (the simulated device
     refuses anything taller than wide): it alone fails; the six square example photos are stylized."""
     tall = Image.open(EXAMPLES / "catalog" / "kodim03.jpg").resize((100, 400))

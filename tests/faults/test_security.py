@@ -49,10 +49,10 @@ from infra.store import InvalidKeyError, ObjectStore, StoreError, WriteOutsideSc
 from runs import context
 from styleops.errors import ImageTooLargeError, InvalidInputError, WeightsNotFoundError
 from styleops.io.images import decode_image, read_image
-from styleops.models.transformer import TransformerNet
 from styleops.io.serialize import from_safetensors, to_safetensors
-from styleops.training.engine import TrainConfig
 from styleops.io.weights import load_weights_file
+from styleops.models.transformer import TransformerNet
+from styleops.training.engine import TrainConfig
 from tests.flows.conftest import EXAMPLES, vgg_weights_file  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -86,7 +86,9 @@ def marker(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("kind", ["pickle", "torch-zip"])
-def test_pickled_weights_are_refused_everywhere_without_running_code(kind: str, marker: Path, tmp_path: Path, fault_store: ObjectStore, fault_settings: Settings) -> None:
+def test_pickled_weights_are_refused_everywhere_without_running_code(
+    kind: str, marker: Path, tmp_path: Path, fault_store: ObjectStore, fault_settings: Settings
+) -> None:
     blob = _evil_blobs(marker, tmp_path)[kind]
     said = "a Python pickle" if kind == "pickle" else "a zip archive"
 
@@ -104,7 +106,10 @@ def test_pickled_weights_are_refused_everywhere_without_running_code(kind: str, 
         context.load_model(registry, "per-style", name, good.version)
 
     # the serializer, whatever the file is called
-    with pytest.raises(InvalidInputError, match=f"^weights: not a safetensors file: it is {said}.*; pickles can run code when loaded and are never read"):
+    with pytest.raises(
+        InvalidInputError,
+        match=f"^weights: not a safetensors file: it is {said}.*; pickles can run code when loaded and are never read",
+    ):
         from_safetensors(blob)
 
     # local files: a .safetensors name does not make pickle bytes loadable; .pt/.pth/.ckpt
@@ -112,7 +117,10 @@ def test_pickled_weights_are_refused_everywhere_without_running_code(kind: str, 
     for suffix in (".safetensors", ".pt", ".pth", ".ckpt"):
         path = tmp_path / f"model{suffix}"
         path.write_bytes(blob)
-        with pytest.raises(WeightsNotFoundError, match="not a safetensors file" if suffix == ".safetensors" else "refused: not a plain state dict"):
+        with pytest.raises(
+            WeightsNotFoundError,
+            match="not a safetensors file" if suffix == ".safetensors" else "refused: not a plain state dict",
+        ):
             load_weights_file(path)
 
     # tasks: warm starts and imports
@@ -121,7 +129,10 @@ def test_pickled_weights_are_refused_everywhere_without_running_code(kind: str, 
     for suffix in (".safetensors", ".pt", ".pth", ".ckpt"):
         path = tmp_path / f"init{suffix}"
         path.write_bytes(blob)
-        with pytest.raises(InvalidInputError, match="not a safetensors file" if suffix == ".safetensors" else "only .safetensors weights are loaded"):
+        with pytest.raises(
+            InvalidInputError,
+            match="not a safetensors file" if suffix == ".safetensors" else "only .safetensors weights are loaded",
+        ):
             _init_state(str(path))
         with pytest.raises(InvalidInputError, match="not a safetensors file"):
             import_model_task.fn("per-style", name, str(path), promote=False)
@@ -138,7 +149,10 @@ def test_a_safetensors_header_cannot_make_us_allocate() -> None:
     header["__metadata__"]["config"] = json.dumps({"channels": 200_000, "n_residual": 50})
     crafted_header = json.dumps(header).encode()
     crafted = len(crafted_header).to_bytes(8, "little") + crafted_header + honest[8 + n :]
-    with pytest.raises(InvalidInputError, match=r"^weights: weights do not fit TransformerNet\(\{'channels': 200000, 'n_residual': 50, 'output': 'direct'\}\): missing \["):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^weights: weights do not fit TransformerNet\(\{'channels': 200000, 'n_residual': 50, 'output': 'direct'\}\): missing \[",
+    ):
         from_safetensors(crafted)
     header["__metadata__"]["config"] = json.dumps({"channels": 4, "n_residual": 1, "evil": True})
     bad_kwargs = json.dumps(header).encode()
@@ -150,10 +164,14 @@ def test_a_safetensors_header_cannot_make_us_allocate() -> None:
 # ---- 2 and 3. a real stylize run: keys stay in scope, secrets stay out ------------------------
 def _png_declaring(width: int, height: int) -> bytes:
     """A PNG whose header declares width x height (a few dozen bytes: a decompression bomb's header)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 HOSTILE_KEYS = [
@@ -185,7 +203,12 @@ class StylizeRun:
 
 
 @pytest.fixture(scope="module")
-def stylize_run(fault_store: ObjectStore, embedded_store: StoreInfo, vgg_weights_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StylizeRun]:
+def stylize_run(
+    fault_store: ObjectStore,
+    embedded_store: StoreInfo,
+    vgg_weights_file: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[StylizeRun]:
     """Two catalog photos, a decompression bomb, two images whose outputs would share a key, and
     hostile listing keys, stylized by the real shard task (max_side 64, metrics on) with every
     log record captured at DEBUG; then the HTML report and the audit report are written."""
@@ -200,9 +223,13 @@ def stylize_run(fault_store: ObjectStore, embedded_store: StoreInfo, vgg_weights
     home = tmp_path_factory.mktemp("sec-home")
     mp = pytest.MonkeyPatch()
     for name, value in {
-        "STYLEOPS_BUCKET": fault_store.bucket, "AWS_ENDPOINT_URL": embedded_store.endpoint_url,
-        "AWS_ACCESS_KEY_ID": embedded_store.access_key, "AWS_SECRET_ACCESS_KEY": embedded_store.secret_key,
-        "STYLEOPS_HOME": str(home), "STYLEOPS_VGG_WEIGHTS": str(vgg_weights_file), "STYLEOPS_DEVICE": "cpu",
+        "STYLEOPS_BUCKET": fault_store.bucket,
+        "AWS_ENDPOINT_URL": embedded_store.endpoint_url,
+        "AWS_ACCESS_KEY_ID": embedded_store.access_key,
+        "AWS_SECRET_ACCESS_KEY": embedded_store.secret_key,
+        "STYLEOPS_HOME": str(home),
+        "STYLEOPS_VGG_WEIGHTS": str(vgg_weights_file),
+        "STYLEOPS_DEVICE": "cpu",
     }.items():
         mp.setenv(name, value)
     get_settings.cache_clear()
@@ -231,14 +258,26 @@ def stylize_run(fault_store: ObjectStore, embedded_store: StoreInfo, vgg_weights
         st.put("catalog/sec/c.png.jpg", PHOTOS[3].read_bytes())
         cfg = TrainConfig(steps=1, image_size=32, style_size=64, channels=4, n_residual=1)
         net = TransformerNet(4, 1)
-        context.registry().register("per-style", STYLE, to_safetensors(net.state_dict(), "TransformerNet", net.config()),
-                                   {"architecture": "TransformerNet", "artwork_key": "artwork/sec/art.jpg", "train_config": cfg.to_dict(),
-                                    "model_config": net.config(), "metrics": {}, "loss_curve": []})
+        context.registry().register(
+            "per-style",
+            STYLE,
+            to_safetensors(net.state_dict(), "TransformerNet", net.config()),
+            {
+                "architecture": "TransformerNet",
+                "artwork_key": "artwork/sec/art.jpg",
+                "train_config": cfg.to_dict(),
+                "model_config": net.config(),
+                "metrics": {},
+                "loss_curve": [],
+            },
+        )
         listed = [(i.key, i.etag, i.size) for i in st.list("catalog/sec/")]
         items = listed + [(k, "etag", 1234) for k in HOSTILE_KEYS]
         params = StylizeParams(max_side=64)
         before = {i.key: i.etag for i in st.list("")}
-        counts = stylize_shard_task.fn("s0000", items, RUN_ID, "sec", STYLE, "v0001", params.to_dict(), batch_size=2, metrics=True)
+        counts = stylize_shard_task.fn(
+            "s0000", items, RUN_ID, "sec", STYLE, "v0001", params.to_dict(), batch_size=2, metrics=True
+        )
 
         out_dir = tmp_path_factory.mktemp("sec-reports")
         write_report(out_dir / "report", "sec", [STYLE])
@@ -257,7 +296,9 @@ def stylize_run(fault_store: ObjectStore, embedded_store: StoreInfo, vgg_weights
         table_rows = ManifestTable(st).read_arrow(filters=[("run_id", "=", RUN_ID)]).to_pylist()
         prefix = output_key("catalog/sec/x.jpg", "sec", STYLE, "v0001", params).rsplit("/", 1)[0] + "/"
         assert orphans == []
-        yield StylizeRun(st, embedded_store, prefix, counts, records, table_rows, before, written, metadata, files, markdown)
+        yield StylizeRun(
+            st, embedded_store, prefix, counts, records, table_rows, before, written, metadata, files, markdown
+        )
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
@@ -278,7 +319,16 @@ def _png_bytes(photo: Path, size: tuple[int, int]) -> bytes:
 def test_hostile_listing_keys_are_failed_rows_and_every_write_stays_in_scope(stylize_run: StylizeRun) -> None:
     run = stylize_run
     by_key = {r["image_key"]: r for r in run.rows}
-    assert sorted(by_key) == sorted(["catalog/sec/a.jpg", "catalog/sec/b é.jpg", "catalog/sec/bomb.png", "catalog/sec/c.png", "catalog/sec/c.png.jpg", *HOSTILE_KEYS])
+    assert sorted(by_key) == sorted(
+        [
+            "catalog/sec/a.jpg",
+            "catalog/sec/b é.jpg",
+            "catalog/sec/bomb.png",
+            "catalog/sec/c.png",
+            "catalog/sec/c.png.jpg",
+            *HOSTILE_KEYS,
+        ]
+    )
     assert len(run.rows) == len(by_key)  # one row per item
     for key in HOSTILE_KEYS:
         row = by_key[key]
@@ -291,7 +341,9 @@ def test_hostile_listing_keys_are_failed_rows_and_every_write_stays_in_scope(sty
     assert (bomb["status"], bomb["error_class"]) == ("failed", "too_large")
     assert bomb["error"].startswith("PNG image is over the limit of 50000000 pixels")
     # Two images, one output key: the first writer's output stays, the other is a failed row (never an overwrite).
-    pair = sorted((by_key[k]["status"], by_key[k]["error_class"]) for k in ("catalog/sec/c.png", "catalog/sec/c.png.jpg"))
+    pair = sorted(
+        (by_key[k]["status"], by_key[k]["error_class"]) for k in ("catalog/sec/c.png", "catalog/sec/c.png.jpg")
+    )
     assert pair == [("failed", "output_conflict"), ("ok", None)]
     winner = next(by_key[k] for k in ("catalog/sec/c.png", "catalog/sec/c.png.jpg") if by_key[k]["status"] == "ok")
     assert run.metadata[winner["output_key"]]["source-key"] == winner["image_key"]
@@ -309,7 +361,12 @@ def test_hostile_listing_keys_are_failed_rows_and_every_write_stays_in_scope(sty
 
 def test_the_shard_store_refuses_writes_outside_its_scope_before_any_request(fault_store: ObjectStore) -> None:
     scoped, tag = fault_store.scoped("stylized/"), uuid.uuid4().hex[:8]
-    for key in [f"models/per-style/s{tag}/v0001/weights.safetensors", f"manifest-{tag}/_delta_log/00000000000000000099.json", f"stylizedX/{tag}.jpg", f"catalog/{tag}/a.jpg"]:
+    for key in [
+        f"models/per-style/s{tag}/v0001/weights.safetensors",
+        f"manifest-{tag}/_delta_log/00000000000000000099.json",
+        f"stylizedX/{tag}.jpg",
+        f"catalog/{tag}/a.jpg",
+    ]:
         with pytest.raises(WriteOutsideScopeError):
             scoped.put(key, b"x")
         with pytest.raises(WriteOutsideScopeError):
@@ -347,21 +404,39 @@ def test_credentials_never_appear_in_logs_rows_objects_or_reports(stylize_run: S
     assert _leaks(rows_text, needles) == []
     assert {k: _leaks(v, needles) for k, v in run.written.items() if _leaks(v, needles)} == {}
     assert {k: _leaks(json.dumps(m), needles) for k, m in run.metadata.items() if _leaks(json.dumps(m), needles)} == {}
-    assert sorted(run.files) == ["audit/contact_sheet.png", "audit/findings.json", "audit/index.html", "report/contact_sheet.png", "report/index.html", "report/manifest.csv"]
+    assert sorted(run.files) == [
+        "audit/contact_sheet.png",
+        "audit/findings.json",
+        "audit/index.html",
+        "report/contact_sheet.png",
+        "report/index.html",
+        "report/manifest.csv",
+    ]
     assert {k: _leaks(v, needles) for k, v in run.files.items() if _leaks(v, needles)} == {}
     assert _leaks(run.markdown, needles) == []
     # the objects' representations
     assert _leaks(repr(run.store) + repr(run.info) + str(run.info), needles) == []
 
 
-def test_credentials_never_appear_in_errors_from_refused_requests(fault_store: ObjectStore, embedded_store: StoreInfo, tmp_path: Path) -> None:
+def test_credentials_never_appear_in_errors_from_refused_requests(
+    fault_store: ObjectStore, embedded_store: StoreInfo, tmp_path: Path
+) -> None:
     wrong_secret = "WRONG-" + secrets.token_urlsafe(24)
-    bad = Settings(home=tmp_path, bucket=fault_store.bucket, endpoint_url=embedded_store.endpoint_url,
-                   aws_access_key_id=embedded_store.access_key, aws_secret_access_key=wrong_secret)
+    bad = Settings(
+        home=tmp_path,
+        bucket=fault_store.bucket,
+        endpoint_url=embedded_store.endpoint_url,
+        aws_access_key_id=embedded_store.access_key,
+        aws_secret_access_key=wrong_secret,
+    )
     needles = {**_needles(embedded_store), "wrong secret": wrong_secret}
     st = ObjectStore.from_settings(bad)
     messages = []
-    for attempt in (lambda: st.put("stylized/x.jpg", b"x"), lambda: st.get("catalog/sec/a.jpg"), lambda: list(st.list("catalog/"))):
+    for attempt in (
+        lambda: st.put("stylized/x.jpg", b"x"),
+        lambda: st.get("catalog/sec/a.jpg"),
+        lambda: list(st.list("catalog/")),
+    ):
         with pytest.raises(StoreError) as raised:
             attempt()
         messages.append(str(raised.value) + repr(raised.value) + str(raised.value.__cause__))
@@ -375,19 +450,37 @@ def test_credentials_never_appear_in_errors_from_refused_requests(fault_store: O
 
 # ---- 4. the embedded store ------------------------------------------------------------------------
 def _client(info: StoreInfo, access_key: str | None, secret_key: str | None) -> Any:
-    config = Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 1},
-                    **({"signature_version": UNSIGNED} if access_key is None else {}))
-    return boto3.session.Session().client("s3", endpoint_url=info.endpoint_url, aws_access_key_id=access_key,
-                                          aws_secret_access_key=secret_key, region_name="us-east-1", config=config)
+    config = Config(
+        s3={"addressing_style": "path"},
+        retries={"mode": "standard", "max_attempts": 1},
+        **({"signature_version": UNSIGNED} if access_key is None else {}),
+    )
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=info.endpoint_url,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+        config=config,
+    )
 
 
 def test_embedded_store_listens_on_loopback_only(embedded_store: StoreInfo) -> None:
-    listening = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(embedded_store.pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+    listening = {
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.Process(embedded_store.pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
     assert {ip for ip, _ in listening} == {"127.0.0.1"}
     assert {port for _, port in listening} <= set(embedded_store.ports.values())
     assert embedded_store.ports["s3"] in {port for _, port in listening}
     # and from this machine's other addresses, nothing answers on the S3 port
-    others = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == socket.AF_INET and not a.address.startswith("127.")}
+    others = {
+        a.address
+        for addrs in psutil.net_if_addrs().values()
+        for a in addrs
+        if a.family == socket.AF_INET and not a.address.startswith("127.")
+    }
     for address in others:
         with socket.socket() as s:
             s.settimeout(2)
@@ -436,7 +529,10 @@ def test_requests_with_wrong_or_no_credentials_are_refused(embedded_store: Store
         }.items():
             with pytest.raises(ClientError) as raised:
                 call()
-            codes[(case, op)] = (raised.value.response["ResponseMetadata"]["HTTPStatusCode"], raised.value.response["Error"]["Code"])
+            codes[(case, op)] = (
+                raised.value.response["ResponseMetadata"]["HTTPStatusCode"],
+                raised.value.response["Error"]["Code"],
+            )
     assert {k: v[0] for k, v in codes.items()} == {k: 403 for k in codes}
     assert {v[1] for k, v in codes.items() if k[0] == "wrong secret"} == {"SignatureDoesNotMatch"}
     assert {v[1] for k, v in codes.items() if k[0] == "unknown key"} <= {"InvalidAccessKeyId", "AccessDenied"}
@@ -445,7 +541,9 @@ def test_requests_with_wrong_or_no_credentials_are_refused(embedded_store: Store
     assert fault_store.get_bytes("secret/object.txt") == b"private bytes"
 
 
-def test_the_filer_and_volume_ports_refuse_requests_without_a_token(embedded_store: StoreInfo, fault_store: ObjectStore) -> None:
+def test_the_filer_and_volume_ports_refuse_requests_without_a_token(
+    embedded_store: StoreInfo, fault_store: ObjectStore
+) -> None:
     """weed's filer HTTP port would serve and accept any object of any bucket without credentials
     (found by this suite); the store now starts with JWT keys (security.toml, 0600) that only weed has."""
     import urllib.error
@@ -453,18 +551,29 @@ def test_the_filer_and_volume_ports_refuse_requests_without_a_token(embedded_sto
 
     fault_store.put("secret/filer.txt", b"private bytes")
     filer = f"http://127.0.0.1:{embedded_store.ports['filer']}/buckets/{fault_store.bucket}"
-    for request in (urllib.request.Request(f"{filer}/secret/filer.txt"), urllib.request.Request(f"{filer}/"),
-                    urllib.request.Request(f"{filer}/intruder.txt", data=b"x", method="PUT")):
+    for request in (
+        urllib.request.Request(f"{filer}/secret/filer.txt"),
+        urllib.request.Request(f"{filer}/"),
+        urllib.request.Request(f"{filer}/intruder.txt", data=b"x", method="PUT"),
+    ):
         with pytest.raises(urllib.error.HTTPError) as raised:
             urllib.request.urlopen(request, timeout=5).read()
         assert raised.value.code == 401, request.full_url
     assert not fault_store.exists("intruder.txt") and fault_store.get_bytes("secret/filer.txt") == b"private bytes"
     # the volume server: a file id from the (open) master is no use without the token
-    assigned = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{embedded_store.ports['master']}/dir/assign", timeout=5).read())
+    assigned = json.loads(
+        urllib.request.urlopen(f"http://127.0.0.1:{embedded_store.ports['master']}/dir/assign", timeout=5).read()
+    )
     body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\nintruder\r\n--b--\r\n'
-    for request in (urllib.request.Request(f"http://{assigned['url']}/{assigned['fid']}", data=body, method="POST",
-                                           headers={"Content-Type": "multipart/form-data; boundary=b"}),
-                    urllib.request.Request(f"http://{assigned['url']}/{assigned['fid']}")):
+    for request in (
+        urllib.request.Request(
+            f"http://{assigned['url']}/{assigned['fid']}",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        ),
+        urllib.request.Request(f"http://{assigned['url']}/{assigned['fid']}"),
+    ):
         with pytest.raises(urllib.error.HTTPError) as raised:
             urllib.request.urlopen(request, timeout=5).read()
         assert raised.value.code == 401, request.method
@@ -474,7 +583,9 @@ def test_the_filer_and_volume_ports_refuse_requests_without_a_token(embedded_sto
 
 
 # ---- 5. images: capped before decoding -----------------------------------------------------------------
-def test_declared_huge_png_is_refused_before_any_pixel_is_allocated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_declared_huge_png_is_refused_before_any_pixel_is_allocated(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from PIL import ImageFile
 
     allocated: list[tuple[str, Any]] = []

@@ -97,8 +97,20 @@ def run_catalog(catalog: str, run_id: str, model: dict[str, str]) -> dict[str, A
         plan = plan_catalog_task.fn(catalog, STYLE, model["version"], PARAMS.hash, SHARD_SIZE)
         counts: Counter[str] = Counter()
         for i, shard in enumerate(plan["shards"]):
-            counts.update(stylize_shard_task.fn(f"{run_id}-s{i:04d}", shard, run_id, catalog, STYLE, model["version"],
-                                                PARAMS.to_dict(), batch_size=2, metrics=False, source=model))
+            counts.update(
+                stylize_shard_task.fn(
+                    f"{run_id}-s{i:04d}",
+                    shard,
+                    run_id,
+                    catalog,
+                    STYLE,
+                    model["version"],
+                    PARAMS.to_dict(),
+                    batch_size=2,
+                    metrics=False,
+                    source=model,
+                )
+            )
     return {"todo": plan["todo"], "shards": len(plan["shards"]), **counts}
 
 
@@ -117,7 +129,9 @@ def run_rows(store: ObjectStore, run_id: str) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def reference(fault_store: ObjectStore, fault_proxy: FaultProxy, model: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+def reference(
+    fault_store: ObjectStore, fault_proxy: FaultProxy, model: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, bytes]:
     """The undisturbed run's outputs (through the proxy, no rules): file name -> bytes."""
     upload_catalog(fault_store, "reference")
     fault_proxy.clear()
@@ -131,7 +145,13 @@ def reference(fault_store: ObjectStore, fault_proxy: FaultProxy, model: dict[str
 
 
 @pytest.fixture
-def scenario(fault_store: ObjectStore, fault_proxy: FaultProxy, reference: dict[str, bytes], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+def scenario(
+    fault_store: ObjectStore,
+    fault_proxy: FaultProxy,
+    reference: dict[str, bytes],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[str]:
     """A fresh catalog set (named after the test) holding the six photos; the pipeline's settings
     point through the proxy, which starts with no rules and zero counts."""
     catalog = request.node.name.removeprefix("test_").replace("_", "-")[:40]
@@ -142,10 +162,14 @@ def scenario(fault_store: ObjectStore, fault_proxy: FaultProxy, reference: dict[
     fault_proxy.clear()
 
 
-def check_run(store: ObjectStore, run_id: str, catalog: str, reference: dict[str, bytes], *, failed: tuple[str, ...] = ()) -> pd.DataFrame:
+def check_run(
+    store: ObjectStore, run_id: str, catalog: str, reference: dict[str, bytes], *, failed: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """Every image once; `ok` rows hold the reference bytes; each shard's rows exactly once."""
     rows = run_rows(store, run_id)
-    assert rows["image_key"].tolist() == [f"catalog/{catalog}/{p.name}" for p in PHOTOS]  # one row each: none lost, none doubled
+    assert rows["image_key"].tolist() == [
+        f"catalog/{catalog}/{p.name}" for p in PHOTOS
+    ]  # one row each: none lost, none doubled
     assert rows.groupby("shard_id").size().to_dict() == {f"{run_id}-s0000": 3, f"{run_id}-s0001": 3}
     assert sorted(rows.loc[rows["status"] == "failed", "image_key"].str.rsplit("/", n=1).str[1]) == sorted(failed)
     ok = rows[rows["status"] == "ok"]
@@ -158,7 +182,9 @@ def check_run(store: ObjectStore, run_id: str, catalog: str, reference: dict[str
 
 
 # ---- scenarios ------------------------------------------------------------------------------------
-def test_http_500_and_503_are_retried(scenario: str, fault_store: ObjectStore, fault_proxy: FaultProxy, model: dict[str, str], reference: dict[str, bytes]) -> None:
+def test_http_500_and_503_are_retried(
+    scenario: str, fault_store: ObjectStore, fault_proxy: FaultProxy, model: dict[str, str], reference: dict[str, bytes]
+) -> None:
     fault_proxy.add(
         Rule("internal_error", "GET", CATALOG_GET, times=2),
         Rule("slow_down", "GET", CATALOG_GET, times=1),
@@ -177,7 +203,9 @@ def test_http_500_and_503_are_retried(scenario: str, fault_store: ObjectStore, f
     check_run(fault_store, "http-errors", scenario, reference)
 
 
-def test_connection_resets_mid_request_and_mid_response(scenario: str, fault_store: ObjectStore, fault_proxy: FaultProxy, model: dict[str, str], reference: dict[str, bytes]) -> None:
+def test_connection_resets_mid_request_and_mid_response(
+    scenario: str, fault_store: ObjectStore, fault_proxy: FaultProxy, model: dict[str, str], reference: dict[str, bytes]
+) -> None:
     fault_proxy.add(
         Rule("reset", "GET", CATALOG_GET, times=2),  # before the store sees it
         Rule("reset", "GET", CATALOG_GET, after=True, times=2),  # mid-body: after botocore's retries end
@@ -194,7 +222,9 @@ def test_connection_resets_mid_request_and_mid_response(scenario: str, fault_sto
     check_run(fault_store, "resets", scenario, reference)
 
 
-def test_unanswered_requests_time_out_and_are_retried(scenario: str, fault_store: ObjectStore, fault_proxy: FaultProxy, model: dict[str, str], reference: dict[str, bytes]) -> None:
+def test_unanswered_requests_time_out_and_are_retried(
+    scenario: str, fault_store: ObjectStore, fault_proxy: FaultProxy, model: dict[str, str], reference: dict[str, bytes]
+) -> None:
     fault_proxy.add(
         Rule("timeout", "GET", CATALOG_GET, times=1),
         Rule("timeout", "PUT", OUTPUT_PUT, after=True, times=1),  # written, never answered
@@ -214,8 +244,13 @@ def own_store(tmp_path: Path) -> Iterator[tuple[EmbeddedStore, ObjectStore]]:
     service = EmbeddedStore(tmp_path / "own-store")
     info = service.start()
     try:
-        settings = Settings(home=tmp_path, bucket="restart", endpoint_url=info.endpoint_url,
-                            aws_access_key_id=info.access_key, aws_secret_access_key=info.secret_key)
+        settings = Settings(
+            home=tmp_path,
+            bucket="restart",
+            endpoint_url=info.endpoint_url,
+            aws_access_key_id=info.access_key,
+            aws_secret_access_key=info.secret_key,
+        )
         store = ObjectStore.from_settings(settings)
         store.ensure_bucket()
         yield service, store
@@ -223,7 +258,9 @@ def own_store(tmp_path: Path) -> Iterator[tuple[EmbeddedStore, ObjectStore]]:
         service.stop(timeout=5)
 
 
-def test_store_restarts_mid_run(own_store: tuple[EmbeddedStore, ObjectStore], reference: dict[str, bytes], tmp_path: Path) -> None:
+def test_store_restarts_mid_run(
+    own_store: tuple[EmbeddedStore, ObjectStore], reference: dict[str, bytes], tmp_path: Path
+) -> None:
     """SeaweedFS really stopped and started again (same data dir and ports): once while shard 1
     writes its outputs (boto3), once at shard 2's commit (deltalake). Connections are refused
     while it is down (~2 s), then 3 s of 500s, as SeaweedFS gives until its volumes are loaded."""
@@ -232,7 +269,10 @@ def test_store_restarts_mid_run(own_store: tuple[EmbeddedStore, ObjectStore], re
     assert before is not None
     model = register_model(store)
     upload_catalog(store, "restarts")
-    with FaultProxy(before.endpoint_url, store_dir=service.state_dir, warmup_s=3.0) as proxy, through(proxy, store, tmp_path / "home"):
+    with (
+        FaultProxy(before.endpoint_url, store_dir=service.state_dir, warmup_s=3.0) as proxy,
+        through(proxy, store, tmp_path / "home"),
+    ):
         proxy.add(
             Rule("restart", "PUT", OUTPUT_PUT, skip=1, times=1),  # shard 1, between its outputs
             Rule("restart", "PUT", COMMIT, agent=DELTA, skip=2, times=1),  # shard 2's (0 creates the table)
@@ -246,7 +286,14 @@ def test_store_restarts_mid_run(own_store: tuple[EmbeddedStore, ObjectStore], re
     check_run(store, "restarts", "restarts", reference)
 
 
-def test_a_persistent_fault_ends_in_a_failed_row_that_says_so_and_the_rerun_completes(scenario: str, fault_store: ObjectStore, fault_proxy: FaultProxy, model: dict[str, str], reference: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_persistent_fault_ends_in_a_failed_row_that_says_so_and_the_rerun_completes(
+    scenario: str,
+    fault_store: ObjectStore,
+    fault_proxy: FaultProxy,
+    model: dict[str, str],
+    reference: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(infra.store, "MAX_ATTEMPTS", 2)  # give up quickly (the default would take ~40 s)
     fault_proxy.add(Rule("internal_error", "PUT", rf"/stylized/{scenario}/.*/{PHOTOS[1].name}$", times=None))
     assert run_catalog(scenario, "persistent", model) == {"todo": 6, "shards": 2, "ok": 5, "failed": 1}

@@ -35,17 +35,29 @@ from PIL import Image
 from infra.settings import get_settings
 from runs import context
 from styleops.io.images import read_image, to_float
-from styleops.losses.perceptual import LossWeights
-from styleops.training.engine import CHECKPOINT_FILE, TrainConfig, TrainingDivergedError, train_style
 from styleops.io.weights import load_encoder
+from styleops.losses.perceptual import LossWeights
 from styleops.models.vgg import VGGEncoder
+from styleops.training.engine import CHECKPOINT_FILE, TrainConfig, TrainingDivergedError, train_style
 from tasks.training import train_per_style_task
 from tests.flows.conftest import CATALOG_PREFIX, EXAMPLES, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 LOSS = LossWeights(style_layers={"relu1_2": 1.0, "relu2_2": 1.0})
-CFG = TrainConfig(steps=8, batch_size=2, image_size=64, style_size=64, channels=8, n_residual=1, lr=5e-3,
-                  checkpoint_every=2, log_every=1, seed=7, loss=LOSS, warmup_steps=0)  # rollback halving seen in the lr alone
+CFG = TrainConfig(
+    steps=8,
+    batch_size=2,
+    image_size=64,
+    style_size=64,
+    channels=8,
+    n_residual=1,
+    lr=5e-3,
+    checkpoint_every=2,
+    log_every=1,
+    seed=7,
+    loss=LOSS,
+    warmup_steps=0,
+)  # rollback halving seen in the lr alone
 STYLE, ARTWORK = "kandinsky", "artwork/kandinsky/kandinsky.jpg"
 
 
@@ -92,11 +104,15 @@ class _NaNGradient(torch.autograd.Function):
         return grad * float("nan")
 
 
-def _once_at(step: int, poison: Callable[[torch.Tensor], torch.Tensor], seen: list[int]) -> Callable[[int, torch.Tensor], torch.Tensor]:
+def _once_at(
+    step: int, poison: Callable[[torch.Tensor], torch.Tensor], seen: list[int]
+) -> Callable[[int, torch.Tensor], torch.Tensor]:
     """A loss hook recording every step it is called at, poisoning the loss the first time at `step`."""
+
     def hook(s: int, loss: torch.Tensor) -> torch.Tensor:
         seen.append(s)
         return poison(loss) if s == step and seen.count(step) == 1 else loss
+
     return hook
 
 
@@ -114,12 +130,21 @@ def _finite(state: dict[str, torch.Tensor]) -> bool:
     ids=["nan-loss", "nan-gradient"],
 )
 def test_nan_mid_training_rolls_back_to_the_last_checkpoint_and_finishes(
-    cause: str, poison: Callable[[torch.Tensor], torch.Tensor], at: int, restored: int, tmp_path: Path,
-    encoder: VGGEncoder, small_photos: list[Path], artwork: torch.Tensor, caplog: pytest.LogCaptureFixture,
+    cause: str,
+    poison: Callable[[torch.Tensor], torch.Tensor],
+    at: int,
+    restored: int,
+    tmp_path: Path,
+    encoder: VGGEncoder,
+    small_photos: list[Path],
+    artwork: torch.Tensor,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     seen: list[int] = []
     with caplog.at_level(logging.WARNING, logger="styleops.training.engine"):
-        result = train_style(CFG, small_photos, artwork, encoder, workdir=tmp_path, device="cpu", loss_hook=_once_at(at, poison, seen))
+        result = train_style(
+            CFG, small_photos, artwork, encoder, workdir=tmp_path, device="cpu", loss_hook=_once_at(at, poison, seen)
+        )
 
     # Steps restored..at are done twice: once before the NaN, once after the rollback.
     assert seen == [*range(at + 1), *range(restored, CFG.steps)]
@@ -132,7 +157,9 @@ def test_nan_mid_training_rolls_back_to_the_last_checkpoint_and_finishes(
     assert all(torch.isfinite(torch.tensor(h["total"])) for h in result.history)
     # Logged once, saying what happened; and the final checkpoint records it too.
     messages = [r.getMessage() for r in caplog.records if r.name == "styleops.training.engine"]
-    assert messages == [f"{cause} not finite at step {at}: rolled back to the checkpoint at step {restored}, learning rate x0.5 (rollback 1 of at most 3)"]
+    assert messages == [
+        f"{cause} not finite at step {at}: rolled back to the checkpoint at step {restored}, learning rate x0.5 (rollback 1 of at most 3)"
+    ]
     saved = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
     assert (saved["step"], saved["rollbacks"], saved["lr_scale"]) == (CFG.steps, 1, 0.5)
     assert saved["rollback_log"] == result.rollback_log
@@ -181,7 +208,10 @@ def test_task_records_the_rollback_in_the_card_and_the_log(
     assert card["rollback_log"] == [{"step": 5, "restored_step": 4, "lr_scale": 0.5, "cause": "loss"}]
     assert [h["step"] for h in card["loss_curve"]] == list(range(1, 9))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert "training rolled back: loss not finite at step 5, resumed from the checkpoint at step 4 with learning rate x0.5" in warnings
+    assert (
+        "training rolled back: loss not finite at step 5, resumed from the checkpoint at step 4 with learning rate x0.5"
+        in warnings
+    )
     weights = context.registry().weights_bytes("per-style", STYLE, "v0001")
     from styleops.io.safetensors_file import load_state_dict
 
@@ -220,8 +250,13 @@ def test_training_killed_after_a_checkpoint_resumes_and_matches_an_uninterrupted
     script, marker = tmp_path / "child.py", tmp_path / "paused-at"
     script.write_text(CHILD)
     env = {**os.environ, "PAUSE_AT": "5", "MARKER": str(marker), "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen([sys.executable, str(script), STYLE, ARTWORK, CATALOG_PREFIX, json.dumps(CFG.to_dict())],
-                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    child = subprocess.Popen(
+        [sys.executable, str(script), STYLE, ARTWORK, CATALOG_PREFIX, json.dumps(CFG.to_dict())],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():
@@ -243,7 +278,11 @@ def test_training_killed_after_a_checkpoint_resumes_and_matches_an_uninterrupted
     # random order, so about half of all saves of the same weights had another sha256.
     resumed = _train_task()
     assert resumed["version"] == "v0001"
-    assert (resumed["metrics"]["resumed_from"], resumed["metrics"]["steps"], resumed["metrics"]["rollbacks"]) == (4, 8, 0)
+    assert (resumed["metrics"]["resumed_from"], resumed["metrics"]["steps"], resumed["metrics"]["rollbacks"]) == (
+        4,
+        8,
+        0,
+    )
     monkeypatch.setenv("STYLEOPS_HOME", str(tmp_path / "fresh-home"))  # no checkpoint: from scratch
     get_settings.cache_clear()
     straight = _train_task()
@@ -253,18 +292,20 @@ def test_training_killed_after_a_checkpoint_resumes_and_matches_an_uninterrupted
     one, two = reg.weights_bytes("per-style", STYLE, "v0001"), reg.weights_bytes("per-style", STYLE, "v0002")
     assert hashlib.sha256(one).hexdigest() == resumed["sha256"]
     assert resumed["sha256"] == straight["sha256"]  # bit-identical weights
-    curves = [[(h["step"], h["total"], h["content"], h["style"]) for h in reg.card("per-style", STYLE, v)["loss_curve"]] for v in ("v0001", "v0002")]
+    curves = [
+        [(h["step"], h["total"], h["content"], h["style"]) for h in reg.card("per-style", STYLE, v)["loss_curve"]]
+        for v in ("v0001", "v0002")
+    ]
     assert curves[0] == curves[1] and [c[0] for c in curves[0]] == list(range(1, 9))
     assert one == two
-
 
 
 def test_equal_weights_serialize_to_equal_bytes() -> None:
     """The registry's weights_sha256 identifies weights only if saving is deterministic: the header
     (tensor entries and __metadata__) is written with sorted keys, not in a Rust HashMap's order."""
-    from styleops.models.transformer import TransformerNet
     from styleops.io.safetensors_file import load_state_dict
     from styleops.io.serialize import to_safetensors
+    from styleops.models.transformer import TransformerNet
 
     torch.manual_seed(0)
     net = TransformerNet(channels=4, n_residual=1)

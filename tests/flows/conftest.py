@@ -62,7 +62,9 @@ class PipelineEnv:
 
 
 @pytest.fixture
-def pipeline_env(embedded_store: StoreInfo, vgg_weights_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PipelineEnv]:
+def pipeline_env(
+    embedded_store: StoreInfo, vgg_weights_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PipelineEnv]:
     """Settings (as tasks read them) for a fresh bucket holding the examples."""
     from runs.context import store as task_store
     from tasks.storage import upload_directory_task

@@ -28,7 +28,12 @@ def two_styles(pipeline_env: PipelineEnv, monkeypatch: pytest.MonkeyPatch) -> It
 
 def test_flow_builds_one_bank_per_style_then_nothing(two_styles: PipelineEnv) -> None:
     first = build_patch_banks(artworks="artwork/")
-    assert first == {"built": ["hoitsu", "monet"], "unchanged": [], "banks": {"hoitsu": "v0001", "monet": "v0001"}, "promoted": ["hoitsu", "monet"]}
+    assert first == {
+        "built": ["hoitsu", "monet"],
+        "unchanged": [],
+        "banks": {"hoitsu": "v0001", "monet": "v0001"},
+        "promoted": ["hoitsu", "monet"],
+    }
     assert sorted(i.key for i in two_styles.store.list("banks/")) == [
         f"banks/{style}/{leaf}"
         for style in ("hoitsu", "monet")
@@ -41,7 +46,12 @@ def test_flow_builds_one_bank_per_style_then_nothing(two_styles: PipelineEnv) ->
     assert artifact is not None and "| monet | v0001 | built | 112 | True |" in artifact.data
 
     second = build_patch_banks(artworks="artwork/")
-    assert second == {"built": [], "unchanged": ["hoitsu", "monet"], "banks": {"hoitsu": "v0001", "monet": "v0001"}, "promoted": []}
+    assert second == {
+        "built": [],
+        "unchanged": ["hoitsu", "monet"],
+        "banks": {"hoitsu": "v0001", "monet": "v0001"},
+        "promoted": [],
+    }
     forced = build_patch_banks(artworks="artwork/monet/", force=True)
     assert forced == {"built": ["monet"], "unchanged": [], "banks": {"monet": "v0002"}, "promoted": []}
     assert (reg.production(BANK, "monet"), reg.resolve(BANK, "monet", "latest")) == ("v0001", "v0002")

@@ -14,7 +14,26 @@ from typer.testing import CliRunner
 from flows.cli import app
 
 runner = CliRunner()
-COMMANDS = [[], ["store"], ["weights"], ["models"], ["upload"], ["train-style"], ["train-multistyle"], ["add-style"], ["train-adain"], ["train-inverse"], ["build-banks"], ["stylize"], ["manifest"], ["audit"], ["demo"], ["store", "start"], ["models", "export"], ["models", "import"]]
+COMMANDS = [
+    [],
+    ["store"],
+    ["weights"],
+    ["models"],
+    ["upload"],
+    ["train-style"],
+    ["train-multistyle"],
+    ["add-style"],
+    ["train-adain"],
+    ["train-inverse"],
+    ["build-banks"],
+    ["stylize"],
+    ["manifest"],
+    ["audit"],
+    ["demo"],
+    ["store", "start"],
+    ["models", "export"],
+    ["models", "import"],
+]
 
 
 _PREFECT_SETTINGS = """
@@ -25,15 +44,36 @@ print(json.dumps([s.server.analytics_enabled, s.server.ephemeral.startup_timeout
 """
 
 
-@pytest.mark.parametrize(("user_env", "expected"), [({}, [False, 180]), ({"PREFECT_SERVER_ANALYTICS_ENABLED": "true", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "45"}, [True, 45])],
-                         ids=["defaults", "user-opted-in"])
+@pytest.mark.parametrize(
+    ("user_env", "expected"),
+    [
+        ({}, [False, 180]),
+        (
+            {"PREFECT_SERVER_ANALYTICS_ENABLED": "true", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "45"},
+            [True, 45],
+        ),
+    ],
+    ids=["defaults", "user-opted-in"],
+)
 def test_cli_turns_prefect_analytics_off_unless_the_user_opts_in(user_env: dict[str, str], expected: list) -> None:
     """The telemetry insert of the ephemeral server printed a sqlite 'database is locked' traceback
     in front of successful commands: the CLI sets analytics off (and a startup timeout a busy
     machine meets) before Prefect is imported, and a user's own values win."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")}
-    out = subprocess.run([sys.executable, "-c", _PREFECT_SETTINGS], env={**env, **user_env}, cwd=Path(__file__).resolve().parents[2],
-                         capture_output=True, text=True, timeout=120, check=True)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", _PREFECT_SETTINGS],
+        env={**env, **user_env},
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == expected
 
 
@@ -71,8 +111,14 @@ def test_blend_needs_the_multi_method_and_negative_weights_fail_early(pipeline_e
         (["--method", "swap", "--style", "monet"], "no patch bank for style 'monet'"),
         (["--method", "gatys", "--style", "ghost"], "no artwork for style 'ghost'"),
         (["--method", "adain", "--style", "monet", "--alpha", "1.5"], "alpha must be in [0, 1]"),
-        (["--method", "adain", "--style", "monet", "--color", "sepia"], "colour preservation must be one of none, luminance, histogram"),
-        (["--method", "cartoon", "--style", "monet"], "method must be one of per-style, multi-style, swap, adain, gatys"),
+        (
+            ["--method", "adain", "--style", "monet", "--color", "sepia"],
+            "colour preservation must be one of none, luminance, histogram",
+        ),
+        (
+            ["--method", "cartoon", "--style", "monet"],
+            "method must be one of per-style, multi-style, swap, adain, gatys",
+        ),
     ],
 )
 def test_arbitrary_style_input_errors_are_one_line_before_any_work(pipeline_env, args: list[str], message: str) -> None:  # noqa: ANN001

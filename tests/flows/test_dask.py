@@ -29,8 +29,8 @@ from flows.stylize_catalog import stylize_catalog
 from runs import context
 from runs.keys import output_key
 from runs.spec import StylizeParams
-from styleops.io.images import sha256_hex
 from styleops.inference.engine import shrunk_size
+from styleops.io.images import sha256_hex
 from tasks.training import import_model_task
 from tests.flows.conftest import EXAMPLES, PipelineEnv
 
@@ -57,7 +57,9 @@ def _photos() -> dict[str, bytes]:
 def dask_env(pipeline_env: PipelineEnv, monkeypatch: pytest.MonkeyPatch) -> PipelineEnv:
     models = EXAMPLES / "models"
     with disable_run_logger():
-        import_model_task.fn(context.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json"))
+        import_model_task.fn(
+            context.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json")
+        )
     for catalog in ("dozens", "undisturbed"):
         for name, data in _photos().items():
             pipeline_env.store.put(f"catalog/{catalog}/{name}", data)
@@ -74,13 +76,21 @@ def _outputs(env: PipelineEnv, catalog: str) -> dict[str, bytes]:
 
 
 def _run(catalog: str, **kw: Any) -> dict[str, Any]:
-    return stylize_catalog(catalog=catalog, style="monet", max_side=MAX_SIDE, **{"shard_size": 5, "dask_workers": 2, **kw})
+    return stylize_catalog(
+        catalog=catalog, style="monet", max_side=MAX_SIDE, **{"shard_size": 5, "dask_workers": 2, **kw}
+    )
 
 
 def test_catalog_in_shards_on_two_dask_worker_processes(dask_env: PipelineEnv) -> None:
     photos = _photos()
     summary = _run("dozens")
-    assert (summary["images"], summary["shards"], summary["ok"], summary["failed"], summary["already_done"]) == (30, 6, 30, 0, 0)
+    assert (summary["images"], summary["shards"], summary["ok"], summary["failed"], summary["already_done"]) == (
+        30,
+        6,
+        30,
+        0,
+        0,
+    )
 
     rows = _rows("dozens")
     assert len(rows) == 30 and set(rows.status) == {"ok"}
@@ -166,8 +176,26 @@ def test_flow_process_killed_mid_run_then_same_command_finishes_exactly_once(das
     the catalog: one `ok` row per image, outputs byte-identical to an undisturbed run."""
     from prefect.settings import PREFECT_API_URL
 
-    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "STYLEOPS_COMMIT_EVERY": "4", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "flows.cli", "stylize", "--catalog", "dozens", "--style", "monet", "--max-side", str(MAX_SIDE), "--shard-size", "10"]
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "STYLEOPS_COMMIT_EVERY": "4",
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "stylize",
+        "--catalog",
+        "dozens",
+        "--style",
+        "monet",
+        "--max-side",
+        str(MAX_SIDE),
+        "--shard-size",
+        "10",
+    ]
     reference = _run("undisturbed", shard_size=10, dask_workers=0)  # threads, one torch thread: as the command
     assert reference["ok"] == 30
 
@@ -185,7 +213,11 @@ def test_flow_process_killed_mid_run_then_same_command_finishes_exactly_once(das
             child.kill()
     proc.wait(30)
     recorded = len(_rows("dozens"))
-    assert proc.returncode == -signal.SIGKILL and 6 <= written < 30 and recorded < 30, (proc.returncode, written, recorded)
+    assert proc.returncode == -signal.SIGKILL and 6 <= written < 30 and recorded < 30, (
+        proc.returncode,
+        written,
+        recorded,
+    )
 
     rerun = subprocess.run(command, env=env, cwd=EXAMPLES.parent, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
@@ -195,7 +227,9 @@ def test_flow_process_killed_mid_run_then_same_command_finishes_exactly_once(das
     assert _outputs(dask_env, "dozens") == _outputs(dask_env, "undisturbed")  # byte-identical
 
 
-def test_shards_on_a_separate_scheduler_and_gpu_worker_use_the_gpu_resource(dask_env: PipelineEnv, tmp_path: Path) -> None:
+def test_shards_on_a_separate_scheduler_and_gpu_worker_use_the_gpu_resource(
+    dask_env: PipelineEnv, tmp_path: Path
+) -> None:
     """The multi-machine set-up, on one machine: `dask scheduler` and `dask worker --resources
     GPU=1` as their own processes (as infra/deploy/dask/ starts them), the flow given the address.
     Shards are annotated resources={"GPU": 1}: a scheduler plugin records each task's resource
@@ -217,15 +251,29 @@ def test_shards_on_a_separate_scheduler_and_gpu_worker_use_the_gpu_resource(dask
     port = 20000 + os.getpid() % 20000
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    scheduler = subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = subprocess.Popen([str(dask), "worker", address, "--nthreads", "1", "--resources", "GPU=1", "--name", "gpu0"], env=env, cwd=EXAMPLES.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scheduler = subprocess.Popen(
+        [str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = subprocess.Popen(
+        [str(dask), "worker", address, "--nthreads", "1", "--resources", "GPU=1", "--name", "gpu0"],
+        env=env,
+        cwd=EXAMPLES.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         with Client(address, timeout=60) as client:
             client.wait_for_workers(1, timeout=60)
             client.register_plugin(RecordRestrictions())
             summary = stylize_catalog(catalog="dozens", style="monet", max_side=64, shard_size=10, dask_address=address)
             assert (summary["shards"], summary["ok"], summary["failed"]) == (3, 30, 0)
-            restrictions = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.plugins["record-restrictions"].seen)
+            restrictions = client.run_on_scheduler(
+                lambda dask_scheduler: dask_scheduler.plugins["record-restrictions"].seen
+            )
         rows = _rows("dozens")
         assert len(rows) == 30 and set(rows.status) == {"ok"} and rows.worker.nunique() == 1
     finally:

@@ -22,8 +22,16 @@ from tests.flows.conftest import CATALOG_PREFIX, PipelineEnv
 
 pytestmark = [pytest.mark.integration, pytest.mark.flow]
 
-TINY = {"steps": 2, "batch_size": 1, "image_size": 32, "style_size": 64, "channels": 4, "n_residual": 1, "log_every": 1,
-        "loss": {"content_layers": {"relu2_2": 1.0}, "style_layers": {"relu1_2": 1.0, "relu2_2": 1.0}}}
+TINY = {
+    "steps": 2,
+    "batch_size": 1,
+    "image_size": 32,
+    "style_size": 64,
+    "channels": 4,
+    "n_residual": 1,
+    "log_every": 1,
+    "loss": {"content_layers": {"relu2_2": 1.0}, "style_layers": {"relu1_2": 1.0, "relu2_2": 1.0}},
+}
 CELL, GAP = 64, 4  # styleops.io.contact_sheet: gap defaults to 4; write_report passes its cell through
 
 
@@ -41,10 +49,25 @@ def test_train_stylize_twice_and_report(pipeline_env: PipelineEnv, tmp_path: Pat
     assert card["content_images"] == 8  # the undecodable ones are downloaded but skipped by the trainer
 
     params = StylizeParams(max_side=64)
-    expected = {"catalog": CATALOG_PREFIX, "method": "per-style", "style": "monet", "model_version": "v0001", "params_hash": params.hash}
+    expected = {
+        "catalog": CATALOG_PREFIX,
+        "method": "per-style",
+        "style": "monet",
+        "model_version": "v0001",
+        "params_hash": params.hash,
+    }
     first = stylize_catalog(catalog="demo", style="monet", max_side=64, shard_size=4)
     assert first.pop("run_id")
-    assert first == {**expected, "images": 8, "already_done": 0, "known_bad": 0, "restyled": 0, "shards": 2, "ok": 6, "failed": 2}
+    assert first == {
+        **expected,
+        "images": 8,
+        "already_done": 0,
+        "known_bad": 0,
+        "restyled": 0,
+        "shards": 2,
+        "ok": 6,
+        "failed": 2,
+    }
 
     rows = context.manifest().read(filters=[("catalog", "=", CATALOG_PREFIX)])
     assert len(rows) == 8 and rows["run_id"].nunique() == 1 and rows["shard_id"].nunique() == 2
@@ -57,7 +80,16 @@ def test_train_stylize_twice_and_report(pipeline_env: PipelineEnv, tmp_path: Pat
 
     second = stylize_catalog(catalog="demo", style="monet", max_side=64, shard_size=4)
     second.pop("run_id")
-    assert second == {**expected, "images": 8, "already_done": 6, "known_bad": 2, "restyled": 0, "shards": 0, "ok": 0, "failed": 0}
+    assert second == {
+        **expected,
+        "images": 8,
+        "already_done": 6,
+        "known_bad": 2,
+        "restyled": 0,
+        "shards": 0,
+        "ok": 0,
+        "failed": 0,
+    }
     assert len(context.manifest().read(filters=[("catalog", "=", CATALOG_PREFIX)])) == 8  # no new rows
 
     out = tmp_path / "report"

@@ -29,7 +29,9 @@ NIGHT = {"styles": ["monet"], "max_side": 64, "audit_dir": "unused"}
 
 
 def ok_rows(version: str) -> list[str]:
-    rows = context.manifest().read(filters=[("style", "=", "monet"), ("model_version", "=", version), ("status", "=", "ok")])
+    rows = context.manifest().read(
+        filters=[("style", "=", "monet"), ("model_version", "=", version), ("status", "=", "ok")]
+    )
     return sorted(rows["image_key"])
 
 
@@ -66,7 +68,20 @@ def test_served_nightly_deployment_triggered_by_hand_runs_once(ops_env: Pipeline
     assert run.parameters["run_date"] == DATE
     assert sum(r.deployment_id == ids[0] and r.parameters.get("run_date") == DATE for r in runs) == 1
     assert ok_rows("v0001") == ops_env.catalog_keys
-    claim = ops_env.store.get_json(claim_key(CATALOG, DATE, {"styles": ["monet"], "method": "per-style", "model": None, "max_side": 64, "format": "jpeg", "quality": 90}))
+    claim = ops_env.store.get_json(
+        claim_key(
+            CATALOG,
+            DATE,
+            {
+                "styles": ["monet"],
+                "method": "per-style",
+                "model": None,
+                "max_side": 64,
+                "format": "jpeg",
+                "quality": 90,
+            },
+        )
+    )
     assert (claim["status"], claim["flow_run_id"], claim["date"]) == ("completed", str(first.id), DATE)
     assert claim["summary"]["audit"]["critical"] == 0
 
@@ -81,26 +96,46 @@ def test_nightly_is_once_per_date_and_redoes_what_a_promotion_made_stale(ops_env
 
     # A new production version: the next night redoes every image, once.
     reg = ModelRegistry(context.store())
-    card = {k: v for k, v in json.loads((MODELS / "hoitsu.card.json").read_text()).items() if k in ("architecture", "train_config", "model_config")}
-    card |= {"artwork_key": "artwork/monet/monet.jpg", "artwork_sha256": env.store.get("artwork/monet/monet.jpg").sha256}
+    card = {
+        k: v
+        for k, v in json.loads((MODELS / "hoitsu.card.json").read_text()).items()
+        if k in ("architecture", "train_config", "model_config")
+    }
+    card |= {
+        "artwork_key": "artwork/monet/monet.jpg",
+        "artwork_sha256": env.store.get("artwork/monet/monet.jpg").sha256,
+    }
     v2 = reg.register(context.PER_STYLE, "monet", (MODELS / "hoitsu.safetensors").read_bytes(), card).version
     reg.promote(context.PER_STYLE, "monet", v2, reason="test")
     second = nightly_catalog(CATALOG, ["monet"], run_date="2026-11-22", max_side=64, audit_dir=audit_dir)
-    assert [(r["model_version"], r["ok"], r["restyled"], r["already_done"]) for r in second["runs"]] == [("v0002", 6, 6, 0)]
+    assert [(r["model_version"], r["ok"], r["restyled"], r["already_done"]) for r in second["runs"]] == [
+        ("v0002", 6, 6, 0)
+    ]
     # The v0001 outputs stay in the store: the audit lists them as stale (warnings), nothing critical.
     assert second["audit"]["critical"] == 0 and second["audit"]["counts"]["stale"] == 6
     assert ok_rows("v0002") == env.catalog_keys
 
     # A claim left "running" by a flow run that is gone is taken over; the date still gets done.
     spec = {"styles": ["monet"], "method": "per-style", "model": None, "max_side": 64, "format": "jpeg", "quality": 90}
-    env.store.put(claim_key(CATALOG, "2026-11-23", spec), json.dumps({"status": "running", "flow_run_id": str(uuid.uuid4())}).encode())
+    env.store.put(
+        claim_key(CATALOG, "2026-11-23", spec),
+        json.dumps({"status": "running", "flow_run_id": str(uuid.uuid4())}).encode(),
+    )
     third = nightly_catalog(CATALOG, ["monet"], run_date="2026-11-23", max_side=64, audit=False)
     assert third["status"] == "completed" and [(r["ok"], r["already_done"]) for r in third["runs"]] == [(0, 6)]
     with pytest.raises(ValueError, match="at least one style"):
         nightly_catalog(CATALOG, [], run_date=DATE)
 
 
-SENSOR_CONFIG = {"steps": 30, "image_size": 64, "batch_size": 2, "channels": 8, "n_residual": 1, "style_size": 512, "checkpoint_every": 1000}
+SENSOR_CONFIG = {
+    "steps": 30,
+    "image_size": 64,
+    "batch_size": 2,
+    "channels": 8,
+    "n_residual": 1,
+    "style_size": 512,
+    "checkpoint_every": 1000,
+}
 
 
 def test_artwork_sensor_trains_gates_and_promotes_new_art_and_refuses_a_worse_candidate(ops_env: PipelineEnv) -> None:  # noqa: F811
@@ -113,7 +148,9 @@ def test_artwork_sensor_trains_gates_and_promotes_new_art_and_refuses_a_worse_ca
     reg = context.registry()
 
     first = artwork_sensor(families=["per-style"], config=SENSOR_CONFIG)
-    assert [(r["style"], r["change"], r["version"], r["passed"], r["promoted"]) for r in first["results"]] == [("water-lilies", "new", "v0001", True, True)]
+    assert [(r["style"], r["change"], r["version"], r["passed"], r["promoted"]) for r in first["results"]] == [
+        ("water-lilies", "new", "v0001", True, True)
+    ]
     assert first["results"][0]["reason"].startswith("first version: style loss")
     assert reg.production(context.PER_STYLE, "water-lilies") == "v0001"
 
@@ -121,7 +158,13 @@ def test_artwork_sensor_trains_gates_and_promotes_new_art_and_refuses_a_worse_ca
     env.store.put("artwork/monet/monet.jpg", encode_image(decode_image(monet).pixels.flip(-1), "jpeg", quality=90))
     second = artwork_sensor(families=["per-style"], config=SENSOR_CONFIG)
     [refused] = second["results"]
-    assert (refused["style"], refused["change"], refused["version"], refused["passed"], refused["promoted"]) == ("monet", "changed", "v0002", False, False)
+    assert (refused["style"], refused["change"], refused["version"], refused["passed"], refused["promoted"]) == (
+        "monet",
+        "changed",
+        "v0002",
+        False,
+        False,
+    )
     assert "loss" in refused["reason"] and "production" in refused["reason"]
     assert reg.production(context.PER_STYLE, "monet") == "v0001"
     events = reg.events()

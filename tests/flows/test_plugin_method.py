@@ -32,9 +32,22 @@ class Identity(Method):
         first = checked_artworks(one_style(self.name, style))[0][0]
         return Resolved(style, "identity", Source(family=self.name, artwork_key=first))
 
-    def build(self, source: Source, params: Params, device: torch.device, settings: Settings, batch_size: int | None = None, on_iteration: OnIteration | None = None) -> Built:
+    def build(
+        self,
+        source: Source,
+        params: Params,
+        device: torch.device,
+        settings: Settings,
+        batch_size: int | None = None,
+        on_iteration: OnIteration | None = None,
+    ) -> Built:
         assert source.artwork_key is not None
-        return Built(engine(nn.Identity(), params, device, settings, batch_size), None, source.artwork_key, {"artwork": source.artwork_key})
+        return Built(
+            engine(nn.Identity(), params, device, settings, batch_size),
+            None,
+            source.artwork_key,
+            {"artwork": source.artwork_key},
+        )
 
 
 @pytest.fixture
@@ -54,8 +67,20 @@ def test_a_registered_method_stylizes_a_catalog_end_to_end(pipeline_env: Pipelin
 
     summary = stylize_catalog(catalog="demo", style="monet", method="id", max_side=48, alpha=0.5, shard_size=4)
     summary.pop("run_id")
-    assert summary == {"catalog": CATALOG_PREFIX, "method": "identity", "style": "monet", "model_version": "identity", "params_hash": params.hash,
-                       "images": 6, "already_done": 0, "known_bad": 0, "restyled": 0, "shards": 2, "ok": 6, "failed": 0}
+    assert summary == {
+        "catalog": CATALOG_PREFIX,
+        "method": "identity",
+        "style": "monet",
+        "model_version": "identity",
+        "params_hash": params.hash,
+        "images": 6,
+        "already_done": 0,
+        "known_bad": 0,
+        "restyled": 0,
+        "shards": 2,
+        "ok": 6,
+        "failed": 0,
+    }
 
     rows = context.manifest().read(filters=[("catalog", "=", CATALOG_PREFIX)]).sort_values("image_key")
     assert list(rows.image_key) == env.catalog_keys

@@ -35,8 +35,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.flow]
 
 STYLE, MAX_SIDE = "monet", 64
 PARAMS = StylizeParams(max_side=MAX_SIDE)
-TINY = TrainConfig(steps=2, batch_size=1, image_size=32, style_size=64, channels=4, n_residual=1, log_every=1,
-                   loss=LossWeights(style_layers={"relu1_2": 1.0, "relu2_2": 1.0})).to_dict()
+TINY = TrainConfig(
+    steps=2,
+    batch_size=1,
+    image_size=32,
+    style_size=64,
+    channels=4,
+    n_residual=1,
+    log_every=1,
+    loss=LossWeights(style_layers={"relu1_2": 1.0, "relu2_2": 1.0}),
+).to_dict()
 runner = CliRunner()
 
 
@@ -60,7 +68,9 @@ def outputs(env: PipelineEnv) -> dict[str, tuple[Any, ...]]:
     return {i.key: (i.size, i.etag, i.last_modified) for i in env.store.list("stylized/")}
 
 
-def test_audit_finds_broken_outputs_and_stylize_repair_rerenders_exactly_those(pipeline_env: PipelineEnv, tmp_path: Path) -> None:
+def test_audit_finds_broken_outputs_and_stylize_repair_rerenders_exactly_those(
+    pipeline_env: PipelineEnv, tmp_path: Path
+) -> None:
     env = pipeline_env
     train_monet()
     first = stylize_catalog(catalog="demo", style=STYLE, max_side=MAX_SIDE, shard_size=4, metrics=False)
@@ -101,10 +111,14 @@ def test_audit_finds_broken_outputs_and_stylize_repair_rerenders_exactly_those(p
     redone = rows_of(repair_runs.pop())
     assert sorted(redone.index) == sorted([gone_image, altered_image])
     assert set(redone["status"]) == {"ok"} and set(redone["attempt"]) == {1} and redone["error_class"].isna().all()
-    assert redone["params_hash"].unique().tolist() == [PARAMS.hash] and redone["model_version"].unique().tolist() == ["v0001"]
+    assert redone["params_hash"].unique().tolist() == [PARAMS.hash] and redone["model_version"].unique().tolist() == [
+        "v0001"
+    ]
     for image in (gone_image, altered_image):
         assert redone.loc[image, "output_key"] == made.loc[image, "output_key"]
-        assert redone.loc[image, "output_sha256"] == made.loc[image, "output_sha256"]  # deterministic: the original bytes again
+        assert (
+            redone.loc[image, "output_sha256"] == made.loc[image, "output_sha256"]
+        )  # deterministic: the original bytes again
         assert sha256(env.store.get_bytes(made.loc[image, "output_key"])) == made.loc[image, "output_sha256"]
     after = outputs(env)
     assert {k: after[k] for k in untouched} == untouched  # the four intact outputs were not rewritten
@@ -116,7 +130,14 @@ def test_audit_finds_broken_outputs_and_stylize_repair_rerenders_exactly_those(p
     assert json.loads((tmp_path / "audit2" / "findings.json").read_text(encoding="utf-8"))["counts"]["critical"] == 0
     assert "re-render" not in result.output
     clean = stylize_catalog(catalog="demo", style=STYLE, max_side=MAX_SIDE, shard_size=4, metrics=False, repair=True)
-    assert (clean["already_done"], clean["shards"], clean["ok"], clean["repaired"], clean["missing"], clean["tampered"]) == (6, 0, 0, 0, 0, 0)
+    assert (
+        clean["already_done"],
+        clean["shards"],
+        clean["ok"],
+        clean["repaired"],
+        clean["missing"],
+        clean["tampered"],
+    ) == (6, 0, 0, 0, 0, 0)
     assert outputs(env) == after
 
 
@@ -133,7 +154,17 @@ def test_repair_overwrites_only_the_tampered_output_it_checked(pipeline_env: Pip
 
     def shard(run_id: str, overwrite: dict[str, str] | None = None) -> dict[str, int]:
         with disable_run_logger():
-            return stylize_shard_task.fn(f"{run_id}-s0000", items, run_id, CATALOG_PREFIX, STYLE, "v0001", PARAMS.to_dict(), metrics=False, overwrite=overwrite)
+            return stylize_shard_task.fn(
+                f"{run_id}-s0000",
+                items,
+                run_id,
+                CATALOG_PREFIX,
+                STYLE,
+                "v0001",
+                PARAMS.to_dict(),
+                metrics=False,
+                overwrite=overwrite,
+            )
 
     assert shard("r1") == {"ok": 2, "failed": 0}
     original = env.store.get_bytes(out)
@@ -149,7 +180,10 @@ def test_repair_overwrites_only_the_tampered_output_it_checked(pipeline_env: Pip
     assert env.store.get_bytes(out) == b"changed again after the plan" and env.store.head(out).etag == now.etag
     assert env.store.get_bytes(other_out) == b"someone else's"
 
-    assert shard("r3", {out: now.etag}) == {"ok": 1, "failed": 1}  # the etag still holds: overwritten; the other key still not
+    assert shard("r3", {out: now.etag}) == {
+        "ok": 1,
+        "failed": 1,
+    }  # the etag still holds: overwritten; the other key still not
     rows = rows_of("r3")
     assert (rows.loc[image, "status"], rows.loc[image, "output_sha256"]) == ("ok", sha256(original))
     assert env.store.get_bytes(out) == original and env.store.get_bytes(other_out) == b"someone else's"
@@ -160,18 +194,70 @@ def test_repair_overwrites_only_the_tampered_output_it_checked(pipeline_env: Pip
     assert env.store.get_bytes(out) == original and rows_of("r4").loc[image, "output_sha256"] == sha256(original)
 
 
-@pytest.mark.parametrize(("row", "command"), [
-    ({"catalog": "catalog/demo/", "style": "monet", "method": "per-style", "model_version": "v0003", "params_json": json.dumps({"method": "per-style", "max_side": 1024, "format": "jpeg", "quality": 90})},
-     "styleops stylize --catalog demo --style monet --version v0003 --repair"),
-    ({"catalog": "catalog/shop/", "style": "udnie=0.300,wave=0.700", "method": "multi-style", "model_version": "collection/v0002",
-      "params_json": json.dumps({"method": "multi-style", "max_side": 512, "format": "png", "quality": 90, "color": "luminance", "inputs": {}})},
-     "styleops stylize --catalog shop --method multi --blend udnie=0.300,wave=0.700 --model collection --version v0002 --max-side 512 --format png --color luminance --repair"),
-    ({"catalog": "catalog/shop/", "style": "monet", "method": "adain", "model_version": "default/v0001+art-0123abcd", "params_json": json.dumps({"max_side": 1024, "alpha": 0.8})},
-     "styleops stylize --catalog shop --method adain --style monet --model default --version v0001 --alpha 0.8 --repair"),
-    ({"catalog": "catalog/shop/", "style": "hoitsu", "method": "swap", "model_version": "default/v0002+bank-v0001", "params_json": None},
-     "styleops stylize --catalog shop --method swap --style hoitsu --model default --version v0002 --repair"),
-    ({"catalog": "catalog/shop/", "style": "monet", "method": "gatys", "model_version": "gatys+art-0123abcd", "params_json": json.dumps({"iterations": 100, "levels": 2, "optimizer": "lbfgs"})},
-     "styleops stylize --catalog shop --method gatys --style monet --iterations 100 --levels 2 --repair"),
-], ids=["per-style", "multi-blend", "adain", "swap-old-row", "gatys"])
+@pytest.mark.parametrize(
+    ("row", "command"),
+    [
+        (
+            {
+                "catalog": "catalog/demo/",
+                "style": "monet",
+                "method": "per-style",
+                "model_version": "v0003",
+                "params_json": json.dumps({"method": "per-style", "max_side": 1024, "format": "jpeg", "quality": 90}),
+            },
+            "styleops stylize --catalog demo --style monet --version v0003 --repair",
+        ),
+        (
+            {
+                "catalog": "catalog/shop/",
+                "style": "udnie=0.300,wave=0.700",
+                "method": "multi-style",
+                "model_version": "collection/v0002",
+                "params_json": json.dumps(
+                    {
+                        "method": "multi-style",
+                        "max_side": 512,
+                        "format": "png",
+                        "quality": 90,
+                        "color": "luminance",
+                        "inputs": {},
+                    }
+                ),
+            },
+            "styleops stylize --catalog shop --method multi --blend udnie=0.300,wave=0.700 --model collection --version v0002 --max-side 512 --format png --color luminance --repair",
+        ),
+        (
+            {
+                "catalog": "catalog/shop/",
+                "style": "monet",
+                "method": "adain",
+                "model_version": "default/v0001+art-0123abcd",
+                "params_json": json.dumps({"max_side": 1024, "alpha": 0.8}),
+            },
+            "styleops stylize --catalog shop --method adain --style monet --model default --version v0001 --alpha 0.8 --repair",
+        ),
+        (
+            {
+                "catalog": "catalog/shop/",
+                "style": "hoitsu",
+                "method": "swap",
+                "model_version": "default/v0002+bank-v0001",
+                "params_json": None,
+            },
+            "styleops stylize --catalog shop --method swap --style hoitsu --model default --version v0002 --repair",
+        ),
+        (
+            {
+                "catalog": "catalog/shop/",
+                "style": "monet",
+                "method": "gatys",
+                "model_version": "gatys+art-0123abcd",
+                "params_json": json.dumps({"iterations": 100, "levels": 2, "optimizer": "lbfgs"}),
+            },
+            "styleops stylize --catalog shop --method gatys --style monet --iterations 100 --levels 2 --repair",
+        ),
+    ],
+    ids=["per-style", "multi-blend", "adain", "swap-old-row", "gatys"],
+)
 def test_repair_command_names_the_run_settings(row: dict[str, Any], command: str) -> None:
     assert repair_command(row) == command

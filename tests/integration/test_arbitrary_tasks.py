@@ -34,7 +34,18 @@ def shard(env: PipelineEnv, n: int) -> list[tuple[str, str, int]]:
 
 def run(env: PipelineEnv, resolved: Resolved, params: StylizeParams, run_id: str, n: int = 2) -> list[dict]:
     with disable_run_logger():
-        counts = stylize_shard_task.fn("s0", shard(env, n), run_id, CATALOG_PREFIX, resolved.style, resolved.model_version, params.to_dict(), None, True, resolved.source)
+        counts = stylize_shard_task.fn(
+            "s0",
+            shard(env, n),
+            run_id,
+            CATALOG_PREFIX,
+            resolved.style,
+            resolved.model_version,
+            params.to_dict(),
+            None,
+            True,
+            resolved.source,
+        )
     assert counts == {"ok": n, "failed": 0}
     rows = context.manifest().read(filters=[("run_id", "=", run_id)]).sort_values("image_key")
     return rows.to_dict("records")
@@ -47,7 +58,11 @@ def test_swap_bank_and_inverse_network_end_to_end(pipeline_env: PipelineEnv) -> 
         assert promote_if_first_task.fn("inverse", "default", inv["version"])
         bank = build_patch_bank_task.fn("monet", ["artwork/monet/monet.jpg"])
     card = context.registry().card("inverse", "default", "v0001")
-    assert card["architecture"] == "VGGDecoder" and card["layer"] == "relu3_1" and card["model_config"] == {"from_layer": "relu3_1", "arch": "vgg16"}
+    assert (
+        card["architecture"] == "VGGDecoder"
+        and card["layer"] == "relu3_1"
+        and card["model_config"] == {"from_layer": "relu3_1", "arch": "vgg16"}
+    )
 
     resolved = methods.resolve("swap", "monet", None)
     assert (resolved.style, resolved.model_version) == ("monet", f"default/v0001+bank-{bank['version']}")
@@ -56,11 +71,18 @@ def test_swap_bank_and_inverse_network_end_to_end(pipeline_env: PipelineEnv) -> 
     bank_sha = context.store().head(f"banks/monet/{bank['version']}/weights.safetensors")
     for r in rows:
         assert r["method"] == "swap" and r["model_sha256"] == card["weights_sha256"]
-        assert r["output_key"].startswith(f"stylized/demo/monet/default/v0001+bank-{bank['version']}/{params.hash[:8]}/")
+        assert r["output_key"].startswith(
+            f"stylized/demo/monet/default/v0001+bank-{bank['version']}/{params.hash[:8]}/"
+        )
         lineage = json.loads(r["params_json"])
         assert lineage["color"] == "luminance" and lineage["method"] == "swap"
-        assert lineage["inputs"]["bank"]["version"] == bank["version"] and lineage["inputs"]["bank"]["patches"] == bank["patches"]
-        assert lineage["inputs"]["bank"]["sha256"] == sha256(env.store.get_bytes(f"banks/monet/{bank['version']}/weights.safetensors"))
+        assert (
+            lineage["inputs"]["bank"]["version"] == bank["version"]
+            and lineage["inputs"]["bank"]["patches"] == bank["patches"]
+        )
+        assert lineage["inputs"]["bank"]["sha256"] == sha256(
+            env.store.get_bytes(f"banks/monet/{bank['version']}/weights.safetensors")
+        )
         out = decode_image(env.store.get_bytes(r["output_key"])).pixels
         assert (out.shape[-1], out.shape[-2]) == (r["out_width"], r["out_height"]) and max(out.shape[-2:]) == 48
     assert bank_sha is not None
@@ -73,12 +95,20 @@ def test_adain_blend_alpha_and_lineage(pipeline_env: PipelineEnv) -> None:  # no
         promote_if_first_task.fn("adain", "default", dec["version"])
     resolved = methods.resolve("adain", "monet=3,hoitsu=1", None)
     assert resolved.style == "hoitsu=0.250,monet=0.750"
-    assert resolved.model_version.startswith("default/v0001+art-") and len(resolved.model_version) == len("default/v0001+art-") + 8
+    assert (
+        resolved.model_version.startswith("default/v0001+art-")
+        and len(resolved.model_version) == len("default/v0001+art-") + 8
+    )
     rows = run(env, resolved, StylizeParams(method="adain", max_side=40, alpha=0.5), "run-adain")
     inputs = json.loads(rows[0]["params_json"])["inputs"]
     assert inputs["alpha"] == 0.5
-    assert {a["key"]: a["weight"] for a in inputs["artworks"]} == {"artwork/hoitsu/hoitsu.jpg": 0.25, "artwork/monet/monet.jpg": 0.75}
-    assert {a["key"]: a["sha256"] for a in inputs["artworks"]} == {k: sha256(env.store.get_bytes(k)) for k in ("artwork/hoitsu/hoitsu.jpg", "artwork/monet/monet.jpg")}
+    assert {a["key"]: a["weight"] for a in inputs["artworks"]} == {
+        "artwork/hoitsu/hoitsu.jpg": 0.25,
+        "artwork/monet/monet.jpg": 0.75,
+    }
+    assert {a["key"]: a["sha256"] for a in inputs["artworks"]} == {
+        k: sha256(env.store.get_bytes(k)) for k in ("artwork/hoitsu/hoitsu.jpg", "artwork/monet/monet.jpg")
+    }
     assert StylizeParams(method="adain", alpha=0.5).hash != StylizeParams(method="adain", alpha=1.0).hash
 
     # New artwork bytes for a style: a new model_version label, so the catalog is done again.
@@ -96,12 +126,18 @@ def test_gatys_shard_records_its_settings(pipeline_env: PipelineEnv) -> None:  #
     assert pd.isna(row["model_sha256"]) and row["style"] == "monet"  # no model: nothing trained
     lineage = json.loads(row["params_json"])
     assert lineage["iterations"] == 2 and lineage["optimizer"] == "adam" and lineage["color"] == "histogram"
-    assert lineage["inputs"]["artwork"] == {"key": "artwork/monet/monet.jpg", "sha256": sha256(env.store.get_bytes("artwork/monet/monet.jpg"))}
+    assert lineage["inputs"]["artwork"] == {
+        "key": "artwork/monet/monet.jpg",
+        "sha256": sha256(env.store.get_bytes("artwork/monet/monet.jpg")),
+    }
 
 
 def test_bad_styles_and_artworks_fail_before_any_work(pipeline_env: PipelineEnv) -> None:  # noqa: F811
     env = pipeline_env
-    env.store.put("artwork/tiny/tiny.png", encode_image(decode_image(env.store.get_bytes("artwork/monet/monet.jpg")).pixels[:, :16, :16], "png"))
+    env.store.put(
+        "artwork/tiny/tiny.png",
+        encode_image(decode_image(env.store.get_bytes("artwork/monet/monet.jpg")).pixels[:, :16, :16], "png"),
+    )
     env.store.put("artwork/broken/broken.jpg", b"not an image at all" * 20)
     with pytest.raises(InvalidInputError, match="no patch bank for style .nosuch.: upload"):
         methods.resolve("swap", "nosuch", None)

@@ -69,9 +69,15 @@ def test_bank_family_lives_under_banks(store: ObjectStore) -> None:
     blob = build_patch_bank(torch.rand(1, 4, 5, 5)).to_bytes()
     version = reg.register(BANK, "monet", blob, {"layer": "relu3_1"})
     reg.register("per-style", "monet", blob, {})
-    assert (version.weights_key, version.card_key) == ("banks/monet/v0001/weights.safetensors", "banks/monet/v0001/card.json")
+    assert (version.weights_key, version.card_key) == (
+        "banks/monet/v0001/weights.safetensors",
+        "banks/monet/v0001/card.json",
+    )
     assert bank_keys(store) == ["banks/monet/v0001/card.json", "banks/monet/v0001/weights.safetensors"]
-    assert sorted(i.key for i in store.list("models/")) == ["models/per-style/monet/v0001/card.json", "models/per-style/monet/v0001/weights.safetensors"]
+    assert sorted(i.key for i in store.list("models/")) == [
+        "models/per-style/monet/v0001/card.json",
+        "models/per-style/monet/v0001/weights.safetensors",
+    ]
     assert reg.names(BANK) == ["monet"] and reg.names("per-style") == ["monet"] and reg.names("adain") == []
     assert reg.register(BANK, "monet", blob, {}).version == "v0002"
     assert [v.version for v in reg.versions(BANK, "monet")] == ["v0001", "v0002"]
@@ -90,14 +96,26 @@ def test_bank_family_lives_under_banks(store: ObjectStore) -> None:
 # ---- building ----------------------------------------------------------------------------------
 def test_build_registers_then_reports_unchanged(bank_env: PipelineEnv, vgg_weights_file: Path) -> None:
     env = bank_env
-    assert build("monet", [MONET]) == {"style": "monet", "version": "v0001", "status": "built", "patches": MONET_PATCHES}
+    assert build("monet", [MONET]) == {
+        "style": "monet",
+        "version": "v0001",
+        "status": "built",
+        "patches": MONET_PATCHES,
+    }
     assert bank_keys(env.store) == ["banks/monet/v0001/card.json", "banks/monet/v0001/weights.safetensors"]
     card = context.registry().card(BANK, "monet", "v0001")
     expected_fields = {
         "artworks": [{"key": MONET, "sha256": sha256((EXAMPLES / "artwork/monet/monet.jpg").read_bytes())}],
-        "layer": "relu3_1", "patch_size": 3, "stride": 1, "style_size": STYLE_SIZE, "max_patches": 16384,
+        "layer": "relu3_1",
+        "patch_size": 3,
+        "stride": 1,
+        "style_size": STYLE_SIZE,
+        "max_patches": 16384,
         "encoder": {"arch": "vgg16", "weights": vgg_weights_file.name, "sha256": sha256(vgg_weights_file.read_bytes())},
-        "n_patches": MONET_PATCHES, "total_patches": MONET_PATCHES, "subsampled": False, "channels": 256,
+        "n_patches": MONET_PATCHES,
+        "total_patches": MONET_PATCHES,
+        "subsampled": False,
+        "channels": 256,
     }
     assert {k: card[k] for k in expected_fields} == expected_fields
 
@@ -109,7 +127,12 @@ def test_build_registers_then_reports_unchanged(bank_env: PipelineEnv, vgg_weigh
     assert banks.load_bank("monet", "v0001")[0] is bank  # cached
 
     assert build("monet", [MONET]) == {"style": "monet", "version": "v0001", "status": "unchanged"}
-    assert build("monet", [MONET], force=True) == {"style": "monet", "version": "v0002", "status": "built", "patches": MONET_PATCHES}
+    assert build("monet", [MONET], force=True) == {
+        "style": "monet",
+        "version": "v0002",
+        "status": "built",
+        "patches": MONET_PATCHES,
+    }
     assert build("monet", [MONET]) == {"style": "monet", "version": "v0002", "status": "unchanged"}
     assert [v.version for v in context.registry().versions(BANK, "monet")] == ["v0001", "v0002"]
 
@@ -133,8 +156,15 @@ def test_changed_inputs_give_new_versions(bank_env: PipelineEnv, monkeypatch: py
     assert build("monet", [MONET])["version"] == "v0001"
     recompressed = encode_image(decode_image(env.store.get_bytes(MONET)).pixels, "jpeg", quality=60)
     env.store.put(MONET, recompressed)
-    assert build("monet", [MONET]) == {"style": "monet", "version": "v0002", "status": "built", "patches": MONET_PATCHES}
-    assert context.registry().card(BANK, "monet", "v0002")["artworks"] == [{"key": MONET, "sha256": sha256(recompressed)}]
+    assert build("monet", [MONET]) == {
+        "style": "monet",
+        "version": "v0002",
+        "status": "built",
+        "patches": MONET_PATCHES,
+    }
+    assert context.registry().card(BANK, "monet", "v0002")["artworks"] == [
+        {"key": MONET, "sha256": sha256(recompressed)}
+    ]
 
     # a second artwork of the style: both in one bank, keys sorted
     second = "artwork/monet/hoitsu-copy.jpg"
@@ -153,7 +183,12 @@ def test_changed_inputs_give_new_versions(bank_env: PipelineEnv, monkeypatch: py
     get_settings.cache_clear()
     assert build("monet", both) == {"style": "monet", "version": "v0004", "status": "built", "patches": 50}
     card = context.registry().card(BANK, "monet", "v0004")
-    assert (card["n_patches"], card["total_patches"], card["subsampled"], card["max_patches"]) == (50, MONET_PATCHES + hoitsu_patches, True, 50)
+    assert (card["n_patches"], card["total_patches"], card["subsampled"], card["max_patches"]) == (
+        50,
+        MONET_PATCHES + hoitsu_patches,
+        True,
+        50,
+    )
     bank, _ = banks.load_bank("monet", "v0004")
     full, _ = banks.load_bank("monet", "v0003")
     assert torch.equal(bank.patches[0], full.patches[0]) and torch.equal(bank.patches[-1], full.patches[-1])
@@ -163,7 +198,9 @@ def test_a_too_small_artwork_is_named(bank_env: PipelineEnv) -> None:
     env = bank_env
     thumb = "artwork/monet/thumb.png"
     env.store.put(thumb, encode_image(torch.full((3, 8, 8), 128, dtype=torch.uint8), "png"))
-    with pytest.raises(InvalidInputError, match=r"artwork artwork/monet/thumb\.png is too small .* 2x2 relu3_1 features"):
+    with pytest.raises(
+        InvalidInputError, match=r"artwork artwork/monet/thumb\.png is too small .* 2x2 relu3_1 features"
+    ):
         build("monet", [MONET, thumb])
     broken = "artwork/monet/broken.jpg"
     env.store.put(broken, b"not a JPEG")

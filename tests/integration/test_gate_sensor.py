@@ -34,14 +34,20 @@ def ops_env(pipeline_env: PipelineEnv, monkeypatch: pytest.MonkeyPatch) -> Pipel
     monkeypatch.setenv("STYLEOPS_TRAIN_CONTENT", CATALOG_PREFIX)
     get_settings.cache_clear()
     with disable_run_logger():
-        imported = import_model_task.fn(context.PER_STYLE, "monet", str(MODELS / "monet.safetensors"), str(MODELS / "monet.card.json"))
+        imported = import_model_task.fn(
+            context.PER_STYLE, "monet", str(MODELS / "monet.safetensors"), str(MODELS / "monet.card.json")
+        )
     assert (imported["version"], imported["promoted"]) == ("v0001", True)
     return pipeline_env
 
 
 def register_copy(name: str, blob: bytes, card_from: Path) -> str:
     """Register `blob` as the next per-style version of `name` with the card of `card_from`."""
-    card = {k: v for k, v in json.loads(card_from.read_text()).items() if k in ("architecture", "artwork_key", "artwork_sha256", "train_config", "model_config")}
+    card = {
+        k: v
+        for k, v in json.loads(card_from.read_text()).items()
+        if k in ("architecture", "artwork_key", "artwork_sha256", "train_config", "model_config")
+    }
     return context.registry().register(context.PER_STYLE, name, blob, card).version
 
 
@@ -90,7 +96,9 @@ def test_detect_artwork_changes_against_the_newest_versions(ops_env: PipelineEnv
     with disable_run_logger():
         second = detect_artwork_changes_task.fn("artwork/", [context.PER_STYLE])
     monet = [c for c in second[context.PER_STYLE] if c["style"] == "monet"]
-    assert monet == [{"style": "monet", "key": "artwork/monet/monet.jpg", "sha256": sha256(mirrored), "change": "changed"}]
+    assert monet == [
+        {"style": "monet", "key": "artwork/monet/monet.jpg", "sha256": sha256(mirrored), "change": "changed"}
+    ]
 
 
 def test_retrained_multi_style_keeps_other_styles_outputs_current(ops_env: PipelineEnv) -> None:
@@ -106,17 +114,24 @@ def test_retrained_multi_style_keeps_other_styles_outputs_current(ops_env: Pipel
         for style in ("monet", "hoitsu"):
             r = methods.resolve("multi-style", style, None)
             assert (r.model_version, r.still_current) == ("collection/v0001", ())
-            assert stylize_shard_task.fn(f"s-{style}", items, f"run-{style}", CATALOG_PREFIX, style, r.model_version, params.to_dict()) == {"ok": 3, "failed": 0}
+            assert stylize_shard_task.fn(
+                f"s-{style}", items, f"run-{style}", CATALOG_PREFIX, style, r.model_version, params.to_dict()
+            ) == {"ok": 3, "failed": 0}
         # hoitsu's artwork changes: retrain only its scale/shift in place.
         img = decode_image(env.store.get_bytes("artwork/hoitsu/hoitsu.jpg")).pixels
         env.store.put("artwork/hoitsu/hoitsu.jpg", encode_image(img.flip(-2), "jpeg", quality=90))
         changes = detect_artwork_changes_task.fn("artwork/", [context.MULTI_STYLE])
         assert [(c["style"], c["change"]) for c in changes[context.MULTI_STYLE]] == [("hoitsu", "changed")]
-        retrained = add_style_task.fn("collection", "artwork/hoitsu/hoitsu.jpg", CATALOG_PREFIX, TINY, None, "hoitsu", replace=True)
+        retrained = add_style_task.fn(
+            "collection", "artwork/hoitsu/hoitsu.jpg", CATALOG_PREFIX, TINY, None, "hoitsu", replace=True
+        )
         reg.promote(context.MULTI_STYLE, "collection", retrained["version"])
         assert detect_artwork_changes_task.fn("artwork/", [context.MULTI_STYLE])[context.MULTI_STYLE] == []
         monet, hoitsu = methods.resolve("multi-style", "monet", None), methods.resolve("multi-style", "hoitsu", None)
-        plans = {s: plan_catalog_task.fn(CATALOG_PREFIX, r.style, r.model_version, params.hash, 64, False, r.still_current) for s, r in (("monet", monet), ("hoitsu", hoitsu))}
+        plans = {
+            s: plan_catalog_task.fn(CATALOG_PREFIX, r.style, r.model_version, params.hash, 64, False, r.still_current)
+            for s, r in (("monet", monet), ("hoitsu", hoitsu))
+        }
     card = reg.card(context.MULTI_STYLE, "collection", "v0002")
     assert retrained["styles"] == ["hoitsu", "monet"] and card["parent_version"] == "v0001"
     assert [s.get("trained_in") for s in card["styles"]] == [None, "v0001"]

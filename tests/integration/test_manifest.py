@@ -268,4 +268,7 @@ def test_a_table_written_before_params_json_gains_the_column(store: ObjectStore)
     got = table.read().sort_values("image_key")
     assert got["image_key"].tolist() == ["new.jpg", "old.jpg"]
     assert got["params_json"].tolist()[0] == '{"color": "luminance"}' and pd.isna(got["params_json"].tolist()[1])
-    assert table.completed(catalog="cats", style="starry", model_version="v0001", params_hash="p1") == {"old.jpg": "etag-old.jpg", "new.jpg": "etag-new.jpg"}
+    assert table.completed(catalog="cats", style="starry", model_version="v0001", params_hash="p1") == {
+        "old.jpg": "etag-old.jpg",
+        "new.jpg": "etag-new.jpg",
+    }

@@ -10,8 +10,8 @@ from prefect.logging import disable_run_logger
 from runs import context
 from runs.methods.base import blend_label, parse_blend
 from runs.spec import StylizeParams
-from styleops.models.multistyle import MultiStyleTransformerNet
 from styleops.io.serialize import from_safetensors
+from styleops.models.multistyle import MultiStyleTransformerNet
 from tasks.stylize import stylize_shard_task
 from tasks.training import add_style_task, train_multistyle_task
 from tests.flows.conftest import CATALOG_PREFIX, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
@@ -33,7 +33,9 @@ def test_train_add_and_stylize_with_a_blend(pipeline_env: PipelineEnv) -> None: 
         assert card["model_config"]["n_styles"] == 3
         with pytest.raises(ValueError, match="already has a style named 'monet'"):
             add_style_task.fn("collection", "artwork/monet/monet.jpg", CATALOG_PREFIX, TINY, first["version"])
-        added = add_style_task.fn("collection", "new-art/extra/extra.jpg", CATALOG_PREFIX, TINY, first["version"], "extra")
+        added = add_style_task.fn(
+            "collection", "new-art/extra/extra.jpg", CATALOG_PREFIX, TINY, first["version"], "extra"
+        )
     assert added["version"] == "v0002" and added["styles"] == ["hoitsu", "kandinsky", "monet", "extra"]
     old = from_safetensors(reg.weights_bytes(context.MULTI_STYLE, "collection", "v0001"))
     new = from_safetensors(reg.weights_bytes(context.MULTI_STYLE, "collection", "v0002"))

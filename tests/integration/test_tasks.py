@@ -16,8 +16,8 @@ from runs import context
 from runs.keys import catalog_prefix, output_key
 from runs.spec import StylizeParams
 from styleops.io.images import decode_image, encode_image
-from styleops.losses.perceptual import LossWeights
 from styleops.io.serialize import from_safetensors
+from styleops.losses.perceptual import LossWeights
 from styleops.training.engine import TrainConfig
 from tasks.storage import upload_directory_task
 from tasks.stylize import plan_catalog_task, stylize_shard_task
@@ -32,7 +32,13 @@ MAX_SIDE = 64
 BROKEN = CATALOG_PREFIX + "broken.jpg"
 EMPTY = CATALOG_PREFIX + "empty.png"
 TINY = TrainConfig(
-    steps=2, batch_size=1, image_size=32, style_size=64, channels=4, n_residual=1, log_every=1,
+    steps=2,
+    batch_size=1,
+    image_size=32,
+    style_size=64,
+    channels=4,
+    n_residual=1,
+    log_every=1,
     loss=LossWeights(style_layers={"relu1_2": 1.0, "relu2_2": 1.0}),
 ).to_dict()
 
@@ -57,10 +63,19 @@ def items(env: PipelineEnv, keys: list[str] | None = None) -> list[tuple[str, st
     return [it for it in listed if keys is None or it[0] in keys]
 
 
-def run_shard(env: PipelineEnv, run_id: str, shard: list[tuple[str, str, int]], *, metrics: bool = True, params: StylizeParams | None = None) -> dict[str, int]:
+def run_shard(
+    env: PipelineEnv,
+    run_id: str,
+    shard: list[tuple[str, str, int]],
+    *,
+    metrics: bool = True,
+    params: StylizeParams | None = None,
+) -> dict[str, int]:
     params = params or StylizeParams(max_side=MAX_SIDE)
     with disable_run_logger():
-        return stylize_shard_task.fn(f"{run_id}-s0000", shard, run_id, CATALOG, STYLE, "v0001", params.to_dict(), batch_size=4, metrics=metrics)
+        return stylize_shard_task.fn(
+            f"{run_id}-s0000", shard, run_id, CATALOG, STYLE, "v0001", params.to_dict(), batch_size=4, metrics=metrics
+        )
 
 
 def run_rows(run_id: str) -> pd.DataFrame:
@@ -117,15 +132,40 @@ def test_train_registers_a_version_with_its_card_then_promotes_only_the_first(pi
 def test_output_key_and_catalog_prefix() -> None:
     jpeg, png = StylizeParams(format="jpeg"), StylizeParams(format="png", max_side=512)
     assert jpeg.hash != png.hash
-    assert output_key("catalog/demo/a/b.png", "demo", "monet", "v0001", jpeg) == f"stylized/demo/monet/v0001/{jpeg.hash[:8]}/a/b.png.jpg"
-    assert output_key("catalog/demo/a/b.jpg", "demo", "monet", "v0001", jpeg) == f"stylized/demo/monet/v0001/{jpeg.hash[:8]}/a/b.jpg"
-    assert output_key("catalog/demo/x.jpeg", "catalog/demo/", "monet", "v0003", png) == f"stylized/demo/monet/v0003/{png.hash[:8]}/x.jpeg.png"
+    assert (
+        output_key("catalog/demo/a/b.png", "demo", "monet", "v0001", jpeg)
+        == f"stylized/demo/monet/v0001/{jpeg.hash[:8]}/a/b.png.jpg"
+    )
+    assert (
+        output_key("catalog/demo/a/b.jpg", "demo", "monet", "v0001", jpeg)
+        == f"stylized/demo/monet/v0001/{jpeg.hash[:8]}/a/b.jpg"
+    )
+    assert (
+        output_key("catalog/demo/x.jpeg", "catalog/demo/", "monet", "v0003", png)
+        == f"stylized/demo/monet/v0003/{png.hash[:8]}/x.jpeg.png"
+    )
     webp = StylizeParams(format="webp")
-    assert output_key("catalog/shop/deep/er/p.JPG", "shop", "hoitsu", "v0012", webp) == f"stylized/shop/hoitsu/v0012/{webp.hash[:8]}/deep/er/p.JPG.webp"
+    assert (
+        output_key("catalog/shop/deep/er/p.JPG", "shop", "hoitsu", "v0012", webp)
+        == f"stylized/shop/hoitsu/v0012/{webp.hash[:8]}/deep/er/p.JPG.webp"
+    )
 
     for spelling in ("demo", "catalog/demo", "catalog/demo/", "/demo/"):
         assert catalog_prefix(spelling) == "catalog/demo/"
-    for bad in ("", "/", "catalog/", "catalog", "/catalog/", "a/b", "catalog/a/b", "..", "catalog/..", ".", "a\\b", "de\nmo"):
+    for bad in (
+        "",
+        "/",
+        "catalog/",
+        "catalog",
+        "/catalog/",
+        "a/b",
+        "catalog/a/b",
+        "..",
+        "catalog/..",
+        ".",
+        "a\\b",
+        "de\nmo",
+    ):
         with pytest.raises(ValueError):
             catalog_prefix(bad)
     with pytest.raises(ValueError):
@@ -141,7 +181,11 @@ def test_stylize_shard_records_every_image(stylized: PipelineEnv) -> None:
     assert len(rows) == 8
     assert sorted(rows.image_key) == sorted([*env.catalog_keys, BROKEN, EMPTY])
     assert rows.status.value_counts().to_dict() == {"ok": 6, "failed": 2}
-    assert set(rows["shard_id"]) == {"r1-s0000"} and set(rows["style"]) == {STYLE} and set(rows["model_version"]) == {"v0001"}
+    assert (
+        set(rows["shard_id"]) == {"r1-s0000"}
+        and set(rows["style"]) == {STYLE}
+        and set(rows["model_version"]) == {"v0001"}
+    )
     assert set(rows.catalog) == {CATALOG_PREFIX} and set(rows.params_hash) == {params.hash}
     assert set(rows.model_sha256) == {card["weights_sha256"]}
     listed = {i.key: i for i in env.store.list(CATALOG_PREFIX)}
@@ -175,6 +219,7 @@ def test_plan_skips_done_and_known_bad_and_replans_changed_inputs(stylized: Pipe
     env = stylized
     p = StylizeParams(max_side=MAX_SIDE)
     with disable_run_logger():
+
         def plan(**kw: Any) -> dict[str, Any]:
             return plan_catalog_task.fn(CATALOG, STYLE, "v0001", kw.pop("params_hash", p.hash), 4, **kw)
 
@@ -191,7 +236,9 @@ def test_plan_skips_done_and_known_bad_and_replans_changed_inputs(stylized: Pipe
         assert [len(s) for s in other_params["shards"]] == [4, 4]
 
         changed = env.catalog_keys[1]
-        env.store.put(changed, encode_image(decode_image(env.store.get_bytes(env.catalog_keys[0])).pixels.flip(-1), "jpeg"))
+        env.store.put(
+            changed, encode_image(decode_image(env.store.get_bytes(env.catalog_keys[0])).pixels.flip(-1), "jpeg")
+        )
         env.store.put(CATALOG_PREFIX + "notes.txt", b"not an image")
         new_etag = env.store.head(changed).etag
         after = plan()
@@ -235,7 +282,11 @@ def test_existing_outputs_are_never_overwritten(stylized: PipelineEnv) -> None:
         assert sha256(env.store.get_bytes(out)) == sha256(squatter)  # not overwritten
     # identical bytes already there: accepted as ok, same object
     assert rows.loc[same, "status"] == "ok" and pd.isna(rows.loc[same, "error_class"])
-    assert rows.loc[same, "output_sha256"] == first.loc[same, "output_sha256"] == sha256(env.store.get_bytes(rows.loc[same, "output_key"]))
+    assert (
+        rows.loc[same, "output_sha256"]
+        == first.loc[same, "output_sha256"]
+        == sha256(env.store.get_bytes(rows.loc[same, "output_key"]))
+    )
     assert rows.loc[same, "bytes_out"] == first.loc[same, "bytes_out"]
 
 
@@ -249,7 +300,10 @@ def test_upload_directory_uploads_then_skips_same_size_files(pipeline_env: Pipel
     with disable_run_logger():
         keys = upload_directory_task.fn(str(src), "catalog/up/")
         assert keys == ["catalog/up/a.txt", "catalog/up/sub/b.bin"]
-        assert env.store.get_bytes("catalog/up/a.txt") == b"alpha" and env.store.get_bytes("catalog/up/sub/b.bin") == b"\x00\x01\x02"
+        assert (
+            env.store.get_bytes("catalog/up/a.txt") == b"alpha"
+            and env.store.get_bytes("catalog/up/sub/b.bin") == b"\x00\x01\x02"
+        )
         etags = {k: env.store.head(k).etag for k in keys}
 
         (src / "sub" / "b.bin").write_bytes(b"\x00\x01\x02\x03")  # new size: uploaded

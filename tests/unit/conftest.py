@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from styleops.io.images import read_image, to_float
-from tests.conftest import TORCH_THREADS
-from styleops.io.weights import load_encoder
+from styleops.io.weights import install_hed_weights, load_encoder
 from styleops.models.vgg import VGGEncoder
-from styleops.io.weights import install_hed_weights
+from tests.conftest import TORCH_THREADS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

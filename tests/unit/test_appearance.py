@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from styleops.evaluation.appearance import appearance, colour_ratio, gradient_magnitude, luminance, sliced_wasserstein, structure, texture_ratio, wasserstein_1d
 from styleops.errors import InvalidInputError
+from styleops.evaluation.appearance import (
+    appearance,
+    colour_ratio,
+    gradient_magnitude,
+    luminance,
+    sliced_wasserstein,
+    structure,
+    texture_ratio,
+    wasserstein_1d,
+)
 from styleops.io.images import read_image, resize_max_side, to_float
 
 

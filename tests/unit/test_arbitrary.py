@@ -8,19 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from styleops.inference.color import ColorPreserving, preserve_colors, rgb_to_yiq
 from styleops.errors import InvalidInputError
+from styleops.inference.arbitrary import AdaINStylizer, SwapStylizer
+from styleops.inference.color import ColorPreserving, preserve_colors, rgb_to_yiq
 from styleops.inference.gatys import GatysConfig, GatysEngine
 from styleops.io.images import read_image, resize_max_side, to_float
-from styleops.losses.perceptual import LossWeights
-from styleops.inference.arbitrary import AdaINStylizer, SwapStylizer
-from styleops.models.decoder import VGGDecoder
-from styleops.ops import adain, build_patch_bank, style_swap
 from styleops.io.serialize import from_safetensors, to_safetensors
-from styleops.training.engine import CHECKPOINT_FILE, TrainConfig
-from styleops.training.decoders import adain_config, decoder_layer, inverse_config, train_adain, train_inverse
 from styleops.io.weights import load_encoder
+from styleops.losses.perceptual import LossWeights
+from styleops.models.decoder import VGGDecoder
 from styleops.models.vgg import VGGEncoder
+from styleops.ops import adain, build_patch_bank, style_swap
+from styleops.training.decoders import adain_config, decoder_layer, inverse_config, train_adain, train_inverse
+from styleops.training.engine import CHECKPOINT_FILE, TrainConfig
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ARTWORKS = sorted((EXAMPLES / "artwork").glob("*/*.jpg"))  # hoitsu, kandinsky, monet
@@ -53,7 +53,9 @@ def test_adain_stylizer_is_adain_then_decoder(enc: VGGEncoder, images: torch.Ten
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_adain_blend_weight_one_is_that_artwork_and_alpha_zero_is_the_photo(enc: VGGEncoder, images: torch.Tensor, arts: list[torch.Tensor]) -> None:
+def test_adain_blend_weight_one_is_that_artwork_and_alpha_zero_is_the_photo(
+    enc: VGGEncoder, images: torch.Tensor, arts: list[torch.Tensor]
+) -> None:
     dec = VGGDecoder("relu4_1").eval()
     with torch.no_grad():
         alone = AdaINStylizer(enc, dec, [arts[1]])(images)
@@ -71,7 +73,9 @@ def test_adain_rejects_bad_blend_weights(enc: VGGEncoder, arts: list[torch.Tenso
         AdaINStylizer(enc, VGGDecoder("relu4_1"), arts, weights)
 
 
-def test_adain_rejects_a_decoder_for_another_layer_and_bad_alpha(enc: VGGEncoder, arts: list[torch.Tensor], vgg_weights: Path) -> None:
+def test_adain_rejects_a_decoder_for_another_layer_and_bad_alpha(
+    enc: VGGEncoder, arts: list[torch.Tensor], vgg_weights: Path
+) -> None:
     with pytest.raises(InvalidInputError, match="relu3_1"):
         AdaINStylizer(load_encoder(vgg_weights, ["relu4_1"]), VGGDecoder("relu3_1"), arts)
     with pytest.raises(InvalidInputError, match="alpha"):
@@ -101,7 +105,9 @@ def test_colour_preservation_keeps_the_photos_colours(images: torch.Tensor) -> N
     yiq_out, yiq_photo, yiq_styl = rgb_to_yiq(lum), rgb_to_yiq(images), rgb_to_yiq(stylized)
     inside = (lum > 0.02).all(1, keepdim=True) & (lum < 0.98).all(1, keepdim=True)  # clamping aside
     assert torch.allclose(yiq_out[:, :1][inside], yiq_styl[:, :1][inside], atol=1e-4)
-    assert torch.allclose(yiq_out[:, 1:][inside.expand(-1, 2, -1, -1)], yiq_photo[:, 1:][inside.expand(-1, 2, -1, -1)], atol=1e-4)
+    assert torch.allclose(
+        yiq_out[:, 1:][inside.expand(-1, 2, -1, -1)], yiq_photo[:, 1:][inside.expand(-1, 2, -1, -1)], atol=1e-4
+    )
     hist = preserve_colors(images, stylized, "histogram")
     torch.testing.assert_close(hist.mean(dim=(2, 3)), images.mean(dim=(2, 3)), atol=0.02, rtol=0)
     assert torch.equal(preserve_colors(images, stylized, "none"), stylized)
@@ -128,13 +134,19 @@ def test_decoder_layer_is_the_single_content_layer() -> None:
 TINY = {"steps": 6, "batch_size": 2, "image_size": 64, "checkpoint_every": 3, "log_every": 1, "seed": 5}
 
 
-@pytest.mark.parametrize(("train", "config"), [(train_adain, adain_config(**TINY, lr=1e-3)), (train_inverse, inverse_config(**TINY))])
-def test_decoder_training_learns_and_resumes_exactly(tmp_path: Path, enc: VGGEncoder, train, config: TrainConfig) -> None:
+@pytest.mark.parametrize(
+    ("train", "config"), [(train_adain, adain_config(**TINY, lr=1e-3)), (train_inverse, inverse_config(**TINY))]
+)
+def test_decoder_training_learns_and_resumes_exactly(
+    tmp_path: Path, enc: VGGEncoder, train, config: TrainConfig
+) -> None:
     photos = sorted((EXAMPLES / "catalog").glob("*.jpg"))
     straight = train(config, photos, ARTWORKS, enc, workdir=tmp_path / "a", device="cpu")
     assert len(straight.history) == config.steps and straight.model_config["from_layer"] == decoder_layer(config)
     assert straight.history[-1]["content"] < straight.history[0]["content"]
-    train(replace(config, steps=3), photos, ARTWORKS, enc, workdir=tmp_path / "b", device="cpu")  # "killed" after step 3
+    train(
+        replace(config, steps=3), photos, ARTWORKS, enc, workdir=tmp_path / "b", device="cpu"
+    )  # "killed" after step 3
     assert (tmp_path / "b" / CHECKPOINT_FILE).is_file()
     resumed = train(config, photos, ARTWORKS, enc, workdir=tmp_path / "b", device="cpu")
     assert resumed.resumed_from == 3
@@ -142,11 +154,15 @@ def test_decoder_training_learns_and_resumes_exactly(tmp_path: Path, enc: VGGEnc
         assert torch.equal(value, resumed.state_dict[name]), name
 
 
-def test_gatys_engine_levels_colour_and_progress(enc: VGGEncoder, images: torch.Tensor, arts: list[torch.Tensor], vgg_weights: Path) -> None:
+def test_gatys_engine_levels_colour_and_progress(
+    enc: VGGEncoder, images: torch.Tensor, arts: list[torch.Tensor], vgg_weights: Path
+) -> None:
     loss_enc = load_encoder(vgg_weights, LossWeights().layers)
     calls: list[int] = []
     cfg = GatysConfig(iterations=3, optimizer="adam", style_size=64)
-    engine = GatysEngine(loss_enc, arts[0][0], cfg, max_side=48, levels=2, color="luminance", progress=lambda i, loss: calls.append(i))
+    engine = GatysEngine(
+        loss_enc, arts[0][0], cfg, max_side=48, levels=2, color="luminance", progress=lambda i, loss: calls.append(i)
+    )
     image = (images[0] * 255).to(torch.uint8)
     x = engine.prepare(image)
     assert max(x.shape[-2:]) == 48

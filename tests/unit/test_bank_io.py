@@ -56,7 +56,10 @@ N32 = torch.ones(4)
         (b"definitely not safetensors", "not a patch bank"),
         (_file(P16, N32)[:-5], "not a patch bank"),  # truncated
         (_file(P16, None), "holds tensors"),  # missing norms
-        (save({"patches": P16, "norms": N32, "extra": N32.clone()}, metadata={"patch_size": "3", "stride": "1"}), "holds tensors"),
+        (
+            save({"patches": P16, "norms": N32, "extra": N32.clone()}, metadata={"patch_size": "3", "stride": "1"}),
+            "holds tensors",
+        ),
         (save({"patches": P16, "norms": N32}), "metadata lacks"),
         (save({"patches": P16, "norms": N32}, metadata={"patch_size": "3"}), "metadata lacks"),
         (_file(P16, N32, stride="one"), "integers"),

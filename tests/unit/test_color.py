@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from styleops.inference.color import luminance_only, match_colors, rgb_to_yiq, yiq_to_rgb
 from styleops.errors import InvalidInputError
+from styleops.inference.color import luminance_only, match_colors, rgb_to_yiq, yiq_to_rgb
 
 
 def test_yiq_round_trip() -> None:

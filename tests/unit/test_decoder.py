@@ -10,7 +10,10 @@ from styleops.models.decoder import VGGDecoder
 from styleops.models.vgg import VGGEncoder, build_vgg_features
 
 
-@pytest.mark.parametrize(("layer", "arch", "channels", "scale"), [("relu4_1", "vgg19", 512, 8), ("relu3_1", "vgg16", 256, 4), ("relu1_1", "vgg16", 64, 1)])
+@pytest.mark.parametrize(
+    ("layer", "arch", "channels", "scale"),
+    [("relu4_1", "vgg19", 512, 8), ("relu3_1", "vgg16", 256, 4), ("relu1_1", "vgg16", 64, 1)],
+)
 def test_decoder_inverts_the_encoder_shapes(layer: str, arch: str, channels: int, scale: int) -> None:
     torch.manual_seed(0)
     encoder = VGGEncoder({k: v for k, v in build_vgg_features(arch).state_dict().items()}, [layer], arch)

@@ -67,10 +67,7 @@ def _png_header_only(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-        + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
     )
 
 
@@ -84,35 +81,72 @@ def _wide(mode: str, values: list[int | float], dtype: str) -> Image.Image:
 
 MODE_CASES = [
     # id, source bytes, expected format, expected source mode, expected RGB per pixel, tolerance
-    ("rgb", _save(_row("RGB", [(10, 20, 30), (200, 100, 0)]), "PNG"), "PNG", "RGB",
-     [[10, 20, 30], [200, 100, 0]], 0),
+    ("rgb", _save(_row("RGB", [(10, 20, 30), (200, 100, 0)]), "PNG"), "PNG", "RGB", [[10, 20, 30], [200, 100, 0]], 0),
     ("l", _save(_row("L", [0, 77, 255]), "PNG"), "PNG", "L", [[0] * 3, [77] * 3, WHITE], 0),
     ("one_bit", _save(_row("1", [0, 1]), "PNG"), "PNG", "1", [[0] * 3, WHITE], 0),
-    ("la", _save(_row("LA", [(100, 0), (100, 255)]), "PNG"), "PNG", "LA",
-     [WHITE, [100] * 3], 0),
+    ("la", _save(_row("LA", [(100, 0), (100, 255)]), "PNG"), "PNG", "LA", [WHITE, [100] * 3], 0),
     ("palette", _save(_palette_row(), "PNG"), "PNG", "P", [[255, 0, 0], [0, 0, 255]], 0),
-    ("palette_transparency", _save(_palette_row(), "PNG", transparency=1), "PNG", "P",
-     [[255, 0, 0], WHITE], 0),
+    ("palette_transparency", _save(_palette_row(), "PNG", transparency=1), "PNG", "P", [[255, 0, 0], WHITE], 0),
     ("gif_palette", _save(_palette_row(), "GIF"), "GIF", "P", [[255, 0, 0], [0, 0, 255]], 0),
-    ("rgba", _save(_row("RGBA", [(10, 20, 30, 0), (10, 20, 30, 255), (0, 0, 0, 128)]), "PNG"),
-     "PNG", "RGBA", [WHITE, [10, 20, 30], [127] * 3], 1),
-    ("rgb_trns", _save(_row("RGB", [(10, 20, 30), (1, 2, 3)]), "PNG", transparency=(10, 20, 30)),
-     "PNG", "RGB", [WHITE, [1, 2, 3]], 0),
+    (
+        "rgba",
+        _save(_row("RGBA", [(10, 20, 30, 0), (10, 20, 30, 255), (0, 0, 0, 128)]), "PNG"),
+        "PNG",
+        "RGBA",
+        [WHITE, [10, 20, 30], [127] * 3],
+        1,
+    ),
+    (
+        "rgb_trns",
+        _save(_row("RGB", [(10, 20, 30), (1, 2, 3)]), "PNG", transparency=(10, 20, 30)),
+        "PNG",
+        "RGB",
+        [WHITE, [1, 2, 3]],
+        0,
+    ),
     ("l_trns", _save(_row("L", [7, 8]), "PNG", transparency=7), "PNG", "L", [WHITE, [8] * 3], 0),
-    ("webp_rgba", _save(_row("RGBA", [(0, 0, 0, 0), (0, 255, 0, 255)]), "WEBP", lossless=True),
-     "WEBP", "RGBA", [WHITE, [0, 255, 0]], 0),
-    ("cmyk_tiff", _save(_row("CMYK", [(0, 0, 0, 0), (0, 0, 0, 255), (255, 0, 0, 0)]), "TIFF"),
-     "TIFF", "CMYK", [WHITE, [0, 0, 0], [0, 255, 255]], 0),
-    ("cmyk_jpeg", _save(Image.new("CMYK", (8, 1), (0, 0, 0, 0)), "JPEG"), "JPEG", "CMYK",
-     [WHITE] * 8, 2),
-    ("i16_png", _save(_wide("I;16", [0, 32768, 65535, 257], "<u2"), "PNG"), "PNG", "I;16",
-     [[0] * 3, [128] * 3, WHITE, [1] * 3], 0),
-    ("i16b_tiff", _save(_wide("I;16B", [0, 32768, 65535], ">u2"), "TIFF"), "TIFF", "I;16B",
-     [[0] * 3, [128] * 3, WHITE], 0),
-    ("i32_tiff", _save(_wide("I", [-5, 32768, 65535, 70000], "<i4"), "TIFF"), "TIFF", "I",
-     [[0] * 3, [128] * 3, WHITE, WHITE], 0),
-    ("float_tiff", _save(_wide("F", [127.6, -3.0, 300.0], "<f4"), "TIFF"), "TIFF", "F",
-     [[128] * 3, [0] * 3, WHITE], 0),
+    (
+        "webp_rgba",
+        _save(_row("RGBA", [(0, 0, 0, 0), (0, 255, 0, 255)]), "WEBP", lossless=True),
+        "WEBP",
+        "RGBA",
+        [WHITE, [0, 255, 0]],
+        0,
+    ),
+    (
+        "cmyk_tiff",
+        _save(_row("CMYK", [(0, 0, 0, 0), (0, 0, 0, 255), (255, 0, 0, 0)]), "TIFF"),
+        "TIFF",
+        "CMYK",
+        [WHITE, [0, 0, 0], [0, 255, 255]],
+        0,
+    ),
+    ("cmyk_jpeg", _save(Image.new("CMYK", (8, 1), (0, 0, 0, 0)), "JPEG"), "JPEG", "CMYK", [WHITE] * 8, 2),
+    (
+        "i16_png",
+        _save(_wide("I;16", [0, 32768, 65535, 257], "<u2"), "PNG"),
+        "PNG",
+        "I;16",
+        [[0] * 3, [128] * 3, WHITE, [1] * 3],
+        0,
+    ),
+    (
+        "i16b_tiff",
+        _save(_wide("I;16B", [0, 32768, 65535], ">u2"), "TIFF"),
+        "TIFF",
+        "I;16B",
+        [[0] * 3, [128] * 3, WHITE],
+        0,
+    ),
+    (
+        "i32_tiff",
+        _save(_wide("I", [-5, 32768, 65535, 70000], "<i4"), "TIFF"),
+        "TIFF",
+        "I",
+        [[0] * 3, [128] * 3, WHITE, WHITE],
+        0,
+    ),
+    ("float_tiff", _save(_wide("F", [127.6, -3.0, 300.0], "<f4"), "TIFF"), "TIFF", "F", [[128] * 3, [0] * 3, WHITE], 0),
     ("bmp", _save(_row("RGB", [(1, 2, 3)]), "BMP"), "BMP", "RGB", [[1, 2, 3]], 0),
 ]
 
@@ -122,9 +156,7 @@ MODE_CASES = [
     [case[1:] for case in MODE_CASES],
     ids=[case[0] for case in MODE_CASES],
 )
-def test_decode_mode_table(
-    data: bytes, fmt: str, mode: str, expected: list[list[int]], atol: int
-) -> None:
+def test_decode_mode_table(data: bytes, fmt: str, mode: str, expected: list[list[int]], atol: int) -> None:
     decoded = decode_image(data)
     assert decoded.pixels.dtype == torch.uint8
     assert decoded.pixels.shape == (3, 1, len(expected))
@@ -372,9 +404,7 @@ def test_to_float_and_to_uint8_round_trip() -> None:
         ((3, 333, 100), 100, (3, 100, 30)),
     ],
 )
-def test_resize_max_side_keeps_aspect_ratio(
-    shape: tuple[int, ...], max_side: int, expected: tuple[int, ...]
-) -> None:
+def test_resize_max_side_keeps_aspect_ratio(shape: tuple[int, ...], max_side: int, expected: tuple[int, ...]) -> None:
     x = torch.full(shape, 0.25)
     out = resize_max_side(x, max_side)
     assert out.shape == expected
@@ -416,7 +446,5 @@ def test_module_does_not_import_pipeline_dependencies() -> None:
         "import sys, styleops.io.images, styleops.errors; "
         "print(sorted({'prefect', 'boto3', 'pandas'} & set(sys.modules)))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

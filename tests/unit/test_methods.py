@@ -23,7 +23,10 @@ PINNED_HASHES = [
     (StylizeParams(method="adain", alpha=0.5), "58d80eede25c05db"),
     (StylizeParams(method="gatys", iterations=10, optimizer="adam", levels=2), "0d64b21ab3707bb2"),
     (StylizeParams(color="luminance", format="png", quality=80, max_side=None), "1f41a029a7399316"),
-    (StylizeParams(method="swap", alpha=0.3, iterations=5), "e173d597bcd8a081"),  # fields a method does not use are not hashed
+    (
+        StylizeParams(method="swap", alpha=0.3, iterations=5),
+        "e173d597bcd8a081",
+    ),  # fields a method does not use are not hashed
 ]
 
 
@@ -34,17 +37,34 @@ def test_params_hash_is_pinned(params: StylizeParams, expected: str) -> None:
 
 def test_the_registry_lists_the_five_methods_with_their_aliases() -> None:
     assert methods.names() == ("per-style", "multi-style", "swap", "adain", "gatys")
-    assert {m.name: m.aliases for m in methods.all_methods()} == {"per-style": (), "multi-style": ("multi",), "swap": (), "adain": (), "gatys": ()}
+    assert {m.name: m.aliases for m in methods.all_methods()} == {
+        "per-style": (),
+        "multi-style": ("multi",),
+        "swap": (),
+        "adain": (),
+        "gatys": (),
+    }
     assert methods.get("multi") is methods.get("multi-style") and methods.get("multi").cli_name == "multi"
     assert [m.name for m in methods.all_methods() if m.takes_blend] == ["multi-style", "adain"]
-    assert {m.name: m.hashed for m in methods.all_methods() if m.hashed} == {"adain": ("alpha",), "gatys": ("iterations", "optimizer", "levels")}
-    assert {m.name: m.family for m in methods.all_methods()} == {"per-style": "per-style", "multi-style": "multi-style", "swap": "inverse", "adain": "adain", "gatys": None}
+    assert {m.name: m.hashed for m in methods.all_methods() if m.hashed} == {
+        "adain": ("alpha",),
+        "gatys": ("iterations", "optimizer", "levels"),
+    }
+    assert {m.name: m.family for m in methods.all_methods()} == {
+        "per-style": "per-style",
+        "multi-style": "multi-style",
+        "swap": "inverse",
+        "adain": "adain",
+        "gatys": None,
+    }
     for m in methods.all_methods():
         assert type(m).__module__ == "runs.methods." + m.name.replace("-", "_")  # one module per method
 
 
 def test_an_unknown_method_names_the_registered_ones() -> None:
-    with pytest.raises(InvalidInputError, match=r"^method must be one of per-style, multi-style, swap, adain, gatys, got 'cartoon'$"):
+    with pytest.raises(
+        InvalidInputError, match=r"^method must be one of per-style, multi-style, swap, adain, gatys, got 'cartoon'$"
+    ):
         methods.get("cartoon")
     assert methods.find("cartoon") is None
     with pytest.raises(InvalidInputError, match="method must be one of per-style, multi-style"):
@@ -67,17 +87,37 @@ def test_register_refuses_a_taken_name_or_alias() -> None:
 
 
 def test_a_source_survives_json() -> None:
-    source = Source(family="adain", name="default", version="v0001", blend={"monet": 0.75, "hoitsu": 0.25}, artworks={"monet": ("artwork/monet/a.jpg", "artwork/monet/b.jpg"), "hoitsu": ("artwork/hoitsu/h.png",)})
+    source = Source(
+        family="adain",
+        name="default",
+        version="v0001",
+        blend={"monet": 0.75, "hoitsu": 0.25},
+        artworks={"monet": ("artwork/monet/a.jpg", "artwork/monet/b.jpg"), "hoitsu": ("artwork/hoitsu/h.png",)},
+    )
     d = json.loads(json.dumps(source.to_dict()))
-    assert Source.from_dict(d) == source and Source.coerce(d) == source and Source.coerce(source) is source and Source.coerce(None) is None
-    assert Source(family="per-style", name="monet", version="v0003").to_dict() == {"family": "per-style", "name": "monet", "version": "v0003"}
+    assert (
+        Source.from_dict(d) == source
+        and Source.coerce(d) == source
+        and Source.coerce(source) is source
+        and Source.coerce(None) is None
+    )
+    assert Source(family="per-style", name="monet", version="v0003").to_dict() == {
+        "family": "per-style",
+        "name": "monet",
+        "version": "v0003",
+    }
     with pytest.raises(InvalidInputError, match="no field colour"):
         Source.from_dict({"family": "gatys", "colour": "red"})
 
 
 def test_run_spec_is_immutable_and_checked() -> None:
     spec = RunSpec.create("catalog/demo/", "wave=0.7,udnie=0.3", method="multi", format="PNG", shard_size=8)
-    assert (spec.method, spec.params.method, spec.params.format, spec.prefix) == ("multi-style", "multi-style", "png", "catalog/demo/")
+    assert (spec.method, spec.params.method, spec.params.format, spec.prefix) == (
+        "multi-style",
+        "multi-style",
+        "png",
+        "catalog/demo/",
+    )
     assert spec.check() is spec
     with pytest.raises(AttributeError):
         spec.style = "other"  # type: ignore[misc]
@@ -97,8 +137,13 @@ def test_run_spec_is_immutable_and_checked() -> None:
 def test_keys() -> None:
     params = StylizeParams(max_side=64)
     assert catalog_prefix("demo") == catalog_prefix("catalog/demo/") == "catalog/demo/"
-    assert output_key("catalog/demo/a/b.png", "demo", "a=0.7,b=0.3", "collection/v0002", params) == f"stylized/demo/a-0.7+b-0.3/collection/v0002/{params.hash[:8]}/a/b.png.jpg"
+    assert (
+        output_key("catalog/demo/a/b.png", "demo", "a=0.7,b=0.3", "collection/v0002", params)
+        == f"stylized/demo/a-0.7+b-0.3/collection/v0002/{params.hash[:8]}/a/b.png.jpg"
+    )
     assert all(is_image_key("x/Y" + s.upper()) for s in IMAGE_SUFFIXES) and not is_image_key("catalog/demo/README.txt")
     assert artifact_key("stylize", "a=0.700,b=0.300") == "stylize-a-0-700-b-0-300"
-    assert artifact_key("audit", "--") == "audit-all" and artifact_key("patch-banks", "artwork/") == "patch-banks-artwork"
+    assert (
+        artifact_key("audit", "--") == "audit-all" and artifact_key("patch-banks", "artwork/") == "patch-banks-artwork"
+    )
     assert artifact_key("gate", "per-style-monet-") == "gate-per-style-monet"

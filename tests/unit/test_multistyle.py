@@ -7,8 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from styleops.errors import InvalidInputError
-from styleops.models.multistyle import ConditionalInstanceNorm2d, MultiStyleTransformerNet, StyleCondition, style_weights
 from styleops.io.serialize import from_safetensors, to_safetensors
+from styleops.models.multistyle import (
+    ConditionalInstanceNorm2d,
+    MultiStyleTransformerNet,
+    StyleCondition,
+    style_weights,
+)
 
 
 def _randomize(net: torch.nn.Module) -> None:
@@ -80,10 +85,24 @@ def test_multistyle_weights_round_trip_through_safetensors() -> None:
 def test_train_multistyle_then_add_a_style(tmp_path, encoder, photos, artwork) -> None:  # noqa: ANN001 - fixtures
     from styleops.training.engine import TrainConfig, add_style, train_multistyle
 
-    cfg = TrainConfig(steps=6, batch_size=1, image_size=48, style_size=96, channels=4, n_residual=1, lr=5e-3, log_every=1, checkpoint_every=3, seed=1)
+    cfg = TrainConfig(
+        steps=6,
+        batch_size=1,
+        image_size=48,
+        style_size=96,
+        channels=4,
+        n_residual=1,
+        lr=5e-3,
+        log_every=1,
+        checkpoint_every=3,
+        seed=1,
+    )
     arts = [artwork, artwork.flip(-1).roll(7, dims=1)]
     base = train_multistyle(cfg, photos, arts, encoder, workdir=tmp_path / "multi", device="cpu")
-    assert base.model_config == {"channels": 4, "n_residual": 1, "n_styles": 2, "output": "direct"} and len(base.history) == 6
+    assert (
+        base.model_config == {"channels": 4, "n_residual": 1, "n_styles": 2, "output": "direct"}
+        and len(base.history) == 6
+    )
     resumed = train_multistyle(cfg, photos, arts, encoder, workdir=tmp_path / "multi", device="cpu")
     assert resumed.resumed_from == 6  # finished checkpoint: nothing left to do
 
@@ -96,7 +115,9 @@ def test_train_multistyle_then_add_a_style(tmp_path, encoder, photos, artwork) -
     assert added.model_config["n_styles"] == 3
     grown = MultiStyleTransformerNet(3, 4, 1).eval()
     grown.load_state_dict(added.state_dict)
-    changed = {k for k, v in added.state_dict.items() if k not in base.state_dict or not torch.equal(v, base.state_dict[k])}
+    changed = {
+        k for k, v in added.state_dict.items() if k not in base.state_dict or not torch.equal(v, base.state_dict[k])
+    }
     assert changed and all(k.endswith((".gammas.2", ".betas.2")) for k in changed)
     with torch.no_grad():
         for s in range(2):

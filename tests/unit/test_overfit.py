@@ -14,8 +14,8 @@ from styleops.inference.gatys import GatysConfig, gatys
 from styleops.io.images import read_image, resize_max_side, to_float
 from styleops.losses.perceptual import PerceptualLoss
 from styleops.models.transformer import TransformerNet
-from styleops.training.engine import TrainConfig, train_style
 from styleops.models.vgg import VGGEncoder
+from styleops.training.engine import TrainConfig, train_style
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SIDE = 48
@@ -29,7 +29,17 @@ def test_overfit_one_photo(tmp_path: Path, encoder: VGGEncoder) -> None:
     photo_path.write_bytes(encode_image(photo, "png"))
     photo = to_float(read_image(photo_path).pixels)  # exactly what the crops see
     art = to_float(read_image(EXAMPLES / "artwork" / "monet" / "monet.jpg").pixels)
-    cfg = TrainConfig(output="logit_residual", steps=STEPS, batch_size=1, image_size=min(photo.shape[-2:]), style_size=128, channels=16, seed=0, checkpoint_every=10_000, log_every=50)
+    cfg = TrainConfig(
+        output="logit_residual",
+        steps=STEPS,
+        batch_size=1,
+        image_size=min(photo.shape[-2:]),
+        style_size=128,
+        channels=16,
+        seed=0,
+        checkpoint_every=10_000,
+        log_every=50,
+    )
     result = train_style(cfg, [photo_path], art, encoder, workdir=tmp_path / "w", device="cpu")
     net = TransformerNet(cfg.channels, cfg.n_residual, output=cfg.output)
     net.load_state_dict(result.state_dict)
@@ -39,7 +49,9 @@ def test_overfit_one_photo(tmp_path: Path, encoder: VGGEncoder) -> None:
     with torch.no_grad():
         delivered = net.eval()(crop[None]).clamp(0, 1)
         net_objective = float(loss(delivered, crop[None], grams).total)
-    reference, _ = gatys(crop, art, encoder, GatysConfig(iterations=100, style_size=cfg.style_size, loss=result.loss_weights[0]))
+    reference, _ = gatys(
+        crop, art, encoder, GatysConfig(iterations=100, style_size=cfg.style_size, loss=result.loss_weights[0])
+    )
     with torch.no_grad():
         gatys_objective = float(loss(reference[None], crop[None], grams).total)
         photo_objective = float(loss(crop[None], crop[None], grams).total)

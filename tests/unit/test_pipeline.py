@@ -14,12 +14,12 @@ from PIL import Image
 from torch import nn
 
 from styleops.errors import DeviceOutOfMemoryError, ImageDecodeError
-from styleops.io.images import decode_image, encode_image, plain_jpeg_size, to_float
-from styleops.inference.engine import InferenceEngine
 from styleops.inference.arbitrary import AdaINStylizer
+from styleops.inference.engine import InferenceEngine
+from styleops.inference.stream import Job, StreamStylizer, _bucketed
+from styleops.io.images import decode_image, encode_image, plain_jpeg_size, to_float
 from styleops.models.decoder import VGGDecoder
 from styleops.models.transformer import TransformerNet
-from styleops.inference.stream import Job, StreamStylizer, _bucketed
 from styleops.models.vgg import VGGEncoder, build_vgg_features
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "catalog"
@@ -35,7 +35,9 @@ class OutOfMemoryAbove(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls[tuple(x.shape)] += 1
         if x.numel() > self.limit:
-            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {x.numel() * 4 * 64 // 2**20} MiB (simulated)")
+            raise torch.OutOfMemoryError(
+                f"CUDA out of memory. Tried to allocate {x.numel() * 4 * 64 // 2**20} MiB (simulated)"
+            )
         return self.net(x)
 
 
@@ -49,7 +51,11 @@ def _photos(n: int, side: int) -> list[torch.Tensor]:
     out = []
     for path in sorted(EXAMPLES.glob("*.jpg"))[:n]:
         with Image.open(path) as im:
-            out.append(torch.from_numpy(__import__("numpy").array(im.convert("RGB").resize((side, side * 3 // 4)))).permute(2, 0, 1).contiguous())
+            out.append(
+                torch.from_numpy(__import__("numpy").array(im.convert("RGB").resize((side, side * 3 // 4))))
+                .permute(2, 0, 1)
+                .contiguous()
+            )
     return out
 
 
@@ -70,15 +76,21 @@ def test_out_of_memory_alone_tiles_the_image_then_fails_only_that_image(net: Tra
     big, small = torch.randint(0, 256, (3, 384, 256), dtype=torch.uint8), _photos(1, 64)[0]
     plain = InferenceEngine(net, batch_size=1, max_side=None, tile_size=None)
     expected = plain.stylize_prepared([plain.prepare(big)])[0]
-    engine = InferenceEngine(OutOfMemoryAbove(net, limit=3 * 256 * 256), batch_size=1, max_side=None, tile_size=None, min_tile=128)
+    engine = InferenceEngine(
+        OutOfMemoryAbove(net, limit=3 * 256 * 256), batch_size=1, max_side=None, tile_size=None, min_tile=128
+    )
     (tiled,) = engine.try_stylize([engine.prepare(big)])
     assert engine.tiled_images == 1 and isinstance(tiled, torch.Tensor)
     assert (tiled - expected).abs().max().item() < 1e-4  # whole-image statistics: tiles match
 
-    hopeless = InferenceEngine(OutOfMemoryAbove(net, limit=3 * 64 * 64), batch_size=2, max_side=None, tile_size=None, min_tile=128)
+    hopeless = InferenceEngine(
+        OutOfMemoryAbove(net, limit=3 * 64 * 64), batch_size=2, max_side=None, tile_size=None, min_tile=128
+    )
     results = hopeless.try_stylize([hopeless.prepare(big), hopeless.prepare(small)])
     assert isinstance(results[0], DeviceOutOfMemoryError) and results[0].error_class == "out_of_memory"
-    assert str(results[0]).startswith("out of cpu memory for a 384x256 image even in 144 px tiles: CUDA out of memory")  # the smallest tile holding two 64 px halos
+    assert str(results[0]).startswith(
+        "out of cpu memory for a 384x256 image even in 144 px tiles: CUDA out of memory"
+    )  # the smallest tile holding two 64 px halos
     assert isinstance(results[1], torch.Tensor) and results[1].shape == (3, 48, 64)  # the other image is unaffected
     with pytest.raises(DeviceOutOfMemoryError):
         hopeless.stylize_prepared([hopeless.prepare(big)])
@@ -118,6 +130,7 @@ def test_bucketed_batches_hold_one_size_and_memory_stays_bounded() -> None:
     assert sorted(j.item for b in batches for j in b) == list(range(30))
     assert all(len({j.in_size for j in b}) == 1 and len(b) <= 4 for b in batches)
     assert [j.item for j in next(b for b in batches if b[0].error is not None)] == [7]
+
     # Memory: after each batch leaves, at most max_pending jobs are held (read from the input, not
     # yet yielded); without the bound these three interleaved sizes would hold up to 9.
     def held_after_each_batch(max_pending: int) -> list[int]:
@@ -143,7 +156,14 @@ def test_stream_overlaps_and_records_each_image_once(net: TransformerNet) -> Non
     good = [encode_image(p, "jpeg") for p in _photos(6, 80)]
     data = {f"img{i}": d for i, d in enumerate(good)} | {"broken": good[0][:200], "not-an-image": b"hello"}
     engine = InferenceEngine(net, max_side=64)
-    stream = StreamStylizer(engine, load=data.__getitem__, write=lambda job: (job.item, job.error, job.encoded, job.out_size), limits=(10**7, 10**7), threads=3, depth=4)
+    stream = StreamStylizer(
+        engine,
+        load=data.__getitem__,
+        write=lambda job: (job.item, job.error, job.encoded, job.out_size),
+        limits=(10**7, 10**7),
+        threads=3,
+        depth=4,
+    )
     results = {r[0]: r[1:] for r in stream.run(list(data))}
     assert sorted(results) == sorted(data) and stream.stats.images == 8 and stream.stats.failed == 2
     assert type(results["broken"][0]) is ImageDecodeError and type(results["not-an-image"][0]) is ImageDecodeError

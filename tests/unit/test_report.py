@@ -13,9 +13,39 @@ def _rows() -> pd.DataFrame:
     t = datetime(2026, 11, 22, tzinfo=UTC)
     return pd.DataFrame(
         [
-            {"image_key": "a", "method": "per-style", "style": "s", "model_version": "v0001", "status": "failed", "content_loss": None, "style_loss": None, "duration_ms": 10.0, "finished_at": t},
-            {"image_key": "a", "method": "per-style", "style": "s", "model_version": "v0001", "status": "ok", "content_loss": 4.0, "style_loss": 8.0, "duration_ms": 30.0, "finished_at": t + timedelta(1)},
-            {"image_key": "b", "method": "per-style", "style": "s", "model_version": "v0001", "status": "ok", "content_loss": 2.0, "style_loss": 4.0, "duration_ms": 20.0, "finished_at": t},
+            {
+                "image_key": "a",
+                "method": "per-style",
+                "style": "s",
+                "model_version": "v0001",
+                "status": "failed",
+                "content_loss": None,
+                "style_loss": None,
+                "duration_ms": 10.0,
+                "finished_at": t,
+            },
+            {
+                "image_key": "a",
+                "method": "per-style",
+                "style": "s",
+                "model_version": "v0001",
+                "status": "ok",
+                "content_loss": 4.0,
+                "style_loss": 8.0,
+                "duration_ms": 30.0,
+                "finished_at": t + timedelta(1),
+            },
+            {
+                "image_key": "b",
+                "method": "per-style",
+                "style": "s",
+                "model_version": "v0001",
+                "status": "ok",
+                "content_loss": 2.0,
+                "style_loss": 4.0,
+                "duration_ms": 20.0,
+                "finished_at": t,
+            },
         ]
     )
 
@@ -25,12 +55,26 @@ def test_latest_rows_keeps_the_newest_per_image_and_style() -> None:
     assert list(zip(latest.image_key, latest.status)) == [("a", "ok"), ("b", "ok")]
     swapped = pd.concat([_rows(), _rows().assign(method="swap", status="failed")])
     latest = latest_rows(swapped)  # one row per image, method and style
-    assert list(zip(latest.image_key, latest.method, latest.status)) == [("a", "per-style", "ok"), ("a", "swap", "failed"), ("b", "per-style", "ok"), ("b", "swap", "failed")]
+    assert list(zip(latest.image_key, latest.method, latest.status)) == [
+        ("a", "per-style", "ok"),
+        ("a", "swap", "failed"),
+        ("b", "per-style", "ok"),
+        ("b", "swap", "failed"),
+    ]
 
 
 def test_summarize_counts_and_means() -> None:
     s = summarize(_rows()).iloc[0].to_dict()
-    assert s == {"method": "per-style", "style": "s", "model_version": "v0001", "ok": 2, "failed": 1, "content_loss": 3.0, "style_loss": 6.0, "duration_ms": 20.0}
+    assert s == {
+        "method": "per-style",
+        "style": "s",
+        "model_version": "v0001",
+        "ok": 2,
+        "failed": 1,
+        "content_loss": 3.0,
+        "style_loss": 6.0,
+        "duration_ms": 20.0,
+    }
 
 
 def test_loss_curve_svg_draws_one_line_per_term() -> None:

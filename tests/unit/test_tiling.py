@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from styleops.inference.tiling import global_norm_stats, instance_norms, plan_spans, receptive_radius, stylize_tiled
 from styleops.io.images import read_image, to_float
 from styleops.models.multistyle import ConditionalInstanceNorm2d, MultiStyleTransformerNet
 from styleops.models.transformer import TransformerNet
-from styleops.inference.tiling import global_norm_stats, instance_norms, plan_spans, receptive_radius, stylize_tiled
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SIZE = (226, 298)  # not multiples of 4: the net's own bottom/right padding is exercised too
@@ -54,7 +54,9 @@ def _one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def net() -> TransformerNet:
-    return _seeded(lambda: TransformerNet(channels=8, n_residual=2, output="direct"))  # unbounded: the norms' effects show in full
+    return _seeded(
+        lambda: TransformerNet(channels=8, n_residual=2, output="direct")
+    )  # unbounded: the norms' effects show in full
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +114,10 @@ def test_plan_spans_partition_the_axis_into_aligned_cores_with_bounded_windows()
 def test_tiled_statistics_equal_the_whole_image_statistics(net: TransformerNet, photo: Tensor) -> None:
     norms = instance_norms(net)
     seen: list[tuple[Tensor, Tensor]] = []
-    hooks = [m.register_forward_pre_hook(lambda m, a: seen.append(torch.var_mean(a[0], dim=(-2, -1), correction=0))) for m in norms]
+    hooks = [
+        m.register_forward_pre_hook(lambda m, a: seen.append(torch.var_mean(a[0], dim=(-2, -1), correction=0)))
+        for m in norms
+    ]
     with torch.no_grad():
         net(photo)
     for h in hooks:

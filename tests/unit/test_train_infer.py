@@ -10,10 +10,23 @@ import torch
 from styleops.inference.engine import InferenceEngine, plan_buckets, stylize_one_at_a_time
 from styleops.losses.perceptual import LossWeights
 from styleops.models.transformer import TransformerNet
-from styleops.training.engine import CHECKPOINT_FILE, TrainConfig, TrainingDivergedError, train_style
 from styleops.models.vgg import VGGEncoder
+from styleops.training.engine import CHECKPOINT_FILE, TrainConfig, TrainingDivergedError, train_style
 
-SMALL = TrainConfig(steps=8, batch_size=2, image_size=64, style_size=128, channels=8, n_residual=2, lr=5e-3, checkpoint_every=2, log_every=1, seed=3, output="direct", warmup_steps=0)
+SMALL = TrainConfig(
+    steps=8,
+    batch_size=2,
+    image_size=64,
+    style_size=128,
+    channels=8,
+    n_residual=2,
+    lr=5e-3,
+    checkpoint_every=2,
+    log_every=1,
+    seed=3,
+    output="direct",
+    warmup_steps=0,
+)
 
 
 def test_transformer_keeps_any_size_and_avoids_transposed_convs() -> None:
@@ -38,7 +51,9 @@ def test_loss_decreases(tmp_path: Path, encoder: VGGEncoder, photos: list[Path],
     assert result.resumed_from == 0 and result.rollbacks == 0
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path, encoder: VGGEncoder, photos: list[Path], artwork: torch.Tensor) -> None:
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
+    tmp_path: Path, encoder: VGGEncoder, photos: list[Path], artwork: torch.Tensor
+) -> None:
     straight = train_style(SMALL, photos, artwork, encoder, workdir=tmp_path / "a", device="cpu")
     first_half = TrainConfig.from_dict({**SMALL.to_dict(), "steps": 4})
     train_style(first_half, photos, artwork, encoder, workdir=tmp_path / "b", device="cpu")  # "killed" after step 4
@@ -49,7 +64,9 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path, e
     assert [h["total"] for h in resumed.history] == [h["total"] for h in straight.history]
 
 
-def test_nan_rolls_back_to_last_checkpoint_and_finishes(tmp_path: Path, encoder: VGGEncoder, photos: list[Path], artwork: torch.Tensor) -> None:
+def test_nan_rolls_back_to_last_checkpoint_and_finishes(
+    tmp_path: Path, encoder: VGGEncoder, photos: list[Path], artwork: torch.Tensor
+) -> None:
     fired = []
 
     def inject_nan_once(step: int, loss: torch.Tensor) -> torch.Tensor:
@@ -65,13 +82,19 @@ def test_nan_rolls_back_to_last_checkpoint_and_finishes(tmp_path: Path, encoder:
     assert saved["lr_scale"] == 0.5 and saved["step"] == SMALL.steps
 
 
-def test_persistent_nan_raises_diverged(tmp_path: Path, encoder: VGGEncoder, photos: list[Path], artwork: torch.Tensor) -> None:
+def test_persistent_nan_raises_diverged(
+    tmp_path: Path, encoder: VGGEncoder, photos: list[Path], artwork: torch.Tensor
+) -> None:
     cfg = TrainConfig.from_dict({**SMALL.to_dict(), "max_rollbacks": 2})
     with pytest.raises(TrainingDivergedError):
-        train_style(cfg, photos, artwork, encoder, workdir=tmp_path, device="cpu", loss_hook=lambda s, loss: loss * float("nan"))
+        train_style(
+            cfg, photos, artwork, encoder, workdir=tmp_path, device="cpu", loss_hook=lambda s, loss: loss * float("nan")
+        )
 
 
-def test_incompatible_checkpoint_is_refused(tmp_path: Path, encoder: VGGEncoder, photos: list[Path], artwork: torch.Tensor) -> None:
+def test_incompatible_checkpoint_is_refused(
+    tmp_path: Path, encoder: VGGEncoder, photos: list[Path], artwork: torch.Tensor
+) -> None:
     cfg = TrainConfig.from_dict({**SMALL.to_dict(), "steps": 1})
     train_style(cfg, photos, artwork, encoder, workdir=tmp_path, device="cpu")
     other = TrainConfig.from_dict({**cfg.to_dict(), "lr": 1e-2})
@@ -160,16 +183,29 @@ def test_output_parameterizations_start_at_the_photo_and_old_files_load_as_direc
     assert from_safetensors(blob).output == "direct"
     # a file from before the output parameterization (no "output" in its config) is Johnson's direct output
     tensors = load(blob)
-    old = save(tensors, metadata={"architecture": "TransformerNet", "config": json.dumps({"channels": 4, "n_residual": 1})})
+    old = save(
+        tensors, metadata={"architecture": "TransformerNet", "config": json.dumps({"channels": 4, "n_residual": 1})}
+    )
     assert from_safetensors(old).output == "direct"
-    assert TrainConfig.from_dict({k: v for k, v in TrainConfig().to_dict().items() if k not in ("output", "warmup_steps")}).output == "direct"
+    assert (
+        TrainConfig.from_dict(
+            {k: v for k, v in TrainConfig().to_dict().items() if k not in ("output", "warmup_steps")}
+        ).output
+        == "direct"
+    )
 
 
 def test_learning_rate_warms_up_linearly() -> None:
     from styleops.training.engine import _set_lr
 
     cfg = TrainConfig(lr=1e-3, warmup_steps=4)
-    opt = torch.optim.Adam([{"params": [torch.nn.Parameter(torch.zeros(1))]}, {"params": [torch.nn.Parameter(torch.zeros(1))], "lr_mult": 10.0}], lr=1.0)
+    opt = torch.optim.Adam(
+        [
+            {"params": [torch.nn.Parameter(torch.zeros(1))]},
+            {"params": [torch.nn.Parameter(torch.zeros(1))], "lr_mult": 10.0},
+        ],
+        lr=1.0,
+    )
     seen = []
     for step in range(6):
         _set_lr(opt, cfg, 0.5, step)

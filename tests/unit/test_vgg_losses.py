@@ -9,15 +9,25 @@ import torch
 import torch.nn.functional as F
 
 from styleops.errors import InvalidInputError, WeightsNotFoundError
-from styleops.losses.perceptual import LossWeights, PerceptualLoss, content_loss, gram_matrix, style_loss, total_variation
-from styleops.models.vgg import VGGEncoder, build_vgg_features, layer_names
 from styleops.io.weights import CAFFE_BGR_MEAN, _fold_caffe_preprocessing, load_vgg_state_dict
+from styleops.losses.perceptual import (
+    LossWeights,
+    PerceptualLoss,
+    content_loss,
+    gram_matrix,
+    style_loss,
+    total_variation,
+)
+from styleops.models.vgg import VGGEncoder, build_vgg_features, layer_names
 
 
 def test_layer_names_match_torchvision_indices() -> None:
     import torchvision
 
-    for arch, ctor, last in (("vgg16", torchvision.models.vgg16, "relu5_3"), ("vgg19", torchvision.models.vgg19, "relu5_4")):
+    for arch, ctor, last in (
+        ("vgg16", torchvision.models.vgg16, "relu5_3"),
+        ("vgg19", torchvision.models.vgg19, "relu5_4"),
+    ):
         names = layer_names(arch)
         features = ctor().features
         assert len(names) == len(features)
@@ -80,7 +90,10 @@ def test_caffe_preprocessing_fold_is_exact() -> None:
     w, b = torch.randn(8, 3, 3, 3), torch.randn(8)
     rgb = torch.rand(1, 3, 10, 10)
     caffe_in = rgb.flip(1) * 255 - torch.tensor(CAFFE_BGR_MEAN).view(1, 3, 1, 1)
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
     w2, b2 = _fold_caffe_preprocessing(w, b)
     expected = F.conv2d(caffe_in, w, b)  # no padding: borders differ by design (documented)
     got = F.conv2d((rgb - mean) / std, w2, b2)
@@ -129,7 +142,9 @@ def test_perceptual_loss_needs_its_layers(vgg_weights: Path) -> None:
         PerceptualLoss(enc, LossWeights())
 
 
-def test_calibration_gives_each_layer_distance_one_on_its_pair(encoder: VGGEncoder, photos: list, artwork: torch.Tensor) -> None:
+def test_calibration_gives_each_layer_distance_one_on_its_pair(
+    encoder: VGGEncoder, photos: list, artwork: torch.Tensor
+) -> None:
     from styleops.io.images import read_image, resize_max_side, to_float
     from styleops.losses.perceptual import LossWeights, calibrate, measure_calibration, style_loss
 
@@ -147,6 +162,8 @@ def test_calibration_gives_each_layer_distance_one_on_its_pair(encoder: VGGEncod
     # content: an output that kept nothing (zero features) costs exactly the multiplier per layer
     zero = {n: torch.zeros_like(feats[n]) for n in recipe.content_layers}
     for layer, multiplier in recipe.content_layers.items():
-        assert weights.content_layers[layer] * float(content_loss(zero[layer], feats[layer])) == pytest.approx(multiplier, rel=1e-5)
+        assert weights.content_layers[layer] * float(content_loss(zero[layer], feats[layer])) == pytest.approx(
+            multiplier, rel=1e-5
+        )
     with pytest.raises(InvalidInputError):
         PerceptualLoss(encoder, recipe)(batch, batch, {n: gram_matrix(art_feats[n]) for n in recipe.style_layers})
