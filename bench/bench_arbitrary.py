@@ -281,7 +281,8 @@ def main() -> None:
 
     wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
     print(
-        f"# {platform.node()} {platform.processor() or platform.machine()} threads={torch.get_num_threads()} cpu_count={os.cpu_count()} "
+        f"# {platform.node()} {platform.processor() or platform.machine()} threads={torch.get_num_threads()} "
+        f"cpu_count={os.cpu_count()} "
         f"torch {torch.__version__}; load avg 1 min at start {load:.2f}; total {wall:.0f} s wall, {cpu:.0f} s CPU"
     )
     print(
@@ -295,7 +296,8 @@ def main() -> None:
         extra = f" ({evals[name]:.0f} evals)" if name in evals else ""
         print(f"| {name} | {c:,.0f} | {s:,.0f} | {seconds[name]:.2f}{extra} |")
     print(
-        f"\nspeed: {n_speed} images, longer side {speed_size} px ({', '.join(f'{a}:{b}' for a, b in CROPS[:n_speed])}), "
+        f"\nspeed: {n_speed} images, longer side {speed_size} px "
+        f"({', '.join(f'{a}:{b}' for a, b in CROPS[:n_speed])}), "
         f"InferenceEngine(device=cpu, batch {batch}), best of {args.repeats}\n"
     )
     print("| method | seconds | images/s |\n|---|---|---|")

@@ -97,7 +97,10 @@ def main() -> None:
     params = StylizeParams(max_side=args.size)
     source = methods.resolve("per-style", "monet", "v0001").source
     device = get_settings().device
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {device}"
+    )
 
     rows = []
     engine = prepared = None
@@ -166,7 +169,8 @@ def main() -> None:
             peak = max(peak, rss)
             print(f"  {k * 10:3d}%: peak so far {rss / 2**20:,.0f} MiB")
         print(
-            f"  start {samples[0][1] / 2**20:,.0f} MiB, end {samples[-1][1] / 2**20:,.0f} MiB, peak {max(r for _, r in samples) / 2**20:,.0f} MiB"
+            f"  start {samples[0][1] / 2**20:,.0f} MiB, end {samples[-1][1] / 2**20:,.0f} MiB, "
+            f"peak {max(r for _, r in samples) / 2**20:,.0f} MiB"
         )
 
 

@@ -66,7 +66,8 @@ def main() -> None:
     t_engine = timed(lambda: engine.stylize(images), args.repeats)
     t_plain = timed(lambda: stylize_one_at_a_time(net, images, device), args.repeats)
     print(
-        f"# {platform.node()} {platform.processor() or platform.machine()} threads={torch.get_num_threads()} device={device} "
+        f"# {platform.node()} {platform.processor() or platform.machine()} "
+        f"threads={torch.get_num_threads()} device={device} "
         f"{torch.cuda.get_device_name() if device.type == 'cuda' else ''} torch {torch.__version__}"
     )
     print("| variant | size | channels | images | seconds | images/s |\n|---|---|---|---|---|---|")

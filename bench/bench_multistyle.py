@@ -138,10 +138,13 @@ def main() -> None:
             )
 
     print(
-        f"# {platform.node()} threads={torch.get_num_threads()} torch {torch.__version__}; {len(content)} training photos, {len(photos)} held-out, {args.steps} steps per style, 128 px, 16 ch, style lr x{args.style_lr_scale:g}"
+        f"# {platform.node()} threads={torch.get_num_threads()} torch {torch.__version__}; "
+        f"{len(content)} training photos, {len(photos)} held-out, {args.steps} steps per style, 128 px, 16 ch, "
+        f"style lr x{args.style_lr_scale:g}"
     )
     print(
-        "| style | per-style content | per-style style | multi content | multi style | content ratio | style ratio |\n|---|---|---|---|---|---|---|"
+        "| style | per-style content | per-style style | multi content | multi style | content ratio | style ratio |\n"
+        "|---|---|---|---|---|---|---|"
     )
     for s, pc, ps, mc, ms in rows:
         print(f"| {s} | {pc:,.0f} | {ps:,.0f} | {mc:,.0f} | {ms:,.0f} | {mc / pc:.2f} | {ms / ps:.2f} |")
@@ -150,7 +153,8 @@ def main() -> None:
         print(f"| {k} | {steps} | {sec:,.0f} |")
     print(f"\nadded style {args.added}: content {added_losses[0]:,.0f}, style {added_losses[1]:,.0f} (held-out)")
     print(
-        f"\n| weight on {args.styles[1]} | style loss vs {args.styles[0]} | style loss vs {args.styles[1]} |\n|---|---|---|"
+        f"\n| weight on {args.styles[1]} | style loss vs {args.styles[0]} | style loss vs {args.styles[1]} |\n"
+        "|---|---|---|"
     )
     for w, s0, s1 in blend:
         print(f"| {w:.2f} | {s0:,.0f} | {s1:,.0f} |")

@@ -91,7 +91,8 @@ def correctness_check() -> None:
         out = style_swap(x, bank, chunk_size=chunk)
         if not torch.allclose(out, ref, rtol=1e-5, atol=1e-6):
             raise SystemExit(
-                f"CORRECTNESS FAILURE: chunk_size={chunk} differs from unchunked, max |diff| = {(out - ref).abs().max():.3g}"
+                f"CORRECTNESS FAILURE: chunk_size={chunk} differs from unchunked, "
+                f"max |diff| = {(out - ref).abs().max():.3g}"
             )
     # Self-swap: with the bank built from the content itself every patch finds itself.
     x = relu_randn(1, 32, 12, 12, generator=gen)
@@ -181,7 +182,8 @@ def run_config(side: int, patches: int, chunk: int, args, cache: dict) -> dict:
             raise SystemExit(f"child {cfg} failed (rc {proc.returncode}):\n{proc.stderr}")
         res = json.loads(proc.stdout.strip().splitlines()[-1]) | {"skipped": False, "est": est}
         print(
-            f"  [{side}x{side} features, P={patches}, {chunk_name(chunk)}] {res['seconds']:.2f} s, peak +{res['peak_mib']:.0f} MiB",
+            f"  [{side}x{side} features, P={patches}, {chunk_name(chunk)}] "
+            f"{res['seconds']:.2f} s, peak +{res['peak_mib']:.0f} MiB",
             file=sys.stderr,
             flush=True,
         )
@@ -274,9 +276,11 @@ def main() -> None:
 
     threads = {r["threads"] for r in cache.values() if not r["skipped"]}
     print(
-        f"\n# {platform.node()} {platform.processor() or platform.machine()} threads={torch.get_num_threads()} (children: {sorted(threads)}) "
+        f"\n# {platform.node()} {platform.processor() or platform.machine()} threads={torch.get_num_threads()} "
+        f"(children: {sorted(threads)}) "
         f"cpu_count={os.cpu_count()} torch {torch.__version__}; load avg 1 min at start {load:.2f}; "
-        f"{args.repeats} timed calls per configuration (median), fresh process each; total {time.perf_counter() - t0:.0f} s"
+        f"{args.repeats} timed calls per configuration (median), fresh process each; "
+        f"total {time.perf_counter() - t0:.0f} s"
     )
     print(f"\n(a) vs content size, bank P = {fixed_p} patches (3x3x{CHANNELS}), relu3_1 features = image/4\n")
     print(f"| image px | features H x W | {HEADER_TAIL}\n|---|---|---|---|---|---|---|---|")

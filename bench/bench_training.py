@@ -60,11 +60,13 @@ def main() -> None:
         )
     per_step = (stamps[-1] - stamps[1]) / (len(stamps) - 2)  # skip the first (warm-up) step
     print(
-        f"# {platform.node()} threads={torch.get_num_threads()} device={device} {torch.cuda.get_device_name() if device.type == 'cuda' else ''} torch {torch.__version__}"
+        f"# {platform.node()} threads={torch.get_num_threads()} device={device} "
+        f"{torch.cuda.get_device_name() if device.type == 'cuda' else ''} torch {torch.__version__}"
     )
     print("| size | batch | channels | precision | s/step | steps/s | images/s |\n|---|---|---|---|---|---|---|")
     print(
-        f"| {args.size} | {args.batch_size} | {args.channels} | {args.precision} | {per_step:.3f} | {1 / per_step:.2f} | {args.batch_size / per_step:.1f} |"
+        f"| {args.size} | {args.batch_size} | {args.channels} | {args.precision} "
+        f"| {per_step:.3f} | {1 / per_step:.2f} | {args.batch_size / per_step:.1f} |"
     )
 
 

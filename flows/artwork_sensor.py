@@ -96,7 +96,9 @@ def artwork_sensor(
                 "reason": "",
             }
         ],
-        description=f"artwork sensor over {artworks}: {len(results)} trained, {sum(r['promoted'] for r in results)} promoted",
+        description=(
+            f"artwork sensor over {artworks}: {len(results)} trained, {sum(r['promoted'] for r in results)} promoted"
+        ),
     )
     return {"changes": changes, "results": results, "banks": banks}
 

@@ -83,7 +83,10 @@ def summary_markdown(scope: dict[str, Any], counts: dict[str, int], rows: dict[s
     lines = [
         f"# Manifest audit: {counts['critical']} critical, {counts['warnings']} warnings",
         "",
-        f"Scope: {_scope_text(scope)}. {rows['rows']} rows read, {rows['latest']} latest, {rows['checked']} outputs checked, {rows['failed']} failed.",
+        (
+            f"Scope: {_scope_text(scope)}. {rows['rows']} rows read, {rows['latest']} latest, "
+            f"{rows['checked']} outputs checked, {rows['failed']} failed."
+        ),
         "",
         "| kind | severity | count |",
         "|---|---|---|",
@@ -101,8 +104,9 @@ def daily_chart_svg(daily: list[dict[str, Any]], *, width: int = 520, height: in
     slot = (width - 2 * pad) / n
     inner = height - 2 * pad
     bars = "".join(
-        f'<rect x="{pad + i * slot + slot * 0.15:.1f}" y="{height - pad - d["images"] / top * inner:.1f}" width="{slot * 0.7:.1f}" '
-        f'height="{d["images"] / top * inner:.1f}" fill="#9ecae1"><title>{d["date"]}: {d["images"]} images</title></rect>'
+        f'<rect x="{pad + i * slot + slot * 0.15:.1f}" y="{height - pad - d["images"] / top * inner:.1f}" '
+        f'width="{slot * 0.7:.1f}" height="{d["images"] / top * inner:.1f}" fill="#9ecae1">'
+        f"<title>{d['date']}: {d['images']} images</title></rect>"
         for i, d in enumerate(daily)
     )
     losses = [(i, d["style_loss"]) for i, d in enumerate(daily) if d["style_loss"] is not None]
@@ -112,9 +116,13 @@ def daily_chart_svg(daily: list[dict[str, Any]], *, width: int = 520, height: in
         span = (hi - lo) or 1.0
         pts = [(pad + (i + 0.5) * slot, height - pad - ((v - lo) / span * 0.8 + 0.1) * inner) for i, v in losses]
         line = (
-            f'<polyline fill="none" stroke="#d62728" stroke-width="1.5" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}"/>'
+            f'<polyline fill="none" stroke="#d62728" stroke-width="1.5" '
+            f'points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}"/>'
             + "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="#d62728"/>' for x, y in pts)
-            + f'<text x="{width - 2}" y="{pad - 6}" font-size="10" text-anchor="end" fill="#d62728">style loss {lo:,.0f}–{hi:,.0f}</text>'
+            + (
+                f'<text x="{width - 2}" y="{pad - 6}" font-size="10" text-anchor="end" fill="#d62728">'
+                f"style loss {lo:,.0f}–{hi:,.0f}</text>"
+            )
         )
     axes = (
         f'<text x="2" y="{pad - 6}" font-size="10" fill="#3182bd">{top} images</text>'
@@ -122,7 +130,10 @@ def daily_chart_svg(daily: list[dict[str, Any]], *, width: int = 520, height: in
         f'<text x="{width - pad}" y="{height - 8}" font-size="10" text-anchor="end">{daily[-1]["date"]}</text>'
         f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#888"/>'
     )
-    return f'<svg width="{width}" height="{height}" role="img" aria-label="images and mean style loss per day">{bars}{line}{axes}</svg>'
+    return (
+        f'<svg width="{width}" height="{height}" role="img" aria-label="images and mean style loss per day">'
+        f"{bars}{line}{axes}</svg>"
+    )
 
 
 def _cell(value: Any) -> str:
@@ -142,12 +153,16 @@ def _findings_table(findings: list[dict[str, Any]]) -> str:
         ),
     )
     rows = "".join(
-        f'<tr class="{f["severity"]}"><td>{_cell(f["kind"])}</td><td>{_cell(f["severity"])}</td><td>{_cell(f.get("image_key"))}</td>'
+        f'<tr class="{f["severity"]}"><td>{_cell(f["kind"])}</td><td>{_cell(f["severity"])}</td>'
+        f"<td>{_cell(f.get('image_key'))}</td>"
         f"<td>{_cell(f.get('style'))}</td><td><code>{_cell(f.get('output_key'))}</code></td><td>{_cell(f['detail'])}</td></tr>"
         for f in order[:MAX_TABLE_FINDINGS]
     )
     more = f"<p>{len(order) - MAX_TABLE_FINDINGS} more in findings.json</p>" if len(order) > MAX_TABLE_FINDINGS else ""
-    return f"<table><tr><th>kind</th><th>severity</th><th>image</th><th>style</th><th>output</th><th>detail</th></tr>{rows}</table>{more}"
+    return (
+        "<table><tr><th>kind</th><th>severity</th><th>image</th><th>style</th><th>output</th><th>detail</th></tr>"
+        f"{rows}</table>{more}"
+    )
 
 
 def _counts_table(counts: dict[str, int]) -> str:
@@ -172,10 +187,15 @@ def _coverage_table(coverage: dict[str, Any] | None) -> str:
     if coverage is None:
         return "<p>not checked (give a catalog and styles)</p>"
     rows = "".join(
-        f"<tr><td>{_cell(s)}</td><td>{_cell(v['version'] or 'none in production')}</td><td>{v['covered']}</td><td>{v['uncovered']}</td></tr>"
+        f"<tr><td>{_cell(s)}</td><td>{_cell(v['version'] or 'none in production')}</td>"
+        f"<td>{v['covered']}</td><td>{v['uncovered']}</td></tr>"
         for s, v in coverage["styles"].items()
     )
-    return f"<p><code>{_cell(coverage['catalog'])}</code>: {coverage['images']} images</p><table><tr><th>style</th><th>production</th><th>covered</th><th>uncovered</th></tr>{rows}</table>"
+    return (
+        f"<p><code>{_cell(coverage['catalog'])}</code>: {coverage['images']} images</p>"
+        "<table><tr><th>style</th><th>production</th><th>covered</th><th>uncovered</th></tr>"
+        f"{rows}</table>"
+    )
 
 
 def _sheet_table(pairs: list[dict[str, Any]]) -> str:
@@ -187,7 +207,8 @@ def _sheet_table(pairs: list[dict[str, Any]]) -> str:
 
     rows = "".join(
         f"<tr><td>{img(p['input_uri'], p['image_key'])}<div>{_cell(p['image_key'])}</div></td>"
-        f"<td>{img(p['output_uri'], p['output_key'])}<div>{_cell(p['style'])} {_cell(p['model_version'])}</div></td></tr>"
+        f"<td>{img(p['output_uri'], p['output_key'])}"
+        f"<div>{_cell(p['style'])} {_cell(p['model_version'])}</div></td></tr>"
         for p in pairs
     )
     return f'<table class="grid"><tr><th>input</th><th>output</th></tr>{rows}</table>'
@@ -232,7 +253,8 @@ _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin-bottom: 1em; }} td, th {{ padding: 4px 8px; text-align: left; vertical-align: top; font-size: 13px; border-bottom: 1px solid #ddd; }}
+table {{ border-collapse: collapse; margin-bottom: 1em; }} \
+td, th {{ padding: 4px 8px; text-align: left; vertical-align: top; font-size: 13px; border-bottom: 1px solid #ddd; }}
 tr.critical td {{ background: #fde8e8; color: #900; }} tr.warning td {{ background: #fff6dd; }}
 table.grid img {{ display: block; }} .bad {{ color: #900; }}
 </style></head><body>

@@ -36,7 +36,11 @@ def build_patch_banks(artworks: str = "artwork/", force: bool = False) -> dict[s
     )
     create_markdown_artifact(
         key=artifact_key("patch-banks", artworks),
-        markdown=f"# Patch banks for {artworks}\n\n| style | version | status | patches | promoted |\n|---|---|---|---|---|\n{rows}",
+        markdown=(
+            f"# Patch banks for {artworks}\n\n"
+            "| style | version | status | patches | promoted |\n|---|---|---|---|---|\n"
+            f"{rows}"
+        ),
         description=f"style-swap patch banks of the artworks under {artworks}",
     )
     return summary

@@ -517,7 +517,10 @@ def stylize(
     catalog: str = typer.Option(..., help="Catalog set name (catalog/<set>/)."),
     style: str | None = typer.Option(
         None,
-        help="Style: the per-style model's name, a style of the multi-style model, or an artwork/<style>/ folder (swap, adain, gatys).",
+        help=(
+            "Style: the per-style model's name, a style of the multi-style model, "
+            "or an artwork/<style>/ folder (swap, adain, gatys)."
+        ),
     ),
     method: str = typer.Option("per-style", help=METHODS_HELP),
     blend: str | None = typer.Option(
@@ -525,7 +528,10 @@ def stylize(
     ),
     model: str | None = typer.Option(
         None,
-        help="multi: the multi-style model (default collection); swap/adain: the inverse network / decoder (default 'default').",
+        help=(
+            "multi: the multi-style model (default collection); "
+            "swap/adain: the inverse network / decoder (default 'default')."
+        ),
     ),
     version: str | None = typer.Option(None, help="Model version (default: production; 'latest' for the newest)."),
     color: str = typer.Option("none", help="Keep the photo's colours: none | luminance | histogram."),
@@ -546,14 +552,20 @@ def stylize(
     ),
     repair: bool = typer.Option(
         False,
-        help="Also check the outputs of the images done before (as `styleops audit` does) and re-render the missing or tampered ones.",
+        help=(
+            "Also check the outputs of the images done before (as `styleops audit` does) "
+            "and re-render the missing or tampered ones."
+        ),
     ),
     dask_address: str | None = typer.Option(
         None, help="Run the shards on this Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: STYLEOPS_DASK_ADDRESS)."
     ),
     dask_workers: int | None = typer.Option(
         None,
-        help="Run the shards on a local Dask cluster of N worker processes (default: STYLEOPS_DASK_WORKERS, 0 = threads).",
+        help=(
+            "Run the shards on a local Dask cluster of N worker processes "
+            "(default: STYLEOPS_DASK_WORKERS, 0 = threads)."
+        ),
     ),
 ) -> None:
     """Stylize a catalog; images already done with this model and settings are skipped.
@@ -657,7 +669,8 @@ def audit(
     )
     for fix in r["repairs"]:
         console.print(
-            f"{fix['missing']} missing + {fix['tampered']} tampered outputs of {fix['style']} {fix['model_version']}; re-render them with:\n  {fix['command']}",
+            f"{fix['missing']} missing + {fix['tampered']} tampered outputs of {fix['style']} {fix['model_version']}; "
+            f"re-render them with:\n  {fix['command']}",
             markup=False,
             highlight=False,
             soft_wrap=True,
@@ -704,7 +717,9 @@ def nightly(
         _table(
             f"nightly {catalog} for {r['date']}",
             {
-                f"{x['style']} {x['model_version']}": f"{x['ok']} ok, {x['failed']} failed, {x['restyled']} restyled, {x['already_done']} already done"
+                f"{x['style']} {x['model_version']}": (
+                    f"{x['ok']} ok, {x['failed']} failed, {x['restyled']} restyled, {x['already_done']} already done"
+                )
                 for x in r["runs"]
             },
         )
@@ -839,7 +854,8 @@ def serve(
             f"Prefect API {url}" + (" (started here; UI at " + url.removesuffix("/api") + ")" if started else "")
         )
         console.print(
-            f"[dim]to trigger from another shell: export PREFECT_API_URL={url}; styleops trigger <flow>/<deployment>[/dim]"
+            f"[dim]to trigger from another shell: export PREFECT_API_URL={url}; "
+            "styleops trigger <flow>/<deployment>[/dim]"
         )
         prefect_serve(*deployments)
 
@@ -858,7 +874,8 @@ def trigger(
 
     if not configured_api_url():
         console.print(
-            "[red]error:[/red] no PREFECT_API_URL: start `styleops serve` (or a Prefect server) and point PREFECT_API_URL at it"
+            "[red]error:[/red] no PREFECT_API_URL: start `styleops serve` (or a Prefect server) "
+            "and point PREFECT_API_URL at it"
         )
         raise typer.Exit(1)
     run = trigger_once(deployment, date or datetime.now(UTC).date().isoformat())
@@ -881,7 +898,8 @@ def demo(
     rows = {f"{s} {r['model_version']}": f"{r['ok']} ok, {r['failed']} failed" for s, r in result["runs"].items()}
     console.print(_table("demo", {**rows, "report": result["report"]}))
     console.print(
-        "Open the report in a browser. The embedded store keeps running for the other commands; `styleops store stop` stops it."
+        "Open the report in a browser. The embedded store keeps running for the other commands; "
+        "`styleops store stop` stops it."
     )
 
 

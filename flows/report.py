@@ -66,14 +66,17 @@ def loss_curve_svg(
 
     colors = {"content": "#1f77b4", "style": "#d62728", "tv": "#2ca02c", "total": "#444"}
     lines = "".join(
-        f'<polyline fill="none" stroke="{colors.get(k, "#000")}" stroke-width="1.5" points="{" ".join(xy(s_, v) for s_, v in zip(steps, vals))}"/>'
-        f'<text x="{width - pad}" y="{14 + 12 * i}" font-size="11" text-anchor="end" fill="{colors.get(k, "#000")}">{k}</text>'
+        f'<polyline fill="none" stroke="{colors.get(k, "#000")}" stroke-width="1.5" '
+        f'points="{" ".join(xy(s_, v) for s_, v in zip(steps, vals))}"/>'
+        f'<text x="{width - pad}" y="{14 + 12 * i}" font-size="11" text-anchor="end" '
+        f'fill="{colors.get(k, "#000")}">{k}</text>'
         for i, (k, vals) in enumerate(logs.items())
     )
     axes = (
         f'<text x="{pad}" y="{height - 8}" font-size="10">step {steps[0]}</text>'
         f'<text x="{width - pad}" y="{height - 8}" font-size="10" text-anchor="end">{steps[-1]}</text>'
-        f'<text x="2" y="{pad}" font-size="10">1e{hi:.1f}</text><text x="2" y="{height - pad}" font-size="10">1e{lo:.1f}</text>'
+        f'<text x="2" y="{pad}" font-size="10">1e{hi:.1f}</text>'
+        f'<text x="2" y="{height - pad}" font-size="10">1e{lo:.1f}</text>'
     )
     return f'<svg width="{width}" height="{height}" role="img" aria-label="loss curve">{lines}{axes}</svg>'
 
@@ -124,7 +127,8 @@ def write_report(
             p, uri = _thumb(st.get_bytes(r.output_key), cell)
             row_pixels.append(p)
             cells.append(
-                f'<td><img src="{uri}" alt="{html.escape(r.output_key)}"><div>content {r.content_loss:,.0f} · style {r.style_loss:,.0f}</div></td>'
+                f'<td><img src="{uri}" alt="{html.escape(r.output_key)}">'
+                f"<div>content {r.content_loss:,.0f} · style {r.style_loss:,.0f}</div></td>"
             )
         grid.append(row_pixels)
         html_rows.append("<tr>" + "".join(cells) + "</tr>")
@@ -195,7 +199,8 @@ def _curves(current: pd.DataFrame, styles: list[str]) -> str:
         card = reg.card(context.PER_STYLE, style, version)
         parts.append(
             f"<figure><figcaption>{html.escape(style)} {html.escape(version)} "
-            f"({card['metrics'].get('steps', '?')} steps, init {html.escape(str(card.get('init_from') or 'scratch'))})</figcaption>"
+            f"({card['metrics'].get('steps', '?')} steps, "
+            f"init {html.escape(str(card.get('init_from') or 'scratch'))})</figcaption>"
             f"{loss_curve_svg(card.get('loss_curve', []))}</figure>"
         )
     return '<div class="curves">' + "".join(parts) + "</div>"
@@ -205,13 +210,15 @@ _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; }} td, th {{ padding: 6px; text-align: center; vertical-align: top; font-size: 13px; }}
+table {{ border-collapse: collapse; }} \
+td, th {{ padding: 6px; text-align: center; vertical-align: top; font-size: 13px; }}
 table.grid img {{ display: block; margin: auto; }} td.bad {{ background: #fde8e8; color: #900; max-width: 256px; }}
 .dataframe td, .dataframe th {{ border-bottom: 1px solid #ddd; text-align: right; }}
 .curves {{ display: flex; flex-wrap: wrap; gap: 1em; }} figure {{ margin: 0; }} figcaption {{ font-size: 13px; }}
 </style></head><body>
 <h1>{title}</h1>
-<p>Catalog <code>{catalog}</code>: {n_images} images, {n_rows} manifest rows. Losses are the training objective's weighted
+<p>Catalog <code>{catalog}</code>: {n_images} images, {n_rows} manifest rows. \
+Losses are the training objective's weighted
 terms measured on each output (lower is closer to the photo's content / the artwork's style).</p>
 <h2>Contact sheet</h2>
 <table class="grid"><tr>{header}</tr>

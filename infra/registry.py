@@ -273,7 +273,8 @@ def check_safetensors(data: bytes) -> None:
             "a zip archive (a torch.save checkpoint holding pickles)" if head.startswith(b"PK") else "a Python pickle"
         )
         raise UnsafeWeightsError(
-            f"not a safetensors file: it is {kind}; pickles can run code when loaded and are refused (store weights as .safetensors)"
+            f"not a safetensors file: it is {kind}; pickles can run code when loaded and are refused "
+            "(store weights as .safetensors)"
         )
     try:
         tensors = safetensors.deserialize(data)

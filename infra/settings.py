@@ -54,7 +54,9 @@ class Settings(BaseSettings):
     )
     compile: bool = Field(
         default=False,
-        description="torch.compile feed-forward nets on CUDA (2.0-2.4x at 1024 px on an H100; compiles per size bucket).",
+        description=(
+            "torch.compile feed-forward nets on CUDA (2.0-2.4x at 1024 px on an H100; compiles per size bucket)."
+        ),
     )
     max_image_pixels: int = 50_000_000
     max_image_bytes: int = 64 * 1024 * 1024
@@ -62,7 +64,10 @@ class Settings(BaseSettings):
     tile_size: int | None = Field(
         default=2048,
         ge=256,
-        description="Images with a longer side (after max_side) over this many px run tiled, with whole-image instance-norm statistics. Empty: only after out-of-memory.",
+        description=(
+            "Images with a longer side (after max_side) over this many px run tiled, "
+            "with whole-image instance-norm statistics. Empty: only after out-of-memory."
+        ),
     )
     io_threads: int = Field(
         default=4, ge=1, description="Download/decode threads and encode/upload threads (each) per shard."
@@ -76,7 +81,9 @@ class Settings(BaseSettings):
     dask_workers: int = Field(
         default=0,
         ge=0,
-        description="Run shards on a local Dask cluster of this many worker processes (0: threads in the flow's process).",
+        description=(
+            "Run shards on a local Dask cluster of this many worker processes (0: threads in the flow's process)."
+        ),
     )
     # Style-swap patch banks (tasks/banks.py, flows/build_patch_banks.py).
     bank_layer: str = Field(default="relu3_1", description="VGG16 layer whose artwork features become the patch bank.")

@@ -127,7 +127,8 @@ def plan_catalog(
     shards = [s for s in shards if s]
     todo = total - skipped_done - skipped_bad
     log.info(
-        "catalog %s: %d images, %d already done, %d known bad, %d to do (%d stale: made by another model version) in %d shards (%d non-image keys ignored)",
+        "catalog %s: %d images, %d already done, %d known bad, %d to do (%d stale: made by another model version) "
+        "in %d shards (%d non-image keys ignored)",
         prefix,
         total,
         skipped_done,
@@ -140,7 +141,8 @@ def plan_catalog(
     plan = Plan(prefix, total, skipped_done, skipped_bad, todo, stale, ignored, shards)
     if repair:
         log.info(
-            "repair: %d of the %d done outputs checked are to re-render: %d missing, %d tampered (%d overwritten if unchanged since)",
+            "repair: %d of the %d done outputs checked are to re-render: "
+            "%d missing, %d tampered (%d overwritten if unchanged since)",
             len(broken),
             len(suspects),
             missing,

@@ -129,7 +129,8 @@ class RunSpec:
             raise InvalidInputError(f"alpha must be in [0, 1], got {p.alpha}")
         if p.iterations < 1 or p.optimizer not in ("lbfgs", "adam") or not 1 <= p.levels <= 4:
             raise InvalidInputError(
-                f"gatys needs iterations >= 1, optimizer lbfgs|adam and levels 1-4; got {p.iterations}, {p.optimizer!r}, {p.levels}"
+                "gatys needs iterations >= 1, optimizer lbfgs|adam and levels 1-4; "
+                f"got {p.iterations}, {p.optimizer!r}, {p.levels}"
             )
         if self.shard_size < 1:
             raise InvalidInputError(f"shard_size must be >= 1, got {self.shard_size}")

@@ -190,7 +190,10 @@ def duplicate_findings(df: pd.DataFrame) -> list[dict[str, Any]]:
             found.append(
                 finding(
                     "duplicate",
-                    f"{len(group)} ok rows ({record['model_version']}, params {record['params_hash']}; runs {', '.join(runs)}) with {len(shas)} different output sha256s",
+                    (
+                        f"{len(group)} ok rows ({record['model_version']}, params {record['params_hash']}; "
+                        f"runs {', '.join(runs)}) with {len(shas)} different output sha256s"
+                    ),
                     image_key=record["image_key"],
                     style=record["style"],
                     output_key=out if present(out) else None,
@@ -218,7 +221,10 @@ def outlier_findings(current_ok: pd.DataFrame, k: float = 5.0) -> list[dict[str,
                 found.append(
                     finding(
                         "outlier",
-                        f"style_loss {r.style_loss:,.1f} is {distance:.1f} x MAD ({mad:,.1f}) from the median {median:,.1f} of {style} {version}",
+                        (
+                            f"style_loss {r.style_loss:,.1f} is {distance:.1f} x MAD ({mad:,.1f}) "
+                            f"from the median {median:,.1f} of {style} {version}"
+                        ),
                         image_key=r.image_key,
                         style=style,
                         output_key=r.output_key if present(r.output_key) else None,
@@ -315,7 +321,8 @@ def audit_rows_task(
 
     Returns {"rows", "latest", "ok", "failed", "checked", "findings", "failed_by_class", "daily", "samples", "repairs"}:
     samples are up to MAX_SAMPLES intact ok outputs {"image_key", "output_key", "style", "model_version"};
-    repairs the `styleops stylize ... --repair` commands that re-render the missing and tampered outputs (see `repairs`).
+    repairs the `styleops stylize ... --repair` commands that re-render the missing and tampered outputs
+    (see `repairs`).
     """
     df = read_rows(run_id, since, until, catalog)
     current = latest(df)

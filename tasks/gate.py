@@ -124,7 +124,9 @@ def quality_gate_task(
     create_table_artifact(
         key=artifact_key("gate", f"{family}-{name}-{style or ''}"),
         table=gate_table(decision, version, production),
-        description=f"quality gate of {label} {version}: {'passed' if decision.passed else 'refused'}. {decision.reason}",
+        description=(
+            f"quality gate of {label} {version}: {'passed' if decision.passed else 'refused'}. {decision.reason}"
+        ),
     )
     return {"passed": decision.passed, "reason": decision.reason, "production": production, "numbers": numbers}
 

@@ -61,7 +61,8 @@ def detect_artwork_changes_task(
         card, found = _latest_card(context.MULTI_STYLE, multi_model), []
         if card is None:
             common.logger().info(
-                "no multi-style/%s yet: train one with `styleops train-multistyle`; the sensor then adds new styles to it",
+                "no multi-style/%s yet: train one with `styleops train-multistyle`; "
+                "the sensor then adds new styles to it",
                 multi_model,
             )
         else:

@@ -56,7 +56,8 @@ def _init_state(init_from: str | None) -> dict[str, Any] | None:
         return load_state_dict(path.read_bytes(), source=str(path))
     if path.suffix.lower() in PICKLE_SUFFIXES or path.is_file():
         raise InvalidInputError(
-            f"init_from {init_from!r}: only .safetensors weights are loaded (pickle checkpoints such as .pt/.pth/.ckpt can run code and are refused)"
+            f"init_from {init_from!r}: only .safetensors weights are loaded "
+            "(pickle checkpoints such as .pt/.pth/.ckpt can run code and are refused)"
         )
     parts = init_from.split("/")
     if len(parts) != 3:
@@ -150,7 +151,8 @@ def _card_common(
     weights_file = resolve_weights_file(settings.vgg_weights, cache_dir=settings.cache_dir)
     for rollback in result.rollback_log:  # the engine logs them too, on `styleops.training.engine` (not a run logger)
         common.logger().warning(
-            "training rolled back: %s not finite at step %d, resumed from the checkpoint at step %d with learning rate x%g",
+            "training rolled back: %s not finite at step %d, "
+            "resumed from the checkpoint at step %d with learning rate x%g",
             rollback["cause"],
             rollback["step"],
             rollback["restored_step"],

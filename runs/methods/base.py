@@ -240,7 +240,8 @@ def checked_artworks(style: str) -> list[tuple[str, str]]:
         pixels, _sha = context.artwork_pixels(st, key)  # ImageError (clear) for undecodable bytes
         if min(pixels.shape[-2:]) < MIN_ARTWORK_SIDE:
             raise InvalidInputError(
-                f"artwork {key} is {pixels.shape[-1]}x{pixels.shape[-2]} px: too small (at least {MIN_ARTWORK_SIDE} px a side)"
+                f"artwork {key} is {pixels.shape[-1]}x{pixels.shape[-2]} px: "
+                f"too small (at least {MIN_ARTWORK_SIDE} px a side)"
             )
     return sorted(found)
 

@@ -34,7 +34,8 @@ class Swap(Method):
             bank_v = banks.resolve_bank(style, "latest")  # a bank is a pure function of the artwork: the newest one
         except ModelNotFoundError:
             raise InvalidInputError(
-                f"no patch bank for style {style!r}: upload its artwork to artwork/{style}/ and run `styleops build-banks`"
+                f"no patch bank for style {style!r}: upload its artwork to artwork/{style}/ "
+                "and run `styleops build-banks`"
             ) from None
         v = context.registry().resolve(self.family, model, version)
         return Resolved(

@@ -84,5 +84,8 @@ def decide(candidate: Scores, production: Scores | None, baseline: Scores, margi
     ]
     if worse:
         return GateDecision(False, "; ".join(worse), candidate, production, baseline, margin)
-    reason = f"content {candidate.content:,.1f} vs {production.content:,.1f}, style {candidate.style:,.1f} vs {production.style:,.1f} (margin {margin:g})"
+    reason = (
+        f"content {candidate.content:,.1f} vs {production.content:,.1f}, "
+        f"style {candidate.style:,.1f} vs {production.style:,.1f} (margin {margin:g})"
+    )
     return GateDecision(True, reason, candidate, production, baseline, margin)

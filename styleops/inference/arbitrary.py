@@ -41,7 +41,8 @@ class SwapStylizer(nn.Module):
         self.encoder, self.decoder, self.bank, self.chunk_size = encoder, decoder, bank, chunk_size
         if bank.channels != self._channels():
             raise InvalidInputError(
-                f"the patch bank has {bank.channels} channels but {decoder.arch}/{self.layer} has {self._channels()}: built at another layer?"
+                f"the patch bank has {bank.channels} channels but {decoder.arch}/{self.layer} has {self._channels()}: "
+                "built at another layer?"
             )
 
     def _channels(self) -> int:

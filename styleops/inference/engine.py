@@ -203,7 +203,8 @@ class InferenceEngine:
                 cause = exc
                 if tile <= max(self.min_tile, 2 * overlap + m):
                     return DeviceOutOfMemoryError(
-                        f"out of {self.device.type} memory for a {h}x{w} image even in {tile} px tiles: {str(cause).splitlines()[0][:200]}"
+                        f"out of {self.device.type} memory for a {h}x{w} image even in {tile} px tiles: "
+                        f"{str(cause).splitlines()[0][:200]}"
                     )
                 tile //= 2
 

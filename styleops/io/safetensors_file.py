@@ -34,7 +34,10 @@ def _refusal(blob: bytes, source: str) -> str:
     kind = sniff_non_safetensors(blob)
     what = f"{source}: not a safetensors file"
     if kind is not None:
-        return f"{what}: it is {kind}; pickles can run code when loaded and are never read (convert the weights to .safetensors)"
+        return (
+            f"{what}: it is {kind}; pickles can run code when loaded and are never read "
+            "(convert the weights to .safetensors)"
+        )
     return what
 
 

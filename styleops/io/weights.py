@@ -95,7 +95,8 @@ def load_weights_file(path: Path) -> dict[str, Tensor]:
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsNotFoundError(
-            f"{path}: refused: not a plain state dict of tensors (torch's weights-only loader: {first[:300]}); pickled code is never run. Convert it to .safetensors."
+            f"{path}: refused: not a plain state dict of tensors (torch's weights-only loader: {first[:300]}); "
+            "pickled code is never run. Convert it to .safetensors."
         ) from exc
     except (RuntimeError, EOFError, ValueError) as exc:
         raise WeightsNotFoundError(f"{path}: not a loadable state dict: {exc}") from exc

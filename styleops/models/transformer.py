@@ -7,8 +7,9 @@ the net pads and crops back.
 
 Output parameterization (`output=`):
 - `"direct"` (the default): y = f(x), unbounded (Johnson et al.); `stylize` clamps it.
-- `"logit_residual"`: y = sigmoid(logit(x) + f(x)), with f's last convolution initialised to zero. The untrained net is the identity (it starts where Gatys starts: at the
-  photo) and its output is always a valid image, so the training loss is measured on exactly
+- `"logit_residual"`: y = sigmoid(logit(x) + f(x)), with f's last convolution initialised to zero.
+  The untrained net is the identity (it starts where Gatys starts: at the photo) and its output
+  is always a valid image, so the training loss is measured on exactly
   what `stylize` delivers. Measured on one 128 px photo (docs/quality.md): the direct output lost
   the subject (structure 0.07) and stalled at 6.6x Gatys@100's objective after 300 steps; this
   one kept it (0.89) and reached 2.1x. Trained on many photos for a few hundred CPU steps it keeps

@@ -143,7 +143,8 @@ def build_patch_bank(
     for m in maps:
         if m.shape[-2] < patch_size or m.shape[-1] < patch_size:
             raise InvalidInputError(
-                f"style feature map {tuple(m.shape[-2:])} is smaller than a {patch_size}x{patch_size} patch: the artwork is too small"
+                f"style feature map {tuple(m.shape[-2:])} is smaller than a {patch_size}x{patch_size} patch: "
+                "the artwork is too small"
             )
         cols = F.unfold(m.float(), patch_size, stride=stride)  # [B, C*k*k, L]
         parts.append(cols.transpose(1, 2).reshape(-1, m.shape[1], patch_size, patch_size))

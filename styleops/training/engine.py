@@ -484,7 +484,8 @@ def _rollback(
     _set_lr(opt, config, restored["lr_scale"])
     _save_checkpoint(path, _checkpoint(config, model, opt, restored))
     _log.warning(
-        "%s not finite at step %d: rolled back to the checkpoint at step %d, learning rate x%g (rollback %d of at most %d)",
+        "%s not finite at step %d: rolled back to the checkpoint at step %d, "
+        "learning rate x%g (rollback %d of at most %d)",
         cause,
         step,
         restored["step"],

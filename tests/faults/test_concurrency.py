@@ -167,7 +167,8 @@ def test_four_processes_appending_lose_nothing_and_duplicate_nothing(bucket_sett
 
         latencies = sorted(t for rows in outcomes.values() for _, _, t in rows)
         print(
-            f"\nmanifest: {WRITERS} writers x {APPENDS} appends, commit latency median {latencies[len(latencies) // 2]:.2f} s, max {latencies[-1]:.2f} s"
+            f"\nmanifest: {WRITERS} writers x {APPENDS} appends, "
+            f"commit latency median {latencies[len(latencies) // 2]:.2f} s, max {latencies[-1]:.2f} s"
         )
 
         # Rows: exactly the keys written, each once, each with its writer's shard id.
@@ -260,7 +261,8 @@ def test_two_processes_registering_get_distinct_complete_versions(bucket_setting
         promoted = events[events.event == "promoted"]
         succeeded = sorted(version for *_, version, _, ok in results if ok)
         print(
-            f"\nregistry: {n} registrations, {len(succeeded)} promotions succeeded, {n - len(succeeded)} refused as conflicts"
+            f"\nregistry: {n} registrations, {len(succeeded)} promotions succeeded, "
+            f"{n - len(succeeded)} refused as conflicts"
         )
         assert len(succeeded) >= 1
         assert sorted(promoted.version) == succeeded

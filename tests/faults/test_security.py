@@ -151,7 +151,10 @@ def test_a_safetensors_header_cannot_make_us_allocate() -> None:
     crafted = len(crafted_header).to_bytes(8, "little") + crafted_header + honest[8 + n :]
     with pytest.raises(
         InvalidInputError,
-        match=r"^weights: weights do not fit TransformerNet\(\{'channels': 200000, 'n_residual': 50, 'output': 'direct'\}\): missing \[",
+        match=(
+            r"^weights: weights do not fit TransformerNet"
+            r"\(\{'channels': 200000, 'n_residual': 50, 'output': 'direct'\}\): missing \["
+        ),
     ):
         from_safetensors(crafted)
     header["__metadata__"]["config"] = json.dumps({"channels": 4, "n_residual": 1, "evil": True})

@@ -158,7 +158,8 @@ def test_nan_mid_training_rolls_back_to_the_last_checkpoint_and_finishes(
     # Logged once, saying what happened; and the final checkpoint records it too.
     messages = [r.getMessage() for r in caplog.records if r.name == "styleops.training.engine"]
     assert messages == [
-        f"{cause} not finite at step {at}: rolled back to the checkpoint at step {restored}, learning rate x0.5 (rollback 1 of at most 3)"
+        f"{cause} not finite at step {at}: rolled back to the checkpoint at step {restored}, "
+        "learning rate x0.5 (rollback 1 of at most 3)"
     ]
     saved = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
     assert (saved["step"], saved["rollbacks"], saved["lr_scale"]) == (CFG.steps, 1, 0.5)

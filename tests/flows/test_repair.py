@@ -224,7 +224,10 @@ def test_repair_overwrites_only_the_tampered_output_it_checked(pipeline_env: Pip
                     }
                 ),
             },
-            "styleops stylize --catalog shop --method multi --blend udnie=0.300,wave=0.700 --model collection --version v0002 --max-side 512 --format png --color luminance --repair",
+            (
+                "styleops stylize --catalog shop --method multi --blend udnie=0.300,wave=0.700 --model collection "
+                "--version v0002 --max-side 512 --format png --color luminance --repair"
+            ),
         ),
         (
             {
@@ -234,7 +237,10 @@ def test_repair_overwrites_only_the_tampered_output_it_checked(pipeline_env: Pip
                 "model_version": "default/v0001+art-0123abcd",
                 "params_json": json.dumps({"max_side": 1024, "alpha": 0.8}),
             },
-            "styleops stylize --catalog shop --method adain --style monet --model default --version v0001 --alpha 0.8 --repair",
+            (
+                "styleops stylize --catalog shop --method adain --style monet --model default --version v0001 "
+                "--alpha 0.8 --repair"
+            ),
         ),
         (
             {

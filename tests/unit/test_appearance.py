@@ -1,4 +1,5 @@
-"""Appearance measures (styleops.evaluation.appearance): values worked out by hand on tiny images, and on real photos."""
+"""Appearance measures (styleops.evaluation.appearance): values worked out by hand on tiny images,
+and on real photos."""
 
 from __future__ import annotations
 
