@@ -127,7 +127,7 @@ def main() -> None:
                             metrics=False,
                             retry_failed=attempt > 0,
                         )
-                    except Exception as exc:  # noqa: BLE001: a run that fails is counted, then rerun
+                    except Exception as exc:  # noqa: BLE001 - a run that fails is counted, then rerun
                         errors.append(f"round {r} attempt {attempt}: {type(exc).__name__}: {exc}"[:300])
                         summary = None
                     proxy.wait_up()
@@ -184,7 +184,7 @@ def _check(context, st, sha256_hex, params_hash: str, n_images: int) -> dict[str
     for row in ok.itertuples():
         try:
             bad += sha256_hex(st.get_bytes(row.output_key)) != row.output_sha256
-        except Exception:  # noqa: BLE001: a missing output counts as bad
+        except Exception:  # noqa: BLE001 - a missing output counts as bad
             bad += 1
     return {
         "ok_images": int(per_image.size),

@@ -164,7 +164,7 @@ class InferenceEngine:
             return
         try:
             result = self.run_batch(torch.stack([_pad_to(prepared[i], padded) for i in indices]), to_cpu=False)
-        except Exception as exc:  # noqa: BLE001: only out-of-memory is handled
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
             if not is_out_of_memory(exc):
                 raise
             _release_cached_memory(self.device)
@@ -196,7 +196,7 @@ class InferenceEngine:
                 with autocast(self.device, self.dtype):
                     y = stylize_tiled(self.eager_model, padded, tile=tile, overlap=overlap, multiple=m)
                 return y[0, :, :h, :w].float().clamp_(0, 1)
-            except Exception as exc:  # noqa: BLE001: only out-of-memory is handled
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
                 if not is_out_of_memory(exc):
                     raise
                 _release_cached_memory(self.device)

@@ -8,13 +8,12 @@ import json
 from collections.abc import Mapping
 
 import torch
-
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
-from styleops.io.safetensors_file import read_header, canonical_safetensors
+from styleops.io.safetensors_file import canonical_safetensors, read_header
 from styleops.models.decoder import VGGDecoder
 from styleops.models.multistyle import MultiStyleTransformerNet
 from styleops.models.transformer import TransformerNet
@@ -35,7 +34,9 @@ def to_safetensors(state_dict: Mapping[str, Tensor], architecture: str, config: 
     return canonical_safetensors(blob)
 
 
-def from_safetensors(blob: bytes, *, source: str = "weights") -> nn.Module:  # TransformerNet, MultiStyleTransformerNet or VGGDecoder
+def from_safetensors(
+    blob: bytes, *, source: str = "weights"
+) -> nn.Module:  # TransformerNet, MultiStyleTransformerNet or VGGDecoder
     """Rebuild the module saved by `to_safetensors`, in eval mode, on the CPU."""
     header = read_header(blob, source)
     meta = dict(header.get("__metadata__") or {})
@@ -53,13 +54,18 @@ def from_safetensors(blob: bytes, *, source: str = "weights") -> nn.Module:  # T
         with torch.device("meta"):
             skeleton = cls(**config)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise InvalidInputError(f"{source}: invalid {meta['architecture']} config in the weights header: {exc}") from exc
+        raise InvalidInputError(
+            f"{source}: invalid {meta['architecture']} config in the weights header: {exc}"
+        ) from exc
     expected = {k: list(v.shape) for k, v in skeleton.state_dict().items()}
     stored = {k: v.get("shape") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
     if expected != stored:
         missing, unexpected = sorted(expected.keys() - stored.keys()), sorted(stored.keys() - expected.keys())
         wrong = sorted(k for k in expected.keys() & stored.keys() if expected[k] != stored[k])
-        raise InvalidInputError(f"{source}: weights do not fit {meta['architecture']}({config}): missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}")
+        raise InvalidInputError(
+            f"{source}: weights do not fit {meta['architecture']}({config}): missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}"
+        )
     model = cls(**config)
     try:
         model.load_state_dict(load(blob))

@@ -155,7 +155,7 @@ def test_worker_killed_mid_shard_then_rerun_finishes_exactly_once(dask_env: Pipe
     killer.start()
     try:
         first = _run("dozens")
-    except Exception as exc:  # noqa: BLE001: a run may end failed when its worker died; the rerun must finish it
+    except Exception as exc:  # noqa: BLE001 - a run may end failed when its worker died; the rerun must finish it
         first = {"error": repr(exc)}
     killer.join()
     assert killed, "no worker was killed: the run finished before any output appeared"
