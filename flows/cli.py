@@ -618,9 +618,9 @@ def manifest(
     failed: bool = typer.Option(False, help="List failed rows."),
 ) -> None:
     """Summarize the manifest table (per style and version)."""
-    from flows.report import summarize
     from runs.context import manifest as manifest_table
     from runs.keys import catalog_prefix
+    from runs.reports.catalog import summarize
 
     filters = [("catalog", "=", catalog_prefix(catalog))] if catalog else []
     filters += [("style", "=", style)] if style else []

@@ -9,9 +9,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.build_patch_banks import build_patch_banks
-from flows.report import write_report
 from flows.stylize_catalog import stylize_catalog
 from flows.train_style import train_style
+from runs.reports.catalog import write_report
 from tasks.storage import upload_directory_task
 from tasks.training import import_model_task
 

@@ -215,10 +215,10 @@ def stylize_run(
     """Two catalog photos, a decompression bomb, two images whose outputs would share a key, and
     hostile listing keys, stylized by the real shard task (max_side 64, metrics on) with every
     log record captured at DEBUG; then the HTML report and the audit report are written."""
-    from flows.audit import summary_markdown, write_audit_report
-    from flows.report import write_report
     from runs.keys import output_key
     from runs.outputs import count_findings
+    from runs.reports.audit import summary_markdown, write_audit_report
+    from runs.reports.catalog import write_report
     from runs.spec import StylizeParams
     from tasks.audit import audit_rows_task, orphans_task, sample_sheet_task
     from tasks.stylize import stylize_shard_task

@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.report import write_report
 from flows.stylize_catalog import stylize_catalog
 from flows.train_style import train_style
 from runs import context
+from runs.reports.catalog import write_report
 from runs.spec import StylizeParams
 from styleops.io.images import decode_image
 from styleops.training.engine import TrainConfig

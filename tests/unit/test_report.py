@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from flows.report import latest_rows, loss_curve_svg, summarize
+from runs.reports.catalog import latest_rows, loss_curve_svg, summarize
 
 
 def _rows() -> pd.DataFrame:
@@ -85,7 +85,7 @@ def test_loss_curve_svg_draws_one_line_per_term() -> None:
 
 
 def test_columns_name_a_method_or_default_to_the_per_style_model() -> None:
-    from flows.report import column
+    from runs.reports.catalog import column
 
     assert column("monet") == ("per-style", "monet")
     assert column("swap:monet") == ("swap", "monet")
