@@ -159,6 +159,11 @@ class GatysEngine:
             raise InvalidInputError(f"colour preservation must be one of {COLOR_MODES}, got {color!r}")
         self.encoder, self.artwork, self.config = encoder.eval(), artwork, config or GatysConfig()
         self.max_side, self.levels, self.color, self.progress = max_side, levels, color, progress
+        self.device = next(self.encoder.parameters()).device
+
+    def bucket(self, h: int, w: int) -> tuple[int, int]:
+        """Each image is optimized alone: its own size."""
+        return (h, w)
 
     def prepare(self, image: Tensor) -> Tensor:
         """uint8 [3, H, W] -> float [3, h, w] in [0, 1], shrunk to max_side."""
@@ -178,3 +183,7 @@ class GatysEngine:
                 y = gatys(x, self.artwork, self.encoder, cfg, progress=self.progress)[0]
             out.append(preserve_colors(x, y, self.color))
         return out
+
+    def try_stylize(self, prepared: list[Tensor]) -> list[Tensor]:
+        """`stylize_prepared` (the stream's call; an error fails the batch of one, as before)."""
+        return self.stylize_prepared(prepared)

@@ -22,10 +22,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -37,6 +37,28 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 Measure = Callable[[Tensor, Tensor], tuple[float | None, float | None]]
+
+
+class StylizeEngine(Protocol):
+    """What the stream drives: `styleops.inference.engine.InferenceEngine` (feed-forward nets) and
+    `styleops.inference.gatys.GatysEngine` (optimization)."""
+
+    batch_size: int  # images per device batch
+    device: torch.device
+
+    def bucket(self, h: int, w: int) -> Hashable:
+        """Images of an h x w input that may share a batch have equal buckets."""
+        ...
+
+    def prepare(self, image: Tensor) -> Tensor:
+        """uint8 [3, H, W] (on any device) -> float [3, h, w] in [0, 1] on the engine's device."""
+        ...
+
+    def try_stylize(self, prepared: Sequence[Tensor]) -> Sequence[Tensor | Exception]:
+        """One output per prepared image, in order; an image that could not be done is its error."""
+        ...
+
+
 """(prepared input [3, h, w], output [3, h, w]) -> (content loss, style loss)."""
 
 
@@ -90,7 +112,7 @@ class StreamStylizer:
 
     def __init__(
         self,
-        engine: Any,
+        engine: StylizeEngine | None,
         *,
         load: Callable[[T], bytes],
         write: Callable[[Job[T]], R],
@@ -109,11 +131,10 @@ class StreamStylizer:
         self.engine, self.load, self.write = engine, load, write
         self.fmt, self.quality, self.measure, self.limits = fmt, quality, measure, limits
         self.expected = (ImageError, *expected_errors)
-        self.batch_size = int(getattr(engine, "batch_size", 1))
+        self.batch_size = engine.batch_size if engine is not None else 1  # None: the load stage only (load_one)
         self.threads = threads
         self.depth = depth or max(8, 2 * self.batch_size)
-        device = getattr(engine, "device", torch.device("cpu"))
-        self.device = torch.device(device)
+        self.device = torch.device(engine.device) if engine is not None else torch.device("cpu")
         cuda = self.device.type == "cuda"
         self.gpu_decode = cuda and gpu_codec is not False
         self.gpu_encode = self.gpu_decode and fmt == "jpeg" and gpu_encode is not False
@@ -203,8 +224,7 @@ class StreamStylizer:
 
     def _bucket(self, job: Job[T]) -> Hashable:
         assert job.in_size is not None
-        bucket = getattr(self.engine, "bucket", None)
-        return bucket(*job.in_size) if bucket else job.in_size
+        return self.engine.bucket(*job.in_size)
 
     def _device_stage(self, batch: list[Job[T]]) -> None:
         """Prepare, stylize, measure, and mark when each result is ready for its encode.
@@ -218,8 +238,7 @@ class StreamStylizer:
         prepared = [self.engine.prepare(j._pixels) for j in batch]
         for j in batch:
             j._pixels = None
-        try_stylize = getattr(self.engine, "try_stylize", None)
-        results = try_stylize(prepared) if try_stylize else self.engine.stylize_prepared(prepared)
+        results = self.engine.try_stylize(prepared)
         done: list[Job[T]] = []
         for job, x, y in zip(batch, prepared, results, strict=True):
             if isinstance(y, Exception):
