@@ -16,12 +16,14 @@ from styleops.errors import InvalidInputError
 from styleops.io.safetensors_file import canonical_safetensors, read_header
 from styleops.models.decoder import VGGDecoder
 from styleops.models.multistyle import MultiStyleTransformerNet
+from styleops.models.super_resolution import SuperResolutionNet
 from styleops.models.transformer import TransformerNet
 
 _ARCHITECTURES: dict[str, type[nn.Module]] = {
     "TransformerNet": TransformerNet,
     "MultiStyleTransformerNet": MultiStyleTransformerNet,
     "VGGDecoder": VGGDecoder,
+    "SuperResolutionNet": SuperResolutionNet,
 }
 
 

@@ -1,0 +1,163 @@
+"""Johnson et al. (2016) super-resolution network: x2, x4 or x8, resize-convolution upsampling.
+
+Layout (Johnson's supplementary material, with two deliberate changes):
+9x9 conv (3 -> C) + ReLU, `blocks` residual blocks (3x3 conv, ReLU, 3x3 conv, plus the identity),
+log2(scale) upsampling stages (nearest x2, 3x3 conv, ReLU), 9x9 output conv (C -> 3). Every conv is
+reflection padded, so any input size works (at least `MIN_SIDE` px a side) and the output is
+exactly `scale` times the input in each dimension.
+
+Changes from the paper:
+- No normalization (Johnson used batch norm). With no statistics over the image, each output
+  pixel depends only on input pixels within `receptive_radius` (LR px), so tiled inference with a
+  halo of that many pixels is exact (`upscale_tiled`), and train/eval mode do the same thing.
+- Resize-convolutions (nearest x2 + 3x3 conv) instead of Johnson's stride-1/2 (transposed) convs:
+  no checkerboard artefacts.
+- `residual=True` (the default): y = bicubic(x) + f(x), with f's output conv initialised to zero,
+  so the untrained net is the bicubic baseline and training learns only the missing detail. The
+  bicubic is torch's antialiased one (Keys a = -0.5, PIL's kernel; float, not quantized). Measured
+  on BSD100 x4 (docs/super_resolution.md) it trains far faster than the direct output (Johnson's).
+
+Units: images are float RGB in [0, 1]. The raw output is unclamped; `upscale` clamps it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from styleops.errors import InvalidInputError
+from styleops.models.transformer import ConvNormAct
+
+SCALES = (2, 4, 8)
+MIN_SIDE = 5  # the 9x9 input conv reflection-pads 4 px, which needs at least 5 px
+
+
+def bicubic(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """[N, C, h, w] float -> [N, C, *size]: PIL's bicubic kernel (a = -0.5), antialiased when
+    shrinking, float in and out (no rounding, no clamping)."""
+    return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
+
+
+class PlainResidualBlock(nn.Module):
+    """x + conv3x3(relu(conv3x3(x))), reflection padded, no normalization; [N, C, h, w] -> same."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            ConvNormAct(channels, channels, 3, norm=None), ConvNormAct(channels, channels, 3, norm=None, act=False)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class ResizeConv(nn.Module):
+    """Nearest-neighbour x2 upsampling, 3x3 conv, ReLU: [N, C, h, w] -> [N, C, 2h, 2w]."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = ConvNormAct(channels, channels, 3, norm=None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class SuperResolutionNet(nn.Module):
+    """LR image [N, 3, h, w] in [0, 1] -> HR estimate [N, 3, h*scale, w*scale] (unclamped).
+
+    scale: 2, 4 or 8 (log2(scale) resize-conv stages). channels: width of every hidden layer
+    (Johnson: 64). blocks: residual blocks at LR resolution (Johnson: 4). residual: output is
+    bicubic(x) + f(x) (see the module docstring) rather than f(x).
+    """
+
+    def __init__(self, scale: int = 4, channels: int = 64, blocks: int = 4, residual: bool = True) -> None:
+        super().__init__()
+        if scale not in SCALES:
+            raise InvalidInputError(f"scale must be one of {SCALES}, got {scale!r}")
+        if channels <= 0 or blocks < 0:
+            raise InvalidInputError(f"channels must be > 0 and blocks >= 0, got {channels} and {blocks}")
+        self.scale, self.channels, self.blocks, self.residual = scale, channels, blocks, bool(residual)
+        c = channels
+        self.head = ConvNormAct(3, c, 9, norm=None)
+        self.body = nn.Sequential(*[PlainResidualBlock(c) for _ in range(blocks)])
+        self.upsample = nn.Sequential(*[ResizeConv(c) for _ in range(int(math.log2(scale)))])
+        self.tail = ConvNormAct(c, 3, 9, norm=None, act=False)
+        if self.residual:
+            last = self.tail[1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[N, 3, h, w] in [0, 1], h and w >= MIN_SIDE -> [N, 3, h*scale, w*scale], unclamped."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise InvalidInputError(f"expected LR images [N, 3, h, w], got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if min(h, w) < MIN_SIDE:
+            raise InvalidInputError(f"LR images need at least {MIN_SIDE} px a side, got {h}x{w}")
+        y = self.tail(self.upsample(self.body(self.head(x))))
+        if self.residual:
+            y = y + bicubic(x, (h * self.scale, w * self.scale))
+        return y
+
+    def config(self) -> dict[str, int | bool]:
+        """Constructor arguments (saved in the safetensors header so `from_safetensors` rebuilds it)."""
+        return {"scale": self.scale, "channels": self.channels, "blocks": self.blocks, "residual": self.residual}
+
+
+def receptive_radius(model: SuperResolutionNet) -> int:
+    """LR pixels each side that one output pixel can depend on (an upper bound).
+
+    9x9 head: 4; each residual block: 2; each resize-conv stage: 1 (radius 1 at 2^k resolution
+    reaches at most 1 LR px after the nearest upsampling); 9x9 tail: ceil(4 / scale); the bicubic
+    base (2 LR px) runs in parallel and reaches less far than the sum."""
+    return 4 + 2 * model.blocks + int(math.log2(model.scale)) + math.ceil(4 / model.scale)
+
+
+@torch.inference_mode()
+def upscale(model: SuperResolutionNet, lr: Tensor) -> Tensor:
+    """[N, 3, h, w] (or [3, h, w]) LR in [0, 1] -> HR clamped to [0, 1], same batch layout."""
+    single = lr.dim() == 3
+    dev = next(model.parameters()).device
+    out = model(lr[None].to(dev) if single else lr.to(dev)).clamp_(0, 1)
+    return out[0] if single else out
+
+
+def _spans(size: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """Cores of at most `tile` px partitioning [0, size) with their windows (core +- halo, clipped)."""
+    spans = []
+    for start in range(0, size, tile):
+        end = min(size, start + tile)
+        spans.append((start, end, max(0, start - halo), min(size, end + halo)))
+    return spans
+
+
+@torch.inference_mode()
+def upscale_tiled(model: SuperResolutionNet, lr: Tensor, tile: int = 128, halo: int | None = None) -> Tensor:
+    """`upscale` tile by tile: [N, 3, h, w] in [0, 1] -> [N, 3, h*s, w*s] clamped to [0, 1].
+
+    The LR image is cut into cores of `tile` x `tile` px; each runs inside a window extended by
+    `halo` px (default `receptive_radius(model)`) where that is not an image border, so at the
+    borders the window's reflection padding is the whole image's. With no normalization the
+    result equals `upscale(model, lr)` up to float rounding (different conv blockings).
+    Peak memory: one window's activations (at HR resolution in the last stages)."""
+    if tile < MIN_SIDE:
+        raise InvalidInputError(f"tile must be >= {MIN_SIDE} LR px, got {tile}")
+    halo = receptive_radius(model) if halo is None else halo
+    if halo < 0:
+        raise InvalidInputError(f"halo must be >= 0, got {halo}")
+    dev = next(model.parameters()).device
+    s = model.scale
+    n, c, h, w = lr.shape
+    out = torch.empty(n, c, h * s, w * s, device=dev)
+    rows, cols = _spans(h, tile, halo), _spans(w, tile, halo)
+    # A last core thinner than MIN_SIDE still runs inside a window of core + halo, which is wide
+    # enough unless the whole image is that thin (then `model` refuses it, as for upscale).
+    for y0, y1, wy0, wy1 in rows:
+        for x0, x1, wx0, wx1 in cols:
+            y = model(lr[:, :, wy0:wy1, wx0:wx1].to(dev))
+            core = y[:, :, (y0 - wy0) * s : (y1 - wy0) * s, (x0 - wx0) * s : (x1 - wx0) * s]
+            out[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = core.clamp(0, 1)
+    return out
