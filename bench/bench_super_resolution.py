@@ -4,6 +4,8 @@ then score them against bicubic on BSD100, Set5 and Set14 by the literature's pr
     .venv/bin/python bench/bench_super_resolution.py [--pixel-steps N] [--perceptual-steps N]
         [--threads 2] [--models /tmp/sr-models] [--sheet docs/img/sr_sheet.jpg] [--reuse]
 
+--reuse scores the weights already in --models and trains only the missing ones.
+
 Training photos: ../shared/data/train/content minus BSD100 (BSDS500 val), Set5, Set14 and Kodak24,
 as listed in ../shared/data/PROVENANCE.csv (BSDS500 train + test and SUN-Hays80: 480 photos).
 Both models are trained through `styleops.training.super_resolution.train_super_resolution` (the
@@ -62,7 +64,7 @@ RECIPE = {
         residual=True,
         loss="pixel",
         blur_sigma=0.0,
-        train=replace(_LOOP, steps=1200),
+        train=replace(_LOOP, steps=800),
     ),
     "perceptual": SRConfig(
         scale=SCALE,
@@ -73,7 +75,7 @@ RECIPE = {
         feature_weight=1.0,
         pixel_weight=0.0,
         blur_sigma=0.0,
-        train=replace(_LOOP, steps=400),
+        train=replace(_LOOP, steps=300),
     ),
 }
 SHEET_CROPS = (
@@ -145,7 +147,9 @@ def main() -> None:
     ap.add_argument("--models", type=Path, default=Path("/tmp/sr-models"))
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/sr-bench-work"))
     ap.add_argument("--sheet", type=Path, default=ROOT / "docs" / "img" / "sr_sheet.jpg")
-    ap.add_argument("--reuse", action="store_true", help="score the weights already in --models instead of training")
+    ap.add_argument(
+        "--reuse", action="store_true", help="score the weights already in --models (train only the missing ones)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     encoder = load_encoder(args.weights, ["relu2_2"])
@@ -160,7 +164,7 @@ def main() -> None:
     infos: dict[str, dict] = {}
     for name, steps in (("pixel", args.pixel_steps), ("perceptual", args.perceptual_steps)):
         path = args.models / f"sr_x{SCALE}_{name}.safetensors"
-        if args.reuse:
+        if args.reuse and path.is_file():
             models[name] = from_safetensors(path.read_bytes(), source=str(path))  # type: ignore[assignment]
             card = path.with_suffix(".json")
             infos[name] = json.loads(card.read_text()) if card.is_file() else {}
