@@ -158,6 +158,7 @@ def train_super_resolution(
     workdir: Path,
     device: str | torch.device = "auto",
     progress: Callable[[StepLog], None] | None = None,
+    init_state: Mapping[str, Tensor] | None = None,
     loss_hook: Callable[[int, Tensor], Tensor] | None = None,
 ) -> TrainResult:
     """Train a `SuperResolutionNet` on HR photos `content` (a folder or a list of files).
@@ -165,7 +166,9 @@ def train_super_resolution(
     encoder: the VGG loss network (must expose `config.feature_layer`; not run for the pixel
     loss; it runs up to its deepest layer, so build it with only that layer:
     `load_encoder(weights, ["relu2_2"])`). workdir: checkpoints (and the SR settings) live here;
-    a compatible checkpoint is resumed. loss_hook: fault injection for tests, (step, loss) -> loss before backward.
+    a compatible checkpoint is resumed (it wins over `init_state`). init_state: warm-start weights
+    (e.g. a pixel-loss model to fine-tune with the perceptual loss, as SRGAN starts from SRResNet).
+    loss_hook: fault injection for tests, (step, loss) -> loss before backward.
     Returns `TrainResult` (fp32 CPU state dict; `model_config` rebuilds the net; save it with
     `styleops.io.serialize.to_safetensors(result.state_dict, "SuperResolutionNet", result.model_config)`).
     """
@@ -182,6 +185,8 @@ def train_super_resolution(
     fit_config = replace(config.train, loss=weights)
     torch.manual_seed(config.train.seed)
     model = SuperResolutionNet(**config.model_config())
+    if init_state is not None:
+        model.load_state_dict(init_state)
     fit = _Fit(fit_config, encoder, device)
     data = HRCrops(content, config.train.image_size, config.train.seed)
     pixel_weight = config.pixel_weight if perceptual else 1.0

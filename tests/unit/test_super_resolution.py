@@ -244,3 +244,15 @@ def test_perceptual_loss_is_the_relu2_2_feature_reconstruction(
     assert mean_distance == pytest.approx(
         expected["relu2_2"] / 0.5, rel=0.05
     )  # the bench's metric is the same distance (of uint8 images)
+
+
+def test_warm_start_begins_from_the_given_weights(tmp_path: Path, encoder: VGGEncoder, photos: list[Path]) -> None:
+    torch.manual_seed(7)
+    start = SuperResolutionNet(**TINY.model_config()).state_dict()
+    config = replace(TINY, loss="perceptual", train=replace(TINY_TRAIN, steps=1))
+    # a zero loss gives zero gradients, and Adam's update of a zero gradient is exactly zero
+    result = train_super_resolution(
+        config, photos, encoder, workdir=tmp_path, device="cpu", init_state=start, loss_hook=lambda step, loss: loss * 0
+    )
+    for name, value in start.items():
+        assert torch.equal(result.state_dict[name], value), name
