@@ -24,27 +24,16 @@ from flows.stylize_catalog import stylize_catalog
 from runs import context
 from runs.keys import output_key
 from runs.spec import StylizeParams
-from styleops.losses.perceptual import LossWeights
-from styleops.training.engine import TrainConfig
 from tasks.audit import repair_command
 from tasks.stylize import plan_catalog_task, stylize_shard_task
 from tasks.training import train_per_style_task
 from tests.flows.conftest import CATALOG_PREFIX, PipelineEnv
+from tests.integration.test_tasks import TINY  # the tiny per-style recipe the task tests train
 
 pytestmark = [pytest.mark.integration, pytest.mark.flow]
 
 STYLE, MAX_SIDE = "monet", 64
 PARAMS = StylizeParams(max_side=MAX_SIDE)
-TINY = TrainConfig(
-    steps=2,
-    batch_size=1,
-    image_size=32,
-    style_size=64,
-    channels=4,
-    n_residual=1,
-    log_every=1,
-    loss=LossWeights(style_layers={"relu1_2": 1.0, "relu2_2": 1.0}),
-).to_dict()
 runner = CliRunner()
 
 
