@@ -86,7 +86,7 @@ def main() -> None:
             t = time.perf_counter()
             r = train_style(cfg, content, arts[s], encoder, workdir=Path(tmp) / s, device="cpu")
             times[f"per-style {s}"] = (time.perf_counter() - t, cfg.steps)
-            net = TransformerNet(cfg.channels, cfg.n_residual).eval()
+            net = TransformerNet(**r.model_config).eval()
             net.load_state_dict(r.state_dict)
             per_style[s] = net
         multi_cfg = TrainConfig.from_dict(
@@ -102,7 +102,7 @@ def main() -> None:
             device="cpu",
         )
         times[f"multi-style ({n} styles)"] = (time.perf_counter() - t, multi_cfg.steps)
-        multi = MultiStyleTransformerNet(n, cfg.channels, cfg.n_residual).eval()
+        multi = MultiStyleTransformerNet(**m.model_config).eval()
         multi.load_state_dict(m.state_dict)
         for i, s in enumerate(args.styles):
             pc, ps = evaluate(per_style[s], photos, loss, grams[s])
@@ -123,7 +123,7 @@ def main() -> None:
             device="cpu",
         )
         times[f"add-style {args.added} (scale/shift only)"] = (time.perf_counter() - t, add_cfg.steps)
-        grown = MultiStyleTransformerNet(n + 1, cfg.channels, cfg.n_residual).eval()
+        grown = MultiStyleTransformerNet(**a.model_config).eval()
         grown.load_state_dict(a.state_dict)
         added_losses = evaluate(lambda x: grown(x, n), photos, loss, grams[args.added])
         blend = []

@@ -320,6 +320,10 @@ def train_style_cmd(
         TrainConfig().output,
         help="Output of the net: direct (Johnson), residual or logit_residual (start at the photo; docs/quality.md).",
     ),
+    palette: bool = typer.Option(
+        TrainConfig().palette,
+        help="Residual outputs: start at the photo recoloured to the artwork's palette (docs/quality.md).",
+    ),
     seed: int = typer.Option(0),
     init_from: str | None = typer.Option(None, help="Warm start: a .safetensors file or per-style/<name>/<version>."),
 ) -> None:
@@ -338,6 +342,7 @@ def train_style_cmd(
         loss=loss,
         warmup_steps=warmup_steps,
         output=output,
+        palette=palette,
     )
     result = _run(
         train_style, artwork_key=artwork, content_prefix=content, style=style, config=cfg.to_dict(), init_from=init_from

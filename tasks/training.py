@@ -278,6 +278,7 @@ def add_style_task(
             "channels": model_cfg["channels"],
             "n_residual": model_cfg["n_residual"],
             "output": model_cfg.get("output", "direct"),
+            "palette": model_cfg.get("palette", False),
         }
     )
     run_key = context.stable_hash(

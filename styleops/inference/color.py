@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
+from styleops.ops.palette import palette_of, recolour
 
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
 
@@ -46,26 +47,13 @@ def luminance_only(content: Tensor, stylized: Tensor) -> Tensor:
     return out if stylized.dim() == 4 else out[0]
 
 
-def match_colors(source: Tensor, reference: Tensor, eps: float = 1e-5) -> Tensor:
+def match_colors(source: Tensor, reference: Tensor) -> Tensor:
     """`source` with the RGB mean and covariance of `reference` (per image), clamped to [0, 1]."""
     s, r = _batched(source), _batched(reference)
-    out = []
-    for src, ref in zip(s, r.expand(len(s), -1, -1, -1) if len(r) == 1 else r, strict=True):
-        xs, xr = src.flatten(1), ref.flatten(1)
-        ms, mr = xs.mean(1, keepdim=True), xr.mean(1, keepdim=True)
-        # population covariance: defined for a single pixel too (zero, then eps keeps it invertible)
-        cs = torch.cov(xs, correction=0) + eps * torch.eye(3, device=xs.device)
-        cr = torch.cov(xr, correction=0) + eps * torch.eye(3, device=xs.device)
-        transform = _sqrtm(cr) @ torch.linalg.inv(_sqrtm(cs))
-        out.append((transform @ (xs - ms) + mr).reshape_as(src))
-    result = torch.stack(out).clamp(0, 1)
+    if len(r) not in (1, len(s)):
+        raise InvalidInputError(f"{len(r)} references for {len(s)} images")
+    result = recolour(s, palette_of(r)).clamp(0, 1)
     return result if source.dim() == 4 else result[0]
-
-
-def _sqrtm(m: Tensor) -> Tensor:
-    """Square root of a symmetric positive-definite 3x3 matrix."""
-    values, vectors = torch.linalg.eigh(m)
-    return vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
 
 
 COLOR_MODES = ("none", "luminance", "histogram")

@@ -48,6 +48,7 @@ from styleops.errors import InvalidInputError
 from styleops.models.multistyle import ConditionalInstanceNorm2d
 from styleops.models.transformer import TransformerNet
 from styleops.ops.adain import ChannelNormalize
+from styleops.ops.palette import palette_of
 
 Span = tuple[int, int, int, int]
 """(core start, core end, window start, window end) along one axis, in pixels, ends exclusive."""
@@ -307,6 +308,21 @@ def _run_windows(
         yield sy, sx, y
 
 
+@contextlib.contextmanager
+def _whole_image_palette(model: nn.Module, x: Tensor) -> Iterator[None]:
+    """A palette-start `TransformerNet` recolours each window with the whole image's colour
+    statistics, as `model(x)` would (`TransformerNet.source_palette`)."""
+    if not (isinstance(model, TransformerNet) and model.palette):
+        yield
+        return
+    source = palette_of(x.to(_model_device(model, x)))
+    model.source_palette = source
+    try:
+        yield
+    finally:
+        model.source_palette = None
+
+
 @torch.no_grad()
 def global_norm_stats(
     model: nn.Module,
@@ -334,7 +350,7 @@ def global_norm_stats(
     ctx = _TileContext()
     means: list[Tensor] = []
     vars_: list[Tensor] = []
-    with _patch_norms(norms, ctx):
+    with _patch_norms(norms, ctx), _whole_image_palette(model, x):
         if len(windows) == 1:  # the window is the image: one ordinary forward measures every layer
             ctx.mode, ctx.record = "local", []
             for _ in _run_windows(model, xp, windows, ctx, device, forward_kwargs):
@@ -420,7 +436,7 @@ def stylize_tiled(
         ctx.mode, ctx.stats = "global", _to_device(stats, device)
     out: Tensor | None = None
     weight = torch.zeros(hp, wp, device=x.device)
-    with _patch_norms(norms, ctx):
+    with _patch_norms(norms, ctx), _whole_image_palette(model, x):
         for (cy0, cy1, wy0, wy1), (cx0, cx1, wx0, wx1), y in _run_windows(
             model, xp, windows, ctx, device, forward_kwargs
         ):

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
 from styleops.models.transformer import TransformerNet
+from styleops.ops.palette import Palette
 
 
 class StyleCondition:
@@ -93,14 +94,35 @@ def style_weights(style: int | Sequence[float] | Tensor, n_styles: int, batch: i
 class MultiStyleTransformerNet(TransformerNet):
     """The per-style body with every instance norm made conditional on the style."""
 
-    def __init__(self, n_styles: int, channels: int = 32, n_residual: int = 5, output: str = "direct") -> None:
+    def __init__(
+        self, n_styles: int, channels: int = 32, n_residual: int = 5, output: str = "direct", palette: bool = False
+    ) -> None:
         if n_styles < 1:
             raise InvalidInputError("a multi-style network needs at least one style")
         condition = StyleCondition()
         super().__init__(
-            channels, n_residual, norm=lambda c: ConditionalInstanceNorm2d(c, n_styles, condition), output=output
+            channels,
+            n_residual,
+            norm=lambda c: ConditionalInstanceNorm2d(c, n_styles, condition),
+            output=output,
+            palette=palette,
+            n_palettes=n_styles,
         )
         self.condition = condition
+
+    def set_palette(self, palette: Palette, style: int = 0) -> None:  # type: ignore[override]
+        """Store style `style`'s artwork colour statistics."""
+        if not self.palette:
+            raise InvalidInputError("this network has no palette start")
+        self.palette_mean[style].copy_(palette.mean)
+        self.palette_sqrt_cov[style].copy_(palette.sqrt_cov)
+
+    def target_palette(self, x: Tensor) -> Palette:
+        """Each sample's palette: its style weights [N, S] applied to the styles' means and roots."""
+        w = self.condition.weights
+        assert w is not None  # set by forward
+        w = w.to(self.palette_mean.dtype)
+        return Palette(w @ self.palette_mean, torch.einsum("ns,sij->nij", w, self.palette_sqrt_cov))
 
     @property
     def n_styles(self) -> int:
@@ -118,9 +140,15 @@ class MultiStyleTransformerNet(TransformerNet):
             self.condition.weights = None
 
     def add_style(self, init_from: int | None = None) -> int:
-        """Append a style (gamma/beta copied from `init_from`, else the styles' mean); returns its index."""
+        """Append a style (gamma/beta, and palette, copied from `init_from`, else the styles' mean);
+        returns its index."""
         for norm in self.norms():
             norm.add_style(init_from)
+        if self.palette:
+            for name in ("palette_mean", "palette_sqrt_cov"):
+                old = getattr(self, name)
+                new = old.mean(0, keepdim=True) if init_from is None else old[init_from : init_from + 1]
+                setattr(self, name, torch.cat([old, new.clone()]))
         return self.n_styles - 1
 
     def freeze_all_but_style(self, index: int) -> list[nn.Parameter]:

@@ -5,17 +5,24 @@ upsampling followed by a convolution (no transposed convs, so no checkerboard ar
 Input and output: float images [N, 3, H, W], RGB in [0, 1]. H and W need not be multiples of 4:
 the net pads and crops back.
 
-Output parameterization (`output=`):
-- `"direct"` (the default): y = f(x), unbounded (Johnson et al.); `stylize` clamps it.
+Output parameterization (`output=`; the class default is Johnson's `direct`, the training default
+`logit_residual` with the palette start below):
+- `"direct"`: y = f(x), unbounded (Johnson et al.); `stylize` clamps it.
 - `"logit_residual"`: y = sigmoid(logit(x) + f(x)), with f's last convolution initialised to zero.
   The untrained net is the identity (it starts where Gatys starts: at the photo) and its output
   is always a valid image, so the training loss is measured on exactly
   what `stylize` delivers. Measured on one 128 px photo (docs/quality.md): the direct output lost
   the subject (structure 0.07) and stalled at 6.6x Gatys@100's objective after 300 steps; this
-  one kept it (0.89) and reached 2.1x. Trained on many photos for a few hundred CPU steps it keeps
-  every subject but moves colour away from the artwork, so it is not the default yet.
+  one kept it (0.89) and reached 2.1x. Trained on many photos from the photo itself it keeps every
+  subject but moves colour away from the artwork; from the palette start below it does not.
 - `"residual"`: y = x + f(x), f's last convolution zero at init (the identity too), unbounded;
   train it with `LossWeights.range_weight` so it learns to stay in [0, 1].
+
+Palette start (`palette=True`, residual outputs only): the base image is not the photo x but the
+photo recoloured with the artwork's RGB mean and covariance (`styleops.ops.palette.recolour`; the
+artwork's statistics are buffers of the net, set by `set_palette` before training and saved with
+the weights). The untrained net then already has the artwork's palette and every edge of the
+photo; training only has to learn the brushwork (docs/quality.md).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
+from styleops.ops.palette import Palette, recolour
 
 NormFactory = Callable[[int], nn.Module]
 OUTPUTS = ("logit_residual", "residual", "direct")
@@ -92,13 +100,23 @@ class TransformerNet(nn.Module):
     """
 
     def __init__(
-        self, channels: int = 32, n_residual: int = 5, norm: NormFactory = instance_norm, output: str = "direct"
+        self,
+        channels: int = 32,
+        n_residual: int = 5,
+        norm: NormFactory = instance_norm,
+        output: str = "direct",
+        palette: bool = False,
+        n_palettes: int | None = None,
     ) -> None:
         super().__init__()
         if output not in OUTPUTS:
             raise InvalidInputError(f"output must be one of {OUTPUTS}, got {output!r}")
+        if palette and output == "direct":
+            raise InvalidInputError("a palette start needs a residual output (logit_residual or residual)")
         c = channels
-        self.channels, self.n_residual, self.output = channels, n_residual, output
+        self.channels, self.n_residual, self.output, self.palette = channels, n_residual, output, palette
+        # The photo's own colour statistics, when the caller runs part of it (a tile): see `recolour`.
+        self.source_palette: Palette | None = None
         self.encoder = nn.Sequential(
             ConvNormAct(3, c, 9, norm=norm),
             ConvNormAct(c, 2 * c, 3, 2, norm=norm),
@@ -112,6 +130,27 @@ class TransformerNet(nn.Module):
             last = self.decoder[-1][1]
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
+        if palette:  # the artwork's RGB mean [3] and sqrt covariance [3, 3] ([S, ...]: one per style)
+            lead = () if n_palettes is None else (n_palettes,)
+            self.register_buffer("palette_mean", torch.full((*lead, 3), 0.5))  # neutral grey until set_palette
+            self.register_buffer("palette_sqrt_cov", torch.eye(3).expand(*lead, 3, 3) * 0.25)
+
+    def set_palette(self, palette: Palette) -> None:
+        """Store the artwork's colour statistics (`styleops.ops.palette.palette_of(artwork)`)."""
+        if not self.palette:
+            raise InvalidInputError("this network has no palette start")
+        self.palette_mean.copy_(palette.mean)
+        self.palette_sqrt_cov.copy_(palette.sqrt_cov)
+
+    def target_palette(self, x: Tensor) -> Palette:
+        """The palette the base image of batch x [N, 3, H, W] is recoloured to."""
+        return Palette(self.palette_mean, self.palette_sqrt_cov)
+
+    def base(self, x: Tensor) -> Tensor:
+        """The image a residual output starts from: x, or x recoloured to the palette."""
+        if not self.palette:
+            return x
+        return recolour(x, self.target_palette(x), self.source_palette)
 
     def forward(self, x: Tensor) -> Tensor:
         """[N, 3, H, W] in [0, 1] -> [N, 3, H, W]: in (0, 1) for "logit_residual", unclamped for "direct"."""
@@ -123,10 +162,15 @@ class TransformerNet(nn.Module):
         y = self.decoder(self.residuals(self.encoder(xp)))[..., :h, :w]
         if self.output == "direct":
             return y
+        base = self.base(x)
         if self.output == "residual":
-            return x + y
-        return torch.sigmoid(torch.logit(x.clamp(_LOGIT_EPS, 1 - _LOGIT_EPS)) + y)
+            return base + y
+        return torch.sigmoid(torch.logit(base.clamp(_LOGIT_EPS, 1 - _LOGIT_EPS)) + y)
 
-    def config(self) -> dict[str, int | str]:
+    def config(self) -> dict[str, int | str | bool]:
         """Constructor arguments (saved in model cards so weights can be rebuilt)."""
-        return {"channels": self.channels, "n_residual": self.n_residual, "output": self.output}
+        config: dict[str, int | str | bool] = {"channels": self.channels, "n_residual": self.n_residual}
+        config["output"] = self.output
+        if self.palette:  # absent from older models' configs
+            config["palette"] = True
+        return config

@@ -58,17 +58,37 @@ INVERSE_LOSS = LossWeights(
 )
 
 
+# TrainConfig's TransformerNet fields do not apply to a decoder; recorded as the plain values.
+_NOT_A_TRANSFORMER = {"output": "direct", "palette": False}
+
+
 def adain_config(**overrides: Any) -> TrainConfig:
     """TrainConfig for the AdaIN decoder: Huang & Belongie's Adam lr 1e-4, batch 8, 256 px crops."""
     return TrainConfig(
-        **{"loss": ADAIN_LOSS, "lr": 1e-4, "steps": 20_000, "batch_size": 8, "image_size": 256, **overrides}
+        **{
+            "loss": ADAIN_LOSS,
+            "lr": 1e-4,
+            "steps": 20_000,
+            "batch_size": 8,
+            "image_size": 256,
+            **_NOT_A_TRANSFORMER,
+            **overrides,
+        }
     )
 
 
 def inverse_config(**overrides: Any) -> TrainConfig:
     """TrainConfig for the style-swap inverse network (Chen & Schmidt: Adam, lr 1e-3, TV term)."""
     return TrainConfig(
-        **{"loss": INVERSE_LOSS, "lr": 1e-3, "steps": 5_000, "batch_size": 4, "image_size": 256, **overrides}
+        **{
+            "loss": INVERSE_LOSS,
+            "lr": 1e-3,
+            "steps": 5_000,
+            "batch_size": 4,
+            "image_size": 256,
+            **_NOT_A_TRANSFORMER,
+            **overrides,
+        }
     )
 
 

@@ -30,6 +30,7 @@ from styleops.losses.perceptual import LossTerms, LossWeights, PerceptualLoss, c
 from styleops.models.multistyle import MultiStyleTransformerNet
 from styleops.models.transformer import TransformerNet
 from styleops.models.vgg import VGGEncoder
+from styleops.ops.palette import Palette, palette_of
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CALIBRATION_PHOTOS = 16  # content crops a calibrated loss is measured on (a fixed, seeded sample)
@@ -59,7 +60,10 @@ class TrainConfig:
     style_lr_scale: float = 10.0
     channels: int = 32
     n_residual: int = 5
-    output: str = "direct"  # TransformerNet output parameterization (styleops.models.transformer; docs/quality.md)
+    # TransformerNet output parameterization and palette start (styleops.models.transformer): the net
+    # starts at the photo recoloured to the artwork's palette and learns the brushwork (docs/quality.md).
+    output: str = "logit_residual"
+    palette: bool = True
     loss: LossWeights = field(default_factory=LossWeights)
     seed: int = 0
     checkpoint_every: int = 100
@@ -73,6 +77,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "image_size", "style_size", "channels", "checkpoint_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise InvalidInputError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.palette and self.output == "direct":
+            raise InvalidInputError("the direct output has no palette start: use palette=False (--no-palette)")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "loss": self.loss.to_dict()}
@@ -82,6 +88,7 @@ class TrainConfig:
         d = dict(d)
         d.setdefault("output", "direct")  # recorded before the output parameterization existed
         d.setdefault("warmup_steps", 0)  # likewise, before warm-up existed
+        d.setdefault("palette", False)  # and before the palette start
         if isinstance(d.get("loss"), Mapping):
             d["loss"] = LossWeights(**d["loss"])
         return cls(**d)
@@ -134,6 +141,7 @@ class StyleTarget:
 
     grams: dict[str, Tensor]
     weights: LossWeights
+    palette: Palette  # the artwork's RGB statistics at the size its Gram matrices were taken
 
 
 class ContentCrops(Dataset):
@@ -221,11 +229,13 @@ def train_style(
     loss_hook: for fault-injection tests only, maps (step, loss) -> loss before backward.
     """
     torch.manual_seed(config.seed)
-    model = TransformerNet(config.channels, config.n_residual, output=config.output)
+    model = TransformerNet(config.channels, config.n_residual, output=config.output, palette=config.palette)
     if init_state is not None:
         model.load_state_dict(init_state)
     fit = _Fit(config, encoder, device)
     target = fit.style_target(artwork, content)
+    if config.palette:  # the artwork's, also when fine-tuning a model made for another one
+        model.set_palette(target.palette)
     return fit.run(
         model,
         list(model.parameters()),
@@ -257,9 +267,14 @@ def train_multistyle(
     if not artworks:
         raise InvalidInputError("no artworks to train on")
     torch.manual_seed(config.seed)
-    model = MultiStyleTransformerNet(len(artworks), config.channels, config.n_residual, output=config.output)
+    model = MultiStyleTransformerNet(
+        len(artworks), config.channels, config.n_residual, output=config.output, palette=config.palette
+    )
     fit = _Fit(config, encoder, device)
     targets = [fit.style_target(art, content) for art in artworks]
+    if config.palette:
+        for index, target in enumerate(targets):
+            model.set_palette(target.palette, index)
 
     def forward(step: int, batch: Tensor) -> LossTerms:
         style = step % len(targets)
@@ -290,7 +305,9 @@ def add_style(
     style's scale and shift (every shared weight and the old styles' parameters stay bit-identical).
     `replace=i`: retrain style i's scale and shift for a changed artwork instead (starting from its
     current values); the other styles stay bit-identical."""
-    model = MultiStyleTransformerNet(n_styles, config.channels, config.n_residual, output=config.output)
+    model = MultiStyleTransformerNet(
+        n_styles, config.channels, config.n_residual, output=config.output, palette=config.palette
+    )
     model.load_state_dict(base_state)
     if replace is not None and not 0 <= replace < n_styles:
         raise InvalidInputError(f"replace must be a style index in [0, {n_styles}), got {replace}")
@@ -298,6 +315,8 @@ def add_style(
     params = model.freeze_all_but_style(new)
     fit = _Fit(config, encoder, device)
     target = fit.style_target(artwork, content)
+    if config.palette:
+        model.set_palette(target.palette, new)
     groups = [{"params": params, "lr_mult": config.style_lr_scale}]
     return fit.run(
         model,
@@ -328,13 +347,13 @@ class _Fit:
             None
         ].to(self.dev)
         grams = self.loss.style_targets(art)
+        palette = palette_of(art[0].float().cpu())
         if not self.config.loss.calibrate:
-            return StyleTarget(grams, self.config.loss)
+            return StyleTarget(grams, self.config.loss, palette)
         crops = ContentCrops(content, self.config.image_size, self.config.seed + 7919)
         photos = torch.stack([crops[(0, slot)] for slot in range(CALIBRATION_PHOTOS)]).to(self.dev)
-        return StyleTarget(
-            grams, calibrate(self.config.loss, measure_calibration(self.loss.encoder, self.config.loss, photos, art))
-        )
+        weights = calibrate(self.config.loss, measure_calibration(self.loss.encoder, self.config.loss, photos, art))
+        return StyleTarget(grams, weights, palette)
 
     def objective(self, output: Tensor, content: Tensor, target: StyleTarget) -> LossTerms:
         """The training objective of `output` for photos `content` towards `target`."""

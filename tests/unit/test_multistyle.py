@@ -100,25 +100,29 @@ def test_train_multistyle_then_add_a_style(tmp_path, encoder, photos, artwork) -
     arts = [artwork, artwork.flip(-1).roll(7, dims=1)]
     base = train_multistyle(cfg, photos, arts, encoder, workdir=tmp_path / "multi", device="cpu")
     assert (
-        base.model_config == {"channels": 4, "n_residual": 1, "n_styles": 2, "output": "direct"}
+        base.model_config
+        == {"channels": 4, "n_residual": 1, "n_styles": 2, "output": "logit_residual", "palette": True}
         and len(base.history) == 6
     )
     resumed = train_multistyle(cfg, photos, arts, encoder, workdir=tmp_path / "multi", device="cpu")
     assert resumed.resumed_from == 6  # finished checkpoint: nothing left to do
 
-    net = MultiStyleTransformerNet(2, 4, 1).eval()
+    net = MultiStyleTransformerNet(2, 4, 1, output="logit_residual", palette=True).eval()
     net.load_state_dict(base.state_dict)
     x = torch.rand(1, 3, 24, 24)
     with torch.no_grad():
         before = [net(x, s) for s in range(2)]
     added = add_style(cfg, photos, arts[1], encoder, base.state_dict, 2, workdir=tmp_path / "add", device="cpu")
     assert added.model_config["n_styles"] == 3
-    grown = MultiStyleTransformerNet(3, 4, 1).eval()
+    grown = MultiStyleTransformerNet(3, 4, 1, output="logit_residual", palette=True).eval()
     grown.load_state_dict(added.state_dict)
     changed = {
         k for k, v in added.state_dict.items() if k not in base.state_dict or not torch.equal(v, base.state_dict[k])
     }
-    assert changed and all(k.endswith((".gammas.2", ".betas.2")) for k in changed)
+    palettes = {"palette_mean", "palette_sqrt_cov"}  # one row per style: a row was appended
+    assert changed and all(k.endswith((".gammas.2", ".betas.2")) or k in palettes for k in changed)
+    for k in palettes:
+        assert added.state_dict[k].shape[0] == 3 and torch.equal(added.state_dict[k][:2], base.state_dict[k])
     with torch.no_grad():
         for s in range(2):
             assert torch.equal(grown(x, s), before[s])

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from styleops.errors import InvalidInputError
 from styleops.inference.engine import InferenceEngine, plan_buckets, stylize_one_at_a_time
 from styleops.losses.perceptual import LossWeights
 from styleops.models.transformer import TransformerNet
@@ -25,6 +26,7 @@ SMALL = TrainConfig(
     log_every=1,
     seed=3,
     output="direct",
+    palette=False,
     warmup_steps=0,
 )
 
@@ -178,7 +180,10 @@ def test_output_parameterizations_start_at_the_photo_and_old_files_load_as_direc
         y = net(x)
     assert 0 <= y.min() and y.max() <= 1 and not torch.allclose(y, x, atol=1e-2)
     direct = TransformerNet(channels=4, n_residual=1)
-    assert direct.output == "direct" and TrainConfig().output == "direct"  # the default (docs/quality.md)
+    assert direct.output == "direct"  # the class keeps Johnson's output; training defaults to the palette start
+    assert (TrainConfig().output, TrainConfig().palette) == ("logit_residual", True)
+    with pytest.raises(InvalidInputError, match="no-palette"):
+        TrainConfig(output="direct")
     blob = to_safetensors(direct.state_dict(), "TransformerNet", direct.config())
     assert from_safetensors(blob).output == "direct"
     # a file from before the output parameterization (no "output" in its config) is Johnson's direct output
@@ -189,7 +194,7 @@ def test_output_parameterizations_start_at_the_photo_and_old_files_load_as_direc
     assert from_safetensors(old).output == "direct"
     assert (
         TrainConfig.from_dict(
-            {k: v for k, v in TrainConfig().to_dict().items() if k not in ("output", "warmup_steps")}
+            {k: v for k, v in TrainConfig().to_dict().items() if k not in ("output", "warmup_steps", "palette")}
         ).output
         == "direct"
     )
