@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
-from styleops.ops.palette import palette_of, recolour
+from styleops.models.palette import palette_of, recolour
 
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
 

@@ -46,9 +46,9 @@ from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
 from styleops.models.multistyle import ConditionalInstanceNorm2d
+from styleops.models.palette import palette_of
 from styleops.models.transformer import TransformerNet
 from styleops.ops.adain import ChannelNormalize
-from styleops.ops.palette import palette_of
 
 Span = tuple[int, int, int, int]
 """(core start, core end, window start, window end) along one axis, in pixels, ends exclusive."""

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
+from styleops.models.palette import Palette
 from styleops.models.transformer import TransformerNet
-from styleops.ops.palette import Palette
 
 
 class StyleCondition:

@@ -19,7 +19,7 @@ Output parameterization (`output=`; the class default is Johnson's `direct`, the
   train it with `LossWeights.range_weight` so it learns to stay in [0, 1].
 
 Palette start (`palette=True`, residual outputs only): the base image is not the photo x but the
-photo recoloured with the artwork's RGB mean and covariance (`styleops.ops.palette.recolour`; the
+photo recoloured with the artwork's RGB mean and covariance (`styleops.models.palette.recolour`; the
 artwork's statistics are buffers of the net, set by `set_palette` before training and saved with
 the weights). The untrained net then already has the artwork's palette and every edge of the
 photo; training only has to learn the brushwork (docs/quality.md).
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
-from styleops.ops.palette import Palette, recolour
+from styleops.models.palette import Palette, recolour
 
 NormFactory = Callable[[int], nn.Module]
 OUTPUTS = ("logit_residual", "residual", "direct")
@@ -136,7 +136,7 @@ class TransformerNet(nn.Module):
             self.register_buffer("palette_sqrt_cov", torch.eye(3).expand(*lead, 3, 3) * 0.25)
 
     def set_palette(self, palette: Palette) -> None:
-        """Store the artwork's colour statistics (`styleops.ops.palette.palette_of(artwork)`)."""
+        """Store the artwork's colour statistics (`styleops.models.palette.palette_of(artwork)`)."""
         if not self.palette:
             raise InvalidInputError("this network has no palette start")
         self.palette_mean.copy_(palette.mean)

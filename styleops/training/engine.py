@@ -28,9 +28,9 @@ from styleops.errors import ImageError, InvalidInputError, StyleOpsError
 from styleops.io.images import read_image, resize_max_side, to_float
 from styleops.losses.perceptual import LossTerms, LossWeights, PerceptualLoss, calibrate, measure_calibration
 from styleops.models.multistyle import MultiStyleTransformerNet
+from styleops.models.palette import Palette, palette_of
 from styleops.models.transformer import TransformerNet
 from styleops.models.vgg import VGGEncoder
-from styleops.ops.palette import Palette, palette_of
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CALIBRATION_PHOTOS = 16  # content crops a calibrated loss is measured on (a fixed, seeded sample)

@@ -1,4 +1,4 @@
-"""The palette start: linear colour transfer (styleops.ops.palette) and TransformerNet(palette=True)."""
+"""The palette start: linear colour transfer (styleops.models.palette) and TransformerNet(palette=True)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from styleops.inference.tiling import stylize_tiled
 from styleops.io.images import read_image, resize_max_side, to_float
 from styleops.io.serialize import from_safetensors, to_safetensors
 from styleops.models.multistyle import MultiStyleTransformerNet
+from styleops.models.palette import Palette, palette_of, recolour
 from styleops.models.transformer import TransformerNet
 from styleops.models.vgg import VGGEncoder
-from styleops.ops.palette import Palette, palette_of, recolour
 from styleops.training.engine import TrainConfig, train_style
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
