@@ -110,13 +110,6 @@ class MultiStyleTransformerNet(TransformerNet):
         )
         self.condition = condition
 
-    def set_palette(self, palette: Palette, style: int = 0) -> None:  # type: ignore[override]
-        """Store style `style`'s artwork colour statistics."""
-        if not self.palette:
-            raise InvalidInputError("this network has no palette start")
-        self.palette_mean[style].copy_(palette.mean)
-        self.palette_sqrt_cov[style].copy_(palette.sqrt_cov)
-
     def target_palette(self, x: Tensor) -> Palette:
         """Each sample's palette: its style weights [N, S] applied to the styles' means and roots."""
         w = self.condition.weights

@@ -135,12 +135,14 @@ class TransformerNet(nn.Module):
             self.register_buffer("palette_mean", torch.full((*lead, 3), 0.5))  # neutral grey until set_palette
             self.register_buffer("palette_sqrt_cov", torch.eye(3).expand(*lead, 3, 3) * 0.25)
 
-    def set_palette(self, palette: Palette) -> None:
-        """Store the artwork's colour statistics (`styleops.models.palette.palette_of(artwork)`)."""
+    def set_palette(self, palette: Palette, style: int | None = None) -> None:
+        """Store the artwork's colour statistics (`styleops.models.palette.palette_of(artwork)`);
+        `style`: which style's, for a net with one palette per style."""
         if not self.palette:
             raise InvalidInputError("this network has no palette start")
-        self.palette_mean.copy_(palette.mean)
-        self.palette_sqrt_cov.copy_(palette.sqrt_cov)
+        index = ... if style is None else style
+        self.palette_mean[index].copy_(palette.mean)
+        self.palette_sqrt_cov[index].copy_(palette.sqrt_cov)
 
     def target_palette(self, x: Tensor) -> Palette:
         """The palette the base image of batch x [N, 3, H, W] is recoloured to."""
@@ -169,8 +171,11 @@ class TransformerNet(nn.Module):
 
     def config(self) -> dict[str, int | str | bool]:
         """Constructor arguments (saved in model cards so weights can be rebuilt)."""
-        config: dict[str, int | str | bool] = {"channels": self.channels, "n_residual": self.n_residual}
-        config["output"] = self.output
+        config: dict[str, int | str | bool] = {
+            "channels": self.channels,
+            "n_residual": self.n_residual,
+            "output": self.output,
+        }
         if self.palette:  # absent from older models' configs
             config["palette"] = True
         return config
