@@ -495,6 +495,50 @@ def train_inverse_cmd(
     console.print(_table(f"inverse/{r['name']} {r['version']}", {**r["metrics"], "promoted": r["promoted"]}))
 
 
+@app.command("train-sr")
+def train_sr_cmd(
+    content: str = typer.Option(..., help="Prefix of the HR photos (keep your test images out of it)."),
+    scale: int = typer.Option(4, help="Upscaling factor: 2, 4 or 8."),
+    loss: str = typer.Option("pixel", help="pixel (MSE, best PSNR) | perceptual (relu2_2 features, Johnson's)."),
+    name: str | None = typer.Option(None, help="Name in the registry (super-resolution/<name>; default x<scale>)."),
+    steps: int = typer.Option(2000, help="Optimizer steps."),
+    image_size: int = typer.Option(96, help="HR crop side, pixels (a multiple of the scale)."),
+    batch_size: int = typer.Option(16),
+    channels: int = typer.Option(32, help="Network width (Johnson: 64)."),
+    blocks: int = typer.Option(8, help="Residual blocks at LR resolution (Johnson: 4)."),
+    blur_sigma: float = typer.Option(
+        0.0, help="Gaussian blur (HR px) before the bicubic downscale; Johnson: 1.0, benchmarks' LR: 0."
+    ),
+    feature_weight: float = typer.Option(1.0, help="perceptual: weight of the relu2_2 feature loss."),
+    pixel_weight: float = typer.Option(0.0, help="perceptual: weight of an extra pixel MSE term."),
+    lr: float = typer.Option(1e-3),
+    warmup_steps: int = typer.Option(50, help="Linear learning-rate warm-up, steps."),
+    seed: int = typer.Option(0),
+    init_from: str | None = typer.Option(
+        None, help="Warm start: a .safetensors file or super-resolution/<name>/<version> (perceptual from pixel)."
+    ),
+) -> None:
+    """Train a super-resolution network (Johnson et al. 2016), register it, promote it if it is the name's first."""
+    from flows.train_super_resolution import train_super_resolution
+    from styleops.training.super_resolution import SRConfig
+
+    train = TrainConfig(
+        steps=steps, batch_size=batch_size, image_size=image_size, lr=lr, warmup_steps=warmup_steps, seed=seed
+    )
+    cfg = SRConfig(
+        scale=scale,
+        channels=channels,
+        blocks=blocks,
+        loss=loss,
+        feature_weight=feature_weight,
+        pixel_weight=pixel_weight,
+        blur_sigma=blur_sigma,
+        train=train,
+    )
+    r = _run(train_super_resolution, content_prefix=content, name=name, config=cfg.to_dict(), init_from=init_from)
+    console.print(_table(f"super-resolution/{r['name']} {r['version']}", {**r["metrics"], "promoted": r["promoted"]}))
+
+
 @app.command("build-banks")
 def build_banks_cmd(
     artworks: str = typer.Option("artwork/", help="Prefix of artwork/<style>/<file>: one bank per style."),
@@ -524,7 +568,7 @@ def stylize(
         None,
         help=(
             "Style: the per-style model's name, a style of the multi-style model, "
-            "or an artwork/<style>/ folder (swap, adain, gatys)."
+            "or an artwork/<style>/ folder (swap, adain, gatys); upscale: the super-resolution model."
         ),
     ),
     method: str = typer.Option("per-style", help=METHODS_HELP),
@@ -572,6 +616,13 @@ def stylize(
             "(default: STYLEOPS_DASK_WORKERS, 0 = threads)."
         ),
     ),
+    upscale: str | None = typer.Option(
+        None,
+        help=(
+            "Super-resolution after the style, in the same run: 4 (the production model x4) or a model name "
+            "(`styleops train-sr`). Outputs are that many times --max-side."
+        ),
+    ),
 ) -> None:
     """Stylize a catalog; images already done with this model and settings are skipped.
     Interrupted (killed, crashed)? Run the same command again: it finishes what is left.
@@ -605,6 +656,7 @@ def stylize(
         dask_address=dask_address,
         dask_workers=dask_workers,
         repair=repair,
+        upscale=upscale,
     )
     console.print(_table(f"stylized {s['catalog']} with {s['style']} {s['model_version']}", s))
     if repair:
@@ -612,6 +664,40 @@ def stylize(
             f"repair: {s['repaired']} outputs re-rendered ({s['missing']} missing + {s['tampered']} tampered)",
             markup=False,
         )
+    if s["failed"]:
+        raise typer.Exit(2)
+
+
+@app.command()
+def upscale(
+    catalog: str = typer.Option(..., help="Catalog set name (catalog/<set>/)."),
+    scale: int = typer.Option(4, help="Upscaling factor: uses the production model x<scale>."),
+    model: str | None = typer.Option(None, help="The super-resolution model's name (default x<scale>)."),
+    version: str | None = typer.Option(None, help="Model version (default: production; 'latest' for the newest)."),
+    max_side: int = typer.Option(1024, help="Longer side of the inputs, pixels (shrunk to it, never enlarged)."),
+    format: str = typer.Option("jpeg", help="jpeg | png | webp"),
+    quality: int = typer.Option(90, help="JPEG/WebP quality 1-95."),
+    shard_size: int = typer.Option(64),
+    retry_failed: bool = typer.Option(False, help="Also retry images that failed for good before."),
+) -> None:
+    """Upscale a catalog with a super-resolution model (outputs `scale` times the input); one
+    manifest row per image, done images skipped, as for stylize."""
+    from flows.stylize_catalog import stylize_catalog
+
+    s = _run(
+        stylize_catalog,
+        catalog=catalog,
+        style=model or f"x{scale}",
+        method="upscale",
+        model_version=version,
+        max_side=max_side,
+        format=format,
+        quality=quality,
+        shard_size=shard_size,
+        metrics=False,
+        retry_failed=retry_failed,
+    )
+    console.print(_table(f"upscaled {s['catalog']} with {s['style']} {s['model_version']}", s))
     if s["failed"]:
         raise typer.Exit(2)
 

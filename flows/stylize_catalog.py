@@ -27,7 +27,7 @@ from runs import context
 from runs.keys import artifact_key
 from runs.methods.base import Resolved
 from runs.spec import RunSpec
-from tasks.stylize import plan_catalog_task, resolve_model_task, stylize_shard_task
+from tasks.stylize import plan_catalog_task, resolve_model_task, resolve_upscaler_task, stylize_shard_task
 
 
 @flow(name="stylize-catalog")
@@ -52,10 +52,11 @@ def stylize_catalog(
     dask_address: str | None = None,
     dask_workers: int | None = None,
     repair: bool = False,
+    upscale: str | None = None,
 ) -> dict[str, Any]:
     """List -> plan (skip what the manifest has) -> stylize shards in parallel -> record -> report.
 
-    method: a registered method (runs.methods: per-style, multi-style, swap, adain, gatys) or its
+    method: a registered method (runs.methods: per-style, multi-style, swap, adain, gatys, upscale) or its
     alias ('multi'). per-style: `style` names the model; multi-style: `style` is a style of the
     model `model`, or a blend 'wave=0.7,udnie=0.3'; swap: patch bank + inverse network; adain:
     `style` a style or blend of artwork/<style>/ folders, `alpha`; gatys: optimization, slow (a
@@ -66,6 +67,8 @@ def stylize_catalog(
     `repair`: also check the outputs of the images done before (as `styleops audit` does) and
     re-render the missing or tampered ones, with new manifest rows; the summary's "repaired"
     counts them. Only a tampered output that is unchanged since the check is overwritten.
+    `upscale`: super-resolution after the method, in the same shard ('4': the production model
+    named x4, or a model name; `styleops train-sr`): one output, both models in its lineage.
     """
     spec = RunSpec.create(
         catalog,
@@ -88,8 +91,11 @@ def stylize_catalog(
         repair=repair,
         dask_address=dask_address,
         dask_workers=dask_workers,
+        upscale=upscale,
     ).check()
     resolved = resolve_model_task(spec.style, spec.version, spec.method, spec.model)
+    if spec.params.upscale is not None:  # pinned before planning: its version is in the params hash
+        spec = spec.with_upscaler(resolve_upscaler_task(spec.params.upscale))
     plan = plan_catalog_task(
         spec.prefix,
         resolved.style,
@@ -141,6 +147,8 @@ def _summary(
         "ok": counts["ok"],
         "failed": counts["failed"],
     }
+    if spec.params.upscale is not None:
+        summary["upscale"] = spec.params.upscale
     if spec.repair:
         summary.update(repaired=plan["repair"], missing=plan["missing"], tampered=plan["tampered"])
     return summary

@@ -284,7 +284,7 @@ class EmbeddedStore:
             except subprocess.TimeoutExpired:
                 return False
         deadline = time.monotonic() + timeout
-        while self._is_ours(pid):
+        while self._is_ours(pid) or _exiting(pid):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.1)
@@ -299,6 +299,19 @@ class EmbeddedStore:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _exiting(pid: int) -> bool:
+    """Whether `pid` is dying but not yet a zombie. Linux drops a dying process's memory (so its
+    cmdline reads empty and `_is_ours` says no) before it closes its files: until it is a zombie it
+    may still hold weed's ports and the volume locks, and a new weed started then fails or moves."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # gone, or no procfs
+        return False
+    state = stat.rpartition(")")[2].split()[0]
+    return not cmdline and state not in ("Z", "X")
 
 
 class _PortTaken(Exception):

@@ -27,6 +27,7 @@ from styleops.models.vgg import VGGEncoder
 # Registry families of the trained feed-forward models (a method may load from one of them).
 PER_STYLE = "per-style"
 MULTI_STYLE = "multi-style"
+SUPER_RESOLUTION = "super-resolution"
 
 Logger = logging.Logger | logging.LoggerAdapter
 log: logging.Logger = logging.getLogger("styleops")

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import torch.nn.functional as F
+from torch import Tensor
+
 from infra.progress import progress
 from infra.settings import get_settings
 from infra.store import (
@@ -27,12 +30,14 @@ from infra.version import code_version
 from runs import context, methods
 from runs.keys import catalog_prefix, output_key, output_prefix
 from runs.methods.base import Source
+from runs.methods.upscale import load_upscaler, upscaler_source
 from runs.plan import Item
 from runs.spec import StylizeParams
 from styleops.device import resolve_device
 from styleops.errors import ImageError, ImageTooLargeError, InvalidInputError
 from styleops.evaluation.metrics import StyleMetrics
-from styleops.inference.stream import Job, StreamStylizer
+from styleops.inference.stream import Job, Measure, StreamStylizer
+from styleops.inference.upscale import Upscaled, UpscaleEngine
 from styleops.io.images import content_type, sha256_hex, to_float
 
 
@@ -130,9 +135,13 @@ def stylize_shard(
         progress().advance(iter_bar, 1, description=f"{method.name} {style} loss {loss:,.0f}")
 
     built = method.build(source, p, device, settings, job.batch_size, on_iteration)
-    engine = built.engine
-    meter = None
-    if job.metrics:
+    engine, lineage = built.engine, built.lineage
+    if p.upscale is not None:  # super-resolution after the method: one output, both models' lineage
+        sr_net, sr_card = load_upscaler(upscaler_source(p.upscale))
+        engine = Upscaled(engine, UpscaleEngine(sr_net, device=device))
+        lineage = {**lineage, "upscale": {"model": p.upscale, "model_sha256": sr_card["weights_sha256"]}}
+    measure = None
+    if job.metrics and built.metrics_artwork_key is not None:
         art, _ = context.artwork_pixels(st, built.metrics_artwork_key, settings)
         meter = StyleMetrics(
             context.encoder(built.metrics_weights.layers, device, settings),
@@ -140,6 +149,7 @@ def stylize_shard(
             built.metrics_weights,
             style_size=built.metrics_style_size,
         )
+        measure = meter.measure if p.upscale is None else _at_input_size(meter)
     base = {
         "run_id": run_id,
         "flow_run_id": flow_run_id,
@@ -154,7 +164,7 @@ def stylize_shard(
         "device": str(device),
         "worker": f"{socket.gethostname()}:{os.getpid()}",
         "code_version": code_version(),
-        "params_json": json.dumps({**p.to_dict(), "inputs": built.lineage}, sort_keys=True),
+        "params_json": json.dumps({**p.to_dict(), "inputs": lineage}, sort_keys=True),
     }
     limits = (settings.max_image_pixels, settings.max_image_bytes)
     stream = StreamStylizer(
@@ -163,7 +173,7 @@ def stylize_shard(
         write=lambda done: _write(st, base, done, p, overwrite),
         fmt=p.format,
         quality=p.quality,
-        measure=meter.measure if meter else None,
+        measure=measure,
         limits=limits,
         expected_errors=(StoreError, InvalidInputError),
         threads=settings.io_threads,
@@ -210,6 +220,17 @@ def stylize_shard(
         stream.stats.wall_s,
     )
     return counts
+
+
+def _at_input_size(meter: StyleMetrics) -> Measure:
+    """`meter.measure` of an upscaled output, shrunk back to its input's size (antialiased): the
+    losses of an upscaled run compare with the same stylization's without --upscale."""
+
+    def measure(content: Tensor, output: Tensor) -> tuple[float, float]:
+        small = F.interpolate(output[None], size=content.shape[-2:], mode="bilinear", antialias=True)[0]
+        return meter.measure(content, small.clamp(0, 1))
+
+    return measure
 
 
 def _write(

@@ -3,13 +3,13 @@ the whole, checked request (`RunSpec`), built once by the flow and read by every
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from runs import methods
-from runs.context import stable_hash
+from runs.context import SUPER_RESOLUTION, stable_hash
 from runs.keys import catalog_prefix
 from styleops.errors import InvalidInputError
 from styleops.inference.color import COLOR_MODES
@@ -34,6 +34,9 @@ class StylizeParams:
     iterations: int = 300  # gatys: optimizer iterations per level
     optimizer: str = "lbfgs"  # gatys: lbfgs | adam
     levels: int = 1  # gatys: coarse-to-fine levels (1 = the output size only)
+    # Super-resolution after the method, in the same shard: '4' or a model name as asked, then the
+    # pinned 'super-resolution/<name>/<version>' the flow resolved (runs.methods.upscale).
+    upscale: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -44,6 +47,8 @@ class StylizeParams:
         }
         if self.color != "none":
             d["color"] = self.color
+        if self.upscale is not None:
+            d["upscale"] = self.upscale
         method = methods.find(self.method)
         for name in method.hashed if method is not None else ():
             d[name] = getattr(self, name)
@@ -90,6 +95,7 @@ class RunSpec:
         iterations: int = 300,
         optimizer: str = "lbfgs",
         levels: int = 1,
+        upscale: str | int | None = None,
         **run: Any,
     ) -> RunSpec:
         """A spec from the flow's parameters: the method's alias ('multi') becomes its name, the
@@ -106,8 +112,13 @@ class RunSpec:
             iterations=iterations,
             optimizer=optimizer,
             levels=levels,
+            upscale=None if upscale in (None, "") else str(upscale),
         )
         return cls(catalog=catalog, style=style, method=method, model=model, version=version, params=params, **run)
+
+    def with_upscaler(self, ref: str) -> RunSpec:
+        """This spec with `params.upscale` pinned to `ref` ('super-resolution/<name>/<version>')."""
+        return replace(self, params=replace(self.params, upscale=ref))
 
     @property
     def prefix(self) -> str:
@@ -131,6 +142,10 @@ class RunSpec:
             raise InvalidInputError(
                 "gatys needs iterations >= 1, optimizer lbfgs|adam and levels 1-4; "
                 f"got {p.iterations}, {p.optimizer!r}, {p.levels}"
+            )
+        if p.upscale is not None and methods.get(p.method).family == SUPER_RESOLUTION:
+            raise InvalidInputError(
+                "--upscale chains super-resolution after a stylization; --method upscale runs it alone"
             )
         if self.shard_size < 1:
             raise InvalidInputError(f"shard_size must be >= 1, got {self.shard_size}")

@@ -12,6 +12,7 @@ from prefect.runtime import flow_run, task_run
 
 from runs import methods
 from runs.methods.base import Resolved, Source
+from runs.methods.upscale import upscaler_ref
 from runs.plan import plan_catalog
 from runs.shard import ShardJob, stylize_shard
 from runs.spec import StylizeParams
@@ -26,6 +27,12 @@ def resolve_model_task(
     `None`/'production' -> promoted, 'latest' -> newest, 'v0003' -> checked; unknown styles,
     missing banks, undecodable or tiny artworks fail here (the method's `resolve`)."""
     return methods.resolve(method, style, version, model)
+
+
+@task(name="resolve-upscaler")
+def resolve_upscaler_task(asked: str) -> str:
+    """`--upscale` ('4', a model name, 'name@v0002') pinned to 'super-resolution/<name>/<version>'."""
+    return upscaler_ref(asked)
 
 
 @task(name="plan-catalog")

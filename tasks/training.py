@@ -22,6 +22,7 @@ from styleops.io.serialize import to_safetensors
 from styleops.io.weights import resolve_weights_file
 from styleops.training.decoders import decoder_layer, train_adain, train_inverse
 from styleops.training.engine import StepLog, TrainConfig, TrainResult, add_style, train_multistyle, train_style
+from styleops.training.super_resolution import SRConfig, train_super_resolution
 from tasks import common
 
 
@@ -116,26 +117,31 @@ def train_per_style_task(
     return _register(context.PER_STYLE, style, result, "TransformerNet", card)
 
 
+def _short(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.4g}"
+
+
+def _style_terms(step: StepLog) -> str:
+    return f"total {step.total:.1f} content {step.content:.1f} style {step.style:.1f} tv {step.tv:.2f}"
+
+
+def _sr_terms(step: StepLog) -> str:  # styleops.training.super_resolution.HISTORY_KEYS
+    return f"total {step.total:.5g} feature {step.content:.5g} pixel MSE {step.tv:.5g}"
+
+
 @contextmanager
-def _reporting(label: str, cfg: TrainConfig) -> Iterator[Callable[[StepLog], None]]:
+def _reporting(
+    label: str, cfg: TrainConfig, terms: Callable[[StepLog], str] = _style_terms
+) -> Iterator[Callable[[StepLog], None]]:
     """A progress callback for the engines: a progress bar, and a log line every 10 logged steps."""
     log, bar, done = common.logger(), f"train:{label}", [0]
     progress().start(bar, label, cfg.steps)
 
     def on_step(step: StepLog) -> None:
-        progress().advance(bar, step.step - done[0], description=f"{label} loss {step.total:,.0f}")
+        progress().advance(bar, step.step - done[0], description=f"{label} loss {_short(step.total)}")
         done[0] = step.step
         if step.step % (cfg.log_every * 10) == 0 or step.step == step.steps:
-            log.info(
-                "step %d/%d total %.1f content %.1f style %.1f tv %.2f (%.1f img/s)",
-                step.step,
-                step.steps,
-                step.total,
-                step.content,
-                step.style,
-                step.tv,
-                step.images_per_s,
-            )
+            log.info("step %d/%d %s (%.1f img/s)", step.step, step.steps, terms(step), step.images_per_s)
 
     try:
         yield on_step
@@ -378,6 +384,47 @@ def train_decoder_task(
         "init_from": init_from,
     }
     return _register(family, name, result, "VGGDecoder", card)
+
+
+@task(name="train-super-resolution-model", tags=["gpu"])
+def train_super_resolution_task(
+    name: str, content_prefix: str, config: dict[str, Any], init_from: str | None = None, max_content: int = 5000
+) -> dict[str, Any]:
+    """Train one super-resolution network (Johnson et al.'s x2/x4/x8) on the photos under
+    `content_prefix` (the HR images; LR is made from them on the fly) and register it in the
+    `super-resolution` family as `name`. init_from: warm start (a perceptual model from a pixel one),
+    a local .safetensors or `super-resolution/<name>/<version>`."""
+    settings = get_settings()
+    cfg = SRConfig.from_dict(config)
+    st = context.store()
+    content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
+    device = resolve_device(settings.device)
+    enc = context.encoder((cfg.feature_layer,), device, settings)
+    run_key = context.stable_hash(
+        {"sr": name, "config": cfg.to_dict(), "content": content_prefix, "init": init_from, "n": len(content)}
+    )
+    started = time.time()
+    with _reporting(
+        f"train {context.SUPER_RESOLUTION}/{name} (x{cfg.scale}, {cfg.loss} loss)", cfg.train, _sr_terms
+    ) as on_step:
+        result = train_super_resolution(
+            cfg,
+            content,
+            enc,
+            workdir=settings.home / "work" / context.SUPER_RESOLUTION / name / run_key,
+            device=device,
+            init_state=_init_state(init_from),
+            progress=on_step,
+        )
+    card = {
+        "architecture": "SuperResolutionNet",
+        **_card_common(cfg.train, result, content_prefix, len(content), device, started),
+        "sr_config": cfg.to_dict(),
+        "scale": cfg.scale,
+        "sr_loss": cfg.loss,
+        "init_from": init_from,
+    }
+    return _register(context.SUPER_RESOLUTION, name, result, "SuperResolutionNet", card)
 
 
 def _register(family: str, name: str, result: TrainResult, architecture: str, card: dict[str, Any]) -> dict[str, Any]:

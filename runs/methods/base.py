@@ -104,7 +104,7 @@ class Built:
 
     engine: Any
     model_sha256: str | None
-    metrics_artwork_key: str
+    metrics_artwork_key: str | None  # None: no style metrics (upscale: there is no artwork)
     lineage: dict[str, Any]
     metrics_weights: LossWeights = field(default_factory=LossWeights)
     metrics_style_size: int = ARTWORK_SIZE

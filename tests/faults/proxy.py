@@ -143,6 +143,10 @@ class FaultProxy:
         """Requests seen so far, by method."""
         return Counter(self._call("requests"))
 
+    def errors(self) -> list[str]:
+        """Why restarts failed (the exceptions' reprs), oldest first."""
+        return list(self._call("errors"))
+
     def wait_up(self, timeout: float = 60) -> None:
         """Wait for a restart in progress to finish."""
         self._call("wait_up", timeout)
@@ -170,6 +174,7 @@ def _child_main(upstream_url: str, hold_s: str, store_dir: str, warmup_s: str) -
         "clear": lambda _: server.clear(),
         "counts": lambda _: dict(server.counts),
         "requests": lambda _: dict(server.requests),
+        "errors": lambda _: list(server.errors),
         "wait_up": lambda timeout: server.wait_up(timeout),
         "close": lambda _: server.close(),
     }
@@ -197,6 +202,7 @@ class _Server:
         self.rules: list[Rule] = []
         self.counts: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
+        self.errors: list[str] = []  # why restarts failed
         self._lock = threading.Lock()
         self._down = threading.Event()  # set while the store restarts
         self._closing = False
@@ -349,6 +355,7 @@ class _Server:
             self._trace(f"restart: failed: {exc!r}")
             with self._lock:
                 self.counts["restart_failed"] += 1
+                self.errors.append(repr(exc))
         finally:
             self._warm_at = time.monotonic() + self.warmup_s
             self._listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: TIME_WAIT is no obstacle
@@ -368,8 +375,10 @@ def _wait_volumes(master_port: int, data_dir: Path, timeout: float = 60) -> None
             with urllib.request.urlopen(f"http://127.0.0.1:{master_port}/dir/status", timeout=2) as answer:
                 topology = json.load(answer)["Topology"]
             registered: set[int] = set()
-            for node in (n for dc in topology["DataCenters"] for rack in dc["Racks"] for n in rack["DataNodes"]):
-                for token in node["VolumeIds"].split():  # "1 3-5"
+            # a master that has just started answers null for the lists it has no entries in yet
+            racks = (rack for dc in topology.get("DataCenters") or [] for rack in dc.get("Racks") or [])
+            for node in (n for rack in racks for n in rack.get("DataNodes") or []):
+                for token in (node.get("VolumeIds") or "").split():  # "1 3-5"
                     first, _, last = token.partition("-")
                     registered.update(range(int(first), int(last or first) + 1))
             if on_disk <= registered:

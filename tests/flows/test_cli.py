@@ -12,6 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from runs import context
+from styleops.io.images import decode_image
 
 runner = CliRunner()
 COMMANDS = [
@@ -25,8 +27,10 @@ COMMANDS = [
     ["add-style"],
     ["train-adain"],
     ["train-inverse"],
+    ["train-sr"],
     ["build-banks"],
     ["stylize"],
+    ["upscale"],
     ["manifest"],
     ["audit"],
     ["demo"],
@@ -117,7 +121,11 @@ def test_blend_needs_the_multi_method_and_negative_weights_fail_early(pipeline_e
         ),
         (
             ["--method", "cartoon", "--style", "monet"],
-            "method must be one of per-style, multi-style, swap, adain, gatys",
+            "method must be one of per-style, multi-style, swap, adain, gatys, upscale",
+        ),
+        (
+            ["--method", "gatys", "--style", "monet", "--upscale", "8"],
+            "no super-resolution model 'x8' for --upscale 8; registered: none yet: `styleops train-sr`",
         ),
     ],
 )
@@ -126,3 +134,23 @@ def test_arbitrary_style_input_errors_are_one_line_before_any_work(pipeline_env,
     assert result.exit_code == 1 and message in " ".join(result.output.split()), result.output
     assert "Traceback" not in result.output
     assert list(pipeline_env.store.list("stylized/")) == []
+
+
+def test_train_sr_then_upscale_a_catalog(pipeline_env) -> None:  # noqa: ANN001
+    """The super-resolution commands end to end: a tiny x2 network trained and promoted, then the
+    catalog upscaled with it (2x the inputs' size), and a rerun that finds everything done."""
+    tiny = ["--steps", "2", "--image-size", "32", "--batch-size", "1", "--channels", "8", "--blocks", "1"]
+    result = runner.invoke(app, ["train-sr", "--content", "catalog/demo/", "--scale", "2", *tiny])
+    assert result.exit_code == 0, result.output
+    assert context.registry().production(context.SUPER_RESOLUTION, "x2") == "v0001"
+    args = ["upscale", "--catalog", "demo", "--scale", "2", "--max-side", "32", "--format", "png"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    outputs = [i.key for i in pipeline_env.store.list("stylized/demo/x2/v0001/")]
+    assert len(outputs) == len(pipeline_env.catalog_keys) and all(k.endswith(".png") for k in outputs)
+    assert max(decode_image(pipeline_env.store.get_bytes(outputs[0])).pixels.shape[-2:]) == 64
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert [i.key for i in pipeline_env.store.list("stylized/demo/x2/v0001/")] == outputs
+    rows = context.manifest().read(filters=[("style", "=", "x2")])
+    assert len(rows) == len(outputs) and set(rows["method"]) == {"upscale"}  # the rerun redid nothing

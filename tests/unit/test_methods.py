@@ -35,14 +35,15 @@ def test_params_hash_is_pinned(params: StylizeParams, expected: str) -> None:
     assert params.hash == expected
 
 
-def test_the_registry_lists_the_five_methods_with_their_aliases() -> None:
-    assert methods.names() == ("per-style", "multi-style", "swap", "adain", "gatys")
+def test_the_registry_lists_the_six_methods_with_their_aliases() -> None:
+    assert methods.names() == ("per-style", "multi-style", "swap", "adain", "gatys", "upscale")
     assert {m.name: m.aliases for m in methods.all_methods()} == {
         "per-style": (),
         "multi-style": ("multi",),
         "swap": (),
         "adain": (),
         "gatys": (),
+        "upscale": ("super-resolution", "sr"),
     }
     assert methods.get("multi") is methods.get("multi-style") and methods.get("multi").cli_name == "multi"
     assert [m.name for m in methods.all_methods() if m.takes_blend] == ["multi-style", "adain"]
@@ -56,6 +57,7 @@ def test_the_registry_lists_the_five_methods_with_their_aliases() -> None:
         "swap": "inverse",
         "adain": "adain",
         "gatys": None,
+        "upscale": "super-resolution",
     }
     for m in methods.all_methods():
         assert type(m).__module__ == "runs.methods." + m.name.replace("-", "_")  # one module per method
@@ -63,7 +65,8 @@ def test_the_registry_lists_the_five_methods_with_their_aliases() -> None:
 
 def test_an_unknown_method_names_the_registered_ones() -> None:
     with pytest.raises(
-        InvalidInputError, match=r"^method must be one of per-style, multi-style, swap, adain, gatys, got 'cartoon'$"
+        InvalidInputError,
+        match=r"^method must be one of per-style, multi-style, swap, adain, gatys, upscale, got 'cartoon'$",
     ):
         methods.get("cartoon")
     assert methods.find("cartoon") is None
@@ -83,7 +86,7 @@ def test_register_refuses_a_taken_name_or_alias() -> None:
 
     with pytest.raises(ValueError, match="method name multi is taken"):
         methods.register(Clash())
-    assert methods.names() == ("per-style", "multi-style", "swap", "adain", "gatys")
+    assert methods.names() == ("per-style", "multi-style", "swap", "adain", "gatys", "upscale")
 
 
 def test_a_source_survives_json() -> None:

@@ -256,3 +256,42 @@ def test_warm_start_begins_from_the_given_weights(tmp_path: Path, encoder: VGGEn
     )
     for name, value in start.items():
         assert torch.equal(result.state_dict[name], value), name
+
+
+# ---- in the stream: UpscaleEngine and Upscaled (styleops.inference.upscale) ------------------------
+def test_upscale_engine_gives_the_whole_image_output_for_any_size_and_keeps_errors_when_chained() -> None:
+    from styleops.inference.engine import InferenceEngine
+    from styleops.inference.upscale import Upscaled, UpscaleEngine
+
+    torch.manual_seed(0)
+    net = SuperResolutionNet(scale=2, channels=8, blocks=2, residual=False)
+    engine = UpscaleEngine(net, device="cpu", max_side=30, tile=7)  # several tiles per image
+    photo = (torch.rand(3, 40, 23) * 255).to(torch.uint8)
+    x = engine.prepare(photo)
+    assert x.shape == (3, 30, 17) and engine.output_size(40, 23) == (60, 34)
+    (y,) = engine.try_stylize([x])
+    assert torch.allclose(y, upscale(net, x), atol=1e-5)
+    thin = torch.rand(3, 3, 2)  # under the net's 5 px: edge-padded, cropped back
+    padded = F.pad(thin[None], (0, 3, 0, 2), mode="replicate")[0]
+    assert torch.allclose(engine.upscale(thin), upscale(net, padded)[:, :6, :4], atol=1e-6)
+
+    class FailsFirst:  # an engine that could not do its first image
+        batch_size, device = 2, torch.device("cpu")
+
+        def bucket(self, h: int, w: int) -> tuple[int, int]:
+            return h, w
+
+        def prepare(self, image: torch.Tensor) -> torch.Tensor:
+            return to_float(image)
+
+        def try_stylize(self, prepared: list[torch.Tensor]) -> list[torch.Tensor | Exception]:
+            return [ValueError("no"), *(1 - p for p in prepared[1:])]
+
+    chained = Upscaled(FailsFirst(), engine)
+    a, b = (torch.rand(3, 9, 12) * 255).to(torch.uint8), (torch.rand(3, 8, 8) * 255).to(torch.uint8)
+    error, out = chained.try_stylize([chained.prepare(a), chained.prepare(b)])
+    assert isinstance(error, ValueError) and chained.batch_size == 2
+    assert torch.allclose(out, upscale(net, 1 - to_float(b)), atol=1e-5)
+    feed_forward = Upscaled(InferenceEngine(torch.nn.Identity(), device="cpu", max_side=16), engine)
+    (same,) = feed_forward.try_stylize([feed_forward.prepare(photo)])
+    assert same.shape == (3, 32, 18)  # shrunk to 16 px by the first engine, then x2

@@ -1,0 +1,115 @@
+"""Super-resolution in the stream: `UpscaleEngine` upscales images, `Upscaled` upscales the outputs of
+another engine (a stylization), so one shard writes one output made by both models.
+
+Both satisfy `styleops.inference.stream.StylizeEngine`. The network has no normalization, so it
+always runs tiled with a halo of its receptive radius: exact (to float rounding), and the peak
+memory is one tile's, whatever the image size. Images thinner than the network's 5 px minimum are
+edge-padded to it and cropped back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from styleops.device import resolve_device
+from styleops.errors import DeviceOutOfMemoryError, InvalidInputError
+from styleops.inference.engine import is_out_of_memory, shrunk_size
+from styleops.inference.stream import StylizeEngine
+from styleops.io.images import resize_max_side, to_float
+from styleops.models.super_resolution import MIN_SIDE, SuperResolutionNet, upscale_tiled
+
+DEFAULT_TILE = 256  # LR px per tile core: ~1 GB of activations for 32 channels at x4
+
+
+class UpscaleEngine:
+    """uint8 [3, H, W] in (shrunk to `max_side` first, if set) -> float [3, h*s, w*s] in [0, 1] out.
+
+    batch_size is 1: every image runs alone, tile by tile (sizes differ, and tiles bound memory)."""
+
+    batch_size = 1
+
+    def __init__(
+        self,
+        model: SuperResolutionNet,
+        *,
+        device: str | torch.device = "auto",
+        max_side: int | None = None,
+        tile: int = DEFAULT_TILE,
+    ) -> None:
+        if tile < MIN_SIDE:
+            raise InvalidInputError(f"tile must be >= {MIN_SIDE} px, got {tile}")
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.scale = model.scale
+        self.max_side, self.tile = max_side, tile
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        """The (H, W) an h x w input comes out at."""
+        sh, sw = shrunk_size(h, w, self.max_side)
+        return sh * self.scale, sw * self.scale
+
+    def bucket(self, h: int, w: int) -> Hashable:
+        return shrunk_size(h, w, self.max_side)
+
+    def prepare(self, image: Tensor) -> Tensor:
+        """uint8 [3, H, W] -> float [3, h, w] in [0, 1] on the engine's device, shrunk to max_side."""
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise InvalidInputError(f"expected an image [3, H, W], got {tuple(image.shape)}")
+        return resize_max_side(to_float(image.to(self.device)), self.max_side)
+
+    def upscale(self, x: Tensor, tile: int | None = None) -> Tensor:
+        """float [3, h, w] in [0, 1] -> [3, h*s, w*s] in [0, 1], on the engine's device, in tiles of
+        `tile` LR px (default: the engine's)."""
+        h, w = x.shape[-2:]
+        ph, pw = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
+        lr = F.pad(x[None].to(self.device), (0, pw, 0, ph), mode="replicate") if ph or pw else x[None].to(self.device)
+        y = upscale_tiled(self.model, lr, tile=tile or self.tile)
+        return y[0, :, : h * self.scale, : w * self.scale]
+
+    def try_upscale(self, x: Tensor) -> Tensor | DeviceOutOfMemoryError:
+        """`upscale`, or the out-of-memory error for this image (in half-size tiles down to 32 px first)."""
+        tile = self.tile
+        while True:
+            try:
+                return self.upscale(x, tile)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
+                if not is_out_of_memory(exc):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if tile <= 32:
+                    h, w = x.shape[-2:]
+                    return DeviceOutOfMemoryError(
+                        f"out of {self.device.type} memory upscaling a {h}x{w} image x{self.scale} "
+                        f"even in {tile} px tiles: {str(exc).splitlines()[0][:200]}"
+                    )
+                tile //= 2
+
+    def try_stylize(self, prepared: Sequence[Tensor]) -> list[Tensor | DeviceOutOfMemoryError]:
+        """One upscaled image (or its out-of-memory error) per prepared image, in order."""
+        return [self.try_upscale(x) for x in prepared]
+
+
+class Upscaled:
+    """`first`'s outputs upscaled by `upscaler`: same buckets, batches and prepare as `first`,
+    outputs `upscaler.scale` times larger. An image `first` could not do keeps its error."""
+
+    def __init__(self, first: StylizeEngine, upscaler: UpscaleEngine) -> None:
+        self.first, self.upscaler = first, upscaler
+        self.batch_size = first.batch_size
+        self.device = first.device
+
+    def bucket(self, h: int, w: int) -> Hashable:
+        return self.first.bucket(h, w)
+
+    def prepare(self, image: Tensor) -> Tensor:
+        return self.first.prepare(image)
+
+    def try_stylize(self, prepared: Sequence[Tensor]) -> list[Tensor | Exception]:
+        return [
+            y if isinstance(y, Exception) else self.upscaler.try_upscale(y) for y in self.first.try_stylize(prepared)
+        ]

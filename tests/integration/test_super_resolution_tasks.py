@@ -1,0 +1,120 @@
+"""Super-resolution through the tasks, without a Prefect server: train a tiny x2 network and register
+it in the `super-resolution` family, upscale a catalog shard with it (`--method upscale`), and chain
+it after a per-style model (`--upscale`): one output per image, both models in its lineage. Real
+embedded SeaweedFS, example photos, the shipped Monet model."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from prefect.logging import disable_run_logger
+
+from runs import context, methods
+from runs.methods.upscale import upscaler_ref
+from runs.spec import RunSpec, StylizeParams
+from styleops.errors import InvalidInputError
+from styleops.inference.engine import shrunk_size
+from styleops.io.images import decode_image, resize_max_side, to_float, to_uint8
+from styleops.io.serialize import from_safetensors
+from styleops.models.super_resolution import upscale
+from styleops.training.engine import TrainConfig
+from styleops.training.super_resolution import SRConfig
+from tasks.stylize import stylize_shard_task
+from tasks.training import import_model_task, promote_if_first_task, train_super_resolution_task
+from tests.flows.conftest import CATALOG_PREFIX, EXAMPLES, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+TINY = SRConfig(
+    scale=2,
+    channels=8,
+    blocks=1,
+    train=TrainConfig(steps=3, batch_size=2, image_size=32, lr=1e-2, warmup_steps=0, log_every=1),
+)
+
+
+def _shard(env: PipelineEnv, run_id: str, style: str, version: str, params: StylizeParams, n: int = 2) -> list[dict]:
+    items = [(i.key, i.etag, i.size) for i in env.store.list(CATALOG_PREFIX)][:n]
+    resolved = methods.resolve(params.method, style, version)
+    with disable_run_logger():
+        counts = stylize_shard_task.fn(
+            "s0", items, run_id, CATALOG_PREFIX, style, version, params.to_dict(), None, True, resolved.source
+        )
+    assert counts == {"ok": n, "failed": 0}
+    return context.manifest().read(filters=[("run_id", "=", run_id)]).sort_values("image_key").to_dict("records")
+
+
+def _pixels(env: PipelineEnv, key: str) -> torch.Tensor:
+    return decode_image(env.store.get_bytes(key)).pixels
+
+
+def test_a_trained_upscaler_is_registered_then_upscales_alone_and_after_a_style(pipeline_env: PipelineEnv) -> None:  # noqa: F811
+    env = pipeline_env
+    with disable_run_logger():
+        trained = train_super_resolution_task.fn("x2", CATALOG_PREFIX, TINY.to_dict())
+        assert promote_if_first_task.fn(context.SUPER_RESOLUTION, "x2", trained["version"])
+        models = EXAMPLES / "models"
+        import_model_task.fn(
+            context.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json")
+        )
+    reg = context.registry()
+    card = reg.card(context.SUPER_RESOLUTION, "x2", "v0001")
+    assert (card["architecture"], card["scale"], card["sr_loss"], card["metrics"]["steps"]) == (
+        "SuperResolutionNet",
+        2,
+        "pixel",
+        3,
+    )
+    assert SRConfig.from_dict(card["sr_config"]) == TINY
+    sr = from_safetensors(reg.weights_bytes(context.SUPER_RESOLUTION, "x2", "v0001"))
+
+    # --upscale's forms, all pinned to the same version; an unknown name lists what there is
+    ref = "super-resolution/x2/v0001"
+    assert upscaler_ref("2") == upscaler_ref("x2") == upscaler_ref("x2@v0001") == upscaler_ref(ref) == ref
+    with pytest.raises(InvalidInputError, match="no super-resolution model 'x8' for --upscale 8; registered: x2"):
+        upscaler_ref("8")
+
+    # upscale alone: twice the (max_side-shrunk) input, exactly the network's output, no style metrics
+    alone = StylizeParams(method="upscale", max_side=40, format="png")
+    rows = _shard(env, "run-up", "x2", "v0001", alone)
+    for row in rows:
+        photo = _pixels(env, row["image_key"])
+        h, w = shrunk_size(*photo.shape[-2:], 40)
+        assert (row["out_height"], row["out_width"]) == (2 * h, 2 * w)
+        assert row["method"] == "upscale" and row["style"] == "x2" and row["model_version"] == "v0001"
+        assert pd.isna(row["content_loss"]) and pd.isna(row["style_loss"])
+        expected = to_uint8(upscale(sr, resize_max_side(to_float(photo), 40)))
+        assert torch.equal(_pixels(env, row["output_key"]), expected)
+
+    # after the per-style model: one output per image, 2x the stylized size, both models' lineage
+    plain = StylizeParams(method="per-style", max_side=32, format="png")
+    chained = StylizeParams(method="per-style", max_side=32, format="png", upscale=ref)
+    assert plain.hash != chained.hash
+    styled = {r["image_key"]: r for r in _shard(env, "run-plain", "monet", "v0001", plain)}
+    for row in _shard(env, "run-chained", "monet", "v0001", chained):
+        before = styled[row["image_key"]]
+        assert (row["out_height"], row["out_width"]) == (2 * before["out_height"], 2 * before["out_width"])
+        assert row["output_key"] != before["output_key"]
+        inputs = json.loads(row["params_json"])["inputs"]
+        assert inputs == {
+            "model": "per-style/monet/v0001",
+            "model_sha256": row["model_sha256"],
+            "upscale": {"model": ref, "model_sha256": card["weights_sha256"]},
+        }
+        # the style losses are measured (on the output shrunk back to the input's size)
+        assert row["content_loss"] > 0 and row["style_loss"] > 0
+        # the upscaled output is the network applied to the stylized output (whole image, not tiled)
+        expected = to_uint8(upscale(sr, to_float(_pixels(env, before["output_key"]))))
+        assert (_pixels(env, row["output_key"]).int() - expected.int()).abs().max() <= 1
+
+
+def test_upscale_settings_are_refused_before_any_work() -> None:
+    with pytest.raises(InvalidInputError, match="--method upscale runs it alone"):
+        RunSpec.create("demo", "x4", method="upscale", upscale=4).check()
+    spec = RunSpec.create("demo", "monet", upscale=4).check()
+    assert spec.params.upscale == "4" and spec.params.to_dict()["upscale"] == "4"
+    assert "upscale" not in RunSpec.create("demo", "monet").params.to_dict()  # existing hashes unchanged
+    assert spec.with_upscaler("super-resolution/x4/v0002").params.upscale == "super-resolution/x4/v0002"
