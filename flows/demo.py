@@ -11,13 +11,17 @@ from prefect import flow, get_run_logger
 from flows.build_patch_banks import build_patch_banks
 from flows.stylize_catalog import stylize_catalog
 from flows.train_style import train_style
+from runs.context import SUPER_RESOLUTION
 from runs.reports.catalog import write_report
+from runs.reports.super_resolution import comparison, make_low_resolution
 from tasks.storage import upload_directory_task
 from tasks.training import import_model_task
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEMO_STYLES = ("monet", "hoitsu")
 DECODERS = ("inverse",)  # examples/models/<family>.safetensors, registered as <family>/default
+SR_MODELS = ("x4-pixel", "x4")  # examples/models/<name>.safetensors, registered as super-resolution/<name>
+SR_SCALE = 4
 
 
 @flow(name="demo")
@@ -27,7 +31,7 @@ def demo(
     """Upload the examples, fine-tune each shipped example model for `steps` (at least 1) steps on
     the sample photos through the train-style flow, register the example inverse network and
     build the patch banks, stylize the catalog with every style by per-style model and by style
-    swap, write the report."""
+    swap, upscale two shrunk photos with the shipped x4 super-resolution models, write the report."""
     log = get_run_logger()
     styles = list(styles or DEMO_STYLES)
     upload_directory_task(str(EXAMPLES / "catalog"), "catalog/demo/")
@@ -55,15 +59,35 @@ def demo(
     build_patch_banks(artworks="artwork/")
     for style in styles:
         runs[f"swap:{style}"] = stylize_catalog(catalog="demo", style=style, method="swap", max_side=max_side)
+    sr = _super_resolution(Path(out_dir), runs)
     columns = [*styles, *(f"swap:{s}" for s in styles)]
     report = write_report(
         Path(out_dir),
         "demo",
         columns,
         title="StyleOps demo: sample catalog x example styles (per-style models and style swap)",
+        sections={f"Super-resolution x{SR_SCALE}: bicubic, pixel and perceptual models": sr},
     )
     log.info("report written to %s", report.resolve())
     return {"report": str(report.resolve()), "trained": trained, "runs": runs}
+
+
+def _super_resolution(out_dir: Path, runs: dict[str, Any]) -> str:
+    """Register the shipped x4 models (pixel loss, perceptual loss), shrink two sample photos x4,
+    upscale them with each through the pipeline, and compare crops with bicubic and the original."""
+    for name in SR_MODELS:
+        import_model_task(
+            SUPER_RESOLUTION,
+            name,
+            str(EXAMPLES / "models" / f"{name}.safetensors"),
+            str(EXAMPLES / "models" / f"{name}.card.json"),
+        )
+    make_low_resolution("demo", "demo-small", SR_SCALE, limit=2)
+    for name in SR_MODELS:
+        runs[f"upscale:{name}"] = stylize_catalog(
+            catalog="demo-small", style=name, method="upscale", format="png", metrics=False
+        )
+    return comparison(out_dir, "demo", "demo-small", list(SR_MODELS), SR_SCALE)
 
 
 def _example_config(style: str) -> dict[str, Any]:

@@ -87,11 +87,18 @@ def _thumb(data: bytes, cell: int) -> tuple[Any, str]:
 
 
 def write_report(
-    out_dir: Path, catalog: str, styles: list[str], *, cell: int = 256, title: str = "StyleOps run"
+    out_dir: Path,
+    catalog: str,
+    styles: list[str],
+    *,
+    cell: int = 256,
+    title: str = "StyleOps run",
+    sections: dict[str, str] | None = None,
 ) -> Path:
     """Write `index.html`, `contact_sheet.png` and `manifest.csv` for `catalog` into `out_dir`.
 
     styles: the contact sheet's columns, 'monet' (per-style model) or 'method:style' ('swap:monet').
+    sections: more of the page after the contact sheet, {heading: HTML}.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = catalog_prefix(catalog)
@@ -154,6 +161,7 @@ def write_report(
         summary=summary.to_html(index=False, float_format=lambda v: f"{v:,.1f}", border=0),
         failures=failures.to_html(index=False, border=0) if not failures.empty else "<p>none</p>",
         curves=curves,
+        sections="".join(f"<h2>{html.escape(h)}</h2>\n{body}\n" for h, body in (sections or {}).items()),
     )
     path = out_dir / "index.html"
     path.write_text(page, encoding="utf-8")
@@ -224,7 +232,7 @@ terms measured on each output (lower is closer to the photo's content / the artw
 <table class="grid"><tr>{header}</tr>
 {rows}
 </table>
-<h2>Manifest summary</h2>
+{sections}<h2>Manifest summary</h2>
 {summary}
 <h2>Training loss curves</h2>
 {curves}

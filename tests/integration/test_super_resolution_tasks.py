@@ -14,6 +14,7 @@ from prefect.logging import disable_run_logger
 
 from runs import context, methods
 from runs.methods.upscale import upscaler_ref
+from runs.reports.super_resolution import comparison, make_low_resolution
 from runs.spec import RunSpec, StylizeParams
 from styleops.errors import InvalidInputError
 from styleops.inference.engine import shrunk_size
@@ -118,3 +119,31 @@ def test_upscale_settings_are_refused_before_any_work() -> None:
     assert spec.params.upscale == "4" and spec.params.to_dict()["upscale"] == "4"
     assert "upscale" not in RunSpec.create("demo", "monet").params.to_dict()  # existing hashes unchanged
     assert spec.with_upscaler("super-resolution/x4/v0002").params.upscale == "super-resolution/x4/v0002"
+
+
+def test_the_side_by_side_report_compares_bicubic_the_model_and_the_original(
+    pipeline_env: PipelineEnv, tmp_path
+) -> None:  # noqa: F811, ANN001
+    env = pipeline_env
+    with disable_run_logger():
+        trained = train_super_resolution_task.fn("x2", CATALOG_PREFIX, TINY.to_dict())
+        promote_if_first_task.fn(context.SUPER_RESOLUTION, "x2", trained["version"])
+    keys = make_low_resolution("demo", "demo-small", 2, limit=2)
+    assert keys == [
+        k.replace("catalog/demo/", "catalog/demo-small/").replace(".jpg", ".png") for k in env.catalog_keys[:2]
+    ]
+    for small, key in zip(keys, env.catalog_keys, strict=False):
+        h, w = _pixels(env, key).shape[-2:]
+        assert _pixels(env, small).shape == (3, h // 2, w // 2)
+    items = [(i.key, i.etag, i.size) for i in env.store.list("catalog/demo-small/")]
+    resolved = methods.resolve("upscale", "x2", None)
+    params = StylizeParams(method="upscale", format="png")
+    with disable_run_logger():
+        stylize_shard_task.fn(
+            "s0", items, "r", "catalog/demo-small/", "x2", "v0001", params.to_dict(), None, False, resolved.source
+        )
+    page = comparison(tmp_path, "demo", "demo-small", ["x2", "x8"], 2, crop=40, cell=80)
+    assert page.count("<tr>") == 2 and page.count("<div>bicubic: ") == 2 and page.count("<div>x2: ") == 2
+    assert "<div>x8: " not in page  # a model with no outputs gets no column
+    sheet = decode_image((tmp_path / "super_resolution.png").read_bytes()).pixels
+    assert sheet.shape == (3, 4 + 2 * 84, 4 + 3 * 84)  # 2 photos x (bicubic, x2, original)
