@@ -255,7 +255,7 @@ def models_export(
 @models_app.command("import")
 def models_import(
     weights: Path = typer.Argument(..., help="A .safetensors model (e.g. examples/models/adain.safetensors)."),
-    family: str = typer.Option(..., help="per-style | multi-style | inverse | adain"),
+    family: str = typer.Option(..., help="per-style | multi-style | inverse | adain | super-resolution"),
     name: str = typer.Option(..., help="Model name (per-style: the style)."),
     card: Path | None = typer.Option(
         None, help="Its card JSON (default: <weights stem>.card.json next to it, if present)."
