@@ -536,7 +536,10 @@ def train_sr_cmd(
         train=train,
     )
     r = _run(train_super_resolution, content_prefix=content, name=name, config=cfg.to_dict(), init_from=init_from)
-    console.print(_table(f"super-resolution/{r['name']} {r['version']}", {**r["metrics"], "promoted": r["promoted"]}))
+    m = r["metrics"]  # the feature term is logged as `content`, the pixel term as `tv`
+    rows = {"feature loss": f"{m['content']:.5g}", "pixel MSE": f"{m['tv']:.5g}", "steps": m["steps"]}
+    rows.update(seconds=m["seconds"], sha256=r["sha256"][:16], promoted=r["promoted"])
+    console.print(_table(f"super-resolution/{r['name']} {r['version']}", rows))
 
 
 @app.command("build-banks")
