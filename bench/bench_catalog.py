@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/bench_catalog.py --size 512 --images 24
     .venv/bin/python bench/bench_catalog.py --size 128 --images 5000 --rss    # memory of a long shard
+    .venv/bin/python bench/bench_catalog.py --method upscale --size 512 --images 8   # x4 SR: 512 -> 2048 px
 
 Starts its own embedded SeaweedFS (a temp dir), uploads `--images` real photos (from
 `--photos`, default the repo's examples; ../shared/data/train/content has 616) resized so their
-longer side is `--size`, imports the shipped Monet model, then measures:
-  model-only  `InferenceEngine.stylize_prepared` on the already-decoded, already-resized tensors;
+longer side is `--size`, imports the shipped Monet model (`--method upscale`: the shipped x4
+super-resolution model), then measures:
+  model-only  the method's engine (`try_stylize`) on the already-decoded, already-resized tensors;
   end-to-end  `tasks.stylize.stylize_shard_task` (runs.shard) on one shard: download, decode, stylize, encode,
               upload with conditional puts, manifest rows committed (metrics off, as the model-only
               side measures none; `--metrics` adds them).
@@ -59,6 +61,7 @@ def main() -> None:
     ap.add_argument("--metrics", action="store_true")
     ap.add_argument("--rss", action="store_true", help="sample RSS during the end-to-end run; skip model-only")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--method", default="per-style", choices=("per-style", "upscale"))
     ap.add_argument(
         "--repeats", type=int, default=2, help="alternate model-only and end-to-end this many times; best of each"
     )
@@ -90,12 +93,11 @@ def main() -> None:
         put = st.put(f"catalog/bench/{i:05d}.jpg", d)
         items.append((f"catalog/bench/{i:05d}.jpg", put.etag, len(d)))
     models = ROOT / "examples" / "models"
+    family, style = (context.SUPER_RESOLUTION, "x4") if args.method == "upscale" else (context.PER_STYLE, "monet")
     with disable_run_logger():
-        import_model_task.fn(
-            context.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json")
-        )
-    params = StylizeParams(max_side=args.size)
-    source = methods.resolve("per-style", "monet", "v0001").source
+        import_model_task.fn(family, style, str(models / f"{style}.safetensors"), str(models / f"{style}.card.json"))
+    params = StylizeParams(method=args.method, max_side=args.size)
+    source = methods.resolve(args.method, style, "v0001").source
     device = get_settings().device
     machine = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
@@ -105,7 +107,7 @@ def main() -> None:
     rows = []
     engine = prepared = None
     if not args.rss:
-        built = methods.get("per-style").build(
+        built = methods.get(args.method).build(
             source,
             params,
             torch.device(
@@ -115,7 +117,7 @@ def main() -> None:
         )
         engine = built.engine
         prepared = [engine.prepare(decode_image(d).pixels) for d in data]
-        engine.stylize_prepared(prepared[:1])  # warm-up
+        engine.try_stylize(prepared[:1])  # warm-up
 
     samples: list[tuple[float, int]] = []
     stop = threading.Event()
@@ -130,7 +132,7 @@ def main() -> None:
     for r in range(1 if args.rss else args.repeats):
         if engine is not None:
             t = time.perf_counter()
-            engine.stylize_prepared(prepared)
+            engine.try_stylize(prepared)
             model_s = min(model_s, time.perf_counter() - t)
         sampler = threading.Thread(target=sample, daemon=True)
         if args.rss:
@@ -142,7 +144,7 @@ def main() -> None:
                 items,
                 f"bench-{r}",
                 "catalog/bench/",
-                "monet",
+                style,
                 "v0001",
                 params.to_dict(),
                 None,
@@ -156,7 +158,7 @@ def main() -> None:
         rows.append(("model-only (decoded tensors)", args.images / model_s))
     rows.append((f"end-to-end (store -> store{', metrics' if args.metrics else ''})", args.images / e2e_s))
 
-    print(f"\n{machine}; {args.images} photos, longer side {args.size} px\n")
+    print(f"\n{machine}; {args.method} {style}; {args.images} photos, longer side {args.size} px\n")
     print("| variant | images/s | vs model-only |\n|---|---|---|")
     for name, rate in rows:
         print(f"| {name} | {rate:.2f} | {rate / rows[0][1]:.0%} |" if len(rows) > 1 else f"| {name} | {rate:.2f} | - |")

@@ -138,7 +138,7 @@ def stylize_shard(
     engine, lineage = built.engine, built.lineage
     if p.upscale is not None:  # super-resolution after the method: one output, both models' lineage
         sr_net, sr_card = load_upscaler(upscaler_source(p.upscale))
-        engine = Upscaled(engine, UpscaleEngine(sr_net, device=device))
+        engine = Upscaled(engine, UpscaleEngine(sr_net, device=device, max_output_pixels=settings.max_image_pixels))
         lineage = {**lineage, "upscale": {"model": p.upscale, "model_sha256": sr_card["weights_sha256"]}}
     measure = None
     if job.metrics and built.metrics_artwork_key is not None:

@@ -23,6 +23,7 @@ class Upscale(Method):
     summary = "super-resolution alone, `style` names the model (`styleops train-sr`; `styleops upscale`)"
 
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
+        _known(style, f"--method upscale --style {style}")
         v = context.registry().resolve(self.family, style, version)
         return Resolved(style, v, Source(family=self.family, name=style, version=v))
 
@@ -42,7 +43,7 @@ class Upscale(Method):
             raise InvalidInputError("--method upscale keeps the photo's colours: colour preservation does not apply")
         net, card = load_upscaler(source)
         return Built(
-            UpscaleEngine(net, device=device, max_side=params.max_side),
+            UpscaleEngine(net, device=device, max_side=params.max_side, max_output_pixels=settings.max_image_pixels),
             card["weights_sha256"],
             None,
             {"model": source.model_ref, "model_sha256": card["weights_sha256"]},
@@ -64,12 +65,23 @@ def upscaler_ref(asked: str) -> str:
     pinned ref (checked, kept). InvalidInputError naming the registered models otherwise."""
     family = context.SUPER_RESOLUTION
     name, _, version = asked.removeprefix(f"{family}/").replace("/", "@", 1).partition("@")
-    name = f"x{name}" if name.isdigit() else name
+    scale = int(name) if name.isdigit() else None
+    name = f"x{name}" if scale is not None else name
+    _known(name, f"--upscale {asked}")
     reg = context.registry()
-    if name not in reg.names(family):
-        have = ", ".join(reg.names(family)) or "none yet: `styleops train-sr`"
-        raise InvalidInputError(f"no super-resolution model {name!r} for --upscale {asked}; registered: {have}")
-    return f"{family}/{name}/{reg.resolve(family, name, version or None)}"
+    pinned = reg.resolve(family, name, version or None)
+    trained = reg.card(family, name, pinned).get("scale")
+    if scale is not None and trained != scale:
+        raise InvalidInputError(f"{family}/{name} {pinned} upscales x{trained}, not x{scale}")
+    return f"{family}/{name}/{pinned}"
+
+
+def _known(name: str, asked: str) -> None:
+    """InvalidInputError naming the registered super-resolution models unless `name` is one."""
+    have = context.registry().names(context.SUPER_RESOLUTION)
+    if name not in have:
+        listed = ", ".join(have) or "none yet: `styleops train-sr`"
+        raise InvalidInputError(f"no super-resolution model {name!r} for {asked}; registered: {listed}")
 
 
 def upscaler_source(ref: str) -> Source:

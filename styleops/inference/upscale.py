@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from styleops.device import resolve_device
-from styleops.errors import DeviceOutOfMemoryError, InvalidInputError
+from styleops.errors import DeviceOutOfMemoryError, ImageError, ImageTooLargeError, InvalidInputError
 from styleops.inference.engine import is_out_of_memory, shrunk_size
 from styleops.inference.stream import StylizeEngine
 from styleops.io.images import resize_max_side, to_float
@@ -39,13 +39,16 @@ class UpscaleEngine:
         device: str | torch.device = "auto",
         max_side: int | None = None,
         tile: int = DEFAULT_TILE,
+        max_output_pixels: int | None = None,
     ) -> None:
+        """max_output_pixels: an image whose output would have more pixels is refused (its
+        ImageTooLargeError) before any work on it, here and in `Upscaled`."""
         if tile < MIN_SIDE:
             raise InvalidInputError(f"tile must be >= {MIN_SIDE} px, got {tile}")
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.scale = model.scale
-        self.max_side, self.tile = max_side, tile
+        self.max_side, self.tile, self.max_output_pixels = max_side, tile, max_output_pixels
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """The (H, W) an h x w input comes out at."""
@@ -70,8 +73,22 @@ class UpscaleEngine:
         y = upscale_tiled(self.model, lr, tile=tile or self.tile)
         return y[0, :, : h * self.scale, : w * self.scale]
 
-    def try_upscale(self, x: Tensor) -> Tensor | DeviceOutOfMemoryError:
-        """`upscale`, or the out-of-memory error for this image (in half-size tiles down to 32 px first)."""
+    def refusal(self, h: int, w: int) -> ImageTooLargeError | None:
+        """The error for an h x w (prepared) image whose output would be over max_output_pixels, else None."""
+        oh, ow = h * self.scale, w * self.scale
+        if self.max_output_pixels is None or oh * ow <= self.max_output_pixels:
+            return None
+        return ImageTooLargeError(
+            f"the x{self.scale} output would be {ow}x{oh} = {oh * ow:,} pixels, over the limit of "
+            f"{self.max_output_pixels:,} (lower --max-side, or raise STYLEOPS_MAX_IMAGE_PIXELS)"
+        )
+
+    def try_upscale(self, x: Tensor) -> Tensor | ImageError:
+        """`upscale`; or this image's error: over max_output_pixels (refused before any work), or out
+        of memory (after half-size tiles down to 32 px)."""
+        refused = self.refusal(*x.shape[-2:])
+        if refused is not None:
+            return refused
         tile = self.tile
         while True:
             try:
@@ -89,8 +106,8 @@ class UpscaleEngine:
                     )
                 tile //= 2
 
-    def try_stylize(self, prepared: Sequence[Tensor]) -> list[Tensor | DeviceOutOfMemoryError]:
-        """One upscaled image (or its out-of-memory error) per prepared image, in order."""
+    def try_stylize(self, prepared: Sequence[Tensor]) -> list[Tensor | ImageError]:
+        """One upscaled image (or its error) per prepared image, in order."""
         return [self.try_upscale(x) for x in prepared]
 
 
@@ -110,6 +127,9 @@ class Upscaled:
         return self.first.prepare(image)
 
     def try_stylize(self, prepared: Sequence[Tensor]) -> list[Tensor | Exception]:
-        return [
-            y if isinstance(y, Exception) else self.upscaler.try_upscale(y) for y in self.first.try_stylize(prepared)
-        ]
+        """Images whose upscaled output would be over the pixel cap are refused before `first` runs."""
+        out: list[Tensor | Exception | None] = [self.upscaler.refusal(*x.shape[-2:]) for x in prepared]
+        todo = [i for i, refused in enumerate(out) if refused is None]
+        for i, y in zip(todo, self.first.try_stylize([prepared[i] for i in todo]), strict=True):
+            out[i] = y if isinstance(y, Exception) else self.upscaler.try_upscale(y)
+        return out  # type: ignore[return-value]

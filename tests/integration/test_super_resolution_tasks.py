@@ -75,8 +75,16 @@ def test_a_trained_upscaler_is_registered_then_upscales_alone_and_after_a_style(
     # --upscale's forms, all pinned to the same version; an unknown name lists what there is
     ref = "super-resolution/x2/v0001"
     assert upscaler_ref("2") == upscaler_ref("x2") == upscaler_ref("x2@v0001") == upscaler_ref(ref) == ref
-    with pytest.raises(InvalidInputError, match="no super-resolution model 'x8' for --upscale 8; registered: x2"):
+    with pytest.raises(InvalidInputError, match="no super-resolution model 'x8' for --upscale 8; registered: x2$"):
         upscaler_ref("8")
+    with pytest.raises(InvalidInputError, match="no super-resolution model 'x3' for --method upscale --style x3"):
+        methods.resolve("upscale", "x3", None)
+    # a model named for another scale than it was trained for is refused by that scale
+    blob = reg.weights_bytes(context.SUPER_RESOLUTION, "x2", "v0001")
+    reg.register(context.SUPER_RESOLUTION, "x4", blob, card)
+    reg.promote(context.SUPER_RESOLUTION, "x4", "v0001", reason="misnamed on purpose")
+    with pytest.raises(InvalidInputError, match="^super-resolution/x4 v0001 upscales x2, not x4$"):
+        upscaler_ref("4")
 
     # upscale alone: twice the (max_side-shrunk) input, exactly the network's output, no style metrics
     alone = StylizeParams(method="upscale", max_side=40, format="png")

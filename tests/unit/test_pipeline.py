@@ -113,7 +113,7 @@ def test_adain_tiles_with_whole_image_statistics() -> None:
     torch.manual_seed(0)
     encoder = VGGEncoder(build_vgg_features("vgg16").state_dict(), ["relu3_1"], "vgg16").eval()
     model = AdaINStylizer(encoder, VGGDecoder("relu3_1"), [torch.rand(3, 64, 64)]).eval()
-    x = _photos(1, 640)[0]
+    x = _photos(1, 448)[0]
     whole = InferenceEngine(model, max_side=None, tile_size=None)
     tiled = InferenceEngine(model, max_side=None, tile_size=384)
     a = whole.stylize_prepared([whole.prepare(x)])[0]

@@ -295,3 +295,38 @@ def test_upscale_engine_gives_the_whole_image_output_for_any_size_and_keeps_erro
     feed_forward = Upscaled(InferenceEngine(torch.nn.Identity(), device="cpu", max_side=16), engine)
     (same,) = feed_forward.try_stylize([feed_forward.prepare(photo)])
     assert same.shape == (3, 32, 18)  # shrunk to 16 px by the first engine, then x2
+
+
+def test_an_output_over_the_pixel_cap_is_refused_before_any_work() -> None:
+    from styleops.errors import ImageTooLargeError
+    from styleops.inference.upscale import Upscaled, UpscaleEngine
+
+    net = SuperResolutionNet(scale=4, channels=4, blocks=0)
+    engine = UpscaleEngine(net, device="cpu", max_output_pixels=16 * 10 * 12)  # a 10x12 input's x4 output fits
+    fits, too_big = torch.rand(3, 10, 12), torch.rand(3, 10, 13)
+    ok, refused = engine.try_stylize([fits, too_big])
+    assert ok.shape == (3, 40, 48)
+    assert isinstance(refused, ImageTooLargeError) and refused.error_class == "too_large"
+    assert str(refused) == (
+        "the x4 output would be 52x40 = 2,080 pixels, over the limit of 1,920 "
+        "(lower --max-side, or raise STYLEOPS_MAX_IMAGE_PIXELS)"
+    )
+
+    seen: list[tuple[int, ...]] = []
+
+    class Recording:  # the stylization before the upscale: must never see the refused image
+        batch_size, device = 2, torch.device("cpu")
+
+        def bucket(self, h: int, w: int) -> tuple[int, int]:
+            return h, w
+
+        def prepare(self, image: torch.Tensor) -> torch.Tensor:
+            return image
+
+        def try_stylize(self, prepared: list[torch.Tensor]) -> list[torch.Tensor]:
+            seen.extend(tuple(p.shape) for p in prepared)
+            return list(prepared)
+
+    first, second = Upscaled(Recording(), engine).try_stylize([too_big, fits])
+    assert isinstance(first, ImageTooLargeError) and second.shape == (3, 40, 48)
+    assert seen == [(3, 10, 12)]
