@@ -3,6 +3,7 @@ then score them against bicubic on BSD100, Set5 and Set14 by the literature's pr
 
     .venv/bin/python bench/bench_super_resolution.py [--pixel-steps N] [--perceptual-steps N]
         [--threads 2] [--models /tmp/sr-models] [--sheet docs/img/sr_sheet.jpg] [--reuse]
+        [--scale 4] [--models-to-score pixel,perceptual]
 
 --reuse scores the weights already in --models and trains only the missing ones.
 
@@ -53,33 +54,40 @@ EVALUATED = ("BSD100", "Set5", "Set14")
 _LOOP = TrainConfig(
     steps=1, batch_size=16, image_size=96, lr=1e-3, warmup_steps=50, checkpoint_every=100, log_every=25, seed=0
 )
-RECIPE = {
-    # Johnson's layout at half width with 8 residual blocks (cheap: they run at LR resolution),
-    # residual over bicubic; 24 px LR crops (96 px HR), batch 16, Adam 1e-3 after a 50-step warm-up.
-    # No blur: the benchmark's LR has none (blur 1.0, Johnson's, cost half the gain: docs/super_resolution.md).
-    # The perceptual model is the pixel model fine-tuned with the relu2_2 feature loss at half the lr
-    # (`WARM_START`; from scratch, 300 steps fell short of the pixel model's feature distance on Set5).
-    "pixel": SRConfig(
-        scale=SCALE,
-        channels=32,
-        blocks=8,
-        residual=True,
-        loss="pixel",
-        blur_sigma=0.0,
-        train=replace(_LOOP, steps=800),
-    ),
-    "perceptual": SRConfig(
-        scale=SCALE,
-        channels=32,
-        blocks=8,
-        residual=True,
-        loss="perceptual",
-        feature_weight=1.0,
-        pixel_weight=0.0,
-        blur_sigma=0.0,
-        train=replace(_LOOP, steps=300, lr=5e-4),
-    ),
-}
+
+
+def recipe(scale: int) -> dict[str, SRConfig]:
+    """The CPU recipe of both models at `scale` (the 96 px HR crop is a multiple of 2, 4 and 8)."""
+    return {
+        # Johnson's layout at half width with 8 residual blocks (cheap: they run at LR resolution),
+        # residual over bicubic; 24 px LR crops (96 px HR), batch 16, Adam 1e-3 after a 50-step warm-up.
+        # No blur: the benchmark's LR has none (blur 1.0, Johnson's, cost half the gain: docs/super_resolution.md).
+        # The perceptual model is the pixel model fine-tuned with the relu2_2 feature loss at half the lr
+        # (`WARM_START`; from scratch, 300 steps fell short of the pixel model's feature distance on Set5).
+        "pixel": SRConfig(
+            scale=scale,
+            channels=32,
+            blocks=8,
+            residual=True,
+            loss="pixel",
+            blur_sigma=0.0,
+            train=replace(_LOOP, steps=800),
+        ),
+        "perceptual": SRConfig(
+            scale=scale,
+            channels=32,
+            blocks=8,
+            residual=True,
+            loss="perceptual",
+            feature_weight=1.0,
+            pixel_weight=0.0,
+            blur_sigma=0.0,
+            train=replace(_LOOP, steps=300, lr=5e-4),
+        ),
+    }
+
+
+RECIPE = recipe(SCALE)
 WARM_START = {"perceptual": "pixel"}  # model -> the model whose weights it starts from
 SHEET_CROPS = (
     ("Set14", "set14_baboon", 200, 120),
@@ -151,6 +159,10 @@ def main() -> None:
     ap.add_argument("--pixel-steps", type=int, default=RECIPE["pixel"].train.steps)
     ap.add_argument("--perceptual-steps", type=int, default=RECIPE["perceptual"].train.steps)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--scale", type=int, default=SCALE, choices=(2, 4, 8))
+    ap.add_argument(
+        "--models-to-score", default="pixel,perceptual", help="which of the two (pixel, perceptual) to train/score"
+    )
     ap.add_argument(
         "--weights",
         default=str(ROOT.parent / "shared" / "weights" / "vgg16-hed-features.safetensors"),
@@ -174,14 +186,16 @@ def main() -> None:
 
     models: dict[str, SuperResolutionNet] = {}
     infos: dict[str, dict] = {}
-    for name, steps in (("pixel", args.pixel_steps), ("perceptual", args.perceptual_steps)):
-        path = args.models / f"sr_x{SCALE}_{name}.safetensors"
+    scale, wanted = args.scale, args.models_to_score.split(",")
+    steps_of = {"pixel": args.pixel_steps, "perceptual": args.perceptual_steps}
+    for name, steps in ((n, steps_of[n]) for n in ("pixel", "perceptual") if n in wanted):
+        path = args.models / f"sr_x{scale}_{name}.safetensors"
         if args.reuse and path.is_file():
             models[name] = from_safetensors(path.read_bytes(), source=str(path))  # type: ignore[assignment]
             card = path.with_suffix(".json")
             infos[name] = json.loads(card.read_text()) if card.is_file() else {}
             continue
-        config = replace(RECIPE[name], train=replace(RECIPE[name].train, steps=steps))
+        config = replace(recipe(scale)[name], train=replace(RECIPE[name].train, steps=steps))
         init = models[WARM_START[name]] if name in WARM_START else None
         models[name], infos[name] = train(name, config, photos, encoder, args.workdir / name, init)
         path.write_bytes(to_safetensors(models[name].state_dict(), "SuperResolutionNet", models[name].config()))
@@ -189,16 +203,16 @@ def main() -> None:
         print(f"  wrote {path}", flush=True)
 
     methods = {
-        "bicubic": lambda lr: bicubic_upscale(lr, SCALE),
+        "bicubic": lambda lr: bicubic_upscale(lr, scale),
         **{n: (lambda lr, m=m: upscale(m, lr)) for n, m in models.items()},
     }
     scores = {
-        set_name: evaluate_methods(methods, (read_image(p).pixels for p in tests[set_name]), SCALE, encoder=encoder)
+        set_name: evaluate_methods(methods, (read_image(p).pixels for p in tests[set_name]), scale, encoder=encoder)
         for set_name in EVALUATED
     }
 
     print(
-        f"\nx{SCALE}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__},"
+        f"\nx{scale}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__},"
         f" {args.threads} threads, load average now {os.getloadavg()[0]:.1f}\n"
     )
     print("| test set (images) | method | Y-PSNR dB | Y-SSIM | relu2_2 feature distance |")
@@ -212,7 +226,7 @@ def main() -> None:
     rows = []
     for set_name, stem, top, left in SHEET_CROPS:
         path = next(p for p in tests[set_name] if p.stem == stem)
-        hr, lr = degrade(read_image(path).pixels, SCALE)
+        hr, lr = degrade(read_image(path).pixels, scale)
         outs = [quantize(fn(lr[None]))[0] for fn in methods.values()]
         rows.append([to_uint8(o[:, top : top + CROP, left : left + CROP]) for o in (*outs, hr)])
     args.sheet.parent.mkdir(parents=True, exist_ok=True)
