@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ def train_per_style_task(
         workdir,
     )
 
-    started = time.time()
+    started = _Started()
     with _reporting(f"train {style}", cfg) as on_step:
         result = train_style(
             cfg, content, art, enc, workdir=workdir, device=device, init_state=_init_state(init_from), progress=on_step
@@ -149,8 +150,17 @@ def _reporting(
         progress().finish(bar)
 
 
+@dataclass(frozen=True)
+class _Started:
+    """When a training run started, and the code it started with (edits made while it trains do
+    not change what its card says)."""
+
+    at: float = field(default_factory=time.time)
+    code_version: str = field(default_factory=lambda: code_version())
+
+
 def _card_common(
-    cfg: TrainConfig, result: TrainResult, content_prefix: str, n_content: int, device: Any, started: float
+    cfg: TrainConfig, result: TrainResult, content_prefix: str, n_content: int, device: Any, started: _Started
 ) -> dict[str, Any]:
     """Card fields every family shares: configs, data, final losses, curve, loss network, code."""
     settings = get_settings()
@@ -176,7 +186,7 @@ def _card_common(
             **result.final_losses(),
             "steps": result.steps,
             "rollbacks": result.rollbacks,
-            "seconds": round(time.time() - started, 1),
+            "seconds": round(time.time() - started.at, 1),
             "resumed_from": result.resumed_from,
         },
         "loss_curve": result.history,
@@ -186,7 +196,7 @@ def _card_common(
             "arch": "vgg16",
             "weights": str(weights_file.name) if weights_file else "torchvision-imagenet",
         },
-        "code_version": code_version(),
+        "code_version": started.code_version,  # the code that trained it, not the code at registration
     }
 
 
@@ -218,7 +228,7 @@ def train_multistyle_task(
     run_key = context.stable_hash(
         {"multi": name, "artworks": [sha for _, sha in arts], "config": cfg.to_dict(), "content": content_prefix}
     )
-    started = time.time()
+    started = _Started()
     with _reporting(f"train {name} ({len(styles)} styles)", cfg) as on_step:
         result = train_multistyle(
             cfg,
@@ -297,7 +307,7 @@ def add_style_task(
             "replace": index,
         }
     )
-    started = time.time()
+    started = _Started()
     with _reporting(f"{'retrain' if replace else 'add'} {style} {'in' if replace else 'to'} {name}", cfg) as on_step:
         result = add_style(
             cfg,
@@ -363,7 +373,7 @@ def train_decoder_task(
             "init": init_from,
         }
     )
-    started = time.time()
+    started = _Started()
     with _reporting(f"train {family} decoder {name}", cfg) as on_step:
         result = DECODER_TRAINERS[family](
             cfg,
@@ -403,7 +413,7 @@ def train_super_resolution_task(
     run_key = context.stable_hash(
         {"sr": name, "config": cfg.to_dict(), "content": content_prefix, "init": init_from, "n": len(content)}
     )
-    started = time.time()
+    started = _Started()
     with _reporting(
         f"train {context.SUPER_RESOLUTION}/{name} (x{cfg.scale}, {cfg.loss} loss)", cfg.train, _sr_terms
     ) as on_step:

@@ -155,3 +155,26 @@ def test_the_side_by_side_report_compares_bicubic_the_model_and_the_original(
     assert "<div>x8: " not in page  # a model with no outputs gets no column
     sheet = decode_image((tmp_path / "super_resolution.png").read_bytes()).pixels
     assert sheet.shape == (3, 4 + 2 * 84, 4 + 3 * 84)  # 2 photos x (bicubic, x2, original)
+
+
+def test_the_card_names_the_code_the_training_started_with(
+    pipeline_env: PipelineEnv,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Code edited (or committed) while a model trains must not be what its card says trained it."""
+    import tasks.training as training
+
+    trained = {"done": False}
+    real = training.train_super_resolution
+
+    def train_then_change_the_code(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        result = real(*args, **kwargs)
+        trained["done"] = True
+        return result
+
+    monkeypatch.setattr(training, "train_super_resolution", train_then_change_the_code)
+    monkeypatch.setattr(training, "code_version", lambda: "0.1.0+gafter" if trained["done"] else "0.1.0+gbefore")
+    with disable_run_logger():
+        version = train_super_resolution_task.fn("x2", CATALOG_PREFIX, TINY.to_dict())["version"]
+    assert trained["done"]
+    assert context.registry().card(context.SUPER_RESOLUTION, "x2", version)["code_version"] == "0.1.0+gbefore"
