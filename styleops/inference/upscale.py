@@ -17,7 +17,7 @@ from torch import Tensor
 
 from styleops.device import resolve_device
 from styleops.errors import DeviceOutOfMemoryError, ImageError, ImageTooLargeError, InvalidInputError
-from styleops.inference.engine import is_out_of_memory, shrunk_size
+from styleops.inference.engine import _release_cached_memory, is_out_of_memory, shrunk_size
 from styleops.inference.stream import StylizeEngine
 from styleops.io.images import resize_max_side, to_float
 from styleops.models.super_resolution import MIN_SIDE, SuperResolutionNet, upscale_tiled
@@ -96,8 +96,7 @@ class UpscaleEngine:
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
                 if not is_out_of_memory(exc):
                     raise
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                _release_cached_memory(self.device)
                 if tile <= 32:
                     h, w = x.shape[-2:]
                     return DeviceOutOfMemoryError(
