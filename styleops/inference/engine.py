@@ -65,6 +65,15 @@ def _pad_to(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
 
 
+def prepare_image(image: Tensor, device: torch.device, max_side: int | None) -> Tensor:
+    """uint8 [3, H, W] (any device) -> float [3, h, w] in [0, 1] on `device`, shrunk to max_side."""
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise InvalidInputError(f"expected an image [3, H, W], got {tuple(image.shape)}")
+    if image.device != device and image.device.type == "cpu" and device.type == "cuda":
+        image = image.pin_memory()  # page-locked: the copy below runs asynchronously
+    return resize_max_side(to_float(image.to(device, non_blocking=True)), max_side)
+
+
 class InferenceEngine:
     """Stylize many images with one network: uint8 [3, H, W] in, uint8 [3, h, w] out.
 
@@ -119,11 +128,7 @@ class InferenceEngine:
 
     def prepare(self, image: Tensor) -> Tensor:
         """uint8 [3, H, W] (any device) -> float [3, h, w] in [0, 1] on the engine's device, shrunk to max_side."""
-        if image.dim() != 3 or image.shape[0] != 3:
-            raise InvalidInputError(f"expected an image [3, H, W], got {tuple(image.shape)}")
-        if image.device != self.device and image.device.type == "cpu" and self.device.type == "cuda":
-            image = image.pin_memory()  # page-locked: the copy below runs asynchronously
-        return resize_max_side(to_float(image.to(self.device, non_blocking=True)), self.max_side)
+        return prepare_image(image, self.device, self.max_side)
 
     @torch.inference_mode()
     def run_batch(self, batch: Tensor, *, to_cpu: bool = True) -> Tensor:

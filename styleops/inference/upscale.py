@@ -17,9 +17,8 @@ from torch import Tensor
 
 from styleops.device import resolve_device
 from styleops.errors import DeviceOutOfMemoryError, ImageError, ImageTooLargeError, InvalidInputError
-from styleops.inference.engine import _release_cached_memory, is_out_of_memory, shrunk_size
+from styleops.inference.engine import _release_cached_memory, is_out_of_memory, prepare_image, shrunk_size
 from styleops.inference.stream import StylizeEngine
-from styleops.io.images import resize_max_side, to_float
 from styleops.models.super_resolution import MIN_SIDE, SuperResolutionNet, upscale_tiled
 
 DEFAULT_TILE = 256  # LR px per tile core: ~1 GB of activations for 32 channels at x4
@@ -60,9 +59,7 @@ class UpscaleEngine:
 
     def prepare(self, image: Tensor) -> Tensor:
         """uint8 [3, H, W] -> float [3, h, w] in [0, 1] on the engine's device, shrunk to max_side."""
-        if image.dim() != 3 or image.shape[0] != 3:
-            raise InvalidInputError(f"expected an image [3, H, W], got {tuple(image.shape)}")
-        return resize_max_side(to_float(image.to(self.device)), self.max_side)
+        return prepare_image(image, self.device, self.max_side)
 
     def upscale(self, x: Tensor, tile: int | None = None) -> Tensor:
         """float [3, h, w] in [0, 1] -> [3, h*s, w*s] in [0, 1], on the engine's device, in tiles of
