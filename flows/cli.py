@@ -255,7 +255,9 @@ def models_export(
 @models_app.command("import")
 def models_import(
     weights: Path = typer.Argument(..., help="A .safetensors model (e.g. examples/models/adain.safetensors)."),
-    family: str = typer.Option(..., help="per-style | multi-style | inverse | adain | super-resolution"),
+    family: str = typer.Option(
+        ..., help="per-style | multi-style | inverse | adain | super-resolution | pix2pix | cyclegan"
+    ),
     name: str = typer.Option(..., help="Model name (per-style: the style)."),
     card: Path | None = typer.Option(
         None, help="Its card JSON (default: <weights stem>.card.json next to it, if present)."
@@ -542,6 +544,128 @@ def train_sr_cmd(
     console.print(_table(f"super-resolution/{r['name']} {r['version']}", rows))
 
 
+def _gan_train(steps: int, image_size: int, lr: float, decay: float, seed: int) -> TrainConfig:
+    """The translation families' loop settings: batch 1, Adam (0.5, 0.999), constant then linear
+    decay to zero over the last `decay` fraction of the steps (the reference's schedule)."""
+    return TrainConfig(
+        steps=steps,
+        batch_size=1,
+        image_size=image_size,
+        lr=lr,
+        warmup_steps=0,
+        decay_steps=round(steps * decay),
+        adam_betas=(0.5, 0.999),
+        output="direct",
+        palette=False,
+        channels_last=False,
+        seed=seed,
+    )
+
+
+def _gan_summary(r: dict[str, Any], family: str) -> None:
+    m, gate = r["metrics"], r["gate"]
+    rows = {"G loss": f"{m['total']:.4g}", "D loss": f"{m['critic']:.4g}", "steps": m["steps"]}
+    rows.update(seconds=m["seconds"], sha256=r["sha256"][:16])
+    rows["collapse check"] = (
+        f"{gate['reason']} (input dependence {gate['dependence']:.2f}, change {gate['change']:.3f})"
+    )
+    rows["promoted"] = r["promoted"]
+    console.print(_table(f"{family}/{r['name']} {r['version']}", rows))
+
+
+@app.command("make-pairs")
+def make_pairs_cmd(
+    kind: str = typer.Option(..., help="edges (HED line drawing -> photo) | gray (grayscale -> colour) | painted."),
+    content: str = typer.Option(..., help="Prefix of the photos to make pairs from."),
+    name: str = typer.Option(..., help="Writes pairs/<name>/A/ and B/ (and domains/<name>-A/, -B/ with --domains)."),
+    style: str | None = typer.Option(None, help="painted: the per-style model that paints the B side."),
+    limit: int = typer.Option(200, help="At most this many photos."),
+    max_side: int = typer.Option(256, help="Photos are shrunk to this longer side first, px."),
+    domains: bool = typer.Option(False, help="Also write a disjoint unpaired split for CycleGAN."),
+) -> None:
+    """Make Pix2Pix pairs (and CycleGAN domains) from photos, with no outside data."""
+    from flows.train_translation import make_translation_data
+
+    r = _run(
+        make_translation_data,
+        kind=kind,
+        content_prefix=content,
+        name=name,
+        style=style,
+        limit=limit,
+        max_side=max_side,
+        domains=domains,
+    )
+    console.print(_table(f"{kind} pairs", r))
+
+
+@app.command("train-pix2pix")
+def train_pix2pix_cmd(
+    pairs: str = typer.Option(..., help="pairs/<set>/ with A/ and B/ (same names) or side-by-side AB/."),
+    name: str = typer.Option(..., help="Name in the registry (pix2pix/<name>)."),
+    steps: int = typer.Option(4000, help="Optimizer steps (batch 1)."),
+    image_size: int = typer.Option(256, help="Crop side, px (the U-Net has log2 of it levels; CPU: 128)."),
+    channels: int = typer.Option(64, help="Generator's first-layer width (reference ngf 64; CPU: 32)."),
+    d_channels: int = typer.Option(64, help="Discriminator's first-layer width (reference ndf 64)."),
+    l1_weight: float = typer.Option(100.0, help="Weight of the L1 term (reference lambda 100)."),
+    gan_weight: float = typer.Option(1.0, help="Weight of the GAN term; 0 trains the L1-only baseline."),
+    lr: float = typer.Option(2e-4),
+    decay: float = typer.Option(0.5, help="Fraction of the steps over which the learning rate decays to 0."),
+    seed: int = typer.Option(0),
+    max_images: int = typer.Option(5000),
+) -> None:
+    """Train Pix2Pix (U-Net + 70x70 PatchGAN, GAN + 100 L1), register it, promote it if it is the
+    name's first and passes the collapse check."""
+    from flows.train_translation import train_pix2pix
+    from styleops.training.translation import Pix2PixConfig
+
+    cfg = Pix2PixConfig(
+        channels=channels,
+        d_channels=d_channels,
+        l1_weight=l1_weight,
+        gan_weight=gan_weight,
+        train=_gan_train(steps, image_size, lr, decay, seed),
+    )
+    r = _run(train_pix2pix, pairs_prefix=pairs, name=name, config=cfg.to_dict(), max_images=max_images)
+    _gan_summary(r, "pix2pix")
+
+
+@app.command("train-cyclegan")
+def train_cyclegan_cmd(
+    domain_a: str = typer.Option(..., help="Prefix of domain A's images (domains/<a>/)."),
+    domain_b: str = typer.Option(..., help="Prefix of domain B's images."),
+    name: str = typer.Option(..., help="Name in the registry (cyclegan/<name>; holds both directions)."),
+    steps: int = typer.Option(4000, help="Optimizer steps (batch 1)."),
+    image_size: int = typer.Option(256, help="Crop side, px (CPU: 128)."),
+    channels: int = typer.Option(32, help="Generators' first-layer width (reference 64)."),
+    blocks: int = typer.Option(6, help="Residual blocks per generator (reference: 9 at 256 px, 6 at 128)."),
+    d_channels: int = typer.Option(64, help="Discriminators' first-layer width."),
+    cycle_weight: float = typer.Option(10.0, help="Cycle-consistency weight (reference lambda 10)."),
+    identity_weight: float = typer.Option(0.5, help="Identity weight, times the cycle weight."),
+    lr: float = typer.Option(2e-4),
+    decay: float = typer.Option(0.5, help="Fraction of the steps over which the learning rate decays to 0."),
+    seed: int = typer.Option(0),
+    max_images: int = typer.Option(5000),
+) -> None:
+    """Train CycleGAN (two generators, two PatchGANs, LSGAN, cycle and identity losses, 50-image
+    pools), register both directions as one version."""
+    from flows.train_translation import train_cyclegan
+    from styleops.training.translation import CycleGANConfig
+
+    cfg = CycleGANConfig(
+        channels=channels,
+        n_residual=blocks,
+        d_channels=d_channels,
+        cycle_weight=cycle_weight,
+        identity_weight=identity_weight,
+        train=_gan_train(steps, image_size, lr, decay, seed),
+    )
+    r = _run(
+        train_cyclegan, domain_a=domain_a, domain_b=domain_b, name=name, config=cfg.to_dict(), max_images=max_images
+    )
+    _gan_summary(r, "cyclegan")
+
+
 @app.command("build-banks")
 def build_banks_cmd(
     artworks: str = typer.Option("artwork/", help="Prefix of artwork/<style>/<file>: one bank per style."),
@@ -591,6 +715,7 @@ def stylize(
     iterations: int = typer.Option(300, help="gatys: optimizer iterations per level."),
     optimizer: str = typer.Option("lbfgs", help="gatys: lbfgs | adam"),
     levels: int = typer.Option(1, help="gatys: coarse-to-fine levels (2 = half size first)."),
+    direction: str = typer.Option("AtoB", help="cyclegan: AtoB (the model's G) or BtoA (its F)."),
     max_side: int = typer.Option(1024, help="Longer side of outputs, pixels (inputs are never upscaled)."),
     format: str = typer.Option("jpeg", help="jpeg | png | webp"),
     quality: int = typer.Option(90, help="JPEG/WebP quality 1-95."),
@@ -656,6 +781,7 @@ def stylize(
         iterations=iterations,
         optimizer=optimizer,
         levels=levels,
+        direction=direction,
         dask_address=dask_address,
         dask_workers=dask_workers,
         repair=repair,

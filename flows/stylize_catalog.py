@@ -49,6 +49,7 @@ def stylize_catalog(
     iterations: int = 300,
     optimizer: str = "lbfgs",
     levels: int = 1,
+    direction: str = "AtoB",
     dask_address: str | None = None,
     dask_workers: int | None = None,
     repair: bool = False,
@@ -60,7 +61,8 @@ def stylize_catalog(
     alias ('multi'). per-style: `style` names the model; multi-style: `style` is a style of the
     model `model`, or a blend 'wave=0.7,udnie=0.3'; swap: patch bank + inverse network; adain:
     `style` a style or blend of artwork/<style>/ folders, `alpha`; gatys: optimization, slow (a
-    few hero images; `iterations`, `optimizer`, `levels`). color: none | luminance | histogram.
+    few hero images; `iterations`, `optimizer`, `levels`); pix2pix: `style` names the model;
+    cyclegan: `style` names the model, `direction` AtoB | BtoA. color: none | luminance | histogram.
     Shards run on threads in this process, or on Dask: `dask_address` (tcp://scheduler:8786) or
     `dask_workers` N (a local cluster of N worker processes); defaults from STYLEOPS_DASK_*.
     Rerunning the same call after a crash or kill finishes what is left.
@@ -84,6 +86,7 @@ def stylize_catalog(
         iterations=iterations,
         optimizer=optimizer,
         levels=levels,
+        direction=direction,
         shard_size=shard_size,
         batch_size=batch_size,
         metrics=metrics,

@@ -28,6 +28,8 @@ from styleops.models.vgg import VGGEncoder
 PER_STYLE = "per-style"
 MULTI_STYLE = "multi-style"
 SUPER_RESOLUTION = "super-resolution"
+PIX2PIX = "pix2pix"
+CYCLEGAN = "cyclegan"
 
 Logger = logging.Logger | logging.LoggerAdapter
 log: logging.Logger = logging.getLogger("styleops")

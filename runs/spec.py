@@ -14,6 +14,7 @@ from runs.keys import catalog_prefix
 from styleops.errors import InvalidInputError
 from styleops.inference.color import COLOR_MODES
 from styleops.io.images import encode_image
+from styleops.models.translation import DIRECTIONS
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class StylizeParams:
     iterations: int = 300  # gatys: optimizer iterations per level
     optimizer: str = "lbfgs"  # gatys: lbfgs | adam
     levels: int = 1  # gatys: coarse-to-fine levels (1 = the output size only)
+    direction: str = "AtoB"  # cyclegan: which of the model's two generators (AtoB | BtoA)
     # Super-resolution after the method, in the same shard: '4' or a model name as asked, then the
     # pinned 'super-resolution/<name>/<version>' the flow resolved (runs.methods.upscale).
     upscale: str | None = None
@@ -95,6 +97,7 @@ class RunSpec:
         iterations: int = 300,
         optimizer: str = "lbfgs",
         levels: int = 1,
+        direction: str = "AtoB",
         upscale: str | int | None = None,
         **run: Any,
     ) -> RunSpec:
@@ -112,6 +115,7 @@ class RunSpec:
             iterations=iterations,
             optimizer=optimizer,
             levels=levels,
+            direction=direction,
             upscale=None if upscale in (None, "") else str(upscale),
         )
         return cls(catalog=catalog, style=style, method=method, model=model, version=version, params=params, **run)
@@ -143,6 +147,8 @@ class RunSpec:
                 "gatys needs iterations >= 1, optimizer lbfgs|adam and levels 1-4; "
                 f"got {p.iterations}, {p.optimizer!r}, {p.levels}"
             )
+        if p.direction not in DIRECTIONS:
+            raise InvalidInputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {p.direction!r}")
         if p.upscale is not None and methods.get(p.method).family == SUPER_RESOLUTION:
             raise InvalidInputError(
                 "--upscale chains super-resolution after a stylization; --method upscale runs it alone"

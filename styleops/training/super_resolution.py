@@ -22,7 +22,6 @@ checkpoint is only resumed under the same ones.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -39,7 +38,7 @@ from styleops.io.images import read_image
 from styleops.losses.perceptual import LossTerms, LossWeights
 from styleops.models.super_resolution import SCALES, SuperResolutionNet
 from styleops.models.vgg import VGGEncoder
-from styleops.training.engine import CHECKPOINT_FILE, StepLog, TrainConfig, TrainResult, _Fit, image_paths
+from styleops.training.engine import StepLog, TrainConfig, TrainResult, _Fit, check_workdir, image_paths
 
 LOSSES = ("pixel", "perceptual")
 SR_CONFIG_FILE = "sr_config.json"
@@ -205,15 +204,5 @@ def train_super_resolution(
 
 def _check_workdir(config: SRConfig, workdir: Path) -> None:
     """Record the SR settings next to the checkpoint; refuse to resume a checkpoint made under others."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / SR_CONFIG_FILE
     mine = {k: v for k, v in config.to_dict().items() if k != "train"}
-    if (workdir / CHECKPOINT_FILE).is_file():
-        saved = json.loads(path.read_text()) if path.is_file() else None
-        if saved != mine:
-            raise InvalidInputError(
-                f"checkpoint in {workdir} was made with different super-resolution settings"
-                f" ({saved} vs {mine}); use a fresh workdir"
-            )
-        return
-    path.write_text(json.dumps(mine, sort_keys=True, indent=1))
+    check_workdir(workdir, mine, SR_CONFIG_FILE, "super-resolution")

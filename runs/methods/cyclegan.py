@@ -1,0 +1,27 @@
+"""cyclegan: one direction of a CycleGAN model (Zhu et al. 2017; `styleops train-cyclegan`).
+
+style: the model's name in the `cyclegan` family; one version holds both generators and
+`direction` (AtoB | BtoA, hashed into params_hash) picks one. Deterministic (eval mode, no
+dropout); no style metrics."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from runs import context
+from runs.methods.base import Params
+from runs.methods.pix2pix import Pix2Pix
+from styleops.models.translation import OneDirection
+
+
+class CycleGAN(Pix2Pix):
+    name = "cyclegan"
+    family = context.CYCLEGAN
+    hashed = ("direction",)
+    summary = "a CycleGAN generator, `style` names the model, --direction AtoB|BtoA (`styleops train-cyclegan`)"
+
+    def generator(self, net: nn.Module, params: Params) -> nn.Module:
+        return OneDirection(net, params.direction)  # type: ignore[arg-type] - a CycleGenerators (checked in build)
+
+
+METHOD = CycleGAN()

@@ -1,0 +1,1 @@
+"""Training data for the translation families: pair and domain makers, side-by-side AB images."""

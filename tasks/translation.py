@@ -1,0 +1,250 @@
+"""Translation-family tasks: make pairs and domains in the store, train Pix2Pix and CycleGAN,
+check the generator against collapse, register it."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from prefect import task
+from safetensors.torch import load_file
+
+from infra.settings import get_settings
+from runs import context
+from runs.keys import is_image_key
+from styleops.data.makers import MAKERS, edge_drawing, grayscale, painted, split_side_by_side
+from styleops.device import resolve_device
+from styleops.errors import InvalidInputError
+from styleops.evaluation.translation import collapse_check
+from styleops.io.images import encode_image, read_image, resize_max_side, to_float
+from styleops.io.weights import install_hed_side_weights, load_vgg_state_dict
+from styleops.models.hed import HEDEdges
+from styleops.models.translation import CycleGenerators, OneDirection, UNetGenerator
+from styleops.training.engine import StepLog, TrainResult
+from styleops.training.translation import (
+    CycleGANConfig,
+    Pix2PixConfig,
+    check_images,
+    check_pairs,
+    train_cyclegan,
+    train_pix2pix,
+)
+from tasks import common
+from tasks.training import _register, _reporting, _Started, sync_content
+
+PROBES = 4  # training A images the collapse check runs on
+PROBE_SIDE = 128
+
+
+def _gan_terms(step: StepLog) -> str:  # styleops.training.translation.HISTORY_KEYS
+    terms = f"l1/cycle {step.content:.4g} gan {step.style:.4g} identity {step.tv:.4g}"
+    return f"G {step.total:.4g} ({terms}) D {step.critic:.4g}"
+
+
+# ---- data -----------------------------------------------------------------------------------------
+@task(name="make-translation-data")
+def make_pairs_task(
+    kind: str,
+    content_prefix: str,
+    name: str,
+    style: str | None = None,
+    limit: int = 200,
+    max_side: int = 256,
+    domains: bool = False,
+) -> dict[str, Any]:
+    """Turn the photos under `content_prefix` into pairs/<name>/A/<stem>.png and B/<stem>.png.
+
+    kind: edges (A: HED line drawing, B: the photo), gray (A: grayscale, B: the photo), painted
+    (A: the photo, B: rendered by the per-style model `style`). domains: also write an unpaired,
+    disjoint split for CycleGAN: domains/<name>-A/ holds the A side of the even-numbered photos,
+    domains/<name>-B/ the B side of the odd-numbered ones (every image keeps its ground truth in
+    pairs/<name>/). Photos are shrunk to `max_side` px first."""
+    if kind not in MAKERS:
+        raise InvalidInputError(f"kind must be one of {MAKERS}, got {kind!r}")
+    if kind == "painted" and not style:
+        raise InvalidInputError("--kind painted needs --style: the per-style model that paints the B side")
+    settings = get_settings()
+    st = context.store(writable=("pairs/", "domains/"))
+    photos = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, limit)
+    make = _maker(kind, style, resolve_device(settings.device))
+    made = 0
+    for index, path in enumerate(photos):
+        photo = resize_max_side(to_float(read_image(path).pixels), max_side)
+        a, b = make(photo)
+        stem = path.stem
+        st.put(f"pairs/{name}/A/{stem}.png", encode_image(a, "png"), content_type="image/png")
+        st.put(f"pairs/{name}/B/{stem}.png", encode_image(b, "png"), content_type="image/png")
+        if domains:
+            side, image = ("A", a) if index % 2 == 0 else ("B", b)
+            st.put(f"domains/{name}-{side}/{stem}.png", encode_image(image, "png"), content_type="image/png")
+        made += 1
+    common.logger().info("made %d %s pairs under %s", made, kind, st.uri(f"pairs/{name}/"))
+    out = {"pairs": f"pairs/{name}/", "images": made, "kind": kind}
+    if domains:
+        out.update(domain_a=f"domains/{name}-A/", domain_b=f"domains/{name}-B/")
+    return out
+
+
+def _maker(kind: str, style: str | None, device: torch.device):  # noqa: ANN202 - photo -> (A, B)
+    if kind == "gray":
+        return lambda photo: (grayscale(photo), photo)
+    if kind == "edges":
+        cache = get_settings().cache_dir
+        hed = HEDEdges(load_vgg_state_dict("hed", cache_dir=cache), load_file(install_hed_side_weights(cache)))
+        return lambda photo: (edge_drawing(hed, photo), photo)
+    reg = context.registry()
+    net, _card = context.load_model(reg, context.PER_STYLE, str(style), reg.resolve(context.PER_STYLE, str(style)))
+    return lambda photo: (photo, painted(net, photo))
+
+
+def _sync_folder(prefix: str, dest: Path, limit: int) -> list[Path]:
+    return sorted(sync_content(prefix, dest, limit)) if _has_images(prefix) else []
+
+
+def _has_images(prefix: str) -> bool:
+    return any(is_image_key(i.key) for i in context.store().list(prefix))
+
+
+def _paired_files(prefix: str, limit: int) -> tuple[list[Path], list[Path]]:
+    """Local (A, B) files of the pairs under `prefix`: A/ and B/ folders with the same names, or
+    the reference's side-by-side images under AB/ (split here into A and B). Refused (with the
+    reason, before any training) when names do not match, an image does not decode, a pair's
+    sizes differ, or there are too few pairs."""
+    root = get_settings().cache_dir / "pairs" / context.store().bucket / prefix.strip("/")
+    prefix = prefix if prefix.endswith("/") else prefix + "/"
+    if _has_images(prefix + "AB/"):
+        a_dir, b_dir = root / "split" / "A", root / "split" / "B"
+        a_dir.mkdir(parents=True, exist_ok=True)
+        b_dir.mkdir(parents=True, exist_ok=True)
+        for path in _sync_folder(prefix + "AB/", root / "AB", limit):
+            a, b = split_side_by_side(read_image(path).pixels)
+            (a_dir / f"{path.stem}.png").write_bytes(encode_image(a, "png"))
+            (b_dir / f"{path.stem}.png").write_bytes(encode_image(b, "png"))
+        a, b = sorted(a_dir.glob("*.png")), sorted(b_dir.glob("*.png"))
+    else:
+        a, b = _sync_folder(prefix + "A/", root / "A", limit), _sync_folder(prefix + "B/", root / "B", limit)
+    if not a and not b:
+        raise InvalidInputError(
+            f"no pairs under {prefix}: expected {prefix}A/ and {prefix}B/ (same names) or {prefix}AB/"
+        )
+    check_pairs(a, b, prefix.rstrip("/"))
+    return a, b
+
+
+def _domain_files(prefix: str, limit: int) -> list[Path]:
+    root = get_settings().cache_dir / "domains" / context.store().bucket / prefix.strip("/")
+    files = _sync_folder(prefix, root, limit)
+    check_images(files, f"domain {prefix}")
+    return files
+
+
+def _data_sha256(*groups: list[Path]) -> str:
+    """sha256 over the training files' names and contents, group by group (A, then B)."""
+    h = hashlib.sha256()
+    for group in groups:
+        for path in group:
+            h.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+        h.update(b"\1")
+    return h.hexdigest()
+
+
+def _probes(paths: list[Path]) -> torch.Tensor:
+    """The first PROBES images, shorter side PROBE_SIDE px, centre-cropped square: [P, 3, S, S]."""
+    out = []
+    for path in paths[:PROBES]:
+        x = to_float(read_image(path).pixels)[None]
+        h, w = x.shape[-2:]
+        k = PROBE_SIDE / min(h, w)
+        x = F.interpolate(x, size=(max(PROBE_SIDE, round(h * k)), max(PROBE_SIDE, round(w * k))), mode="bilinear")
+        top, left = (x.shape[-2] - PROBE_SIDE) // 2, (x.shape[-1] - PROBE_SIDE) // 2
+        out.append(x[0, :, top : top + PROBE_SIDE, left : left + PROBE_SIDE])
+    return torch.stack(out)
+
+
+def _gate(generator: torch.nn.Module, probes: torch.Tensor, must_change: bool) -> dict[str, Any]:
+    check = collapse_check(generator.eval(), probes, must_change=must_change)
+    if not check.passed:
+        common.logger().warning("collapse check failed: %s; the version is registered but not promoted", check.reason)
+    return {"passed": check.passed, "reason": check.reason, "dependence": check.dependence, "change": check.change}
+
+
+def _card(cfg: Any, result: TrainResult, device: Any, started: _Started, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model_config": result.model_config,
+        "train_config": cfg.train.to_dict(),
+        "translation_config": cfg.to_dict(),
+        "data": data,
+        "metrics": {
+            **result.final_losses(),
+            "critic": sum(h.get("critic", 0.0) for h in result.history[-5:]) / max(1, len(result.history[-5:])),
+            "steps": result.steps,
+            "rollbacks": result.rollbacks,
+            "seconds": round(time.time() - started.at, 1),
+            "resumed_from": result.resumed_from,
+        },
+        "loss_curve": result.history,
+        "rollback_log": result.rollback_log,
+        "device": str(device),
+        "code_version": started.code_version,
+    }
+
+
+# ---- training -------------------------------------------------------------------------------------
+@task(name="train-pix2pix-model", tags=["gpu"])
+def train_pix2pix_task(name: str, pairs_prefix: str, config: dict[str, Any], max_images: int = 5000) -> dict[str, Any]:
+    """Train a Pix2Pix U-Net on the pairs under `pairs_prefix` and register it as pix2pix/<name>;
+    the card's `gate` says whether its outputs depend on its input."""
+    settings = get_settings()
+    cfg = Pix2PixConfig.from_dict(config)
+    a, b = _paired_files(pairs_prefix, max_images)
+    device = resolve_device(settings.device)
+    data = {"pairs": pairs_prefix, "images": len(a), "sha256": _data_sha256(a, b)}
+    run_key = context.stable_hash({"pix2pix": name, "config": cfg.to_dict(), "data": data["sha256"]})
+    started = _Started()
+    with _reporting(f"train {context.PIX2PIX}/{name}", cfg.train, _gan_terms) as on_step:
+        result = train_pix2pix(
+            cfg,
+            a,
+            b,
+            workdir=settings.home / "work" / context.PIX2PIX / name / run_key,
+            device=device,
+            progress=on_step,
+        )
+    gen = UNetGenerator(**result.model_config)
+    gen.load_state_dict(result.state_dict)
+    card = {"architecture": "UNetGenerator", **_card(cfg, result, device, started, data)}
+    card["gate"] = _gate(gen, _probes(a), must_change=True)
+    return {**_register(context.PIX2PIX, name, result, "UNetGenerator", card), "gate": card["gate"]}
+
+
+@task(name="train-cyclegan-model", tags=["gpu"])
+def train_cyclegan_task(
+    name: str, domain_a: str, domain_b: str, config: dict[str, Any], max_images: int = 5000
+) -> dict[str, Any]:
+    """Train CycleGAN's two generators between the images under `domain_a` and `domain_b` and
+    register them (one version) as cyclegan/<name>; the card's `gate` checks the A->B generator."""
+    settings = get_settings()
+    cfg = CycleGANConfig.from_dict(config)
+    a, b = _domain_files(domain_a, max_images), _domain_files(domain_b, max_images)
+    device = resolve_device(settings.device)
+    data = {"domain_a": domain_a, "domain_b": domain_b, "images": [len(a), len(b)], "sha256": _data_sha256(a, b)}
+    run_key = context.stable_hash({"cyclegan": name, "config": cfg.to_dict(), "data": data["sha256"]})
+    started = _Started()
+    with _reporting(f"train {context.CYCLEGAN}/{name}", cfg.train, _gan_terms) as on_step:
+        result = train_cyclegan(
+            cfg,
+            a,
+            b,
+            workdir=settings.home / "work" / context.CYCLEGAN / name / run_key,
+            device=device,
+            progress=on_step,
+        )
+    gens = CycleGenerators(**result.model_config)
+    gens.load_state_dict(result.state_dict)
+    card = {"architecture": "CycleGenerators", **_card(cfg, result, device, started, data)}
+    card["gate"] = _gate(OneDirection(gens, "AtoB"), _probes(a), must_change=True)
+    return {**_register(context.CYCLEGAN, name, result, "CycleGenerators", card), "gate": card["gate"]}
