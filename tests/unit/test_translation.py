@@ -56,7 +56,8 @@ def pairs(photos: list[Path], tmp_path: Path) -> tuple[list[Path], list[Path]]:
     b_dir.mkdir()
     for i in range(8):
         img = Image.open(photos[i % len(photos)]).convert("RGB")
-        img = img.resize((96, 64)).transpose(Image.Transpose.FLIP_LEFT_RIGHT) if i >= len(photos) else img.resize((96, 64))
+        img = img.resize((96, 64))
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if i >= len(photos) else img
         img.save(b_dir / f"p{i}.png")
         img.convert("L").convert("RGB").save(a_dir / f"p{i}.png")
     return sorted(a_dir.glob("*.png")), sorted(b_dir.glob("*.png"))
