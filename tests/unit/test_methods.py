@@ -35,8 +35,8 @@ def test_params_hash_is_pinned(params: StylizeParams, expected: str) -> None:
     assert params.hash == expected
 
 
-def test_the_registry_lists_the_six_methods_with_their_aliases() -> None:
-    assert methods.names() == ("per-style", "multi-style", "swap", "adain", "gatys", "upscale")
+def test_the_registry_lists_the_eight_methods_with_their_aliases() -> None:
+    assert methods.names() == ("per-style", "multi-style", "swap", "adain", "gatys", "upscale", "pix2pix", "cyclegan")
     assert {m.name: m.aliases for m in methods.all_methods()} == {
         "per-style": (),
         "multi-style": ("multi",),
@@ -44,12 +44,15 @@ def test_the_registry_lists_the_six_methods_with_their_aliases() -> None:
         "adain": (),
         "gatys": (),
         "upscale": ("super-resolution", "sr"),
+        "pix2pix": (),
+        "cyclegan": (),
     }
     assert methods.get("multi") is methods.get("multi-style") and methods.get("multi").cli_name == "multi"
     assert [m.name for m in methods.all_methods() if m.takes_blend] == ["multi-style", "adain"]
     assert {m.name: m.hashed for m in methods.all_methods() if m.hashed} == {
         "adain": ("alpha",),
         "gatys": ("iterations", "optimizer", "levels"),
+        "cyclegan": ("direction",),
     }
     assert {m.name: m.family for m in methods.all_methods()} == {
         "per-style": "per-style",
@@ -58,6 +61,8 @@ def test_the_registry_lists_the_six_methods_with_their_aliases() -> None:
         "adain": "adain",
         "gatys": None,
         "upscale": "super-resolution",
+        "pix2pix": "pix2pix",
+        "cyclegan": "cyclegan",
     }
     for m in methods.all_methods():
         assert type(m).__module__ == "runs.methods." + m.name.replace("-", "_")  # one module per method
@@ -66,7 +71,7 @@ def test_the_registry_lists_the_six_methods_with_their_aliases() -> None:
 def test_an_unknown_method_names_the_registered_ones() -> None:
     with pytest.raises(
         InvalidInputError,
-        match=r"^method must be one of per-style, multi-style, swap, adain, gatys, upscale, got 'cartoon'$",
+        match=r"^method must be one of per-style, multi-style, swap, adain, gatys, upscale, pix2pix, cyclegan, got 'cartoon'$",
     ):
         methods.get("cartoon")
     assert methods.find("cartoon") is None
@@ -86,7 +91,7 @@ def test_register_refuses_a_taken_name_or_alias() -> None:
 
     with pytest.raises(ValueError, match="method name multi is taken"):
         methods.register(Clash())
-    assert methods.names() == ("per-style", "multi-style", "swap", "adain", "gatys", "upscale")
+    assert methods.names() == ("per-style", "multi-style", "swap", "adain", "gatys", "upscale", "pix2pix", "cyclegan")
 
 
 def test_a_source_survives_json() -> None:
