@@ -11,9 +11,10 @@ from prefect import flow, get_run_logger
 from flows.build_patch_banks import build_patch_banks
 from flows.stylize_catalog import stylize_catalog
 from flows.train_style import train_style
-from runs.context import SUPER_RESOLUTION
+from runs.context import CYCLEGAN, PIX2PIX, SUPER_RESOLUTION
 from runs.reports.catalog import write_report
 from runs.reports.super_resolution import comparison, make_low_resolution
+from runs.reports.translation import edges_comparison, make_drawings
 from tasks.storage import upload_directory_task
 from tasks.training import import_model_task
 
@@ -22,6 +23,8 @@ DEMO_STYLES = ("monet", "hoitsu")
 DECODERS = ("inverse",)  # examples/models/<family>.safetensors, registered as <family>/default
 SR_MODELS = ("x4-pixel", "x4")  # examples/models/<name>.safetensors, registered as super-resolution/<name>
 SR_SCALE = 4
+# examples/models/<file>.safetensors -> (family, name): edges -> photo, and photo <-> Monet-painted photo
+TRANSLATION_MODELS = {"edges": (PIX2PIX, "edges"), "monet-cyclegan": (CYCLEGAN, "monet")}
 
 
 @flow(name="demo")
@@ -31,7 +34,9 @@ def demo(
     """Upload the examples, fine-tune each shipped example model for `steps` (at least 1) steps on
     the sample photos through the train-style flow, register the example inverse network and
     build the patch banks, stylize the catalog with every style by per-style model and by style
-    swap, upscale two shrunk photos with the shipped x4 super-resolution models, write the report."""
+    swap, upscale two shrunk photos with the shipped x4 super-resolution models, paint the catalog
+    with the shipped CycleGAN model and turn line drawings of three photos back into photos with
+    the shipped Pix2Pix model, write the report."""
     log = get_run_logger()
     styles = list(styles or DEMO_STYLES)
     upload_directory_task(str(EXAMPLES / "catalog"), "catalog/demo/")
@@ -60,13 +65,17 @@ def demo(
     for style in styles:
         runs[f"swap:{style}"] = stylize_catalog(catalog="demo", style=style, method="swap", max_side=max_side)
     sr = _super_resolution(Path(out_dir), runs)
-    columns = [*styles, *(f"swap:{s}" for s in styles)]
+    edges = _translation(Path(out_dir), runs, max_side)
+    columns = [*styles, *(f"swap:{s}" for s in styles), "cyclegan:monet"]
     report = write_report(
         Path(out_dir),
         "demo",
         columns,
-        title="StyleOps demo: sample catalog x example styles (per-style models and style swap)",
-        sections={f"Super-resolution x{SR_SCALE}: bicubic, pixel and perceptual models": sr},
+        title="StyleOps demo: sample catalog x example styles (per-style models, style swap, CycleGAN)",
+        sections={
+            f"Super-resolution x{SR_SCALE}: bicubic, pixel and perceptual models": sr,
+            "Pix2Pix: HED line drawing -> photo": edges,
+        },
     )
     log.info("report written to %s", report.resolve())
     return {"report": str(report.resolve()), "trained": trained, "runs": runs}
@@ -88,6 +97,22 @@ def _super_resolution(out_dir: Path, runs: dict[str, Any]) -> str:
             catalog="demo-small", style=name, method="upscale", format="png", metrics=False
         )
     return comparison(out_dir, "demo", "demo-small", list(SR_MODELS), SR_SCALE)
+
+
+def _translation(out_dir: Path, runs: dict[str, Any], max_side: int) -> str:
+    """Register the shipped translation models; paint the catalog with CycleGAN's photo -> Monet
+    generator; draw three photos (HED edges) and translate the drawings back with Pix2Pix."""
+    for file, (family, name) in TRANSLATION_MODELS.items():
+        import_model_task(
+            family,
+            name,
+            str(EXAMPLES / "models" / f"{file}.safetensors"),
+            str(EXAMPLES / "models" / f"{file}.card.json"),
+        )
+    runs["cyclegan:monet"] = stylize_catalog(catalog="demo", style="monet", method="cyclegan", max_side=max_side)
+    make_drawings("demo", "demo-edges", max_side, limit=3)
+    runs["pix2pix:edges"] = stylize_catalog(catalog="demo-edges", style="edges", method="pix2pix", format="png")
+    return edges_comparison(out_dir, "demo", "demo-edges", ["edges"])
 
 
 def _example_config(style: str) -> dict[str, Any]:

@@ -58,8 +58,8 @@ def stylize_catalog(
     """List -> plan (skip what the manifest has) -> stylize shards in parallel -> record -> report.
 
     method: a registered method (runs.methods: per-style, multi-style, swap, adain, gatys, upscale,
-    pix2pix, cyclegan) or its alias ('multi'). per-style: `style` names the model; multi-style: `style` is a style of the
-    model `model`, or a blend 'wave=0.7,udnie=0.3'; swap: patch bank + inverse network; adain:
+    pix2pix, cyclegan) or its alias ('multi'). per-style: `style` names the model; multi-style:
+    `style` is a style of the model `model`, or a blend 'wave=0.7,udnie=0.3'; swap: patch bank + inverse network; adain:
     `style` a style or blend of artwork/<style>/ folders, `alpha`; gatys: optimization, slow (a
     few hero images; `iterations`, `optimizer`, `levels`); pix2pix: `style` names the model;
     cyclegan: `style` names the model, `direction` AtoB | BtoA. color: none | luminance | histogram.

@@ -63,7 +63,16 @@ def resolve(method: str, style: str, version: str | None, model: str | None = No
     return get(method).resolve(style, version, model)
 
 
-_FIRST = ("per_style", "multi_style", "swap", "adain", "gatys", "upscale", "pix2pix", "cyclegan")  # the documented order; other modules follow by name
+_FIRST = (
+    "per_style",
+    "multi_style",
+    "swap",
+    "adain",
+    "gatys",
+    "upscale",
+    "pix2pix",
+    "cyclegan",
+)  # the documented order; other modules follow by name
 
 
 def _discover() -> None:

@@ -71,7 +71,10 @@ def test_the_registry_lists_the_eight_methods_with_their_aliases() -> None:
 def test_an_unknown_method_names_the_registered_ones() -> None:
     with pytest.raises(
         InvalidInputError,
-        match=r"^method must be one of per-style, multi-style, swap, adain, gatys, upscale, pix2pix, cyclegan, got 'cartoon'$",
+        match=(
+            r"^method must be one of per-style, multi-style, swap, adain, gatys, upscale, pix2pix, cyclegan, "
+            r"got 'cartoon'$"
+        ),
     ):
         methods.get("cartoon")
     assert methods.find("cartoon") is None
