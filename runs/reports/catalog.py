@@ -31,6 +31,14 @@ def latest_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("finished_at").groupby(keys, as_index=False).tail(1).sort_values(keys)
 
 
+def newest_outputs(prefix: str, method: str) -> dict[tuple[str, str], str]:
+    """{(image_key, style): output_key} of the newest ok row per image and style of `method` in
+    catalog `prefix` (what a side-by-side section shows)."""
+    rows = context.manifest().read(filters=[("catalog", "=", prefix), ("method", "=", method), ("status", "=", "ok")])
+    newest = latest_rows(rows)
+    return {(r.image_key, r.style): r.output_key for r in newest.itertuples()}
+
+
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Per method, style and version: ok/failed counts, mean losses and mean ms per image."""
     if df.empty:

@@ -11,6 +11,7 @@ import torch
 
 from runs import context
 from runs.keys import catalog_prefix, is_image_key
+from runs.reports.catalog import newest_outputs
 from styleops.evaluation.super_resolution import bicubic_upscale, degrade, psnr_y
 from styleops.io.contact_sheet import contact_sheet
 from styleops.io.images import decode_image, encode_image, to_uint8
@@ -40,9 +41,7 @@ def comparison(
     and the original from catalog `original`; writes `super_resolution.png` (the same grid)."""
     st = context.store()
     lo, hi = catalog_prefix(low), catalog_prefix(original)
-    rows = context.manifest().read(filters=[("catalog", "=", lo), ("method", "=", UPSCALE), ("status", "=", "ok")])
-    newest = rows.sort_values("finished_at").groupby(["image_key", "style"]).tail(1) if not rows.empty else rows
-    outputs = {(r.image_key, r.style): r.output_key for r in newest.itertuples()}
+    outputs = newest_outputs(lo, UPSCALE)
     originals = {Path(i.key[len(hi) :]).stem: i.key for i in st.list(hi) if is_image_key(i.key)}
     grid, body = [], []
     for key in sorted(i.key for i in st.list(lo) if is_image_key(i.key)):
@@ -63,7 +62,8 @@ def comparison(
         body.append(
             "<tr>"
             + "".join(
-                f'<td><img src="{_uri(c)}" width="{cell}" alt="{html.escape(n)}"><div>{html.escape(n)}: {s}</div></td>'
+                f'<td><img src="{data_uri(c)}" width="{cell}" alt="{html.escape(n)}">'
+                f"<div>{html.escape(n)}: {s}</div></td>"
                 for c, n, s in zip(cells, [*candidates, "original"], [*scores, html.escape(stem)], strict=True)
             )
             + "</tr>"
@@ -81,5 +81,5 @@ def comparison(
     )
 
 
-def _uri(pixels: torch.Tensor) -> str:
+def data_uri(pixels: torch.Tensor) -> str:
     return "data:image/png;base64," + base64.b64encode(encode_image(pixels, "png")).decode()

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from infra.settings import get_settings
 from runs import context
 from runs.keys import catalog_prefix, is_image_key
-from runs.reports.super_resolution import _uri
+from runs.reports.catalog import newest_outputs
+from runs.reports.super_resolution import data_uri
 from styleops.data.makers import edge_drawing
 from styleops.io.contact_sheet import contact_sheet, fit_to_cell
 from styleops.io.images import decode_image, encode_image, resize_max_side, to_float
@@ -41,9 +42,7 @@ def edges_comparison(out_dir: Path, original: str, drawings: str, models: list[s
     output, and the photo of catalog `original` it was drawn from; writes `translation.png`."""
     st = context.store()
     lo, hi = catalog_prefix(drawings), catalog_prefix(original)
-    rows = context.manifest().read(filters=[("catalog", "=", lo), ("method", "=", PIX2PIX), ("status", "=", "ok")])
-    newest = rows.sort_values("finished_at").groupby(["image_key", "style"]).tail(1) if not rows.empty else rows
-    outputs = {(r.image_key, r.style): r.output_key for r in newest.itertuples()}
+    outputs = newest_outputs(lo, PIX2PIX)
     originals = {Path(i.key[len(hi) :]).stem: i.key for i in st.list(hi) if is_image_key(i.key)}
     grid, body = [], []
     for key in sorted(i.key for i in st.list(lo) if is_image_key(i.key)):
@@ -58,7 +57,7 @@ def edges_comparison(out_dir: Path, original: str, drawings: str, models: list[s
         body.append(
             "<tr>"
             + "".join(
-                f'<td><img src="{_uri(c)}" alt="{html.escape(n)}"><div>{html.escape(n)}</div></td>'
+                f'<td><img src="{data_uri(c)}" alt="{html.escape(n)}"><div>{html.escape(n)}</div></td>'
                 for c, n in zip(cells, named, strict=True)
             )
             + "</tr>"
