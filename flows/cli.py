@@ -256,7 +256,7 @@ def models_export(
 def models_import(
     weights: Path = typer.Argument(..., help="A .safetensors model (e.g. examples/models/adain.safetensors)."),
     family: str = typer.Option(
-        ..., help="per-style | multi-style | inverse | adain | super-resolution | pix2pix | cyclegan"
+        ..., help="per-style | multi-style | inverse | adain | super-resolution | pix2pix | cyclegan | mixgan"
     ),
     name: str = typer.Option(..., help="Model name (per-style: the style)."),
     card: Path | None = typer.Option(
@@ -664,6 +664,49 @@ def train_cyclegan_cmd(
         train_cyclegan, domain_a=domain_a, domain_b=domain_b, name=name, config=cfg.to_dict(), max_images=max_images
     )
     _gan_summary(r, "cyclegan")
+
+
+@app.command("train-mixgan")
+def train_mixgan_cmd(
+    content_domain: str = typer.Option(..., help="Prefix of the content domain's photos (domains/<a>/)."),
+    style_domain: str = typer.Option(..., help="Prefix of the style domain's images."),
+    name: str = typer.Option(..., help="Name in the registry (mixgan/<name>)."),
+    steps: int = typer.Option(4000, help="Optimizer steps (batch 1)."),
+    image_size: int = typer.Option(256, help="Crop side, px (CPU: 128)."),
+    channels: int = typer.Option(32, help="First-layer width of encoder and decoders."),
+    code: int = typer.Option(8, help="Channels of the latent code map (one code vector per 4x4 px)."),
+    prior: str = typer.Option("gaussian", help="The code's prior: gaussian | uniform."),
+    d_channels: int = typer.Option(64, help="Style PatchGAN's first-layer width."),
+    recon_weight: float = typer.Option(10.0, help="Weight of the autoencoder's reconstruction L1."),
+    content_weight: float = typer.Option(1.0, help="Weight of the mixture's L1 to the reconstruction."),
+    lr: float = typer.Option(2e-4),
+    decay: float = typer.Option(0.5, help="Fraction of the steps over which the learning rate decays to 0."),
+    seed: int = typer.Option(0),
+    max_images: int = typer.Option(5000),
+) -> None:
+    """Train MIXGAN (an adversarial autoencoder of the content domain, a mixture decoder judged by a
+    PatchGAN against the style domain), register it, promote it if first and not collapsed."""
+    from flows.train_translation import train_mixgan
+    from styleops.training.translation import MIXGANConfig
+
+    cfg = MIXGANConfig(
+        channels=channels,
+        code=code,
+        prior=prior,
+        d_channels=d_channels,
+        recon_weight=recon_weight,
+        content_weight=content_weight,
+        train=_gan_train(steps, image_size, lr, decay, seed),
+    )
+    r = _run(
+        train_mixgan,
+        content_domain=content_domain,
+        style_domain=style_domain,
+        name=name,
+        config=cfg.to_dict(),
+        max_images=max_images,
+    )
+    _gan_summary(r, "mixgan")
 
 
 @app.command("build-banks")

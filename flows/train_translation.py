@@ -1,5 +1,5 @@
 """Flows of the translation families: photos -> training pairs or domains in the store; pairs ->
-a Pix2Pix model; two domains -> a CycleGAN model. Each trained version is registered, and
+a Pix2Pix model; two domains -> a CycleGAN or a MIXGAN model. Each trained version is registered, and
 promoted if it is the name's first and passes the collapse check."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from runs.context import CYCLEGAN, PIX2PIX
+from runs.context import CYCLEGAN, MIXGAN, PIX2PIX
 from runs.keys import artifact_key
-from styleops.training.translation import CycleGANConfig, Pix2PixConfig
+from styleops.training.translation import CycleGANConfig, MIXGANConfig, Pix2PixConfig
 from tasks.training import promote_if_first_task
-from tasks.translation import make_pairs_task, train_cyclegan_task, train_pix2pix_task
+from tasks.translation import make_pairs_task, train_cyclegan_task, train_mixgan_task, train_pix2pix_task
 
 
 @flow(name="make-translation-data")
@@ -70,4 +70,17 @@ def train_cyclegan(
     trained = train_cyclegan_task(name, domain_a, domain_b, cfg.to_dict(), max_images)
     promoted = _promote(CYCLEGAN, name, trained)
     _report(CYCLEGAN, name, trained, promoted, f"{domain_a} and {domain_b}")
+    return {**trained, "name": name, "promoted": promoted}
+
+
+@flow(name="train-mixgan")
+def train_mixgan(
+    content_domain: str, style_domain: str, name: str, config: dict[str, Any] | None = None, max_images: int = 5000
+) -> dict:
+    """Train MIXGAN: content from the photos under `content_domain`, style from the images under
+    `style_domain`; register mixgan/<name>. `config` overrides `MIXGANConfig` fields."""
+    cfg = MIXGANConfig.from_dict({**MIXGANConfig().to_dict(), **(config or {})})
+    trained = train_mixgan_task(name, content_domain, style_domain, cfg.to_dict(), max_images)
+    promoted = _promote(MIXGAN, name, trained)
+    _report(MIXGAN, name, trained, promoted, f"{content_domain} and {style_domain}")
     return {**trained, "name": name, "promoted": promoted}

@@ -27,7 +27,7 @@ import safetensors
 from infra.delta import StoreDeltaTable
 from infra.store import IntegrityError, ObjectInfo, ObjectNotFoundError, ObjectStore, PreconditionFailedError
 
-FAMILIES = ("per-style", "multi-style", "inverse", "adain", "bank", "super-resolution", "pix2pix", "cyclegan")
+FAMILIES = ("per-style", "multi-style", "inverse", "adain", "bank", "super-resolution", "pix2pix", "cyclegan", "mixgan")
 BANK = "bank"
 _ROOTS = {BANK: "banks/"}  # families stored outside models/<family>/
 PRODUCTION_ALIASES = (None, "production")

@@ -30,6 +30,7 @@ MULTI_STYLE = "multi-style"
 SUPER_RESOLUTION = "super-resolution"
 PIX2PIX = "pix2pix"
 CYCLEGAN = "cyclegan"
+MIXGAN = "mixgan"
 
 Logger = logging.Logger | logging.LoggerAdapter
 log: logging.Logger = logging.getLogger("styleops")

@@ -23,14 +23,17 @@ from styleops.evaluation.translation import collapse_check
 from styleops.io.images import encode_image, read_image, resize_max_side, to_float
 from styleops.io.weights import install_hed_side_weights, load_vgg_state_dict
 from styleops.models.hed import HEDEdges
+from styleops.models.mixgan import MixGenerator
 from styleops.models.translation import CycleGenerators, OneDirection, UNetGenerator
 from styleops.training.engine import StepLog, TrainResult
 from styleops.training.translation import (
     CycleGANConfig,
+    MIXGANConfig,
     Pix2PixConfig,
     check_images,
     check_pairs,
     train_cyclegan,
+    train_mixgan,
     train_pix2pix,
 )
 from tasks import common
@@ -248,3 +251,31 @@ def train_cyclegan_task(
     card = {"architecture": "CycleGenerators", **_card(cfg, result, device, started, data)}
     card["gate"] = _gate(OneDirection(gens, "AtoB"), _probes(a), must_change=True)
     return {**_register(context.CYCLEGAN, name, result, "CycleGenerators", card), "gate": card["gate"]}
+
+
+@task(name="train-mixgan-model", tags=["gpu"])
+def train_mixgan_task(
+    name: str, content_domain: str, style_domain: str, config: dict[str, Any], max_images: int = 5000
+) -> dict[str, Any]:
+    """Train MIXGAN (content from `content_domain`'s photos, style from `style_domain`'s images)
+    and register the generator (encode -> mixture-decode) as mixgan/<name>."""
+    settings = get_settings()
+    cfg = MIXGANConfig.from_dict(config)
+    a, b = _domain_files(content_domain, max_images), _domain_files(style_domain, max_images)
+    device = resolve_device(settings.device)
+    data = {
+        "domain_a": content_domain,
+        "domain_b": style_domain,
+        "images": [len(a), len(b)],
+        "sha256": _data_sha256(a, b),
+    }
+    run_key = context.stable_hash({"mixgan": name, "config": cfg.to_dict(), "data": data["sha256"]})
+    started = _Started()
+    with _reporting(f"train {context.MIXGAN}/{name}", cfg.train, _gan_terms) as on_step:
+        workdir = settings.home / "work" / context.MIXGAN / name / run_key
+        result = train_mixgan(cfg, a, b, workdir=workdir, device=device, progress=on_step)
+    gen = MixGenerator(**result.model_config)
+    gen.load_state_dict(result.state_dict)
+    card = {"architecture": "MixGenerator", **_card(cfg, result, device, started, data)}
+    card["gate"] = _gate(gen, _probes(a), must_change=True)
+    return {**_register(context.MIXGAN, name, result, "MixGenerator", card), "gate": card["gate"]}

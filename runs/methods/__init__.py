@@ -72,6 +72,7 @@ _FIRST = (
     "upscale",
     "pix2pix",
     "cyclegan",
+    "mixgan",
 )  # the documented order; other modules follow by name
 
 

@@ -57,6 +57,6 @@ class Pix2Pix(Method):
         )
 
 
-_ARCHITECTURE = {context.PIX2PIX: "UNetGenerator", context.CYCLEGAN: "CycleGenerators"}
+_ARCHITECTURE = {context.PIX2PIX: "UNetGenerator", context.CYCLEGAN: "CycleGenerators", context.MIXGAN: "MixGenerator"}
 
 METHOD = Pix2Pix()

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from styleops.errors import InvalidInputError
 from styleops.io.safetensors_file import canonical_safetensors, read_header
 from styleops.models.decoder import VGGDecoder
+from styleops.models.mixgan import MixGenerator
 from styleops.models.multistyle import MultiStyleTransformerNet
 from styleops.models.super_resolution import SuperResolutionNet
 from styleops.models.transformer import TransformerNet
@@ -27,6 +28,7 @@ _ARCHITECTURES: dict[str, type[nn.Module]] = {
     "SuperResolutionNet": SuperResolutionNet,
     "UNetGenerator": UNetGenerator,
     "CycleGenerators": CycleGenerators,
+    "MixGenerator": MixGenerator,
 }
 
 

@@ -1,6 +1,7 @@
 """Training the translation families through the shared loop `_Fit.run` with a `Critic`:
 Pix2Pix (paired, Isola et al. 2017) and CycleGAN (unpaired, Zhu et al. 2017), following
-junyanz/pytorch-CycleGAN-and-pix2pix's defaults.
+junyanz/pytorch-CycleGAN-and-pix2pix's defaults, and MIXGAN (Hao et al. 2018; `train_mixgan`,
+built from the paper: styleops.models.mixgan).
 
 - Pix2Pix: U-Net generator, conditional 70x70 PatchGAN (it sees input and output), vanilla GAN
   loss + 100 x L1; Adam 2e-4, betas (0.5, 0.999); the learning rate is constant, then decays
@@ -38,13 +39,15 @@ from styleops.errors import ImageError, InvalidInputError
 from styleops.io.images import read_image
 from styleops.losses.gan import GAN_MODES, ImagePool, gan_loss
 from styleops.losses.perceptual import LossTerms
+from styleops.models.mixgan import LatentDiscriminator, MixGenerator
 from styleops.models.translation import CycleGenerators, PatchDiscriminator, UNetGenerator
 from styleops.training.engine import Critic, StepLog, TrainConfig, TrainResult, _Fit, check_workdir
 
 HISTORY_KEYS = {"l1 / cycle": "content", "gan": "style", "identity": "tv", "critic": "critic"}
 LOAD_SCALE = 286 / 256  # the reference's load size over its crop size
 SETTINGS_FILE = "translation_config.json"
-MIN_DOMAIN_IMAGES = 8  # an unpaired domain (or a paired set) needs at least this many images
+MIN_DOMAIN_IMAGES = 8
+PRIORS = ("gaussian", "uniform")  # an unpaired domain (or a paired set) needs at least this many images
 
 
 def _default_train() -> TrainConfig:
@@ -135,6 +138,46 @@ class CycleGANConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CycleGANConfig:
+        return cls(**_train_from(d))
+
+
+@dataclass(frozen=True)
+class MIXGANConfig:
+    """One MIXGAN run (styleops.models.mixgan): the adversarial autoencoder (reconstruction L1 +
+    latent GAN towards `prior`), the mixture's PatchGAN against the style domain, and a small L1
+    pull of the mixture towards the reconstruction (the content it must keep)."""
+
+    channels: int = 32
+    code: int = 8
+    blocks: int = 2
+    prior: str = "gaussian"  # gaussian | uniform (in [-1, 1])
+    d_channels: int = 64
+    d_layers: int = 3
+    recon_weight: float = 10.0
+    latent_weight: float = 1.0
+    mixture_weight: float = 1.0  # the mixture's GAN term
+    content_weight: float = 1.0  # L1 of the mixture to the reconstruction
+    gan_mode: str = "lsgan"
+    load_scale: float = LOAD_SCALE
+    train: TrainConfig = field(default_factory=_default_train)
+
+    def __post_init__(self) -> None:
+        _check_common(
+            self.gan_mode,
+            self.load_scale,
+            min(self.recon_weight, self.latent_weight, self.mixture_weight, self.content_weight),
+        )
+        if self.prior not in PRIORS:
+            raise InvalidInputError(f"prior must be one of {PRIORS}, got {self.prior!r}")
+
+    def model_config(self) -> dict[str, Any]:
+        return {"channels": self.channels, "code": self.code, "blocks": self.blocks}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: v for k, v in asdict(self).items() if k != "train"}, "train": self.train.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MIXGANConfig:
         return cls(**_train_from(d))
 
 
@@ -355,4 +398,76 @@ def train_cyclegan(
 
     return fit.run(
         gens, list(gens.parameters()), forward, a, Path(workdir), progress, loss_hook, (), data, Critic(critics, critic)
+    )
+
+
+class _MixCritic(nn.Module):
+    def __init__(self, config: MIXGANConfig) -> None:
+        super().__init__()
+        self.latent = LatentDiscriminator(config.code)
+        self.style = PatchDiscriminator(3, config.d_channels, config.d_layers)
+
+
+def train_mixgan(
+    config: MIXGANConfig,
+    content: Sequence[Path],
+    style: Sequence[Path],
+    *,
+    workdir: Path,
+    device: str | torch.device = "auto",
+    progress: Callable[[StepLog], None] | None = None,
+    loss_hook: Callable[[int, Tensor], Tensor] | None = None,
+) -> TrainResult:
+    """Train a `MixGenerator` on photos of the content domain and images of the style domain
+    (unpaired). History columns: `content` the reconstruction L1, `style` the mixture's GAN term,
+    `tv` the latent GAN term plus the mixture's L1 to the reconstruction, `critic` both critics.
+    Returns `TrainResult` of the generator (the critics are only in the checkpoint)."""
+    check_workdir(Path(workdir), {k: v for k, v in config.to_dict().items() if k != "train"}, SETTINGS_FILE, "mixgan")
+    torch.manual_seed(config.train.seed)
+    gen = MixGenerator(**config.model_config())
+    critics = _MixCritic(config)
+    fit = _fit(config.train, device)
+    data = UnpairedCrops(content, style, config.train.image_size, config.train.seed, config.load_scale)
+    mode = config.gan_mode
+    kept: dict[str, Tensor] = {}
+
+    def prior(z: Tensor, step: int) -> Tensor:
+        g = torch.Generator().manual_seed(config.train.seed * 1_000_003 + step)
+        shape = tuple(z.shape)
+        sample = (
+            torch.randn(shape, generator=g) if config.prior == "gaussian" else torch.rand(shape, generator=g) * 2 - 1
+        )
+        return sample.to(z.device, z.dtype)
+
+    def forward(step: int, batch: Tensor) -> LossTerms:
+        x = batch[:, :3]
+        z = gen.encode(x)
+        mixture, recon = gen.mix(z)
+        kept["z"], kept["mixture"] = z.detach(), mixture.detach()
+        rec = config.recon_weight * _l1(recon, x)
+        latent = config.latent_weight * gan_loss(critics.latent(z), True, mode)
+        adversarial = config.mixture_weight * gan_loss(critics.style(mixture), True, mode)
+        keep = config.content_weight * _l1(mixture, recon.detach())
+        return LossTerms(rec + latent + adversarial + keep, rec, adversarial, latent + keep)
+
+    def critic(step: int, batch: Tensor) -> Tensor:
+        style_images = batch[:, 3:]
+        z = kept["z"]
+        latent = 0.5 * (gan_loss(critics.latent(prior(z, step)), True, mode) + gan_loss(critics.latent(z), False, mode))
+        styled = 0.5 * (
+            gan_loss(critics.style(style_images), True, mode) + gan_loss(critics.style(kept["mixture"]), False, mode)
+        )
+        return latent + styled
+
+    return fit.run(
+        gen,
+        list(gen.parameters()),
+        forward,
+        content,
+        Path(workdir),
+        progress,
+        loss_hook,
+        (),
+        data,
+        Critic(critics, critic),
     )

@@ -14,14 +14,14 @@ import torch
 from PIL import Image
 from prefect.logging import disable_run_logger
 
-from flows.train_translation import make_translation_data, train_cyclegan, train_pix2pix
+from flows.train_translation import make_translation_data, train_cyclegan, train_mixgan, train_pix2pix
 from runs import context, methods
 from runs.spec import RunSpec, StylizeParams
 from styleops.data.makers import grayscale
 from styleops.errors import InvalidInputError
 from styleops.io.images import decode_image, to_float
 from styleops.training.engine import TrainConfig
-from styleops.training.translation import CycleGANConfig, Pix2PixConfig
+from styleops.training.translation import CycleGANConfig, MIXGANConfig, Pix2PixConfig
 from tasks.stylize import stylize_shard_task
 from tasks.translation import _paired_files
 from tests.flows.conftest import (  # noqa: F401
@@ -49,6 +49,7 @@ TRAIN = TrainConfig(
 )
 PIX2PIX = Pix2PixConfig(channels=4, d_channels=4, train=TRAIN)
 CYCLEGAN = CycleGANConfig(channels=4, n_residual=1, d_channels=4, pool_size=2, train=TRAIN)
+MIXGAN = MIXGANConfig(channels=4, code=2, blocks=1, d_channels=4, train=TRAIN)
 SOURCE = "catalog/pairsrc/"
 
 
@@ -124,7 +125,7 @@ def test_pairs_train_pix2pix_and_stylize_deterministically(pipeline_env: Pipelin
     assert not context.registry().names(context.CYCLEGAN)
 
 
-def test_cyclegan_holds_both_directions_and_stylizes_each(pipeline_env: PipelineEnv) -> None:  # noqa: F811
+def test_cyclegan_holds_both_directions_and_mixgan_mixes(pipeline_env: PipelineEnv) -> None:  # noqa: F811
     env = pipeline_env
     _sources(env)
     make_translation_data("gray", SOURCE, "gray", max_side=64)
@@ -149,6 +150,15 @@ def test_cyclegan_holds_both_directions_and_stylizes_each(pipeline_env: Pipeline
     with pytest.raises(InvalidInputError, match="no cyclegan model 'nope'; registered: colour"):
         methods.resolve("cyclegan", "nope", None)
     assert "direction" not in StylizeParams(method="pix2pix").to_dict()  # other methods' hashes unchanged
+
+    # MIXGAN: content from the grayscale domain, style from the colour one; its generator starts
+    # at the reconstruction, so two steps leave a generator that changes its input (the AE is untrained)
+    mixed = train_mixgan("pairs/gray/A/", "pairs/gray/B/", "gray2colour", MIXGAN.to_dict())
+    card = context.registry().card(context.MIXGAN, "gray2colour", mixed["version"])
+    assert card["architecture"] == "MixGenerator" and MIXGANConfig.from_dict(card["translation_config"]) == MIXGAN
+    rows = _shard(env, "run-mix", "gray2colour", StylizeParams(method="mixgan", max_side=48, format="png"), "v0001")
+    assert [r["method"] for r in rows] == ["mixgan", "mixgan"]
+    assert {json.loads(r["params_json"])["inputs"]["model"] for r in rows} == {"mixgan/gray2colour/v0001"}
 
 
 def test_bad_pairs_are_refused_before_any_work_and_ab_images_are_split(pipeline_env: PipelineEnv) -> None:  # noqa: F811

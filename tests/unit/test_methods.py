@@ -30,13 +30,16 @@ PINNED_HASHES = [
 ]
 
 
+ALL = ("per-style", "multi-style", "swap", "adain", "gatys", "upscale", "pix2pix", "cyclegan", "mixgan")
+
+
 @pytest.mark.parametrize(("params", "expected"), PINNED_HASHES, ids=[h for _, h in PINNED_HASHES])
 def test_params_hash_is_pinned(params: StylizeParams, expected: str) -> None:
     assert params.hash == expected
 
 
-def test_the_registry_lists_the_eight_methods_with_their_aliases() -> None:
-    assert methods.names() == ("per-style", "multi-style", "swap", "adain", "gatys", "upscale", "pix2pix", "cyclegan")
+def test_the_registry_lists_the_nine_methods_with_their_aliases() -> None:
+    assert methods.names() == ALL
     assert {m.name: m.aliases for m in methods.all_methods()} == {
         "per-style": (),
         "multi-style": ("multi",),
@@ -46,6 +49,7 @@ def test_the_registry_lists_the_eight_methods_with_their_aliases() -> None:
         "upscale": ("super-resolution", "sr"),
         "pix2pix": (),
         "cyclegan": (),
+        "mixgan": (),
     }
     assert methods.get("multi") is methods.get("multi-style") and methods.get("multi").cli_name == "multi"
     assert [m.name for m in methods.all_methods() if m.takes_blend] == ["multi-style", "adain"]
@@ -63,6 +67,7 @@ def test_the_registry_lists_the_eight_methods_with_their_aliases() -> None:
         "upscale": "super-resolution",
         "pix2pix": "pix2pix",
         "cyclegan": "cyclegan",
+        "mixgan": "mixgan",
     }
     for m in methods.all_methods():
         assert type(m).__module__ == "runs.methods." + m.name.replace("-", "_")  # one module per method
@@ -72,7 +77,7 @@ def test_an_unknown_method_names_the_registered_ones() -> None:
     with pytest.raises(
         InvalidInputError,
         match=(
-            r"^method must be one of per-style, multi-style, swap, adain, gatys, upscale, pix2pix, cyclegan, "
+            r"^method must be one of per-style, multi-style, swap, adain, gatys, upscale, pix2pix, cyclegan, mixgan, "
             r"got 'cartoon'$"
         ),
     ):
@@ -94,7 +99,7 @@ def test_register_refuses_a_taken_name_or_alias() -> None:
 
     with pytest.raises(ValueError, match="method name multi is taken"):
         methods.register(Clash())
-    assert methods.names() == ("per-style", "multi-style", "swap", "adain", "gatys", "upscale", "pix2pix", "cyclegan")
+    assert methods.names() == ALL
 
 
 def test_a_source_survives_json() -> None:
