@@ -1,9 +1,11 @@
 """Translation families on held-out photos: Pix2Pix (edges -> photo) against its two baselines,
-and CycleGAN (photo <-> Monet-painted photo) by the issue's four targets.
+CycleGAN (photo <-> Monet-painted photo) by the issue's four targets, and MIXGAN (content of the
+photo, style of the Monet-painted domain).
 
     .venv/bin/python bench/bench_translation.py --pix2pix examples/models/edges.safetensors \
         --l1-only /tmp/edges-l1.safetensors --cyclegan examples/models/monet-cyclegan.safetensors \
-        --painter examples/models/monet.safetensors [--side 192] [--sheet docs/img/translation.jpg]
+        --mixgan examples/models/monet-mixgan.safetensors --painter examples/models/monet.safetensors \
+        [--side 192] [--sheet docs/img/translation.jpg]
 
 Held-out photos: the 24 Kodak photos of ../shared/data/train/content (no example model saw them),
 shrunk to --side px. Their pairs are made here by the project's own makers, as `styleops
@@ -16,6 +18,8 @@ make-pairs` made the training pairs: HED line drawings (edges -> photo) and the 
 - CycleGAN: cycle L1 |F(G(x)) - x|; change |G(x) - x|; the colour and texture distances of G(x) to
   domain B (the painted photos, all pooled) as a fraction of the input's; L1 to the painted ground
   truth against the input's.
+- MIXGAN: the structure score of its output against the photo (target >= 0.6), and the colour and
+  texture distances to domain B as fractions of the photo's (below 1: towards the style).
 Markdown to stdout, a contact sheet to --sheet.
 """
 
@@ -71,6 +75,7 @@ def main() -> None:
     ap.add_argument("--pix2pix", required=True)
     ap.add_argument("--l1-only", required=True)
     ap.add_argument("--cyclegan", required=True)
+    ap.add_argument("--mixgan", required=True)
     ap.add_argument("--painter", required=True, help="the per-style model that painted domain B")
     ap.add_argument("--train-photos", default="/tmp/trainset", help="for the mean-colour baseline")
     ap.add_argument("--side", type=int, default=192)
@@ -86,13 +91,15 @@ def main() -> None:
     pix2pix, l1_only = _load(args.pix2pix), _load(args.l1_only)
     cycle = _load(args.cyclegan)
     g, f = OneDirection(cycle, "AtoB"), OneDirection(cycle, "BtoA")
+    mixgan = _load(args.mixgan)
     painter = _load(args.painter)
     photos = _photos(args.side)
     mean = _mean_colour(Path(args.train_photos), 200, args.side)
 
     p2p: dict[str, list[float]] = {k: [] for k in ("model", "l1_only", "mean", "structure", "structure_l1")}
     cyc: dict[str, list[float]] = {k: [] for k in ("cycle", "change", "colour", "texture", "gt", "gt_input")}
-    rows, painted_all, outs = [], [], []
+    mix: dict[str, list[float]] = {k: [] for k in ("structure", "colour", "texture")}
+    rows, painted_all, outs, mixed = [], [], [], []
     for photo in photos:
         x = photo[None]
         drawing = edge_drawing(hed, photo)
@@ -110,12 +117,17 @@ def main() -> None:
         cyc["gt_input"].append(l1(photo, truth))
         painted_all.append(truth)
         outs.append(gx)
+        mx = mixgan(x)[0].clamp(0, 1)
+        mixed.append(mx)
+        mix["structure"].append(structure(mx, photo))
         if len(rows) < 6:
-            rows.append([to_uint8(t) for t in (drawing, y, y1, photo, gx, truth, f(gx[None])[0])])
+            rows.append([to_uint8(t) for t in (drawing, y, y1, photo, gx, truth, f(gx[None])[0], mx)])
     domain_b = torch.cat([resize_max_side(t, args.side)[:, :128, :128] for t in painted_all], -1)
-    for photo, gx in zip(photos, outs, strict=True):
+    for photo, gx, mx in zip(photos, outs, mixed, strict=True):
         cyc["colour"].append(colour_ratio(gx, photo, domain_b))
         cyc["texture"].append(texture_ratio(gx, photo, domain_b))
+        mix["colour"].append(colour_ratio(mx, photo, domain_b))
+        mix["texture"].append(texture_ratio(mx, photo, domain_b))
 
     Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
     Path(args.sheet).write_bytes(encode_image(contact_sheet(rows, cell=160), "jpeg", quality=88))
@@ -135,8 +147,13 @@ def main() -> None:
         f"| L1 to the painted ground truth: G(x) / input | {_mean(cyc['gt']):.4f} / {_mean(cyc['gt_input']):.4f}"
         " | below |"
     )
+    print("\n## MIXGAN, content of the photo, style of the Monet-painted domain\n")
+    print("| measure | value | target |\n|---|---|---|")
+    print(f"| structure (gradient correlation with the photo) | {_mean(mix['structure']):.3f} | >= 0.6 |")
+    print(f"| colour distance to domain B, fraction of the photo's | {_mean(mix['colour']):.3f} | < 1 |")
+    print(f"| texture distance to domain B, fraction of the photo's | {_mean(mix['texture']):.3f} | < 1 |")
     print(f"\n{time.perf_counter() - started:.0f} s. Sheet: {args.sheet} (columns: drawing, Pix2Pix, L1-only, photo,")
-    print("CycleGAN G(photo), painted ground truth, F(G(photo)))")
+    print("CycleGAN G(photo), painted ground truth, F(G(photo)), MIXGAN)")
 
 
 if __name__ == "__main__":
