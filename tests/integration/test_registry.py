@@ -169,7 +169,7 @@ def test_resolve(registry: ModelRegistry) -> None:
         ("per-style", "-starry"),
         ("per-style", "a/b"),
         ("per-style", "x" * 65),
-        ("cyclegan", "starry"),
+        ("stylegan", "starry"),  # not a family
     ],
 )
 def test_names_and_families_are_validated(registry: ModelRegistry, family: str, name: str) -> None:
