@@ -287,3 +287,22 @@ def test_mixgan_trains_resumably_and_reconstructs_better(pairs: tuple[list[Path]
         before = (start.reconstruct(start.encode(x)) - x).abs().mean()
         after = (trained.reconstruct(trained.encode(x)) - x).abs().mean()
     assert float(after) < 0.7 * float(before), (float(before), float(after))
+
+
+def test_hed_line_drawing_inks_the_edges_of_a_square(vgg_weights: Path) -> None:
+    from safetensors.torch import load_file
+
+    from styleops.data.makers import edge_drawing
+    from styleops.io.weights import install_hed_side_weights
+    from styleops.models.hed import HEDEdges
+
+    hed = HEDEdges(load_file(vgg_weights), load_file(install_hed_side_weights(vgg_weights.parent)))
+    photo = torch.ones(3, 96, 96)
+    photo[:, 32:64, 32:64] = 0.1  # a dark square on white
+    drawing = edge_drawing(hed, photo)
+    assert drawing.shape == (3, 96, 96) and torch.equal(drawing[0], drawing[2])
+    border = torch.cat([drawing[0, 30:34, 32:64].flatten(), drawing[0, 32:64, 30:34].flatten()])
+    assert float(border.min()) < 0.2  # black strokes on the square's edges
+    assert (
+        float(drawing[0, 44:52, 44:52].min()) == 1.0 and float(drawing[0, :12, :12].min()) == 1.0
+    )  # white away from them
