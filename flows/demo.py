@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from flows.build_patch_banks import build_patch_banks
 from flows.stylize_catalog import stylize_catalog
 from flows.train_style import train_style
-from runs.context import CYCLEGAN, PIX2PIX, SUPER_RESOLUTION
+from runs.context import CYCLEGAN, MIXGAN, PIX2PIX, SUPER_RESOLUTION
 from runs.reports.catalog import write_report
 from runs.reports.super_resolution import comparison, make_low_resolution
 from runs.reports.translation import edges_comparison, make_drawings
@@ -24,7 +24,11 @@ DECODERS = ("inverse",)  # examples/models/<family>.safetensors, registered as <
 SR_MODELS = ("x4-pixel", "x4")  # examples/models/<name>.safetensors, registered as super-resolution/<name>
 SR_SCALE = 4
 # examples/models/<file>.safetensors -> (family, name): edges -> photo, and photo <-> Monet-painted photo
-TRANSLATION_MODELS = {"edges": (PIX2PIX, "edges"), "monet-cyclegan": (CYCLEGAN, "monet")}
+TRANSLATION_MODELS = {
+    "edges": (PIX2PIX, "edges"),
+    "monet-cyclegan": (CYCLEGAN, "monet"),
+    "monet-mixgan": (MIXGAN, "monet"),
+}
 
 
 @flow(name="demo")
@@ -35,7 +39,7 @@ def demo(
     the sample photos through the train-style flow, register the example inverse network and
     build the patch banks, stylize the catalog with every style by per-style model and by style
     swap, upscale two shrunk photos with the shipped x4 super-resolution models, paint the catalog
-    with the shipped CycleGAN model and turn line drawings of three photos back into photos with
+    with the shipped CycleGAN and MIXGAN models and turn line drawings of three photos back into photos with
     the shipped Pix2Pix model, write the report."""
     log = get_run_logger()
     styles = list(styles or DEMO_STYLES)
@@ -66,12 +70,12 @@ def demo(
         runs[f"swap:{style}"] = stylize_catalog(catalog="demo", style=style, method="swap", max_side=max_side)
     sr = _super_resolution(Path(out_dir), runs)
     edges = _translation(Path(out_dir), runs, max_side)
-    columns = [*styles, *(f"swap:{s}" for s in styles), "cyclegan:monet"]
+    columns = [*styles, *(f"swap:{s}" for s in styles), "cyclegan:monet", "mixgan:monet"]
     report = write_report(
         Path(out_dir),
         "demo",
         columns,
-        title="StyleOps demo: sample catalog x example styles (per-style models, style swap, CycleGAN)",
+        title="StyleOps demo: sample catalog x example styles (per-style models, style swap, CycleGAN, MIXGAN)",
         sections={
             f"Super-resolution x{SR_SCALE}: bicubic, pixel and perceptual models": sr,
             "Pix2Pix: HED line drawing -> photo": edges,
@@ -101,7 +105,8 @@ def _super_resolution(out_dir: Path, runs: dict[str, Any]) -> str:
 
 def _translation(out_dir: Path, runs: dict[str, Any], max_side: int) -> str:
     """Register the shipped translation models; paint the catalog with CycleGAN's photo -> Monet
-    generator; draw three photos (HED edges) and translate the drawings back with Pix2Pix."""
+    generator and with MIXGAN (photo content, Monet-painted style); draw three photos (HED edges)
+    and translate the drawings back with Pix2Pix."""
     for file, (family, name) in TRANSLATION_MODELS.items():
         import_model_task(
             family,
@@ -109,7 +114,8 @@ def _translation(out_dir: Path, runs: dict[str, Any], max_side: int) -> str:
             str(EXAMPLES / "models" / f"{file}.safetensors"),
             str(EXAMPLES / "models" / f"{file}.card.json"),
         )
-    runs["cyclegan:monet"] = stylize_catalog(catalog="demo", style="monet", method="cyclegan", max_side=max_side)
+    for method in ("cyclegan", "mixgan"):
+        runs[f"{method}:monet"] = stylize_catalog(catalog="demo", style="monet", method=method, max_side=max_side)
     make_drawings("demo", "demo-edges", max_side, limit=3)
     runs["pix2pix:edges"] = stylize_catalog(catalog="demo-edges", style="edges", method="pix2pix", format="png")
     return edges_comparison(out_dir, "demo", "demo-edges", ["edges"])
