@@ -89,7 +89,8 @@ class TrainConfig:
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))  # JSON gives a list
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "loss": self.loss.to_dict()}
+        """JSON-shaped (lists, not tuples): equal to what a card's JSON gives back."""
+        return {**asdict(self), "loss": self.loss.to_dict(), "adam_betas": list(self.adam_betas)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
