@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,31 +198,42 @@ def _card(cfg: Any, result: TrainResult, device: Any, started: _Started, data: d
 
 
 # ---- training -------------------------------------------------------------------------------------
+def _train_and_register(
+    family: str,
+    architecture: type[torch.nn.Module],
+    name: str,
+    cfg: Any,
+    a: list[Path],
+    b: list[Path],
+    data: dict[str, Any],
+    trainer: Callable[..., TrainResult],
+    served: Callable[[torch.nn.Module], torch.nn.Module] = lambda net: net,
+) -> dict[str, Any]:
+    """Train with `trainer(cfg, a, b, workdir=..., device=..., progress=...)`, run the collapse
+    check on `served(generator)`, and register the generator as <family>/<name> with its card."""
+    settings = get_settings()
+    device = resolve_device(settings.device)
+    data = {**data, "sha256": _data_sha256(a, b)}
+    run_key = context.stable_hash({family: name, "config": cfg.to_dict(), "data": data["sha256"]})
+    started = _Started()
+    with _reporting(f"train {family}/{name}", cfg.train, _gan_terms) as on_step:
+        workdir = settings.home / "work" / family / name / run_key
+        result = trainer(cfg, a, b, workdir=workdir, device=device, progress=on_step)
+    net = architecture(**result.model_config)
+    net.load_state_dict(result.state_dict)
+    card = {"architecture": architecture.__name__, **_card(cfg, result, device, started, data)}
+    card["gate"] = _gate(served(net), _probes(a), must_change=True)
+    return {**_register(family, name, result, architecture.__name__, card), "gate": card["gate"]}
+
+
 @task(name="train-pix2pix-model", tags=["gpu"])
 def train_pix2pix_task(name: str, pairs_prefix: str, config: dict[str, Any], max_images: int = 5000) -> dict[str, Any]:
     """Train a Pix2Pix U-Net on the pairs under `pairs_prefix` and register it as pix2pix/<name>;
     the card's `gate` says whether its outputs depend on its input."""
-    settings = get_settings()
     cfg = Pix2PixConfig.from_dict(config)
     a, b = _paired_files(pairs_prefix, max_images)
-    device = resolve_device(settings.device)
-    data = {"pairs": pairs_prefix, "images": len(a), "sha256": _data_sha256(a, b)}
-    run_key = context.stable_hash({"pix2pix": name, "config": cfg.to_dict(), "data": data["sha256"]})
-    started = _Started()
-    with _reporting(f"train {context.PIX2PIX}/{name}", cfg.train, _gan_terms) as on_step:
-        result = train_pix2pix(
-            cfg,
-            a,
-            b,
-            workdir=settings.home / "work" / context.PIX2PIX / name / run_key,
-            device=device,
-            progress=on_step,
-        )
-    gen = UNetGenerator(**result.model_config)
-    gen.load_state_dict(result.state_dict)
-    card = {"architecture": "UNetGenerator", **_card(cfg, result, device, started, data)}
-    card["gate"] = _gate(gen, _probes(a), must_change=True)
-    return {**_register(context.PIX2PIX, name, result, "UNetGenerator", card), "gate": card["gate"]}
+    data = {"pairs": pairs_prefix, "images": len(a)}
+    return _train_and_register(context.PIX2PIX, UNetGenerator, name, cfg, a, b, data, train_pix2pix)
 
 
 @task(name="train-cyclegan-model", tags=["gpu"])
@@ -230,27 +242,12 @@ def train_cyclegan_task(
 ) -> dict[str, Any]:
     """Train CycleGAN's two generators between the images under `domain_a` and `domain_b` and
     register them (one version) as cyclegan/<name>; the card's `gate` checks the A->B generator."""
-    settings = get_settings()
     cfg = CycleGANConfig.from_dict(config)
     a, b = _domain_files(domain_a, max_images), _domain_files(domain_b, max_images)
-    device = resolve_device(settings.device)
-    data = {"domain_a": domain_a, "domain_b": domain_b, "images": [len(a), len(b)], "sha256": _data_sha256(a, b)}
-    run_key = context.stable_hash({"cyclegan": name, "config": cfg.to_dict(), "data": data["sha256"]})
-    started = _Started()
-    with _reporting(f"train {context.CYCLEGAN}/{name}", cfg.train, _gan_terms) as on_step:
-        result = train_cyclegan(
-            cfg,
-            a,
-            b,
-            workdir=settings.home / "work" / context.CYCLEGAN / name / run_key,
-            device=device,
-            progress=on_step,
-        )
-    gens = CycleGenerators(**result.model_config)
-    gens.load_state_dict(result.state_dict)
-    card = {"architecture": "CycleGenerators", **_card(cfg, result, device, started, data)}
-    card["gate"] = _gate(OneDirection(gens, "AtoB"), _probes(a), must_change=True)
-    return {**_register(context.CYCLEGAN, name, result, "CycleGenerators", card), "gate": card["gate"]}
+    data = {"domain_a": domain_a, "domain_b": domain_b, "images": [len(a), len(b)]}
+    return _train_and_register(
+        context.CYCLEGAN, CycleGenerators, name, cfg, a, b, data, train_cyclegan, lambda net: OneDirection(net, "AtoB")
+    )
 
 
 @task(name="train-mixgan-model", tags=["gpu"])
@@ -259,23 +256,7 @@ def train_mixgan_task(
 ) -> dict[str, Any]:
     """Train MIXGAN (content from `content_domain`'s photos, style from `style_domain`'s images)
     and register the generator (encode -> mixture-decode) as mixgan/<name>."""
-    settings = get_settings()
     cfg = MIXGANConfig.from_dict(config)
     a, b = _domain_files(content_domain, max_images), _domain_files(style_domain, max_images)
-    device = resolve_device(settings.device)
-    data = {
-        "domain_a": content_domain,
-        "domain_b": style_domain,
-        "images": [len(a), len(b)],
-        "sha256": _data_sha256(a, b),
-    }
-    run_key = context.stable_hash({"mixgan": name, "config": cfg.to_dict(), "data": data["sha256"]})
-    started = _Started()
-    with _reporting(f"train {context.MIXGAN}/{name}", cfg.train, _gan_terms) as on_step:
-        workdir = settings.home / "work" / context.MIXGAN / name / run_key
-        result = train_mixgan(cfg, a, b, workdir=workdir, device=device, progress=on_step)
-    gen = MixGenerator(**result.model_config)
-    gen.load_state_dict(result.state_dict)
-    card = {"architecture": "MixGenerator", **_card(cfg, result, device, started, data)}
-    card["gate"] = _gate(gen, _probes(a), must_change=True)
-    return {**_register(context.MIXGAN, name, result, "MixGenerator", card), "gate": card["gate"]}
+    data = {"domain_a": content_domain, "domain_b": style_domain, "images": [len(a), len(b)]}
+    return _train_and_register(context.MIXGAN, MixGenerator, name, cfg, a, b, data, train_mixgan)

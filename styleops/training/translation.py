@@ -73,8 +73,29 @@ def _train_from(d: Mapping[str, Any]) -> dict[str, Any]:
     return d
 
 
+class _FamilyConfig:
+    """What the three configs share: JSON round trip and the settings a checkpoint is bound to.
+    Subclasses are frozen dataclasses with a `train: TrainConfig` field."""
+
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: v for k, v in asdict(self).items() if k != "train"}, "train": self.train.to_dict()}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Any:  # noqa: ANN401 - the subclass
+        return cls(**_train_from(d))
+
+    def bind(self, workdir: Path, family: str) -> None:
+        """Record this config's own settings next to the checkpoint in `workdir` (refusing a
+        checkpoint made under others) and seed the global generator (the networks' init)."""
+        settings = {k: v for k, v in self.to_dict().items() if k != "train"}
+        check_workdir(Path(workdir), settings, SETTINGS_FILE, family)
+        torch.manual_seed(self.train.seed)
+
+
 @dataclass(frozen=True)
-class Pix2PixConfig:
+class Pix2PixConfig(_FamilyConfig):
     """One Pix2Pix run. `train` holds the loop's settings (its `image_size` is the crop side, px).
     depth 0: log2(image_size), the reference's unet_256 / unet_128."""
 
@@ -101,16 +122,9 @@ class Pix2PixConfig:
     def model_config(self) -> dict[str, Any]:
         return {"channels": self.channels, "depth": self.depth, "dropout": self.dropout}
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**{k: v for k, v in asdict(self).items() if k != "train"}, "train": self.train.to_dict()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Pix2PixConfig:
-        return cls(**_train_from(d))
-
 
 @dataclass(frozen=True)
-class CycleGANConfig:
+class CycleGANConfig(_FamilyConfig):
     """One CycleGAN run (reference defaults except the generator's width and depth, which are
     `resnet_6blocks`-sized for CPU budgets; the reference's 256 px model is channels=64, n_residual=9)."""
 
@@ -133,16 +147,9 @@ class CycleGANConfig:
     def model_config(self) -> dict[str, Any]:
         return {"channels": self.channels, "n_residual": self.n_residual}
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**{k: v for k, v in asdict(self).items() if k != "train"}, "train": self.train.to_dict()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> CycleGANConfig:
-        return cls(**_train_from(d))
-
 
 @dataclass(frozen=True)
-class MIXGANConfig:
+class MIXGANConfig(_FamilyConfig):
     """One MIXGAN run (styleops.models.mixgan): the adversarial autoencoder (reconstruction L1 +
     latent GAN towards `prior`), the mixture's PatchGAN against the style domain, and a small L1
     pull of the mixture towards the reconstruction (the content it must keep)."""
@@ -172,13 +179,6 @@ class MIXGANConfig:
 
     def model_config(self) -> dict[str, Any]:
         return {"channels": self.channels, "code": self.code, "blocks": self.blocks}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**{k: v for k, v in asdict(self).items() if k != "train"}, "train": self.train.to_dict()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> MIXGANConfig:
-        return cls(**_train_from(d))
 
 
 def _check_common(gan_mode: str, load_scale: float, weight: float) -> None:
@@ -319,8 +319,7 @@ def train_pix2pix(
 ) -> TrainResult:
     """Train a `UNetGenerator` mapping each A image to its B image (lists of files, same order).
     Returns `TrainResult` of the generator (the discriminator is only in the checkpoint)."""
-    check_workdir(Path(workdir), {k: v for k, v in config.to_dict().items() if k != "train"}, SETTINGS_FILE, "pix2pix")
-    torch.manual_seed(config.train.seed)
+    config.bind(Path(workdir), "pix2pix")
     gen = UNetGenerator(**config.model_config())
     disc = PatchDiscriminator(6, config.d_channels, config.d_layers)
     fit = _fit(config.train, device)
@@ -368,8 +367,7 @@ def train_cyclegan(
 ) -> TrainResult:
     """Train `CycleGenerators` between domain A and domain B (unpaired lists of files).
     Returns `TrainResult` of both generators (the discriminators are only in the checkpoint)."""
-    check_workdir(Path(workdir), {k: v for k, v in config.to_dict().items() if k != "train"}, SETTINGS_FILE, "cyclegan")
-    torch.manual_seed(config.train.seed)
+    config.bind(Path(workdir), "cyclegan")
     gens = CycleGenerators(**config.model_config())
     critics = _CycleCritic(config)
     fit = _fit(config.train, device)
@@ -422,8 +420,7 @@ def train_mixgan(
     (unpaired). History columns: `content` the reconstruction L1, `style` the mixture's GAN term,
     `tv` the latent GAN term plus the mixture's L1 to the reconstruction, `critic` both critics.
     Returns `TrainResult` of the generator (the critics are only in the checkpoint)."""
-    check_workdir(Path(workdir), {k: v for k, v in config.to_dict().items() if k != "train"}, SETTINGS_FILE, "mixgan")
-    torch.manual_seed(config.train.seed)
+    config.bind(Path(workdir), "mixgan")
     gen = MixGenerator(**config.model_config())
     critics = _MixCritic(config)
     fit = _fit(config.train, device)
