@@ -131,7 +131,10 @@ def test_restart_keeps_objects_and_credentials(own_store: EmbeddedStore, tmp_pat
 
     assert second.pid != first.pid
     assert (second.access_key, second.secret_key) == (first.access_key, first.secret_key)
-    assert second.endpoint_url == first.endpoint_url  # ports are reused when free
+    # The old ports are reused when free; one still taken right after the stop (seen once in a
+    # fresh clone of a busy machine) moves the store, and settings follow it: what must hold is
+    # that the objects and credentials are there at the endpoint the store came back on.
+    assert second.endpoint_url.startswith("http://127.0.0.1:")
     assert ObjectStore.from_settings(settings).get_bytes("artwork/starry/a.jpg") == b"kept bytes"
     assert own_store.status() is not None and own_store.status().pid == second.pid  # type: ignore[union-attr]
 
