@@ -545,21 +545,15 @@ def train_sr_cmd(
 
 
 def _gan_train(steps: int, image_size: int, lr: float, decay: float, seed: int) -> TrainConfig:
-    """The translation families' loop settings: batch 1, Adam (0.5, 0.999), constant then linear
-    decay to zero over the last `decay` fraction of the steps (the reference's schedule)."""
-    return TrainConfig(
-        steps=steps,
-        batch_size=1,
-        image_size=image_size,
-        lr=lr,
-        warmup_steps=0,
-        decay_steps=round(steps * decay),
-        adam_betas=(0.5, 0.999),
-        output="direct",
-        palette=False,
-        channels_last=False,
-        seed=seed,
-    )
+    """The translation families' loop settings (`styleops.training.translation`'s defaults: batch 1,
+    Adam (0.5, 0.999)) with the schedule asked: constant, then linear decay to zero over the last
+    `decay` fraction of the steps (the reference's)."""
+    from dataclasses import replace
+
+    from styleops.training.translation import Pix2PixConfig
+
+    defaults = Pix2PixConfig().train
+    return replace(defaults, steps=steps, image_size=image_size, lr=lr, decay_steps=round(steps * decay), seed=seed)
 
 
 def _gan_summary(r: dict[str, Any], family: str) -> None:

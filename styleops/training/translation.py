@@ -269,15 +269,18 @@ class UnpairedCrops(Dataset):
         return torch.cat([_crop(a, self.size, g), _crop(b, self.size, g)])
 
 
-def check_images(paths: Sequence[Path], what: str, minimum: int = MIN_DOMAIN_IMAGES) -> None:
-    """InvalidInputError unless there are at least `minimum` images and every one decodes."""
+def check_images(paths: Sequence[Path], what: str, minimum: int = MIN_DOMAIN_IMAGES) -> dict[str, tuple[int, ...]]:
+    """InvalidInputError unless there are at least `minimum` images and every one decodes.
+    Returns each file's decoded shape (C, H, W) by name (each image is decoded once)."""
     if len(paths) < minimum:
         raise InvalidInputError(f"{what} has {len(paths)} images; at least {minimum} are needed")
+    shapes = {}
     for path in paths:
         try:
-            read_image(path)
+            shapes[path.name] = tuple(read_image(path).pixels.shape)
         except ImageError as exc:
             raise InvalidInputError(f"{what}: {path.name} does not decode ({exc})") from exc
+    return shapes
 
 
 def check_pairs(a: Sequence[Path], b: Sequence[Path], what: str) -> None:
@@ -287,12 +290,9 @@ def check_pairs(a: Sequence[Path], b: Sequence[Path], what: str) -> None:
     if names_a != names_b:
         only_a, only_b = sorted(names_a - names_b)[:5], sorted(names_b - names_a)[:5]
         raise InvalidInputError(f"{what}: mismatched pairs: only in A {only_a}, only in B {only_b}")
-    check_images(a, f"{what}/A")
-    check_images(b, f"{what}/B")
-    by_name = {p.name: p for p in b}
+    shapes_a, shapes_b = check_images(a, f"{what}/A"), check_images(b, f"{what}/B")
     for pa in a:
-        pb = by_name[pa.name]
-        sa, sb = read_image(pa).pixels.shape, read_image(pb).pixels.shape
+        sa, sb = shapes_a[pa.name], shapes_b[pa.name]
         if sa != sb:
             raise InvalidInputError(f"{what}: pair {pa.name} is {sa[2]}x{sa[1]} in A but {sb[2]}x{sb[1]} in B")
 
