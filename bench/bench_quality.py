@@ -46,6 +46,7 @@ from styleops.io.images import encode_image, read_image, resize_max_side, to_flo
 from styleops.io.serialize import from_safetensors
 from styleops.io.weights import load_vgg_state_dict
 from styleops.losses.perceptual import LossWeights, PerceptualLoss, gram_matrix, style_loss
+from styleops.models.palette import palette_of
 from styleops.models.vgg import VGGEncoder
 from styleops.ops import build_patch_bank
 
@@ -90,7 +91,15 @@ def main() -> None:
     )
     ap.add_argument("--multi-kinds", default="")
     ap.add_argument("--inverse", type=Path, default=ROOT / "examples" / "models" / "inverse.safetensors")
-    ap.add_argument("--adain", type=Path, default=ROOT / "examples" / "models" / "adain.safetensors")
+    ap.add_argument(
+        "--adain", type=Path, default=None, help="AdaIN decoder (default: the inverse network, as the demo ships it)"
+    )
+    ap.add_argument(
+        "--palette",
+        choices=("on", "off", "both"),
+        default="both",
+        help="swap and AdaIN with the final PaletteMatch (the pipeline's default), without, or both rows",
+    )
     ap.add_argument("--gatys", default="50,100", help="L-BFGS iteration counts")
     ap.add_argument("--sheet", type=Path, default=ROOT / "docs" / "img" / "quality_sheet.jpg")
     ap.add_argument("--json", type=Path, default=None, help="also write every score here")
@@ -110,7 +119,9 @@ def main() -> None:
     multi = from_safetensors(args.multi.read_bytes()) if args.multi else None
     multi_kinds = [k.strip() for k in args.multi_kinds.split(",") if k.strip()]
     inverse = from_safetensors(args.inverse.read_bytes()) if args.inverse.is_file() else None
-    adain_dec = from_safetensors(args.adain.read_bytes()) if args.adain.is_file() else None
+    adain_path = args.adain or args.inverse
+    adain_dec = from_safetensors(adain_path.read_bytes()) if adain_path.is_file() else None
+    palettes = {"on": [True], "off": [False], "both": [False, True]}[args.palette]
     iters = [int(s) for s in args.gatys.split(",") if s.strip()]
 
     scores: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
@@ -131,9 +142,15 @@ def main() -> None:
             bank = build_patch_bank(
                 [enc(resize_max_side(art, 256)[None])[inverse.from_layer]], 3, stride=1, max_patches=16384
             )
-            methods["swap"] = SwapStylizer(enc, inverse, bank)
+            for on in palettes:
+                methods["swap" + " +palette" * on] = SwapStylizer(
+                    enc, inverse, bank, palette=palette_of(art) if on else None
+                )
         if adain_dec is not None:
-            methods["adain"] = AdaINStylizer(VGGEncoder(state, [adain_dec.from_layer]), adain_dec, [art[None]])
+            for on in palettes:
+                methods["adain" + " +palette" * on] = AdaINStylizer(
+                    VGGEncoder(state, [adain_dec.from_layer]), adain_dec, [art[None]], palette=on
+                )
         for photo_path in photos:
             x = load_float(photo_path, args.size)
             row: list[torch.Tensor | None] = [to_uint8(x), to_uint8(art)]

@@ -62,7 +62,7 @@ def main() -> None:
     from infra.local_store import EmbeddedStore
     from infra.settings import get_settings
     from runs import context
-    from runs.spec import StylizeParams
+    from runs.spec import RunSpec, StylizeParams
     from styleops.io.images import sha256_hex
     from tasks.training import import_model_task
     from tests.faults.proxy import FaultProxy, Rule
@@ -119,13 +119,15 @@ def main() -> None:
                 for attempt in range(3):  # the same command again finishes what is left
                     try:
                         summary = stylize_catalog(
-                            catalog="soak",
-                            style="monet",
-                            max_side=max_side,
-                            quality=quality,
-                            shard_size=8,
-                            metrics=False,
-                            retry_failed=attempt > 0,
+                            RunSpec.create(
+                                catalog="soak",
+                                style="monet",
+                                max_side=max_side,
+                                quality=quality,
+                                shard_size=8,
+                                metrics=False,
+                                retry_failed=attempt > 0,
+                            )
                         )
                     except Exception as exc:  # noqa: BLE001 - a run that fails is counted, then rerun
                         errors.append(f"round {r} attempt {attempt}: {type(exc).__name__}: {exc}"[:300])

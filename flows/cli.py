@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -42,6 +42,21 @@ for _name, _value in PREFECT_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
 
 from runs import methods  # noqa: E402 - the stylize methods (runs/methods/), for --method's help and checks
+from runs.spec import RunSpec  # noqa: E402 - the stylize flow's one parameter
+
+# ---- options shared by the training commands (one definition, one help text) ---------------
+ContentPhotos = Annotated[str, typer.Option("--content", help="Prefix of the content photos, e.g. catalog/train/.")]
+Steps = Annotated[int, typer.Option(help="Optimizer steps.")]
+ImageSize = Annotated[int, typer.Option(help="Training crop side, pixels.")]
+StyleSize = Annotated[int, typer.Option(help="Artwork resized to this longer side, pixels (smaller: bigger strokes).")]
+BatchSize = Annotated[int, typer.Option(help="Images per optimizer step.")]
+LearningRate = Annotated[float, typer.Option("--lr", help="Adam's learning rate.")]
+Seed = Annotated[int, typer.Option(help="Seeds weights, crops and their order: the same seed trains the same model.")]
+InitFrom = Annotated[
+    str | None, typer.Option(help="Warm start: a .safetensors file or <family>/<name>/<version> of the registry.")
+]
+Decay = Annotated[float, typer.Option(help="Fraction of the steps over which the learning rate decays to 0.")]
+MaxImages = Annotated[int, typer.Option(help="Use at most this many training images.")]
 
 METHODS_HELP = " | ".join(m.cli_name for m in methods.all_methods())
 BLEND_METHODS = " or ".join(m.cli_name for m in methods.all_methods() if m.takes_blend)
@@ -305,18 +320,18 @@ def upload(
 # ---- training ------------------------------------------------------------------------------
 @app.command("train-style")
 def train_style_cmd(
+    content: ContentPhotos,
     artwork: str = typer.Option(..., help="Artwork key, artwork/<style>/<file>."),
-    content: str = typer.Option(..., help="Prefix of the content photos, e.g. catalog/train/."),
     style: str | None = typer.Option(None, help="Style name (default: from the artwork key)."),
-    steps: int = typer.Option(2000, help="Optimizer steps."),
-    image_size: int = typer.Option(256, help="Content crop size, pixels."),
-    style_size: int = typer.Option(512, help="Artwork resized to this longer side, pixels (smaller: bigger strokes)."),
-    batch_size: int = typer.Option(4),
+    steps: Steps = 2000,
+    image_size: ImageSize = 256,
+    style_size: StyleSize = 512,
+    batch_size: BatchSize = 4,
     channels: int = typer.Option(32, help="Network width (32 = Johnson et al.; 16 = slim, ~3x faster)."),
     style_weight: float = typer.Option(LossWeights().style_weight),
     content_weight: float = typer.Option(LossWeights().content_weight),
     tv_weight: float = typer.Option(LossWeights().tv_weight),
-    lr: float = typer.Option(1e-3),
+    lr: LearningRate = 1e-3,
     warmup_steps: int = typer.Option(TrainConfig().warmup_steps, help="Linear learning-rate warm-up, steps."),
     output: str = typer.Option(
         TrainConfig().output,
@@ -326,8 +341,8 @@ def train_style_cmd(
         TrainConfig().palette,
         help="Residual outputs: start at the photo recoloured to the artwork's palette (docs/quality.md).",
     ),
-    seed: int = typer.Option(0),
-    init_from: str | None = typer.Option(None, help="Warm start: a .safetensors file or per-style/<name>/<version>."),
+    seed: Seed = 0,
+    init_from: InitFrom = None,
 ) -> None:
     """Train a per-style model, register it, promote it if it is the style's first."""
     from flows.train_style import train_style
@@ -359,17 +374,17 @@ def train_style_cmd(
 
 @app.command("train-multistyle")
 def train_multistyle_cmd(
+    content: ContentPhotos,
     artworks: str = typer.Option("artwork/", help="Prefix of artwork/<style>/<file>: every style under it goes in."),
-    content: str = typer.Option(..., help="Prefix of the content photos."),
     name: str = typer.Option("collection", help="Name of the multi-style model."),
     steps: int = typer.Option(4000, help="Total steps (each style gets steps / N)."),
-    image_size: int = typer.Option(256),
-    style_size: int = typer.Option(512),
+    image_size: ImageSize = 256,
+    style_size: StyleSize = 512,
     channels: int = typer.Option(32),
-    batch_size: int = typer.Option(4),
-    lr: float = typer.Option(1e-3),
+    batch_size: BatchSize = 4,
+    lr: LearningRate = 1e-3,
     style_lr_scale: float = typer.Option(10.0, help="Learning-rate multiplier on each style's scale/shift."),
-    seed: int = typer.Option(0),
+    seed: Seed = 0,
 ) -> None:
     """Train one conditional-instance-norm network for many artworks (Dumoulin et al. 2017)."""
     from flows.multistyle import train_multistyle
@@ -396,15 +411,15 @@ def train_multistyle_cmd(
 
 @app.command("add-style")
 def add_style_cmd(
+    content: ContentPhotos,
     artwork: str = typer.Option(..., help="Artwork key, artwork/<style>/<file>."),
-    content: str = typer.Option(..., help="Prefix of the content photos."),
     name: str = typer.Option("collection", help="The multi-style model to extend."),
     style: str | None = typer.Option(None, help="Style name (default: from the artwork key)."),
     base_version: str | None = typer.Option(None, help="Default: production."),
-    steps: int = typer.Option(1000),
-    image_size: int = typer.Option(256),
-    style_size: int = typer.Option(512),
-    lr: float = typer.Option(1e-3),
+    steps: Steps = 1000,
+    image_size: ImageSize = 256,
+    style_size: StyleSize = 512,
+    lr: LearningRate = 1e-3,
     style_lr_scale: float = typer.Option(
         10.0, help="Learning-rate multiplier on the new style's scale/shift (the only weights trained)."
     ),
@@ -433,16 +448,16 @@ def add_style_cmd(
 
 @app.command("train-adain")
 def train_adain_cmd(
+    content: ContentPhotos,
     artworks: str = typer.Option("artwork/", help="Prefix of the artworks to learn from (any number of styles)."),
-    content: str = typer.Option(..., help="Prefix of the content photos."),
     name: str = typer.Option("default", help="Name of the decoder (adain/<name>)."),
-    steps: int = typer.Option(20_000),
+    steps: Steps = 20_000,
     image_size: int = typer.Option(256, help="Crop size of photos and artworks, pixels."),
-    batch_size: int = typer.Option(8),
-    lr: float = typer.Option(1e-4),
+    batch_size: BatchSize = 8,
+    lr: LearningRate = 1e-4,
     style_weight: float = typer.Option(1.0, help="Weight of the mean/std style loss (layers relu1_1..relu4_1)."),
-    seed: int = typer.Option(0),
-    init_from: str | None = typer.Option(None, help="Warm start: a .safetensors file or adain/<name>/<version>."),
+    seed: Seed = 0,
+    init_from: InitFrom = None,
 ) -> None:
     """Train the AdaIN decoder (Huang & Belongie 2017): one network for any artwork."""
     from dataclasses import replace
@@ -465,18 +480,18 @@ def train_adain_cmd(
 
 @app.command("train-inverse")
 def train_inverse_cmd(
+    content: ContentPhotos,
     artworks: str = typer.Option(
         "artwork/", help="Prefix of the artworks whose features (and swaps) it learns to decode."
     ),
-    content: str = typer.Option(..., help="Prefix of the content photos."),
     name: str = typer.Option("default", help="Name of the inverse network (inverse/<name>)."),
-    steps: int = typer.Option(5000),
-    image_size: int = typer.Option(256),
-    batch_size: int = typer.Option(4),
-    lr: float = typer.Option(1e-3),
+    steps: Steps = 5000,
+    image_size: ImageSize = 256,
+    batch_size: BatchSize = 4,
+    lr: LearningRate = 1e-3,
     tv_weight: float = typer.Option(10.0),
-    seed: int = typer.Option(0),
-    init_from: str | None = typer.Option(None, help="Warm start: a .safetensors file or inverse/<name>/<version>."),
+    seed: Seed = 0,
+    init_from: InitFrom = None,
 ) -> None:
     """Train the style-swap inverse network (Chen & Schmidt 2016): relu3_1 features -> pixels."""
     from dataclasses import replace
@@ -503,9 +518,9 @@ def train_sr_cmd(
     scale: int = typer.Option(4, help="Upscaling factor: 2, 4 or 8."),
     loss: str = typer.Option("pixel", help="pixel (MSE, best PSNR) | perceptual (relu2_2 features, Johnson's)."),
     name: str | None = typer.Option(None, help="Name in the registry (super-resolution/<name>; default x<scale>)."),
-    steps: int = typer.Option(2000, help="Optimizer steps."),
+    steps: Steps = 2000,
     image_size: int = typer.Option(96, help="HR crop side, pixels (a multiple of the scale)."),
-    batch_size: int = typer.Option(16),
+    batch_size: BatchSize = 16,
     channels: int = typer.Option(32, help="Network width (Johnson: 64)."),
     blocks: int = typer.Option(8, help="Residual blocks at LR resolution (Johnson: 4)."),
     blur_sigma: float = typer.Option(
@@ -513,9 +528,9 @@ def train_sr_cmd(
     ),
     feature_weight: float = typer.Option(1.0, help="perceptual: weight of the relu2_2 feature loss."),
     pixel_weight: float = typer.Option(0.0, help="perceptual: weight of an extra pixel MSE term."),
-    lr: float = typer.Option(1e-3),
+    lr: LearningRate = 1e-3,
     warmup_steps: int = typer.Option(50, help="Linear learning-rate warm-up, steps."),
-    seed: int = typer.Option(0),
+    seed: Seed = 0,
     init_from: str | None = typer.Option(
         None, help="Warm start: a .safetensors file or super-resolution/<name>/<version> (perceptual from pixel)."
     ),
@@ -597,16 +612,16 @@ def make_pairs_cmd(
 def train_pix2pix_cmd(
     pairs: str = typer.Option(..., help="pairs/<set>/ with A/ and B/ (same names) or side-by-side AB/."),
     name: str = typer.Option(..., help="Name in the registry (pix2pix/<name>)."),
-    steps: int = typer.Option(4000, help="Optimizer steps (batch 1)."),
+    steps: Steps = 4000,
     image_size: int = typer.Option(256, help="Crop side, px (the U-Net has log2 of it levels; CPU: 128)."),
     channels: int = typer.Option(64, help="Generator's first-layer width (reference ngf 64; CPU: 32)."),
     d_channels: int = typer.Option(64, help="Discriminator's first-layer width (reference ndf 64)."),
     l1_weight: float = typer.Option(100.0, help="Weight of the L1 term (reference lambda 100)."),
     gan_weight: float = typer.Option(1.0, help="Weight of the GAN term; 0 trains the L1-only baseline."),
-    lr: float = typer.Option(2e-4),
-    decay: float = typer.Option(0.5, help="Fraction of the steps over which the learning rate decays to 0."),
-    seed: int = typer.Option(0),
-    max_images: int = typer.Option(5000),
+    lr: LearningRate = 2e-4,
+    decay: Decay = 0.5,
+    seed: Seed = 0,
+    max_images: MaxImages = 5000,
 ) -> None:
     """Train Pix2Pix (U-Net + 70x70 PatchGAN, GAN + 100 L1), register it, promote it if it is the
     name's first and passes the collapse check."""
@@ -629,17 +644,17 @@ def train_cyclegan_cmd(
     domain_a: str = typer.Option(..., help="Prefix of domain A's images (domains/<a>/)."),
     domain_b: str = typer.Option(..., help="Prefix of domain B's images."),
     name: str = typer.Option(..., help="Name in the registry (cyclegan/<name>; holds both directions)."),
-    steps: int = typer.Option(4000, help="Optimizer steps (batch 1)."),
+    steps: Steps = 4000,
     image_size: int = typer.Option(256, help="Crop side, px (CPU: 128)."),
     channels: int = typer.Option(32, help="Generators' first-layer width (reference 64)."),
     blocks: int = typer.Option(6, help="Residual blocks per generator (reference: 9 at 256 px, 6 at 128)."),
     d_channels: int = typer.Option(64, help="Discriminators' first-layer width."),
     cycle_weight: float = typer.Option(10.0, help="Cycle-consistency weight (reference lambda 10)."),
     identity_weight: float = typer.Option(0.5, help="Identity weight, times the cycle weight."),
-    lr: float = typer.Option(2e-4),
-    decay: float = typer.Option(0.5, help="Fraction of the steps over which the learning rate decays to 0."),
-    seed: int = typer.Option(0),
-    max_images: int = typer.Option(5000),
+    lr: LearningRate = 2e-4,
+    decay: Decay = 0.5,
+    seed: Seed = 0,
+    max_images: MaxImages = 5000,
 ) -> None:
     """Train CycleGAN (two generators, two PatchGANs, LSGAN, cycle and identity losses, 50-image
     pools), register both directions as one version."""
@@ -665,7 +680,7 @@ def train_mixgan_cmd(
     content_domain: str = typer.Option(..., help="Prefix of the content domain's photos (domains/<a>/)."),
     style_domain: str = typer.Option(..., help="Prefix of the style domain's images."),
     name: str = typer.Option(..., help="Name in the registry (mixgan/<name>)."),
-    steps: int = typer.Option(4000, help="Optimizer steps (batch 1)."),
+    steps: Steps = 4000,
     image_size: int = typer.Option(256, help="Crop side, px (CPU: 128)."),
     channels: int = typer.Option(32, help="First-layer width of encoder and decoders."),
     code: int = typer.Option(8, help="Channels of the latent code map (one code vector per 4x4 px)."),
@@ -673,10 +688,10 @@ def train_mixgan_cmd(
     d_channels: int = typer.Option(64, help="Style PatchGAN's first-layer width."),
     recon_weight: float = typer.Option(10.0, help="Weight of the autoencoder's reconstruction L1."),
     content_weight: float = typer.Option(1.0, help="Weight of the mixture's L1 to the reconstruction."),
-    lr: float = typer.Option(2e-4),
-    decay: float = typer.Option(0.5, help="Fraction of the steps over which the learning rate decays to 0."),
-    seed: int = typer.Option(0),
-    max_images: int = typer.Option(5000),
+    lr: LearningRate = 2e-4,
+    decay: Decay = 0.5,
+    seed: Seed = 0,
+    max_images: MaxImages = 5000,
 ) -> None:
     """Train MIXGAN (an adversarial autoencoder of the content domain, a mixture decoder judged by a
     PatchGAN against the style domain), register it, promote it if first and not collapsed."""
@@ -749,6 +764,9 @@ def stylize(
     version: str | None = typer.Option(None, help="Model version (default: production; 'latest' for the newest)."),
     color: str = typer.Option("none", help="Keep the photo's colours: none | luminance | histogram."),
     alpha: float = typer.Option(1.0, help="adain: content-style trade-off, 0 (photo) to 1 (full style)."),
+    palette: bool = typer.Option(
+        True, help="swap, adain: give the decoded output the artwork's RGB palette (mean and covariance)."
+    ),
     iterations: int = typer.Option(300, help="gatys: optimizer iterations per level."),
     optimizer: str = typer.Option("lbfgs", help="gatys: lbfgs | adam"),
     levels: int = typer.Option(1, help="gatys: coarse-to-fine levels (2 = half size first)."),
@@ -799,31 +817,32 @@ def stylize(
     if (style is None) == (blend is None) or (blend is not None and not (known is not None and known.takes_blend)):
         console.print(f"[red]error:[/red] give --style, or --blend with --method {BLEND_METHODS}")
         raise typer.Exit(1)
-    s = _run(
-        stylize_catalog,
-        catalog=catalog,
-        style=style or blend,
+    spec = RunSpec.create(
+        catalog,
+        style or blend or "",
         method=method,
         model=model,
-        model_version=version,
+        version=version,
         max_side=max_side,
         format=format,
         quality=quality,
-        shard_size=shard_size,
-        batch_size=batch_size,
-        metrics=metrics,
-        retry_failed=retry_failed,
         color=color,
         alpha=alpha,
+        palette=palette,
         iterations=iterations,
         optimizer=optimizer,
         levels=levels,
         direction=direction,
+        upscale=upscale,
+        shard_size=shard_size,
+        batch_size=batch_size,
+        metrics=metrics,
+        retry_failed=retry_failed,
+        repair=repair,
         dask_address=dask_address,
         dask_workers=dask_workers,
-        repair=repair,
-        upscale=upscale,
     )
+    s = _run(stylize_catalog, spec=spec)
     console.print(_table(f"stylized {s['catalog']} with {s['style']} {s['model_version']}", s))
     if repair:
         console.print(
@@ -850,12 +869,11 @@ def upscale(
     manifest row per image, done images skipped, as for stylize."""
     from flows.stylize_catalog import stylize_catalog
 
-    s = _run(
-        stylize_catalog,
-        catalog=catalog,
-        style=model or f"x{scale}",
+    spec = RunSpec.create(
+        catalog,
+        model or f"x{scale}",
         method="upscale",
-        model_version=version,
+        version=version,
         max_side=max_side,
         format=format,
         quality=quality,
@@ -863,6 +881,7 @@ def upscale(
         metrics=False,
         retry_failed=retry_failed,
     )
+    s = _run(stylize_catalog, spec=spec)
     console.print(_table(f"upscaled {s['catalog']} with {s['style']} {s['model_version']}", s))
     if s["failed"]:
         raise typer.Exit(2)

@@ -15,12 +15,15 @@ from runs.context import CYCLEGAN, MIXGAN, PIX2PIX, SUPER_RESOLUTION
 from runs.reports.catalog import write_report
 from runs.reports.super_resolution import comparison, make_low_resolution
 from runs.reports.translation import edges_comparison, make_drawings
+from runs.spec import RunSpec
 from tasks.storage import upload_directory_task
 from tasks.training import import_model_task
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEMO_STYLES = ("monet", "hoitsu")
-DECODERS = ("inverse",)  # examples/models/<family>.safetensors, registered as <family>/default
+# family -> examples/models/<file>.safetensors, registered as <family>/default. AdaIN decodes relu3_1
+# with the inverse network's weights (docs/quality.md: no relu4_1 decoder reached 20 dB on a CPU).
+DECODERS = {"inverse": "inverse", "adain": "inverse"}
 SR_MODELS = ("x4-pixel", "x4")  # examples/models/<name>.safetensors, registered as super-resolution/<name>
 SR_SCALE = 4
 # examples/models/<file>.safetensors -> (family, name): edges -> photo, and photo <-> Monet-painted photo
@@ -36,11 +39,12 @@ def demo(
     out_dir: str = "demo-output", steps: int = 40, styles: list[str] | None = None, max_side: int = 384
 ) -> dict[str, Any]:
     """Upload the examples, fine-tune each shipped example model for `steps` (at least 1) steps on
-    the sample photos through the train-style flow, register the example inverse network and
-    build the patch banks, stylize the catalog with every style by per-style model and by style
-    swap, upscale two shrunk photos with the shipped x4 super-resolution models, paint the catalog
-    with the shipped CycleGAN and MIXGAN models and turn line drawings of three photos back into photos with
-    the shipped Pix2Pix model, write the report."""
+    the sample photos through the train-style flow, register the example inverse network (also as
+    the AdaIN decoder) and build the patch banks, stylize the catalog with every style by per-style
+    model, style swap and AdaIN (both ending at the artwork's palette), upscale two shrunk photos
+    with the shipped x4 super-resolution models, paint the catalog with the shipped CycleGAN and
+    MIXGAN models, turn line drawings of three photos back into photos with the shipped Pix2Pix
+    model, and write the report."""
     log = get_run_logger()
     styles = list(styles or DEMO_STYLES)
     upload_directory_task(str(EXAMPLES / "catalog"), "catalog/demo/")
@@ -55,27 +59,32 @@ def demo(
             init_from=str(EXAMPLES / "models" / f"{style}.safetensors"),
         )
     runs = {
-        style: stylize_catalog(catalog="demo", style=style, model_version=trained[style]["version"], max_side=max_side)
+        style: stylize_catalog(
+            RunSpec.create(catalog="demo", style=style, version=trained[style]["version"], max_side=max_side)
+        )
         for style in styles
     }
-    for family in DECODERS:
+    for family, file in DECODERS.items():
         import_model_task(
             family,
             "default",
-            str(EXAMPLES / "models" / f"{family}.safetensors"),
-            str(EXAMPLES / "models" / f"{family}.card.json"),
+            str(EXAMPLES / "models" / f"{file}.safetensors"),
+            str(EXAMPLES / "models" / f"{file}.card.json"),
         )
     build_patch_banks(artworks="artwork/")
-    for style in styles:
-        runs[f"swap:{style}"] = stylize_catalog(catalog="demo", style=style, method="swap", max_side=max_side)
+    for method in ("swap", "adain"):
+        for style in styles:
+            runs[f"{method}:{style}"] = stylize_catalog(
+                RunSpec.create(catalog="demo", style=style, method=method, max_side=max_side)
+            )
     sr = _super_resolution(Path(out_dir), runs)
     edges = _translation(Path(out_dir), runs, max_side)
-    columns = [*styles, *(f"swap:{s}" for s in styles), "cyclegan:monet", "mixgan:monet"]
+    columns = [*styles, *(f"{m}:{s}" for m in ("swap", "adain") for s in styles), "cyclegan:monet", "mixgan:monet"]
     report = write_report(
         Path(out_dir),
         "demo",
         columns,
-        title="StyleOps demo: sample catalog x example styles (per-style models, style swap, CycleGAN, MIXGAN)",
+        title="StyleOps demo: sample catalog x example styles (per-style, style swap, AdaIN, CycleGAN, MIXGAN)",
         sections={
             f"Super-resolution x{SR_SCALE}: bicubic, pixel and perceptual models": sr,
             "Pix2Pix: HED line drawing -> photo": edges,
@@ -98,7 +107,7 @@ def _super_resolution(out_dir: Path, runs: dict[str, Any]) -> str:
     make_low_resolution("demo", "demo-small", SR_SCALE, limit=2)
     for name in SR_MODELS:
         runs[f"upscale:{name}"] = stylize_catalog(
-            catalog="demo-small", style=name, method="upscale", format="png", metrics=False
+            RunSpec.create(catalog="demo-small", style=name, method="upscale", format="png", metrics=False)
         )
     return comparison(out_dir, "demo", "demo-small", list(SR_MODELS), SR_SCALE)
 
@@ -115,9 +124,13 @@ def _translation(out_dir: Path, runs: dict[str, Any], max_side: int) -> str:
             str(EXAMPLES / "models" / f"{file}.card.json"),
         )
     for method in ("cyclegan", "mixgan"):
-        runs[f"{method}:monet"] = stylize_catalog(catalog="demo", style="monet", method=method, max_side=max_side)
+        runs[f"{method}:monet"] = stylize_catalog(
+            RunSpec.create(catalog="demo", style="monet", method=method, max_side=max_side)
+        )
     make_drawings("demo", "demo-edges", max_side, limit=3)
-    runs["pix2pix:edges"] = stylize_catalog(catalog="demo-edges", style="edges", method="pix2pix", format="png")
+    runs["pix2pix:edges"] = stylize_catalog(
+        RunSpec.create(catalog="demo-edges", style="edges", method="pix2pix", format="png")
+    )
     return edges_comparison(out_dir, "demo", "demo-edges", ["edges"])
 
 

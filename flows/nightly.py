@@ -16,6 +16,7 @@ from flows.audit import audit_manifests
 from flows.stylize_catalog import stylize_catalog
 from runs.context import PER_STYLE
 from runs.keys import artifact_key
+from runs.spec import RunSpec
 from tasks.nightly import claim_nightly_task, complete_nightly_task, nightly_date
 
 
@@ -62,14 +63,16 @@ def nightly_catalog(
         }
     runs = [
         stylize_catalog(
-            catalog,
-            style,
-            method=method,
-            model=model,
-            max_side=max_side,
-            format=format,
-            quality=quality,
-            shard_size=shard_size,
+            RunSpec.create(
+                catalog,
+                style,
+                method=method,
+                model=model,
+                max_side=max_side,
+                format=format,
+                quality=quality,
+                shard_size=shard_size,
+            )
         )
         for style in styles
     ]

@@ -31,71 +31,20 @@ from tasks.stylize import plan_catalog_task, resolve_model_task, resolve_upscale
 
 
 @flow(name="stylize-catalog")
-def stylize_catalog(
-    catalog: str,
-    style: str,
-    model_version: str | None = None,
-    max_side: int | None = 1024,
-    format: str = "jpeg",
-    quality: int = 90,
-    shard_size: int = 64,
-    batch_size: int | None = None,
-    metrics: bool = True,
-    retry_failed: bool = False,
-    method: str = "per-style",
-    model: str | None = None,
-    color: str = "none",
-    alpha: float = 1.0,
-    iterations: int = 300,
-    optimizer: str = "lbfgs",
-    levels: int = 1,
-    direction: str = "AtoB",
-    dask_address: str | None = None,
-    dask_workers: int | None = None,
-    repair: bool = False,
-    upscale: str | None = None,
-) -> dict[str, Any]:
+def stylize_catalog(spec: RunSpec) -> dict[str, Any]:
     """List -> plan (skip what the manifest has) -> stylize shards in parallel -> record -> report.
 
-    method: a registered method (runs.methods: per-style, multi-style, swap, adain, gatys, upscale,
-    pix2pix, cyclegan) or its alias ('multi'). per-style: `style` names the model; multi-style:
-    `style` is a style of the model `model`, or a blend 'wave=0.7,udnie=0.3'; swap: patch bank + inverse network; adain:
-    `style` a style or blend of artwork/<style>/ folders, `alpha`; gatys: optimization, slow (a
-    few hero images; `iterations`, `optimizer`, `levels`); pix2pix: `style` names the model;
-    cyclegan: `style` names the model, `direction` AtoB | BtoA. color: none | luminance | histogram.
-    Shards run on threads in this process, or on Dask: `dask_address` (tcp://scheduler:8786) or
-    `dask_workers` N (a local cluster of N worker processes); defaults from STYLEOPS_DASK_*.
-    Rerunning the same call after a crash or kill finishes what is left.
-    `repair`: also check the outputs of the images done before (as `styleops audit` does) and
-    re-render the missing or tampered ones, with new manifest rows; the summary's "repaired"
-    counts them. Only a tampered output that is unchanged since the check is overwritten.
-    `upscale`: super-resolution after the method, in the same shard ('4': the production model
-    named x4, or a model name; `styleops train-sr`): one output, both models in its lineage.
+    spec: what to stylize, how and where (`runs.spec.RunSpec`; `RunSpec.create` builds one from
+    flat settings, as the CLI does). `spec.params.method` is a registered method (runs.methods:
+    per-style, multi-style, swap, adain, gatys, upscale, pix2pix, cyclegan, mixgan). Shards run on
+    threads in this process, or on Dask (`spec.dask_address` or `spec.dask_workers`; defaults from
+    STYLEOPS_DASK_*). Rerunning the same spec after a crash or kill finishes what is left.
+    `spec.repair`: also check the outputs of the images done before (as `styleops audit` does) and
+    re-render the missing or tampered ones, with new manifest rows; the summary's "repaired" counts
+    them. `spec.params.upscale`: super-resolution after the method, in the same shard, pinned here
+    to one registry version before planning (its version is in the params hash).
     """
-    spec = RunSpec.create(
-        catalog,
-        style,
-        method=method,
-        model=model,
-        version=model_version,
-        max_side=max_side,
-        format=format,
-        quality=quality,
-        color=color,
-        alpha=alpha,
-        iterations=iterations,
-        optimizer=optimizer,
-        levels=levels,
-        direction=direction,
-        shard_size=shard_size,
-        batch_size=batch_size,
-        metrics=metrics,
-        retry_failed=retry_failed,
-        repair=repair,
-        dask_address=dask_address,
-        dask_workers=dask_workers,
-        upscale=upscale,
-    ).check()
+    spec = spec.check()
     resolved = resolve_model_task(spec.style, spec.version, spec.method, spec.model)
     if spec.params.upscale is not None:  # pinned before planning: its version is in the params hash
         spec = spec.with_upscaler(resolve_upscaler_task(spec.params.upscale))

@@ -32,6 +32,7 @@ class StylizeParams:
     quality: int = 90
     color: str = "none"  # none | luminance | histogram (styleops.inference.color.preserve_colors)
     alpha: float = 1.0  # adain: 1 = full style, 0 = the decoded photo
+    palette: bool = True  # swap, adain: the decoded output takes the artwork's RGB palette (PaletteMatch)
     iterations: int = 300  # gatys: optimizer iterations per level
     optimizer: str = "lbfgs"  # gatys: lbfgs | adam
     levels: int = 1  # gatys: coarse-to-fine levels (1 = the output size only)
@@ -39,6 +40,14 @@ class StylizeParams:
     # Super-resolution after the method, in the same shard: '4' or a model name as asked, then the
     # pinned 'super-resolution/<name>/<version>' the flow resolved (runs.methods.upscale).
     upscale: str | None = None
+
+    def __post_init__(self) -> None:
+        """A method's alias ('multi') becomes its name and the format is lowercased, so that a spec
+        given as JSON (a deployment's parameters) hashes as the same call from the CLI would."""
+        known = methods.find(self.method)
+        object.__setattr__(self, "method", known.name if known is not None else self.method)
+        object.__setattr__(self, "format", self.format.lower())
+        object.__setattr__(self, "upscale", None if self.upscale in (None, "") else str(self.upscale))
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -53,6 +62,8 @@ class StylizeParams:
             d["upscale"] = self.upscale
         method = methods.find(self.method)
         for name in method.hashed if method is not None else ():
+            if name == "palette" and not self.palette:
+                continue  # no palette is how swap and AdaIN rendered before it existed: their old hashes hold
             d[name] = getattr(self, name)
         return d
 
@@ -63,12 +74,13 @@ class StylizeParams:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One stylize run as asked: which catalog, style (or blend) and method, which model and
-    version (None: production), the output settings, and how the work is cut and where it runs."""
+    """One stylize run as asked: which catalog, style (or blend), which model and version (None:
+    production), the output settings with the method (`params`), and how the work is cut and where
+    it runs. The `stylize-catalog` flow's one parameter: JSON in a deployment, for example
+    {"catalog": "demo", "style": "monet", "params": {"method": "per-style", "max_side": 512}}."""
 
     catalog: str
     style: str
-    method: str = "per-style"
     model: str | None = None  # multi-style: the model (default 'collection'); swap/adain: the decoder ('default')
     version: str | None = None  # None/'production', 'latest' or 'v0003'
     params: StylizeParams = StylizeParams()
@@ -79,6 +91,11 @@ class RunSpec:
     repair: bool = False
     dask_address: str | None = None
     dask_workers: int | None = None
+
+    @property
+    def method(self) -> str:
+        """The registered method's name (`params.method`)."""
+        return self.params.method
 
     @classmethod
     def create(
@@ -94,6 +111,7 @@ class RunSpec:
         quality: int = 90,
         color: str = "none",
         alpha: float = 1.0,
+        palette: bool = True,
         iterations: int = 300,
         optimizer: str = "lbfgs",
         levels: int = 1,
@@ -101,24 +119,22 @@ class RunSpec:
         upscale: str | int | None = None,
         **run: Any,
     ) -> RunSpec:
-        """A spec from the flow's parameters: the method's alias ('multi') becomes its name, the
-        format is lowercased; nothing is checked yet (`check`)."""
-        known = methods.find(method)
-        method = known.name if known is not None else method
+        """A spec from flat keyword settings (the CLI's options); nothing is checked yet (`check`)."""
         params = StylizeParams(
             method=method,
             max_side=max_side,
-            format=format.lower(),
+            format=format,
             quality=quality,
             color=color,
             alpha=alpha,
+            palette=palette,
             iterations=iterations,
             optimizer=optimizer,
             levels=levels,
             direction=direction,
-            upscale=None if upscale in (None, "") else str(upscale),
+            upscale=None if upscale is None else str(upscale),
         )
-        return cls(catalog=catalog, style=style, method=method, model=model, version=version, params=params, **run)
+        return cls(catalog=catalog, style=style, model=model, version=version, params=params, **run)
 
     def with_upscaler(self, ref: str) -> RunSpec:
         """This spec with `params.upscale` pinned to `ref` ('super-resolution/<name>/<version>')."""
@@ -134,8 +150,6 @@ class RunSpec:
         p = self.params
         encode_image(torch.zeros(3, 2, 2, dtype=torch.uint8), p.format, quality=p.quality)
         methods.get(p.method)  # InvalidInputError listing the registered methods
-        if p.method != self.method:
-            raise InvalidInputError(f"the spec's method {self.method!r} and its params' {p.method!r} differ")
         if p.max_side is not None and p.max_side < 16:
             raise InvalidInputError(f"max_side must be >= 16 pixels, got {p.max_side}")
         if p.color not in COLOR_MODES:

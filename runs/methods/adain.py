@@ -3,7 +3,8 @@ the artworks' channel statistics, decoded by an AdaIN decoder.
 
 style: a style or a blend of artwork/<style>/ folders; model_version '<model>/v0001+art-<8 hex>'
 (default model 'default'; the hex identifies the artworks' keys and etags, so new artwork bytes
-mean new outputs); loads adain/<model>/<version> and every artwork of the blend; `alpha`."""
+mean new outputs); loads adain/<model>/<version> and every artwork of the blend; `alpha`;
+`palette` (default on): the decoded output takes the blend's RGB palette (docs/quality.md)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ class AdaIN(Method):
     family = "adain"
     default_model = "default"
     takes_blend = True
-    hashed = ("alpha",)
-    summary = "AdaIN: any artwork or blend of artworks, one decoder (--alpha)"
+    hashed = ("alpha", "palette")
+    summary = "AdaIN: any artwork or blend of artworks, one decoder (--alpha, --palette)"
 
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
         model = model or self.default_model
@@ -77,7 +78,8 @@ class AdaIN(Method):
             "artworks": arts,
             "alpha": params.alpha,
         }
-        model = AdaINStylizer(enc.to(device), decoder.to(device), images, weights, alpha=params.alpha)
+        palette = params.palette and params.color == "none"  # kept colours win over the artwork's palette
+        model = AdaINStylizer(enc.to(device), decoder.to(device), images, weights, alpha=params.alpha, palette=palette)
         return Built(
             engine(model, params, device, settings, batch_size),
             card["weights_sha256"],

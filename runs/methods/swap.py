@@ -3,7 +3,8 @@ of the style's bank, decoded by an inverse network.
 
 style: one artwork style (artwork/<style>/); model_version: '<model>/v0001+bank-v0002' (default
 model 'default'); loads inverse/<model>/<version> and the newest banks/<style> (a bank is a pure
-function of the artwork)."""
+function of the artwork); `palette` (default on): the decoded output takes the RGB palette of the
+bank's artworks, read at the bytes the bank was built from (docs/quality.md)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,21 @@ import torch
 from infra.registry import ModelNotFoundError
 from infra.settings import Settings
 from runs import banks, context
-from runs.methods.base import Built, Method, OnIteration, Params, Resolved, Source, engine, one_style
+from runs.methods.base import (
+    ARTWORK_SIZE,
+    Built,
+    Method,
+    OnIteration,
+    Params,
+    Resolved,
+    Source,
+    engine,
+    one_style,
+)
 from styleops.errors import InvalidInputError
 from styleops.inference.arbitrary import SwapStylizer
+from styleops.io.images import resize_max_side, to_float
+from styleops.models.palette import Palette, blend_palettes, palette_of
 from styleops.ops import PatchBank
 
 
@@ -25,7 +38,8 @@ class Swap(Method):
     name = "swap"
     family = "inverse"
     default_model = "default"
-    summary = "style swap: any artwork with a patch bank (`styleops build-banks`), one inverse network"
+    hashed = ("palette",)
+    summary = "style swap: any artwork with a patch bank (`styleops build-banks`), one inverse network (--palette)"
 
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
         model = model or self.default_model
@@ -66,13 +80,29 @@ class Swap(Method):
                 "patches": len(bank),
             },
         }
-        model = SwapStylizer(enc.to(device), decoder.to(device), _bank_on(bank, device))
+        palette = _palette(bank_card["artworks"], settings) if params.palette and params.color == "none" else None
+        model = SwapStylizer(enc.to(device), decoder.to(device), _bank_on(bank, device), palette=palette)
         return Built(
             engine(model, params, device, settings, batch_size),
             card["weights_sha256"],
             bank_card["artworks"][0]["key"],
             lineage,
         )
+
+
+def _palette(artworks: list[dict[str, Any]], settings: Settings) -> Palette:
+    """The mean RGB palette of the bank's artworks at ARTWORK_SIZE; refused when an artwork's bytes
+    are no longer those the bank was built from (rebuild the bank: `styleops build-banks`)."""
+    st, palettes = context.store(), []
+    for art in artworks:
+        pixels, sha = context.artwork_pixels(st, art["key"], settings)
+        if sha != art["sha256"]:
+            raise InvalidInputError(
+                f"{art['key']} changed since its patch bank was built (sha256 {sha[:12]}, bank {art['sha256'][:12]}): "
+                "run `styleops build-banks`"
+            )
+        palettes.append(palette_of(resize_max_side(to_float(pixels), ARTWORK_SIZE)))
+    return blend_palettes(palettes, [1.0] * len(palettes))
 
 
 def _bank_on(bank: PatchBank, device: torch.device) -> PatchBank:

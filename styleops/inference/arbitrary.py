@@ -5,6 +5,9 @@
 - `AdaINStylizer` (Huang & Belongie 2017): encode to relu4_1, give the content features the
   channel-wise mean and std of the artwork's (or a weighted blend of several artworks'), mix with
   the content features by `alpha`, decode.
+- Both can end with `PaletteMatch` (`palette=`): the decoded output gets the artwork's RGB mean and
+  covariance (for AdaIN blended with the photo's by `alpha`). The decoders keep shapes and strokes
+  but lose the artwork's colours; measured in docs/quality.md.
 H and W must be multiples of 2^(pooling layers before the decoder's layer) (4 for relu3_1, 8 for
 relu4_1); `styleops.inference.engine.InferenceEngine` pads to multiples of 16.
 """
@@ -18,6 +21,7 @@ from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
 from styleops.models.decoder import VGGDecoder
+from styleops.models.palette import Palette, PaletteMatch, blend_palettes, palette_of
 from styleops.models.vgg import VGGEncoder
 from styleops.ops import PatchBank, mean_std, style_swap
 from styleops.ops.adain import ChannelNormalize
@@ -33,12 +37,22 @@ def _check_pair(encoder: VGGEncoder, decoder: VGGDecoder) -> str:
 
 
 class SwapStylizer(nn.Module):
-    """Encoder -> `style_swap` with `bank` -> inverse network."""
+    """Encoder -> `style_swap` with `bank` -> inverse network [-> `PaletteMatch` to `palette`, the
+    artwork's (`palette_of`) or a blend of the bank's artworks' (`blend_palettes`)]."""
 
-    def __init__(self, encoder: VGGEncoder, decoder: VGGDecoder, bank: PatchBank, *, chunk_size: int = 512) -> None:
+    def __init__(
+        self,
+        encoder: VGGEncoder,
+        decoder: VGGDecoder,
+        bank: PatchBank,
+        *,
+        chunk_size: int = 512,
+        palette: Palette | None = None,
+    ) -> None:
         super().__init__()
         self.layer = _check_pair(encoder, decoder)
         self.encoder, self.decoder, self.bank, self.chunk_size = encoder, decoder, bank, chunk_size
+        self.palette = PaletteMatch(palette) if palette is not None else None
         if bank.channels != self._channels():
             raise InvalidInputError(
                 f"the patch bank has {bank.channels} channels but {decoder.arch}/{self.layer} has {self._channels()}: "
@@ -50,7 +64,8 @@ class SwapStylizer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         swapped = style_swap(self.encoder(x)[self.layer], self.bank, chunk_size=self.chunk_size)
-        return self.decoder(swapped)
+        y = self.decoder(swapped)
+        return y if self.palette is None else self.palette(y, x)
 
 
 class AdaINStylizer(nn.Module):
@@ -58,6 +73,8 @@ class AdaINStylizer(nn.Module):
 
     artworks: images [3, H, W] (or [1, 3, H, W]) in [0, 1]; weights: non-negative, normalized here
     (default: equal). alpha in [0, 1]: 1 = full style, 0 = the decoded content features.
+    palette: end with `PaletteMatch` to the artworks' blended RGB palette (measured at the size
+    the artworks are given), itself blended with the photo's by alpha.
     """
 
     def __init__(
@@ -68,6 +85,7 @@ class AdaINStylizer(nn.Module):
         weights: Sequence[float] | None = None,
         *,
         alpha: float = 1.0,
+        palette: bool = False,
     ) -> None:
         super().__init__()
         self.layer = _check_pair(encoder, decoder)
@@ -93,10 +111,16 @@ class AdaINStylizer(nn.Module):
         self.register_buffer("style_std", sum(wi * s for wi, s in zip(w, stds)))
         self.encoder, self.decoder, self.alpha = encoder, decoder, alpha
         self.normalize = ChannelNormalize()
+        self.palette = (
+            PaletteMatch(blend_palettes([palette_of(a.float().cpu()) for a in artworks], w), alpha).to(device)
+            if palette
+            else None
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         f = self.encoder(x)[self.layer]
         t = self.normalize(f) * self.style_std + self.style_mean
         if self.alpha < 1.0:
             t = self.alpha * t + (1.0 - self.alpha) * f.float()
-        return self.decoder(t)
+        y = self.decoder(t)
+        return y if self.palette is None else self.palette(y, x)

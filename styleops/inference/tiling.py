@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
 from styleops.models.multistyle import ConditionalInstanceNorm2d
-from styleops.models.palette import palette_of
+from styleops.models.palette import PaletteMatch, palette_of
 from styleops.models.transformer import TransformerNet
 from styleops.ops.adain import ChannelNormalize
 
@@ -323,6 +323,24 @@ def _whole_image_palette(model: nn.Module, x: Tensor) -> Iterator[None]:
         model.source_palette = None
 
 
+@contextlib.contextmanager
+def _deferred_palette(model: nn.Module) -> Iterator[PaletteMatch | None]:
+    """An arbitrary-style stylizer's final `PaletteMatch` waits for the whole output: the windows
+    run without it, and the caller applies `match` once to the stitched image with the whole
+    photo's palette, as `model(x)` would."""
+    found = [m for m in model.modules() if isinstance(m, PaletteMatch)]
+    if len(found) > 1:
+        raise InvalidInputError(f"{len(found)} PaletteMatch steps in one model: only a final one can be tiled")
+    if not found:
+        yield None
+        return
+    found[0].deferred = True
+    try:
+        yield found[0]
+    finally:
+        found[0].deferred = False
+
+
 @torch.no_grad()
 def global_norm_stats(
     model: nn.Module,
@@ -350,7 +368,7 @@ def global_norm_stats(
     ctx = _TileContext()
     means: list[Tensor] = []
     vars_: list[Tensor] = []
-    with _patch_norms(norms, ctx), _whole_image_palette(model, x):
+    with _patch_norms(norms, ctx), _whole_image_palette(model, x), _deferred_palette(model):
         if len(windows) == 1:  # the window is the image: one ordinary forward measures every layer
             ctx.mode, ctx.record = "local", []
             for _ in _run_windows(model, xp, windows, ctx, device, forward_kwargs):
@@ -436,7 +454,7 @@ def stylize_tiled(
         ctx.mode, ctx.stats = "global", _to_device(stats, device)
     out: Tensor | None = None
     weight = torch.zeros(hp, wp, device=x.device)
-    with _patch_norms(norms, ctx), _whole_image_palette(model, x):
+    with _patch_norms(norms, ctx), _whole_image_palette(model, x), _deferred_palette(model) as palette:
         for (cy0, cy1, wy0, wy1), (cx0, cx1, wx0, wx1), y in _run_windows(
             model, xp, windows, ctx, device, forward_kwargs
         ):
@@ -454,4 +472,7 @@ def stylize_tiled(
             out[..., ky0:ky1, kx0:kx1] += y[..., ky0 - wy0 : ky1 - wy0, kx0 - wx0 : kx1 - wx0] * w2
             weight[ky0:ky1, kx0:kx1] += w2
     assert out is not None
-    return out.div_(weight)[..., :h, :w].to(x.dtype)
+    out = out.div_(weight)[..., :h, :w]
+    if palette is not None:
+        out = palette.match(out.to(device), x.to(device)).to(x.device)
+    return out.to(x.dtype)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
 
@@ -63,3 +63,48 @@ def recolour(images: Tensor, target: Palette, source: Palette | None = None) -> 
     transform = t_root @ torch.linalg.inv(s_root)  # [N, 3, 3]
     y = torch.einsum("nij,njhw->nihw", transform, x - s_mean[..., None, None]) + t_mean[..., None, None]
     return y.to(images.dtype)
+
+
+def blend_palettes(palettes: list[Palette], weights: list[float] | Tensor) -> Palette:
+    """sum_i w_i * palette_i of means [3] and sqrt covariances [3, 3] (weights normalized here)."""
+    w = torch.as_tensor(weights, dtype=torch.float32)
+    if w.shape != (len(palettes),) or len(palettes) == 0 or (w < 0).any() or w.sum() <= 0:
+        raise InvalidInputError(f"need one non-negative weight per palette, not all zero; got {w.tolist()}")
+    w = w / w.sum()
+    mean = sum(wi * p.mean.float().cpu() for wi, p in zip(w, palettes, strict=True))
+    root = sum(wi * p.sqrt_cov.float().cpu() for wi, p in zip(w, palettes, strict=True))
+    return Palette(mean, root)  # type: ignore[arg-type]
+
+
+class PaletteMatch(nn.Module):
+    """The last step of an arbitrary-style stylizer: its output y [N, 3, H, W] given the RGB mean
+    and covariance of the artwork's palette, blended with the photo x's own by `alpha` (1: the
+    artwork's, 0: the photo's). The decoders of swap and AdaIN keep the photo's shapes and the
+    artwork's strokes but lose its colours (docs/quality.md); this puts them back, as the palette
+    start does for per-style nets. Unclamped, like the decoders' outputs.
+
+    `deferred`: forward returns y unchanged. `styleops.inference.tiling` sets it while the windows
+    run, then calls `match` once on the whole output, so tiled and untiled outputs agree; that is
+    why it must be the model's final step."""
+
+    def __init__(self, target: Palette, alpha: float = 1.0) -> None:
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise InvalidInputError(f"alpha must be in [0, 1], got {alpha}")
+        self.register_buffer("target_mean", target.mean.float().reshape(3).clone())
+        self.register_buffer("target_sqrt_cov", target.sqrt_cov.float().reshape(3, 3).clone())
+        self.alpha, self.deferred = alpha, False
+
+    def match(self, y: Tensor, x: Tensor) -> Tensor:
+        """y [N, 3, H, W] (the whole output), x [N, 3, H, W] (the whole photo) -> recoloured y."""
+        target = Palette(self.target_mean, self.target_sqrt_cov)
+        if self.alpha < 1.0:
+            photo = palette_of(x)
+            a = self.alpha
+            target = Palette(
+                a * self.target_mean + (1 - a) * photo.mean, a * self.target_sqrt_cov + (1 - a) * photo.sqrt_cov
+            )
+        return recolour(y, target)
+
+    def forward(self, y: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+        return y if self.deferred else self.match(y, x)

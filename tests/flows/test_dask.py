@@ -28,7 +28,7 @@ from prefect.logging import disable_run_logger
 from flows.stylize_catalog import stylize_catalog
 from runs import context
 from runs.keys import output_key
-from runs.spec import StylizeParams
+from runs.spec import RunSpec, StylizeParams
 from styleops.inference.engine import shrunk_size
 from styleops.io.images import sha256_hex
 from tasks.training import import_model_task
@@ -82,10 +82,9 @@ def _run(catalog: str, **kw: Any) -> dict[str, Any]:
     """The catalog on a local Dask cluster of 2 worker processes, no metrics (the subprocess test runs
     the command with them)."""
     return stylize_catalog(
-        catalog=catalog,
-        style="monet",
-        max_side=MAX_SIDE,
-        **{"shard_size": 5, "dask_workers": 2, "metrics": False, **kw},
+        RunSpec.create(
+            catalog, "monet", max_side=MAX_SIDE, **{"shard_size": 5, "dask_workers": 2, "metrics": False, **kw}
+        )
     )
 
 
@@ -279,7 +278,9 @@ def test_shards_on_a_separate_scheduler_and_gpu_worker_use_the_gpu_resource(
         with Client(address, timeout=60) as client:
             client.wait_for_workers(1, timeout=60)
             client.register_plugin(RecordRestrictions())
-            summary = stylize_catalog(catalog="dozens", style="monet", max_side=64, shard_size=10, dask_address=address)
+            summary = stylize_catalog(
+                RunSpec.create(catalog="dozens", style="monet", max_side=64, shard_size=10, dask_address=address)
+            )
             assert (summary["shards"], summary["ok"], summary["failed"]) == (-(-N // 10), N, 0)
             restrictions = client.run_on_scheduler(
                 lambda dask_scheduler: dask_scheduler.plugins["record-restrictions"].seen

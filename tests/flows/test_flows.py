@@ -15,7 +15,7 @@ from flows.stylize_catalog import stylize_catalog
 from flows.train_style import train_style
 from runs import context
 from runs.reports.catalog import write_report
-from runs.spec import StylizeParams
+from runs.spec import RunSpec, StylizeParams
 from styleops.io.images import decode_image
 from styleops.training.engine import TrainConfig
 from tests.flows.conftest import CATALOG_PREFIX, PipelineEnv
@@ -56,7 +56,7 @@ def test_train_stylize_twice_and_report(pipeline_env: PipelineEnv, tmp_path: Pat
         "model_version": "v0001",
         "params_hash": params.hash,
     }
-    first = stylize_catalog(catalog="demo", style="monet", max_side=64, shard_size=4)
+    first = stylize_catalog(RunSpec.create(catalog="demo", style="monet", max_side=64, shard_size=4))
     assert first.pop("run_id")
     assert first == {
         **expected,
@@ -78,7 +78,7 @@ def test_train_stylize_twice_and_report(pipeline_env: PipelineEnv, tmp_path: Pat
     assert sorted(rows[rows.status == "failed"].image_key) == [broken, empty]
     assert set(rows[rows.status == "failed"].error_class) == {"decode_error"}
 
-    second = stylize_catalog(catalog="demo", style="monet", max_side=64, shard_size=4)
+    second = stylize_catalog(RunSpec.create(catalog="demo", style="monet", max_side=64, shard_size=4))
     second.pop("run_id")
     assert second == {
         **expected,
@@ -120,11 +120,17 @@ def test_swap_and_adain_runs_from_decoders_trained_by_their_flows(pipeline_env: 
     banks = build_patch_banks(artworks="artwork/hoitsu/")
     assert banks["banks"] == {"hoitsu": "v0001"}
 
-    swap = stylize_catalog(catalog="demo", style="hoitsu", method="swap", max_side=48, shard_size=3, color="histogram")
+    swap = stylize_catalog(
+        RunSpec.create(catalog="demo", style="hoitsu", method="swap", max_side=48, shard_size=3, color="histogram")
+    )
     assert (swap["model_version"], swap["ok"], swap["failed"], swap["shards"]) == ("default/v0001+bank-v0001", 6, 0, 2)
-    again = stylize_catalog(catalog="demo", style="hoitsu", method="swap", max_side=48, shard_size=3, color="histogram")
+    again = stylize_catalog(
+        RunSpec.create(catalog="demo", style="hoitsu", method="swap", max_side=48, shard_size=3, color="histogram")
+    )
     assert (again["already_done"], again["ok"], again["shards"]) == (6, 0, 0)
-    blend = stylize_catalog(catalog="demo", style="monet=1,hoitsu=1", method="adain", max_side=48, alpha=0.8)
+    blend = stylize_catalog(
+        RunSpec.create(catalog="demo", style="monet=1,hoitsu=1", method="adain", max_side=48, alpha=0.8)
+    )
     assert (blend["style"], blend["ok"]) == ("hoitsu=0.500,monet=0.500", 6)
     rows = context.manifest().read(filters=[("catalog", "=", CATALOG_PREFIX)])
     assert rows.groupby("method").size().to_dict() == {"adain": 6, "swap": 6}

@@ -14,7 +14,7 @@ from infra.settings import Settings
 from runs import context, methods
 from runs.keys import output_key
 from runs.methods.base import Built, Method, OnIteration, Params, Resolved, Source, checked_artworks, engine, one_style
-from runs.spec import StylizeParams
+from runs.spec import RunSpec, StylizeParams
 from styleops.io.images import decode_image
 from tests.flows.conftest import CATALOG_PREFIX, PipelineEnv
 
@@ -65,7 +65,9 @@ def test_a_registered_method_stylizes_a_catalog_end_to_end(pipeline_env: Pipelin
     params = StylizeParams(method="identity", max_side=48, alpha=0.5)
     assert params.to_dict()["alpha"] == 0.5  # the method's declared field is hashed
 
-    summary = stylize_catalog(catalog="demo", style="monet", method="id", max_side=48, alpha=0.5, shard_size=4)
+    summary = stylize_catalog(
+        RunSpec.create(catalog="demo", style="monet", method="id", max_side=48, alpha=0.5, shard_size=4)
+    )
     summary.pop("run_id")
     assert summary == {
         "catalog": CATALOG_PREFIX,

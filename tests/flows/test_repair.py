@@ -23,7 +23,7 @@ from flows.cli import app
 from flows.stylize_catalog import stylize_catalog
 from runs import context
 from runs.keys import output_key
-from runs.spec import StylizeParams
+from runs.spec import RunSpec, StylizeParams
 from tasks.audit import repair_command
 from tasks.stylize import plan_catalog_task, stylize_shard_task
 from tasks.training import train_per_style_task
@@ -62,7 +62,7 @@ def test_audit_finds_broken_outputs_and_stylize_repair_rerenders_exactly_those(
 ) -> None:
     env = pipeline_env
     train_monet()
-    first = stylize_catalog(catalog="demo", style=STYLE, max_side=MAX_SIDE, shard_size=4, metrics=False)
+    first = stylize_catalog(RunSpec.create(catalog="demo", style=STYLE, max_side=MAX_SIDE, shard_size=4, metrics=False))
     assert (first["images"], first["ok"], first["failed"]) == (6, 6, 0)
     made = rows_of(first["run_id"])
     gone_image, altered_image = env.catalog_keys[0], env.catalog_keys[3]
@@ -83,7 +83,7 @@ def test_audit_finds_broken_outputs_and_stylize_repair_rerenders_exactly_those(
     assert f"1 missing + 1 tampered outputs of {STYLE} v0001; re-render them with:\n  {command}\n" in result.output
 
     # a plain rerun trusts the manifest: nothing is redone
-    again = stylize_catalog(catalog="demo", style=STYLE, max_side=MAX_SIDE, shard_size=4, metrics=False)
+    again = stylize_catalog(RunSpec.create(catalog="demo", style=STYLE, max_side=MAX_SIDE, shard_size=4, metrics=False))
     assert (again["already_done"], again["shards"], again["ok"], again["failed"]) == (6, 0, 0, 0)
     assert "repaired" not in again and rows_of(again["run_id"]).empty
     with disable_run_logger():
@@ -118,7 +118,9 @@ def test_audit_finds_broken_outputs_and_stylize_repair_rerenders_exactly_those(
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "audit2" / "findings.json").read_text(encoding="utf-8"))["counts"]["critical"] == 0
     assert "re-render" not in result.output
-    clean = stylize_catalog(catalog="demo", style=STYLE, max_side=MAX_SIDE, shard_size=4, metrics=False, repair=True)
+    clean = stylize_catalog(
+        RunSpec.create(catalog="demo", style=STYLE, max_side=MAX_SIDE, shard_size=4, metrics=False, repair=True)
+    )
     assert (
         clean["already_done"],
         clean["shards"],

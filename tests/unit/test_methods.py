@@ -20,13 +20,16 @@ PINNED_HASHES = [
     (StylizeParams(), "30dfcdf69b3aab13"),
     (StylizeParams(max_side=64), "40cd025bf5a85cbc"),
     (StylizeParams(method="multi-style"), "28678ed2dea89b14"),
-    (StylizeParams(method="adain", alpha=0.5), "58d80eede25c05db"),
+    (StylizeParams(method="adain", alpha=0.5, palette=False), "58d80eede25c05db"),
     (StylizeParams(method="gatys", iterations=10, optimizer="adam", levels=2), "0d64b21ab3707bb2"),
     (StylizeParams(color="luminance", format="png", quality=80, max_side=None), "1f41a029a7399316"),
     (
-        StylizeParams(method="swap", alpha=0.3, iterations=5),
+        StylizeParams(method="swap", alpha=0.3, iterations=5, palette=False),
         "e173d597bcd8a081",
     ),  # fields a method does not use are not hashed
+    # the palette (on by default) is hashed only when on: --no-palette keeps the keys made before it existed
+    (StylizeParams(method="adain", alpha=0.5), "992dc982aea5edb5"),
+    (StylizeParams(method="swap"), "8fb2471cdf91a231"),
 ]
 
 
@@ -54,7 +57,8 @@ def test_the_registry_lists_the_nine_methods_with_their_aliases() -> None:
     assert methods.get("multi") is methods.get("multi-style") and methods.get("multi").cli_name == "multi"
     assert [m.name for m in methods.all_methods() if m.takes_blend] == ["multi-style", "adain"]
     assert {m.name: m.hashed for m in methods.all_methods() if m.hashed} == {
-        "adain": ("alpha",),
+        "adain": ("alpha", "palette"),
+        "swap": ("palette",),
         "gatys": ("iterations", "optimizer", "levels"),
         "cyclegan": ("direction",),
     }
@@ -148,6 +152,18 @@ def test_run_spec_is_immutable_and_checked() -> None:
             RunSpec.create("demo", "monet", **kwargs).check()
     with pytest.raises(ValueError, match="a catalog is a set name"):
         RunSpec.create("catalog/", "monet").check()
+
+
+def test_the_flow_takes_the_spec_as_json_as_a_deployment_gives_it() -> None:
+    from flows.stylize_catalog import stylize_catalog
+
+    given = {"catalog": "demo", "style": "a=1,b=1", "shard_size": 8, "params": {"method": "multi", "format": "PNG"}}
+    spec = stylize_catalog.validate_parameters({"spec": given})["spec"]
+    cli = RunSpec.create("demo", "a=1,b=1", method="multi", format="png", shard_size=8)
+    assert spec == cli and spec.params.hash == cli.params.hash
+    assert (spec.method, spec.params.format) == ("multi-style", "png")
+    schema = stylize_catalog.parameters.model_dump()
+    assert schema["required"] == ["spec"] and "StylizeParams" in schema["definitions"]
 
 
 def test_keys() -> None:

@@ -13,7 +13,7 @@ from styleops.inference.tiling import stylize_tiled
 from styleops.io.images import read_image, resize_max_side, to_float
 from styleops.io.serialize import from_safetensors, to_safetensors
 from styleops.models.multistyle import MultiStyleTransformerNet
-from styleops.models.palette import Palette, palette_of, recolour
+from styleops.models.palette import Palette, PaletteMatch, blend_palettes, palette_of, recolour
 from styleops.models.transformer import TransformerNet
 from styleops.models.vgg import VGGEncoder
 from styleops.training.engine import TrainConfig, train_style
@@ -120,3 +120,53 @@ def test_training_stores_the_artworks_palette(
     torch.testing.assert_close(result.state_dict["palette_mean"], expected.mean)
     torch.testing.assert_close(result.state_dict["palette_sqrt_cov"], expected.sqrt_cov)
     assert result.model_config["palette"] is True
+
+
+def test_palette_match_gives_the_artworks_palette_and_alpha_blends_towards_the_photos() -> None:
+    photo = _image(EXAMPLES / "catalog" / "kodim05.jpg", 96)[None]
+    decoded = photo.flip(-1).roll(1, dims=1)  # any output (channels swapped): its statistics are replaced
+    monet, hoitsu = (palette_of(_image(EXAMPLES / "artwork" / n / f"{n}.jpg", 96)) for n in ("monet", "hoitsu"))
+    out = PaletteMatch(monet)(decoded, photo)[0]
+    torch.testing.assert_close(_stats(out)[0], monet.mean.double(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(_stats(out)[1], (monet.sqrt_cov @ monet.sqrt_cov).double(), atol=2e-5, rtol=1e-3)
+    # alpha 0: the photo's own palette; alpha 1/2: the mean of the two palettes' means
+    torch.testing.assert_close(
+        _stats(PaletteMatch(monet, 0.0)(decoded, photo)[0]), _stats(photo[0]), atol=2e-5, rtol=1e-3
+    )
+    half = _stats(PaletteMatch(monet, 0.5)(decoded, photo)[0])[0]
+    torch.testing.assert_close(half, (monet.mean.double() + _stats(photo[0])[0]) / 2, atol=1e-5, rtol=0)
+    # blends: weights normalized, one weight on one palette is that palette
+    only = blend_palettes([monet, hoitsu], [0.0, 2.0])
+    torch.testing.assert_close(only.mean, hoitsu.mean)
+    torch.testing.assert_close(only.sqrt_cov, hoitsu.sqrt_cov)
+    with pytest.raises(InvalidInputError, match="one non-negative weight per palette"):
+        blend_palettes([monet], [1.0, 1.0])
+    with pytest.raises(InvalidInputError, match="alpha must be in"):
+        PaletteMatch(monet, 1.5)
+
+
+class _Decoded(torch.nn.Module):
+    """A stand-in for an arbitrary-style stylizer: a 3x3 conv, then the final PaletteMatch."""
+
+    def __init__(self, target: Palette) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect")
+        self.palette = PaletteMatch(target, alpha=0.7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.palette(self.conv(x), x)
+
+
+def test_tiles_of_a_palette_matched_output_equal_the_whole_image() -> None:
+    photo = _image(EXAMPLES / "catalog" / "kodim23.jpg", 260)[None]
+    torch.manual_seed(0)
+    model = _Decoded(palette_of(_image(EXAMPLES / "artwork" / "monet" / "monet.jpg", 96))).eval()
+    with torch.no_grad():
+        whole = model(photo)
+        tiled = stylize_tiled(model, photo, tile=96, overlap=16)
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+    assert not model.palette.deferred  # left as it was found
+    with torch.no_grad():  # each window matched on its own would not be the whole image
+        model.palette.deferred = False
+        naive = torch.cat([model(photo[..., :, :128]), model(photo[..., :, 128:])], -1)
+    assert (naive - whole).abs().max().item() > 1e-2
