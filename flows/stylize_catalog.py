@@ -27,11 +27,12 @@ from runs import context
 from runs.keys import artifact_key
 from runs.methods.base import Resolved
 from runs.spec import RunSpec
+from runs.summary import RunSummary
 from tasks.stylize import plan_catalog_task, resolve_model_task, resolve_upscaler_task, stylize_shard_task
 
 
 @flow(name="stylize-catalog")
-def stylize_catalog(spec: RunSpec) -> dict[str, Any]:
+def stylize_catalog(spec: RunSpec) -> RunSummary:
     """List -> plan (skip what the manifest has) -> stylize shards in parallel -> record -> report.
 
     spec: what to stylize, how and where (`runs.spec.RunSpec`; `RunSpec.create` builds one from
@@ -83,8 +84,8 @@ def _runner(spec: RunSpec) -> TaskRunner:
 
 def _summary(
     spec: RunSpec, resolved: Resolved, plan: dict[str, Any], run_id: str, counts: dict[str, int]
-) -> dict[str, Any]:
-    summary = {
+) -> RunSummary:
+    summary: RunSummary = {
         "run_id": run_id,
         "catalog": spec.prefix,
         "method": spec.method,
@@ -198,7 +199,7 @@ def publish_plan(plan: dict[str, Any], style: str, version: str) -> None:
     )
 
 
-def _summary_markdown(s: dict[str, Any]) -> str:
+def _summary_markdown(s: RunSummary) -> str:
     head = "| " + " | ".join(s) + " |\n|" + "---|" * len(s) + "\n"
     return (
         f"# Stylized {s['catalog']} with {s['style']} {s['model_version']}\n\n"

@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import pandas as pd
 import pyarrow as pa
@@ -71,6 +71,33 @@ class PromotionConflictError(RegistryError):
     """The PRODUCTION pointer changed while promoting: re-evaluate, then promote again."""
 
 
+class ModelCard(TypedDict, total=False):
+    """A version's card.json. The registry writes the identity (the first seven keys) over whatever
+    the trainer gave; the rest is the trainer's: what it is (architecture and its config), how it
+    was made (train config, data sha256s, code version, device, loss curve, rollbacks) and how it
+    scored (metrics, the quality gate's or collapse check's numbers). Families add their own keys
+    (a multi-style model's `styles`, a bank's `artworks`, a translation model's
+    `translation_config`)."""
+
+    family: str
+    name: str
+    version: str  # v0001, ...
+    weights_sha256: str
+    weights_size: int  # bytes
+    created_at: str  # ISO 8601, UTC
+    imported_from: str  # `styleops models import`: the file's name
+    architecture: str  # the class `styleops.io.serialize` rebuilds
+    model_config: dict[str, Any]
+    train_config: dict[str, Any]
+    data: dict[str, Any]
+    code_version: str
+    device: str
+    loss_curve: list[dict[str, float]]
+    rollback_log: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    gate: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     family: str
@@ -91,7 +118,7 @@ class ModelRegistry:
         self._events = StoreDeltaTable(store, table_prefix, EVENTS_SCHEMA)
 
     # ---- writes -------------------------------------------------------------------------------
-    def register(self, family: str, name: str, weights: bytes, card: dict[str, Any]) -> ModelVersion:
+    def register(self, family: str, name: str, weights: bytes, card: Mapping[str, Any]) -> ModelVersion:
         """Store `weights` as the next version (v0001, v0002, ...) with `card` plus its identity."""
         base = _model_prefix(family, name)
         check_safetensors(weights)
@@ -99,7 +126,7 @@ class ModelRegistry:
         sha256 = hashlib.sha256(weights).hexdigest()
         version = self._claim_version(base, weights)
         created_at = datetime.now(UTC)
-        full_card = {
+        full_card: ModelCard = {  # type: ignore[typeddict-unknown-key]
             **card,
             "family": family,
             "name": name,
@@ -156,7 +183,7 @@ class ModelRegistry:
         """Registered versions, oldest first."""
         return [_model_version(family, name, self.card(family, name, v)) for v in self._version_ids(family, name)]
 
-    def card(self, family: str, name: str, version: str) -> dict[str, Any]:
+    def card(self, family: str, name: str, version: str) -> ModelCard:
         """The stored card of a version."""
         key = _card_key(_model_prefix(family, name), _check_version(version))
         try:
@@ -243,7 +270,7 @@ class ModelRegistry:
         name: str,
         version: str,
         *,
-        card: dict[str, Any],
+        card: ModelCard,
         at: datetime,
         reason: str | None = None,
         metrics: dict[str, Any] | None = None,
@@ -330,7 +357,7 @@ def _sorted_versions(infos: Iterable[ObjectInfo], base: str, *, suffix: str = ""
     return sorted(found, key=lambda v: int(v[1:]))
 
 
-def _model_version(family: str, name: str, card: dict[str, Any]) -> ModelVersion:
+def _model_version(family: str, name: str, card: ModelCard) -> ModelVersion:
     base = _model_prefix(family, name)
     version = card["version"]
     return ModelVersion(

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from infra.manifest import ManifestTable
-from infra.registry import ModelRegistry
+from infra.registry import ModelCard, ModelRegistry
 from infra.settings import Settings, get_settings
 from infra.store import ObjectStore
 from styleops.io.images import decode_image
@@ -69,11 +69,11 @@ def encoder(layers: tuple[str, ...], device: torch.device, settings: Settings | 
         return _encoder(str(s.vgg_weights) if s.vgg_weights else None, layers, str(s.cache_dir), str(device))
 
 
-_models: dict[tuple[str, str, str, str], tuple[torch.nn.Module, dict[str, Any]]] = {}
+_models: dict[tuple[str, str, str, str], tuple[torch.nn.Module, ModelCard]] = {}
 _models_lock = threading.Lock()
 
 
-def load_model(reg: ModelRegistry, family: str, name: str, version: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_model(reg: ModelRegistry, family: str, name: str, version: str) -> tuple[torch.nn.Module, ModelCard]:
     """(network in eval mode, card) for a registered version; cached per process."""
     key = (reg.store.bucket, family, name, version)
     with _models_lock:
