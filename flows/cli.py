@@ -27,6 +27,7 @@ from rich.text import Text
 
 from styleops.losses.perceptual import LossWeights
 from styleops.training.engine import TrainConfig
+from styleops.training.translation import MIXGANConfig
 
 # Prefect defaults for a command-line tool, set before Prefect is imported; a user's own values win.
 # Analytics is opt-in (PREFECT_SERVER_ANALYTICS_ENABLED=true): the ephemeral server's telemetry
@@ -687,7 +688,9 @@ def train_mixgan_cmd(
     prior: str = typer.Option("gaussian", help="The code's prior: gaussian | uniform."),
     d_channels: int = typer.Option(64, help="Style PatchGAN's first-layer width."),
     recon_weight: float = typer.Option(10.0, help="Weight of the autoencoder's reconstruction L1."),
-    content_weight: float = typer.Option(1.0, help="Weight of the mixture's L1 to the reconstruction."),
+    content_weight: float = typer.Option(
+        MIXGANConfig.content_weight, help="Weight of the mixture's L1 to the reconstruction (keeps the edges)."
+    ),
     lr: LearningRate = 2e-4,
     decay: Decay = 0.5,
     seed: Seed = 0,
@@ -696,7 +699,6 @@ def train_mixgan_cmd(
     """Train MIXGAN (an adversarial autoencoder of the content domain, a mixture decoder judged by a
     PatchGAN against the style domain), register it, promote it if first and not collapsed."""
     from flows.train_translation import train_mixgan
-    from styleops.training.translation import MIXGANConfig
 
     cfg = MIXGANConfig(
         channels=channels,
