@@ -95,7 +95,7 @@ class EmbeddedStore:
                 self._ready_or_kill(running, deadline, log_offset=None)
                 return running
             self.state_file.unlink(missing_ok=True)
-            access_key, secret_key = self._credentials()
+            access_key, secret_key = self.credentials()
             for attempt in range(_START_ATTEMPTS):
                 ports = self._ports(fresh=attempt > 0)
                 info = self._launch(ports, access_key, secret_key, deadline)
@@ -211,7 +211,7 @@ class EmbeddedStore:
             return ""
 
     # ---- credentials and ports -------------------------------------------------------------
-    def _credentials(self) -> tuple[str, str]:
+    def credentials(self) -> tuple[str, str]:
         """The access and secret key from s3.json; generated once if missing."""
         if self.creds_file.exists():
             if self.creds_file.stat().st_mode & 0o077:  # copied, restored from a backup, or edited by hand

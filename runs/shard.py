@@ -57,7 +57,7 @@ def _over_byte_cap(size: int, max_bytes: int) -> ImageTooLargeError:
     return ImageTooLargeError(f"file is {size} bytes, over the limit of {max_bytes} bytes")
 
 
-def _download(st: ObjectStore, f: Fetched, max_bytes: int) -> bytes:
+def download_item(st: ObjectStore, f: Fetched, max_bytes: int) -> bytes:
     """One catalog image's bytes (in a pipeline thread); sets its sha256.
 
     A traversal key from a listing is refused before anything else. An object whose listed size
@@ -169,8 +169,8 @@ def stylize_shard(
     limits = (settings.max_image_pixels, settings.max_image_bytes)
     stream = StreamStylizer(
         engine,
-        load=lambda f: _download(st, f, limits[1]),
-        write=lambda done: _write(st, base, done, p, overwrite),
+        load=lambda f: download_item(st, f, limits[1]),
+        write=lambda done: write_row(st, base, done, p, overwrite),
         fmt=p.format,
         quality=p.quality,
         measure=measure,
@@ -233,7 +233,7 @@ def _at_input_size(meter: StyleMetrics) -> Measure:
     return measure
 
 
-def _write(
+def write_row(
     st: ObjectStore, base: dict[str, Any], job: Job[Fetched], p: StylizeParams, overwrite: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Write one output (never overwriting different bytes, but our own stale one or a tampered one

@@ -46,7 +46,7 @@ def sync_content(prefix: str, dest: Path, limit: int) -> list[Path]:
     return paths
 
 
-def _init_state(init_from: str | None) -> dict[str, Any] | None:
+def warm_start_state(init_from: str | None) -> dict[str, Any] | None:
     """Warm-start weights: a local .safetensors path or a registry ref `per-style/<name>/<version>`.
 
     Only safetensors is read: a pickle checkpoint (.pt, .pth, .ckpt, or pickle bytes under any
@@ -106,7 +106,14 @@ def train_per_style_task(
     started = _Started()
     with _reporting(f"train {style}", cfg) as on_step:
         result = train_style(
-            cfg, content, art, enc, workdir=workdir, device=device, init_state=_init_state(init_from), progress=on_step
+            cfg,
+            content,
+            art,
+            enc,
+            workdir=workdir,
+            device=device,
+            init_state=warm_start_state(init_from),
+            progress=on_step,
         )
     card = {
         "architecture": "TransformerNet",
@@ -382,7 +389,7 @@ def train_decoder_task(
             enc,
             workdir=settings.home / "work" / family / name / run_key,
             device=device,
-            init_state=_init_state(init_from),
+            init_state=warm_start_state(init_from),
             progress=on_step,
         )
     card = {
@@ -423,7 +430,7 @@ def train_super_resolution_task(
             enc,
             workdir=settings.home / "work" / context.SUPER_RESOLUTION / name / run_key,
             device=device,
-            init_state=_init_state(init_from),
+            init_state=warm_start_state(init_from),
             progress=on_step,
         )
     card = {

@@ -113,7 +113,7 @@ def _has_images(prefix: str) -> bool:
     return any(is_image_key(i.key) for i in context.store().list(prefix))
 
 
-def _paired_files(prefix: str, limit: int) -> tuple[list[Path], list[Path]]:
+def paired_files(prefix: str, limit: int) -> tuple[list[Path], list[Path]]:
     """Local (A, B) files of the pairs under `prefix`: A/ and B/ folders with the same names, or
     the reference's side-by-side images under AB/ (split here into A and B). Refused (with the
     reason, before any training) when names do not match, an image does not decode, a pair's
@@ -231,7 +231,7 @@ def train_pix2pix_task(name: str, pairs_prefix: str, config: dict[str, Any], max
     """Train a Pix2Pix U-Net on the pairs under `pairs_prefix` and register it as pix2pix/<name>;
     the card's `gate` says whether its outputs depend on its input."""
     cfg = Pix2PixConfig.from_dict(config)
-    a, b = _paired_files(pairs_prefix, max_images)
+    a, b = paired_files(pairs_prefix, max_images)
     data = {"pairs": pairs_prefix, "images": len(a)}
     return _train_and_register(context.PIX2PIX, UNetGenerator, name, cfg, a, b, data, train_pix2pix)
 

@@ -80,7 +80,7 @@ class Swap(Method):
                 "patches": len(bank),
             },
         }
-        palette = _palette(bank_card["artworks"], settings) if params.palette and params.color == "none" else None
+        palette = bank_palette(bank_card["artworks"], settings) if params.palette and params.color == "none" else None
         model = SwapStylizer(enc.to(device), decoder.to(device), _bank_on(bank, device), palette=palette)
         return Built(
             engine(model, params, device, settings, batch_size),
@@ -90,7 +90,7 @@ class Swap(Method):
         )
 
 
-def _palette(artworks: list[dict[str, Any]], settings: Settings) -> Palette:
+def bank_palette(artworks: list[dict[str, Any]], settings: Settings) -> Palette:
     """The mean RGB palette of the bank's artworks at ARTWORK_SIZE; refused when an artwork's bytes
     are no longer those the bank was built from (rebuild the bank: `styleops build-banks`)."""
     st, palettes = context.store(), []

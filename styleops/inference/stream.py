@@ -155,7 +155,7 @@ class StreamStylizer:
         ):
             pending: deque[Future[R]] = deque()
             decoded = _prefetch(loads, self.load_one, items, self.depth)
-            for batch in _bucketed(decoded, self._bucket, self.batch_size, max_pending=self.depth):
+            for batch in bucketed(decoded, self._bucket, self.batch_size, max_pending=self.depth):
                 if batch[0].error is None:
                     t = time.perf_counter()
                     self._device_stage(batch)
@@ -305,7 +305,7 @@ def _prefetch(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T]
         yield pending.popleft().result()
 
 
-def _bucketed(
+def bucketed(
     jobs: Iterable[Job[T]], key: Callable[[Job[T]], Hashable], batch_size: int, *, max_pending: int
 ) -> Iterator[list[Job[T]]]:
     """Group jobs into batches of one size bucket. A failed job passes alone, at once; a full bucket

@@ -181,7 +181,7 @@ def convert_hed_h5(h5_path: Path) -> dict[str, Tensor]:
         weight = torch.from_numpy(kernel).permute(3, 2, 0, 1).contiguous().float()  # HWIO -> OIHW
         b = torch.from_numpy(bias).float()
         if n == 0:
-            weight, b = _fold_caffe_preprocessing(weight, b)
+            weight, b = fold_caffe_preprocessing(weight, b)
         state[f"{index}.weight"], state[f"{index}.bias"] = weight, b
     return state
 
@@ -203,7 +203,7 @@ def _read_keras_convs(h5) -> list[tuple]:  # noqa: ANN001 - h5py.File
     return convs
 
 
-def _fold_caffe_preprocessing(weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+def fold_caffe_preprocessing(weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
     """Rewrite conv1_1 (BGR, 0-255, mean-subtracted input) to take x = (rgb - mean) / std.
 
     caffe_in[bgr c] = 255 * rgb[c] - caffe_mean[c] = 255 * std[c] * x[c] + (255 * mean[c] - caffe_mean[c]).

@@ -429,13 +429,13 @@ class _Fit:
         ckpt_path = workdir / CHECKPOINT_FILE
         model.to(dev, memory_format=self.memory_format)
         opt = torch.optim.Adam(params, lr=config.lr, betas=config.adam_betas)
-        _set_lr(opt, config, 1.0)
+        set_lr(opt, config, 1.0)
         players = _Players(model, opt)
         if critic is not None:
             critic.module.to(dev, memory_format=self.memory_format)
             players.critic = critic.module
             players.critic_opt = torch.optim.Adam(critic.module.parameters(), lr=config.lr, betas=config.adam_betas)
-            _set_lr(players.critic_opt, config, 1.0)
+            set_lr(players.critic_opt, config, 1.0)
         scaler = torch.amp.GradScaler(dev.type, enabled=self.amp == torch.float16)
 
         state = {"step": 0, "lr_scale": 1.0, "rollbacks": 0, "history": [], "rollback_log": []}
@@ -468,7 +468,7 @@ class _Fit:
                     cause = "gradient"
             critic_loss = None
             if cause is None and critic is not None:
-                _set_lr(opt, config, state["lr_scale"], step)
+                set_lr(opt, config, state["lr_scale"], step)
                 scaler.step(opt)
                 critic.module.requires_grad_(True)
                 with autocast(dev, self.amp):
@@ -487,10 +487,10 @@ class _Fit:
                 batches = _batches(data, config, step, dev.type == "cuda")
                 continue
             if critic is not None:
-                _set_lr(players.critic_opt, config, state["lr_scale"], step)
+                set_lr(players.critic_opt, config, state["lr_scale"], step)
                 scaler.step(players.critic_opt)
             else:
-                _set_lr(opt, config, state["lr_scale"], step)
+                set_lr(opt, config, state["lr_scale"], step)
                 scaler.step(opt)
             scaler.update()
             step += 1
@@ -567,13 +567,13 @@ def _load_checkpoint(path: Path, config: TrainConfig, players: _Players) -> dict
         players.critic.load_state_dict(ckpt["critic"])
         players.critic_opt.load_state_dict(ckpt["critic_optimizer"])
     for opt in players.optimizers():
-        _set_lr(opt, config, ckpt["lr_scale"])
+        set_lr(opt, config, ckpt["lr_scale"])
     state = {k: ckpt[k] for k in ("step", "lr_scale", "rollbacks", "history")}
     state["rollback_log"] = list(ckpt.get("rollback_log", []))  # absent from checkpoints of older versions
     return state
 
 
-def _set_lr(opt: torch.optim.Optimizer, config: TrainConfig, scale: float, step: int | None = None) -> None:
+def set_lr(opt: torch.optim.Optimizer, config: TrainConfig, scale: float, step: int | None = None) -> None:
     """Every group's lr = config.lr x its "lr_mult" (1 when absent) x the rollback scale x the
     warm-up factor of `step` (min(1, (step + 1) / warmup_steps)) x the decay factor of `step`
     (1 before the last `decay_steps` steps, then linearly towards 0); 1 when step is None."""
@@ -609,7 +609,7 @@ def _rollback(
         {"step": step, "restored_step": restored["step"], "lr_scale": restored["lr_scale"], "cause": cause},
     ]
     for opt in players.optimizers():
-        _set_lr(opt, config, restored["lr_scale"])
+        set_lr(opt, config, restored["lr_scale"])
     _save_checkpoint(path, _checkpoint(config, players, restored))
     _log.warning(
         "%s not finite at step %d: rolled back to the checkpoint at step %d, "

@@ -3,7 +3,7 @@ what is wrong (in the pipeline: a `failed` manifest row with its `error_class`),
 a hang or a huge allocation; odd-but-valid images decode to the right upright 8-bit RGB pixels.
 
 All inputs are generated here (Pillow or raw bytes) or cut from examples/catalog/*.jpg. No Prefect
-server, no real model weights: pipeline code (runs.shard._download, the artwork checks) reads the
+server, no real model weights: pipeline code (runs.shard.download_item, the artwork checks) reads the
 real store, one bucket of the session's embedded SeaweedFS over HTTP (`fault_store`,
 tests/faults/conftest.py), and runs small randomly initialised networks.
 """
@@ -29,7 +29,7 @@ from infra.store import InvalidKeyError, ObjectNotFoundError, ObjectStore, Objec
 from runs import context
 from runs.keys import output_key
 from runs.methods.base import MIN_ARTWORK_SIDE, checked_artworks
-from runs.shard import Fetched, _download, _write
+from runs.shard import Fetched, download_item, write_row
 from runs.spec import StylizeParams
 from styleops.errors import (
     ImageDecodeError,
@@ -209,7 +209,7 @@ def _fetch(st: ObjectStore, item: tuple[str, str, int], limits: tuple[int, int])
     """The shard's load stage (download in runs.shard, decode in styleops.inference.stream) for one item."""
     stream = StreamStylizer(
         None,
-        load=lambda f: _download(st, f, limits[1]),
+        load=lambda f: download_item(st, f, limits[1]),
         write=lambda job: job,
         limits=limits,
         expected_errors=(StoreError, InvalidInputError),
@@ -220,11 +220,11 @@ def _fetch(st: ObjectStore, item: tuple[str, str, int], limits: tuple[int, int])
 
 def _failed_row(base: dict[str, Any], loaded: Loaded) -> dict[str, Any]:
     """The manifest row the shard writes for an image whose load failed (no request made)."""
-    return _write(None, {"catalog": "catalog/demo/", **base}, loaded.job, StylizeParams())  # type: ignore[arg-type]
+    return write_row(None, {"catalog": "catalog/demo/", **base}, loaded.job, StylizeParams())  # type: ignore[arg-type]
 
 
 def _fetch_one(st: ObjectStore, data: bytes, key: str) -> Loaded:
-    """runs.shard._download of one catalog object holding `data`, with the default limits."""
+    """runs.shard.download_item of one catalog object holding `data`, with the default limits."""
     st.put(key, data)
     return _fetch(st, _listed(st, key), LIMITS)
 

@@ -124,7 +124,7 @@ def test_pickled_weights_are_refused_everywhere_without_running_code(
             load_weights_file(path)
 
     # tasks: warm starts and imports
-    from tasks.training import _init_state, import_model_task
+    from tasks.training import import_model_task, warm_start_state
 
     for suffix in (".safetensors", ".pt", ".pth", ".ckpt"):
         path = tmp_path / f"init{suffix}"
@@ -133,7 +133,7 @@ def test_pickled_weights_are_refused_everywhere_without_running_code(
             InvalidInputError,
             match="not a safetensors file" if suffix == ".safetensors" else "only .safetensors weights are loaded",
         ):
-            _init_state(str(path))
+            warm_start_state(str(path))
         with pytest.raises(InvalidInputError, match="not a safetensors file"):
             import_model_task.fn("per-style", name, str(path), promote=False)
     assert [v.version for v in registry.versions("per-style", name)] == [good.version]
@@ -505,14 +505,14 @@ def test_embedded_store_credentials_are_generated_and_private(embedded_store: St
     other.state_dir.mkdir(parents=True)
     old = os.umask(0)
     try:
-        access, secret = other._credentials()
+        access, secret = other.credentials()
     finally:
         os.umask(old)
     assert mode(other.creds_file) == 0o600
     assert access != embedded_store.access_key and secret != embedded_store.secret_key and len(secret) >= 32
-    assert other._credentials() == (access, secret)  # kept, not regenerated
+    assert other.credentials() == (access, secret)  # kept, not regenerated
     other.creds_file.chmod(0o644)  # e.g. restored from a backup: tightened again when read
-    assert other._credentials() == (access, secret) and mode(other.creds_file) == 0o600
+    assert other.credentials() == (access, secret) and mode(other.creds_file) == 0o600
 
 
 def test_requests_with_wrong_or_no_credentials_are_refused(embedded_store: StoreInfo, fault_store: ObjectStore) -> None:

@@ -55,3 +55,23 @@ def test_flow_builds_one_bank_per_style_then_nothing(two_styles: PipelineEnv) ->
     forced = build_patch_banks(artworks="artwork/monet/", force=True)
     assert forced == {"built": ["monet"], "unchanged": [], "banks": {"monet": "v0002"}, "promoted": []}
     assert (reg.production(BANK, "monet"), reg.resolve(BANK, "monet", "latest")) == ("v0001", "v0002")
+
+
+def test_swaps_palette_is_its_banks_artwork_and_a_changed_artwork_is_refused(two_styles: PipelineEnv) -> None:
+    import torch
+
+    from runs.methods.base import ARTWORK_SIZE
+    from runs.methods.swap import bank_palette
+    from styleops.errors import InvalidInputError
+    from styleops.io.images import decode_image, resize_max_side, to_float
+    from styleops.models.palette import palette_of
+
+    build_patch_banks(artworks="artwork/monet/")
+    artworks = context.registry().card(BANK, "monet", "v0001")["artworks"]
+    got = bank_palette(artworks, get_settings())
+    pixels = decode_image(two_styles.store.get_bytes("artwork/monet/monet.jpg")).pixels
+    expected = palette_of(resize_max_side(to_float(pixels), ARTWORK_SIZE))
+    assert torch.equal(got.mean, expected.mean) and torch.equal(got.sqrt_cov, expected.sqrt_cov)
+    two_styles.store.put("artwork/monet/monet.jpg", two_styles.store.get_bytes("artwork/hoitsu/hoitsu.jpg"))
+    with pytest.raises(InvalidInputError, match="artwork/monet/monet.jpg changed since its patch bank was built"):
+        bank_palette(artworks, get_settings())

@@ -23,7 +23,7 @@ from styleops.io.images import decode_image, to_float
 from styleops.training.engine import TrainConfig
 from styleops.training.translation import CycleGANConfig, MIXGANConfig, Pix2PixConfig
 from tasks.stylize import stylize_shard_task
-from tasks.translation import _paired_files
+from tasks.translation import paired_files
 from tests.flows.conftest import (  # noqa: F401
     CATALOG_PREFIX,
     EXAMPLES,
@@ -180,7 +180,7 @@ def test_bad_pairs_are_refused_before_any_work_and_ab_images_are_split(pipeline_
     side_by_side.paste(photo.convert("L").convert("RGB"), (64, 0))
     for i in range(8):
         env.store.put(f"pairs/ab/AB/p{i}.png", _png(side_by_side))
-    a, b = _paired_files("pairs/ab/", 100)
+    a, b = paired_files("pairs/ab/", 100)
     assert [p.name for p in a] == [p.name for p in b] == [f"p{i}.png" for i in range(8)]
     left = decode_image(a[0].read_bytes()).pixels
     assert torch.equal(left, decode_image(_png(photo)).pixels)

@@ -16,7 +16,7 @@ from torch import nn
 from styleops.errors import DeviceOutOfMemoryError, ImageDecodeError
 from styleops.inference.arbitrary import AdaINStylizer
 from styleops.inference.engine import InferenceEngine
-from styleops.inference.stream import Job, StreamStylizer, _bucketed
+from styleops.inference.stream import Job, StreamStylizer, bucketed
 from styleops.io.images import decode_image, encode_image, plain_jpeg_size, to_float
 from styleops.models.decoder import VGGDecoder
 from styleops.models.transformer import TransformerNet
@@ -126,7 +126,7 @@ def test_bucketed_batches_hold_one_size_and_memory_stays_bounded() -> None:
     sizes = [(64, 64), (32, 48), (64, 64), (32, 48), (16, 16)] * 6
     jobs = [Job(i, in_size=s) for i, s in enumerate(sizes)]
     jobs[7].error = ImageDecodeError("bad")
-    batches = list(_bucketed(jobs, lambda j: j.in_size, batch_size=4, max_pending=5))
+    batches = list(bucketed(jobs, lambda j: j.in_size, batch_size=4, max_pending=5))
     assert sorted(j.item for b in batches for j in b) == list(range(30))
     assert all(len({j.in_size for j in b}) == 1 and len(b) <= 4 for b in batches)
     assert [j.item for j in next(b for b in batches if b[0].error is not None)] == [7]
@@ -142,7 +142,7 @@ def test_bucketed_batches_hold_one_size_and_memory_stays_bounded() -> None:
                 pulled += 1
                 yield job
 
-        for b in _bucketed(source(), lambda j: j.in_size, batch_size=4, max_pending=max_pending):
+        for b in bucketed(source(), lambda j: j.in_size, batch_size=4, max_pending=max_pending):
             emitted += len(b)
             held.append(pulled - emitted)
         return held

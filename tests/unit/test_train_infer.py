@@ -201,7 +201,7 @@ def test_output_parameterizations_start_at_the_photo_and_old_files_load_as_direc
 
 
 def test_learning_rate_warms_up_linearly() -> None:
-    from styleops.training.engine import _set_lr
+    from styleops.training.engine import set_lr
 
     cfg = TrainConfig(lr=1e-3, warmup_steps=4)
     opt = torch.optim.Adam(
@@ -213,7 +213,7 @@ def test_learning_rate_warms_up_linearly() -> None:
     )
     seen = []
     for step in range(6):
-        _set_lr(opt, cfg, 0.5, step)
+        set_lr(opt, cfg, 0.5, step)
         seen += [g["lr"] for g in opt.param_groups]
     expected = [[1.25e-4 * (s + 1), 1.25e-3 * (s + 1)] if s < 4 else [5e-4, 5e-3] for s in range(6)]
     assert seen == pytest.approx([v for pair in expected for v in pair])

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from styleops.errors import InvalidInputError, WeightsNotFoundError
-from styleops.io.weights import CAFFE_BGR_MEAN, _fold_caffe_preprocessing, load_vgg_state_dict
+from styleops.io.weights import CAFFE_BGR_MEAN, fold_caffe_preprocessing, load_vgg_state_dict
 from styleops.losses.perceptual import (
     LossWeights,
     PerceptualLoss,
@@ -94,7 +94,7 @@ def test_caffe_preprocessing_fold_is_exact() -> None:
         torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
         torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
     )
-    w2, b2 = _fold_caffe_preprocessing(w, b)
+    w2, b2 = fold_caffe_preprocessing(w, b)
     expected = F.conv2d(caffe_in, w, b)  # no padding: borders differ by design (documented)
     got = F.conv2d((rgb - mean) / std, w2, b2)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-2)
