@@ -44,9 +44,25 @@ PROBES = 4  # training A images the collapse check runs on
 PROBE_SIDE = 128
 
 
-def _gan_terms(step: StepLog) -> str:  # styleops.training.translation.HISTORY_KEYS
-    terms = f"l1/cycle {step.content:.4g} gan {step.style:.4g} identity {step.tv:.4g}"
-    return f"G {step.total:.4g} ({terms}) D {step.critic:.4g}"
+# What each family's generator terms are (StepLog's content, style and tv columns) in progress lines.
+_TERM_NAMES = {
+    context.PIX2PIX: ("l1", "gan", None),
+    context.CYCLEGAN: ("cycle", "gan", "identity"),
+    context.MIXGAN: ("reconstruction", "mixture gan", "latent + pull"),
+}
+
+
+def _gan_terms(family: str) -> Callable[[StepLog], str]:
+    """The progress line of a `family` step: G's total and terms by their names, then D's loss."""
+    names = _TERM_NAMES[family]
+
+    def line(step: StepLog) -> str:
+        terms = " ".join(
+            f"{name} {value:.4g}" for name, value in zip(names, (step.content, step.style, step.tv)) if name
+        )
+        return f"G {step.total:.4g} ({terms}) D {step.critic:.4g}"
+
+    return line
 
 
 # ---- data -----------------------------------------------------------------------------------------
@@ -216,7 +232,7 @@ def _train_and_register(
     data = {**data, "sha256": _data_sha256(a, b)}
     run_key = context.stable_hash({family: name, "config": cfg.to_dict(), "data": data["sha256"]})
     started = _Started()
-    with _reporting(f"train {family}/{name}", cfg.train, _gan_terms) as on_step:
+    with _reporting(f"train {family}/{name}", cfg.train, _gan_terms(family)) as on_step:
         workdir = settings.home / "work" / family / name / run_key
         result = trainer(cfg, a, b, workdir=workdir, device=device, progress=on_step)
     net = architecture(**result.model_config)

@@ -12,8 +12,9 @@ built from the paper: styleops.models.mixgan).
 
 L1 terms are measured in the reference's [-1, 1] units (twice the L1 of [0, 1] images), so its
 weights keep their meaning. Progress/history columns (`HISTORY_KEYS`): `content` is the weighted
-L1 (Pix2Pix) or cycle term (CycleGAN), `style` the generator's GAN term, `tv` the identity term
-(CycleGAN), `critic` the discriminators' loss.
+L1 (Pix2Pix), cycle term (CycleGAN) or reconstruction (MIXGAN), `style` the generator's GAN term
+(MIXGAN: the mixture's), `tv` the identity term (CycleGAN) or the latent GAN term plus the
+mixture's pull to the reconstruction (MIXGAN), `critic` the discriminators' loss.
 
 Crops (the reference's `resize_and_crop` with its 286/256 load size, aspect kept): the shorter
 side is resized to image_size x `load_scale`, then a random square crop and a random
