@@ -172,6 +172,9 @@ def repair_command(row: dict[str, Any]) -> str:
         value = settings.get(name)
         if value is not None and value != getattr(defaults, name):
             args += ["--" + name.replace("_", "-"), str(value)]
+    known = methods.find(method)
+    if known is not None and "palette" in known.hashed and not settings.get("palette"):
+        args.append("--no-palette")  # rendered without the palette (hashed only when on): before it existed
     return shlex.join([*args, "--repair"])
 
 

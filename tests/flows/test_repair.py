@@ -230,6 +230,19 @@ def test_repair_overwrites_only_the_tampered_output_it_checked(pipeline_env: Pip
             },
             (
                 "styleops stylize --catalog shop --method adain --style monet --model default --version v0001 "
+                "--alpha 0.8 --no-palette --repair"
+            ),
+        ),
+        (
+            {
+                "catalog": "catalog/shop/",
+                "style": "monet",
+                "method": "adain",
+                "model_version": "default/v0001+art-0123abcd",
+                "params_json": json.dumps({"max_side": 1024, "alpha": 0.8, "palette": True}),
+            },
+            (
+                "styleops stylize --catalog shop --method adain --style monet --model default --version v0001 "
                 "--alpha 0.8 --repair"
             ),
         ),
@@ -241,7 +254,10 @@ def test_repair_overwrites_only_the_tampered_output_it_checked(pipeline_env: Pip
                 "model_version": "default/v0002+bank-v0001",
                 "params_json": None,
             },
-            "styleops stylize --catalog shop --method swap --style hoitsu --model default --version v0002 --repair",
+            (
+                "styleops stylize --catalog shop --method swap --style hoitsu --model default --version v0002 "
+                "--no-palette --repair"
+            ),
         ),
         (
             {
@@ -254,7 +270,7 @@ def test_repair_overwrites_only_the_tampered_output_it_checked(pipeline_env: Pip
             "styleops stylize --catalog shop --method gatys --style monet --iterations 100 --levels 2 --repair",
         ),
     ],
-    ids=["per-style", "multi-blend", "adain", "swap-old-row", "gatys"],
+    ids=["per-style", "multi-blend", "adain-before-palettes", "adain", "swap-old-row", "gatys"],
 )
 def test_repair_command_names_the_run_settings(row: dict[str, Any], command: str) -> None:
     assert repair_command(row) == command
