@@ -4,8 +4,8 @@
     artwork/<style>/<file>                                       artworks (`style_from_artwork_key`)
     stylized/<set>/<style>/<model_version>/<params_hash[:8]>/<path>.<ext>   outputs (`output_key`)
 
-Which keys are images (`IMAGE_SUFFIXES`, `is_image_key`: the one list the pipeline uses; what
-styleops' decoder accepts is its own business), and the keys of Prefect artifacts (`artifact_key`).
+Which keys are images (`is_image_key`, by `styleops.io.images.IMAGE_SUFFIXES`: the suffixes of the
+formats styleops decodes, the list training uses too), and the keys of Prefect artifacts (`artifact_key`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import PurePosixPath
 from typing import Protocol
 
 from infra.store import validate_key
+from styleops.io.images import IMAGE_SUFFIXES  # the one list: what styleops decodes
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 OUTPUT_EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
 
 

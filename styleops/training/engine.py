@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from styleops.device import autocast, autocast_dtype, resolve_device
 from styleops.errors import ImageError, InvalidInputError, StyleOpsError
-from styleops.io.images import read_image, resize_max_side, to_float
+from styleops.io.images import IMAGE_SUFFIXES, read_image, resize_max_side, to_float
 from styleops.losses.perceptual import LossTerms, LossWeights, PerceptualLoss, calibrate, measure_calibration
 from styleops.models.multistyle import MultiStyleTransformerNet
 from styleops.models.palette import Palette, palette_of
@@ -182,9 +182,6 @@ class ContentCrops(Dataset):
         else:
             raise InvalidInputError("none of the content images could be decoded")
         return random_crop(img, self.size, g)
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
 def image_paths(source: Sequence[str | Path] | str | Path) -> list[Path]:
