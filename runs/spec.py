@@ -16,6 +16,11 @@ from styleops.inference.color import COLOR_MODES
 from styleops.io.images import encode_image
 from styleops.models.translation import DIRECTIONS
 
+# Hashed fields added after outputs existed, with the value that renders as before: that value is
+# left out of the hash, so those outputs keep their keys (swap and AdaIN had no palette step).
+UNHASHED_VALUES: dict[str, Any] = {"palette": False}
+_NONE = object()
+
 
 @dataclass(frozen=True)
 class StylizeParams:
@@ -62,9 +67,8 @@ class StylizeParams:
             d["upscale"] = self.upscale
         method = methods.find(self.method)
         for name in method.hashed if method is not None else ():
-            if name == "palette" and not self.palette:
-                continue  # no palette is how swap and AdaIN rendered before it existed: their old hashes hold
-            d[name] = getattr(self, name)
+            if UNHASHED_VALUES.get(name, _NONE) != getattr(self, name):
+                d[name] = getattr(self, name)
         return d
 
     @property

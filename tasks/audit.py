@@ -36,7 +36,7 @@ from infra.registry import RegistryError
 from runs import context, methods
 from runs.keys import catalog_prefix, is_image_key
 from runs.outputs import check_outputs, count_findings, finding, present
-from runs.spec import StylizeParams
+from runs.spec import UNHASHED_VALUES, StylizeParams
 from tasks import common
 
 GROUP = ["catalog", "image_key", "style", "model_version", "params_hash"]
@@ -173,8 +173,9 @@ def repair_command(row: dict[str, Any]) -> str:
         if value is not None and value != getattr(defaults, name):
             args += ["--" + name.replace("_", "-"), str(value)]
     known = methods.find(method)
-    if known is not None and "palette" in known.hashed and not settings.get("palette"):
-        args.append("--no-palette")  # rendered without the palette (hashed only when on): before it existed
+    for name, value in UNHASHED_VALUES.items():  # left out of the hash: absent means that value
+        if known is not None and name in known.hashed and name not in settings and value != getattr(defaults, name):
+            args.append(f"--{'' if value else 'no-'}{name.replace('_', '-')}")
     return shlex.join([*args, "--repair"])
 
 

@@ -27,6 +27,7 @@ from runs.methods.base import (
     checked_artworks,
     engine,
     parse_blend,
+    wants_palette,
 )
 from styleops.inference.arbitrary import AdaINStylizer
 from styleops.io.images import resize_max_side, to_float
@@ -78,8 +79,9 @@ class AdaIN(Method):
             "artworks": arts,
             "alpha": params.alpha,
         }
-        palette = params.palette and params.color == "none"  # kept colours win over the artwork's palette
-        model = AdaINStylizer(enc.to(device), decoder.to(device), images, weights, alpha=params.alpha, palette=palette)
+        model = AdaINStylizer(
+            enc.to(device), decoder.to(device), images, weights, alpha=params.alpha, palette=wants_palette(params)
+        )
         return Built(
             engine(model, params, device, settings, batch_size),
             card["weights_sha256"],

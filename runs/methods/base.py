@@ -197,6 +197,12 @@ def engine(
     )
 
 
+def wants_palette(params: Params) -> bool:
+    """Swap and AdaIN end at the artwork's palette unless asked not to, or asked to keep the photo's
+    colours (`color`), which wins."""
+    return params.palette and params.color == "none"
+
+
 def parse_blend(blend: str) -> dict[str, float]:
     """'wave=0.7,udnie=0.3' -> {'wave': 0.7, 'udnie': 0.3} normalized to sum 1; ValueError if malformed,
     negative, repeated or all zero."""

@@ -26,6 +26,7 @@ from runs.methods.base import (
     Source,
     engine,
     one_style,
+    wants_palette,
 )
 from styleops.errors import InvalidInputError
 from styleops.inference.arbitrary import SwapStylizer
@@ -80,7 +81,7 @@ class Swap(Method):
                 "patches": len(bank),
             },
         }
-        palette = bank_palette(bank_card["artworks"], settings) if params.palette and params.color == "none" else None
+        palette = bank_palette(bank_card["artworks"], settings) if wants_palette(params) else None
         model = SwapStylizer(enc.to(device), decoder.to(device), _bank_on(bank, device), palette=palette)
         return Built(
             engine(model, params, device, settings, batch_size),
