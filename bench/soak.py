@@ -12,11 +12,17 @@ After each round, from the manifest: images with no row (lost), images with more
 row (duplicates), `ok` rows whose output is missing or has other bytes, `failed` rows by class.
 Prints a markdown summary (and --out JSON): rounds, images, faults by kind, lost, duplicates,
 RSS at start, end and peak.
+
+Memory, per round (issue 17): RSS, Python objects tracked by `gc`, bytes held by pyarrow's pool,
+threads, and with `--tracemalloc` the Python heap; `--fixed-size` keeps max_side at 256 px (new
+JPEG quality each round instead), so tensor sizes do not grow with the rounds. The summary gives
+RSS after warm-up (round `--warmup`) against the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -24,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -42,7 +49,12 @@ def main() -> None:
     ap.add_argument("--photos", type=Path, default=ROOT / "examples" / "catalog")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--fixed-size", action="store_true", help="max_side 256 every round (quality changes)")
+    ap.add_argument("--tracemalloc", action="store_true", help="also record the Python heap (slower)")
+    ap.add_argument("--warmup", type=int, default=10, help="rounds before the RSS baseline")
     args = ap.parse_args()
+    if args.tracemalloc:
+        tracemalloc.start()
 
     home = Path(tempfile.mkdtemp(prefix="soak-"))
     os.environ.update(
@@ -101,7 +113,10 @@ def main() -> None:
             deadline = time.monotonic() + args.minutes * 60
             r = 0
             while time.monotonic() < deadline:
-                max_side, quality = 64 + 8 * (r % 64), 90 - r // 64  # new settings each round: every image to do again
+                if args.fixed_size:  # new settings each round at one size: every image to do again
+                    max_side, quality = 256, 95 - r % 60
+                else:
+                    max_side, quality = 64 + 8 * (r % 64), 90 - r // 64
                 proxy.clear()
                 rules = [
                     Rule(kind, skip=rng.randrange(5, 120))
@@ -150,6 +165,7 @@ def main() -> None:
                         "runs": attempt + 1,
                         "faults": dict(counts),
                         **check,
+                        **_memory(proc),
                     }
                 )
                 print(json.dumps(rounds[-1]), flush=True)
@@ -171,10 +187,33 @@ def main() -> None:
         "rss_start_mib": round(rss_start / 2**20),
         "rss_end_mib": round(proc.memory_info().rss / 2**20),
         "rss_peak_mib": round(peak[0] / 2**20),
+        **(
+            {
+                f"rss_after_round_{args.warmup}_mib": rounds[args.warmup]["rss_mib"],
+                "rss_growth_after_warmup": round(rounds[-1]["rss_mib"] / rounds[args.warmup]["rss_mib"] - 1, 3),
+            }
+            if len(rounds) > args.warmup
+            else {}
+        ),
     }
     print(json.dumps(result, indent=1))
     if args.out:
         args.out.write_text(json.dumps({**result, "per_round": rounds}, indent=1))
+
+
+def _memory(proc: psutil.Process) -> dict[str, float]:
+    """Where a round's memory is: RSS, gc-tracked objects, pyarrow's pool, threads (+ Python heap)."""
+    import pyarrow
+
+    out = {
+        "rss_mib": round(proc.memory_info().rss / 2**20, 1),
+        "py_objects": len(gc.get_objects()),
+        "arrow_mib": round(pyarrow.total_allocated_bytes() / 2**20, 1),
+        "threads": proc.num_threads(),
+    }
+    if tracemalloc.is_tracing():
+        out["py_heap_mib"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 1)
+    return out
 
 
 def _check(context, st, sha256_hex, params_hash: str, n_images: int) -> dict[str, int]:  # type: ignore[no-untyped-def]

@@ -83,7 +83,7 @@ def _runner(spec: RunSpec) -> TaskRunner:
 
 
 def _summary(
-    spec: RunSpec, resolved: Resolved, plan: dict[str, Any], run_id: str, counts: dict[str, int]
+    spec: RunSpec, resolved: Resolved, plan: dict[str, Any], run_id: str, counts: dict[str, Any]
 ) -> RunSummary:
     summary: RunSummary = {
         "run_id": run_id,
@@ -100,6 +100,8 @@ def _summary(
         "ok": counts["ok"],
         "failed": counts["failed"],
     }
+    if counts.get("compile_s"):
+        summary["compile_s"] = round(counts["compile_s"], 1)
     if spec.params.upscale is not None:
         summary["upscale"] = spec.params.upscale
     if spec.repair:
@@ -114,7 +116,7 @@ def stylize_shards(
     spec: RunSpec,
     resolved: Resolved,
     overwrite: list[dict[str, str]] | None = None,
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Fan the shards out as task runs of this flow on `runner` (threads or Dask; one shard per GPU
     where the Dask workers declare a GPU resource) and follow them: a progress bar and a progress
     artifact advance as shards finish. Returns the summed status counts.
@@ -136,7 +138,7 @@ def _follow(
     spec: RunSpec,
     resolved: Resolved,
     overwrite: list[dict[str, str]] | None = None,
-) -> dict[str, int]:
+) -> dict[str, Any]:
     total = sum(len(s) for s in shards)
     style, version = resolved.style, resolved.model_version
     common = {
@@ -148,6 +150,7 @@ def _follow(
         "batch_size": spec.batch_size,
         "metrics": spec.metrics,
         "source": resolved.source.to_dict(),
+        "run_images": total,
     }
     with gpu_annotation(runner):
         futures = [
@@ -169,14 +172,15 @@ def _follow(
     )
     bar = f"catalog:{run_id}"
     progress().start(bar, f"{spec.prefix} {style}: {len(shards)} shards", total)
-    counts, done = {"ok": 0, "failed": 0}, 0
+    counts, done = {"ok": 0, "failed": 0, "compile_s": 0.0}, 0
     try:
         for future in as_completed(futures):
             shard_counts = future.result()
-            for status, n in shard_counts.items():
-                counts[status] += n
-            done += sum(shard_counts.values())
-            progress().advance(bar, sum(shard_counts.values()))
+            for key in counts:
+                counts[key] += shard_counts.get(key, 0)
+            shard_done = shard_counts["ok"] + shard_counts["failed"]
+            done += shard_done
+            progress().advance(bar, shard_done)
             update_progress_artifact(artifact, progress=100.0 * done / max(total, 1))
     finally:
         progress().finish(bar)

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from infra.progress import progress
-from infra.settings import get_settings
+from infra.settings import Settings, get_settings
 from infra.store import (
     GetResult,
     ObjectNotFoundError,
@@ -93,11 +94,12 @@ class ShardJob:
     metrics: bool = True
     source: Source | None = None  # None: the per-style or multi-style model named by style and model_version
     overwrite: dict[str, str] = field(default_factory=dict)  # a repair: {output_key: etag} it may overwrite (If-Match)
+    run_images: int = 0  # images the whole run has to do (0: this shard's own), for settings.compile = 'auto'
 
 
 def stylize_shard(
     job: ShardJob, *, flow_run_id: str = "", attempt: int = 1, log: context.Logger = context.log
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Stylize one shard and append its rows to the manifest (in commits of settings.commit_every
     rows); returns status counts. `flow_run_id` and `attempt` (the orchestrator's) go into the rows.
 
@@ -127,6 +129,9 @@ def stylize_shard(
     method = methods.get(p.method)
     source = job.source or method.source_for(style, model_version)
     device = resolve_device(settings.device)
+    settings = settings.model_copy(
+        update={"compile": should_compile(settings, device, max(job.run_images, len(items)))}
+    )
     iter_bar = f"{method.name}:{style}:{shard_id}"
 
     def on_iteration(i: int, loss: float) -> None:  # optimization methods (gatys): per image
@@ -195,7 +200,7 @@ def stylize_shard(
         if table.exists()
         else set()
     )
-    counts = {"ok": len(recorded), "failed": 0}
+    counts: dict[str, Any] = {"ok": len(recorded), "failed": 0}
     rows: list[dict[str, Any]] = []
     for row in stream.run(Fetched(*item) for item in items if item[0] not in recorded):
         rows.append(row)
@@ -208,8 +213,11 @@ def stylize_shard(
         table.append(rows)
     progress().finish(bar)
     progress().finish(iter_bar)
+    compile_s = getattr(built.engine, "compile_s", 0.0)
+    if compile_s:  # only where it compiled: {"ok", "failed"} otherwise
+        counts["compile_s"] = round(compile_s, 3)
     log.info(
-        "shard %s: %d ok, %d failed (%d batches, %d decoded / %d encoded on the GPU, device busy %.1f of %.1f s)",
+        "shard %s: %d ok, %d failed (%d batches, %d decoded / %d encoded on the GPU, device busy %.1f of %.1f s%s)",
         shard_id,
         counts["ok"],
         counts["failed"],
@@ -218,8 +226,18 @@ def stylize_shard(
         stream.stats.gpu_encoded,
         stream.stats.device_s,
         stream.stats.wall_s,
+        f", {compile_s:.1f} s of it compiling" if compile_s else "",
     )
     return counts
+
+
+def should_compile(settings: Settings, device: torch.device, run_images: int) -> bool:
+    """`torch.compile` the feed-forward nets of a run of `run_images` images: only on CUDA; always
+    with settings.compile true, never with false, and with 'auto' when the run has at least
+    settings.compile_min_images images (the compile costs seconds per size bucket)."""
+    if device.type != "cuda" or settings.compile is False:
+        return False
+    return settings.compile is True or run_images >= settings.compile_min_images
 
 
 def _at_input_size(meter: StyleMetrics) -> Measure:

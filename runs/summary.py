@@ -22,6 +22,7 @@ class RunSummary(TypedDict):
     shards: int
     ok: int  # outputs written by this run
     failed: int  # rows of this run with an error
+    compile_s: NotRequired[float]  # seconds the shards spent compiling (torch.compile; settings.compile)
     upscale: NotRequired[str]  # super-resolution/<name>/<version> chained after the method
     repaired: NotRequired[int]  # --repair: outputs re-rendered (missing + tampered)
     missing: NotRequired[int]

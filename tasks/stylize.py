@@ -66,10 +66,12 @@ def stylize_shard_task(
     metrics: bool = True,
     source: Mapping[str, Any] | Source | None = None,
     overwrite: dict[str, str] | None = None,
-) -> dict[str, int]:
+    run_images: int = 0,
+) -> dict[str, Any]:
     """runs.shard.stylize_shard of one shard (`params`: StylizeParams.to_dict(); `source`:
-    Source.to_dict() of the resolved run); returns {"ok": n, "failed": n}. Retried: rows an
-    earlier attempt recorded are not redone."""
+    Source.to_dict() of the resolved run; `run_images`: the run's images to do, for compile
+    'auto'); returns {"ok": n, "failed": n} (+ "compile_s": seconds where it compiled). Retried: rows an earlier
+    attempt recorded are not redone."""
     job = ShardJob(
         shard_id,
         [(k, e, int(n)) for k, e, n in items],
@@ -82,6 +84,7 @@ def stylize_shard_task(
         metrics,
         Source.coerce(source),
         dict(overwrite or {}),
+        run_images,
     )
     return stylize_shard(
         job, flow_run_id=str(flow_run.get_id() or ""), attempt=int(task_run.get_run_count() or 1), log=common.logger()

@@ -192,7 +192,7 @@ def engine(
         device=device,
         batch_size=batch_size,
         max_side=params.max_side,
-        compile=settings.compile and device.type == "cuda",
+        compile=settings.compile is True and device.type == "cuda",  # runs.shard.should_compile decided "auto"
         tile_size=settings.tile_size,
     )
 

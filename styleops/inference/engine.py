@@ -15,6 +15,8 @@ tiles halved down to `min_tile`; only then does that image get a `DeviceOutOfMem
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -27,6 +29,8 @@ from styleops.errors import DeviceOutOfMemoryError, InvalidInputError
 from styleops.inference.tiling import receptive_radius, stylize_tiled
 from styleops.io.images import resize_max_side, to_float, to_uint8
 from styleops.models.transformer import TransformerNet
+
+_log = logging.getLogger(__name__)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -90,13 +94,18 @@ class InferenceEngine:
         precision: str = "auto",
         channels_last: bool = False,
         compile: bool = False,
+        compile_backend: str = "inductor",
         bucket_multiple: int = 16,
         tile_size: int | None = 2048,
         min_tile: int = 256,
     ) -> None:
         """batch_size defaults by device: 8 on CUDA, 1 on CPU, where batching measured slower.
         compile: `torch.compile` the model (CUDA: 2.0-2.4x the images/s at 1024 px on an H100,
-        after a compilation per size bucket; docs/benchmarks.md).
+        after a compilation per size bucket; docs/benchmarks.md). The first batch of each new
+        shape compiles: its seconds add up in `compile_s` and are logged. Graphs are Dynamo's,
+        keyed by the network's code and guarded on shapes, not on this instance, so a later
+        engine in the same process (the next shard) over a model of the same class and sizes
+        reuses them.
         tile_size: images with a longer side over this many px run tiled (None: never, unless out
         of memory); min_tile: the smallest tile tried after out-of-memory errors."""
         self.device = resolve_device(device)
@@ -106,8 +115,11 @@ class InferenceEngine:
         if gpu:
             torch.backends.cudnn.benchmark = True  # fixed bucket sizes: let cuDNN pick the fastest kernels once
         self.model = self.eager_model = model.eval().to(self.device, memory_format=self.memory_format)
+        self.compiled = compile
         if compile:
-            self.model = torch.compile(self.model)
+            self.model = torch.compile(self.model, backend=compile_backend)
+        self.compile_s = 0.0  # seconds spent in first batches of a new shape (compiling), when compiled
+        self._shapes_seen: set[tuple[int, ...]] = set()
         self.batch_size = batch_size or (8 if gpu else 1)
         self.max_side, self.bucket_multiple = max_side, bucket_multiple
         if tile_size is not None and tile_size < min_tile:
@@ -115,6 +127,14 @@ class InferenceEngine:
         self.tile_size, self.min_tile = tile_size, min_tile
         self.tiled_images = 0  # images that ran tiled (too large, or after out-of-memory)
         self.oom_splits = 0  # batches split in halves after out-of-memory
+
+    def _note_compile(self, shape: tuple[int, ...], started: float) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - started
+        self._shapes_seen.add(shape)
+        self.compile_s += seconds
+        _log.info("compiled the model for batches of %s in %.1f s (first batch of this shape)", list(shape), seconds)
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """The (H, W) an image of h x w px comes out at (after the max_side shrink)."""
@@ -134,8 +154,12 @@ class InferenceEngine:
     def run_batch(self, batch: Tensor, *, to_cpu: bool = True) -> Tensor:
         """float [N, 3, H, W] in [0, 1] -> float [N, 3, H, W] in [0, 1] (on the CPU unless not to_cpu)."""
         x = batch.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        first = self.compiled and tuple(x.shape) not in self._shapes_seen
+        started = time.perf_counter()
         with autocast(self.device, self.dtype):
             y = self.model(x)
+        if first:
+            self._note_compile(tuple(x.shape), started)
         y = y.float().clamp_(0, 1)
         return y.cpu() if to_cpu else y
 

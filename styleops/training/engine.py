@@ -3,9 +3,11 @@
 Seeded and reproducible: the model is initialised from `seed`, and the batch of step `s` is a pure
 function of (seed, s), so a run resumed from a checkpoint produces exactly the weights of an
 uninterrupted one. Checkpoints (model, optimizer, history) are written atomically every
-`checkpoint_every` steps; a non-finite loss, or a non-finite gradient (checked before the optimizer
-step, so NaN never reaches the weights or a checkpoint), rolls back to the last checkpoint with the
-learning rate halved (at most `max_rollbacks` times). Every rollback is logged (WARNING on
+`checkpoint_every` steps; a non-finite loss, or a non-finite gradient, rolls back to the last
+checkpoint with the learning rate halved (at most `max_rollbacks` times). Finiteness is recorded on
+the device every step (no host sync) and read where the loop syncs anyway: at every logged step and
+before every checkpoint is written, so a NaN never reaches a checkpoint, and the rollback, the
+replayed steps and the final weights are those of a check after every step. Every rollback is logged (WARNING on
 `styleops.training.engine`) and recorded in `TrainResult.rollback_log` and the checkpoint.
 """
 
@@ -35,6 +37,11 @@ from styleops.models.vgg import VGGEncoder
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CALIBRATION_PHOTOS = 16  # content crops a calibrated loss is measured on (a fixed, seeded sample)
+# The memory format of the style nets (TransformerNet, its multi-style form) in training, whatever
+# `channels_last` says: their reflection pads and instance norms copied channels_last tensors back
+# to NCHW every layer (a tenth of a step on the CPU). The loss network still gets channels_last
+# inputs. 1.23x the steps/s at 256 px on the CPU (docs/benchmarks.md).
+STYLE_NET_FORMAT = torch.contiguous_format
 
 _log = logging.getLogger(__name__)
 
@@ -270,6 +277,7 @@ def train_style(
         progress,
         loss_hook,
         [target],
+        net_format=STYLE_NET_FORMAT,
     )
 
 
@@ -310,7 +318,7 @@ def train_multistyle(
         {"params": [p for p in model.parameters() if id(p) not in style_params], "lr_mult": 1.0},
         {"params": [p for p in model.parameters() if id(p) in style_params], "lr_mult": config.style_lr_scale},
     ]
-    return fit.run(model, groups, forward, content, workdir, progress, loss_hook, targets)
+    return fit.run(model, groups, forward, content, workdir, progress, loss_hook, targets, net_format=STYLE_NET_FORMAT)
 
 
 def add_style(
@@ -352,6 +360,7 @@ def add_style(
         progress,
         None,
         [target],
+        net_format=STYLE_NET_FORMAT,
     )
 
 
@@ -401,7 +410,13 @@ class _Fit:
 
     def objective(self, output: Tensor, content: Tensor, target: StyleTarget) -> LossTerms:
         """The training objective of `output` for photos `content` towards `target`."""
-        return self.loss(output, content, target.grams, weights=target.weights)
+        fmt = self.memory_format  # the loss network's
+        return self.loss(
+            output.contiguous(memory_format=fmt),
+            content.contiguous(memory_format=fmt),
+            target.grams,
+            weights=target.weights,
+        )
 
     def run(
         self,
@@ -415,16 +430,19 @@ class _Fit:
         targets: Sequence[StyleTarget] = (),
         data: Dataset | None = None,
         critic: Critic | None = None,
+        net_format: torch.memory_format | None = None,
     ) -> TrainResult:
         """Train `model` on batches of `data` (default: `ContentCrops` of `content`), whose item
         (step, slot) must be a pure function of the seed, step and slot (so resume stays exact);
         `forward(step, batch)` gives the step's loss terms. With a `critic`, each step then updates
         it on `critic.loss(step, batch)` (its parameters take no gradient from the generator's loss);
-        it is checkpointed, rolled back and resumed with the model."""
+        it is checkpointed, rolled back and resumed with the model. `net_format`: the memory format of
+        `model` and its batches (default: channels_last where the config asks for it)."""
         config, dev = self.config, self.dev
         workdir.mkdir(parents=True, exist_ok=True)
         ckpt_path = workdir / CHECKPOINT_FILE
-        model.to(dev, memory_format=self.memory_format)
+        net_format = net_format or self.memory_format
+        model.to(dev, memory_format=net_format)
         opt = torch.optim.Adam(params, lr=config.lr, betas=config.adam_betas)
         set_lr(opt, config, 1.0)
         players = _Players(model, opt)
@@ -446,44 +464,35 @@ class _Fit:
         started, step = time.perf_counter(), state["step"]
         tick, tick_step = started, step
         batches = _batches(data, config, step, dev.type == "cuda")
+        watch = FiniteWatch(dev, step)
         model.train()
         if critic is not None:
             critic.module.train()
         while step < config.steps:
-            batch = next(batches).to(dev, non_blocking=True).contiguous(memory_format=self.memory_format)
+            batch = next(batches).to(dev, non_blocking=True).contiguous(memory_format=net_format)
             if critic is not None:
                 critic.module.requires_grad_(False)
             with autocast(dev, self.amp):
                 terms = forward(step, batch)
             loss = loss_hook(step, terms.total) if loss_hook else terms.total
-            cause = None if torch.isfinite(loss) else "loss"
-            if cause is None:
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                # fp16: the GradScaler skips steps with inf/NaN gradients itself (and lowers its scale).
-                if not scaler.is_enabled() and not _grads_finite(model):
-                    cause = "gradient"
+            watch.note("loss", torch.isfinite(loss.detach()))
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            # fp16: the GradScaler skips steps with inf/NaN gradients itself (and lowers its scale).
+            if not scaler.is_enabled():
+                watch.note("gradient", grads_finite(model))
             critic_loss = None
-            if cause is None and critic is not None:
+            if critic is not None:
                 set_lr(opt, config, state["lr_scale"], step)
                 scaler.step(opt)
                 critic.module.requires_grad_(True)
                 with autocast(dev, self.amp):
                     critic_loss = critic.loss(step, batch)
-                if not torch.isfinite(critic_loss):
-                    cause = "critic loss"
-                else:
-                    players.critic_opt.zero_grad(set_to_none=True)
-                    scaler.scale(critic_loss).backward()
-                    if not scaler.is_enabled() and not _grads_finite(critic.module):
-                        cause = "critic gradient"
-            if cause is not None:
-                opt.zero_grad(set_to_none=True)
-                state = _rollback(ckpt_path, config, players, state, step, cause)
-                step = state["step"]
-                batches = _batches(data, config, step, dev.type == "cuda")
-                continue
-            if critic is not None:
+                watch.note("critic loss", torch.isfinite(critic_loss.detach()))
+                players.critic_opt.zero_grad(set_to_none=True)
+                scaler.scale(critic_loss).backward()
+                if not scaler.is_enabled():
+                    watch.note("critic gradient", grads_finite(critic.module))
                 set_lr(players.critic_opt, config, state["lr_scale"], step)
                 scaler.step(players.critic_opt)
             else:
@@ -491,7 +500,19 @@ class _Fit:
                 scaler.step(opt)
             scaler.update()
             step += 1
-            if step % config.log_every == 0 or step == config.steps:
+            watch.advance()
+            logged = step % config.log_every == 0 or step == config.steps
+            saved = step % config.checkpoint_every == 0 or step == config.steps
+            if not (logged or saved):
+                continue
+            bad = watch.first_bad()  # the one host sync, where the log or checkpoint syncs anyway
+            if bad is not None:
+                state = _rollback(ckpt_path, config, players, state, *bad)
+                step = state["step"]
+                batches = _batches(data, config, step, dev.type == "cuda")
+                watch = FiniteWatch(dev, step)
+                continue
+            if logged:
                 now = time.perf_counter()
                 log = StepLog(
                     step,
@@ -505,7 +526,7 @@ class _Fit:
                 tick, tick_step = now, step
                 if progress:
                     progress(log)
-            if step % config.checkpoint_every == 0 or step == config.steps:
+            if saved:
                 state["step"] = step
                 _save_checkpoint(ckpt_path, _checkpoint(config, players, state))
 
@@ -581,10 +602,41 @@ def set_lr(opt: torch.optim.Optimizer, config: TrainConfig, scale: float, step: 
         group["lr"] = config.lr * group.get("lr_mult", 1.0) * scale * warm
 
 
-def _grads_finite(model: nn.Module) -> bool:
-    """Whether every gradient is finite (one device sync for all of them)."""
+def grads_finite(model: nn.Module) -> Tensor:
+    """Whether every gradient of `model` is finite: a bool scalar on the gradients' device, from one
+    fused norm per device (`torch._foreach_norm`), without a host sync."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+    if not grads:
+        return torch.ones((), dtype=torch.bool)
+    return torch.isfinite(torch.stack(torch._foreach_norm(grads, ord=float("inf")))).all()
+
+
+class FiniteWatch:
+    """The first step at which something was not finite, kept on the device so that noting it costs
+    no host sync; `first_bad()` reads it (one sync). Causes are the names given to `note`."""
+
+    def __init__(self, device: torch.device, step: int) -> None:
+        self._device, self._causes = device, list[str]()
+        self._step = torch.full((), step, dtype=torch.int64, device=device)  # the step being run
+        self._bad_step = torch.full((), -1, dtype=torch.int64, device=device)
+        self._bad_cause = torch.full((), -1, dtype=torch.int64, device=device)
+
+    def note(self, cause: str, finite: Tensor) -> None:
+        """Record `cause` at the current step unless `finite` (a bool scalar) or a cause came earlier."""
+        if cause not in self._causes:
+            self._causes.append(cause)
+        first = (self._bad_step < 0) & ~finite.to(self._device)
+        self._bad_step = torch.where(first, self._step, self._bad_step)
+        self._bad_cause = torch.where(first, self._causes.index(cause), self._bad_cause)
+
+    def advance(self) -> None:
+        """The next step begins."""
+        self._step += 1
+
+    def first_bad(self) -> tuple[int, str] | None:
+        """(step, cause) of the first non-finite value noted, or None (reads the device: one sync)."""
+        step, cause = torch.stack([self._bad_step, self._bad_cause]).tolist()
+        return None if step < 0 else (step, self._causes[cause])
 
 
 def _rollback(

@@ -167,6 +167,44 @@ def test_nan_mid_training_rolls_back_to_the_last_checkpoint_and_finishes(
     assert _finite(saved["model"])
 
 
+@pytest.mark.parametrize(
+    ("cause", "poison"),
+    [("loss", lambda loss: loss * float("nan")), ("gradient", _NaNGradient.apply)],
+    ids=["loss", "gradient"],
+)
+def test_a_nan_read_at_the_next_log_step_rolls_back_like_a_check_after_every_step(
+    cause: str,
+    poison: Callable[[torch.Tensor], torch.Tensor],
+    tmp_path: Path,
+    encoder: VGGEncoder,
+    small_photos: list[Path],
+    artwork: torch.Tensor,
+) -> None:
+    """Finiteness is noted on the device and read at log and checkpoint steps only (no host sync per
+    step on a GPU). A NaN at step 5, read at step 8, still rolls back to the checkpoint at 4 and names
+    step 5; the steps in between are wasted, and the end is bit-identical to a check after every step."""
+    every = TrainConfig.from_dict({**CFG.to_dict(), "steps": 12, "checkpoint_every": 4})
+    sparse = TrainConfig.from_dict({**every.to_dict(), "log_every": 4})
+    seen_every: list[int] = []
+    seen_sparse: list[int] = []
+    checked = train_style(
+        every, small_photos, artwork, encoder, workdir=tmp_path / "a", device="cpu",
+        loss_hook=_once_at(5, poison, seen_every),
+    )  # fmt: skip
+    deferred = train_style(
+        sparse, small_photos, artwork, encoder, workdir=tmp_path / "b", device="cpu",
+        loss_hook=_once_at(5, poison, seen_sparse),
+    )  # fmt: skip
+    assert seen_every == [*range(6), *range(4, 12)]
+    assert seen_sparse == [*range(8), *range(4, 12)]  # steps 6 and 7 ran on poisoned weights, then were undone
+    expected_log = [{"step": 5, "restored_step": 4, "lr_scale": 0.5, "cause": cause}]
+    assert checked.rollback_log == deferred.rollback_log == expected_log
+    assert [h["step"] for h in deferred.history] == [4, 8, 12]
+    assert [h["total"] for h in deferred.history] == [h["total"] for h in checked.history if h["step"] % 4 == 0]
+    for name, value in checked.state_dict.items():
+        assert torch.equal(value, deferred.state_dict[name]), name
+
+
 def test_nan_gradients_every_step_end_as_diverged_not_as_nan_weights(
     tmp_path: Path, encoder: VGGEncoder, small_photos: list[Path], artwork: torch.Tensor
 ) -> None:

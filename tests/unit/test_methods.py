@@ -5,12 +5,17 @@ End to end with a toy method through the flow: tests/flows/test_plugin_method.py
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
+from pydantic import ValidationError
 
+from infra.settings import Settings
 from runs import methods
 from runs.keys import IMAGE_SUFFIXES, artifact_key, catalog_prefix, is_image_key, output_key
 from runs.methods.base import Method, Source
+from runs.shard import should_compile
 from runs.spec import RunSpec, StylizeParams
 from styleops.errors import InvalidInputError
 
@@ -179,3 +184,33 @@ def test_keys() -> None:
         artifact_key("audit", "--") == "audit-all" and artifact_key("patch-banks", "artwork/") == "patch-banks-artwork"
     )
     assert artifact_key("gate", "per-style-monet-") == "gate-per-style-monet"
+
+
+@pytest.mark.parametrize(
+    ("env", "device", "images", "expected"),
+    [
+        ({}, "cuda", 30_000, True),  # 'auto' by default: a run big enough to pay for the compile
+        ({}, "cuda", 29_999, False),
+        ({}, "cpu", 10**7, False),  # only on CUDA
+        ({"STYLEOPS_COMPILE_MIN_IMAGES": "5"}, "cuda", 5, True),
+        ({"STYLEOPS_COMPILE": "false"}, "cuda", 10**7, False),  # the way out
+        ({"STYLEOPS_COMPILE": "true"}, "cuda", 1, True),
+        ({"STYLEOPS_COMPILE": "true"}, "cpu", 1, False),
+    ],
+)
+def test_compile_is_decided_by_device_setting_and_run_size(
+    env: dict[str, str], device: str, images: int, expected: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("STYLEOPS_COMPILE", "STYLEOPS_COMPILE_MIN_IMAGES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert should_compile(Settings(home=tmp_path), torch.device(device), images) is expected
+
+
+def test_a_compile_setting_that_is_not_a_boolean_or_auto_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("STYLEOPS_COMPILE", "sometimes")
+    with pytest.raises(ValidationError, match="compile"):
+        Settings(home=tmp_path)

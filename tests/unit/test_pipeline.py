@@ -193,3 +193,32 @@ def test_plain_jpeg_size_admits_only_what_a_plain_decoder_gets_right() -> None:
     assert plain_jpeg_size(jpeg("RGB")[:-40]) is None  # truncated
     assert plain_jpeg_size(jpeg("RGB"), max_pixels=1000) is None
     assert plain_jpeg_size(encode_image(to_float(torch.zeros(3, 8, 8, dtype=torch.uint8)), "png")) is None
+
+
+def test_compiled_engine_times_each_new_shape_once_and_a_new_instance_reuses_the_graphs() -> None:
+    """`compile=True` (Dynamo, here with its eager backend: the graph capture without the C++
+    build) gives the eager outputs; the first batch of each shape is counted as compiling, later
+    ones are not; and an engine over a fresh instance of the same net (the next shard's model)
+    captures no new graph."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    first, second = TransformerNet(channels=8, n_residual=1), TransformerNet(channels=8, n_residual=1)
+    x, y = torch.rand(2, 3, 32, 48), torch.rand(1, 3, 48, 32)
+    engine = InferenceEngine(first, device="cpu", compile=True, compile_backend="eager")
+    assert engine.compile_s == 0.0
+    assert torch.allclose(engine.run_batch(x), first(x).clamp(0, 1), atol=1e-6)
+    after_one = engine.compile_s
+    engine.run_batch(x)
+    assert engine.compile_s == after_one > 0  # the same shape again: nothing new
+    engine.run_batch(y)
+    assert engine.compile_s > after_one
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1
+
+    again = InferenceEngine(second, device="cpu", compile=True, compile_backend="eager")
+    assert torch.allclose(again.run_batch(x), second(x).clamp(0, 1), atol=1e-6)
+    assert counters["stats"]["unique_graphs"] == graphs  # reused across instances: no recompilation
+    assert not InferenceEngine(first, device="cpu").compiled
