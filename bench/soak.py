@@ -173,6 +173,10 @@ def main() -> None:
     finally:
         stop.set()
         service.stop()
+    rss_end = proc.memory_info().rss
+    gc.collect()
+    trimmed = _malloc_trim()
+    rss_trimmed = proc.memory_info().rss
     result = {
         "minutes": args.minutes,
         "images_per_round": args.images,
@@ -185,7 +189,8 @@ def main() -> None:
         "failed_rows": totals["failed_rows"],
         "round_errors": errors,
         "rss_start_mib": round(rss_start / 2**20),
-        "rss_end_mib": round(proc.memory_info().rss / 2**20),
+        "rss_end_mib": round(rss_end / 2**20),
+        "rss_after_gc_and_malloc_trim_mib": round(rss_trimmed / 2**20) if trimmed else None,
         "rss_peak_mib": round(peak[0] / 2**20),
         **(
             {
@@ -199,6 +204,16 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     if args.out:
         args.out.write_text(json.dumps({**result, "per_round": rounds}, indent=1))
+
+
+def _malloc_trim() -> bool:
+    """glibc's malloc_trim(0): give the heap's free pages back to the OS; False where there is none."""
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0) or True)
+    except (OSError, AttributeError):
+        return False
 
 
 def _memory(proc: psutil.Process) -> dict[str, float]:

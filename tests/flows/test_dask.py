@@ -1,6 +1,6 @@
 """Catalog runs on a local Dask cluster of 2 worker processes, against the real local object store.
 
-The catalog: 30 real photos, crops of the six example Kodak photos at five sizes (so several size
+The catalog: 20 real photos, crops of four example Kodak photos at five sizes (so several size
 buckets), stylized with the shipped Monet model in shards of 5. Checked row by row in the manifest.
 The resume test kills a worker process (SIGKILL) while its shard is writing outputs, then reruns
 the same flow: exactly one `ok` row per image, and every output byte-identical to an undisturbed run.
@@ -40,7 +40,7 @@ SIZES = [(200, 150), (150, 200), (240, 240), (320, 180), (96, 128)]  # (w, h) cr
 MAX_SIDE = 128
 
 
-N = 30  # photos in the catalog
+N = 20  # photos in the catalog
 
 
 def _photos() -> dict[str, bytes]:
