@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -83,12 +84,17 @@ class TrainConfig:
     precision: str = "auto"  # auto | bf16 | fp16 | fp32 (see styleops.device.autocast_dtype)
     channels_last: bool = True
     max_rollbacks: int = 3
-    workers: int = 0  # DataLoader worker processes decoding content images
+    # DataLoader worker processes decoding content images; -1 = auto: on CUDA one per core up to 8
+    # (keeping one core for the loop), with pinned memory and prefetch; on the CPU none (the decode
+    # would take cores from the step).
+    workers: int = -1
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "image_size", "style_size", "channels", "checkpoint_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise InvalidInputError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.workers < -1:
+            raise InvalidInputError(f"TrainConfig.workers must be >= -1 (auto), got {self.workers}")
         if self.palette and self.output == "direct":
             raise InvalidInputError("the direct output has no palette start: use palette=False (--no-palette)")
         if not 0 <= self.decay_steps <= self.steps:
@@ -213,9 +219,25 @@ def random_crop(img: Tensor, size: int, g: torch.Generator) -> Tensor:
     return crop.flip(-1) if bool(torch.rand((), generator=g) < 0.5) else crop
 
 
-def _batches(data: Dataset, config: TrainConfig, start: int, pin: bool) -> Iterator[Tensor]:
+def loader_workers(config: TrainConfig, device: torch.device) -> int:
+    """DataLoader workers for `config.workers` on `device` (-1: auto, see TrainConfig)."""
+    if config.workers >= 0:
+        return config.workers
+    return min(8, max(1, (os.cpu_count() or 1) - 1)) if device.type == "cuda" else 0
+
+
+def _batches(data: Dataset, config: TrainConfig, start: int, device: torch.device) -> Iterator[Tensor]:
     sampler = [[(step, slot) for slot in range(config.batch_size)] for step in range(start, config.steps)]
-    return iter(DataLoader(data, batch_sampler=sampler, num_workers=config.workers, pin_memory=pin))
+    workers = loader_workers(config, device)
+    return iter(
+        DataLoader(
+            data,
+            batch_sampler=sampler,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            prefetch_factor=4 if workers else None,
+        )
+    )
 
 
 def check_workdir(workdir: Path, settings: Mapping[str, Any], filename: str, what: str) -> None:
@@ -463,7 +485,7 @@ class _Fit:
         data = ContentCrops(content, config.image_size, config.seed) if data is None else data
         started, step = time.perf_counter(), state["step"]
         tick, tick_step = started, step
-        batches = _batches(data, config, step, dev.type == "cuda")
+        batches = _batches(data, config, step, dev)
         watch = FiniteWatch(dev, step)
         model.train()
         if critic is not None:
@@ -509,7 +531,7 @@ class _Fit:
             if bad is not None:
                 state = _rollback(ckpt_path, config, players, state, *bad)
                 step = state["step"]
-                batches = _batches(data, config, step, dev.type == "cuda")
+                batches = _batches(data, config, step, dev)
                 watch = FiniteWatch(dev, step)
                 continue
             if logged:

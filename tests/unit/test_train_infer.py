@@ -12,7 +12,13 @@ from styleops.inference.engine import InferenceEngine, plan_buckets, stylize_one
 from styleops.losses.perceptual import LossWeights
 from styleops.models.transformer import TransformerNet
 from styleops.models.vgg import VGGEncoder
-from styleops.training.engine import CHECKPOINT_FILE, TrainConfig, TrainingDivergedError, train_style
+from styleops.training.engine import (
+    CHECKPOINT_FILE,
+    TrainConfig,
+    TrainingDivergedError,
+    loader_workers,
+    train_style,
+)
 
 SMALL = TrainConfig(
     steps=8,
@@ -217,3 +223,24 @@ def test_learning_rate_warms_up_linearly() -> None:
         seen += [g["lr"] for g in opt.param_groups]
     expected = [[1.25e-4 * (s + 1), 1.25e-3 * (s + 1)] if s < 4 else [5e-4, 5e-3] for s in range(6)]
     assert seen == pytest.approx([v for pair in expected for v in pair])
+
+
+@pytest.mark.parametrize(
+    ("workers", "device", "cores", "expected"),
+    [
+        (-1, "cpu", 2, 0),
+        (-1, "cuda", 16, 8),
+        (-1, "cuda", 4, 3),
+        (-1, "cuda", 1, 1),
+        (3, "cpu", 2, 3),
+        (0, "cuda", 16, 0),
+    ],
+)
+def test_loader_workers_decode_on_their_own_cores_on_cuda_only_by_default(
+    workers: int, device: str, cores: int, expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    config = TrainConfig.from_dict({**SMALL.to_dict(), "workers": workers})
+    assert loader_workers(config, torch.device(device)) == expected
+    with pytest.raises(ValueError, match="workers must be >= -1"):
+        TrainConfig.from_dict({**SMALL.to_dict(), "workers": -2})
