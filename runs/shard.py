@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from infra.memory import release_free_memory
 from infra.progress import progress
 from infra.settings import Settings, get_settings
 from infra.store import (
@@ -213,6 +214,7 @@ def stylize_shard(
         table.append(rows)
     progress().finish(bar)
     progress().finish(iter_bar)
+    release_free_memory()  # the shard's freed image buffers, back to the OS (infra.memory)
     compile_s = getattr(built.engine, "compile_s", 0.0)
     if compile_s:  # only where it compiled: {"ok", "failed"} otherwise
         counts["compile_s"] = round(compile_s, 3)
