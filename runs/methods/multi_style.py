@@ -16,17 +16,7 @@ from runs import context
 from runs.methods.base import Built, Method, OnIteration, Params, Resolved, Source, blend_label, engine, parse_blend
 from styleops.errors import InvalidInputError
 from styleops.losses.perceptual import LossWeights
-
-
-class Conditioned(torch.nn.Module):
-    """A multi-style network with its style weights fixed: plain `net(x)` for the engine."""
-
-    def __init__(self, net: torch.nn.Module, weights: list[float]) -> None:
-        super().__init__()
-        self.net, self.weights = net, weights
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x, self.weights)
+from styleops.models.multistyle import Conditioned
 
 
 def checked_blend(style: str, card: dict[str, Any], model_ref: str) -> dict[str, float]:

@@ -126,7 +126,12 @@ class MultiStyleTransformerNet(TransformerNet):
 
     def forward(self, x: Tensor, style: int | Sequence[float] | Tensor = 0) -> Tensor:  # type: ignore[override]
         """x [N, 3, H, W] in [0, 1]; style: an index or blend weights ([S] or [N, S])."""
-        self.condition.weights = style_weights(style, self.n_styles, x.shape[0]).to(x.device)
+        return self.forward_weighted(x, style_weights(style, self.n_styles, x.shape[0]).to(x.device))
+
+    def forward_weighted(self, x: Tensor, weights: Tensor) -> Tensor:
+        """x [N, 3, H, W] in [0, 1]; weights [N, S], already checked and normalized (`style_weights`):
+        no data-dependent checks here, so `torch.compile` traces it whole."""
+        self.condition.weights = weights
         try:
             return super().forward(x)
         finally:
@@ -156,3 +161,17 @@ class MultiStyleTransformerNet(TransformerNet):
 
     def config(self) -> dict[str, int | str]:
         return {**super().config(), "n_styles": self.n_styles}
+
+
+class Conditioned(nn.Module):
+    """A multi-style network with its style weights fixed, checked once here: plain `net(x)` for
+    the inference engine, one graph for `torch.compile`."""
+
+    def __init__(self, net: MultiStyleTransformerNet, style: int | Sequence[float] | Tensor) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("weights", style_weights(style, net.n_styles, 1))  # [1, S]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [N, 3, H, W] in [0, 1] -> [N, 3, H, W]."""
+        return self.net.forward_weighted(x, self.weights.expand(x.shape[0], -1))

@@ -222,3 +222,28 @@ def test_compiled_engine_times_each_new_shape_once_and_a_new_instance_reuses_the
     assert torch.allclose(again.run_batch(x), second(x).clamp(0, 1), atol=1e-6)
     assert counters["stats"]["unique_graphs"] == graphs  # reused across instances: no recompilation
     assert not InferenceEngine(first, device="cpu").compiled
+
+
+def test_every_fast_stylizer_compiles_to_one_graph_without_breaks() -> None:
+    """What `STYLEOPS_COMPILE` compiles: a graph break would split the fused kernels (and AdaIN's
+    fused normalize/affine is the compiler's to make), so each stylizer must trace whole."""
+    from styleops.inference.arbitrary import SwapStylizer
+    from styleops.models.multistyle import Conditioned, MultiStyleTransformerNet
+    from styleops.models.palette import palette_of
+    from styleops.ops import build_patch_bank
+
+    torch.manual_seed(0)
+    encoder = VGGEncoder(build_vgg_features("vgg16").state_dict(), ["relu3_1"], "vgg16").eval()
+    art = torch.rand(3, 48, 48)
+    with torch.no_grad():
+        bank = build_patch_bank([encoder(art[None])["relu3_1"]], 3)
+    stylizers = {
+        "per-style": TransformerNet(channels=8, n_residual=1),
+        "multi-style blend": Conditioned(MultiStyleTransformerNet(2, channels=8, n_residual=1), [0.7, 0.3]),
+        "adain": AdaINStylizer(encoder, VGGDecoder("relu3_1"), [art], palette=True),
+        "swap": SwapStylizer(encoder, VGGDecoder("relu3_1"), bank, palette=palette_of(art)),
+    }
+    for name, model in stylizers.items():
+        with torch.inference_mode():
+            explained = torch._dynamo.explain(model.eval())(torch.rand(2, 3, 48, 48))
+        assert (explained.graph_count, explained.graph_break_count) == (1, 0), (name, explained.break_reasons)
