@@ -122,5 +122,5 @@ class AdaINStylizer(nn.Module):
         t = self.normalize(f) * self.style_std + self.style_mean
         if self.alpha < 1.0:
             t = self.alpha * t + (1.0 - self.alpha) * f.float()
-        y = self.decoder(t)
+        y = self.decoder(t.to(f.dtype))  # the statistics in fp32, the decoder in the encoder's (autocast) dtype
         return y if self.palette is None else self.palette(y, x)
