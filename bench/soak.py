@@ -72,6 +72,7 @@ def main() -> None:
 
     from flows.stylize_catalog import stylize_catalog
     from infra.local_store import EmbeddedStore
+    from infra.memory import release_free_memory
     from infra.settings import get_settings
     from runs import context
     from runs.spec import RunSpec, StylizeParams
@@ -175,7 +176,7 @@ def main() -> None:
         service.stop()
     rss_end = proc.memory_info().rss
     gc.collect()
-    trimmed = _malloc_trim()
+    trimmed = release_free_memory()
     rss_trimmed = proc.memory_info().rss
     result = {
         "minutes": args.minutes,
@@ -204,16 +205,6 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     if args.out:
         args.out.write_text(json.dumps({**result, "per_round": rounds}, indent=1))
-
-
-def _malloc_trim() -> bool:
-    """glibc's malloc_trim(0): give the heap's free pages back to the OS; False where there is none."""
-    import ctypes
-
-    try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0) or True)
-    except (OSError, AttributeError):
-        return False
 
 
 def _memory(proc: psutil.Process) -> dict[str, float]:

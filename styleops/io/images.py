@@ -40,10 +40,11 @@ DEFAULT_MAX_PIXELS = 50_000_000
 DEFAULT_MAX_BYTES = 64 * 2**20
 
 DECODE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
-# File suffixes of those formats: what the pipeline treats as an image key and training as an
-# image file (one list for both; runs.keys re-exports it).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif")
 """Pillow formats accepted by ``decode_image`` (JPEG includes camera MPO files)."""
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif")
+"""File suffixes of those formats: what the pipeline treats as an image key and training as an
+image file (one list for both; runs.keys re-exports it)."""
 
 MAX_COUNTED_FRAMES = 1000
 """GIF frames and TIFF pages are counted by parsing each one (Pillow: ~5 us a GIF frame, ~0.15 ms a
