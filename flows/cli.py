@@ -138,19 +138,25 @@ def _runtime() -> Iterator[None]:
             set_reporter(previous)
 
 
-def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
-    """Run a flow or task function with the runtime up; expected errors become one red line, exit 1."""
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Expected errors (bad input, unknown names, the store) become one red line and exit 1."""
     from infra.registry import RegistryError
     from infra.store import StoreError
     from styleops.errors import StyleOpsError
 
-    started = time.perf_counter()
     try:
-        with _runtime():
-            result = fn(**kwargs)
+        yield
     except (StyleOpsError, RegistryError, StoreError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
+
+
+def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """Run a flow or task function with the runtime up; expected errors become one red line, exit 1."""
+    started = time.perf_counter()
+    with _one_line_errors(), _runtime():
+        result = fn(**kwargs)
     console.print(f"[dim]done in {time.perf_counter() - started:,.1f} s[/dim]")
     return result
 
@@ -221,15 +227,18 @@ def weights_install() -> None:
 # ---- models --------------------------------------------------------------------------------
 @models_app.command("list")
 def models_list(family: str = typer.Option("per-style")) -> None:
-    """Every registered version of a family, with its production marker and final losses."""
+    """Every registered version of a family, with its production marker and final losses (named
+    as the family's training names them: L1 and GAN for pix2pix, cycle and identity for cyclegan...)."""
     from runs.context import registry
 
-    with _runtime():
+    with _one_line_errors(), _runtime():
         reg = registry()
+        names = reg.names(family)
+        losses = FAMILY_LOSSES.get(family, _STYLE_LOSSES)
         table = Table(title=f"models/{family}")
-        for col in ("name", "version", "production", "steps", "content", "style", "sha256", "created"):
+        for col in ("name", "version", "production", "steps", *(label for label, _ in losses), "sha256", "created"):
             table.add_column(col)
-        for name in reg.names(family):
+        for name in names:
             prod = reg.production(family, name)
             for mv in reg.versions(family, name):
                 m = reg.card(family, name, mv.version).get("metrics", {})
@@ -238,12 +247,26 @@ def models_list(family: str = typer.Option("per-style")) -> None:
                     mv.version,
                     "*" if mv.version == prod else "",
                     str(m.get("steps", "")),
-                    f"{m.get('content', 0):,.0f}",
-                    f"{m.get('style', 0):,.0f}",
+                    *(format(m[key], ",.4g") if key in m else "" for _, key in losses),
                     mv.sha256[:12],
                     f"{mv.created_at:%Y-%m-%d %H:%M}",
                 )
     console.print(table)
+
+
+# What the engine's loss slots (content, style, tv; critic for the discriminators) hold per family,
+# as the training modules fill them (styleops.training.*): `models list` labels its columns so.
+_STYLE_LOSSES = (("content", "content"), ("style", "style"))
+FAMILY_LOSSES: dict[str, tuple[tuple[str, str], ...]] = {
+    "per-style": _STYLE_LOSSES,
+    "multi-style": _STYLE_LOSSES,
+    "adain": _STYLE_LOSSES,
+    "inverse": (("features", "content"), ("tv", "tv")),
+    "super-resolution": (("features", "content"), ("pixel", "tv")),
+    "pix2pix": (("L1", "content"), ("GAN", "style"), ("D", "critic")),
+    "cyclegan": (("cycle", "content"), ("GAN", "style"), ("identity", "tv"), ("D", "critic")),
+    "mixgan": (("reconstruction", "content"), ("GAN", "style"), ("latent+keep", "tv"), ("D", "critic")),
+}
 
 
 @models_app.command("export")
@@ -258,7 +281,7 @@ def models_export(
 
     from runs.context import registry
 
-    with _runtime():
+    with _one_line_errors(), _runtime():
         reg = registry()
         v = reg.resolve(family, style, version)
         blob, card = reg.weights_bytes(family, style, v), reg.card(family, style, v)
@@ -858,7 +881,9 @@ def stylize(
 @app.command()
 def upscale(
     catalog: str = typer.Option(..., help="Catalog set name (catalog/<set>/)."),
-    scale: int = typer.Option(4, help="Upscaling factor: uses the production model x<scale>."),
+    scale: int | None = typer.Option(
+        None, help="Upscaling factor (default 4): the production model x<scale>, or checked against --model's."
+    ),
     model: str | None = typer.Option(None, help="The super-resolution model's name (default x<scale>)."),
     version: str | None = typer.Option(None, help="Model version (default: production; 'latest' for the newest)."),
     max_side: int = typer.Option(1024, help="Longer side of the inputs, pixels (shrunk to it, never enlarged)."),
@@ -868,12 +893,14 @@ def upscale(
     retry_failed: bool = typer.Option(False, help="Also retry images that failed for good before."),
 ) -> None:
     """Upscale a catalog with a super-resolution model (outputs `scale` times the input); one
-    manifest row per image, done images skipped, as for stylize."""
+    manifest row per image, done images skipped, as for stylize. With both --model and --scale,
+    a model of another factor is refused before any work."""
     from flows.stylize_catalog import stylize_catalog
+    from runs.methods.upscale import check_scale
 
     spec = RunSpec.create(
         catalog,
-        model or f"x{scale}",
+        model or f"x{scale or 4}",
         method="upscale",
         version=version,
         max_side=max_side,
@@ -883,7 +910,13 @@ def upscale(
         metrics=False,
         retry_failed=retry_failed,
     )
-    s = _run(stylize_catalog, spec=spec)
+
+    def checked_run() -> Any:
+        if model and scale is not None:
+            check_scale(model, version, scale)
+        return stylize_catalog(spec)
+
+    s = _run(checked_run)
     console.print(_table(f"upscaled {s['catalog']} with {s['style']} {s['model_version']}", s))
     if s["failed"]:
         raise typer.Exit(2)

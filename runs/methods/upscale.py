@@ -68,12 +68,21 @@ def upscaler_ref(asked: str) -> str:
     scale = int(name) if name.isdigit() else None
     name = f"x{name}" if scale is not None else name
     _known(name, f"--upscale {asked}")
-    reg = context.registry()
-    pinned = reg.resolve(family, name, version or None)
-    trained = reg.card(family, name, pinned).get("scale")
-    if scale is not None and trained != scale:
-        raise InvalidInputError(f"{family}/{name} {pinned} upscales x{trained}, not x{scale}")
+    pinned = context.registry().resolve(family, name, version or None)
+    if scale is not None:
+        check_scale(name, pinned, scale)
     return f"{family}/{name}/{pinned}"
+
+
+def check_scale(name: str, version: str | None, scale: int) -> None:
+    """InvalidInputError unless super-resolution model `name` (`version`, default production)
+    upscales by `scale` (its card's factor): asked for x8, a x4 model must not quietly give x4."""
+    family, reg = context.SUPER_RESOLUTION, context.registry()
+    _known(name, f"--model {name}")
+    pinned = reg.resolve(family, name, version)
+    trained = reg.card(family, name, pinned).get("scale")
+    if trained != scale:
+        raise InvalidInputError(f"{family}/{name} {pinned} upscales x{trained}, not x{scale}")
 
 
 def _known(name: str, asked: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -138,7 +139,8 @@ def test_arbitrary_style_input_errors_are_one_line_before_any_work(pipeline_env,
 
 def test_train_sr_then_upscale_a_catalog(pipeline_env) -> None:  # noqa: ANN001
     """The super-resolution commands end to end: a tiny x2 network trained and promoted, then the
-    catalog upscaled with it (2x the inputs' size), and a rerun that finds everything done."""
+    catalog upscaled with it (2x the inputs' size), a rerun that finds everything done, and
+    `--model x2 --scale 4` refused before any work."""
     tiny = ["--steps", "2", "--image-size", "32", "--batch-size", "1", "--channels", "8", "--blocks", "1"]
     result = runner.invoke(app, ["train-sr", "--content", "catalog/demo/", "--scale", "2", *tiny])
     assert result.exit_code == 0, result.output
@@ -154,3 +156,45 @@ def test_train_sr_then_upscale_a_catalog(pipeline_env) -> None:  # noqa: ANN001
     assert [i.key for i in pipeline_env.store.list("stylized/demo/x2/v0001/")] == outputs
     rows = context.manifest().read(filters=[("style", "=", "x2")])
     assert len(rows) == len(outputs) and set(rows["method"]) == {"upscale"}  # the rerun redid nothing
+    wrong = runner.invoke(app, ["upscale", "--catalog", "demo", "--model", "x2", "--scale", "4", "--max-side", "16"])
+    assert wrong.exit_code == 1 and "super-resolution/x2 v0001 upscales x2, not x4" in " ".join(wrong.output.split())
+    assert len(context.manifest().read(filters=[("style", "=", "x2")])) == len(outputs)  # refused before any work
+    assert [i.key for i in pipeline_env.store.list("stylized/demo/x2/")] == outputs
+
+
+def test_models_list_names_each_familys_losses_and_refuses_an_unknown_family(
+    pipeline_env,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CycleGAN's card holds cycle, GAN, identity and discriminator losses in the engine's generic
+        slots: `models list` shows them under those names, with the card's values, not as content/style.
+    An unknown family or model is one red line, no traceback."""
+    from flows import cli
+
+    monkeypatch.setattr(cli.console, "width", 200)  # one line per row, whatever the terminal
+    models = Path(__file__).parents[2] / "examples" / "models"
+    weights = models / "monet-cyclegan.safetensors"
+    imported = runner.invoke(app, ["models", "import", str(weights), "--family", "cyclegan", "--name", "monet"])
+    assert imported.exit_code == 0, imported.output
+    metrics = json.loads((models / "monet-cyclegan.card.json").read_text())["metrics"]
+
+    listed = runner.invoke(app, ["models", "list", "--family", "cyclegan"])
+    assert listed.exit_code == 0, listed.output
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in re.split("[│┃]", line)[1:-1]]
+
+    header = next(line for line in listed.output.splitlines() if "version" in line)
+    assert cells(header) == [
+        "name", "version", "production", "steps", "cycle", "GAN", "identity", "D", "sha256", "created",
+    ]  # fmt: skip
+    row = next(line for line in listed.output.splitlines() if "v0001" in line)
+    expected = [format(metrics[k], ",.4g") for k in ("content", "style", "tv", "critic")]
+    assert cells(row)[:8] == ["monet", "v0001", "*", str(metrics["steps"]), *expected]
+
+    unknown = runner.invoke(app, ["models", "list", "--family", "cycle-gan"])
+    said = " ".join(unknown.output.split())
+    assert unknown.exit_code == 1 and "got 'cycle-gan'" in said and "'cyclegan'" in said, unknown.output
+    assert "Traceback" not in unknown.output
+    missing = runner.invoke(app, ["models", "export", "nosuch", "--family", "cyclegan", "--out", "/nonexistent"])
+    assert missing.exit_code == 1 and "nosuch" in missing.output and "Traceback" not in missing.output
