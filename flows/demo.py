@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from flows.build_patch_banks import build_patch_banks
 from flows.stylize_catalog import stylize_catalog
 from flows.train_style import train_style
-from runs.context import CYCLEGAN, MIXGAN, PIX2PIX, SUPER_RESOLUTION
+from runs.context import CYCLEGAN, MIXGAN, MULTI_STYLE, PIX2PIX, SUPER_RESOLUTION
 from runs.reports.catalog import write_report
 from runs.reports.super_resolution import comparison, make_low_resolution
 from runs.reports.translation import edges_comparison, make_drawings
@@ -24,6 +24,9 @@ DEMO_STYLES = ("monet", "hoitsu")
 # family -> examples/models/<file>.safetensors, registered as <family>/default. AdaIN decodes relu3_1
 # with the inverse network's weights (docs/quality.md: no relu4_1 decoder reached 20 dB on a CPU).
 DECODERS = {"inverse": "inverse", "adain": "inverse"}
+# examples/models/collection.safetensors: one multi-style network for four artworks (monet and hoitsu
+# among them), registered as multi-style/collection; the demo shows both styles and their even blend.
+MULTI_MODEL = "collection"
 SR_MODELS = ("x4-pixel", "x4")  # examples/models/<name>.safetensors, registered as super-resolution/<name>
 SR_SCALE = 4
 # examples/models/<file>.safetensors -> (family, name): edges -> photo, and photo <-> Monet-painted photo
@@ -39,7 +42,8 @@ def demo(
     out_dir: str = "demo-output", steps: int = 40, styles: list[str] | None = None, max_side: int = 384
 ) -> dict[str, Any]:
     """Upload the examples, fine-tune each shipped example model for `steps` (at least 1) steps on
-    the sample photos through the train-style flow, register the example inverse network (also as
+    the sample photos through the train-style flow, stylize with the shipped multi-style network
+    (each style and their blend), register the example inverse network (also as
     the AdaIN decoder) and build the patch banks, stylize the catalog with every style by per-style
     model, style swap and AdaIN (both ending at the artwork's palette), upscale two shrunk photos
     with the shipped x4 super-resolution models, paint the catalog with the shipped CycleGAN and
@@ -64,6 +68,7 @@ def demo(
         )
         for style in styles
     }
+    multi = _multi_style(runs, styles, max_side)
     for family, file in DECODERS.items():
         import_model_task(
             family,
@@ -79,12 +84,19 @@ def demo(
             )
     sr = _super_resolution(Path(out_dir), runs)
     edges = _translation(Path(out_dir), runs, max_side)
-    columns = [*styles, *(f"{m}:{s}" for m in ("swap", "adain") for s in styles), "cyclegan:monet", "mixgan:monet"]
+    columns = [
+        *styles,
+        *multi,
+        *(f"{m}:{s}" for m in ("swap", "adain") for s in styles),
+        "cyclegan:monet",
+        "mixgan:monet",
+    ]
     report = write_report(
         Path(out_dir),
         "demo",
         columns,
-        title="StyleOps demo: sample catalog x example styles (per-style, style swap, AdaIN, CycleGAN, MIXGAN)",
+        title="StyleOps demo: sample catalog x example styles "
+        "(per-style, multi-style, style swap, AdaIN, CycleGAN, MIXGAN)",
         sections={
             f"Super-resolution x{SR_SCALE}: bicubic, pixel and perceptual models": sr,
             "Pix2Pix: HED line drawing -> photo": edges,
@@ -92,6 +104,23 @@ def demo(
     )
     log.info("report written to %s", report.resolve())
     return {"report": str(report.resolve()), "trained": trained, "runs": runs}
+
+
+def _multi_style(runs: dict[str, Any], styles: list[str], max_side: int) -> list[str]:
+    """Register the shipped multi-style network and stylize the catalog with each demo style it
+    holds and, for two or more, their even blend; returns the contact sheet's columns."""
+    import json
+
+    weights, card = (EXAMPLES / "models" / f"{MULTI_MODEL}{ext}" for ext in (".safetensors", ".card.json"))
+    import_model_task(MULTI_STYLE, MULTI_MODEL, str(weights), str(card))
+    held = [s for s in styles if s in {c["name"] for c in json.loads(card.read_text())["styles"]}]
+    asked = held + ([",".join(f"{s}={1 / len(held):.3f}" for s in held)] if len(held) > 1 else [])
+    columns = []
+    for style in asked:
+        spec = RunSpec.create(catalog="demo", style=style, method="multi-style", model=MULTI_MODEL, max_side=max_side)
+        runs[f"multi-style:{style}"] = summary = stylize_catalog(spec)
+        columns.append(f"multi-style:{summary['style']}")
+    return columns
 
 
 def _super_resolution(out_dir: Path, runs: dict[str, Any]) -> str:
