@@ -233,12 +233,11 @@ def models_list(family: str = typer.Option("per-style")) -> None:
 
     with _one_line_errors(), _runtime():
         reg = registry()
-        names = reg.names(family)
         losses = FAMILY_LOSSES.get(family, _STYLE_LOSSES)
         table = Table(title=f"models/{family}")
         for col in ("name", "version", "production", "steps", *(label for label, _ in losses), "sha256", "created"):
             table.add_column(col)
-        for name in names:
+        for name in reg.names(family):
             prod = reg.production(family, name)
             for mv in reg.versions(family, name):
                 m = reg.card(family, name, mv.version).get("metrics", {})

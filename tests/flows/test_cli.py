@@ -167,7 +167,7 @@ def test_models_list_names_each_familys_losses_and_refuses_an_unknown_family(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A CycleGAN's card holds cycle, GAN, identity and discriminator losses in the engine's generic
-        slots: `models list` shows them under those names, with the card's values, not as content/style.
+    slots: `models list` shows them under those names, with the card's values, not as content/style.
     An unknown family or model is one red line, no traceback."""
     from flows import cli
 
