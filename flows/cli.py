@@ -255,11 +255,9 @@ def models_list(family: str = typer.Option("per-style")) -> None:
 
 # What the engine's loss slots (content, style, tv; critic for the discriminators) hold per family,
 # as the training modules fill them (styleops.training.*): `models list` labels its columns so.
+# Families not listed (per-style, multi-style, adain) use them as named: content and style.
 _STYLE_LOSSES = (("content", "content"), ("style", "style"))
 FAMILY_LOSSES: dict[str, tuple[tuple[str, str], ...]] = {
-    "per-style": _STYLE_LOSSES,
-    "multi-style": _STYLE_LOSSES,
-    "adain": _STYLE_LOSSES,
     "inverse": (("features", "content"), ("tv", "tv")),
     "super-resolution": (("features", "content"), ("pixel", "tv")),
     "pix2pix": (("L1", "content"), ("GAN", "style"), ("D", "critic")),

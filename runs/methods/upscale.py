@@ -70,19 +70,22 @@ def upscaler_ref(asked: str) -> str:
     _known(name, f"--upscale {asked}")
     pinned = context.registry().resolve(family, name, version or None)
     if scale is not None:
-        check_scale(name, pinned, scale)
+        _check_trained_scale(name, pinned, scale)
     return f"{family}/{name}/{pinned}"
 
 
 def check_scale(name: str, version: str | None, scale: int) -> None:
     """InvalidInputError unless super-resolution model `name` (`version`, default production)
     upscales by `scale` (its card's factor): asked for x8, a x4 model must not quietly give x4."""
-    family, reg = context.SUPER_RESOLUTION, context.registry()
     _known(name, f"--model {name}")
-    pinned = reg.resolve(family, name, version)
-    trained = reg.card(family, name, pinned).get("scale")
+    _check_trained_scale(name, context.registry().resolve(context.SUPER_RESOLUTION, name, version), scale)
+
+
+def _check_trained_scale(name: str, pinned: str, scale: int) -> None:
+    """InvalidInputError unless the card of super-resolution/`name`/`pinned` says x`scale`."""
+    trained = context.registry().card(context.SUPER_RESOLUTION, name, pinned).get("scale")
     if trained != scale:
-        raise InvalidInputError(f"{family}/{name} {pinned} upscales x{trained}, not x{scale}")
+        raise InvalidInputError(f"{context.SUPER_RESOLUTION}/{name} {pinned} upscales x{trained}, not x{scale}")
 
 
 def _known(name: str, asked: str) -> None:
