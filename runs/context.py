@@ -20,6 +20,7 @@ from infra.registry import ModelCard, ModelRegistry
 from infra.settings import Settings, get_settings
 from infra.store import ObjectStore
 from styleops.io.images import decode_image
+from styleops.io.magenta_weights import MagentaWeights, load_magenta
 from styleops.io.serialize import from_safetensors
 from styleops.io.weights import load_encoder
 from styleops.models.vgg import VGGEncoder
@@ -67,6 +68,22 @@ def encoder(layers: tuple[str, ...], device: torch.device, settings: Settings | 
     s = settings or get_settings()
     with _encoder_lock:
         return _encoder(str(s.vgg_weights) if s.vgg_weights else None, layers, str(s.cache_dir), str(device))
+
+
+_magenta_lock = threading.Lock()
+
+
+@lru_cache(maxsize=2)
+def _magenta(path: str | None, cache_dir: str) -> MagentaWeights:
+    return load_magenta(Path(path) if path else None, cache_dir=Path(cache_dir))
+
+
+def magenta(settings: Settings | None = None) -> MagentaWeights:
+    """Magenta's pretrained transformer and style predictor, on the CPU in eval mode (cached per
+    process; callers copy them to their device). WeightsNotFoundError names `styleops weights install`."""
+    s = settings or get_settings()
+    with _magenta_lock:
+        return _magenta(str(s.magenta_weights) if s.magenta_weights else None, str(s.cache_dir))
 
 
 _models: dict[tuple[str, str, str, str], tuple[torch.nn.Module, ModelCard]] = {}

@@ -26,9 +26,8 @@ from torch import Tensor, nn
 
 from styleops.device import autocast, autocast_dtype, resolve_device
 from styleops.errors import DeviceOutOfMemoryError, InvalidInputError
-from styleops.inference.tiling import receptive_radius, stylize_tiled
+from styleops.inference.tiling import known_radius, stylize_tiled
 from styleops.io.images import resize_max_side, to_float, to_uint8
-from styleops.models.transformer import TransformerNet
 
 _log = logging.getLogger(__name__)
 
@@ -243,10 +242,10 @@ def _round_down(n: int, multiple: int) -> int:
 
 
 def _tile_overlap(model: nn.Module, multiple: int) -> int:
-    """Halo px for tiling `model`: its receptive radius plus a 16 px feather for a TransformerNet
+    """Halo px for tiling `model`: its receptive radius plus a 16 px feather when known (`known_radius`)
     (exact), else 128 px (VGG encoders reach further; the result is then close, not exact)."""
-    net = getattr(model, "net", model)  # a multi-style net with its style weights fixed
-    radius = receptive_radius(net) + 16 if isinstance(net, TransformerNet) else 128
+    known = known_radius(model)  # a TransformerNet, or a net with a fixed style (`.net`)
+    radius = known + 16 if known is not None else 128
     return -(-radius // multiple) * multiple
 
 

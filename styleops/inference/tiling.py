@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
+from styleops.models.magenta import StyleNorm
 from styleops.models.multistyle import ConditionalInstanceNorm2d
 from styleops.models.palette import PaletteMatch, palette_of
 from styleops.models.transformer import TransformerNet
@@ -125,11 +126,11 @@ def instance_norms(model: nn.Module) -> list[nn.Module]:
     """The instance-norm layers whose statistics depend on the image, in module order.
 
     `nn.InstanceNorm2d` (unless it uses tracked running stats in eval mode),
-    `ConditionalInstanceNorm2d` and AdaIN's `ChannelNormalize`.
+    `ConditionalInstanceNorm2d`, Magenta's `StyleNorm` and AdaIN's `ChannelNormalize`.
     """
     norms: list[nn.Module] = []
     for m in model.modules():
-        if isinstance(m, ConditionalInstanceNorm2d | ChannelNormalize):
+        if isinstance(m, ConditionalInstanceNorm2d | StyleNorm | ChannelNormalize):
             norms.append(m)
         elif isinstance(m, nn.InstanceNorm2d) and not (m.track_running_stats and not m.training):
             norms.append(m)
@@ -141,11 +142,23 @@ def receptive_radius(model: nn.Module) -> int:
 
     Each 3x3 conv at 1/4 resolution reaches 4 px (8 per residual block); the 9x9 convs, stride-2
     convs and nearest upsampling add 17 px, their grid quantization included (measured: the
-    farthest input pixel that changes an output pixel, over all phases mod 4). Raises for other models.
+    farthest input pixel that changes an output pixel, over all phases mod 4). Other networks of
+    that layout state theirs as a `receptive_radius` attribute (`MagentaTransformer`); a wrapper
+    with a `.net` (a fixed style) has its net's. Raises for other models.
     """
-    if not isinstance(model, TransformerNet):
+    radius = known_radius(model)
+    if radius is None:
         raise InvalidInputError(f"receptive_radius knows TransformerNet only, got {type(model).__name__}")
-    return 17 + 8 * model.n_residual
+    return radius
+
+
+def known_radius(model: nn.Module) -> int | None:
+    """The receptive radius of `model` (or of its `.net`) in px when it is known, else None."""
+    net = getattr(model, "net", model)
+    if isinstance(net, TransformerNet):
+        return 17 + 8 * net.n_residual
+    radius = getattr(net, "receptive_radius", None)
+    return radius if isinstance(radius, int) else None
 
 
 def _affine(norm: nn.Module, x: Tensor) -> tuple[Tensor, Tensor] | None:
@@ -157,6 +170,8 @@ def _affine(norm: nn.Module, x: Tensor) -> tuple[Tensor, Tensor] | None:
         gamma = w.to(x.dtype) @ torch.stack(list(norm.gammas)).to(x.dtype)
         beta = w.to(x.dtype) @ torch.stack(list(norm.betas)).to(x.dtype)
         return gamma, beta
+    if isinstance(norm, StyleNorm):
+        return norm.scale_shift(x.dtype)
     if isinstance(norm, nn.InstanceNorm2d) and norm.affine:
         assert norm.weight is not None and norm.bias is not None
         return norm.weight[None].to(x.dtype), norm.bias[None].to(x.dtype)
@@ -309,6 +324,18 @@ def _run_windows(
 
 
 @contextlib.contextmanager
+def _whole_image_hooks(model: nn.Module, x: Tensor) -> Iterator[None]:
+    """Modules that condition on the whole image (a `whole_image(x)` context manager, e.g.
+    `MagentaStylizer`'s own style vector) see the whole image, not each window."""
+    with contextlib.ExitStack() as stack:
+        for m in model.modules():
+            hook = getattr(m, "whole_image", None)
+            if callable(hook):
+                stack.enter_context(hook(x.to(_model_device(model, x))))
+        yield
+
+
+@contextlib.contextmanager
 def _whole_image_palette(model: nn.Module, x: Tensor) -> Iterator[None]:
     """A palette-start `TransformerNet` recolours each window with the whole image's colour
     statistics, as `model(x)` would (`TransformerNet.source_palette`)."""
@@ -368,7 +395,12 @@ def global_norm_stats(
     ctx = _TileContext()
     means: list[Tensor] = []
     vars_: list[Tensor] = []
-    with _patch_norms(norms, ctx), _whole_image_palette(model, x), _deferred_palette(model):
+    with (
+        _patch_norms(norms, ctx),
+        _whole_image_palette(model, x),
+        _deferred_palette(model),
+        _whole_image_hooks(model, x),
+    ):
         if len(windows) == 1:  # the window is the image: one ordinary forward measures every layer
             ctx.mode, ctx.record = "local", []
             for _ in _run_windows(model, xp, windows, ctx, device, forward_kwargs):
@@ -429,7 +461,7 @@ def stylize_tiled(
     A single window covering the image is just `model(x)`.
     """
     tile, overlap = _check(x, tile, overlap, multiple)
-    radius = receptive_radius(model) if isinstance(model, TransformerNet) else None
+    radius = known_radius(model)
     if radius is not None and overlap < radius:
         warnings.warn(
             f"overlap {overlap} px < the receptive-field radius {radius} px: tiles will not match model(x)",
@@ -454,7 +486,12 @@ def stylize_tiled(
         ctx.mode, ctx.stats = "global", _to_device(stats, device)
     out: Tensor | None = None
     weight = torch.zeros(hp, wp, device=x.device)
-    with _patch_norms(norms, ctx), _whole_image_palette(model, x), _deferred_palette(model) as palette:
+    with (
+        _patch_norms(norms, ctx),
+        _whole_image_palette(model, x),
+        _deferred_palette(model) as palette,
+        _whole_image_hooks(model, x),
+    ):
         for (cy0, cy1, wy0, wy1), (cx0, cx1, wx0, wx1), y in _run_windows(
             model, xp, windows, ctx, device, forward_kwargs
         ):

@@ -38,7 +38,7 @@ PINNED_HASHES = [
 ]
 
 
-ALL = ("per-style", "multi-style", "swap", "adain", "gatys", "upscale", "pix2pix", "cyclegan", "mixgan")
+ALL = ("per-style", "multi-style", "swap", "adain", "gatys", "upscale", "pix2pix", "cyclegan", "mixgan", "magenta")
 
 
 @pytest.mark.parametrize(("params", "expected"), PINNED_HASHES, ids=[h for _, h in PINNED_HASHES])
@@ -46,7 +46,7 @@ def test_params_hash_is_pinned(params: StylizeParams, expected: str) -> None:
     assert params.hash == expected
 
 
-def test_the_registry_lists_the_nine_methods_with_their_aliases() -> None:
+def test_the_registry_lists_the_ten_methods_with_their_aliases() -> None:
     assert methods.names() == ALL
     assert {m.name: m.aliases for m in methods.all_methods()} == {
         "per-style": (),
@@ -58,6 +58,7 @@ def test_the_registry_lists_the_nine_methods_with_their_aliases() -> None:
         "pix2pix": (),
         "cyclegan": (),
         "mixgan": (),
+        "magenta": (),
     }
     assert methods.get("multi") is methods.get("multi-style") and methods.get("multi").cli_name == "multi"
     assert [m.name for m in methods.all_methods() if m.takes_blend] == ["multi-style", "adain"]
