@@ -1,0 +1,99 @@
+"""The `magenta` method through the tasks (no Prefect server): resolve a style and a blend, stylize a
+shard from the real embedded store, the lineage in the manifest, new artwork bytes giving new
+keys, and missing weights failing before any work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from infra.settings import get_settings
+from runs import context, methods
+from runs.spec import StylizeParams
+from styleops.errors import InvalidInputError, WeightsNotFoundError
+from styleops.io.images import decode_image, encode_image, resize_max_side, to_float
+from styleops.io.magenta_weights import install_magenta_weights, load_magenta
+from styleops.models.magenta import blend_vectors, predictor_input
+from tests.flows.conftest import PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
+from tests.integration.test_arbitrary_tasks import run
+from tests.integration.test_tasks import sha256
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def magenta_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return install_magenta_weights(tmp_path_factory.getbasetemp() / "styleops-magenta")
+
+
+@pytest.fixture
+def magenta_env(pipeline_env: PipelineEnv, magenta_file: Path, monkeypatch: pytest.MonkeyPatch) -> PipelineEnv:  # noqa: F811
+    monkeypatch.setenv("STYLEOPS_MAGENTA_WEIGHTS", str(magenta_file))
+    get_settings.cache_clear()
+    yield pipeline_env
+    get_settings.cache_clear()
+
+
+def test_magenta_stylizes_a_blend_with_its_lineage(magenta_env: PipelineEnv, magenta_file: Path) -> None:
+    env = magenta_env
+    weights_sha = hashlib.sha256(magenta_file.read_bytes()).hexdigest()
+    resolved = methods.resolve("magenta", "monet=3,hoitsu=1", None)
+    assert resolved.style == "hoitsu=0.250,monet=0.750"
+    assert resolved.model_version.startswith(f"arbitrary-{weights_sha[:8]}+art-")
+    params = StylizeParams(method="magenta", max_side=64, alpha=0.8)
+    rows = run(env, resolved, params, "run-magenta")
+    for r in rows:
+        assert r["method"] == "magenta" and r["model_sha256"] == weights_sha
+        assert r["output_key"].startswith(
+            f"stylized/demo/hoitsu-0.250+monet-0.750/{resolved.model_version}/{params.hash[:8]}/"
+        )
+        out = decode_image(env.store.get_bytes(r["output_key"])).pixels
+        assert max(out.shape[-2:]) == 64
+    inputs = json.loads(rows[0]["params_json"])["inputs"]
+    assert inputs["weights_sha256"] == weights_sha and inputs["alpha"] == 0.8
+    assert {a["key"]: (a["weight"], a["sha256"]) for a in inputs["artworks"]} == {
+        "artwork/hoitsu/hoitsu.jpg": (0.25, sha256(env.store.get_bytes("artwork/hoitsu/hoitsu.jpg"))),
+        "artwork/monet/monet.jpg": (0.75, sha256(env.store.get_bytes("artwork/monet/monet.jpg"))),
+    }
+    # the recorded vector hash is the blend of the artworks' predicted vectors
+    predictor = load_magenta(magenta_file).predictor
+    with torch.no_grad():
+        vectors = torch.cat(
+            [
+                predictor(predictor_input(resize_max_side(to_float(decode_image(env.store.get_bytes(k)).pixels), 512)))
+                for k in ("artwork/hoitsu/hoitsu.jpg", "artwork/monet/monet.jpg")
+            ]
+        )
+    style = blend_vectors(vectors, torch.tensor([0.25, 0.75], dtype=torch.float64))
+    assert inputs["style_vector_sha256"] == hashlib.sha256(style.numpy().astype(np.float32).tobytes()).hexdigest()
+    assert StylizeParams(method="magenta", alpha=0.8).hash != StylizeParams(method="magenta").hash
+
+    # New artwork bytes: a new model_version label, so new output keys and the catalog is done again.
+    art = env.store.get_bytes("artwork/monet/monet.jpg")
+    env.store.put("artwork/monet/monet.jpg", encode_image(decode_image(art).pixels.flip(-1), "jpeg", quality=90))
+    again = methods.resolve("magenta", "monet=3,hoitsu=1", None)
+    assert again.model_version != resolved.model_version
+    rows2 = run(env, again, params, "run-magenta-2", n=1)
+    assert rows2[0]["output_key"] not in {r["output_key"] for r in rows}
+
+
+def test_magenta_without_weights_fails_before_any_work(
+    pipeline_env: PipelineEnv,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STYLEOPS_MAGENTA_WEIGHTS", str(tmp_path / "nowhere.safetensors"))
+    get_settings.cache_clear()
+    with pytest.raises(WeightsNotFoundError, match="styleops weights install"):
+        methods.resolve("magenta", "monet", None)
+    with pytest.raises(InvalidInputError, match="no artwork for style 'ghost'"):
+        methods.resolve("magenta", "ghost", None)
+    with pytest.raises(InvalidInputError, match="one version"):
+        methods.resolve("magenta", "monet", "v0002")
+    assert not context.manifest().exists() and not list(pipeline_env.store.list("stylized/"))
+    get_settings.cache_clear()
