@@ -1,5 +1,6 @@
-"""The demo: sample artworks and catalog -> per-style models, and style swap with the example
-inverse network (any artwork, nothing trained per style) -> stylized catalog -> HTML report."""
+"""The demo: sample artworks and catalog -> Magenta's pretrained arbitrary network (any artwork,
+nothing trained), per-style models, and style swap and AdaIN with the example inverse network ->
+stylized catalog -> HTML report."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ TRANSLATION_MODELS = {
 def demo(
     out_dir: str = "demo-output", steps: int = 40, styles: list[str] | None = None, max_side: int = 384
 ) -> dict[str, Any]:
-    """Upload the examples, fine-tune each shipped example model for `steps` (at least 1) steps on
+    """Upload the examples, stylize the catalog with Magenta's pretrained network and each
+    artwork, fine-tune each shipped example model for `steps` (at least 1) steps on
     the sample photos through the train-style flow, stylize with the shipped multi-style network
     (each style and their blend), register the example inverse network (also as
     the AdaIN decoder) and build the patch banks, stylize the catalog with every style by per-style
@@ -53,6 +55,12 @@ def demo(
     styles = list(styles or DEMO_STYLES)
     upload_directory_task(str(EXAMPLES / "catalog"), "catalog/demo/")
     upload_directory_task(str(EXAMPLES / "artwork"), "artwork/")
+    runs: dict[str, Any] = {
+        f"magenta:{style}": stylize_catalog(
+            RunSpec.create(catalog="demo", style=style, method="magenta", max_side=max_side)
+        )
+        for style in styles
+    }
     trained = {}
     for style in styles:
         trained[style] = train_style(
@@ -62,12 +70,10 @@ def demo(
             config={**_example_config(style), "steps": max(steps, 1)},
             init_from=str(EXAMPLES / "models" / f"{style}.safetensors"),
         )
-    runs = {
-        style: stylize_catalog(
+    for style in styles:
+        runs[style] = stylize_catalog(
             RunSpec.create(catalog="demo", style=style, version=trained[style]["version"], max_side=max_side)
         )
-        for style in styles
-    }
     multi = _multi_style(runs, styles, max_side)
     for family, file in DECODERS.items():
         import_model_task(
@@ -85,6 +91,7 @@ def demo(
     sr = _super_resolution(Path(out_dir), runs)
     edges = _translation(Path(out_dir), runs, max_side)
     columns = [
+        *(f"magenta:{s}" for s in styles),
         *styles,
         *multi,
         *(f"{m}:{s}" for m in ("swap", "adain") for s in styles),
@@ -96,7 +103,7 @@ def demo(
         "demo",
         columns,
         title="StyleOps demo: sample catalog x example styles "
-        "(per-style, multi-style, style swap, AdaIN, CycleGAN, MIXGAN)",
+        "(Magenta pretrained, per-style, multi-style, style swap, AdaIN, CycleGAN, MIXGAN)",
         sections={
             f"Super-resolution x{SR_SCALE}: bicubic, pixel and perceptual models": sr,
             "Pix2Pix: HED line drawing -> photo": edges,

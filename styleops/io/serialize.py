@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from styleops.errors import InvalidInputError
 from styleops.io.safetensors_file import canonical_safetensors, read_header
 from styleops.models.decoder import VGGDecoder
+from styleops.models.magenta import MagentaStyleNet
 from styleops.models.mixgan import MixGenerator
 from styleops.models.multistyle import MultiStyleTransformerNet
 from styleops.models.super_resolution import SuperResolutionNet
@@ -29,6 +30,7 @@ _ARCHITECTURES: dict[str, type[nn.Module]] = {
     "UNetGenerator": UNetGenerator,
     "CycleGenerators": CycleGenerators,
     "MixGenerator": MixGenerator,
+    "MagentaStyleNet": MagentaStyleNet,
 }
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
+from styleops.models.multistyle import style_weights
 
 STYLE_DIM = 100  # length of a style vector
 PREDICTOR_SIZE = 256  # the predictor's input side (px): artworks are centre-cropped and resized to it
@@ -282,3 +283,52 @@ class MagentaStylizer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x, self.vectors(x))
+
+
+class MagentaStyleNet(nn.Module):
+    """Per-style and multi-style models from the pretrained start: the transformer with one learned
+    style vector per style (`styles` [S, 100]), a registry family's architecture.
+
+    forward(x, style): photo [N, 3, H, W] in [0, 1], a style index or weights over the styles ([S] or
+    [N, S], normalized; a blend mixes the vectors) -> [N, 3, H, W] in (0, 1). A per-style model
+    has S = 1 and is called with x alone. Built from the pretrained weights and the artworks'
+    predicted vectors by `from_pretrained`, then fine-tuned (the vectors, or everything) or not."""
+
+    receptive_radius = RECEPTIVE_RADIUS
+
+    def __init__(self, n_styles: int = 1) -> None:
+        super().__init__()
+        if n_styles < 1:
+            raise InvalidInputError(f"a style net needs at least one style, got {n_styles}")
+        self.transformer = MagentaTransformer()
+        self.styles = nn.Parameter(torch.zeros(n_styles, STYLE_DIM))
+
+    @classmethod
+    def from_pretrained(cls, transformer: MagentaTransformer, vectors: Tensor) -> MagentaStyleNet:
+        """A copy of `transformer` with `vectors` [S, 100] (the predictor's, for each artwork)."""
+        net = cls(vectors.shape[0])
+        net.transformer.load_state_dict(transformer.state_dict())
+        with torch.no_grad():
+            net.styles.copy_(vectors)
+        return net
+
+    @property
+    def n_styles(self) -> int:
+        return self.styles.shape[0]
+
+    def forward_weighted(self, x: Tensor, weights: Tensor) -> Tensor:
+        """weights [N, S], rows summing to 1 (checked by the caller: `Conditioned`)."""
+        return self.transformer(x, weights.to(self.styles.dtype) @ self.styles)
+
+    def forward(self, x: Tensor, style: int | Tensor = 0) -> Tensor:
+        return self.forward_weighted(x, style_weights(style, self.n_styles, x.shape[0]).to(x.device))
+
+    def add_style(self, vector: Tensor) -> int:
+        """Append a style (its predicted vector [100]); the others are untouched. Returns its index."""
+        with torch.no_grad():
+            self.styles = nn.Parameter(torch.cat([self.styles.detach(), vector.reshape(1, STYLE_DIM).to(self.styles)]))
+        return self.n_styles - 1
+
+    def config(self) -> dict[str, int]:
+        """Constructor arguments (saved in model cards so weights can be rebuilt)."""
+        return {"n_styles": self.n_styles}
