@@ -57,6 +57,17 @@ InitFrom = Annotated[
     str | None, typer.Option(help="Warm start: a .safetensors file or <family>/<name>/<version> of the registry.")
 ]
 Decay = Annotated[float, typer.Option(help="Fraction of the steps over which the learning rate decays to 0.")]
+Init = Annotated[
+    str,
+    typer.Option(
+        help="scratch: Johnson's net from scratch (palette start); magenta: Magenta's pretrained network with the "
+        "artwork's predicted style vector, fine-tuned by --finetune (options left at their defaults take the "
+        "pretrained recipe's: styleops.training.engine.magenta_recipe)."
+    ),
+]
+Finetune = Annotated[
+    str, typer.Option(help="--init magenta: none (the prediction, seconds) | vector (the style vector) | all.")
+]
 MaxImages = Annotated[int, typer.Option(help="Use at most this many training images.")]
 
 METHODS_HELP = " | ".join(m.cli_name for m in methods.all_methods())
@@ -161,6 +172,44 @@ def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
         result = fn(**kwargs)
     console.print(f"[dim]done in {time.perf_counter() - started:,.1f} s[/dim]")
     return result
+
+
+def _given(ctx: typer.Context) -> set[str]:
+    """The names of the options given on the command line (not left at their defaults)."""
+    from click.core import ParameterSource
+
+    return {name for name in ctx.params if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+
+
+def _with_init(ctx: typer.Context, init: str, finetune: str, cfg: Any) -> Any:
+    """`cfg` for --init scratch; for --init magenta the pretrained recipe
+    (`styleops.training.engine.magenta_recipe`) with the options the user gave on the command line."""
+    from styleops.training.engine import FINETUNES, magenta_recipe
+
+    given = _given(ctx)
+    if init == "scratch":
+        if "finetune" in given:
+            raise typer.BadParameter(
+                "applies to models from the pretrained start (--init magenta)", param_hint="--finetune"
+            )
+        return cfg
+    if init != "magenta":
+        raise typer.BadParameter(f"must be scratch or magenta, got {init!r}", param_hint="--init")
+    if finetune not in FINETUNES:
+        raise typer.BadParameter(f"must be one of {', '.join(FINETUNES)}, got {finetune!r}", param_hint="--finetune")
+    fields = ("steps", "image_size", "style_size", "batch_size", "lr", "seed", "warmup_steps")
+    loss = {k: getattr(cfg.loss, k) for k in ("style_weight", "content_weight", "tv_weight") if k in given}
+    return magenta_recipe(finetune=finetune, loss=loss, **{f: getattr(cfg, f) for f in fields if f in given})
+
+
+def _base_is_pretrained(name: str, version: str | None) -> bool:
+    """Whether multi-style/<name>'s base version (default production) is from the pretrained start."""
+    from runs import context
+
+    with _one_line_errors(), _runtime():
+        reg = context.registry()
+        card = reg.card(context.MULTI_STYLE, name, reg.resolve(context.MULTI_STYLE, name, version))
+    return card["architecture"] == "MagentaStyleNet"
 
 
 def _table(title: str, rows: dict[str, Any]) -> Table:
@@ -348,6 +397,7 @@ def upload(
 # ---- training ------------------------------------------------------------------------------
 @app.command("train-style")
 def train_style_cmd(
+    ctx: typer.Context,
     content: ContentPhotos,
     artwork: str = typer.Option(..., help="Artwork key, artwork/<style>/<file>."),
     style: str | None = typer.Option(None, help="Style name (default: from the artwork key)."),
@@ -371,6 +421,8 @@ def train_style_cmd(
     ),
     seed: Seed = 0,
     init_from: InitFrom = None,
+    init: Init = "scratch",
+    finetune: Finetune = "vector",
 ) -> None:
     """Train a per-style model, register it, promote it if it is the style's first."""
     from flows.train_style import train_style
@@ -389,6 +441,7 @@ def train_style_cmd(
         output=output,
         palette=palette,
     )
+    cfg = _with_init(ctx, init, finetune, cfg)
     result = _run(
         train_style, artwork_key=artwork, content_prefix=content, style=style, config=cfg.to_dict(), init_from=init_from
     )
@@ -402,6 +455,7 @@ def train_style_cmd(
 
 @app.command("train-multistyle")
 def train_multistyle_cmd(
+    ctx: typer.Context,
     content: ContentPhotos,
     artworks: str = typer.Option("artwork/", help="Prefix of artwork/<style>/<file>: every style under it goes in."),
     name: str = typer.Option("collection", help="Name of the multi-style model."),
@@ -413,8 +467,11 @@ def train_multistyle_cmd(
     lr: LearningRate = 1e-3,
     style_lr_scale: float = typer.Option(10.0, help="Learning-rate multiplier on each style's scale/shift."),
     seed: Seed = 0,
+    init: Init = "scratch",
+    finetune: Finetune = "vector",
 ) -> None:
-    """Train one conditional-instance-norm network for many artworks (Dumoulin et al. 2017)."""
+    """Train one conditional-instance-norm network for many artworks (Dumoulin et al. 2017); with
+    --init magenta, Magenta's pretrained network with one style vector per artwork."""
     from flows.multistyle import train_multistyle
     from styleops.training.engine import TrainConfig
 
@@ -428,6 +485,7 @@ def train_multistyle_cmd(
         style_lr_scale=style_lr_scale,
         seed=seed,
     )
+    cfg = _with_init(ctx, init, finetune, cfg)
     r = _run(train_multistyle, artwork_prefix=artworks, content_prefix=content, name=name, config=cfg.to_dict())
     console.print(
         _table(
@@ -439,6 +497,7 @@ def train_multistyle_cmd(
 
 @app.command("add-style")
 def add_style_cmd(
+    ctx: typer.Context,
     content: ContentPhotos,
     artwork: str = typer.Option(..., help="Artwork key, artwork/<style>/<file>."),
     name: str = typer.Option("collection", help="The multi-style model to extend."),
@@ -451,12 +510,18 @@ def add_style_cmd(
     style_lr_scale: float = typer.Option(
         10.0, help="Learning-rate multiplier on the new style's scale/shift (the only weights trained)."
     ),
+    finetune: Finetune = "vector",
 ) -> None:
-    """Add an artwork to a multi-style model by training only its scale/shift parameters."""
+    """Add an artwork to a multi-style model by training only its scale/shift parameters (a model
+    from the pretrained start: its predicted style vector, fine-tuned by --finetune)."""
     from flows.multistyle import add_style
     from styleops.training.engine import TrainConfig
 
     cfg = TrainConfig(steps=steps, image_size=image_size, style_size=style_size, lr=lr, style_lr_scale=style_lr_scale)
+    if _base_is_pretrained(name, base_version):
+        cfg = _with_init(ctx, "magenta", finetune, cfg)
+    else:
+        _with_init(ctx, "scratch", finetune, cfg)  # refuses --finetune for a from-scratch model
     r = _run(
         add_style,
         artwork_key=artwork,

@@ -22,7 +22,16 @@ from styleops.io.safetensors_file import PICKLE_SUFFIXES, load_state_dict
 from styleops.io.serialize import to_safetensors
 from styleops.io.weights import resolve_weights_file
 from styleops.training.decoders import decoder_layer, train_adain, train_inverse
-from styleops.training.engine import StepLog, TrainConfig, TrainResult, add_style, train_multistyle, train_style
+from styleops.training.engine import (
+    StepLog,
+    TrainConfig,
+    TrainResult,
+    add_magenta_style,
+    add_style,
+    train_magenta,
+    train_multistyle,
+    train_style,
+)
 from styleops.training.super_resolution import SRConfig, train_super_resolution
 from tasks import common
 
@@ -105,24 +114,47 @@ def train_per_style_task(
 
     started = _Started()
     with _reporting(f"train {style}", cfg) as on_step:
-        result = train_style(
-            cfg,
-            content,
-            art,
-            enc,
-            workdir=workdir,
-            device=device,
-            init_state=warm_start_state(init_from),
-            progress=on_step,
-        )
+        if cfg.init == "magenta":
+            if init_from:
+                raise InvalidInputError("init_from warm-starts a from-scratch net; --init magenta starts pretrained")
+            pretrained = context.magenta(settings)
+            init_from = f"magenta/arbitrary@{pretrained.sha256[:8]}"
+            result = train_magenta(
+                cfg,
+                content,
+                [art],
+                enc,
+                pretrained.transformer,
+                pretrained.predictor,
+                workdir=workdir,
+                device=device,
+                progress=on_step,
+            )
+        else:
+            result = train_style(
+                cfg,
+                content,
+                art,
+                enc,
+                workdir=workdir,
+                device=device,
+                init_state=warm_start_state(init_from),
+                progress=on_step,
+            )
+    architecture = _architecture(cfg, "TransformerNet")
     card = {
-        "architecture": "TransformerNet",
+        "architecture": architecture,
         **_card_common(cfg, result, content_prefix, len(content), device, started),
         "artwork_key": artwork_key,
         "artwork_sha256": art_sha,
         "init_from": init_from,
     }
-    return _register(context.PER_STYLE, style, result, "TransformerNet", card)
+    return _register(context.PER_STYLE, style, result, architecture, card)
+
+
+def _architecture(cfg: TrainConfig, scratch: str) -> str:
+    """The registered architecture: `scratch`'s, or the pretrained start's (MagentaStyleNet)."""
+    return "MagentaStyleNet" if cfg.init == "magenta" else scratch
 
 
 def _short(x: float) -> str:
@@ -236,18 +268,28 @@ def train_multistyle_task(
         {"multi": name, "artworks": [sha for _, sha in arts], "config": cfg.to_dict(), "content": content_prefix}
     )
     started = _Started()
+    workdir = settings.home / "work" / "multi" / name / run_key
     with _reporting(f"train {name} ({len(styles)} styles)", cfg) as on_step:
-        result = train_multistyle(
-            cfg,
-            content,
-            [px for px, _ in arts],
-            enc,
-            workdir=settings.home / "work" / "multi" / name / run_key,
-            device=device,
-            progress=on_step,
-        )
+        if cfg.init == "magenta":
+            pretrained = context.magenta(settings)
+            result = train_magenta(
+                cfg,
+                content,
+                [px for px, _ in arts],
+                enc,
+                pretrained.transformer,
+                pretrained.predictor,
+                workdir=workdir,
+                device=device,
+                progress=on_step,
+            )
+        else:
+            result = train_multistyle(
+                cfg, content, [px for px, _ in arts], enc, workdir=workdir, device=device, progress=on_step
+            )
+    architecture = _architecture(cfg, "MultiStyleTransformerNet")
     card = {
-        "architecture": "MultiStyleTransformerNet",
+        "architecture": architecture,
         **_card_common(cfg, result, content_prefix, len(content), device, started),
         "styles": [
             {"name": s, "artwork_key": k, "artwork_sha256": sha, "loss": w.to_dict()}
@@ -255,7 +297,7 @@ def train_multistyle_task(
         ],
         "parent_version": None,
     }
-    return _register(context.MULTI_STYLE, name, result, "MultiStyleTransformerNet", card)
+    return _register(context.MULTI_STYLE, name, result, architecture, card)
 
 
 @task(name="add-style-to-multi-style-model", tags=["gpu"])
@@ -295,8 +337,11 @@ def add_style_task(
         reg.weights_bytes(context.MULTI_STYLE, name, base), source=f"{context.MULTI_STYLE}/{name}/{base}"
     )
     model_cfg = base_card["model_config"]
+    pretrained = base_card["architecture"] == "MagentaStyleNet"
     cfg = TrainConfig.from_dict(
-        {
+        {**cfg.to_dict(), "init": "magenta", "finetune": "none" if cfg.finetune == "none" else "vector"}
+        if pretrained
+        else {
             **cfg.to_dict(),
             "channels": model_cfg["channels"],
             "n_residual": model_cfg["n_residual"],
@@ -316,18 +361,33 @@ def add_style_task(
     )
     started = _Started()
     with _reporting(f"{'retrain' if replace else 'add'} {style} {'in' if replace else 'to'} {name}", cfg) as on_step:
-        result = add_style(
-            cfg,
-            content,
-            art,
-            enc,
-            base_state,
-            model_cfg["n_styles"],
-            workdir=settings.home / "work" / "multi" / name / run_key,
-            device=device,
-            progress=on_step,
-            replace=index,
-        )
+        if pretrained:
+            result = add_magenta_style(
+                cfg,
+                content,
+                art,
+                enc,
+                base_state,
+                model_cfg["n_styles"],
+                context.magenta(settings).predictor,
+                workdir=settings.home / "work" / "multi" / name / run_key,
+                device=device,
+                progress=on_step,
+                replace=index,
+            )
+        else:
+            result = add_style(
+                cfg,
+                content,
+                art,
+                enc,
+                base_state,
+                model_cfg["n_styles"],
+                workdir=settings.home / "work" / "multi" / name / run_key,
+                device=device,
+                progress=on_step,
+                replace=index,
+            )
     inherited = [{**s, "trained_in": s.get("trained_in") or base} for s in base_card["styles"]]
     new_entry = {
         "name": style,
@@ -336,12 +396,12 @@ def add_style_task(
         "loss": result.loss_weights[0].to_dict(),
     }  # trained_in: this version
     card = {
-        "architecture": "MultiStyleTransformerNet",
+        "architecture": base_card["architecture"],
         **_card_common(cfg, result, content_prefix, len(content), device, started),
         "styles": [new_entry if s["name"] == style else s for s in inherited] if replace else [*inherited, new_entry],
         "parent_version": base,
     }
-    return _register(context.MULTI_STYLE, name, result, "MultiStyleTransformerNet", card)
+    return _register(context.MULTI_STYLE, name, result, base_card["architecture"], card)
 
 
 DECODER_TRAINERS = {"adain": train_adain, "inverse": train_inverse}

