@@ -1,6 +1,6 @@
 """Probes: does fine-tuning Magenta's pretrained network on one artwork beat its zero-shot prediction?
 
-    .venv/bin/python bench/probe_magenta_finetune.py --artwork water-lilies-1919-2.jpg --variants zero,palette,vector-deep
+    .venv/bin/python bench/probe_magenta_finetune.py --artwork water-lilies-1919-2.jpg --variants zero,palette
     .venv/bin/python bench/probe_magenta_finetune.py --list
 
 Each variant starts from the pretrained transformer conditioned on the artwork's predicted style
