@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from prefect.logging import disable_run_logger
 
 from infra.settings import get_settings
 from runs import context, methods
@@ -19,9 +21,11 @@ from styleops.errors import InvalidInputError, WeightsNotFoundError
 from styleops.io.images import decode_image, encode_image, to_float
 from styleops.io.magenta_weights import install_magenta_weights, load_magenta
 from styleops.models.magenta import blend_vectors, style_vector
+from styleops.training.engine import magenta_recipe
+from tasks.training import add_style_task, promote_if_first_task, train_multistyle_task, train_per_style_task
 from tests.flows.conftest import PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
 from tests.integration.test_arbitrary_tasks import run
-from tests.integration.test_tasks import sha256
+from tests.integration.test_tasks import CATALOG_PREFIX, sha256
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +101,43 @@ def test_magenta_without_weights_fails_before_any_work(
         methods.resolve("magenta", "monet", "v0002")
     assert not context.manifest().exists() and not list(pipeline_env.store.list("stylized/"))
     get_settings.cache_clear()
+
+
+def test_per_style_and_multi_style_from_the_pretrained_start(magenta_env: PipelineEnv, magenta_file: Path) -> None:
+    """train-style --init magenta --finetune none registers the prediction (no step run) as a per-style
+    version that stylizes exactly as --method magenta does; a multi-style model from the pretrained
+    start takes a new style whose old ones stay bit-identical in the pipeline's outputs."""
+    env = magenta_env
+    weights_sha = hashlib.sha256(magenta_file.read_bytes()).hexdigest()
+    tiny = magenta_recipe(steps=2, batch_size=1, image_size=48, style_size=64, log_every=1)
+    with disable_run_logger():
+        per = train_per_style_task.fn(
+            "monet", "artwork/monet/monet.jpg", CATALOG_PREFIX, replace(tiny, finetune="none").to_dict()
+        )
+        promote_if_first_task.fn(context.PER_STYLE, "monet", per["version"])
+    card = context.registry().card(context.PER_STYLE, "monet", per["version"])
+    assert card["architecture"] == "MagentaStyleNet" and card["metrics"]["steps"] == 0
+    assert card["init_from"] == f"magenta/arbitrary@{weights_sha[:8]}"
+    params = StylizeParams(max_side=64, format="png")
+    per_rows = run(env, methods.resolve("per-style", "monet", None), params, "run-per-style")
+    zero_rows = run(env, methods.resolve("magenta", "monet", None), replace(params, method="magenta"), "run-zero")
+    for a, b in zip(per_rows, zero_rows, strict=True):
+        assert a["image_key"] == b["image_key"]
+        assert torch.equal(
+            decode_image(env.store.get_bytes(a["output_key"])).pixels,
+            decode_image(env.store.get_bytes(b["output_key"])).pixels,
+        )
+
+    with disable_run_logger():
+        first = train_multistyle_task.fn("pre", "artwork/", CATALOG_PREFIX, tiny.to_dict())
+        added = add_style_task.fn(
+            "pre", "artwork/monet/monet.jpg", CATALOG_PREFIX, tiny.to_dict(), first["version"], "monet2"
+        )
+    reg = context.registry()
+    assert reg.card(context.MULTI_STYLE, "pre", added["version"])["architecture"] == "MagentaStyleNet"
+    assert added["styles"] == ["hoitsu", "kandinsky", "monet", "monet2"]
+    multi = replace(params, method="multi-style")
+    before = run(env, methods.resolve("multi-style", "hoitsu=1,monet=1", first["version"], "pre"), multi, "m1")
+    after = run(env, methods.resolve("multi-style", "hoitsu=1,monet=1", added["version"], "pre"), multi, "m2")
+    for a, b in zip(before, after, strict=True):
+        assert env.store.get_bytes(a["output_key"]) == env.store.get_bytes(b["output_key"])
