@@ -176,9 +176,7 @@ def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
 
 def _given(ctx: typer.Context) -> set[str]:
     """The names of the options given on the command line (not left at their defaults)."""
-    from click.core import ParameterSource
-
-    return {name for name in ctx.params if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+    return {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
 
 
 def _with_init(ctx: typer.Context, init: str, finetune: str, cfg: Any) -> Any:

@@ -198,3 +198,23 @@ def test_models_list_names_each_familys_losses_and_refuses_an_unknown_family(
     assert "Traceback" not in unknown.output
     missing = runner.invoke(app, ["models", "export", "nosuch", "--family", "cyclegan", "--out", "/nonexistent"])
     assert missing.exit_code == 1 and "nosuch" in missing.output and "Traceback" not in missing.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--init", "bogus"], "must be scratch or magenta"),
+        (["--init", "magenta", "--finetune", "half"], "must be one of none, vector, all"),
+        (["--init", "scratch", "--finetune", "none"], "applies to models from the pretrained start"),
+    ],
+    ids=["init", "finetune", "finetune-from-scratch"],
+)
+def test_train_style_refuses_a_bad_start_before_any_work(args: list[str], message: str, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["train-style", "--content", "catalog/x/", "--artwork", "artwork/a/a.jpg", *args],
+        env={"STYLEOPS_HOME": str(tmp_path)},
+    )
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "store").exists()  # refused before the embedded store was started
