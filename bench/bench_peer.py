@@ -20,6 +20,12 @@ like the style (`--per-style STYLE=PATH.safetensors` registers one; artworks wit
 skipped, and said so); magenta and the rest need nothing. A method whose first stylize command
 fails is skipped, with the command's one-line error. `--methods` is a comma (or ';') list of
 `label=args`, e.g. "adain=--method adain,swap=--method swap,adain-nopal=--method adain --no-palette".
+A method that trains first is `label=<training command> :: <stylize args>`: `train-style ...` runs
+per artwork (`--artwork`, `--content catalog/train/`, `--style` added), then stylizes with
+`--version latest`; `train-multistyle ...` runs once over every artwork (`--name <label>`), then
+stylizes with `--model <label> --version latest`. Their training photos are the first
+--train-photos BSDS500 *train* photos (none held out), uploaded to catalog/train/. E.g.
+"ft=train-style --init magenta :: --method per-style", "multi=train-multistyle --init magenta :: --method multi".
 
 Peer side: `StyleTransfer(device="cpu").stylize_with(photo, artwork, max_size=size)` on the same
 resized photo files and the same artwork files; outputs and their times are cached under --workdir.
@@ -134,6 +140,14 @@ def parse_methods(spec: str) -> dict[str, list[str]]:
             sys.exit(f"--methods: expected label=cli args, got {part!r}")
         out[label.strip()] = shlex.split(args)
     return out
+
+
+def split_training(args: list[str]) -> tuple[list[str], list[str]]:
+    """'train-style --init magenta :: --method per-style' -> (training command, stylize args)."""
+    if "::" not in args:
+        return [], args
+    i = args.index("::")
+    return args[:i], args[i + 1 :]
 
 
 def method_of(args: list[str]) -> str:
@@ -280,6 +294,12 @@ def main() -> None:
         metavar="STYLE=PATH",
         help="register a per-style model (safetensors, card beside it) under the style name",
     )
+    ap.add_argument(
+        "--train-photos",
+        type=int,
+        default=64,
+        help="BSDS500 *train* photos uploaded to catalog/train/ for methods that train first (none held out)",
+    )
     ap.add_argument("--format", default="png", choices=("png", "jpeg"), help="pipeline output format")
     ap.add_argument("--device", default="auto", help="STYLEOPS_DEVICE of the pipeline")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "styleops-bench-peer")
@@ -331,6 +351,7 @@ def main() -> None:
     outputs: dict[tuple[str, str, str], tuple[torch.Tensor, float, float]] = {}  # -> (uint8, s/image, latency)
     runs: list[dict[str, Any]] = []
     skipped: list[str] = []
+    train_s: dict[str, float] = {}  # training seconds per method (and style), for methods that train first
     try:
         from runs import context
         from runs.keys import catalog_prefix
@@ -342,8 +363,11 @@ def main() -> None:
             st.put(f"catalog/{CATALOG}/{path.name}", path.read_bytes())
         for style, path in artworks.items():
             st.put(f"artwork/{style}/{path.name}", path.read_bytes())
+        if any(split_training(a)[0] for a in methods.values()):
+            for path in sorted(args.photos.glob("bsds500_train_*"))[: args.train_photos]:
+                st.put(f"catalog/train/{path.name}", path.read_bytes())
 
-        names = {method_of(a) for a in methods.values()}
+        names = {method_of(split_training(a)[1]) for a in methods.values()}
         r = cli(["weights", "install"], env)
         if r.returncode:
             log(f"styleops weights install: {one_line_error(r.stdout)}")
@@ -367,15 +391,39 @@ def main() -> None:
         manifest = context.manifest()
         prefix = catalog_prefix(CATALOG)
         seen_runs: set[str] = set()
-        for label, extra in methods.items():
+        for label, spec in methods.items():
+            training, extra = split_training(spec)
             method = method_of(extra)
+            if training and training[0] == "train-multistyle":  # once, over every artwork
+                model = style_name(label)
+                t = time.perf_counter()
+                r = cli([*training, "--artworks", "artwork/", "--content", "catalog/train/", "--name", model], env)
+                train_s[label] = time.perf_counter() - t
+                log(f"{label}: {shlex.join(training)}: rc {r.returncode} in {train_s[label]:.0f} s")
+                if r.returncode:
+                    skipped.append(f"{label}: skipped, training failed: {one_line_error(r.stdout)}")
+                    continue
+                extra = [*extra, "--model", model, "--version", "latest"]
             for style in artworks:
+                if training and training[0] == "train-style":
+                    t = time.perf_counter()
+                    key = f"artwork/{style}/{artworks[style].name}"
+                    r = cli([*training, "--artwork", key, "--content", "catalog/train/", "--style", style], env)
+                    train_s[f"{label} {style}"] = time.perf_counter() - t
+                    log(f"{label} {style}: trained, rc {r.returncode} in {train_s[f'{label} {style}']:.0f} s")
+                    if r.returncode:
+                        skipped.append(f"{label} {style}: training failed: {one_line_error(r.stdout)}")
+                        continue
+                    per_style_models.add(style)
+                    extra_style = [*extra, "--version", "latest"]
+                else:
+                    extra_style = extra
                 if method == "per-style" and style not in per_style_models:
                     skipped.append(f"{label} {style}: no per-style model named {style!r} (--per-style {style}=PATH)")
                     log(skipped[-1])
                     continue
                 cmd = ["stylize", "--catalog", CATALOG, "--style", style, "--max-side", str(args.size)]
-                cmd += ["--format", args.format, "--no-metrics", *extra]
+                cmd += ["--format", args.format, "--no-metrics", *extra_style]
                 t = time.perf_counter()
                 r = cli(cmd, env)
                 wall = time.perf_counter() - t
@@ -503,12 +551,14 @@ def main() -> None:
             cells = [f"{median([r[c] for r in recs]):.3f}" for c in cols]
             name = f"**{style}**" if style == "all" else style
             print(f"| {label} | {name} | {len(recs)} | " + " | ".join(cells) + " |")
+    if train_s:
+        print("\nTraining (wall seconds, this machine): " + ", ".join(f"{k} {v:.0f}" for k, v in train_s.items()))
     if skipped:
         print("\nSkipped:\n" + "\n".join(f"- {s}" for s in skipped))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         meta = {"machine": machine, "size": args.size, "photos": list(photos), "artworks": art_files}
-        meta.update(methods={k: shlex.join(v) for k, v in methods.items()}, runs=runs, skipped=skipped)
+        meta.update(methods={k: shlex.join(v) for k, v in methods.items()}, runs=runs, skipped=skipped, train_s=train_s)
         args.json.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
     if args.sheet and sheet_rows:
         from styleops.io.contact_sheet import contact_sheet

@@ -39,7 +39,7 @@ from styleops.models.palette import PaletteMatch, palette_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "train"
-EXAMPLE_PHOTOS = {p.name for p in (ROOT / "examples" / "catalog").glob("*.jpg")}
+EXAMPLE_PHOTOS = {p.stem for p in (ROOT / "examples" / "catalog").glob("*.jpg")}  # kodim03, ...
 DEEP = {"relu2_2": 1e2, "relu3_3": 1e4, "relu4_3": 1e6}
 
 
@@ -139,7 +139,9 @@ def main() -> None:
     weights = load_magenta()
     art_path = SHARED / "style" / args.artwork
     artwork = load(art_path, 512)
-    held = sorted(p for p in (SHARED / "content").glob("*kodim*") if p.name not in EXAMPLE_PHOTOS)[: args.n_photos]
+    held = sorted(p for p in (SHARED / "content").glob("*kodim*") if p.stem.rsplit("_", 1)[-1] not in EXAMPLE_PHOTOS)[
+        : args.n_photos
+    ]
     photos = [load(p, args.size) for p in held]
     train_paths = sorted((SHARED / "content").glob("bsds500_train_*"))
     encoder = load_encoder(None, ["relu1_2", "relu2_2", "relu3_3", "relu4_3"])
@@ -210,7 +212,8 @@ def main() -> None:
             [to_uint8(t) for t in (p, art_thumb, *(sheet_cols[n][i] for n in sheet_cols))]
             for i, p in enumerate(photos[:3])
         ]
-        args.sheet.write_bytes(encode_image(contact_sheet(grid, cell=256), "jpeg", quality=88))
+        fmt = "png" if args.sheet.suffix.lower() == ".png" else "jpeg"
+        args.sheet.write_bytes(encode_image(contact_sheet(grid, cell=256), fmt, quality=88))
         print("sheet:", args.sheet)
 
 
