@@ -60,9 +60,10 @@ Decay = Annotated[float, typer.Option(help="Fraction of the steps over which the
 Init = Annotated[
     str,
     typer.Option(
-        help="scratch: Johnson's net from scratch (palette start); magenta: Magenta's pretrained network with the "
-        "artwork's predicted style vector, fine-tuned by --finetune (options left at their defaults take the "
-        "pretrained recipe's: styleops.training.engine.magenta_recipe)."
+        help="magenta (default): Magenta's pretrained network with the artwork's predicted style vector, "
+        "fine-tuned by --finetune; options left at their defaults take the pretrained recipe's (100 steps, "
+        "styleops.training.engine.magenta_recipe). scratch: Johnson's net from scratch with the palette start "
+        "(hours on a CPU; a GPU recipe)."
     ),
 ]
 Finetune = Annotated[
@@ -419,7 +420,7 @@ def train_style_cmd(
     ),
     seed: Seed = 0,
     init_from: InitFrom = None,
-    init: Init = "scratch",
+    init: Init = "magenta",
     finetune: Finetune = "vector",
 ) -> None:
     """Train a per-style model, register it, promote it if it is the style's first."""
@@ -465,7 +466,7 @@ def train_multistyle_cmd(
     lr: LearningRate = 1e-3,
     style_lr_scale: float = typer.Option(10.0, help="Learning-rate multiplier on each style's scale/shift."),
     seed: Seed = 0,
-    init: Init = "scratch",
+    init: Init = "magenta",
     finetune: Finetune = "vector",
 ) -> None:
     """Train one conditional-instance-norm network for many artworks (Dumoulin et al. 2017); with
