@@ -1267,10 +1267,8 @@ def trigger(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Where the HTML report goes."),
-    steps: int = typer.Option(40, help="Fine-tuning steps per example model."),
-    max_side: int = typer.Option(
-        384, help="Longer side of the outputs, pixels (the example models were trained on 128 px crops)."
-    ),
+    steps: int = typer.Option(40, help="Fine-tuning steps per style from the pretrained start (128 px crops)."),
+    max_side: int = typer.Option(384, help="Longer side of the outputs, pixels."),
 ) -> None:
     """The whole pipeline on the shipped examples: store, train, stylize, report."""
     from flows.demo import demo as demo_flow

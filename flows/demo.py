@@ -10,13 +10,15 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.build_patch_banks import build_patch_banks
+from flows.multistyle import train_multistyle
 from flows.stylize_catalog import stylize_catalog
 from flows.train_style import train_style
-from runs.context import CYCLEGAN, MIXGAN, MULTI_STYLE, PIX2PIX, SUPER_RESOLUTION
+from runs.context import CYCLEGAN, MIXGAN, PIX2PIX, SUPER_RESOLUTION
 from runs.reports.catalog import write_report
 from runs.reports.super_resolution import comparison, make_low_resolution
 from runs.reports.translation import edges_comparison, make_drawings
 from runs.spec import RunSpec
+from styleops.training.engine import magenta_recipe
 from tasks.storage import upload_directory_task
 from tasks.training import import_model_task
 
@@ -25,9 +27,10 @@ DEMO_STYLES = ("monet", "hoitsu")
 # family -> examples/models/<file>.safetensors, registered as <family>/default. AdaIN decodes relu3_1
 # with the inverse network's weights (docs/quality.md: no relu4_1 decoder reached 20 dB on a CPU).
 DECODERS = {"inverse": "inverse", "adain": "inverse"}
-# examples/models/collection.safetensors: one multi-style network for four artworks (monet and hoitsu
-# among them), registered as multi-style/collection; the demo shows both styles and their even blend.
-MULTI_MODEL = "collection"
+# The multi-style model the demo trains from the pretrained start over every example artwork; it
+# shows both demo styles and their even blend. (examples/models/collection.safetensors, trained from
+# scratch, can be imported by hand: `styleops models import ... --family multi-style`.)
+MULTI_MODEL = "pretrained"
 SR_MODELS = ("x4-pixel", "x4")  # examples/models/<name>.safetensors, registered as super-resolution/<name>
 SR_SCALE = 4
 # examples/models/<file>.safetensors -> (family, name): edges -> photo, and photo <-> Monet-painted photo
@@ -42,15 +45,16 @@ TRANSLATION_MODELS = {
 def demo(
     out_dir: str = "demo-output", steps: int = 40, styles: list[str] | None = None, max_side: int = 384
 ) -> dict[str, Any]:
-    """Upload the examples, stylize the catalog with Magenta's pretrained network and each
-    artwork, fine-tune each shipped example model for `steps` (at least 1) steps on
-    the sample photos through the train-style flow, stylize with the shipped multi-style network
-    (each style and their blend), register the example inverse network (also as
-    the AdaIN decoder) and build the patch banks, stylize the catalog with every style by per-style
-    model, style swap and AdaIN (both ending at the artwork's palette), upscale two shrunk photos
-    with the shipped x4 super-resolution models, paint the catalog with the shipped CycleGAN and
-    MIXGAN models, turn line drawings of three photos back into photos with the shipped Pix2Pix
-    model, and write the report."""
+    """Upload the examples; stylize the catalog with Magenta's pretrained network and each artwork;
+    from that pretrained start, fine-tune a per-style model of each style for `steps` (at least 1)
+    steps on the sample photos through the train-style flow, and one multi-style model of every
+    artwork (`steps` per style) through the train-multistyle flow, and stylize with both (the
+    multi-style model: each style and their even blend); register the example inverse network
+    (also as the AdaIN decoder) and build the patch banks, stylize with style swap and AdaIN (both
+    ending at the artwork's palette), upscale two shrunk photos with the shipped x4
+    super-resolution models, paint the catalog with the shipped CycleGAN and MIXGAN models, turn
+    line drawings of three photos back into photos with the shipped Pix2Pix model, and write the
+    report."""
     log = get_run_logger()
     styles = list(styles or DEMO_STYLES)
     upload_directory_task(str(EXAMPLES / "catalog"), "catalog/demo/")
@@ -67,14 +71,13 @@ def demo(
             artwork_key=f"artwork/{style}/{style}.jpg",
             content_prefix="catalog/demo/",
             style=style,
-            config={**_example_config(style), "steps": max(steps, 1)},
-            init_from=str(EXAMPLES / "models" / f"{style}.safetensors"),
+            config=_pretrained_config(max(steps, 1)),
         )
     for style in styles:
         runs[style] = stylize_catalog(
             RunSpec.create(catalog="demo", style=style, version=trained[style]["version"], max_side=max_side)
         )
-    multi = _multi_style(runs, styles, max_side)
+    multi = _multi_style(runs, styles, max_side, max(steps, 1))
     for family, file in DECODERS.items():
         import_model_task(
             family,
@@ -113,14 +116,15 @@ def demo(
     return {"report": str(report.resolve()), "trained": trained, "runs": runs}
 
 
-def _multi_style(runs: dict[str, Any], styles: list[str], max_side: int) -> list[str]:
-    """Register the shipped multi-style network and stylize the catalog with each demo style it
-    holds and, for two or more, their even blend; returns the contact sheet's columns."""
-    import json
-
-    weights, card = (EXAMPLES / "models" / f"{MULTI_MODEL}{ext}" for ext in (".safetensors", ".card.json"))
-    import_model_task(MULTI_STYLE, MULTI_MODEL, str(weights), str(card))
-    held = [s for s in styles if s in {c["name"] for c in json.loads(card.read_text())["styles"]}]
+def _multi_style(runs: dict[str, Any], styles: list[str], max_side: int, steps: int) -> list[str]:
+    """Train one multi-style model of every artwork from the pretrained start (`steps` per style),
+    stylize the catalog with each demo style and, for two or more, their even blend; returns the
+    contact sheet's columns."""
+    n_artworks = sum(1 for d in (EXAMPLES / "artwork").iterdir() if d.is_dir())  # uploaded to artwork/
+    trained = train_multistyle(
+        "artwork/", "catalog/demo/", name=MULTI_MODEL, config=_pretrained_config(steps * max(n_artworks, 1))
+    )
+    held = [s for s in styles if s in trained["styles"]]
     asked = held + ([",".join(f"{s}={1 / len(held):.3f}" for s in held)] if len(held) > 1 else [])
     columns = []
     for style in asked:
@@ -170,10 +174,7 @@ def _translation(out_dir: Path, runs: dict[str, Any], max_side: int) -> str:
     return edges_comparison(out_dir, "demo", "demo-edges", ["edges"])
 
 
-def _example_config(style: str) -> dict[str, Any]:
-    """The shipped example model's training config (its card), with a tenth of its learning rate:
-    fine-tuning on six photos at full rate would pull the model away from what it learned."""
-    import json
-
-    config = json.loads((EXAMPLES / "models" / f"{style}.card.json").read_text())["train_config"]
-    return {**{k: v for k, v in config.items() if k != "steps"}, "lr": config["lr"] / 10}
+def _pretrained_config(steps: int) -> dict[str, Any]:
+    """The pretrained start's recipe (a style-vector fine-tune) for `steps` steps on 128 px crops:
+    the demo's six photos are small, and a step costs a quarter of a 256 px one."""
+    return magenta_recipe(steps=steps, image_size=128, checkpoint_every=max(steps, 1)).to_dict()

@@ -98,6 +98,10 @@ def train_per_style_task(
     content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
     device = resolve_device(settings.device)
     enc = context.encoder(cfg.loss.layers, device, settings)
+    if cfg.init == "magenta":
+        if init_from:
+            raise InvalidInputError("init_from warm-starts a from-scratch net; --init magenta starts pretrained")
+        init_from = f"magenta/arbitrary@{context.magenta(settings).sha256[:8]}"  # also keys the checkpoints
     run_key = context.stable_hash(
         {"style": style, "artwork": art_sha, "config": cfg.to_dict(), "content": content_prefix, "init": init_from}
     )
@@ -115,21 +119,7 @@ def train_per_style_task(
     started = _Started()
     with _reporting(f"train {style}", cfg) as on_step:
         if cfg.init == "magenta":
-            if init_from:
-                raise InvalidInputError("init_from warm-starts a from-scratch net; --init magenta starts pretrained")
-            pretrained = context.magenta(settings)
-            init_from = f"magenta/arbitrary@{pretrained.sha256[:8]}"
-            result = train_magenta(
-                cfg,
-                content,
-                [art],
-                enc,
-                pretrained.transformer,
-                pretrained.predictor,
-                workdir=workdir,
-                device=device,
-                progress=on_step,
-            )
+            result = _train_pretrained(cfg, content, [art], enc, workdir, device, on_step)
         else:
             result = train_style(
                 cfg,
@@ -150,6 +140,30 @@ def train_per_style_task(
         "init_from": init_from,
     }
     return _register(context.PER_STYLE, style, result, architecture, card)
+
+
+def _train_pretrained(
+    cfg: TrainConfig,
+    content: list[Path],
+    artworks: list[Any],
+    enc: Any,
+    workdir: Path,
+    device: Any,
+    on_step: Callable[[StepLog], None],
+) -> TrainResult:
+    """`train_magenta` from the installed pretrained weights (per-style: one artwork; multi: all)."""
+    pretrained = context.magenta(get_settings())
+    return train_magenta(
+        cfg,
+        content,
+        artworks,
+        enc,
+        pretrained.transformer,
+        pretrained.predictor,
+        workdir=workdir,
+        device=device,
+        progress=on_step,
+    )
 
 
 def _architecture(cfg: TrainConfig, scratch: str) -> str:
@@ -264,25 +278,15 @@ def train_multistyle_task(
     content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
     device = resolve_device(settings.device)
     enc = context.encoder(cfg.loss.layers, device, settings)
-    run_key = context.stable_hash(
-        {"multi": name, "artworks": [sha for _, sha in arts], "config": cfg.to_dict(), "content": content_prefix}
-    )
+    key: dict[str, Any] = {"multi": name, "artworks": [sha for _, sha in arts], "config": cfg.to_dict()}
+    if cfg.init == "magenta":  # the pretrained weights key the checkpoints too
+        key["init"] = context.magenta(settings).sha256[:8]
+    run_key = context.stable_hash({**key, "content": content_prefix})
     started = _Started()
     workdir = settings.home / "work" / "multi" / name / run_key
     with _reporting(f"train {name} ({len(styles)} styles)", cfg) as on_step:
         if cfg.init == "magenta":
-            pretrained = context.magenta(settings)
-            result = train_magenta(
-                cfg,
-                content,
-                [px for px, _ in arts],
-                enc,
-                pretrained.transformer,
-                pretrained.predictor,
-                workdir=workdir,
-                device=device,
-                progress=on_step,
-            )
+            result = _train_pretrained(cfg, content, [px for px, _ in arts], enc, workdir, device, on_step)
         else:
             result = train_multistyle(
                 cfg, content, [px for px, _ in arts], enc, workdir=workdir, device=device, progress=on_step
