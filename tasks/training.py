@@ -365,33 +365,22 @@ def add_style_task(
     )
     started = _Started()
     with _reporting(f"{'retrain' if replace else 'add'} {style} {'in' if replace else 'to'} {name}", cfg) as on_step:
-        if pretrained:
-            result = add_magenta_style(
-                cfg,
-                content,
-                art,
-                enc,
-                base_state,
-                model_cfg["n_styles"],
-                context.magenta(settings).predictor,
-                workdir=settings.home / "work" / "multi" / name / run_key,
-                device=device,
-                progress=on_step,
-                replace=index,
-            )
-        else:
-            result = add_style(
-                cfg,
-                content,
-                art,
-                enc,
-                base_state,
-                model_cfg["n_styles"],
-                workdir=settings.home / "work" / "multi" / name / run_key,
-                device=device,
-                progress=on_step,
-                replace=index,
-            )
+        trainer, extra = (
+            (add_magenta_style, {"predictor": context.magenta(settings).predictor}) if pretrained else (add_style, {})
+        )
+        result = trainer(
+            cfg,
+            content,
+            art,
+            enc,
+            base_state,
+            model_cfg["n_styles"],
+            workdir=settings.home / "work" / "multi" / name / run_key,
+            device=device,
+            progress=on_step,
+            replace=index,
+            **extra,
+        )
     inherited = [{**s, "trained_in": s.get("trained_in") or base} for s in base_card["styles"]]
     new_entry = {
         "name": style,

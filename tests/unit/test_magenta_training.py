@@ -95,7 +95,7 @@ def test_multi_style_then_add_a_style_leaves_the_old_ones_bit_identical(
     base = train_magenta(cfg, photos, arts, encoder, magenta.transformer, magenta.predictor, workdir=tmp_path / "a")
     assert base.model_config == {"n_styles": 2}
     added = add_magenta_style(
-        cfg, photos, _art("kandinsky"), encoder, base.state_dict, 2, magenta.predictor, workdir=tmp_path / "b"
+        cfg, photos, _art("kandinsky"), encoder, base.state_dict, 2, predictor=magenta.predictor, workdir=tmp_path / "b"
     )
     assert added.model_config == {"n_styles": 3} and added.steps == 2
     for k, v in base.state_dict.items():
@@ -117,12 +117,19 @@ def test_multi_style_then_add_a_style_leaves_the_old_ones_bit_identical(
         encoder,
         base.state_dict,
         2,
-        magenta.predictor,
+        predictor=magenta.predictor,
         workdir=tmp_path,
     )
     with torch.no_grad():
         assert torch.equal(predicted.state_dict["styles"][2:], style_vector(magenta.predictor, _art("kandinsky")))
     with pytest.raises(InvalidInputError, match="not 'all'"):
         add_magenta_style(
-            tiny(finetune="all"), photos, arts[0], encoder, base.state_dict, 2, magenta.predictor, workdir=tmp_path
+            tiny(finetune="all"),
+            photos,
+            arts[0],
+            encoder,
+            base.state_dict,
+            2,
+            predictor=magenta.predictor,
+            workdir=tmp_path,
         )
