@@ -37,7 +37,9 @@ def artwork_sensor(
     """Train, gate and promote for every new or changed artwork under `artworks`.
 
     content: training photos (default settings.train_content); families: any of per-style,
-    multi-style, bank; config: TrainConfig overrides for the trainings; margin: the gate's
+    multi-style, bank; config: TrainConfig overrides for the trainings (with {"init": "magenta"}:
+    the pretrained start, per-style models registered and gated twice, the prediction first, then
+    the fine-tune); margin: the gate's
     (default settings.gate_margin). Returns {"changes", "results": [{family, style, version,
     passed, promoted, reason}], "banks"}.
     """
@@ -50,9 +52,13 @@ def artwork_sensor(
     ).to_dict()  # bad values fail before any work
     changes = detect_artwork_changes_task(artworks, [f for f in families if f != "bank"], multi_model)
     results = []
+    # From the pretrained start, new artwork gets a usable version in seconds (the prediction), then
+    # the fine-tuned one, each through the gate.
+    stages = [{**cfg, "finetune": "none"}, cfg] if cfg.get("init") == "magenta" and cfg["finetune"] != "none" else [cfg]
     for change in changes.get(PER_STYLE, []):
-        trained = train_per_style_task(change["style"], change["key"], content, cfg, None, max_content)
-        results.append(_gate_and_promote(PER_STYLE, change["style"], trained["version"], change, None, margin))
+        for stage in stages:
+            trained = train_per_style_task(change["style"], change["key"], content, stage, None, max_content)
+            results.append(_gate_and_promote(PER_STYLE, change["style"], trained["version"], change, None, margin))
     for change in changes.get(MULTI_STYLE, []):  # one at a time: each builds on the production of the moment
         added = add_style_task(
             multi_model,

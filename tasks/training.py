@@ -342,6 +342,8 @@ def add_style_task(
     )
     model_cfg = base_card["model_config"]
     pretrained = base_card["architecture"] == "MagentaStyleNet"
+    if not pretrained and cfg.init == "magenta":  # a from-scratch model learns a style's scale/shift its own way
+        cfg = TrainConfig(steps=cfg.steps, seed=cfg.seed)
     cfg = TrainConfig.from_dict(
         {**cfg.to_dict(), "init": "magenta", "finetune": "none" if cfg.finetune == "none" else "vector"}
         if pretrained

