@@ -16,7 +16,7 @@ from prefect.artifacts import create_table_artifact
 from flows.build_patch_banks import build_patch_banks
 from infra.settings import get_settings
 from runs.context import MULTI_STYLE, PER_STYLE
-from styleops.training.engine import TrainConfig
+from styleops.training.engine import config_from
 from tasks.gate import promote_if_passed_task, quality_gate_task
 from tasks.sensor import CHANGED, detect_artwork_changes_task
 from tasks.training import add_style_task, train_per_style_task
@@ -47,9 +47,7 @@ def artwork_sensor(
     if unknown:
         raise ValueError(f"families must be among {', '.join(FAMILIES)}; got {', '.join(unknown)}")
     content = content or get_settings().train_content
-    cfg = TrainConfig.from_dict(
-        {**TrainConfig().to_dict(), **(config or {})}
-    ).to_dict()  # bad values fail before any work
+    cfg = config_from(config).to_dict()  # bad values fail before any work
     changes = detect_artwork_changes_task(artworks, [f for f in families if f != "bank"], multi_model)
     results = []
     # From the pretrained start, new artwork gets a usable version in seconds (the prediction), then

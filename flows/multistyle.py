@@ -7,12 +7,12 @@ from typing import Any
 from prefect import flow
 
 from runs.context import MULTI_STYLE
-from styleops.training.engine import TrainConfig
+from styleops.training.engine import config_from
 from tasks.training import add_style_task, promote_if_first_task, train_multistyle_task
 
 
 def _config(overrides: dict[str, Any] | None) -> dict[str, Any]:
-    return TrainConfig.from_dict({**TrainConfig().to_dict(), **(overrides or {})}).to_dict()
+    return config_from(overrides).to_dict()
 
 
 @flow(name="train-multistyle")

@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from runs.context import PER_STYLE
 from runs.keys import artifact_key, style_from_artwork_key
-from styleops.training.engine import TrainConfig
+from styleops.training.engine import config_from
 from tasks.training import promote_if_first_task, train_per_style_task
 
 
@@ -28,7 +28,7 @@ def train_style(
     `config` overrides `styleops.training.engine.TrainConfig` fields, e.g. {"steps": 2000, "image_size": 256}.
     """
     style = style or style_from_artwork_key(artwork_key)
-    cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **(config or {})})  # bad values fail here, before any work
+    cfg = config_from(config)  # bad values fail here, before any work
     trained = train_per_style_task(style, artwork_key, content_prefix, cfg.to_dict(), init_from, max_content)
     promoted = promote_if_first_task(PER_STYLE, style, trained["version"])
     m = trained["metrics"]

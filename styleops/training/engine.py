@@ -356,6 +356,14 @@ def magenta_recipe(**overrides: Any) -> TrainConfig:
     return TrainConfig(**{**base, **overrides, "loss": loss})
 
 
+def config_from(overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """A TrainConfig from partial `overrides` (a flow's or deployment's parameters): on the
+    pretrained recipe's values when they ask for {"init": "magenta"}, else on TrainConfig's."""
+    overrides = dict(overrides or {})
+    base = magenta_recipe() if overrides.get("init") == "magenta" else TrainConfig()
+    return TrainConfig.from_dict({**base.to_dict(), **overrides})
+
+
 def train_magenta(
     config: TrainConfig,
     content: Sequence[str | Path] | str | Path,

@@ -17,7 +17,7 @@ from styleops.io.serialize import from_safetensors, to_safetensors
 from styleops.losses.perceptual import LossWeights
 from styleops.models.magenta import MagentaStyleNet, MagentaStylizer, style_vector
 from styleops.models.multistyle import Conditioned
-from styleops.training.engine import TrainConfig, add_magenta_style, magenta_recipe, train_magenta
+from styleops.training.engine import TrainConfig, add_magenta_style, config_from, magenta_recipe, train_magenta
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -40,6 +40,9 @@ def test_the_recipe_is_the_pretrained_start_and_scratch_configs_are_unchanged() 
     assert "init" not in TrainConfig().to_dict()  # from-scratch configs and their run keys stay as they were
     with pytest.raises(InvalidInputError, match="finetune"):
         magenta_recipe(finetune="some")
+    # a flow's partial parameters: the pretrained recipe's values when they ask for it
+    assert config_from({"init": "magenta", "steps": 9}) == magenta_recipe(steps=9)
+    assert config_from({"steps": 9}) == TrainConfig(steps=9)
 
 
 def test_finetune_none_is_the_prediction(tmp_path, encoder, photos, magenta: MagentaWeights) -> None:  # noqa: ANN001
