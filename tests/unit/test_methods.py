@@ -61,7 +61,7 @@ def test_the_registry_lists_the_ten_methods_with_their_aliases() -> None:
         "magenta": (),
     }
     assert methods.get("multi") is methods.get("multi-style") and methods.get("multi").cli_name == "multi"
-    assert [m.name for m in methods.all_methods() if m.takes_blend] == ["multi-style", "adain"]
+    assert [m.name for m in methods.all_methods() if m.takes_blend] == ["multi-style", "adain", "magenta"]
     assert {m.name: m.hashed for m in methods.all_methods() if m.hashed} == {
         "adain": ("alpha", "palette"),
         "swap": ("palette",),
