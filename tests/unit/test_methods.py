@@ -67,6 +67,7 @@ def test_the_registry_lists_the_ten_methods_with_their_aliases() -> None:
         "swap": ("palette",),
         "gatys": ("iterations", "optimizer", "levels"),
         "cyclegan": ("direction",),
+        "magenta": ("alpha",),
     }
     assert {m.name: m.family for m in methods.all_methods()} == {
         "per-style": "per-style",
@@ -78,6 +79,7 @@ def test_the_registry_lists_the_ten_methods_with_their_aliases() -> None:
         "pix2pix": "pix2pix",
         "cyclegan": "cyclegan",
         "mixgan": "mixgan",
+        "magenta": None,
     }
     for m in methods.all_methods():
         assert type(m).__module__ == "runs.methods." + m.name.replace("-", "_")  # one module per method
@@ -88,7 +90,7 @@ def test_an_unknown_method_names_the_registered_ones() -> None:
         InvalidInputError,
         match=(
             r"^method must be one of per-style, multi-style, swap, adain, gatys, upscale, pix2pix, cyclegan, mixgan, "
-            r"got 'cartoon'$"
+            r"magenta, got 'cartoon'$"
         ),
     ):
         methods.get("cartoon")
