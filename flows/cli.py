@@ -60,14 +60,18 @@ Decay = Annotated[float, typer.Option(help="Fraction of the steps over which the
 Init = Annotated[
     str,
     typer.Option(
-        help="magenta (default): Magenta's pretrained network with the artwork's predicted style vector, "
-        "fine-tuned by --finetune; options left at their defaults take the pretrained recipe's (100 steps, "
-        "styleops.training.engine.magenta_recipe). scratch: Johnson's net from scratch with the palette start "
-        "(hours on a CPU; a GPU recipe)."
+        help="magenta (default): Magenta's pretrained network with the artwork's predicted style vector "
+        "(seconds), fine-tuned if --finetune says so; options left at their defaults take the pretrained "
+        "recipe's (styleops.training.engine.magenta_recipe). scratch: Johnson's net from scratch with the "
+        "palette start (hours on a CPU; a GPU recipe)."
     ),
 ]
 Finetune = Annotated[
-    str, typer.Option(help="--init magenta: none (the prediction, seconds) | vector (the style vector) | all.")
+    str,
+    typer.Option(
+        help="--init magenta: none (the prediction, seconds; measured best) | vector (100 steps tuning the style "
+        "vector: closer colours, further style; docs/quality.md) | all."
+    ),
 ]
 MaxImages = Annotated[int, typer.Option(help="Use at most this many training images.")]
 
@@ -421,7 +425,7 @@ def train_style_cmd(
     seed: Seed = 0,
     init_from: InitFrom = None,
     init: Init = "magenta",
-    finetune: Finetune = "vector",
+    finetune: Finetune = "none",
 ) -> None:
     """Train a per-style model, register it, promote it if it is the style's first."""
     from flows.train_style import train_style
@@ -467,7 +471,7 @@ def train_multistyle_cmd(
     style_lr_scale: float = typer.Option(10.0, help="Learning-rate multiplier on each style's scale/shift."),
     seed: Seed = 0,
     init: Init = "magenta",
-    finetune: Finetune = "vector",
+    finetune: Finetune = "none",
 ) -> None:
     """Train one conditional-instance-norm network for many artworks (Dumoulin et al. 2017); with
     --init magenta, Magenta's pretrained network with one style vector per artwork."""
@@ -509,7 +513,7 @@ def add_style_cmd(
     style_lr_scale: float = typer.Option(
         10.0, help="Learning-rate multiplier on the new style's scale/shift (the only weights trained)."
     ),
-    finetune: Finetune = "vector",
+    finetune: Finetune = "none",
 ) -> None:
     """Add an artwork to a multi-style model by training only its scale/shift parameters (a model
     from the pretrained start: its predicted style vector, fine-tuned by --finetune)."""

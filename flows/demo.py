@@ -27,9 +27,10 @@ DEMO_STYLES = ("monet", "hoitsu")
 # family -> examples/models/<file>.safetensors, registered as <family>/default. AdaIN decodes relu3_1
 # with the inverse network's weights (docs/quality.md: no relu4_1 decoder reached 20 dB on a CPU).
 DECODERS = {"inverse": "inverse", "adain": "inverse"}
-# The multi-style model the demo trains from the pretrained start over every example artwork; it
-# shows both demo styles and their even blend. (examples/models/collection.safetensors, trained from
-# scratch, can be imported by hand: `styleops models import ... --family multi-style`.)
+# The multi-style model the demo registers from the pretrained start over every example artwork; it
+# shows the demo styles' even blend (each style alone is the magenta column).
+# examples/models/collection.safetensors, trained from scratch, can be imported by hand:
+# `styleops models import ... --family multi-style`.
 MULTI_MODEL = "pretrained"
 SR_MODELS = ("x4-pixel", "x4")  # examples/models/<name>.safetensors, registered as super-resolution/<name>
 SR_SCALE = 4
@@ -45,11 +46,12 @@ TRANSLATION_MODELS = {
 def demo(
     out_dir: str = "demo-output", steps: int = 40, styles: list[str] | None = None, max_side: int = 384
 ) -> dict[str, Any]:
-    """Upload the examples; stylize the catalog with Magenta's pretrained network and each artwork;
-    from that pretrained start, fine-tune a per-style model of each style for `steps` (at least 1)
-    steps on the sample photos through the train-style flow, and one multi-style model of every
-    artwork (`steps` per style) through the train-multistyle flow, and stylize with both (the
-    multi-style model: each style and their even blend); register the example inverse network
+    """Upload the examples; stylize the catalog with Magenta's pretrained network and each artwork
+    (what a per-style model from the pretrained start gives by default); from that start, fine-tune
+    the style vector of a per-style model of each style for `steps` (at least 1) steps on the sample
+    photos through the train-style flow and stylize with it; register one multi-style model of
+    every artwork (their predicted vectors) through the train-multistyle flow and stylize with the
+    styles' even blend; register the example inverse network
     (also as the AdaIN decoder) and build the patch banks, stylize with style swap and AdaIN (both
     ending at the artwork's palette), upscale two shrunk photos with the shipped x4
     super-resolution models, paint the catalog with the shipped CycleGAN and MIXGAN models, turn
@@ -77,7 +79,7 @@ def demo(
         runs[style] = stylize_catalog(
             RunSpec.create(catalog="demo", style=style, version=trained[style]["version"], max_side=max_side)
         )
-    multi = _multi_style(runs, styles, max_side, max(steps, 1))
+    multi = _multi_style(runs, styles, max_side)
     for family, file in DECODERS.items():
         import_model_task(
             family,
@@ -116,22 +118,18 @@ def demo(
     return {"report": str(report.resolve()), "trained": trained, "runs": runs}
 
 
-def _multi_style(runs: dict[str, Any], styles: list[str], max_side: int, steps: int) -> list[str]:
-    """Train one multi-style model of every artwork from the pretrained start (`steps` per style),
-    stylize the catalog with each demo style and, for two or more, their even blend; returns the
-    contact sheet's columns."""
-    n_artworks = sum(1 for d in (EXAMPLES / "artwork").iterdir() if d.is_dir())  # uploaded to artwork/
-    trained = train_multistyle(
-        "artwork/", "catalog/demo/", name=MULTI_MODEL, config=_pretrained_config(steps * max(n_artworks, 1))
-    )
+def _multi_style(runs: dict[str, Any], styles: list[str], max_side: int) -> list[str]:
+    """One multi-style model of every artwork from the pretrained start (the predicted vectors, the
+    default recipe: each style alone is exactly the --method magenta column), and the catalog
+    stylized with the demo styles' even blend of vectors; returns the contact sheet's columns."""
+    trained = train_multistyle("artwork/", "catalog/demo/", name=MULTI_MODEL, config=_pretrained_config(1, "none"))
     held = [s for s in styles if s in trained["styles"]]
-    asked = held + ([",".join(f"{s}={1 / len(held):.3f}" for s in held)] if len(held) > 1 else [])
-    columns = []
-    for style in asked:
-        spec = RunSpec.create(catalog="demo", style=style, method="multi-style", model=MULTI_MODEL, max_side=max_side)
-        runs[f"multi-style:{style}"] = summary = stylize_catalog(spec)
-        columns.append(f"multi-style:{summary['style']}")
-    return columns
+    if len(held) < 2:
+        return []
+    blend = ",".join(f"{s}={1 / len(held):.3f}" for s in held)
+    spec = RunSpec.create(catalog="demo", style=blend, method="multi-style", model=MULTI_MODEL, max_side=max_side)
+    runs[f"multi-style:{blend}"] = summary = stylize_catalog(spec)
+    return [f"multi-style:{summary['style']}"]
 
 
 def _super_resolution(out_dir: Path, runs: dict[str, Any]) -> str:
@@ -174,7 +172,7 @@ def _translation(out_dir: Path, runs: dict[str, Any], max_side: int) -> str:
     return edges_comparison(out_dir, "demo", "demo-edges", ["edges"])
 
 
-def _pretrained_config(steps: int) -> dict[str, Any]:
-    """The pretrained start's recipe (a style-vector fine-tune) for `steps` steps on 128 px crops:
-    the demo's six photos are small, and a step costs a quarter of a 256 px one."""
-    return magenta_recipe(steps=steps, image_size=128, checkpoint_every=max(steps, 1)).to_dict()
+def _pretrained_config(steps: int, finetune: str = "vector") -> dict[str, Any]:
+    """The pretrained start's recipe with `finetune`; a style-vector fine-tune runs `steps` steps on
+    128 px crops (the demo's six photos are small, and a step costs a quarter of a 256 px one)."""
+    return magenta_recipe(steps=steps, image_size=128, checkpoint_every=max(steps, 1), finetune=finetune).to_dict()

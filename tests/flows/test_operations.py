@@ -194,7 +194,7 @@ def test_artwork_sensor_from_the_pretrained_start_registers_the_prediction_then_
     for key in env.artwork_keys:  # only the new artwork is new
         if "/monet/" not in key:
             env.store.delete(key)
-    config = magenta_recipe(steps=2, batch_size=1, image_size=64, style_size=128).to_dict()
+    config = magenta_recipe(steps=2, batch_size=1, image_size=64, style_size=128, finetune="vector").to_dict()
     result = artwork_sensor(families=["per-style"], config=config)
     reg = context.registry()
     got = [(r["style"], r["change"], r["version"], r["promoted"]) for r in result["results"]]

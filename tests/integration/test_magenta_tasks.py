@@ -114,7 +114,7 @@ def test_per_style_and_multi_style_from_the_pretrained_start(magenta_env: Pipeli
     start takes a new style whose old ones stay bit-identical in the pipeline's outputs."""
     env = magenta_env
     weights_sha = hashlib.sha256(magenta_file.read_bytes()).hexdigest()
-    tiny = magenta_recipe(steps=2, batch_size=1, image_size=48, style_size=64, log_every=1)
+    tiny = magenta_recipe(steps=2, batch_size=1, image_size=48, style_size=64, log_every=1, finetune="vector")
     with disable_run_logger():
         per = train_per_style_task.fn(
             "monet", "artwork/monet/monet.jpg", CATALOG_PREFIX, replace(tiny, finetune="none").to_dict()

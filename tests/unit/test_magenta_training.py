@@ -28,13 +28,21 @@ def _art(name: str) -> torch.Tensor:
 
 def tiny(**overrides: object) -> TrainConfig:
     return magenta_recipe(
-        **{"steps": 3, "batch_size": 1, "image_size": 64, "style_size": 64, "log_every": 1, **overrides}
+        **{
+            "steps": 3,
+            "batch_size": 1,
+            "image_size": 64,
+            "style_size": 64,
+            "log_every": 1,
+            "finetune": "vector",
+            **overrides,
+        }
     )
 
 
 def test_the_recipe_is_the_pretrained_start_and_scratch_configs_are_unchanged() -> None:
     cfg = magenta_recipe(steps=7, loss={"style_weight": 3.0})
-    assert (cfg.init, cfg.finetune, cfg.steps, cfg.loss.style_weight) == ("magenta", "vector", 7, 3.0)
+    assert (cfg.init, cfg.finetune, cfg.steps, cfg.loss.style_weight) == ("magenta", "none", 7, 3.0)
     assert cfg.loss == LossWeights(style_weight=3.0)  # the project's loss (docs/quality.md)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert "init" not in TrainConfig().to_dict()  # from-scratch configs and their run keys stay as they were
