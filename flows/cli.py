@@ -445,6 +445,8 @@ def train_style_cmd(
         palette=palette,
     )
     cfg = _with_init(ctx, init, finetune, cfg)
+    if init_from and cfg.init == "magenta":
+        raise typer.BadParameter("warm-starts a from-scratch net: give --init scratch too", param_hint="--init-from")
     result = _run(
         train_style, artwork_key=artwork, content_prefix=content, style=style, config=cfg.to_dict(), init_from=init_from
     )

@@ -206,8 +206,9 @@ def test_models_list_names_each_familys_losses_and_refuses_an_unknown_family(
         (["--init", "bogus"], "must be scratch or magenta"),
         (["--init", "magenta", "--finetune", "half"], "must be one of none, vector, all"),
         (["--init", "scratch", "--finetune", "none"], "applies to models from the pretrained start"),
+        (["--init-from", "per-style/monet/v0001"], "warm-starts a from-scratch net"),
     ],
-    ids=["init", "finetune", "finetune-from-scratch"],
+    ids=["init", "finetune", "finetune-from-scratch", "warm-start-pretrained"],
 )
 def test_train_style_refuses_a_bad_start_before_any_work(args: list[str], message: str, tmp_path: Path) -> None:
     result = runner.invoke(
