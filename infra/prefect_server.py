@@ -3,7 +3,9 @@
 Prefect's ephemeral API lives only as long as one command; schedules need a server that keeps
 running. When no PREFECT_API_URL is configured, `prefect server start` runs as a child process on
 127.0.0.1 and a free port, with its SQLite database under `<home>/prefect/` (so deployments, runs
-and history survive restarts), and is stopped when the block exits.
+and history survive restarts), and is stopped when the block exits. Its UI is told where its own
+API is (`PREFECT_UI_API_URL`): otherwise the UI asks 127.0.0.1:4200, Prefect's default port, and
+shows nothing, or worse, another server's runs.
 """
 
 from __future__ import annotations
@@ -53,26 +55,47 @@ def wait_healthy(
     raise RuntimeError(f"the Prefect server at {url} did not become healthy in {timeout:.0f} s\n{tail}")
 
 
+def server_env(state: Path, host: str, port: int) -> dict[str, str]:
+    """The environment of a local server on host:port with its state in `state`: the UI's API URL
+    (what the UI's /ui-settings answers) and the server's own host and port both point at it."""
+    url = f"http://{host}:{port}/api"
+    return {
+        **os.environ,
+        "PREFECT_HOME": str(state),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "true"),
+        "PREFECT_SERVER_API_HOST": host,
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_API_URL": url,
+        "PREFECT_UI_API_URL": url,
+        "PREFECT_UI_URL": url.removesuffix("/api"),
+    }
+
+
 @contextmanager
 def prefect_api(home: Path) -> Iterator[tuple[str, bool]]:
-    """Yield (api_url, started_here) with Prefect's settings pointing at it for the block."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
+    """Yield (api_url, started_here) with Prefect's settings pointing at it for the block: the
+    configured API, else a local server (`local_server`)."""
     url = configured_api_url()
     if url:
         yield url, False
         return
+    with local_server(home) as url:
+        yield url, True
+
+
+@contextmanager
+def local_server(home: Path) -> Iterator[str]:
+    """Start `prefect server start` on 127.0.0.1 and a free port, state under <home>/prefect/,
+    UI included; yield its API URL with Prefect's settings pointing at it; stop it at the end."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     state = Path(home).expanduser() / "prefect"
     state.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     log = state / "server.log"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(state),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "true"),
-    }
+    env = server_env(state, "127.0.0.1", port)
     with open(log, "ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -84,7 +107,7 @@ def prefect_api(home: Path) -> Iterator[tuple[str, bool]]:
     try:
         wait_healthy(url, process, log=log)
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url, True
+            yield url
     finally:
         process.terminate()
         try:
