@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,54 @@ for _name, _value in PREFECT_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
 
 from runs import methods  # noqa: E402 - the stylize methods (runs/methods/), for --method's help and checks
+
+
+class QuietServerNote(logging.Filter):
+    """Drops the note Prefect prints whenever a command starts its ephemeral API ("Starting
+    temporary server on ... See https://docs.prefect.io/v3/concepts/server#how-to-guides ..."): a
+    command-line tool's user did not ask for a server; `styleops serve` is the long-running one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Starting temporary server on")
+
+
+logging.getLogger("prefect").addFilter(QuietServerNote())
+
+
+class WithoutTraceback(logging.Formatter):
+    """Formats a record as `inner` does, but without its traceback: a flow that fails on bad input
+    prints Prefect's one-line "Finished in state Failed(...)" and the command's red line, not 80
+    lines of stack. The flow run's log on the Prefect API keeps the traceback (its own handler)."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def terminal_without_tracebacks() -> int:
+    """Give Prefect's console handlers (set up now if not yet) the `WithoutTraceback` formatter,
+    unless STYLEOPS_TRACEBACKS=1; returns how many were changed."""
+    from prefect.logging.configuration import ensure_logging_setup
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    if os.environ.get("STYLEOPS_TRACEBACKS") == "1":
+        return 0
+    ensure_logging_setup()
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
+    for handler in handlers:
+        if not isinstance(handler.formatter, WithoutTraceback):
+            handler.setFormatter(WithoutTraceback(handler.formatter))
+    return len(handlers)
+
+
 from runs.spec import RunSpec  # noqa: E402 - the stylize flow's one parameter
 
 # ---- options shared by the training commands (one definition, one help text) ---------------
@@ -127,19 +176,23 @@ class RichReporter:
 
 
 @contextmanager
-def _runtime() -> Iterator[None]:
-    """Embedded store if nothing else is configured, bucket ready, progress bars on."""
+def _runtime(preflight: Callable[[], Any] | None = None) -> Iterator[None]:
+    """Embedded store if nothing else is configured, bucket ready, `preflight` checks passed,
+    progress bars on."""
     from infra.local_store import ensure_embedded_store
     from infra.progress import set_reporter
     from infra.settings import get_settings
     from runs.context import store
 
+    terminal_without_tracebacks()
     get_settings.cache_clear()
     info = ensure_embedded_store(get_settings())
     if info is not None:
         console.print(f"[dim]embedded object store at {info.endpoint_url} (data in {info.data_dir})[/dim]")
     get_settings.cache_clear()
     store().ensure_bucket()
+    if preflight is not None:
+        preflight()
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -156,6 +209,13 @@ def _runtime() -> Iterator[None]:
             set_reporter(previous)
 
 
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `error: <message>` as one red line, never wrapped by the console (it copy-pastes
+    whole), and return the Exit to raise."""
+    console.print(Text.assemble(("error:", "red"), " ", " ".join(str(message).split())), soft_wrap=True)
+    return typer.Exit(code)
+
+
 @contextmanager
 def _one_line_errors() -> Iterator[None]:
     """Expected errors (bad input, unknown names, the store) become one red line and exit 1."""
@@ -166,14 +226,14 @@ def _one_line_errors() -> Iterator[None]:
     try:
         yield
     except (StyleOpsError, RegistryError, StoreError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise _fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)) from None
 
 
-def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
-    """Run a flow or task function with the runtime up; expected errors become one red line, exit 1."""
+def _run(fn: Callable[..., Any], preflight: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
+    """Run a flow or task function with the runtime up; expected errors become one red line, exit 1.
+    `preflight`: checks run first, with the store up: a refused request creates no flow run."""
     started = time.perf_counter()
-    with _one_line_errors(), _runtime():
+    with _one_line_errors(), _runtime(preflight):
         result = fn(**kwargs)
     console.print(f"[dim]done in {time.perf_counter() - started:,.1f} s[/dim]")
     return result
@@ -182,6 +242,39 @@ def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
 def _given(ctx: typer.Context) -> set[str]:
     """The names of the options given on the command line (not left at their defaults)."""
     return {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+
+
+# stylize's method options -> the StylizeParams field a method declares it reads (`Method.hashed`)
+METHOD_OPTIONS = ("alpha", "palette", "iterations", "optimizer", "levels", "direction")
+
+
+def _refuse_options_that_do_not_apply(ctx: typer.Context, method: methods.Method) -> None:
+    """One line for a method option given on the command line that `method` would ignore."""
+    given = _given(ctx)
+    for option in (o for o in METHOD_OPTIONS if o in given and o not in method.hashed):
+        takers = [m.cli_name for m in methods.all_methods() if option in m.hashed]
+        raise _fail(
+            f"--{option} does not apply to --method {method.cli_name}; it is for --method {' or '.join(takers)}"
+        )
+    if "model" in given and method.default_model is None:
+        takers = [m.cli_name for m in methods.all_methods() if m.default_model is not None]
+        raise _fail(
+            f"--model does not apply to --method {method.cli_name} (its style names the model); "
+            f"it is for --method {' or '.join(takers)}"
+        )
+
+
+def _check_stylize(spec: RunSpec) -> None:
+    """What the stylize flow checks first, before a flow run exists: the settings, the catalog,
+    the style (or blend) and version, and the upscaler."""
+    from runs.methods.upscale import upscaler_ref
+    from runs.plan import check_catalog
+
+    spec.check()
+    check_catalog(spec.catalog)
+    methods.resolve(spec.method, spec.style, spec.version, spec.model)
+    if spec.params.upscale is not None:
+        upscaler_ref(spec.params.upscale)
 
 
 def _with_init(ctx: typer.Context, init: str, finetune: str, cfg: Any) -> Any:
@@ -841,6 +934,7 @@ def build_banks_cmd(
 # ---- stylize -------------------------------------------------------------------------------
 @app.command()
 def stylize(
+    ctx: typer.Context,
     catalog: str = typer.Option(..., help="Catalog set name (catalog/<set>/)."),
     style: str | None = typer.Option(
         None,
@@ -916,8 +1010,9 @@ def stylize(
     known = methods.find(method)  # a name or an alias ('multi'); unknown ones are refused by the flow's check
     method = known.name if known is not None else method
     if (style is None) == (blend is None) or (blend is not None and not (known is not None and known.takes_blend)):
-        console.print(f"[red]error:[/red] give --style, or --blend with --method {BLEND_METHODS}")
-        raise typer.Exit(1)
+        raise _fail(f"give --style, or --blend with --method {BLEND_METHODS}")
+    if known is not None:
+        _refuse_options_that_do_not_apply(ctx, known)
     spec = RunSpec.create(
         catalog,
         style or blend or "",
@@ -943,7 +1038,7 @@ def stylize(
         dask_address=dask_address,
         dask_workers=dask_workers,
     )
-    s = _run(stylize_catalog, spec=spec)
+    s = _run(stylize_catalog, preflight=lambda: _check_stylize(spec), spec=spec)
     console.print(_table(f"stylized {s['catalog']} with {s['style']} {s['model_version']}", s))
     if repair:
         console.print(
@@ -1085,8 +1180,20 @@ def nightly(
 
     known = methods.find(method)
     method = known.name if known is not None else method
+
+    def check() -> None:  # before the flow run: the catalog, each style and the date
+        from runs.plan import check_catalog
+        from tasks.nightly import checked_date
+
+        check_catalog(catalog)
+        for one in style:
+            methods.resolve(method, one, None, model)
+        if date is not None:
+            checked_date(date)
+
     r = _run(
         nightly_catalog,
+        preflight=check,
         catalog=catalog,
         styles=list(style),
         run_date=date,
@@ -1194,6 +1301,28 @@ def gate(
         raise typer.Exit(3)
 
 
+def deployments_table(deployments: list[Any], title: str) -> Table:
+    """One row per deployment: the name `trigger` takes ('<flow>/<deployment>', never cut), its
+    entrypoint, schedules, event triggers and parameters (folded to the console's width)."""
+    table = Table(title=title, show_lines=True)
+    table.add_column(
+        "name (styleops trigger <name>)",
+        no_wrap=True,
+        min_width=max(len(f"{d.flow_name}/{d.name}") for d in deployments),
+    )
+    for col in ("schedules", "triggers", "parameters"):
+        table.add_column(col, overflow="fold")
+    for d in deployments:
+        crons = ", ".join(
+            f"{s.schedule.cron} ({s.schedule.timezone})" if hasattr(s.schedule, "cron") else str(s.schedule)
+            for s in d.schedules or []
+        )
+        events = ", ".join(sorted(e for t in d.triggers for e in getattr(t, "expect", ())))
+        params = ", ".join(f"{k}={v}" for k, v in (d.parameters or {}).items())
+        table.add_row(f"{d.flow_name}/{d.name}", crons, events, params)
+    return table
+
+
 @app.command()
 def serve(
     file: Path = typer.Option(None, help="Deployment file (default: the repository's prefect.yaml)."),
@@ -1212,24 +1341,8 @@ def serve(
     try:
         deployments = runner_deployments(file or PREFECT_YAML, list(only) or None)
     except (ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    table = Table(title=f"deployments in {file or PREFECT_YAML}")
-    for col in ("name", "flow", "schedules", "triggers", "parameters"):
-        table.add_column(col)
-    for d in deployments:
-        crons = ", ".join(
-            f"{s.schedule.cron} ({s.schedule.timezone})" if hasattr(s.schedule, "cron") else str(s.schedule)
-            for s in d.schedules or []
-        )
-        table.add_row(
-            d.name,
-            d.entrypoint or "",
-            crons,
-            ", ".join(sorted(e for t in d.triggers for e in getattr(t, "expect", ()))),
-            str(d.parameters),
-        )
-    console.print(table)
+        raise _fail(str(exc)) from None
+    console.print(deployments_table(deployments, f"deployments in {file or PREFECT_YAML}"))
     if list_only:
         return
     get_settings.cache_clear()
@@ -1237,36 +1350,45 @@ def serve(
     if info is not None:
         console.print(f"[dim]embedded object store at {info.endpoint_url}[/dim]")
     with prefect_api(get_settings().home) as (url, started):
-        console.print(
-            f"Prefect API {url}" + (" (started here; UI at " + url.removesuffix("/api") + ")" if started else "")
-        )
-        console.print(
-            f"[dim]to trigger from another shell: export PREFECT_API_URL={url}; "
-            "styleops trigger <flow>/<deployment>[/dim]"
-        )
+        console.print(f"Prefect API {url}" + (" (started here)" if started else ""), soft_wrap=True)
+        if started:
+            console.print(f"UI at {url.removesuffix('/api')}", soft_wrap=True)
+        console.print("to trigger from another shell:", style="dim")
+        console.print(f"export PREFECT_API_URL={url}", soft_wrap=True)
+        console.print(f"styleops trigger {deployments[0].flow_name}/{deployments[0].name}", soft_wrap=True)
         prefect_serve(*deployments)
 
 
 @app.command()
 def trigger(
-    deployment: str = typer.Argument(..., help="'<flow>/<deployment>', e.g. nightly-catalog/nightly-demo."),
+    deployment: str = typer.Argument(
+        ..., help="'<flow>/<deployment>' as `styleops serve --list` prints it, e.g. nightly-catalog/nightly-demo."
+    ),
     date: str | None = typer.Option(None, help="Run date YYYY-MM-DD (default: today, UTC)."),
+    rerun: bool = typer.Option(
+        False,
+        help="Start the date again when its last run failed, crashed or was cancelled "
+        "(what the manifest has done is skipped).",
+    ),
 ) -> None:
-    """Start a nightly deployment's run for a date on the configured Prefect server; triggering
-    the same date again returns the same flow run (idempotency key)."""
+    """Start a deployment's run for a date on the configured Prefect server. Triggering the same
+    date again returns that date's run; a night that failed is re-run with --rerun."""
     from datetime import UTC, datetime
 
     from infra.prefect_server import configured_api_url
-    from tasks.nightly import trigger_once
+    from tasks.nightly import TriggerRefused, trigger_night
 
     if not configured_api_url():
-        console.print(
-            "[red]error:[/red] no PREFECT_API_URL: start `styleops serve` (or a Prefect server) "
-            "and point PREFECT_API_URL at it"
-        )
-        raise typer.Exit(1)
-    run = trigger_once(deployment, date or datetime.now(UTC).date().isoformat())
-    console.print(f"flow run {run.name} ({run.id}): {run.state.name if run.state else 'created'}")
+        raise _fail("no PREFECT_API_URL: start `styleops serve` (or a Prefect server) and point PREFECT_API_URL at it")
+    try:
+        run, after = trigger_night(deployment, date or datetime.now(UTC).date().isoformat(), rerun=rerun)
+    except TriggerRefused as exc:
+        raise _fail(str(exc)) from None
+    if after is not None:
+        console.print(f"re-running after {after.name} ({after.id}), which ended {after.state.name}", soft_wrap=True)
+    elif rerun:
+        console.print("[dim]nothing to re-run: the date's run did not fail[/dim]")
+    console.print(f"flow run {run.name} ({run.id}): {run.state.name if run.state else 'created'}", soft_wrap=True)
 
 
 # ---- demo ----------------------------------------------------------------------------------

@@ -214,20 +214,31 @@ class ModelRegistry:
         return None if pointer is None else pointer[0]["version"]
 
     def resolve(self, family: str, name: str, version: str | None = None) -> str:
-        """None or "production" -> the promoted version; "latest" -> the newest; "vNNNN" -> checked to exist."""
+        """None or "production" -> the promoted version; "latest" -> the newest; "vNNNN" -> checked to exist.
+        ModelNotFoundError otherwise, naming what there is: the family's models for an unknown
+        name, the model's versions for an unknown version or a model never promoted."""
         if version in PRODUCTION_ALIASES:
             promoted = self.production(family, name)
-            if promoted is None:
-                raise ModelNotFoundError(
-                    f"{family}/{name} has no production version: promote one, or ask for 'latest' or a version"
-                )
-            return promoted
+            if promoted is not None:
+                return promoted
+        elif version != "latest":
+            _check_version(version)
+        ids = self._version_ids(family, name)
+        if not ids:
+            known = self.names(family)
+            raise ModelNotFoundError(
+                f"no {family} model named {name!r} (no versions); "
+                + (f"{family} models: {', '.join(known)}" if known else f"no {family} model yet")
+            )
         if version == "latest":
-            ids = self._version_ids(family, name)
-            if not ids:
-                raise ModelNotFoundError(f"{family}/{name} has no versions")
             return ids[-1]
-        self.card(family, name, version)
+        if version in PRODUCTION_ALIASES:
+            raise ModelNotFoundError(
+                f"{family}/{name} has no production version (versions: {', '.join(ids)}): "
+                "promote one, or ask for 'latest' or a version"
+            )
+        if version not in ids:
+            raise ModelNotFoundError(f"no version {version} of {family}/{name}; it has {', '.join(ids)}")
         return version
 
     def events(self) -> pd.DataFrame:

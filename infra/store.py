@@ -273,6 +273,17 @@ class ObjectStore:
                 for obj in page.get("Contents", []):
                     yield _info(obj["Key"], obj["Size"], obj["ETag"], obj["LastModified"])
 
+    def folders(self, prefix: str = "") -> list[str]:
+        """The names of the "folders" directly under `prefix` (S3 common prefixes with delimiter
+        '/'), sorted: `folders("catalog/")` -> ['demo', 'shop']. Lists no object under them."""
+        validate_prefix(prefix)
+        paginator = self.client.get_paginator("list_objects_v2")
+        found: set[str] = set()
+        with self._errors(prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                found.update(p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", []))
+        return sorted(found)
+
     # ---- reads -----------------------------------------------------------------------------
     def head(self, key: str) -> ObjectInfo | None:
         """Size, etag and time of `key`, or None if it does not exist."""

@@ -10,6 +10,7 @@ from typing import Any
 from runs import context
 from runs.keys import catalog_prefix, is_image_key
 from runs.outputs import inspect_outputs
+from styleops.errors import InvalidInputError
 
 Item = tuple[str, str, int]  # (key, etag, size) of one catalog image, as the listing gave it
 
@@ -48,6 +49,21 @@ class Plan:
         if self.repair is not None:
             d.update(repair=self.repair, missing=self.missing, tampered=self.tampered, overwrite=self.overwrite)
         return d
+
+
+def check_catalog(catalog: str) -> str:
+    """catalog/<set>/ when something is stored under it; InvalidInputError naming the catalogs
+    that exist otherwise (a typo in a catalog's name is not an empty catalog)."""
+    prefix = catalog_prefix(catalog)
+    st = context.store()
+    if next(iter(st.list(prefix, page_size=1)), None) is None:
+        known = st.folders("catalog/")
+        raise InvalidInputError(
+            f"no catalog {prefix.split('/')[1]!r}: nothing under {st.uri(prefix)}; "
+            + (f"catalogs: {', '.join(known)}" if known else "no catalog yet")
+            + " (`styleops upload <folder> catalog/<name>/`)"
+        )
+    return prefix
 
 
 def plan_catalog(

@@ -124,12 +124,94 @@ def complete_nightly_task(claim: dict[str, Any], summary: dict[str, Any]) -> Non
 def trigger_once(deployment: str, date: str, parameters: dict[str, Any] | None = None) -> Any:
     """Create (or find) the flow run of `deployment` ('flow-name/deployment-name') for `date`:
     the idempotency key makes a second trigger return the first one's flow run."""
+    return _create(deployment, date, parameters, f"{deployment}:{date}")
+
+
+def _create(deployment: str, date: str, parameters: dict[str, Any] | None, key: str) -> Any:
     from prefect.deployments import run_deployment
 
     return run_deployment(
         deployment,
         parameters={**(parameters or {}), "run_date": date},
-        idempotency_key=f"{deployment}:{date}",
+        idempotency_key=key,
+        tags=[date_tag(date)],
         timeout=0,
         as_subflow=False,
     )
+
+
+ENDED_BADLY = ("FAILED", "CRASHED", "CANCELLED")
+
+
+class TriggerRefused(ValueError):
+    """`trigger_night` did not create or find a flow run; the message says why and what to do."""
+
+
+def date_tag(date: str) -> str:
+    """The tag on every flow run triggered for `date` (how a night's runs are found again)."""
+    return f"run-date:{date}"
+
+
+def checked_date(date: str) -> str:
+    """`date` when it is a real YYYY-MM-DD date; TriggerRefused otherwise."""
+    try:
+        return datetime.strptime(date, "%Y-%m-%d").date().isoformat()
+    except ValueError:
+        raise TriggerRefused(f"--date must be a date as YYYY-MM-DD, got {date!r}") from None
+
+
+def deployment_names(client: Any) -> list[str]:
+    """'flow-name/deployment-name' of every deployment on the API (what `trigger` takes)."""
+    flows = {f.id: f.name for f in client.read_flows()}
+    return sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in client.read_deployments())
+
+
+def trigger_night(deployment: str, date: str, *, rerun: bool = False) -> tuple[Any, Any | None]:
+    """The flow run of `deployment` for `date`, created if the date has none, else the existing
+    one; with `rerun`, a new one when the newest run of the date failed, crashed or was cancelled
+    (a new idempotency key; the once-per-date claim of the dead run is taken over, and what the
+    manifest has `ok` is skipped). Returns (flow run, the ended run it re-runs or None).
+
+    Nothing is created for a bad deployment name, an unknown deployment or a bad date
+    (TriggerRefused), nor for a failed night without `rerun` (TriggerRefused naming --rerun)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterTags,
+    )
+    from prefect.exceptions import ObjectNotFound
+
+    flow_name, sep, name = deployment.partition("/")
+    with get_client(sync_client=True) as client:
+        if not (sep and flow_name and name) or "/" in name:
+            raise TriggerRefused(
+                f"a deployment is named '<flow>/<deployment>', got {deployment!r}; "
+                f"deployments: {', '.join(deployment_names(client)) or 'none'}"
+            )
+        date = checked_date(date)
+        try:
+            found = client.read_deployment_by_name(deployment)
+        except ObjectNotFound:
+            raise TriggerRefused(
+                f"no deployment {deployment!r} on {client.api_url}; "
+                f"deployments: {', '.join(deployment_names(client)) or 'none'} "
+                "(`styleops serve --list` shows the ones served)"
+            ) from None
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[found.id])),
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[date_tag(date)])),
+        )
+    newest = max(runs, key=lambda r: r.created, default=None)
+    ended = newest is not None and newest.state is not None and newest.state.type.value in ENDED_BADLY
+    if newest is None:
+        return trigger_once(deployment, date), None
+    if not ended:  # scheduled, running or completed: that is the date's run
+        return newest, None
+    if not rerun:
+        raise TriggerRefused(
+            f"the run of {deployment} for {date} ({newest.name}, {newest.id}) ended {newest.state.name}: "
+            f"add --rerun to start the night again (what was done is skipped)"
+        )
+    return _create(deployment, date, None, f"{deployment}:{date}:after:{newest.id}"), newest

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import torch
 
+from infra.registry import ModelNotFoundError
 from infra.settings import Settings
 from runs import context
 from runs.methods.base import Built, Method, OnIteration, Params, Resolved, Source, engine
+from styleops.errors import InvalidInputError
 from styleops.losses.perceptual import LossWeights
 
 
@@ -18,7 +20,18 @@ class PerStyle(Method):
     summary = "a network trained for the style (`styleops train-style`)"
 
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
-        v = context.registry().resolve(self.family, style, version)
+        reg = context.registry()
+        try:
+            v = reg.resolve(self.family, style, version)
+        except ModelNotFoundError:
+            known = reg.names(self.family)
+            if style in known:
+                raise  # the style is known; its version is not (the message names the versions)
+            raise InvalidInputError(
+                f"no per-style model for style {style!r}; "
+                + (f"styles: {', '.join(known)}" if known else "none trained yet")
+                + f" (`styleops train-style`; --method magenta paints any artwork/{style}/ without training)"
+            ) from None
         return Resolved(style, v, Source(family=self.family, name=style, version=v))
 
     def source_for(self, style: str, model_version: str) -> Source:

@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from prefect import get_client
 from typer.testing import CliRunner
 
 from flows.cli import app
 from runs import context
 from styleops.io.images import decode_image
+from tests.integration.test_gate_sensor import ops_env  # noqa: F401 - fixture
 
 runner = CliRunner()
 COMMANDS = [
@@ -89,11 +91,72 @@ def test_every_command_has_help(command: list[str]) -> None:
     assert "Usage: styleops" in result.output
 
 
-def test_unknown_style_is_one_clear_line_and_exit_1(pipeline_env) -> None:  # noqa: ANN001 - fixture from conftest
-    result = runner.invoke(app, ["stylize", "--catalog", "demo", "--style", "nosuch"])
+def stored(env) -> list[tuple[str, str]]:  # noqa: ANN001 - a PipelineEnv
+    """Every (key, etag) of the test's bucket: what a refused command must leave as it was."""
+    return sorted((i.key, i.etag) for i in env.store.list(""))
+
+
+def flow_run_ids() -> set[str]:
+    """The flow runs on the session's Prefect API."""
+    with get_client(sync_client=True) as client:
+        return {str(r.id) for r in client.read_flow_runs()}
+
+
+def one_error_line(output: str) -> str:
+    """The output's only line, which must be 'error: ...' (no traceback, no other line)."""
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    return lines[0]
+
+
+STYLIZE_ERRORS = {
+    "unknown-style": (
+        ["--style", "nosuch"],
+        "error: no per-style model for style 'nosuch'; styles: monet (`styleops train-style`; "
+        "--method magenta paints any artwork/nosuch/ without training)",
+    ),
+    "unknown-catalog": (
+        ["--style", "monet", "--catalog", "dmeo"],
+        "error: no catalog 'dmeo': nothing under s3://{bucket}/catalog/dmeo/; catalogs: demo "
+        "(`styleops upload <folder> catalog/<name>/`)",
+    ),
+    "unknown-version": (
+        ["--style", "monet", "--version", "v0009"],
+        "error: no version v0009 of per-style/monet; it has v0001",
+    ),
+    "bad-version": (["--style", "monet", "--version", "1"], "error: version must look like v0001, got '1'"),
+    "alpha-for-per-style": (
+        ["--style", "monet", "--alpha", "0.5"],
+        "error: --alpha does not apply to --method per-style; it is for --method adain or magenta",
+    ),
+    "iterations-for-adain": (
+        ["--style", "monet", "--method", "adain", "--iterations", "10"],
+        "error: --iterations does not apply to --method adain; it is for --method gatys",
+    ),
+    "model-for-per-style": (
+        ["--style", "monet", "--model", "collection"],
+        "error: --model does not apply to --method per-style (its style names the model); "
+        "it is for --method multi or swap or adain",
+    ),
+}
+
+
+@pytest.mark.parametrize(("args", "line"), STYLIZE_ERRORS.values(), ids=STYLIZE_ERRORS.keys())
+def test_stylize_errors_are_one_line_with_the_remedy_and_nothing_is_written_or_run(
+    ops_env,  # noqa: ANN001 - the examples, per-style/monet v0001 in production
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    line: str,
+) -> None:
+    """Checked before a flow run exists: no Failed run left on the server, no object written."""
+    from flows import cli
+
+    monkeypatch.setattr(cli.console, "width", 80)  # a narrow terminal: the line is still one line
+    before, runs = stored(ops_env), flow_run_ids()
+    result = runner.invoke(app, ["stylize", "--catalog", "demo", *args])
     assert result.exit_code == 1
-    assert "error:" in result.output and "per-style/nosuch has no production version" in result.output
-    assert "Traceback" not in result.output
+    assert one_error_line(result.output) == line.format(bucket=ops_env.bucket)
+    assert stored(ops_env) == before and flow_run_ids() == runs
 
 
 def test_bad_quality_fails_before_any_work(pipeline_env) -> None:  # noqa: ANN001
@@ -219,3 +282,98 @@ def test_train_style_refuses_a_bad_start_before_any_work(args: list[str], messag
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert not (tmp_path / "store").exists()  # refused before the embedded store was started
+
+
+TRIGGER_ERRORS = {
+    "no-flow-part": (
+        ["nightly-demo"],
+        "error: a deployment is named '<flow>/<deployment>', got 'nightly-demo'; deployments: ",
+    ),
+    "unknown-deployment": (["no-such/deployment"], "error: no deployment 'no-such/deployment' on http://"),
+    "bad-date": (
+        ["nightly-catalog/nightly-demo", "--date", "2026-13-45"],
+        "error: --date must be a date as YYYY-MM-DD, got '2026-13-45'",
+    ),
+}
+
+
+@pytest.mark.parametrize(("args", "start"), TRIGGER_ERRORS.values(), ids=TRIGGER_ERRORS.keys())
+def test_trigger_errors_are_one_line_and_schedule_nothing(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], start: str
+) -> None:
+    from flows import cli
+
+    monkeypatch.setattr(cli.console, "width", 80)
+    runs = flow_run_ids()
+    result = runner.invoke(app, ["trigger", *args])
+    assert result.exit_code == 1
+    assert one_error_line(result.output).startswith(start)
+    assert flow_run_ids() == runs
+
+
+def test_serve_list_prints_the_names_trigger_takes_uncut_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import cli
+
+    monkeypatch.setattr(cli.console, "width", 80)
+    result = runner.invoke(app, ["serve", "--list"])
+    assert result.exit_code == 0, result.output
+    assert all(len(line) <= 80 for line in result.output.splitlines()), result.output
+    for name in ("nightly-catalog/nightly-demo", "artwork-sensor/artwork-sensor", "audit-manifests/weekly-audit"):
+        assert name in result.output
+    assert "…" not in result.output
+    unknown = runner.invoke(app, ["serve", "--list", "--only", "nightly"])
+    assert unknown.exit_code == 1
+    assert one_error_line(unknown.output).startswith("error: no deployment named nightly in ")
+
+
+def test_prefects_temporary_server_note_is_dropped_and_nothing_else() -> None:
+    """Every command started without a server printed Prefect's 'Starting temporary server on ...
+    See https://docs.prefect.io/v3/concepts/server#how-to-guides ...' note."""
+    import logging
+
+    prefect_logger = logging.getLogger("prefect")
+
+    def record(msg: str) -> logging.LogRecord:
+        return prefect_logger.makeRecord("prefect", logging.INFO, __file__, 1, msg, (), None)
+
+    note = "Starting temporary server on http://127.0.0.1:8787\nSee https://docs.prefect.io/v3/concepts/server#how-to-guides"
+    assert prefect_logger.filter(record(note)) is False
+    assert prefect_logger.filter(record("Finished in state Completed()")) is True
+
+
+def test_a_flows_traceback_stays_off_the_terminal_and_in_the_record() -> None:
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    from flows.cli import WithoutTraceback, terminal_without_tracebacks
+
+    assert terminal_without_tracebacks() >= 1
+    console_handler = next(h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler))
+    assert isinstance(console_handler.formatter, WithoutTraceback)
+    try:
+        raise ValueError("no per-style model for style 'nosuch'")
+    except ValueError:
+        record = logging.getLogger("prefect.styleops-test").makeRecord(
+            "prefect.styleops-test",
+            logging.ERROR,
+            __file__,
+            1,
+            "Encountered exception during execution",
+            (),
+            sys.exc_info(),
+        )
+    shown = console_handler.format(record)
+    assert "Encountered exception during execution" in shown and "Traceback" not in shown
+    assert "Traceback" in logging.Formatter().format(record)  # other handlers (the API log) still get it
+
+
+def test_nightly_refuses_an_unknown_style_or_date_before_a_flow_run(ops_env) -> None:  # noqa: ANN001
+    before, runs = stored(ops_env), flow_run_ids()
+    result = runner.invoke(app, ["nightly", "--catalog", "demo", "--style", "monet", "--style", "nosuch"])
+    assert result.exit_code == 1
+    assert one_error_line(result.output).startswith("error: no per-style model for style 'nosuch'; styles: monet")
+    result = runner.invoke(app, ["nightly", "--catalog", "demo", "--style", "monet", "--date", "2026-02-30"])
+    assert result.exit_code == 1
+    assert one_error_line(result.output) == "error: --date must be a date as YYYY-MM-DD, got '2026-02-30'"
+    assert stored(ops_env) == before and flow_run_ids() == runs

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from pathlib import Path
 
 import pytest
 from prefect import get_client
 from prefect.client.schemas.objects import StateType
+from prefect.logging import disable_run_logger
 from prefect.runner import Runner
 
 from flows.artwork_sensor import artwork_sensor
@@ -208,3 +210,104 @@ def test_artwork_sensor_from_the_pretrained_start_registers_the_prediction_then_
     assert [c["metrics"]["steps"] for c in cards] == [0, 2]
     assert reg.production(context.PER_STYLE, "water-lilies") == ("v0002" if got[1][3] else "v0001")
     get_settings.cache_clear()
+
+
+def test_a_failed_night_is_refused_then_rerun_with_rerun_and_ends_with_one_ok_row_per_image(
+    ops_env: PipelineEnv,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The night's second style has no model: monet is done, then the run fails. `trigger` says so
+    and creates nothing; once hoitsu's model is there, `--rerun` starts a new run that takes the
+    dead run's claim over, skips monet's outputs (done) and does hoitsu's."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tasks.training import import_model_task
+    from tests.integration.test_gate_sensor import MODELS  # noqa: F811
+
+    date, cli = "2026-11-24", CliRunner()
+    nightly = runner_deployments(only=["nightly-demo"])[0]
+    nightly.parameters = {
+        **nightly.parameters,
+        "styles": ["monet", "hoitsu"],
+        "max_side": 64,
+        "audit_dir": str(tmp_path / "audit"),
+    }
+    runner = Runner(name="styleops-test-rerun")
+
+    async def register() -> None:
+        await runner.add_deployment(nightly)
+
+    asyncio.run(register())
+
+    def trigger(*extra: str) -> tuple[int, str]:
+        result = cli.invoke(app, ["trigger", "nightly-catalog/nightly-demo", "--date", date, *extra])
+        return result.exit_code, result.output
+
+    def execute(run_id: str) -> StateType:
+        async def go() -> None:
+            async with runner:
+                await runner.execute_flow_run(uuid.UUID(run_id))
+
+        asyncio.run(go())
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(uuid.UUID(run_id)).state.type
+
+    def run_id(output: str) -> str:
+        return re.search(r"flow run \S+ \(([0-9a-f-]{36})\)", output).group(1)
+
+    code, out = trigger()
+    assert code == 0, out
+    failed = run_id(out)
+    assert execute(failed) == StateType.FAILED
+    assert ok_rows("v0001") == ops_env.catalog_keys  # monet was done before hoitsu failed
+
+    with get_client(sync_client=True) as client:
+        before = {r.id for r in client.read_flow_runs()}
+    code, out = trigger()
+    assert code == 1
+    assert out.strip().startswith(f"error: the run of nightly-catalog/nightly-demo for {date} (")
+    assert f"{failed}) ended Failed: add --rerun" in " ".join(out.split())
+    with get_client(sync_client=True) as client:
+        assert {r.id for r in client.read_flow_runs()} == before  # nothing scheduled
+
+    with disable_run_logger():
+        import_model_task.fn(
+            context.PER_STYLE, "hoitsu", str(MODELS / "hoitsu.safetensors"), str(MODELS / "hoitsu.card.json")
+        )
+    code, out = trigger("--rerun")
+    assert code == 0 and "re-running after" in out and failed in out, out
+    rerun = run_id(out.splitlines()[-1])
+    assert rerun != failed and execute(rerun) == StateType.COMPLETED
+    code, out = trigger("--rerun")
+    assert code == 0 and "nothing to re-run" in out and run_id(out) == rerun  # the date's run is done
+
+    rows = context.manifest().read(filters=[("catalog", "=", f"catalog/{CATALOG}/")])
+    for style in ("monet", "hoitsu"):
+        mine = rows[rows["style"] == style]
+        assert sorted(mine["image_key"]) == ops_env.catalog_keys and set(mine["status"]) == {"ok"}, style
+    spec = {
+        "styles": ["hoitsu", "monet"],
+        "method": "per-style",
+        "model": None,
+        "max_side": 64,
+        "format": "jpeg",
+        "quality": 90,
+    }
+    claim = ops_env.store.get_json(claim_key(CATALOG, date, spec))
+    assert (claim["status"], claim["flow_run_id"]) == ("completed", rerun)
+    assert [(r["style"], r["ok"]) for r in claim["summary"]["runs"]] == [("monet", 0), ("hoitsu", 6)]
+
+
+def test_serve_starts_a_server_whose_ui_asks_its_own_api(tmp_path: Path) -> None:
+    """`styleops serve`'s server runs on a free port; its UI must not ask Prefect's default
+    127.0.0.1:4200 (nothing there, or another server's runs)."""
+    import httpx
+
+    from infra.prefect_server import local_server
+
+    with local_server(tmp_path) as url:
+        settings = httpx.get(url.removesuffix("/api") + "/ui-settings", timeout=10).json()
+        page = httpx.get(url.removesuffix("/api") + "/", timeout=10, follow_redirects=True)
+    assert settings["api_url"] == url and not url.endswith(":4200/api")
+    assert page.status_code == 200 and "<html" in page.text.lower()  # the UI itself is served
