@@ -34,6 +34,7 @@ DECODERS = {"inverse": "inverse", "adain": "inverse"}
 MULTI_MODEL = "pretrained"
 SR_MODELS = ("x4-pixel", "x4")  # examples/models/<name>.safetensors, registered as super-resolution/<name>
 SR_SCALE = 4
+CELL = 224  # contact-sheet cell, pixels: the input and four columns fit a 1400 px window
 # examples/models/<file>.safetensors -> (family, name): edges -> photo, and photo <-> Monet-painted photo
 TRANSLATION_MODELS = {
     "edges": (PIX2PIX, "edges"),
@@ -95,18 +96,25 @@ def demo(
             )
     sr = _super_resolution(Path(out_dir), runs)
     edges = _translation(Path(out_dir), runs, max_side)
-    columns = [
-        *(f"magenta:{s}" for s in styles),
-        *styles,
-        *multi,
-        *(f"{m}:{s}" for m in ("swap", "adain") for s in styles),
-        "cyclegan:monet",
-        "mixgan:monet",
-    ]
+    groups = {  # one table each, at most four columns beside the input: the page fits a 1400 px window
+        "Magenta's pretrained network with each artwork (nothing trained), and the multi-style blend": [
+            *(f"magenta:{s}" for s in styles),
+            *multi,
+        ],
+        "Per-style: the style vector fine-tuned from the pretrained start": list(styles),
+        "Style swap and AdaIN: the shipped inverse network, ending at the artwork's palette": [
+            f"{m}:{s}" for m in ("swap", "adain") for s in styles
+        ],
+        "Translation: the shipped CycleGAN and MIXGAN models (photo -> Monet-painted photo)": [
+            "cyclegan:monet",
+            "mixgan:monet",
+        ],
+    }
     report = write_report(
         Path(out_dir),
         "demo",
-        columns,
+        groups,
+        cell=CELL,
         title="StyleOps demo: sample catalog x example styles "
         "(Magenta pretrained, per-style, multi-style, style swap, AdaIN, CycleGAN, MIXGAN)",
         sections={

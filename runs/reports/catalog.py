@@ -97,7 +97,7 @@ def _thumb(data: bytes, cell: int) -> tuple[Any, str]:
 def write_report(
     out_dir: Path,
     catalog: str,
-    styles: list[str],
+    styles: list[str] | dict[str, list[str]],
     *,
     cell: int = 256,
     title: str = "StyleOps run",
@@ -105,20 +105,23 @@ def write_report(
 ) -> Path:
     """Write `index.html`, `contact_sheet.png` and `manifest.csv` for `catalog` into `out_dir`.
 
-    styles: the contact sheet's columns, 'monet' (per-style model) or 'method:style' ('swap:monet').
+    styles: the contact sheet's columns, 'monet' (per-style model) or 'method:style' ('swap:monet');
+    or {heading: columns}: one table per group on the page, each with the inputs' column, so a wide
+    sheet fits a laptop screen (contact_sheet.png keeps every column in one image).
     sections: more of the page after the contact sheet, {heading: HTML}.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = catalog_prefix(catalog)
     st = context.store()
-    columns = [column(s) for s in styles]
+    groups = styles if isinstance(styles, dict) else {"": list(styles)}
+    columns = [column(s) for group in groups.values() for s in group]
     df = context.manifest().read(filters=[("catalog", "=", prefix)])
     df = df[[(m, s) in columns for m, s in zip(df["method"], df["style"])]] if not df.empty else df
     current = latest_rows(df)
     images = sorted(i.key for i in st.list(prefix) if is_image_key(i.key))
     outputs = {(r.image_key, r.method, r.style): r for r in current.itertuples() if r.status == "ok"}
 
-    grid, html_rows = [], []
+    grid, html_cells = [], []  # per image: the pixels of every column; the <td> of the input and each column
     for key in images:
         try:
             pixels, uri = _thumb(st.get_bytes(key), cell)
@@ -146,7 +149,7 @@ def write_report(
                 f"<div>content {r.content_loss:,.0f} · style {r.style_loss:,.0f}</div></td>"
             )
         grid.append(row_pixels)
-        html_rows.append("<tr>" + "".join(cells) + "</tr>")
+        html_cells.append(cells)
 
     if grid:
         (out_dir / "contact_sheet.png").write_bytes(encode_image(contact_sheet(grid, cell=cell), "png"))
@@ -163,9 +166,9 @@ def write_report(
         catalog=html.escape(st.uri(prefix)),
         n_images=len(images),
         n_rows=len(df),
-        header="<th>input</th>"
-        + "".join(_style_header(st, current, method, style, cell // 2) for method, style in columns),
-        rows="\n".join(html_rows),
+        sheet=_grouped_tables(
+            groups, [_style_header(st, current, method, style, cell // 2) for method, style in columns], html_cells
+        ),
         summary=summary.to_html(index=False, float_format=lambda v: f"{v:,.1f}", border=0),
         failures=failures.to_html(index=False, border=0) if not failures.empty else "<p>none</p>",
         curves=curves,
@@ -174,6 +177,22 @@ def write_report(
     path = out_dir / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _grouped_tables(groups: dict[str, list[str]], headers: list[str], cells: list[list[str]]) -> str:
+    """One <table class="grid"> per group (its heading above it), each row the input's cell then
+    the group's columns. `headers` and each row of `cells` (after the input cell) follow the
+    groups' columns in order."""
+    parts, start = [], 0
+    for heading, group in groups.items():
+        span = slice(start, start + len(group))
+        rows = "\n".join("<tr>" + row[0] + "".join(row[1:][span]) + "</tr>" for row in cells)
+        parts.append(
+            (f"<h3>{html.escape(heading)}</h3>\n" if heading else "")
+            + f'<table class="grid"><tr><th>input</th>{"".join(headers[span])}</tr>\n{rows}\n</table>'
+        )
+        start += len(group)
+    return "\n".join(parts)
 
 
 def _style_header(st: Any, current: pd.DataFrame, method: str, style: str, size: int) -> str:
@@ -237,9 +256,7 @@ table.grid img {{ display: block; margin: auto; }} td.bad {{ background: #fde8e8
 Losses are the training objective's weighted
 terms measured on each output (lower is closer to the photo's content / the artwork's style).</p>
 <h2>Contact sheet</h2>
-<table class="grid"><tr>{header}</tr>
-{rows}
-</table>
+{sheet}
 {sections}<h2>Manifest summary</h2>
 {summary}
 <h2>Training loss curves</h2>

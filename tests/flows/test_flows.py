@@ -107,6 +107,18 @@ def test_train_stylize_twice_and_report(pipeline_env: PipelineEnv, tmp_path: Pat
     csv = pd.read_csv(out / "manifest.csv")
     assert len(csv) == 8 and set(csv["status"]) == {"ok", "failed"}
 
+    # Grouped columns: one table per group, each with the inputs (a wide sheet fits a laptop screen).
+    grouped = write_report(tmp_path / "grouped", "demo", {"First": ["monet"], "Second": ["monet"]}, cell=CELL)
+    page = grouped.read_text(encoding="utf-8")
+    assert page.count('<table class="grid">') == 2 and "<h3>First</h3>" in page and "<h3>Second</h3>" in page
+    assert page.index("<h3>First</h3>") < page.index("<h3>Second</h3>")
+    for r in ok.itertuples():
+        assert page.count(f'alt="{r.output_key}"') == 2
+    for key in env.catalog_keys:
+        assert page.count(f'alt="{key}"') == 2  # the input column in each table
+    sheet = decode_image((tmp_path / "grouped" / "contact_sheet.png").read_bytes()).pixels
+    assert sheet.shape[-1] == GAP + 3 * (CELL + GAP)  # the image keeps every column: input + 2
+
 
 def test_swap_and_adain_runs_from_decoders_trained_by_their_flows(pipeline_env: PipelineEnv) -> None:
     from flows.build_patch_banks import build_patch_banks
@@ -134,3 +146,19 @@ def test_swap_and_adain_runs_from_decoders_trained_by_their_flows(pipeline_env: 
     assert (blend["style"], blend["ok"]) == ("hoitsu=0.500,monet=0.500", 6)
     rows = context.manifest().read(filters=[("catalog", "=", CATALOG_PREFIX)])
     assert rows.groupby("method").size().to_dict() == {"adain": 6, "swap": 6}
+
+
+def test_the_stylize_summary_artifact_has_one_row_per_field() -> None:
+    """Thirteen columns side by side were cut off in Prefect's UI at 1400 px (docs/operations.md)."""
+    from flows.stylize_catalog import summary_markdown
+
+    summary = {"run_id": "r1", "catalog": "catalog/demo/", "style": "monet", "model_version": "v0001", "ok": 6}
+    lines = summary_markdown(summary).splitlines()  # type: ignore[arg-type]
+    assert lines[:4] == ["# Stylized catalog/demo/ with monet v0001", "", "| field | value |", "|---|---|"]
+    assert lines[4:] == [
+        "| run_id | r1 |",
+        "| catalog | catalog/demo/ |",
+        "| style | monet |",
+        "| model_version | v0001 |",
+        "| ok | 6 |",
+    ]
