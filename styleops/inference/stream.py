@@ -37,6 +37,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 Measure = Callable[[Tensor, Tensor], tuple[float | None, float | None]]
+"""(prepared input [3, h, w], output [3, h, w]) -> (content loss, style loss); None: not measured."""
 
 
 class StylizeEngine(Protocol):
@@ -57,9 +58,6 @@ class StylizeEngine(Protocol):
     def try_stylize(self, prepared: Sequence[Tensor]) -> Sequence[Tensor | Exception]:
         """One output per prepared image, in order; an image that could not be done is its error."""
         ...
-
-
-"""(prepared input [3, h, w], output [3, h, w]) -> (content loss, style loss)."""
 
 
 @dataclass(eq=False)
@@ -93,8 +91,8 @@ class StreamStats:
 
 
 class StreamStylizer:
-    """Stylize `items` with `engine` (an `InferenceEngine`, or anything with `prepare`,
-    `stylize_prepared` and `batch_size`) through the overlapped pipeline above.
+    """Stylize `items` with `engine` (a `StylizeEngine`: `bucket`, `prepare`, `try_stylize` and
+    `batch_size`) through the overlapped pipeline above.
 
     load: item -> encoded bytes (a download; may set fields on the item, e.g. its checksum).
     write: a finished Job (with `encoded` bytes or `error`) -> the caller's record of it.

@@ -238,6 +238,13 @@ def _patch_norms(norms: list[nn.Module], ctx: _TileContext) -> Iterator[None]:
                 m.forward = old  # type: ignore[method-assign]
 
 
+def halo_spans(size: int, tile: int, halo: int) -> list[Span]:
+    """Cut one axis of `size` px into cores of at most `tile` px (the last one may be thinner),
+    each with its window: the core plus `halo` px each side, clipped to the image. For networks
+    without normalization, whose outputs depend only on inputs within their receptive radius."""
+    return [(a, min(size, a + tile), max(0, a - halo), min(size, a + tile + halo)) for a in range(0, size, tile)]
+
+
 def plan_spans(size: int, tile: int, overlap: int, multiple: int = 4) -> list[Span]:
     """Cut one axis of `size` px (a multiple of `multiple`) into cores with windows <= `tile` px.
 

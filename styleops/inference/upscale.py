@@ -19,9 +19,39 @@ from styleops.device import resolve_device
 from styleops.errors import DeviceOutOfMemoryError, ImageError, ImageTooLargeError, InvalidInputError
 from styleops.inference.engine import _release_cached_memory, is_out_of_memory, prepare_image, shrunk_size
 from styleops.inference.stream import StylizeEngine
-from styleops.models.super_resolution import MIN_SIDE, SuperResolutionNet, upscale_tiled
+from styleops.inference.tiling import halo_spans
+from styleops.models.super_resolution import MIN_SIDE, SuperResolutionNet, receptive_radius
 
 DEFAULT_TILE = 256  # LR px per tile core: ~1 GB of activations for 32 channels at x4
+
+
+@torch.inference_mode()
+def upscale_tiled(model: SuperResolutionNet, lr: Tensor, tile: int = 128, halo: int | None = None) -> Tensor:
+    """`upscale` tile by tile: [N, 3, h, w] in [0, 1] -> [N, 3, h*s, w*s] clamped to [0, 1].
+
+    The LR image is cut into cores of `tile` x `tile` px; each runs inside a window extended by
+    `halo` px (default `receptive_radius(model)`) where that is not an image border, so at the
+    borders the window's reflection padding is the whole image's. With no normalization the
+    result equals `upscale(model, lr)` up to float rounding (different conv blockings).
+    Peak memory: one window's activations (at HR resolution in the last stages)."""
+    if tile < MIN_SIDE:
+        raise InvalidInputError(f"tile must be >= {MIN_SIDE} LR px, got {tile}")
+    halo = receptive_radius(model) if halo is None else halo
+    if halo < 0:
+        raise InvalidInputError(f"halo must be >= 0, got {halo}")
+    dev = next(model.parameters()).device
+    s = model.scale
+    n, c, h, w = lr.shape
+    out = torch.empty(n, c, h * s, w * s, device=dev)
+    rows, cols = halo_spans(h, tile, halo), halo_spans(w, tile, halo)
+    # A last core thinner than MIN_SIDE still runs inside a window of core + halo, which is wide
+    # enough unless the whole image is that thin (then `model` refuses it, as for upscale).
+    for y0, y1, wy0, wy1 in rows:
+        for x0, x1, wx0, wx1 in cols:
+            y = model(lr[:, :, wy0:wy1, wx0:wx1].to(dev))
+            core = y[:, :, (y0 - wy0) * s : (y1 - wy0) * s, (x0 - wx0) * s : (x1 - wx0) * s]
+            out[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = core.clamp(0, 1)
+    return out
 
 
 class UpscaleEngine:

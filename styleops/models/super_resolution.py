@@ -9,7 +9,8 @@ exactly `scale` times the input in each dimension.
 Changes from the paper:
 - No normalization (Johnson used batch norm). With no statistics over the image, each output
   pixel depends only on input pixels within `receptive_radius` (LR px), so tiled inference with a
-  halo of that many pixels is exact (`upscale_tiled`), and train/eval mode do the same thing.
+  halo of that many pixels is exact (`styleops.inference.upscale.upscale_tiled`), and train/eval
+  mode do the same thing.
 - Resize-convolutions (nearest x2 + 3x3 conv) instead of Johnson's stride-1/2 (transposed) convs:
   no checkerboard artefacts.
 - `residual=True` (the default): y = bicubic(x) + f(x), with f's output conv initialised to zero,
@@ -124,41 +125,3 @@ def upscale(model: SuperResolutionNet, lr: Tensor) -> Tensor:
     dev = next(model.parameters()).device
     out = model(lr[None].to(dev) if single else lr.to(dev)).clamp_(0, 1)
     return out[0] if single else out
-
-
-def _spans(size: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
-    """Cores of at most `tile` px partitioning [0, size) with their windows (core +- halo, clipped)."""
-    spans = []
-    for start in range(0, size, tile):
-        end = min(size, start + tile)
-        spans.append((start, end, max(0, start - halo), min(size, end + halo)))
-    return spans
-
-
-@torch.inference_mode()
-def upscale_tiled(model: SuperResolutionNet, lr: Tensor, tile: int = 128, halo: int | None = None) -> Tensor:
-    """`upscale` tile by tile: [N, 3, h, w] in [0, 1] -> [N, 3, h*s, w*s] clamped to [0, 1].
-
-    The LR image is cut into cores of `tile` x `tile` px; each runs inside a window extended by
-    `halo` px (default `receptive_radius(model)`) where that is not an image border, so at the
-    borders the window's reflection padding is the whole image's. With no normalization the
-    result equals `upscale(model, lr)` up to float rounding (different conv blockings).
-    Peak memory: one window's activations (at HR resolution in the last stages)."""
-    if tile < MIN_SIDE:
-        raise InvalidInputError(f"tile must be >= {MIN_SIDE} LR px, got {tile}")
-    halo = receptive_radius(model) if halo is None else halo
-    if halo < 0:
-        raise InvalidInputError(f"halo must be >= 0, got {halo}")
-    dev = next(model.parameters()).device
-    s = model.scale
-    n, c, h, w = lr.shape
-    out = torch.empty(n, c, h * s, w * s, device=dev)
-    rows, cols = _spans(h, tile, halo), _spans(w, tile, halo)
-    # A last core thinner than MIN_SIDE still runs inside a window of core + halo, which is wide
-    # enough unless the whole image is that thin (then `model` refuses it, as for upscale).
-    for y0, y1, wy0, wy1 in rows:
-        for x0, x1, wx0, wx1 in cols:
-            y = model(lr[:, :, wy0:wy1, wx0:wx1].to(dev))
-            core = y[:, :, (y0 - wy0) * s : (y1 - wy0) * s, (x0 - wx0) * s : (x1 - wx0) * s]
-            out[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = core.clamp(0, 1)
-    return out

@@ -26,9 +26,10 @@ from styleops.evaluation.super_resolution import (
     rgb_to_y,
     ssim_y,
 )
+from styleops.inference.upscale import upscale_tiled
 from styleops.io.images import read_image, to_float
 from styleops.io.serialize import from_safetensors, to_safetensors
-from styleops.models.super_resolution import SuperResolutionNet, bicubic, receptive_radius, upscale, upscale_tiled
+from styleops.models.super_resolution import SuperResolutionNet, bicubic, receptive_radius, upscale
 from styleops.models.vgg import VGGEncoder
 from styleops.training.engine import TrainConfig
 from styleops.training.super_resolution import HRCrops, SRConfig, make_lr, train_super_resolution
