@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 
-from infra.progress import progress
 from infra.settings import get_settings
-from infra.version import code_version
 from runs import context
 from runs.keys import is_image_key, style_from_artwork_key
 from styleops.device import resolve_device
 from styleops.errors import InvalidInputError
 from styleops.io.safetensors_file import PICKLE_SUFFIXES, load_state_dict
-from styleops.io.serialize import to_safetensors
 from styleops.io.weights import resolve_weights_file
 from styleops.training.decoders import decoder_layer, train_adain, train_inverse
 from styleops.training.engine import (
@@ -34,25 +29,6 @@ from styleops.training.engine import (
 )
 from styleops.training.super_resolution import SRConfig, train_super_resolution
 from tasks import common
-
-
-def sync_content(prefix: str, dest: Path, limit: int) -> list[Path]:
-    """Download up to `limit` images under `prefix` into `dest` (skipping files already there, same size)."""
-    st = context.store()
-    paths: list[Path] = []
-    for info in st.list(prefix):
-        if not is_image_key(info.key):
-            continue
-        path = dest / info.key[len(prefix) :].lstrip("/")
-        if not (path.is_file() and path.stat().st_size == info.size):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            st.download_file(info.key, path)
-        paths.append(path)
-        if len(paths) >= limit:
-            break
-    if not paths:
-        raise ValueError(f"no content images under {st.uri(prefix)}")
-    return paths
 
 
 def warm_start_state(init_from: str | None) -> dict[str, Any] | None:
@@ -95,7 +71,7 @@ def train_per_style_task(
     cfg = TrainConfig.from_dict(config)
     st = context.store()
     art, art_sha = context.artwork_pixels(st, artwork_key, settings)
-    content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
+    content = common.sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
     device = resolve_device(settings.device)
     enc = context.encoder(cfg.loss.layers, device, settings)
     if cfg.init == "magenta":
@@ -116,8 +92,8 @@ def train_per_style_task(
         workdir,
     )
 
-    started = _Started()
-    with _reporting(f"train {style}", cfg) as on_step:
+    started = common.Started()
+    with common.reporting(f"train {style}", cfg) as on_step:
         if cfg.init == "magenta":
             result = _train_pretrained(cfg, content, [art], enc, workdir, device, on_step)
         else:
@@ -139,7 +115,7 @@ def train_per_style_task(
         "artwork_sha256": art_sha,
         "init_from": init_from,
     }
-    return _register(context.PER_STYLE, style, result, architecture, card)
+    return common.register_result(context.PER_STYLE, style, result, architecture, card)
 
 
 def _train_pretrained(
@@ -171,49 +147,8 @@ def _architecture(cfg: TrainConfig, scratch: str) -> str:
     return "MagentaStyleNet" if cfg.init == "magenta" else scratch
 
 
-def _short(x: float) -> str:
-    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.4g}"
-
-
-def _style_terms(step: StepLog) -> str:
-    return f"total {step.total:.1f} content {step.content:.1f} style {step.style:.1f} tv {step.tv:.2f}"
-
-
-def _sr_terms(step: StepLog) -> str:  # styleops.training.super_resolution.HISTORY_KEYS
-    return f"total {step.total:.5g} feature {step.content:.5g} pixel MSE {step.tv:.5g}"
-
-
-@contextmanager
-def _reporting(
-    label: str, cfg: TrainConfig, terms: Callable[[StepLog], str] = _style_terms
-) -> Iterator[Callable[[StepLog], None]]:
-    """A progress callback for the engines: a progress bar, and a log line every 10 logged steps."""
-    log, bar, done = common.logger(), f"train:{label}", [0]
-    progress().start(bar, label, cfg.steps)
-
-    def on_step(step: StepLog) -> None:
-        progress().advance(bar, step.step - done[0], description=f"{label} loss {_short(step.total)}")
-        done[0] = step.step
-        if step.step % (cfg.log_every * 10) == 0 or step.step == step.steps:
-            log.info("step %d/%d %s (%.1f img/s)", step.step, step.steps, terms(step), step.images_per_s)
-
-    try:
-        yield on_step
-    finally:
-        progress().finish(bar)
-
-
-@dataclass(frozen=True)
-class _Started:
-    """When a training run started, and the code it started with (edits made while it trains do
-    not change what its card says)."""
-
-    at: float = field(default_factory=time.time)
-    code_version: str = field(default_factory=lambda: code_version())
-
-
 def _card_common(
-    cfg: TrainConfig, result: TrainResult, content_prefix: str, n_content: int, device: Any, started: _Started
+    cfg: TrainConfig, result: TrainResult, content_prefix: str, n_content: int, device: Any, started: common.Started
 ) -> dict[str, Any]:
     """Card fields every family shares: configs, data, final losses, curve, loss network, code."""
     settings = get_settings()
@@ -275,16 +210,16 @@ def train_multistyle_task(
     st = context.store()
     styles = _artworks_under(artwork_prefix)
     arts = [context.artwork_pixels(st, key, settings) for _, key in styles]  # bad artwork: clear error now
-    content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
+    content = common.sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
     device = resolve_device(settings.device)
     enc = context.encoder(cfg.loss.layers, device, settings)
     key: dict[str, Any] = {"multi": name, "artworks": [sha for _, sha in arts], "config": cfg.to_dict()}
     if cfg.init == "magenta":  # the pretrained weights key the checkpoints too
         key["init"] = context.magenta(settings).sha256[:8]
     run_key = context.stable_hash({**key, "content": content_prefix})
-    started = _Started()
+    started = common.Started()
     workdir = settings.home / "work" / "multi" / name / run_key
-    with _reporting(f"train {name} ({len(styles)} styles)", cfg) as on_step:
+    with common.reporting(f"train {name} ({len(styles)} styles)", cfg) as on_step:
         if cfg.init == "magenta":
             result = _train_pretrained(cfg, content, [px for px, _ in arts], enc, workdir, device, on_step)
         else:
@@ -301,7 +236,7 @@ def train_multistyle_task(
         ],
         "parent_version": None,
     }
-    return _register(context.MULTI_STYLE, name, result, architecture, card)
+    return common.register_result(context.MULTI_STYLE, name, result, architecture, card)
 
 
 @task(name="add-style-to-multi-style-model", tags=["gpu"])
@@ -334,7 +269,7 @@ def add_style_task(
         raise ValueError(f"multi-style/{name} {base} has no style {style!r} to retrain")
     index = names.index(style) if replace else None
     art, art_sha = context.artwork_pixels(st, artwork_key, settings)
-    content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
+    content = common.sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
     device = resolve_device(settings.device)
     enc = context.encoder(cfg.loss.layers, device, settings)
     base_state = load_state_dict(
@@ -365,8 +300,10 @@ def add_style_task(
             "replace": index,
         }
     )
-    started = _Started()
-    with _reporting(f"{'retrain' if replace else 'add'} {style} {'in' if replace else 'to'} {name}", cfg) as on_step:
+    started = common.Started()
+    with common.reporting(
+        f"{'retrain' if replace else 'add'} {style} {'in' if replace else 'to'} {name}", cfg
+    ) as on_step:
         trainer, extra = (
             (add_magenta_style, {"predictor": context.magenta(settings).predictor}) if pretrained else (add_style, {})
         )
@@ -396,10 +333,10 @@ def add_style_task(
         "styles": [new_entry if s["name"] == style else s for s in inherited] if replace else [*inherited, new_entry],
         "parent_version": base,
     }
-    return _register(context.MULTI_STYLE, name, result, base_card["architecture"], card)
+    return common.register_result(context.MULTI_STYLE, name, result, base_card["architecture"], card)
 
 
-DECODER_TRAINERS = {"adain": train_adain, "inverse": train_inverse}
+DECODER_TRAINERS = {context.ADAIN: train_adain, context.INVERSE: train_inverse}
 
 
 @task(name="train-decoder", tags=["gpu"])
@@ -421,8 +358,8 @@ def train_decoder_task(
     settings = get_settings()
     cfg = TrainConfig.from_dict(config)
     st = context.store()
-    content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
-    artworks = sync_content(artwork_prefix, settings.cache_dir / "artwork" / st.bucket, max_artworks)
+    content = common.sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
+    artworks = common.sync_content(artwork_prefix, settings.cache_dir / "artwork" / st.bucket, max_artworks)
     device = resolve_device(settings.device)
     enc = context.encoder(cfg.loss.layers, device, settings)
     run_key = context.stable_hash(
@@ -435,8 +372,8 @@ def train_decoder_task(
             "init": init_from,
         }
     )
-    started = _Started()
-    with _reporting(f"train {family} decoder {name}", cfg) as on_step:
+    started = common.Started()
+    with common.reporting(f"train {family} decoder {name}", cfg) as on_step:
         result = DECODER_TRAINERS[family](
             cfg,
             content,
@@ -455,7 +392,7 @@ def train_decoder_task(
         "artwork_images": len(artworks),
         "init_from": init_from,
     }
-    return _register(family, name, result, "VGGDecoder", card)
+    return common.register_result(family, name, result, "VGGDecoder", card)
 
 
 @task(name="train-super-resolution-model", tags=["gpu"])
@@ -469,15 +406,15 @@ def train_super_resolution_task(
     settings = get_settings()
     cfg = SRConfig.from_dict(config)
     st = context.store()
-    content = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
+    content = common.sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
     device = resolve_device(settings.device)
     enc = context.encoder((cfg.feature_layer,), device, settings)
     run_key = context.stable_hash(
         {"sr": name, "config": cfg.to_dict(), "content": content_prefix, "init": init_from, "n": len(content)}
     )
-    started = _Started()
-    with _reporting(
-        f"train {context.SUPER_RESOLUTION}/{name} (x{cfg.scale}, {cfg.loss} loss)", cfg.train, _sr_terms
+    started = common.Started()
+    with common.reporting(
+        f"train {context.SUPER_RESOLUTION}/{name} (x{cfg.scale}, {cfg.loss} loss)", cfg.train, common.sr_terms
     ) as on_step:
         result = train_super_resolution(
             cfg,
@@ -496,21 +433,7 @@ def train_super_resolution_task(
         "sr_loss": cfg.loss,
         "init_from": init_from,
     }
-    return _register(context.SUPER_RESOLUTION, name, result, "SuperResolutionNet", card)
-
-
-def _register(family: str, name: str, result: TrainResult, architecture: str, card: dict[str, Any]) -> dict[str, Any]:
-    blob = to_safetensors(result.state_dict, architecture, result.model_config)
-    version = context.registry().register(family, name, blob, card)
-    common.logger().info("registered %s/%s %s (sha256 %s)", family, name, version.version, version.sha256[:12])
-    return {
-        "family": version.family,
-        "name": version.name,
-        "version": version.version,
-        "sha256": version.sha256,
-        "metrics": card["metrics"],
-        "styles": [s["name"] for s in card.get("styles", [])],
-    }
+    return common.register_result(context.SUPER_RESOLUTION, name, result, "SuperResolutionNet", card)
 
 
 @task(name="import-model")

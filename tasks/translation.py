@@ -38,7 +38,6 @@ from styleops.training.translation import (
     train_pix2pix,
 )
 from tasks import common
-from tasks.training import _register, _reporting, _Started, sync_content
 
 PROBES = 4  # training A images the collapse check runs on
 PROBE_SIDE = 128
@@ -89,7 +88,7 @@ def make_pairs_task(
         raise InvalidInputError("--kind painted needs --style: the per-style model that paints the B side")
     settings = get_settings()
     st = context.store(writable=("pairs/", "domains/"))
-    photos = sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, limit)
+    photos = common.sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, limit)
     make = _maker(kind, style, resolve_device(settings.device))
     made = 0
     for index, path in enumerate(photos):
@@ -122,7 +121,7 @@ def _maker(kind: str, style: str | None, device: torch.device):  # noqa: ANN202 
 
 
 def _sync_folder(prefix: str, dest: Path, limit: int) -> list[Path]:
-    return sorted(sync_content(prefix, dest, limit)) if _has_images(prefix) else []
+    return sorted(common.sync_content(prefix, dest, limit)) if _has_images(prefix) else []
 
 
 def _has_images(prefix: str) -> bool:
@@ -192,7 +191,7 @@ def _gate(generator: torch.nn.Module, probes: torch.Tensor, must_change: bool) -
     return {"passed": check.passed, "reason": check.reason, "dependence": check.dependence, "change": check.change}
 
 
-def _card(cfg: Any, result: TrainResult, device: Any, started: _Started, data: dict[str, Any]) -> dict[str, Any]:
+def _card(cfg: Any, result: TrainResult, device: Any, started: common.Started, data: dict[str, Any]) -> dict[str, Any]:
     return {
         "model_config": result.model_config,
         "train_config": cfg.train.to_dict(),
@@ -231,15 +230,15 @@ def _train_and_register(
     device = resolve_device(settings.device)
     data = {**data, "sha256": _data_sha256(a, b)}
     run_key = context.stable_hash({family: name, "config": cfg.to_dict(), "data": data["sha256"]})
-    started = _Started()
-    with _reporting(f"train {family}/{name}", cfg.train, _gan_terms(family)) as on_step:
+    started = common.Started()
+    with common.reporting(f"train {family}/{name}", cfg.train, _gan_terms(family)) as on_step:
         workdir = settings.home / "work" / family / name / run_key
         result = trainer(cfg, a, b, workdir=workdir, device=device, progress=on_step)
     net = architecture(**result.model_config)
     net.load_state_dict(result.state_dict)
     card = {"architecture": architecture.__name__, **_card(cfg, result, device, started, data)}
     card["gate"] = _gate(served(net), _probes(a), must_change=True)
-    return {**_register(family, name, result, architecture.__name__, card), "gate": card["gate"]}
+    return {**common.register_result(family, name, result, architecture.__name__, card), "gate": card["gate"]}
 
 
 @task(name="train-pix2pix-model", tags=["gpu"])
