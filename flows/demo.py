@@ -13,7 +13,7 @@ from flows.build_patch_banks import build_patch_banks
 from flows.multistyle import train_multistyle
 from flows.stylize_catalog import stylize_catalog
 from flows.train_style import train_style
-from runs.context import CYCLEGAN, MIXGAN, PIX2PIX, SUPER_RESOLUTION
+from runs.context import ADAIN, CYCLEGAN, INVERSE, MIXGAN, PIX2PIX, SUPER_RESOLUTION
 from runs.reports.catalog import write_report
 from runs.reports.super_resolution import comparison, make_low_resolution
 from runs.reports.translation import edges_comparison, make_drawings
@@ -26,7 +26,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEMO_STYLES = ("monet", "hoitsu")
 # family -> examples/models/<file>.safetensors, registered as <family>/default. AdaIN decodes relu3_1
 # with the inverse network's weights (docs/quality.md: no relu4_1 decoder reached 20 dB on a CPU).
-DECODERS = {"inverse": "inverse", "adain": "inverse"}
+DECODERS = {INVERSE: "inverse", ADAIN: "inverse"}
 # The multi-style model the demo registers from the pretrained start over every example artwork; it
 # shows the demo styles' even blend (each style alone is the magenta column).
 # examples/models/collection.safetensors, trained from scratch, can be imported by hand:

@@ -26,7 +26,7 @@ def nightly_catalog(
     styles: list[str],
     run_date: str | None = None,
     timezone: str = "UTC",
-    method: str = "per-style",
+    method: str = PER_STYLE,
     model: str | None = None,
     max_side: int | None = 1024,
     format: str = "jpeg",

@@ -8,6 +8,7 @@ from typing import Any
 
 from prefect import flow
 
+from runs.context import ADAIN, INVERSE
 from styleops.training.decoders import adain_config, inverse_config
 from styleops.training.engine import TrainConfig
 from tasks.training import promote_if_first_task, train_decoder_task
@@ -30,9 +31,9 @@ def train_adain(
     register it as adain/<name>. `config` overrides `styleops.training.decoders.adain_config()`;
     `init_from`: warm start (.safetensors path or adain/<name>/<version>)."""
     trained = train_decoder_task(
-        "adain", name, artwork_prefix, content_prefix, _config(adain_config(), config), max_content, init_from=init_from
+        ADAIN, name, artwork_prefix, content_prefix, _config(adain_config(), config), max_content, init_from=init_from
     )
-    return {**trained, "promoted": promote_if_first_task("adain", name, trained["version"])}
+    return {**trained, "promoted": promote_if_first_task(ADAIN, name, trained["version"])}
 
 
 @flow(name="train-inverse")
@@ -48,7 +49,7 @@ def train_inverse(
     features; register it as inverse/<name>. `config` overrides `inverse_config()`; `init_from`
     as for train_adain."""
     trained = train_decoder_task(
-        "inverse",
+        INVERSE,
         name,
         artwork_prefix,
         content_prefix,
@@ -56,4 +57,4 @@ def train_inverse(
         max_content,
         init_from=init_from,
     )
-    return {**trained, "promoted": promote_if_first_task("inverse", name, trained["version"])}
+    return {**trained, "promoted": promote_if_first_task(INVERSE, name, trained["version"])}

@@ -26,9 +26,10 @@ import safetensors
 
 from infra.delta import StoreDeltaTable
 from infra.store import IntegrityError, ObjectInfo, ObjectNotFoundError, ObjectStore, PreconditionFailedError
+from styleops import families
 
-FAMILIES = ("per-style", "multi-style", "inverse", "adain", "bank", "super-resolution", "pix2pix", "cyclegan", "mixgan")
-BANK = "bank"
+BANK = "bank"  # the patch banks of style swap: versioned like models, stored under banks/
+FAMILIES = (*families.names(), BANK)  # styleops.families, and the banks
 _ROOTS = {BANK: "banks/"}  # families stored outside models/<family>/
 PRODUCTION_ALIASES = (None, "production")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -329,7 +330,7 @@ def family_prefix(family: str) -> str:
 
 def _check_family(family: str) -> str:
     if family not in FAMILIES:
-        raise RegistryError(f"family must be one of {FAMILIES}, got {family!r}")
+        raise RegistryError(f"family must be one of {', '.join(map(repr, FAMILIES))}, got {family!r}")
     return family
 
 

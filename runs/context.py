@@ -19,19 +19,23 @@ from infra.manifest import ManifestTable
 from infra.registry import ModelCard, ModelRegistry
 from infra.settings import Settings, get_settings
 from infra.store import ObjectStore
+from styleops import families
 from styleops.io.images import decode_image
 from styleops.io.magenta_weights import MagentaWeights, load_magenta
 from styleops.io.serialize import from_safetensors
 from styleops.io.weights import load_encoder
 from styleops.models.vgg import VGGEncoder
 
-# Registry families of the trained feed-forward models (a method may load from one of them).
-PER_STYLE = "per-style"
-MULTI_STYLE = "multi-style"
-SUPER_RESOLUTION = "super-resolution"
-PIX2PIX = "pix2pix"
-CYCLEGAN = "cyclegan"
-MIXGAN = "mixgan"
+# Registry families of the trained feed-forward models (a method may load from one of them);
+# declared once, in styleops.families.
+PER_STYLE = families.PER_STYLE.name
+MULTI_STYLE = families.MULTI_STYLE.name
+SUPER_RESOLUTION = families.SUPER_RESOLUTION.name
+PIX2PIX = families.PIX2PIX.name
+CYCLEGAN = families.CYCLEGAN.name
+MIXGAN = families.MIXGAN.name
+INVERSE = families.INVERSE.name
+ADAIN = families.ADAIN.name
 
 Logger = logging.Logger | logging.LoggerAdapter
 log: logging.Logger = logging.getLogger("styleops")

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from runs import methods
-from runs.context import SUPER_RESOLUTION, stable_hash
+from runs.context import PER_STYLE, SUPER_RESOLUTION, stable_hash
 from runs.keys import catalog_prefix
 from styleops.errors import InvalidInputError
 from styleops.inference.color import COLOR_MODES
@@ -31,7 +31,7 @@ class StylizeParams:
     options never changes the hash of existing runs.
     """
 
-    method: str = "per-style"  # a registered method's name (runs.methods.names())
+    method: str = PER_STYLE  # a registered method's name (runs.methods.names())
     max_side: int | None = 1024
     format: str = "jpeg"
     quality: int = 90
@@ -107,7 +107,7 @@ class RunSpec:
         catalog: str,
         style: str,
         *,
-        method: str = "per-style",
+        method: str = PER_STYLE,
         model: str | None = None,
         version: str | None = None,
         max_side: int | None = 1024,

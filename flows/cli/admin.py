@@ -19,6 +19,9 @@ from flows.cli.common import (
     summary_table,
     weights_app,
 )
+from infra.registry import FAMILIES
+from runs.context import PER_STYLE
+from styleops import families
 
 
 # ---- store ---------------------------------------------------------------------------------
@@ -84,14 +87,14 @@ def weights_install() -> None:
 
 # ---- models --------------------------------------------------------------------------------
 @models_app.command("list")
-def models_list(family: str = typer.Option("per-style")) -> None:
+def models_list(family: str = typer.Option(PER_STYLE, help=" | ".join(FAMILIES))) -> None:
     """Every registered version of a family, with its production marker and final losses (named
     as the family's training names them: L1 and GAN for pix2pix, cycle and identity for cyclegan...)."""
     from runs.context import registry
 
     with one_line_errors(), runtime():
         reg = registry()
-        losses = FAMILY_LOSSES.get(family, _STYLE_LOSSES)
+        losses = families.get(family).losses if family in families.names() else families.STYLE_LOSSES
         table = Table(title=f"models/{family}")
         for col in ("name", "version", "production", "steps", *(label for label, _ in losses), "sha256", "created"):
             table.add_column(col)
@@ -111,25 +114,12 @@ def models_list(family: str = typer.Option("per-style")) -> None:
     console.print(table)
 
 
-# What the engine's loss slots (content, style, tv; critic for the discriminators) hold per family,
-# as the training modules fill them (styleops.training.*): `models list` labels its columns so.
-# Families not listed (per-style, multi-style, adain) use them as named: content and style.
-_STYLE_LOSSES = (("content", "content"), ("style", "style"))
-FAMILY_LOSSES: dict[str, tuple[tuple[str, str], ...]] = {
-    "inverse": (("features", "content"), ("tv", "tv")),
-    "super-resolution": (("features", "content"), ("pixel", "tv")),
-    "pix2pix": (("L1", "content"), ("GAN", "style"), ("D", "critic")),
-    "cyclegan": (("cycle", "content"), ("GAN", "style"), ("identity", "tv"), ("D", "critic")),
-    "mixgan": (("reconstruction", "content"), ("GAN", "style"), ("latent+keep", "tv"), ("D", "critic")),
-}
-
-
 @models_app.command("export")
 def models_export(
     style: str,
     out: Path = typer.Option(..., help="Directory for <style>.safetensors and <style>.card.json."),
     version: str | None = typer.Option(None, help="Default: production."),
-    family: str = typer.Option("per-style"),
+    family: str = typer.Option(PER_STYLE, help=" | ".join(FAMILIES)),
 ) -> None:
     """Copy a registered model out of the store (weights + card)."""
     import json
@@ -149,9 +139,7 @@ def models_export(
 @models_app.command("import")
 def models_import(
     weights: Path = typer.Argument(..., help="A .safetensors model (e.g. examples/models/adain.safetensors)."),
-    family: str = typer.Option(
-        ..., help="per-style | multi-style | inverse | adain | super-resolution | pix2pix | cyclegan | mixgan"
-    ),
+    family: str = typer.Option(..., help=" | ".join(families.names())),
     name: str = typer.Option(..., help="Model name (per-style: the style)."),
     card: Path | None = typer.Option(
         None, help="Its card JSON (default: <weights stem>.card.json next to it, if present)."

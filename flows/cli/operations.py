@@ -9,7 +9,9 @@ import typer
 from rich.table import Table
 
 from flows.cli.common import METHODS_HELP, app, console, fail, run, summary_table
+from infra.registry import BANK
 from runs import methods
+from runs.context import MULTI_STYLE, PER_STYLE
 
 
 # ---- operations: nightly runs, the artwork sensor, the quality gate, serving ----------------
@@ -19,7 +21,7 @@ def nightly(
     style: list[str] = typer.Option(..., help="Scheduled styles (repeatable); each runs with its production version."),
     date: str | None = typer.Option(None, help="Run date YYYY-MM-DD (default: today in --timezone). Once per date."),
     timezone: str = typer.Option("UTC", help="IANA timezone of the date."),
-    method: str = typer.Option("per-style", help=METHODS_HELP + " (the audit checks coverage for per-style)"),
+    method: str = typer.Option(PER_STYLE, help=METHODS_HELP + f" (the audit checks coverage for {PER_STYLE})"),
     model: str | None = typer.Option(None, help="multi: the multi-style model (default collection)."),
     max_side: int = typer.Option(1024),
     audit_after: bool = typer.Option(True, "--audit/--no-audit", help="Audit the catalog's manifest afterwards."),
@@ -89,7 +91,7 @@ def sensor(
     artworks: str = typer.Option("artwork/", help="Prefix of artwork/<style>/<file>."),
     content: str | None = typer.Option(None, help="Training photos (default: settings train_content, content/)."),
     family: list[str] = typer.Option(
-        ["per-style", "multi-style", "bank"], help="What to (re)build for new or changed artwork (repeatable)."
+        [PER_STYLE, MULTI_STYLE, BANK], help="What to (re)build for new or changed artwork (repeatable)."
     ),
     multi_model: str = typer.Option("collection", help="The multi-style model new styles are added to."),
     steps: int | None = typer.Option(None, help="Training steps (default: TrainConfig's)."),
@@ -125,7 +127,7 @@ def sensor(
 def gate(
     name: str = typer.Argument(..., help="Model name (per-style: the style)."),
     version: str = typer.Argument(..., help="Candidate version, e.g. v0002."),
-    family: str = typer.Option("per-style", help="per-style | multi-style"),
+    family: str = typer.Option(PER_STYLE, help=f"{PER_STYLE} | {MULTI_STYLE}"),
     style: str | None = typer.Option(None, help="multi-style: the style to score."),
     promote: bool = typer.Option(False, help="Promote the candidate when it passes."),
     margin: float | None = typer.Option(None, help="Default: settings gate_margin (0.05)."),

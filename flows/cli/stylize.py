@@ -10,6 +10,7 @@ from rich.table import Table
 
 from flows.cli.common import BLEND_METHODS, METHODS_HELP, app, console, fail, given_options, run, runtime, summary_table
 from runs import methods
+from runs.context import PER_STYLE
 from runs.spec import RunSpec
 
 # stylize's method options -> the StylizeParams field a method declares it reads (`Method.hashed`)
@@ -55,7 +56,7 @@ def stylize(
             "or an artwork/<style>/ folder (magenta, swap, adain, gatys); upscale: the super-resolution model."
         ),
     ),
-    method: str = typer.Option("per-style", help=METHODS_HELP),
+    method: str = typer.Option(PER_STYLE, help=METHODS_HELP),
     blend: str | None = typer.Option(
         None, help=f"{BLEND_METHODS}: weights over styles, e.g. 'wave=0.7,udnie=0.3' (normalized)."
     ),

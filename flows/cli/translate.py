@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from flows.cli.common import Decay, LearningRate, MaxImages, Seed, Steps, app, console, run, summary_table
+from runs.context import CYCLEGAN, MIXGAN, PIX2PIX
 from styleops.training.engine import TrainConfig
 from styleops.training.translation import MIXGANConfig
 
@@ -88,7 +89,7 @@ def train_pix2pix_cmd(
         train=_gan_train(steps, image_size, lr, decay, seed),
     )
     r = run(train_pix2pix, pairs_prefix=pairs, name=name, config=cfg.to_dict(), max_images=max_images)
-    _gan_summary(r, "pix2pix")
+    _gan_summary(r, PIX2PIX)
 
 
 @app.command("train-cyclegan")
@@ -124,7 +125,7 @@ def train_cyclegan_cmd(
     r = run(
         train_cyclegan, domain_a=domain_a, domain_b=domain_b, name=name, config=cfg.to_dict(), max_images=max_images
     )
-    _gan_summary(r, "cyclegan")
+    _gan_summary(r, CYCLEGAN)
 
 
 @app.command("train-mixgan")
@@ -168,4 +169,4 @@ def train_mixgan_cmd(
         config=cfg.to_dict(),
         max_images=max_images,
     )
-    _gan_summary(r, "mixgan")
+    _gan_summary(r, MIXGAN)

@@ -63,26 +63,16 @@ def resolve(method: str, style: str, version: str | None, model: str | None = No
     return get(method).resolve(style, version, model)
 
 
-_FIRST = (
-    "per_style",
-    "multi_style",
-    "swap",
-    "adain",
-    "gatys",
-    "upscale",
-    "pix2pix",
-    "cyclegan",
-    "mixgan",
-)  # the documented order; other modules follow by name
-
-
 def _discover() -> None:
-    """Register the METHOD of every module of this package but `base`."""
-    found = {m.name for m in pkgutil.iter_modules(__path__) if m.name != "base" and not m.name.startswith("_")}
-    for module_name in sorted(found, key=lambda n: (_FIRST.index(n) if n in _FIRST else len(_FIRST), n)):
-        method = getattr(importlib.import_module(f"{__name__}.{module_name}"), "METHOD", None)
-        if isinstance(method, Method):
-            register(method)
+    """Register the METHOD of every module of this package but `base`, by `Method.rank` (the
+    documented order), then by name."""
+    found = [
+        getattr(importlib.import_module(f"{__name__}.{m.name}"), "METHOD", None)
+        for m in pkgutil.iter_modules(__path__)
+        if m.name != "base" and not m.name.startswith("_")
+    ]
+    for method in sorted((m for m in found if isinstance(m, Method)), key=lambda m: (m.rank, m.name)):
+        register(method)
 
 
 _discover()

@@ -35,7 +35,8 @@ from styleops.io.images import resize_max_side, to_float
 
 class AdaIN(Method):
     name = "adain"
-    family = "adain"
+    rank = 40
+    family = context.ADAIN
     default_model = "default"
     takes_blend = True
     hashed = ("alpha", "palette")

@@ -99,7 +99,7 @@ class Resolved:
 
 @dataclass
 class Built:
-    """A shard's stylizer: an engine with prepare()/stylize_prepared()/batch_size, plus lineage
+    """A shard's stylizer: a `styleops.inference.stream.StylizeEngine`, plus lineage
     (recorded in each manifest row's params_json) and what the metrics compare against."""
 
     engine: Any
@@ -148,6 +148,7 @@ class Method(ABC):
         tuple[str, ...]
     ] = ()  # StylizeParams fields it reads besides max_side/format/quality/color: hashed into params_hash
     summary: ClassVar[str] = ""  # one line for the CLI's help
+    rank: ClassVar[int] = 100  # where it is listed (--method's help, the registry's order): lower first
 
     @abstractmethod
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:

@@ -16,6 +16,7 @@ from styleops.models.translation import OneDirection
 
 class CycleGAN(Pix2Pix):
     name = "cyclegan"
+    rank = 80
     family = context.CYCLEGAN
     hashed = ("direction",)
     summary = "a CycleGAN generator, `style` names the model, --direction AtoB|BtoA (`styleops train-cyclegan`)"

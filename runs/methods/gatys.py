@@ -28,6 +28,7 @@ from styleops.io.images import to_float
 
 class Gatys(Method):
     name = "gatys"
+    rank = 50
     hashed = ("iterations", "optimizer", "levels")
     summary = "Gatys optimization: any artwork, slow (--iterations, --optimizer, --levels)"
 

@@ -12,6 +12,7 @@ from runs.methods.pix2pix import Pix2Pix
 
 class MIXGAN(Pix2Pix):
     name = "mixgan"
+    rank = 90
     family = context.MIXGAN
     summary = "a MIXGAN generator, `style` names the model (`styleops train-mixgan`)"
 

@@ -51,6 +51,7 @@ def unchanged_ancestors(card: dict[str, Any], blend: Mapping[str, float]) -> lis
 
 class MultiStyle(Method):
     name = "multi-style"
+    rank = 20
     aliases = ("multi",)
     family = context.MULTI_STYLE
     default_model = "collection"

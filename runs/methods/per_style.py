@@ -16,6 +16,7 @@ from styleops.losses.perceptual import LossWeights
 
 class PerStyle(Method):
     name = "per-style"
+    rank = 10
     family = context.PER_STYLE
     summary = "a network trained for the style (`styleops train-style`)"
 

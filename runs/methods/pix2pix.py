@@ -17,6 +17,7 @@ from styleops.errors import InvalidInputError
 
 class Pix2Pix(Method):
     name = "pix2pix"
+    rank = 70
     family = context.PIX2PIX
     summary = "a Pix2Pix generator, `style` names the model (`styleops train-pix2pix`)"
 

@@ -37,7 +37,8 @@ from styleops.ops import PatchBank
 
 class Swap(Method):
     name = "swap"
-    family = "inverse"
+    rank = 30
+    family = context.INVERSE
     default_model = "default"
     hashed = ("palette",)
     summary = "style swap: any artwork with a patch bank (`styleops build-banks`), one inverse network (--palette)"

@@ -18,6 +18,7 @@ from styleops.models.super_resolution import SuperResolutionNet
 
 class Upscale(Method):
     name = "upscale"
+    rank = 60
     aliases = ("super-resolution", "sr")
     family = context.SUPER_RESOLUTION
     summary = "super-resolution alone, `style` names the model (`styleops train-sr`; `styleops upscale`)"

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from infra.settings import get_settings
 from runs import context
 from runs.keys import catalog_prefix, is_image_key
+from runs.methods.pix2pix import METHOD
 from runs.reports.catalog import newest_outputs
 from runs.reports.super_resolution import data_uri
 from styleops.data.makers import edge_drawing
@@ -19,7 +20,7 @@ from styleops.io.images import decode_image, encode_image, resize_max_side, to_f
 from styleops.io.weights import install_hed_side_weights, load_vgg_state_dict
 from styleops.models.hed import HEDEdges
 
-PIX2PIX = "pix2pix"  # the method's name (runs.methods.pix2pix)
+PIX2PIX = METHOD.name  # the method's (runs.methods.pix2pix)
 
 
 def make_drawings(source: str, target: str, max_side: int, limit: int | None = None) -> list[str]:

@@ -1,6 +1,6 @@
-"""Model weights as safetensors bytes, with the constructor config in the header metadata, and
-the architectures `from_safetensors` may rebuild (the file format itself, read without pickle:
-`styleops.io.safetensors_file`)."""
+"""Model weights as safetensors bytes, with the constructor config in the header metadata; the
+architectures `from_safetensors` may rebuild are the families' (`styleops.families`). The file
+format itself, read without pickle: `styleops.io.safetensors_file`."""
 
 from __future__ import annotations
 
@@ -12,44 +12,27 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 from torch import Tensor, nn
 
+from styleops import families
 from styleops.errors import InvalidInputError
 from styleops.io.safetensors_file import canonical_safetensors, read_header
-from styleops.models.decoder import VGGDecoder
-from styleops.models.magenta import MagentaStyleNet
-from styleops.models.mixgan import MixGenerator
-from styleops.models.multistyle import MultiStyleTransformerNet
-from styleops.models.super_resolution import SuperResolutionNet
 from styleops.models.transformer import TransformerNet
-from styleops.models.translation import CycleGenerators, UNetGenerator
-
-_ARCHITECTURES: dict[str, type[nn.Module]] = {
-    "TransformerNet": TransformerNet,
-    "MultiStyleTransformerNet": MultiStyleTransformerNet,
-    "VGGDecoder": VGGDecoder,
-    "SuperResolutionNet": SuperResolutionNet,
-    "UNetGenerator": UNetGenerator,
-    "CycleGenerators": CycleGenerators,
-    "MixGenerator": MixGenerator,
-    "MagentaStyleNet": MagentaStyleNet,
-}
 
 
 def to_safetensors(state_dict: Mapping[str, Tensor], architecture: str, config: Mapping[str, object]) -> bytes:
     """Serialize weights; `architecture` and `config` let `from_safetensors` rebuild the module."""
-    if architecture not in _ARCHITECTURES:
+    if architecture not in families.architectures():
         raise InvalidInputError(f"unknown architecture {architecture!r}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     blob = save(tensors, metadata={"architecture": architecture, "config": json.dumps(dict(config), sort_keys=True)})
     return canonical_safetensors(blob)
 
 
-def from_safetensors(
-    blob: bytes, *, source: str = "weights"
-) -> nn.Module:  # TransformerNet, MultiStyleTransformerNet or VGGDecoder
-    """Rebuild the module saved by `to_safetensors`, in eval mode, on the CPU."""
+def from_safetensors(blob: bytes, *, source: str = "weights") -> nn.Module:
+    """Rebuild the module saved by `to_safetensors` (one of `styleops.families.architectures()`),
+    in eval mode, on the CPU."""
     header = read_header(blob, source)
     meta = dict(header.get("__metadata__") or {})
-    cls = _ARCHITECTURES.get(meta.get("architecture", ""))
+    cls = families.architectures().get(meta.get("architecture", ""))
     if cls is None:
         raise InvalidInputError(f"{source}: weights name an unknown architecture {meta.get('architecture')!r}")
     # The config comes from the file: build the module on the meta device first (no memory) and

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from styleops import families
 from styleops.errors import ImageError, InvalidInputError
 from styleops.evaluation.super_resolution import as_float, gaussian_blur, resize_bicubic_pil
 from styleops.io.images import read_image
@@ -205,4 +206,4 @@ def train_super_resolution(
 def _check_workdir(config: SRConfig, workdir: Path) -> None:
     """Record the SR settings next to the checkpoint; refuse to resume a checkpoint made under others."""
     mine = {k: v for k, v in config.to_dict().items() if k != "train"}
-    check_workdir(workdir, mine, SR_CONFIG_FILE, "super-resolution")
+    check_workdir(workdir, mine, SR_CONFIG_FILE, families.SUPER_RESOLUTION.name)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from styleops import families
 from styleops.errors import ImageError, InvalidInputError
 from styleops.io.images import read_image
 from styleops.losses.gan import GAN_MODES, ImagePool, gan_loss
@@ -320,7 +321,7 @@ def train_pix2pix(
 ) -> TrainResult:
     """Train a `UNetGenerator` mapping each A image to its B image (lists of files, same order).
     Returns `TrainResult` of the generator (the discriminator is only in the checkpoint)."""
-    config.bind(Path(workdir), "pix2pix")
+    config.bind(Path(workdir), families.PIX2PIX.name)
     gen = UNetGenerator(**config.model_config())
     disc = PatchDiscriminator(6, config.d_channels, config.d_layers)
     fit = _fit(config.train, device)
@@ -368,7 +369,7 @@ def train_cyclegan(
 ) -> TrainResult:
     """Train `CycleGenerators` between domain A and domain B (unpaired lists of files).
     Returns `TrainResult` of both generators (the discriminators are only in the checkpoint)."""
-    config.bind(Path(workdir), "cyclegan")
+    config.bind(Path(workdir), families.CYCLEGAN.name)
     gens = CycleGenerators(**config.model_config())
     critics = _CycleCritic(config)
     fit = _fit(config.train, device)
@@ -421,7 +422,7 @@ def train_mixgan(
     (unpaired). History columns: `content` the reconstruction L1, `style` the mixture's GAN term,
     `tv` the latent GAN term plus the mixture's L1 to the reconstruction, `critic` both critics.
     Returns `TrainResult` of the generator (the critics are only in the checkpoint)."""
-    config.bind(Path(workdir), "mixgan")
+    config.bind(Path(workdir), families.MIXGAN.name)
     gen = MixGenerator(**config.model_config())
     critics = _MixCritic(config)
     fit = _fit(config.train, device)
