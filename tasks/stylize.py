@@ -10,7 +10,7 @@ from typing import Any
 from prefect import task
 from prefect.runtime import flow_run, task_run
 
-from runs import methods
+from runs import context, methods
 from runs.methods.base import Resolved, Source
 from runs.methods.upscale import upscaler_ref
 from runs.plan import plan_catalog
@@ -21,7 +21,7 @@ from tasks import common
 
 @task(name="resolve-model-version")
 def resolve_model_task(
-    style: str, version: str | None, method: str = "per-style", model: str | None = None
+    style: str, version: str | None, method: str = context.PER_STYLE, model: str | None = None
 ) -> Resolved:
     """The style label, model version label and what to load, checked before any work: version
     `None`/'production' -> promoted, 'latest' -> newest, 'v0003' -> checked; unknown styles,
