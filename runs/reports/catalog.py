@@ -196,8 +196,9 @@ def _grouped_tables(groups: dict[str, list[str]], headers: list[str], cells: lis
 
 
 def _style_header(st: Any, current: pd.DataFrame, method: str, style: str, size: int) -> str:
-    """Column header: style, method and version, and a thumbnail of the artwork (per-style: from
-    the model card; other methods: the style's first artwork/<style>/ image)."""
+    """Column header: style, method and version, and thumbnails of the artwork (per-style: from
+    the model card; other methods: the style's first artwork/<style>/ image; a blend
+    'a=0.500,b=0.500': each of its styles' artwork, side by side)."""
     versions = (
         sorted({r.model_version for r in current.itertuples() if r.style == style and r.method == method})
         if not current.empty
@@ -208,13 +209,16 @@ def _style_header(st: Any, current: pd.DataFrame, method: str, style: str, size:
         return label + "</th>"
     try:
         if method == context.PER_STYLE:
-            art_key = context.registry().card(context.PER_STYLE, style, versions[-1])["artwork_key"]
+            art_keys = [context.registry().card(context.PER_STYLE, style, versions[-1])["artwork_key"]]
         else:
-            art_key = next(i.key for i in st.list(f"artwork/{style}/") if is_image_key(i.key))
-        _, uri = _thumb(st.get_bytes(art_key), size)
-        return (
-            f'{label}<br><small>{html.escape(versions[-1])}</small><img src="{uri}" alt="{html.escape(art_key)}"></th>'
+            styles = [part.partition("=")[0] for part in style.split(",")]
+            art_keys = [next(i.key for i in st.list(f"artwork/{name}/") if is_image_key(i.key)) for name in styles]
+        thumbs = "".join(
+            f'<img src="{_thumb(st.get_bytes(key), size if len(art_keys) <= 2 else 2 * size // len(art_keys))[1]}" '
+            f'alt="{html.escape(key)}" style="display:inline-block">'
+            for key in art_keys
         )
+        return f"{label}<br><small>{html.escape(versions[-1])}</small><div>{thumbs}</div></th>"
     except Exception:  # the artwork may have been removed since: the column still has its name
         return label + "</th>"
 
