@@ -46,7 +46,7 @@ def stylize_catalog(spec: RunSpec) -> RunSummary:
     to one registry version before planning (its version is in the params hash).
     """
     spec = spec.check()
-    resolved = resolve_model_task(spec.style, spec.version, spec.method, spec.model)
+    resolved = resolve_model_task(spec.style, spec.version, spec.method, spec.model, spec.metrics)
     if spec.params.upscale is not None:  # pinned before planning: its version is in the params hash
         spec = spec.with_upscaler(resolve_upscaler_task(spec.params.upscale))
     plan = plan_catalog_task(

@@ -67,7 +67,10 @@ class PreconditionFailedError(StoreError):
 
 
 class ObjectNotFoundError(StoreError, KeyError):
-    """No object under that key."""
+    """No object under that key (args[0]: the key)."""
+
+    def __str__(self) -> str:  # KeyError's str is the key's repr: say what is missing
+        return f"no object {self.args[0]} in the store" if self.args else "no such object"
 
 
 class IntegrityError(StoreError):

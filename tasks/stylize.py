@@ -10,23 +10,29 @@ from typing import Any
 from prefect import task
 from prefect.runtime import flow_run, task_run
 
+from infra.registry import RegistryError
 from runs import context, methods
-from runs.methods.base import Resolved, Source
+from runs.methods.base import Resolved, Source, check_metrics_artwork
 from runs.methods.upscale import upscaler_ref
 from runs.plan import plan_catalog
 from runs.shard import ShardJob, stylize_shard
 from runs.spec import StylizeParams
+from styleops.errors import InvalidInputError, WeightsNotFoundError
 from tasks import common
 
 
 @task(name="resolve-model-version")
 def resolve_model_task(
-    style: str, version: str | None, method: str = context.PER_STYLE, model: str | None = None
+    style: str, version: str | None, method: str = context.PER_STYLE, model: str | None = None, metrics: bool = False
 ) -> Resolved:
     """The style label, model version label and what to load, checked before any work: version
     `None`/'production' -> promoted, 'latest' -> newest, 'v0003' -> checked; unknown styles,
-    missing banks, undecodable or tiny artworks fail here (the method's `resolve`)."""
-    return methods.resolve(method, style, version, model)
+    missing banks, undecodable or tiny artworks fail here (the method's `resolve`), and with
+    `metrics`, an artwork the per-image metrics need that is not in the store."""
+    resolved = methods.resolve(method, style, version, model)
+    if metrics:
+        check_metrics_artwork(methods.get(method).metrics_artwork(resolved.source))
+    return resolved
 
 
 @task(name="resolve-upscaler")
@@ -53,7 +59,23 @@ def plan_catalog_task(
     ).to_dict()
 
 
-@task(name="stylize-shard", tags=["gpu"], retries=2, retry_delay_seconds=5)
+NOT_RETRIED = (InvalidInputError, WeightsNotFoundError, RegistryError)
+"""A shard that failed on these failed on its input or configuration: a retry would fail alike."""
+
+
+def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition for shards: retry (a store hiccup, a dead worker) unless the
+    shard failed on bad input or configuration (`NOT_RETRIED`), which is reported at once."""
+    return not isinstance(state.result(raise_on_failure=False), NOT_RETRIED)
+
+
+@task(
+    name="stylize-shard",
+    tags=["gpu"],
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_bad_input,
+)
 def stylize_shard_task(
     shard_id: str,
     items: list[tuple[str, str, int]],

@@ -168,6 +168,11 @@ class Method(ABC):
         """The stylizer of a resolved run on `device`, with the run's colour preservation.
         `on_iteration(i, loss)`: progress of optimization methods, per image."""
 
+    def metrics_artwork(self, source: Source) -> str | None:
+        """The artwork key the per-image metrics of a resolved run will compare with, where it is
+        known before `build` (a model's card names it); None: none, or checked by `resolve`."""
+        return None
+
     def source_for(self, style: str, model_version: str) -> Source:
         """The source of a run known only by its style and model version label (a shard called
         without one); methods whose label does not name everything they load refuse."""
@@ -239,6 +244,19 @@ def one_style(method: str, style: str) -> str:
             f"--method {method} takes one style, not a blend ({style!r}); blends: --method {blending}"
         )
     return style
+
+
+def check_metrics_artwork(key: str | None) -> str | None:
+    """`key` (the artwork the per-image metrics compare outputs with) when it is in the store;
+    InvalidInputError with the remedies otherwise (an imported model whose artwork was never
+    uploaded)."""
+    st = context.store()
+    if key is not None and not st.exists(key):
+        raise InvalidInputError(
+            f"the per-image metrics compare each output with the model's artwork {key}, which is not in "
+            f"{st.uri()}: upload it (`styleops upload <folder> {key.rsplit('/', 1)[0]}/`) or add --no-metrics"
+        )
+    return key
 
 
 def checked_artworks(style: str) -> list[tuple[str, str]]:

@@ -69,6 +69,12 @@ class MultiStyle(Method):
             blend_label(blend), f"{model}/{v}", Source(family=self.family, name=model, version=v, blend=blend), older
         )
 
+    def metrics_artwork(self, source: Source) -> str | None:
+        card = context.registry().card(self.family, source.name, source.version)
+        blend = source.blend or {}
+        main = max(blend, key=blend.__getitem__)  # the blend's heaviest style, as `build` measures
+        return next(s["artwork_key"] for s in card["styles"] if s["name"] == main)
+
     def source_for(self, style: str, model_version: str) -> Source:
         model, _, version = model_version.rpartition("/")
         return self.resolve(style, version, model or None).source

@@ -35,6 +35,9 @@ class PerStyle(Method):
             ) from None
         return Resolved(style, v, Source(family=self.family, name=style, version=v))
 
+    def metrics_artwork(self, source: Source) -> str | None:
+        return context.registry().card(self.family, source.name, source.version)["artwork_key"]
+
     def source_for(self, style: str, model_version: str) -> Source:
         return self.resolve(style, model_version).source
 

@@ -377,3 +377,21 @@ def test_nightly_refuses_an_unknown_style_or_date_before_a_flow_run(ops_env) -> 
     assert result.exit_code == 1
     assert one_error_line(result.output) == "error: --date must be a date as YYYY-MM-DD, got '2026-02-30'"
     assert stored(ops_env) == before and flow_run_ids() == runs
+
+
+def test_a_model_whose_artwork_is_not_in_the_store_is_refused_before_any_work(ops_env) -> None:  # noqa: ANN001
+    """An imported model (the shipped Monet) whose artwork was never uploaded: the per-image metrics
+    cannot be measured. Before: three shard attempts 5 s apart, then 'error: artwork/monet/monet.jpg'."""
+    ops_env.store.delete("artwork/monet/monet.jpg")
+    before, runs = stored(ops_env), flow_run_ids()
+    result = runner.invoke(app, ["stylize", "--catalog", "demo", "--style", "monet"])
+    assert result.exit_code == 1
+    assert one_error_line(result.output) == (
+        "error: the per-image metrics compare each output with the model's artwork artwork/monet/monet.jpg, "
+        f"which is not in s3://{ops_env.bucket}/: upload it (`styleops upload <folder> artwork/monet/`) "
+        "or add --no-metrics"
+    )
+    assert stored(ops_env) == before and flow_run_ids() == runs
+    done = runner.invoke(app, ["stylize", "--catalog", "demo", "--style", "monet", "--max-side", "32", "--no-metrics"])
+    assert done.exit_code == 0, done.output
+    assert len(list(ops_env.store.list("stylized/demo/monet/v0001/"))) == len(ops_env.catalog_keys)

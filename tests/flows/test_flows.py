@@ -13,9 +13,12 @@ import pytest
 
 from flows.stylize_catalog import stylize_catalog
 from flows.train_style import train_style
+from infra.registry import ModelNotFoundError
+from infra.store import StoreError
 from runs import context
 from runs.reports.catalog import write_report
 from runs.spec import RunSpec, StylizeParams
+from styleops.errors import InvalidInputError, WeightsNotFoundError
 from styleops.io.images import decode_image
 from styleops.training.engine import TrainConfig
 from tests.flows.conftest import CATALOG_PREFIX, PipelineEnv
@@ -162,3 +165,25 @@ def test_the_stylize_summary_artifact_has_one_row_per_field() -> None:
         "| model_version | v0001 |",
         "| ok | 6 |",
     ]
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (InvalidInputError("the model's artwork is not in the store"), False),
+        (ModelNotFoundError("no per-style model named 'x'"), False),
+        (WeightsNotFoundError("no weights"), False),
+        (StoreError("SlowDown"), True),
+        (RuntimeError("a worker died"), True),
+    ],
+    ids=["bad-input", "unknown-model", "no-weights", "store", "other"],
+)
+def test_a_shard_is_retried_unless_it_failed_on_bad_input(error: Exception, retried: bool) -> None:
+    import asyncio
+
+    from prefect.states import exception_to_failed_state
+
+    from tasks.stylize import retry_unless_bad_input
+
+    state = asyncio.run(exception_to_failed_state(error))
+    assert retry_unless_bad_input(None, None, state) is retried
