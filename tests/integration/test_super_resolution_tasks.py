@@ -163,6 +163,7 @@ def test_the_card_names_the_code_the_training_started_with(
 ) -> None:
     """Code edited (or committed) while a model trains must not be what its card says trained it."""
     import tasks.training as training
+    from tasks import common
 
     trained = {"done": False}
     real = training.train_super_resolution
@@ -173,7 +174,8 @@ def test_the_card_names_the_code_the_training_started_with(
         return result
 
     monkeypatch.setattr(training, "train_super_resolution", train_then_change_the_code)
-    monkeypatch.setattr(training, "code_version", lambda: "0.1.0+gafter" if trained["done"] else "0.1.0+gbefore")
+    # tasks.common.Started (moved from tasks.training) records the code version when training starts
+    monkeypatch.setattr(common, "code_version", lambda: "0.1.0+gafter" if trained["done"] else "0.1.0+gbefore")
     with disable_run_logger():
         version = train_super_resolution_task.fn("x2", CATALOG_PREFIX, TINY.to_dict())["version"]
     assert trained["done"]
