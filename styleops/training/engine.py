@@ -59,7 +59,12 @@ FINETUNES = ("none", "vector", "all")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of one per-style training run (recorded in the model card)."""
+    """Hyper-parameters of one run of the shared training loop (recorded in the model card): the
+    per-style and multi-style nets (Johnson's, or Magenta's pretrained start: `init`, `finetune`),
+    and, as their `train` part, the decoders (styleops.training.decoders), super-resolution
+    (SRConfig) and the translation families (Pix2PixConfig, CycleGANConfig, MIXGANConfig). The
+    TransformerNet fields (channels, n_residual, output, palette) apply to the per-/multi-style nets
+    only."""
 
     steps: int = 2000
     batch_size: int = 4
