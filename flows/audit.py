@@ -35,7 +35,7 @@ def audit_manifests(
     catalog, or all of stylized/. Returns {"critical", "warnings", "findings", "counts", "report",
     "repairs"}; a non-zero "critical" means outputs are missing, altered, or not there for a
     catalog image. "repairs": the `styleops stylize ... --repair` commands that re-render the
-    missing and altered ones, with their counts (tasks.audit.repairs).
+    missing and altered ones, with their counts (runs.audit.repairs).
     """
     if styles and catalog is None:
         raise ValueError("coverage of styles needs a catalog")

@@ -2,7 +2,7 @@
 with, and the vocabulary of their findings.
 
 Findings are plain dicts: {"kind", "severity", "image_key"?, "style"?, "output_key"?, "detail"}
-(optional fields only where they apply); the kinds are listed in tasks/audit.py.
+(optional fields only where they apply); the kinds are listed in runs/audit.py.
 """
 
 from __future__ import annotations
