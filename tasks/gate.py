@@ -16,10 +16,10 @@ from prefect.artifacts import create_table_artifact
 
 from infra.registry import PromotionConflictError
 from infra.settings import get_settings
-from runs import context
+from runs import context, methods
 from runs.keys import artifact_key, is_image_key
 from runs.methods.base import ARTWORK_SIZE
-from runs.methods.multi_style import Conditioned
+from runs.spec import StylizeParams
 from styleops.device import resolve_device
 from styleops.errors import InvalidInputError
 from styleops.evaluation.metrics import StyleMetrics
@@ -51,20 +51,19 @@ def holdout_photos(prefix: str | None = None) -> list[torch.Tensor]:
 
 
 def _stylizer(family: str, name: str, version: str, style: str | None) -> tuple[Any, str] | None:
-    """(float [3,H,W] -> float [3,H,W] function, artwork key) of a version, None when a multi-style
-    version has no style of that name."""
-    net, card = context.load_model(context.registry(), family, name, version)
-    if family == context.MULTI_STYLE:
-        names = [s["name"] for s in card["styles"]]
-        if style not in names:
-            return None
-        net = Conditioned(net, [float(n == style) for n in names])
-        art_key = card["styles"][names.index(style)]["artwork_key"]
-    else:
-        art_key = card["artwork_key"]
-    device = resolve_device(get_settings().device)
-    net = net.eval().to(device)
-    return (lambda x: net(x[None].to(device))[0].float().cpu()), art_key
+    """(float [3,H,W] -> float [3,H,W] function, artwork key) of a version, as the stylize method
+    of its family resolves and builds it (the engine a catalog run uses: what is scored is what a
+    catalog would get); None when a multi-style version has no style of that name."""
+    method = methods.get(family)
+    if family == context.MULTI_STYLE and style not in {
+        s["name"] for s in context.registry().card(family, name, version)["styles"]
+    }:
+        return None
+    resolved = method.resolve(style if family == context.MULTI_STYLE else name, version, name)
+    settings = get_settings()
+    device = resolve_device(settings.device)
+    built = method.build(resolved.source, StylizeParams(method=family, max_side=None), device, settings, batch_size=1)
+    return (lambda x: built.engine.stylize_prepared([x.to(device)])[0].float().cpu()), built.metrics_artwork_key
 
 
 @task(name="quality-gate")
