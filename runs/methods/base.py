@@ -137,7 +137,7 @@ OnIteration = Callable[[int, float], None]
 class Method(ABC):
     """A stylize method. Subclasses set the class attributes and implement resolve and build."""
 
-    name: ClassVar[str]  # recorded as the manifest's `method`, e.g. "per-style"
+    name: ClassVar[str]  # recorded as the manifest's `method`, e.g. per-style
     aliases: ClassVar[tuple[str, ...]] = ()  # other names the CLI takes, e.g. ("multi",)
     family: ClassVar[str | None] = None  # the registry family of the model it loads (None: no model)
     default_model: ClassVar[str | None] = (
