@@ -4,8 +4,15 @@
 parses its options, calls one function of runs/, tasks/ or flows/, and prints."""
 
 import importlib
+import os
 
-from flows.cli.common import (
+# Before torch (and its OpenMP runtime) is loaded: OpenMP threads that wait by sleeping, not
+# spinning. On a machine with other work, spinning threads fight it for the cores: Magenta's
+# transformer at 1024 px with 2 threads took 1.86 s beside two niced training processes, 0.70 s
+# with PASSIVE (one thread: 0.75 s either way). docs/benchmarks.md; a user's own value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from flows.cli.common import (  # noqa: E402 - after the OpenMP setting
     PREFECT_DEFAULTS,
     QuietServerNote,
     WithoutTraceback,

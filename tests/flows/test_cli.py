@@ -395,3 +395,29 @@ def test_a_model_whose_artwork_is_not_in_the_store_is_refused_before_any_work(op
     done = runner.invoke(app, ["stylize", "--catalog", "demo", "--style", "monet", "--max-side", "32", "--no-metrics"])
     assert done.exit_code == 0, done.output
     assert len(list(ops_env.store.list("stylized/demo/monet/v0001/"))) == len(ops_env.catalog_keys)
+
+
+@pytest.mark.parametrize(("user", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")], ids=["default", "user"])
+def test_the_cli_makes_openmp_threads_sleep_when_they_wait_unless_the_user_says(
+    user: str | None, expected: str
+) -> None:
+    """Set before torch loads its OpenMP runtime (docs/benchmarks.md: spinning threads on a busy machine)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": user} if user else {})
+    code = (  # print the setting at the moment torch is first imported
+        "import os, sys\n"
+        "class Spy:\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'torch': print('torch', os.environ.get('OMP_WAIT_POLICY'))\n"
+        "sys.meta_path.insert(0, Spy())\n"
+        "import flows.cli\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert out.stdout.split()[:2] == ["torch", expected]
