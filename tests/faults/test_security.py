@@ -515,10 +515,16 @@ def test_embedded_store_credentials_are_generated_and_private(embedded_store: St
     assert other.credentials() == (access, secret) and mode(other.creds_file) == 0o600
 
 
+def wrong_first_character(secret: str) -> str:
+    """`secret` with its first character replaced by another one."""
+    return ("y" if secret[0] == "x" else "x") + secret[1:]
+
+
 def test_requests_with_wrong_or_no_credentials_are_refused(embedded_store: StoreInfo, fault_store: ObjectStore) -> None:
     fault_store.put("secret/object.txt", b"private bytes")
     cases = {
-        "wrong secret": (embedded_store.access_key, "x" + embedded_store.secret_key[1:]),
+        # one character changed (a secret that starts with "x" was left as it was: a flaky pass of the store)
+        "wrong secret": (embedded_store.access_key, wrong_first_character(embedded_store.secret_key)),
         "unknown key": ("SO" + secrets.token_hex(9).upper(), embedded_store.secret_key),
         "no credentials": (None, None),
     }
