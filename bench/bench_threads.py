@@ -35,13 +35,19 @@ with torch.inference_mode():
         net(x, style)
 print((time.perf_counter() - t) / 3)
 """
-BURN = "import itertools\nfor _ in itertools.count(): pass\n"
+BURN = {
+    "python": "import itertools\nfor _ in itertools.count(): pass\n",
+    # a training-like load: torch convolutions on one thread, as the decoder probes ran
+    "torch": (
+        "import torch\ntorch.set_num_threads(1)\nx = torch.rand(4, 64, 128, 128)\n"
+        "conv = torch.nn.Conv2d(64, 64, 3, padding=1)\nwhile True:\n    conv(x).sum().backward()\n"
+    ),
+}
+POLICIES = {"default": {}, "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"}, "spin 10k": {"GOMP_SPINCOUNT": "10000"}}
 
 
-def timed(threads: int, policy: str | None) -> float:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | (
-        {"OMP_WAIT_POLICY": policy} if policy else {}
-    )
+def timed(threads: int, policy: dict[str, str]) -> float:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | policy
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(threads)], env=env, capture_output=True, text=True, check=True, timeout=600
     )
@@ -51,20 +57,20 @@ def timed(threads: int, policy: str | None) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--busy", type=int, default=0, help="niced CPU-bound processes beside the measurement")
+    ap.add_argument("--burn", choices=sorted(BURN), default="python", help="what the busy processes run")
     ap.add_argument("--repeats", type=int, default=2, help="runs per setting (the best is reported)")
     args = ap.parse_args()
-    burners = [subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", BURN]) for _ in range(args.busy)]
+    burners = [subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", BURN[args.burn]]) for _ in range(args.busy)]
     try:
         time.sleep(1 if burners else 0)
         cores = os.cpu_count() or 1
         print(f"{platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__}, "
-              f"{args.busy} niced busy processes beside")  # fmt: skip
-        print("| threads | OpenMP default (spin, then sleep) s/image | OMP_WAIT_POLICY=PASSIVE s/image |")
-        print("|---|---|---|")
+              f"{args.busy} niced {args.burn} processes beside")  # fmt: skip
+        print("| threads | " + " | ".join(f"{name} s/image" for name in POLICIES) + " |")
+        print("|---" * (len(POLICIES) + 1) + "|")
         for threads in sorted({1, cores}):
-            default = min(timed(threads, None) for _ in range(args.repeats))
-            passive = min(timed(threads, "PASSIVE") for _ in range(args.repeats))
-            print(f"| {threads} | {default:.3f} | {passive:.3f} |", flush=True)
+            times = [min(timed(threads, env) for _ in range(args.repeats)) for env in POLICIES.values()]
+            print(f"| {threads} | " + " | ".join(f"{t:.3f}" for t in times) + " |", flush=True)
     finally:
         for p in burners:
             p.kill()

@@ -7,9 +7,9 @@ import importlib
 import os
 
 # Before torch (and its OpenMP runtime) is loaded: OpenMP threads that wait by sleeping, not
-# spinning. On a machine with other work, spinning threads fight it for the cores: Magenta's
-# transformer at 1024 px with 2 threads took 1.86 s beside two niced training processes, 0.70 s
-# with PASSIVE (one thread: 0.75 s either way). docs/benchmarks.md; a user's own value wins.
+# spinning. Beside other torch work spinning threads fight it for the cores: Magenta's transformer
+# at 1024 px on 2 threads took 1.86 s beside training probes, 0.70 s with PASSIVE. Idle, PASSIVE
+# costs 7-17% (docs/benchmarks.md): a dedicated worker may set OMP_WAIT_POLICY=ACTIVE (it wins).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from flows.cli.common import (  # noqa: E402 - after the OpenMP setting
