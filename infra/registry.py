@@ -59,6 +59,9 @@ class RegistryError(Exception):
 class ModelNotFoundError(RegistryError, KeyError):
     """No such model, version or production pointer."""
 
+    def __str__(self) -> str:  # KeyError's str is the message's repr: say the message
+        return str(self.args[0]) if self.args else "no such model"
+
 
 class UnsafeWeightsError(RegistryError):
     """Bytes that are not a valid safetensors file (a pickle, say): never loaded."""
@@ -223,7 +226,11 @@ class ModelRegistry:
             if promoted is not None:
                 return promoted
         elif version != "latest":
-            _check_version(version)
+            try:
+                self.card(family, name, version)  # one GET (a shard resolves its version this way)
+                return version
+            except ModelNotFoundError:
+                pass  # say what there is, below
         ids = self._version_ids(family, name)
         if not ids:
             known = self.names(family)

@@ -31,7 +31,7 @@ from infra.store import (
 from infra.version import code_version
 from runs import context, methods
 from runs.keys import catalog_prefix, output_key, output_prefix
-from runs.methods.base import Source, check_metrics_artwork
+from runs.methods.base import Source, missing_metrics_artwork
 from runs.methods.upscale import load_upscaler, upscaler_source
 from runs.plan import Item
 from runs.spec import StylizeParams
@@ -148,7 +148,10 @@ def stylize_shard(
         lineage = {**lineage, "upscale": {"model": p.upscale, "model_sha256": sr_card["weights_sha256"]}}
     measure = None
     if job.metrics and built.metrics_artwork_key is not None:
-        art, _ = context.artwork_pixels(st, check_metrics_artwork(built.metrics_artwork_key), settings)
+        try:
+            art, _ = context.artwork_pixels(st, built.metrics_artwork_key, settings)
+        except ObjectNotFoundError:
+            raise missing_metrics_artwork(built.metrics_artwork_key) from None
         meter = StyleMetrics(
             context.encoder(built.metrics_weights.layers, device, settings),
             to_float(art),

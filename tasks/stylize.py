@@ -12,7 +12,7 @@ from prefect.runtime import flow_run, task_run
 
 from infra.registry import RegistryError
 from runs import context, methods
-from runs.methods.base import Resolved, Source, check_metrics_artwork
+from runs.methods.base import Resolved, Source, resolve_checked
 from runs.methods.upscale import upscaler_ref
 from runs.plan import plan_catalog
 from runs.shard import ShardJob, stylize_shard
@@ -29,10 +29,7 @@ def resolve_model_task(
     `None`/'production' -> promoted, 'latest' -> newest, 'v0003' -> checked; unknown styles,
     missing banks, undecodable or tiny artworks fail here (the method's `resolve`), and with
     `metrics`, an artwork the per-image metrics need that is not in the store."""
-    resolved = methods.resolve(method, style, version, model)
-    if metrics:
-        check_metrics_artwork(methods.get(method).metrics_artwork(resolved.source))
-    return resolved
+    return resolve_checked(methods.get(method), style, version, model, metrics)
 
 
 @task(name="resolve-upscaler")

@@ -220,7 +220,7 @@ def one_line_errors() -> Iterator[None]:
     try:
         yield
     except (StyleOpsError, RegistryError, StoreError, ValueError, FileNotFoundError) as exc:
-        raise fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def run(fn: Callable[..., Any], preflight: Callable[[], Any] | None = None, **kwargs: Any) -> Any:

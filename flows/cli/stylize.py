@@ -34,15 +34,13 @@ def _refuse_options_that_do_not_apply(ctx: typer.Context, method: methods.Method
 def _check_stylize(spec: RunSpec) -> None:
     """What the stylize flow checks first, before a flow run exists: the settings, the catalog,
     the style (or blend) and version, and the upscaler."""
-    from runs.methods.base import check_metrics_artwork
+    from runs.methods.base import resolve_checked
     from runs.methods.upscale import upscaler_ref
     from runs.plan import check_catalog
 
     spec.check()
     check_catalog(spec.catalog)
-    resolved = methods.resolve(spec.method, spec.style, spec.version, spec.model)
-    if spec.metrics:
-        check_metrics_artwork(methods.get(spec.method).metrics_artwork(resolved.source))
+    resolve_checked(methods.get(spec.method), spec.style, spec.version, spec.model, spec.metrics)
     if spec.params.upscale is not None:
         upscaler_ref(spec.params.upscale)
 

@@ -246,17 +246,24 @@ def one_style(method: str, style: str) -> str:
     return style
 
 
-def check_metrics_artwork(key: str | None) -> str | None:
-    """`key` (the artwork the per-image metrics compare outputs with) when it is in the store;
-    InvalidInputError with the remedies otherwise (an imported model whose artwork was never
-    uploaded)."""
-    st = context.store()
-    if key is not None and not st.exists(key):
-        raise InvalidInputError(
-            f"the per-image metrics compare each output with the model's artwork {key}, which is not in "
-            f"{st.uri()}: upload it (`styleops upload <folder> {key.rsplit('/', 1)[0]}/`) or add --no-metrics"
-        )
-    return key
+def missing_metrics_artwork(key: str) -> InvalidInputError:
+    """The error for an artwork the per-image metrics need that is not in the store (an imported
+    model whose artwork was never uploaded), with the remedies."""
+    return InvalidInputError(
+        f"the per-image metrics compare each output with the model's artwork {key}, which is not in "
+        f"{context.store().uri()}: upload it (`styleops upload <folder> {key.rsplit('/', 1)[0]}/`) or add --no-metrics"
+    )
+
+
+def resolve_checked(method: Method, style: str, version: str | None, model: str | None, metrics: bool) -> Resolved:
+    """`method.resolve(...)`, and with `metrics` the artwork the per-image metrics will need, where
+    the method knows it before building, checked to be in the store: what a run checks before any
+    work (the CLI before a flow run exists, the flow's resolve task in deployments)."""
+    resolved = method.resolve(style, version, model)
+    key = method.metrics_artwork(resolved.source) if metrics else None
+    if key is not None and not context.store().exists(key):
+        raise missing_metrics_artwork(key)
+    return resolved
 
 
 def checked_artworks(style: str) -> list[tuple[str, str]]:
