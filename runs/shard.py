@@ -137,7 +137,7 @@ def stylize_shard(
 
     def on_iteration(i: int, loss: float) -> None:  # optimization methods (gatys): per image
         if i == 1:
-            progress().start(iter_bar, f"{method.name} {style} {shard_id} image", p.iterations * p.levels)
+            progress().start(iter_bar, f"{method.name} {style} {shard_id} image", method.steps_per_image(p))
         progress().advance(iter_bar, 1, description=f"{method.name} {style} loss {loss:,.0f}")
 
     built = method.build(source, p, device, settings, job.batch_size, on_iteration)

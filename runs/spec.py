@@ -3,7 +3,7 @@ the whole, checked request (`RunSpec`), built once by the flow and read by every
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from typing import Any
 
 import torch
@@ -14,7 +14,6 @@ from runs.keys import catalog_prefix
 from styleops.errors import InvalidInputError
 from styleops.inference.color import COLOR_MODES
 from styleops.io.images import encode_image
-from styleops.models.translation import DIRECTIONS
 
 # Hashed fields added after outputs existed, with the value that renders as before: that value is
 # left out of the hash, so those outputs keep their keys (swap and AdaIN had no palette step).
@@ -23,57 +22,69 @@ _NONE = object()
 
 
 @dataclass(frozen=True)
-class StylizeParams:
-    """Everything besides the model that changes an output's bytes (hashed into params_hash).
-
-    Only the fields that apply are hashed (colour when not 'none', and the fields the method
-    declares in `Method.hashed`: alpha for AdaIN, the optimizer settings for Gatys), so adding
-    options never changes the hash of existing runs.
-    """
+class _Shared:
+    """What every method reads of a run's output settings."""
 
     method: str = PER_STYLE  # a registered method's name (runs.methods.names())
     max_side: int | None = 1024
     format: str = "jpeg"
     quality: int = 90
     color: str = "none"  # none | luminance | histogram (styleops.inference.color.preserve_colors)
-    alpha: float = 1.0  # adain: 1 = full style, 0 = the decoded photo
-    palette: bool = True  # swap, adain: the decoded output takes the artwork's RGB palette (PaletteMatch)
-    iterations: int = 300  # gatys: optimizer iterations per level
-    optimizer: str = "lbfgs"  # gatys: lbfgs | adam
-    levels: int = 1  # gatys: coarse-to-fine levels (1 = the output size only)
-    direction: str = "AtoB"  # cyclegan: which of the model's two generators (AtoB | BtoA)
-    # Super-resolution after the method, in the same shard: '4' or a model name as asked, then the
-    # pinned 'super-resolution/<name>/<version>' the flow resolved (runs.methods.upscale).
-    upscale: str | None = None
 
-    def __post_init__(self) -> None:
-        """A method's alias ('multi') becomes its name and the format is lowercased, so that a spec
-        given as JSON (a deployment's parameters) hashes as the same call from the CLI would."""
-        known = methods.find(self.method)
-        object.__setattr__(self, "method", known.name if known is not None else self.method)
-        object.__setattr__(self, "format", self.format.lower())
-        object.__setattr__(self, "upscale", None if self.upscale in (None, "") else str(self.upscale))
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "method": self.method,
-            "max_side": self.max_side,
-            "format": self.format,
-            "quality": self.quality,
-        }
-        if self.color != "none":
-            d["color"] = self.color
-        if self.upscale is not None:
-            d["upscale"] = self.upscale
-        method = methods.find(self.method)
-        for name in method.hashed if method is not None else ():
-            if UNHASHED_VALUES.get(name, _NONE) != getattr(self, name):
-                d[name] = getattr(self, name)
-        return d
+def _post_init(self: Any) -> None:
+    """A method's alias ('multi') becomes its name and the format is lowercased, so that a spec
+    given as JSON (a deployment's parameters) hashes as the same call from the CLI would."""
+    known = methods.find(self.method)
+    object.__setattr__(self, "method", known.name if known is not None else self.method)
+    object.__setattr__(self, "format", self.format.lower())
+    object.__setattr__(self, "upscale", None if self.upscale in (None, "") else str(self.upscale))
 
-    @property
-    def hash(self) -> str:
-        return stable_hash(self.to_dict())
+
+def _to_dict(self: Any) -> dict[str, Any]:
+    """What is hashed: the shared settings (colour when not 'none', upscale when set) and the
+    knobs the method declares (`Method.hashed`), but a knob at its `UNHASHED_VALUES` value."""
+    d: dict[str, Any] = {
+        "method": self.method,
+        "max_side": self.max_side,
+        "format": self.format,
+        "quality": self.quality,
+    }
+    if self.color != "none":
+        d["color"] = self.color
+    if self.upscale is not None:
+        d["upscale"] = self.upscale
+    method = methods.find(self.method)
+    for name in method.hashed if method is not None else ():
+        if UNHASHED_VALUES.get(name, _NONE) != getattr(self, name):
+            d[name] = getattr(self, name)
+    return d
+
+
+def _hash(self: Any) -> str:
+    return stable_hash(self.to_dict())
+
+
+StylizeParams: Any = make_dataclass(
+    "StylizeParams",
+    [
+        *((f.name, f.type, field(default=f.default)) for f in fields(_Shared)),
+        *((k.name, k.type, field(default=k.default)) for k in methods.knobs().values()),
+        # Super-resolution after the method, in the same shard: '4' or a model name as asked, then
+        # the pinned 'super-resolution/<name>/<version>' the flow resolved (runs.methods.upscale).
+        ("upscale", str | None, field(default=None)),
+    ],
+    frozen=True,
+    namespace={"__module__": __name__, "__post_init__": _post_init, "to_dict": _to_dict, "hash": property(_hash)},
+)
+StylizeParams.__doc__ = """Everything besides the model that changes an output's bytes (hashed into params_hash):
+the settings every method shares (max_side, format, quality, color, upscale) and one field per knob
+of the registered methods (`runs.methods.knobs()`: alpha, palette, iterations, ...; each method
+declares its own in its `Options`, so adding one is one line in its module).
+
+Only the fields that apply are hashed (colour when not 'none', and the knobs the method declares),
+so adding options never changes the hash of existing runs."""
+SETTINGS = frozenset(f.name for f in fields(StylizeParams))  # RunSpec.create's keywords that go to params
 
 
 @dataclass(frozen=True)
@@ -103,42 +114,16 @@ class RunSpec:
 
     @classmethod
     def create(
-        cls,
-        catalog: str,
-        style: str,
-        *,
-        method: str = PER_STYLE,
-        model: str | None = None,
-        version: str | None = None,
-        max_side: int | None = 1024,
-        format: str = "jpeg",
-        quality: int = 90,
-        color: str = "none",
-        alpha: float = 1.0,
-        palette: bool = True,
-        iterations: int = 300,
-        optimizer: str = "lbfgs",
-        levels: int = 1,
-        direction: str = "AtoB",
-        upscale: str | int | None = None,
-        **run: Any,
+        cls, catalog: str, style: str, *, model: str | None = None, version: str | None = None, **settings: Any
     ) -> RunSpec:
-        """A spec from flat keyword settings (the CLI's options); nothing is checked yet (`check`)."""
-        params = StylizeParams(
-            method=method,
-            max_side=max_side,
-            format=format,
-            quality=quality,
-            color=color,
-            alpha=alpha,
-            palette=palette,
-            iterations=iterations,
-            optimizer=optimizer,
-            levels=levels,
-            direction=direction,
-            upscale=None if upscale is None else str(upscale),
-        )
-        return cls(catalog=catalog, style=style, model=model, version=version, params=params, **run)
+        """A spec from flat keyword settings (the CLI's options): StylizeParams' fields (method,
+        max_side, format, ..., every method's knobs) go to `params`, the rest (shard_size, metrics,
+        ...) to the spec; nothing is checked yet (`check`)."""
+        asked = {k: v for k, v in settings.items() if k in SETTINGS}
+        if asked.get("upscale") is not None:
+            asked["upscale"] = str(asked["upscale"])
+        run = {k: v for k, v in settings.items() if k not in SETTINGS}
+        return cls(catalog=catalog, style=style, model=model, version=version, params=StylizeParams(**asked), **run)
 
     def with_upscaler(self, ref: str) -> RunSpec:
         """This spec with `params.upscale` pinned to `ref` ('super-resolution/<name>/<version>')."""
@@ -158,15 +143,8 @@ class RunSpec:
             raise InvalidInputError(f"max_side must be >= 16 pixels, got {p.max_side}")
         if p.color not in COLOR_MODES:
             raise InvalidInputError(f"colour preservation must be one of {', '.join(COLOR_MODES)}, got {p.color!r}")
-        if not 0.0 <= p.alpha <= 1.0:
-            raise InvalidInputError(f"alpha must be in [0, 1], got {p.alpha}")
-        if p.iterations < 1 or p.optimizer not in ("lbfgs", "adam") or not 1 <= p.levels <= 4:
-            raise InvalidInputError(
-                "gatys needs iterations >= 1, optimizer lbfgs|adam and levels 1-4; "
-                f"got {p.iterations}, {p.optimizer!r}, {p.levels}"
-            )
-        if p.direction not in DIRECTIONS:
-            raise InvalidInputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {p.direction!r}")
+        for method in methods.all_methods():  # every knob given is checked, whichever method reads it
+            method.options_of(p).check()
         if p.upscale is not None and methods.get(p.method).family == SUPER_RESOLUTION:
             raise InvalidInputError(
                 "--upscale chains super-resolution after a stylization; --method upscale runs it alone"

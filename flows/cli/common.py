@@ -3,6 +3,8 @@ its sub-apps, the console, option types, the runtime (store, progress bars) and 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import time
@@ -40,6 +42,7 @@ for _name, _value in PREFECT_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
 
 from runs import methods  # noqa: E402 - the stylize methods (runs/methods/), for --method's help and checks
+from runs.methods.base import knobs_of  # noqa: E402
 
 
 class QuietServerNote(logging.Filter):
@@ -117,6 +120,43 @@ Finetune = Annotated[
     ),
 ]
 MaxImages = Annotated[int, typer.Option(help="Use at most this many training images.")]
+
+
+def with_method_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`command` with one option per knob of the registered methods (`runs.methods.knobs()`: type,
+    default and help from the method's `Options`, e.g. --alpha, --palette/--no-palette), placed
+    before its `max_side` option. The command receives them together as `knobs` (a dict)."""
+    signature = inspect.signature(command, eval_str=True)
+    knobs = methods.knobs()
+    options = [
+        inspect.Parameter(
+            k.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(k.default, help=_knob_help(k.name)),
+            annotation=k.type,
+        )
+        for k in knobs.values()
+    ]
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values() if p.name != "knobs"]
+    at = next((i for i, p in enumerate(own) if p.name == "max_side"), len(own))
+
+    @functools.wraps(command)
+    def with_knobs(**given: Any) -> Any:
+        return command(**{k: v for k, v in given.items() if k not in knobs}, knobs={k: given[k] for k in knobs})
+
+    with_knobs.__signature__ = signature.replace(parameters=[*own[:at], *options, *own[at:]])  # type: ignore[attr-defined]
+    return with_knobs
+
+
+def _knob_help(name: str) -> str:
+    """'adain, magenta: <help>' (one help when the methods say the same, else each its own)."""
+    helps: dict[str, list[str]] = {}
+    for method in methods.knob_takers(name):
+        for k in knobs_of(method.options):
+            if k.name == name:
+                helps.setdefault(k.help, []).append(method.cli_name)
+    return "; ".join(f"{', '.join(takers)}: {text}" for text, takers in helps.items())
+
 
 METHODS_HELP = " | ".join(m.cli_name for m in methods.all_methods())
 BLEND_METHODS = " or ".join(m.cli_name for m in methods.all_methods() if m.takes_blend)

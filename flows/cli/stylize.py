@@ -8,20 +8,28 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from flows.cli.common import BLEND_METHODS, METHODS_HELP, app, console, fail, given_options, run, runtime, summary_table
+from flows.cli.common import (
+    BLEND_METHODS,
+    METHODS_HELP,
+    app,
+    console,
+    fail,
+    given_options,
+    run,
+    runtime,
+    summary_table,
+    with_method_options,
+)
 from runs import methods
 from runs.context import PER_STYLE
 from runs.spec import RunSpec
-
-# stylize's method options -> the StylizeParams field a method declares it reads (`Method.hashed`)
-METHOD_OPTIONS = ("alpha", "palette", "iterations", "optimizer", "levels", "direction")
 
 
 def _refuse_options_that_do_not_apply(ctx: typer.Context, method: methods.Method) -> None:
     """One line for a method option given on the command line that `method` would ignore."""
     given = given_options(ctx)
-    for option in (o for o in METHOD_OPTIONS if o in given and o not in method.hashed):
-        takers = [m.cli_name for m in methods.all_methods() if option in m.hashed]
+    for option in (o for o in methods.knobs() if o in given and o not in method.hashed):
+        takers = [m.cli_name for m in methods.knob_takers(option)]
         raise fail(f"--{option} does not apply to --method {method.cli_name}; it is for --method {' or '.join(takers)}")
     if "model" in given and method.default_model is None:
         takers = [m.cli_name for m in methods.all_methods() if m.default_model is not None]
@@ -47,8 +55,10 @@ def _check_stylize(spec: RunSpec) -> None:
 
 # ---- stylize -------------------------------------------------------------------------------
 @app.command()
+@with_method_options
 def stylize(
     ctx: typer.Context,
+    knobs: dict[str, Any],
     catalog: str = typer.Option(..., help="Catalog set name (catalog/<set>/)."),
     style: str | None = typer.Option(
         None,
@@ -70,16 +80,6 @@ def stylize(
     ),
     version: str | None = typer.Option(None, help="Model version (default: production; 'latest' for the newest)."),
     color: str = typer.Option("none", help="Keep the photo's colours: none | luminance | histogram."),
-    alpha: float = typer.Option(
-        1.0, help="adain, magenta: content-style trade-off, 0 (the photo / its own style) to 1 (full style)."
-    ),
-    palette: bool = typer.Option(
-        True, help="swap, adain: give the decoded output the artwork's RGB palette (mean and covariance)."
-    ),
-    iterations: int = typer.Option(300, help="gatys: optimizer iterations per level."),
-    optimizer: str = typer.Option("lbfgs", help="gatys: lbfgs | adam"),
-    levels: int = typer.Option(1, help="gatys: coarse-to-fine levels (2 = half size first)."),
-    direction: str = typer.Option("AtoB", help="cyclegan: AtoB (the model's G) or BtoA (its F)."),
     max_side: int = typer.Option(1024, help="Longer side of outputs, pixels (inputs are never upscaled)."),
     format: str = typer.Option("jpeg", help="jpeg | png | webp"),
     quality: int = typer.Option(90, help="JPEG/WebP quality 1-95."),
@@ -137,13 +137,8 @@ def stylize(
         format=format,
         quality=quality,
         color=color,
-        alpha=alpha,
-        palette=palette,
-        iterations=iterations,
-        optimizer=optimizer,
-        levels=levels,
-        direction=direction,
         upscale=upscale,
+        **knobs,
         shard_size=shard_size,
         batch_size=batch_size,
         metrics=metrics,

@@ -13,7 +13,7 @@ import importlib
 import pkgutil
 from collections.abc import Iterator
 
-from runs.methods.base import Method, Resolved
+from runs.methods.base import Knob, Method, Resolved, knobs_of
 from styleops.errors import InvalidInputError
 
 _methods: dict[str, Method] = {}
@@ -56,6 +56,24 @@ def names() -> tuple[str, ...]:
 
 def all_methods() -> Iterator[Method]:
     return iter(tuple(_methods.values()))
+
+
+def knobs() -> dict[str, Knob]:
+    """Every knob the registered methods declare, by name, in registration order: one
+    StylizeParams field and one `stylize` option each. Two methods may declare the same knob
+    (adain's and magenta's alpha) with the same type and default."""
+    found: dict[str, Knob] = {}
+    for method in all_methods():
+        for k in knobs_of(method.options):
+            seen = found.setdefault(k.name, k)
+            if (seen.type, seen.default) != (k.type, k.default):
+                raise TypeError(f"knob {k.name!r} of {method.name} differs from another method's")
+    return found
+
+
+def knob_takers(name: str) -> list[Method]:
+    """The registered methods whose params hash reads the knob `name`."""
+    return [m for m in all_methods() if name in m.hashed]
 
 
 def resolve(method: str, style: str, version: str | None, model: str | None = None) -> Resolved:

@@ -8,6 +8,7 @@ mean new outputs); loads adain/<model>/<version> and every artwork of the blend;
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from runs.methods.base import (
     Built,
     Method,
     OnIteration,
+    Options,
     Params,
     Resolved,
     Source,
@@ -26,11 +28,19 @@ from runs.methods.base import (
     blend_label,
     checked_artworks,
     engine,
+    in_unit_interval,
+    knob,
     parse_blend,
     wants_palette,
 )
 from styleops.inference.arbitrary import AdaINStylizer
 from styleops.io.images import resize_max_side, to_float
+
+
+@dataclass(frozen=True)
+class AdaINOptions(Options):
+    alpha: float = knob(1.0, "content-style trade-off, 0 (the decoded photo) to 1 (full style)", in_unit_interval)
+    palette: bool = knob(True, "give the decoded output the artwork's RGB palette (mean and covariance)")
 
 
 class AdaIN(Method):
@@ -39,7 +49,7 @@ class AdaIN(Method):
     family = context.ADAIN
     default_model = "default"
     takes_blend = True
-    hashed = ("alpha", "palette")
+    options = AdaINOptions
     summary = "AdaIN: any artwork or blend of artworks, one decoder (--alpha, --palette)"
 
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
@@ -66,6 +76,7 @@ class AdaIN(Method):
     ) -> Built:
         decoder, card = context.load_model(context.registry(), source.family, source.name, source.version)
         enc = context.encoder((decoder.from_layer,), device, settings)
+        opts: AdaINOptions = self.options_of(params)
         st, blend = context.store(), source.blend or {}
         images, weights, arts = [], [], []
         for name, keys in (source.artworks or {}).items():
@@ -78,10 +89,15 @@ class AdaIN(Method):
             "decoder": source.model_ref,
             "decoder_sha256": card["weights_sha256"],
             "artworks": arts,
-            "alpha": params.alpha,
+            "alpha": opts.alpha,
         }
         model = AdaINStylizer(
-            enc.to(device), decoder.to(device), images, weights, alpha=params.alpha, palette=wants_palette(params)
+            enc.to(device),
+            decoder.to(device),
+            images,
+            weights,
+            alpha=opts.alpha,
+            palette=wants_palette(opts.palette, params),
         )
         return Built(
             engine(model, params, device, settings, batch_size),

@@ -16,7 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, get_type_hints
 
 import torch
 from torch import nn
@@ -110,25 +110,56 @@ class Built:
     metrics_style_size: int = ARTWORK_SIZE
 
 
+def knob(default: Any, help: str, check: Callable[[Any], str | None] | None = None) -> Any:
+    """One parameter of a method, as a field of its `Options`: the default, the help of its
+    `styleops stylize --<name>` option, and a check returning what is wrong (None: fine)."""
+    return field(default=default, metadata={"help": help, "check": check})
+
+
+@dataclass(frozen=True)
+class Options:
+    """A method's parameters: subclasses add `knob` fields (alpha, iterations, ...). Each becomes a
+    field of `runs.spec.StylizeParams` (hashed into params_hash for the methods that declare it), a
+    `styleops stylize` option, and a check run before any work. No field: a method of no options."""
+
+    def check(self) -> None:
+        """InvalidInputError for the first knob whose check fails ('alpha must be in [0, 1], got 1.5')."""
+        for f in fields(self):
+            check = f.metadata.get("check")
+            problem = check(getattr(self, f.name)) if check is not None else None
+            if problem:
+                raise InvalidInputError(f"{f.name} {problem}, got {getattr(self, f.name)!r}")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A knob as the registry sees it: its name, Python type, default and help, per method."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+
+
+def knobs_of(options: type[Options]) -> list[Knob]:
+    """The knobs an Options class declares, in order, with their resolved types."""
+    hints = get_type_hints(options)
+    return [Knob(f.name, hints[f.name], f.default, f.metadata.get("help", "")) for f in fields(options)]
+
+
+def in_unit_interval(value: float) -> str | None:
+    """A knob check: `value` in [0, 1]."""
+    return None if 0.0 <= value <= 1.0 else "must be in [0, 1]"
+
+
 class Params(Protocol):
-    """What a method reads of a run's settings (runs.spec.StylizeParams)."""
+    """What every method reads of a run's settings (runs.spec.StylizeParams); its own knobs it reads
+    through `Method.options_of`."""
 
     @property
     def max_side(self) -> int | None: ...
     @property
     def color(self) -> str: ...
-    @property
-    def alpha(self) -> float: ...
-    @property
-    def palette(self) -> bool: ...
-    @property
-    def iterations(self) -> int: ...
-    @property
-    def optimizer(self) -> str: ...
-    @property
-    def levels(self) -> int: ...
-    @property
-    def direction(self) -> str: ...
 
 
 OnIteration = Callable[[int, float], None]
@@ -144,11 +175,20 @@ class Method(ABC):
         None  # the model name when none is given (families with many styles per model)
     )
     takes_blend: ClassVar[bool] = False  # `style` may be a blend 'wave=0.7,udnie=0.3' (the CLI's --blend)
-    hashed: ClassVar[
-        tuple[str, ...]
-    ] = ()  # StylizeParams fields it reads besides max_side/format/quality/color: hashed into params_hash
+    options: ClassVar[type[Options]] = Options  # its parameters (knobs), with defaults, help and checks
     summary: ClassVar[str] = ""  # one line for the CLI's help
     rank: ClassVar[int] = 100  # where it is listed (--method's help, the registry's order): lower first
+
+    @property
+    def hashed(self) -> tuple[str, ...]:
+        """The StylizeParams fields it reads besides max_side/format/quality/color/upscale: its
+        knobs, hashed into params_hash. (A plug-in may set this class attribute to hash a knob
+        another method declares.)"""
+        return tuple(f.name for f in fields(self.options))
+
+    def options_of(self, params: Any) -> Any:
+        """Its `Options` as set in `params` (a StylizeParams, or anything with those attributes)."""
+        return self.options(**{f.name: getattr(params, f.name) for f in fields(self.options)})
 
     @abstractmethod
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
@@ -167,6 +207,10 @@ class Method(ABC):
     ) -> Built:
         """The stylizer of a resolved run on `device`, with the run's colour preservation.
         `on_iteration(i, loss)`: progress of optimization methods, per image."""
+
+    def steps_per_image(self, params: Any) -> int:
+        """Optimization steps per image, for a progress bar of `on_iteration` (0: feed-forward)."""
+        return 0
 
     def metrics_artwork(self, source: Source) -> str | None:
         """The artwork key the per-image metrics of a resolved run will compare with, where it is
@@ -203,10 +247,10 @@ def engine(
     )
 
 
-def wants_palette(params: Params) -> bool:
-    """Swap and AdaIN end at the artwork's palette unless asked not to, or asked to keep the photo's
-    colours (`color`), which wins."""
-    return params.palette and params.color == "none"
+def wants_palette(palette: bool, params: Params) -> bool:
+    """Swap and AdaIN end at the artwork's palette (their `palette` knob) unless asked not to, or
+    asked to keep the photo's colours (`color`), which wins."""
+    return palette and params.color == "none"
 
 
 def parse_blend(blend: str) -> dict[str, float]:

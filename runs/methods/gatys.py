@@ -6,6 +6,9 @@ and its etag); no model; `iterations`, `optimizer` and `levels` are hashed."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from infra.settings import Settings
@@ -15,22 +18,43 @@ from runs.methods.base import (
     Built,
     Method,
     OnIteration,
+    Options,
     Params,
     Resolved,
     Source,
     artworks_identity,
     checked_artworks,
+    knob,
     one_style,
 )
+from styleops.errors import InvalidInputError
 from styleops.inference.gatys import GatysConfig, GatysEngine
 from styleops.io.images import to_float
+
+
+@dataclass(frozen=True)
+class GatysOptions(Options):
+    iterations: int = knob(300, "optimizer iterations per level")
+    optimizer: str = knob("lbfgs", "lbfgs | adam")
+    levels: int = knob(1, "coarse-to-fine levels (2 = half size first)")
+
+    def check(self) -> None:
+        if self.iterations < 1 or self.optimizer not in ("lbfgs", "adam") or not 1 <= self.levels <= 4:
+            raise InvalidInputError(
+                "gatys needs iterations >= 1, optimizer lbfgs|adam and levels 1-4; "
+                f"got {self.iterations}, {self.optimizer!r}, {self.levels}"
+            )
 
 
 class Gatys(Method):
     name = "gatys"
     rank = 50
-    hashed = ("iterations", "optimizer", "levels")
+    options = GatysOptions
     summary = "Gatys optimization: any artwork, slow (--iterations, --optimizer, --levels)"
+
+    def steps_per_image(self, params: Any) -> int:
+        opts: GatysOptions = self.options_of(params)
+        return opts.iterations * opts.levels
 
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
         first = checked_artworks(one_style(self.name, style))[0]
@@ -49,15 +73,16 @@ class Gatys(Method):
     ) -> Built:
         key = source.artwork_key
         assert key is not None
+        opts: GatysOptions = self.options_of(params)
         art, sha = context.artwork_pixels(context.store(), key, settings)
-        cfg = GatysConfig(iterations=params.iterations, optimizer=params.optimizer, style_size=ARTWORK_SIZE)
+        cfg = GatysConfig(iterations=opts.iterations, optimizer=opts.optimizer, style_size=ARTWORK_SIZE)
         enc = context.encoder(cfg.loss.layers, device, settings)
         gatys = GatysEngine(
             enc,
             to_float(art),
             cfg,
             max_side=params.max_side,
-            levels=params.levels,
+            levels=opts.levels,
             color=params.color,
             progress=on_iteration,
         )
@@ -72,7 +97,7 @@ class Gatys(Method):
                     "optimizer": cfg.optimizer,
                     "init": cfg.init,
                     "seed": cfg.seed,
-                    "levels": params.levels,
+                    "levels": opts.levels,
                 },
             },
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from runs.methods.base import (
     Built,
     Method,
     OnIteration,
+    Options,
     Params,
     Resolved,
     Source,
@@ -29,6 +31,8 @@ from runs.methods.base import (
     blend_label,
     checked_artworks,
     engine,
+    in_unit_interval,
+    knob,
     parse_blend,
 )
 from styleops.errors import InvalidInputError
@@ -38,11 +42,18 @@ from styleops.models.magenta import MagentaStylizer, blend_vectors, style_vector
 MODEL = "arbitrary"
 
 
+@dataclass(frozen=True)
+class MagentaOptions(Options):
+    alpha: float = knob(
+        1.0, "1 the artwork's style vector, 0 the photo's own (the paper's interpolation)", in_unit_interval
+    )
+
+
 class Magenta(Method):
     name = "magenta"
     family = None  # pretrained weights from the local cache, not a registry model
     takes_blend = True
-    hashed = ("alpha",)
+    options = MagentaOptions
     summary = "Magenta's pretrained arbitrary network: any artwork or blend, no training (--alpha)"
 
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
@@ -73,6 +84,7 @@ class Magenta(Method):
             raise InvalidInputError(
                 f"the installed Magenta weights ({weights.sha256[:8]}) are not the run's ({source.version})"
             )
+        alpha = self.options_of(params).alpha
         predictor = copy.deepcopy(weights.predictor).to(device)  # one instance per shard: no shared state
         st, blend = context.store(), source.blend or {}
         vectors, mix, arts = [], [], []
@@ -89,13 +101,13 @@ class Magenta(Method):
             "weights_sha256": weights.sha256,
             "artworks": arts,
             "style_vector_sha256": hashlib.sha256(style.numpy().tobytes()).hexdigest(),
-            "alpha": params.alpha,
+            "alpha": alpha,
         }
         model = MagentaStylizer(
             copy.deepcopy(weights.transformer),
             style,
-            alpha=params.alpha,
-            predictor=predictor.cpu() if params.alpha < 1 else None,
+            alpha=alpha,
+            predictor=predictor.cpu() if alpha < 1 else None,
         )
         return Built(
             engine(model, params, device, settings, batch_size),

@@ -8,7 +8,7 @@ bank's artworks, read at the bytes the bank was built from (docs/quality.md)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -21,10 +21,12 @@ from runs.methods.base import (
     Built,
     Method,
     OnIteration,
+    Options,
     Params,
     Resolved,
     Source,
     engine,
+    knob,
     one_style,
     wants_palette,
 )
@@ -35,12 +37,17 @@ from styleops.models.palette import Palette, blend_palettes, palette_of
 from styleops.ops import PatchBank
 
 
+@dataclass(frozen=True)
+class SwapOptions(Options):
+    palette: bool = knob(True, "give the decoded output the artwork's RGB palette (mean and covariance)")
+
+
 class Swap(Method):
     name = "swap"
     rank = 30
     family = context.INVERSE
     default_model = "default"
-    hashed = ("palette",)
+    options = SwapOptions
     summary = "style swap: any artwork with a patch bank (`styleops build-banks`), one inverse network (--palette)"
 
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
@@ -82,7 +89,11 @@ class Swap(Method):
                 "patches": len(bank),
             },
         }
-        palette = bank_palette(bank_card["artworks"], settings) if wants_palette(params) else None
+        palette = (
+            bank_palette(bank_card["artworks"], settings)
+            if wants_palette(self.options_of(params).palette, params)
+            else None
+        )
         model = SwapStylizer(enc.to(device), decoder.to(device), _bank_on(bank, device), palette=palette)
         return Built(
             engine(model, params, device, settings, batch_size),
