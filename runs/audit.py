@@ -23,10 +23,8 @@ from __future__ import annotations
 import base64
 import json
 import math
-import re
 import shlex
 from collections.abc import Iterable
-from dataclasses import fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -36,7 +34,7 @@ from infra.registry import RegistryError
 from runs import context, methods
 from runs.keys import catalog_prefix, is_image_key
 from runs.outputs import check_outputs, count_findings, finding, present
-from runs.spec import UNHASHED_VALUES, StylizeParams
+from runs.spec import RunSpec, params_from_dict
 
 GROUP = ["catalog", "image_key", "style", "model_version", "params_hash"]
 COLUMNS = [
@@ -145,37 +143,19 @@ def repairs(rows: list[dict[str, Any]], checks: list[dict[str, Any] | None]) -> 
 
 
 def repair_command(row: dict[str, Any]) -> str:
-    """`styleops stylize ... --repair` for a manifest row: its catalog, style (or blend), method
-    (by its CLI name, runs.methods), model and version, and the output settings of its
-    params_json that differ from the defaults, so the rerun plans the same model version and
-    params hash and redoes only the broken outputs."""
-    defaults = StylizeParams()
-    method = row.get("method") or defaults.method
-    style, version = str(row["style"]), str(row.get("model_version") or "")
-    args = ["styleops", "stylize", "--catalog", str(row["catalog"]).strip("/").removeprefix("catalog/")]
-    if method != defaults.method:
-        known = methods.find(method)
-        args += ["--method", known.cli_name if known is not None else method]
-    args += ["--blend" if "=" in style else "--style", style]
-    base = version.split("+", 1)[0]  # adain '<model>/v0001+art-…', swap '<model>/v0001+bank-v0002', gatys 'gatys+art-…'
-    if "/" in base:
-        model, _, base = base.rpartition("/")
-        args += ["--model", model]
-    if re.fullmatch(r"v\d+", base):  # not a method's own label ('gatys')
-        args += ["--version", base]
+    """`styleops stylize ... --repair` for a manifest row: the spec of its run (`RunSpec.cli_args`)
+    from its catalog, style (or blend), method, the model and version its method's label pins
+    (`Method.pinned`) and its params_json, so the rerun plans the same model version and params
+    hash and redoes only the broken outputs."""
     try:
         settings = json.loads(row.get("params_json") or "{}")
     except (TypeError, ValueError):
         settings = {}
-    for name in (f.name for f in fields(StylizeParams) if f.name != "method"):
-        value = settings.get(name)
-        if value is not None and value != getattr(defaults, name):
-            args += ["--" + name.replace("_", "-"), str(value)]
-    known = methods.find(method)
-    for name, value in UNHASHED_VALUES.items():  # left out of the hash: absent means that value
-        if known is not None and name in known.hashed and name not in settings and value != getattr(defaults, name):
-            args.append(f"--{'' if value else 'no-'}{name.replace('_', '-')}")
-    return shlex.join([*args, "--repair"])
+    params = params_from_dict({**settings, "method": row.get("method") or context.PER_STYLE})
+    method = methods.find(params.method)  # None: a plug-in no longer registered, named as it was
+    model, version = method.pinned(str(row.get("model_version") or "")) if method is not None else (None, None)
+    spec = RunSpec(str(row["catalog"]), str(row["style"]), model=model, version=version, params=params)
+    return shlex.join(["styleops", "stylize", *spec.cli_args(), "--repair"])
 
 
 def duplicate_findings(df: pd.DataFrame) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@ the whole, checked request (`RunSpec`), built once by the flow and read by every
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, make_dataclass, replace
 from typing import Any
 
@@ -87,6 +88,18 @@ so adding options never changes the hash of existing runs."""
 SETTINGS = frozenset(f.name for f in fields(StylizeParams))  # RunSpec.create's keywords that go to params
 
 
+def params_from_dict(d: Mapping[str, Any]) -> Any:
+    """The StylizeParams whose `to_dict()` is `d` (a manifest row's params_json; other keys are
+    ignored): a knob of the method that `d` leaves out is at its UNHASHED_VALUES value, others at
+    their defaults."""
+    given = {k: v for k, v in d.items() if k in SETTINGS and v is not None}
+    method = methods.find(given.get("method", PER_STYLE))
+    for name in method.hashed if method is not None else ():
+        if name not in given and name in UNHASHED_VALUES:
+            given[name] = UNHASHED_VALUES[name]
+    return StylizeParams(**given)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One stylize run as asked: which catalog, style (or blend), which model and version (None:
@@ -124,6 +137,28 @@ class RunSpec:
             asked["upscale"] = str(asked["upscale"])
         run = {k: v for k, v in settings.items() if k not in SETTINGS}
         return cls(catalog=catalog, style=style, model=model, version=version, params=StylizeParams(**asked), **run)
+
+    def cli_args(self) -> list[str]:
+        """The `styleops stylize` options that ask for this spec: catalog, method, style or blend,
+        model, version, then the output settings and the method's knobs that differ from their
+        defaults (switches last, as --no-palette). Run settings (shards, Dask) are left out."""
+        defaults, p, method = StylizeParams(), self.params, methods.find(self.params.method)
+        hashed = method.hashed if method is not None else ()
+        args = ["--catalog", self.prefix.strip("/").removeprefix("catalog/")]
+        args += ["--method", method.cli_name if method is not None else p.method] if p.method != defaults.method else []
+        args += ["--blend" if "=" in self.style else "--style", self.style]
+        args += ["--model", self.model] if self.model else []
+        args += ["--version", self.version] if self.version else []
+        changed = [
+            (f.name.replace("_", "-"), getattr(p, f.name))
+            for f in fields(p)
+            if f.name not in ("method", "upscale")
+            and (f.name not in methods.knobs() or f.name in hashed)
+            and getattr(p, f.name) != getattr(defaults, f.name)
+        ]
+        args += [x for name, value in changed if not isinstance(value, bool) for x in (f"--{name}", str(value))]
+        args += [f"--{'' if value else 'no-'}{name}" for name, value in changed if isinstance(value, bool)]
+        return args + (["--upscale", p.upscale] if p.upscale is not None else [])
 
     def with_upscaler(self, ref: str) -> RunSpec:
         """This spec with `params.upscale` pinned to `ref` ('super-resolution/<name>/<version>')."""

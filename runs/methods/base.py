@@ -208,6 +208,15 @@ class Method(ABC):
         """The stylizer of a resolved run on `device`, with the run's colour preservation.
         `on_iteration(i, loss)`: progress of optimization methods, per image."""
 
+    def pinned(self, model_version: str) -> tuple[str | None, str | None]:
+        """The model and version that resolve to this model version label again (a label its
+        `resolve` made: 'v0003', '<model>/v0001+bank-v0002', ...): what a rerun passes as --model
+        and --version. (None, None) for a method of no registry model."""
+        if self.family is None:
+            return None, None
+        model, _, version = model_version.split("+", 1)[0].rpartition("/")
+        return (model or None) if self.default_model is not None else None, version or None
+
     def steps_per_image(self, params: Any) -> int:
         """Optimization steps per image, for a progress bar of `on_iteration` (0: feed-forward)."""
         return 0

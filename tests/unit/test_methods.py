@@ -38,7 +38,7 @@ PINNED_HASHES = [
 ]
 
 
-ALL = ("per-style", "multi-style", "swap", "adain", "gatys", "upscale", "pix2pix", "cyclegan", "mixgan", "magenta")
+ALL = ("per-style", "multi-style", "swap", "adain", "gatys", "upscale", "pix2pix", "cyclegan", "mixgan", "magenta", "recolour")
 
 
 @pytest.mark.parametrize(("params", "expected"), PINNED_HASHES, ids=[h for _, h in PINNED_HASHES])
@@ -46,7 +46,7 @@ def test_params_hash_is_pinned(params: StylizeParams, expected: str) -> None:
     assert params.hash == expected
 
 
-def test_the_registry_lists_the_ten_methods_with_their_aliases() -> None:
+def test_the_registry_lists_the_methods_with_their_aliases() -> None:
     assert methods.names() == ALL
     assert {m.name: m.aliases for m in methods.all_methods()} == {
         "per-style": (),
@@ -59,15 +59,17 @@ def test_the_registry_lists_the_ten_methods_with_their_aliases() -> None:
         "cyclegan": (),
         "mixgan": (),
         "magenta": (),
+        "recolour": (),
     }
     assert methods.get("multi") is methods.get("multi-style") and methods.get("multi").cli_name == "multi"
-    assert [m.name for m in methods.all_methods() if m.takes_blend] == ["multi-style", "adain", "magenta"]
+    assert [m.name for m in methods.all_methods() if m.takes_blend] == ["multi-style", "adain", "magenta", "recolour"]
     assert {m.name: m.hashed for m in methods.all_methods() if m.hashed} == {
         "adain": ("alpha", "palette"),
         "swap": ("palette",),
         "gatys": ("iterations", "optimizer", "levels"),
         "cyclegan": ("direction",),
         "magenta": ("alpha",),
+        "recolour": ("strength",),
     }
     assert {m.name: m.family for m in methods.all_methods()} == {
         "per-style": "per-style",
@@ -80,6 +82,7 @@ def test_the_registry_lists_the_ten_methods_with_their_aliases() -> None:
         "cyclegan": "cyclegan",
         "mixgan": "mixgan",
         "magenta": None,
+        "recolour": None,
     }
     for m in methods.all_methods():
         assert type(m).__module__ == "runs.methods." + m.name.replace("-", "_")  # one module per method
@@ -90,7 +93,7 @@ def test_an_unknown_method_names_the_registered_ones() -> None:
         InvalidInputError,
         match=(
             r"^method must be one of per-style, multi-style, swap, adain, gatys, upscale, pix2pix, cyclegan, mixgan, "
-            r"magenta, got 'cartoon'$"
+            r"magenta, recolour, got 'cartoon'$"
         ),
     ):
         methods.get("cartoon")
