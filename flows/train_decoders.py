@@ -14,8 +14,21 @@ from styleops.training.engine import TrainConfig
 from tasks.training import promote_if_first_task, train_decoder_task
 
 
-def _config(defaults: TrainConfig, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    return TrainConfig.from_dict({**defaults.to_dict(), **(overrides or {})}).to_dict()  # bad values fail here
+def _train(
+    family: str,
+    defaults: TrainConfig,
+    artwork_prefix: str,
+    content_prefix: str,
+    name: str,
+    config: dict[str, Any] | None,
+    max_content: int,
+    init_from: str | None,
+) -> dict[str, Any]:
+    """Train `family`'s decoder with `config` over `defaults` (bad values fail here, before any
+    work), register it, promote it if it is the name's first."""
+    cfg = TrainConfig.from_dict({**defaults.to_dict(), **(config or {})}).to_dict()
+    trained = train_decoder_task(family, name, artwork_prefix, content_prefix, cfg, max_content, init_from=init_from)
+    return {**trained, "promoted": promote_if_first_task(family, name, trained["version"])}
 
 
 @flow(name="train-adain")
@@ -30,10 +43,7 @@ def train_adain(
     """Train the AdaIN decoder (relu4_1 -> pixels) on the photos and artworks under the prefixes;
     register it as adain/<name>. `config` overrides `styleops.training.decoders.adain_config()`;
     `init_from`: warm start (.safetensors path or adain/<name>/<version>)."""
-    trained = train_decoder_task(
-        ADAIN, name, artwork_prefix, content_prefix, _config(adain_config(), config), max_content, init_from=init_from
-    )
-    return {**trained, "promoted": promote_if_first_task(ADAIN, name, trained["version"])}
+    return _train(ADAIN, adain_config(), artwork_prefix, content_prefix, name, config, max_content, init_from)
 
 
 @flow(name="train-inverse")
@@ -48,13 +58,4 @@ def train_inverse(
     """Train the style-swap inverse network (relu3_1 -> pixels) on content, artwork and swapped
     features; register it as inverse/<name>. `config` overrides `inverse_config()`; `init_from`
     as for train_adain."""
-    trained = train_decoder_task(
-        INVERSE,
-        name,
-        artwork_prefix,
-        content_prefix,
-        _config(inverse_config(), config),
-        max_content,
-        init_from=init_from,
-    )
-    return {**trained, "promoted": promote_if_first_task(INVERSE, name, trained["version"])}
+    return _train(INVERSE, inverse_config(), artwork_prefix, content_prefix, name, config, max_content, init_from)

@@ -26,6 +26,7 @@ from flows.cli.common import (
     runtime,
     summary_table,
 )
+from runs.context import ADAIN, INVERSE
 from styleops.losses.perceptual import LossWeights
 from styleops.training.engine import TrainConfig
 
@@ -222,22 +223,10 @@ def train_adain_cmd(
     init_from: InitFrom = None,
 ) -> None:
     """Train the AdaIN decoder (Huang & Belongie 2017): one network for any artwork."""
-    from dataclasses import replace
-
-    from flows.train_decoders import train_adain
     from styleops.training.decoders import adain_config
 
     cfg = adain_config(steps=steps, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed)
-    cfg = replace(cfg, loss=replace(cfg.loss, style_weight=style_weight))
-    r = run(
-        train_adain,
-        artwork_prefix=artworks,
-        content_prefix=content,
-        name=name,
-        config=cfg.to_dict(),
-        init_from=init_from,
-    )
-    console.print(summary_table(f"adain/{r['name']} {r['version']}", {**r["metrics"], "promoted": r["promoted"]}))
+    _train_decoder(ADAIN, cfg, {"style_weight": style_weight}, artworks, content, name, init_from)
 
 
 @app.command("train-inverse")
@@ -256,22 +245,30 @@ def train_inverse_cmd(
     init_from: InitFrom = None,
 ) -> None:
     """Train the style-swap inverse network (Chen & Schmidt 2016): relu3_1 features -> pixels."""
-    from dataclasses import replace
-
-    from flows.train_decoders import train_inverse
     from styleops.training.decoders import inverse_config
 
     cfg = inverse_config(steps=steps, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed)
-    cfg = replace(cfg, loss=replace(cfg.loss, tv_weight=tv_weight))
-    r = run(
-        train_inverse,
-        artwork_prefix=artworks,
-        content_prefix=content,
-        name=name,
-        config=cfg.to_dict(),
-        init_from=init_from,
-    )
-    console.print(summary_table(f"inverse/{r['name']} {r['version']}", {**r["metrics"], "promoted": r["promoted"]}))
+    _train_decoder(INVERSE, cfg, {"tv_weight": tv_weight}, artworks, content, name, init_from)
+
+
+def _train_decoder(
+    family: str,
+    cfg: Any,
+    loss: dict[str, float],
+    artworks: str,
+    content: str,
+    name: str,
+    init_from: str | None,
+) -> None:
+    """Run the train-<family> flow with `cfg` (its loss weights updated by `loss`) and print its summary."""
+    from dataclasses import replace
+
+    from flows import train_decoders
+
+    flow = {ADAIN: train_decoders.train_adain, INVERSE: train_decoders.train_inverse}[family]
+    cfg = replace(cfg, loss=replace(cfg.loss, **loss))
+    r = run(flow, artwork_prefix=artworks, content_prefix=content, name=name, config=cfg.to_dict(), init_from=init_from)
+    console.print(summary_table(f"{family}/{r['name']} {r['version']}", {**r["metrics"], "promoted": r["promoted"]}))
 
 
 @app.command("train-sr")

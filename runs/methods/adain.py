@@ -15,31 +15,15 @@ import torch
 
 from infra.settings import Settings
 from runs import context
-from runs.methods.base import (
-    ARTWORK_SIZE,
-    Built,
-    Method,
-    OnIteration,
-    Options,
-    Params,
-    Resolved,
-    Source,
-    artworks_identity,
-    blend_label,
-    checked_artworks,
-    engine,
-    in_unit_interval,
-    knob,
-    parse_blend,
-    wants_palette,
-)
+from runs.methods import base
+from runs.methods.base import Built, Method, OnIteration, Options, Params, Resolved, Source, knob
 from styleops.inference.arbitrary import AdaINStylizer
 from styleops.io.images import resize_max_side, to_float
 
 
 @dataclass(frozen=True)
 class AdaINOptions(Options):
-    alpha: float = knob(1.0, "content-style trade-off, 0 (the decoded photo) to 1 (full style)", in_unit_interval)
+    alpha: float = knob(1.0, "content-style trade-off, 0 (the decoded photo) to 1 (full style)", base.in_unit_interval)
     palette: bool = knob(True, "give the decoded output the artwork's RGB palette (mean and covariance)")
 
 
@@ -54,15 +38,12 @@ class AdaIN(Method):
 
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
         model = model or self.default_model
-        blend = parse_blend(style)
-        artworks = {name: checked_artworks(name) for name in blend}
+        art = base.artworks_of(style)
         v = context.registry().resolve(self.family, model, version)
-        ident = artworks_identity([art for found in artworks.values() for art in found])
-        keys = {name: tuple(key for key, _etag in found) for name, found in artworks.items()}
         return Resolved(
-            blend_label(blend),
-            f"{model}/{v}+art-{ident}",
-            Source(family=self.family, name=model, version=v, blend=blend, artworks=keys),
+            art.label,
+            f"{model}/{v}+art-{art.identity}",
+            Source(family=self.family, name=model, version=v, blend=art.blend, artworks=art.keys),
         )
 
     def build(
@@ -77,32 +58,26 @@ class AdaIN(Method):
         decoder, card = context.load_model(context.registry(), source.family, source.name, source.version)
         enc = context.encoder((decoder.from_layer,), device, settings)
         opts: AdaINOptions = self.options_of(params)
-        st, blend = context.store(), source.blend or {}
-        images, weights, arts = [], [], []
-        for name, keys in (source.artworks or {}).items():
-            for key in keys:
-                pixels, sha = context.artwork_pixels(st, key, settings)
-                images.append(resize_max_side(to_float(pixels), ARTWORK_SIZE)[None].to(device))
-                weights.append(blend[name] / len(keys))
-                arts.append({"key": key, "sha256": sha, "weight": round(weights[-1], 6)})
+        pixels, weights, arts = zip(*base.weighted_artworks(source, settings), strict=True)
+        images = [resize_max_side(to_float(p), base.ARTWORK_SIZE)[None].to(device) for p in pixels]
         lineage: dict[str, Any] = {
             "decoder": source.model_ref,
             "decoder_sha256": card["weights_sha256"],
-            "artworks": arts,
+            "artworks": list(arts),
             "alpha": opts.alpha,
         }
         model = AdaINStylizer(
             enc.to(device),
             decoder.to(device),
             images,
-            weights,
+            list(weights),
             alpha=opts.alpha,
-            palette=wants_palette(opts.palette, params),
+            palette=base.wants_palette(opts.palette, params),
         )
         return Built(
-            engine(model, params, device, settings, batch_size),
+            base.engine(model, params, device, settings, batch_size),
             card["weights_sha256"],
-            max(arts, key=lambda a: a["weight"])["key"],
+            base.heaviest(list(arts)),
             lineage,
         )
 

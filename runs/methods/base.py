@@ -338,3 +338,55 @@ def checked_artworks(style: str) -> list[tuple[str, str]]:
 def artworks_identity(artworks: list[tuple[str, str]]) -> str:
     """8 hex of the artworks' (key, etag) pairs: new artwork bytes, new model version label."""
     return context.stable_hash(sorted(artworks), n=8)
+
+
+@dataclass(frozen=True)
+class Artworks:
+    """A style or a blend of artwork/<style>/ folders, checked (`checked_artworks`): the blend's
+    weights, each style's artwork keys, and the 8-hex identity of their keys and etags."""
+
+    blend: dict[str, float]
+    keys: dict[str, tuple[str, ...]]
+    identity: str
+
+    @property
+    def label(self) -> str:
+        return blend_label(self.blend)
+
+
+def artworks_of(style: str) -> Artworks:
+    """The checked artworks of a style or blend 'wave=0.7,udnie=0.3' (methods that paint any artwork)."""
+    blend = parse_blend(style)
+    found = {name: checked_artworks(name) for name in blend}
+    keys = {name: tuple(key for key, _etag in arts) for name, arts in found.items()}
+    return Artworks(blend, keys, artworks_identity([art for arts in found.values() for art in arts]))
+
+
+def weighted_artworks(source: Source, settings: Settings) -> list[tuple[torch.Tensor, float, dict[str, Any]]]:
+    """Each artwork `source` pins, read from the store: (uint8 [3, H, W] pixels, its weight: its
+    style's share of the blend split evenly over the style's artworks, its lineage record
+    {"key", "sha256", "weight" (rounded)})."""
+    st, blend, out = context.store(), source.blend or {}, []
+    for name, keys in (source.artworks or {}).items():
+        for key in keys:
+            pixels, sha = context.artwork_pixels(st, key, settings)
+            w = blend[name] / len(keys)
+            out.append((pixels, w, {"key": key, "sha256": sha, "weight": round(w, 6)}))
+    return out
+
+
+def heaviest(arts: list[dict[str, Any]]) -> str:
+    """The key of the artwork of largest weight (what the per-image metrics compare with)."""
+    return str(max(arts, key=lambda a: a["weight"])["key"])
+
+
+class NamedModel(Method):
+    """A method whose style names one registry model of its family (per-style, pix2pix, upscale, ...):
+    model_version is the version, 'v0003'."""
+
+    def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
+        v = context.registry().resolve(str(self.family), style, version)
+        return Resolved(style, v, Source(family=self.family, name=style, version=v))
+
+    def source_for(self, style: str, model_version: str) -> Source:
+        return self.resolve(style, model_version).source

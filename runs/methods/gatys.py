@@ -13,20 +13,8 @@ import torch
 
 from infra.settings import Settings
 from runs import context
-from runs.methods.base import (
-    ARTWORK_SIZE,
-    Built,
-    Method,
-    OnIteration,
-    Options,
-    Params,
-    Resolved,
-    Source,
-    artworks_identity,
-    checked_artworks,
-    knob,
-    one_style,
-)
+from runs.methods import base
+from runs.methods.base import Built, Method, OnIteration, Options, Params, Resolved, Source, knob
 from styleops.errors import InvalidInputError
 from styleops.inference.gatys import GatysConfig, GatysEngine
 from styleops.io.images import to_float
@@ -57,9 +45,9 @@ class Gatys(Method):
         return opts.iterations * opts.levels
 
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
-        first = checked_artworks(one_style(self.name, style))[0]
+        first = base.checked_artworks(base.one_style(self.name, style))[0]
         return Resolved(
-            style, f"gatys+art-{artworks_identity([first])}", Source(family=self.name, artwork_key=first[0])
+            style, f"gatys+art-{base.artworks_identity([first])}", Source(family=self.name, artwork_key=first[0])
         )
 
     def build(
@@ -75,7 +63,7 @@ class Gatys(Method):
         assert key is not None
         opts: GatysOptions = self.options_of(params)
         art, sha = context.artwork_pixels(context.store(), key, settings)
-        cfg = GatysConfig(iterations=opts.iterations, optimizer=opts.optimizer, style_size=ARTWORK_SIZE)
+        cfg = GatysConfig(iterations=opts.iterations, optimizer=opts.optimizer, style_size=base.ARTWORK_SIZE)
         enc = context.encoder(cfg.loss.layers, device, settings)
         gatys = GatysEngine(
             enc,

@@ -19,22 +19,8 @@ import torch
 
 from infra.settings import Settings, get_settings
 from runs import context
-from runs.methods.base import (
-    Built,
-    Method,
-    OnIteration,
-    Options,
-    Params,
-    Resolved,
-    Source,
-    artworks_identity,
-    blend_label,
-    checked_artworks,
-    engine,
-    in_unit_interval,
-    knob,
-    parse_blend,
-)
+from runs.methods import base
+from runs.methods.base import Built, Method, OnIteration, Options, Params, Resolved, Source, knob
 from styleops.errors import InvalidInputError
 from styleops.io.images import to_float
 from styleops.models.magenta import MagentaStylizer, blend_vectors, style_vector
@@ -45,7 +31,7 @@ MODEL = "arbitrary"
 @dataclass(frozen=True)
 class MagentaOptions(Options):
     alpha: float = knob(
-        1.0, "1 the artwork's style vector, 0 the photo's own (the paper's interpolation)", in_unit_interval
+        1.0, "1 the artwork's style vector, 0 the photo's own (the paper's interpolation)", base.in_unit_interval
     )
 
 
@@ -59,15 +45,12 @@ class Magenta(Method):
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
         if version not in (None, "production", "latest"):
             raise InvalidInputError(f"--method magenta has one version (the installed weights), not {version!r}")
-        blend = parse_blend(style)
-        artworks = {name: checked_artworks(name) for name in blend}
+        art = base.artworks_of(style)
         sha = context.magenta().sha256  # WeightsNotFoundError here, before any work
-        ident = artworks_identity([art for found in artworks.values() for art in found])
-        keys = {name: tuple(key for key, _etag in found) for name, found in artworks.items()}
         return Resolved(
-            blend_label(blend),
-            f"{MODEL}-{sha[:8]}+art-{ident}",
-            Source(family=self.name, name=MODEL, version=sha[:8], blend=blend, artworks=keys),
+            art.label,
+            f"{MODEL}-{sha[:8]}+art-{art.identity}",
+            Source(family=self.name, name=MODEL, version=sha[:8], blend=art.blend, artworks=art.keys),
         )
 
     def build(
@@ -86,20 +69,14 @@ class Magenta(Method):
             )
         alpha = self.options_of(params).alpha
         predictor = copy.deepcopy(weights.predictor).to(device)  # one instance per shard: no shared state
-        st, blend = context.store(), source.blend or {}
-        vectors, mix, arts = [], [], []
+        pixels, mix, arts = zip(*base.weighted_artworks(source, settings), strict=True)
         with torch.inference_mode():
-            for name, keys in (source.artworks or {}).items():
-                for key in keys:
-                    pixels, sha = context.artwork_pixels(st, key, settings)
-                    vectors.append(style_vector(predictor, to_float(pixels))[0])
-                    mix.append(blend[name] / len(keys))
-                    arts.append({"key": key, "sha256": sha, "weight": round(mix[-1], 6)})
+            vectors = [style_vector(predictor, to_float(p))[0] for p in pixels]
         style = blend_vectors(torch.stack(vectors).float().cpu(), torch.tensor(mix, dtype=torch.float64))
         lineage: dict[str, Any] = {
             "weights": f"magenta/{MODEL}",
             "weights_sha256": weights.sha256,
-            "artworks": arts,
+            "artworks": list(arts),
             "style_vector_sha256": hashlib.sha256(style.numpy().tobytes()).hexdigest(),
             "alpha": alpha,
         }
@@ -110,9 +87,9 @@ class Magenta(Method):
             predictor=predictor.cpu() if alpha < 1 else None,
         )
         return Built(
-            engine(model, params, device, settings, batch_size),
+            base.engine(model, params, device, settings, batch_size),
             weights.sha256,
-            max(arts, key=lambda a: a["weight"])["key"],
+            base.heaviest(list(arts)),
             lineage,
         )
 

@@ -9,23 +9,22 @@ import torch
 from infra.registry import ModelNotFoundError
 from infra.settings import Settings
 from runs import context
-from runs.methods.base import Built, Method, OnIteration, Params, Resolved, Source, engine
+from runs.methods.base import Built, NamedModel, OnIteration, Params, Resolved, Source, engine
 from styleops.errors import InvalidInputError
 from styleops.losses.perceptual import LossWeights
 
 
-class PerStyle(Method):
+class PerStyle(NamedModel):
     name = "per-style"
     rank = 10
     family = context.PER_STYLE
     summary = "a network trained for the style (`styleops train-style`)"
 
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
-        reg = context.registry()
         try:
-            v = reg.resolve(self.family, style, version)
+            return super().resolve(style, version)
         except ModelNotFoundError:
-            known = reg.names(self.family)
+            known = context.registry().names(self.family)
             if style in known:
                 raise  # the style is known; its version is not (the message names the versions)
             raise InvalidInputError(
@@ -33,13 +32,9 @@ class PerStyle(Method):
                 + (f"styles: {', '.join(known)}" if known else "none trained yet")
                 + f" (`styleops train-style`; --method magenta paints any artwork/{style}/ without training)"
             ) from None
-        return Resolved(style, v, Source(family=self.family, name=style, version=v))
 
     def metrics_artwork(self, source: Source) -> str | None:
         return context.registry().card(self.family, source.name, source.version)["artwork_key"]
-
-    def source_for(self, style: str, model_version: str) -> Source:
-        return self.resolve(style, model_version).source
 
     def build(
         self,

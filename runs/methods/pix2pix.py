@@ -11,11 +11,11 @@ from torch import nn
 
 from infra.settings import Settings
 from runs import context
-from runs.methods.base import Built, Method, OnIteration, Params, Resolved, Source, engine, one_style
+from runs.methods.base import Built, NamedModel, OnIteration, Params, Resolved, Source, engine, one_style
 from styleops.errors import InvalidInputError
 
 
-class Pix2Pix(Method):
+class Pix2Pix(NamedModel):
     name = "pix2pix"
     rank = 70
     family = context.PIX2PIX
@@ -27,11 +27,7 @@ class Pix2Pix(Method):
         if style not in have:
             listed = ", ".join(have) or f"none yet: `styleops train-{self.name}`"
             raise InvalidInputError(f"no {self.family} model {style!r}; registered: {listed}")
-        v = context.registry().resolve(self.family, style, version)
-        return Resolved(style, v, Source(family=self.family, name=style, version=v))
-
-    def source_for(self, style: str, model_version: str) -> Source:
-        return self.resolve(style, model_version).source
+        return super().resolve(style, version)
 
     def generator(self, net: nn.Module, params: Params) -> nn.Module:
         """The image-to-image module the engine runs."""

@@ -15,31 +15,15 @@ import torch
 from torch import Tensor, nn
 
 from infra.settings import Settings
-from runs import context
-from runs.methods.base import (
-    ARTWORK_SIZE,
-    Built,
-    Method,
-    OnIteration,
-    Options,
-    Params,
-    Resolved,
-    Source,
-    artworks_identity,
-    blend_label,
-    checked_artworks,
-    engine,
-    in_unit_interval,
-    knob,
-    parse_blend,
-)
+from runs.methods import base
+from runs.methods.base import Built, Method, OnIteration, Options, Params, Resolved, Source, knob
 from styleops.io.images import resize_max_side, to_float
 from styleops.models.palette import PaletteMatch, blend_palettes, palette_of
 
 
 @dataclass(frozen=True)
 class RecolourOptions(Options):
-    strength: float = knob(1.0, "1 the artwork's palette, 0 the photo's own colours", in_unit_interval)
+    strength: float = knob(1.0, "1 the artwork's palette, 0 the photo's own colours", base.in_unit_interval)
 
 
 class Recolour(nn.Module):
@@ -62,12 +46,9 @@ class RecolourMethod(Method):
     summary = "the artwork's colours only (no brushwork): a fast colour grade (--strength)"
 
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
-        blend = parse_blend(style)
-        artworks = {name: checked_artworks(name) for name in blend}
-        keys = {name: tuple(key for key, _etag in found) for name, found in artworks.items()}
-        ident = artworks_identity([art for found in artworks.values() for art in found])
+        art = base.artworks_of(style)
         return Resolved(
-            blend_label(blend), f"palette+art-{ident}", Source(family=self.name, blend=blend, artworks=keys)
+            art.label, f"palette+art-{art.identity}", Source(family=self.name, blend=art.blend, artworks=art.keys)
         )
 
     def build(
@@ -79,21 +60,15 @@ class RecolourMethod(Method):
         batch_size: int | None = None,
         on_iteration: OnIteration | None = None,
     ) -> Built:
-        st, blend = context.store(), source.blend or {}
-        palettes, weights, arts = [], [], []
-        for name, keys in (source.artworks or {}).items():
-            for key in keys:
-                pixels, sha = context.artwork_pixels(st, key, settings)
-                palettes.append(palette_of(resize_max_side(to_float(pixels), ARTWORK_SIZE)))
-                weights.append(blend[name] / len(keys))
-                arts.append({"key": key, "sha256": sha, "weight": round(weights[-1], 6)})
+        pixels, weights, arts = zip(*base.weighted_artworks(source, settings), strict=True)
+        palettes = [palette_of(resize_max_side(to_float(p), base.ARTWORK_SIZE)) for p in pixels]
         strength = self.options_of(params).strength
-        model = Recolour(PaletteMatch(blend_palettes(palettes, weights), alpha=strength)).to(device)
+        model = Recolour(PaletteMatch(blend_palettes(palettes, list(weights)), alpha=strength)).to(device)
         return Built(
-            engine(model, params, device, settings, batch_size),
+            base.engine(model, params, device, settings, batch_size),
             None,
-            max(arts, key=lambda a: a["weight"])["key"],
-            {"artworks": arts, "strength": strength},
+            base.heaviest(list(arts)),
+            {"artworks": list(arts), "strength": strength},
         )
 
 

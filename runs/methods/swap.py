@@ -16,20 +16,8 @@ import torch
 from infra.registry import ModelNotFoundError
 from infra.settings import Settings
 from runs import banks, context
-from runs.methods.base import (
-    ARTWORK_SIZE,
-    Built,
-    Method,
-    OnIteration,
-    Options,
-    Params,
-    Resolved,
-    Source,
-    engine,
-    knob,
-    one_style,
-    wants_palette,
-)
+from runs.methods import base
+from runs.methods.base import Built, Method, OnIteration, Options, Params, Resolved, Source, knob
 from styleops.errors import InvalidInputError
 from styleops.inference.arbitrary import SwapStylizer
 from styleops.io.images import resize_max_side, to_float
@@ -52,7 +40,7 @@ class Swap(Method):
 
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
         model = model or self.default_model
-        one_style(self.name, style)
+        base.one_style(self.name, style)
         try:
             bank_v = banks.resolve_bank(style, "latest")  # a bank is a pure function of the artwork: the newest one
         except ModelNotFoundError:
@@ -91,12 +79,12 @@ class Swap(Method):
         }
         palette = (
             bank_palette(bank_card["artworks"], settings)
-            if wants_palette(self.options_of(params).palette, params)
+            if base.wants_palette(self.options_of(params).palette, params)
             else None
         )
         model = SwapStylizer(enc.to(device), decoder.to(device), _bank_on(bank, device), palette=palette)
         return Built(
-            engine(model, params, device, settings, batch_size),
+            base.engine(model, params, device, settings, batch_size),
             card["weights_sha256"],
             bank_card["artworks"][0]["key"],
             lineage,
@@ -104,7 +92,7 @@ class Swap(Method):
 
 
 def bank_palette(artworks: list[dict[str, Any]], settings: Settings) -> Palette:
-    """The mean RGB palette of the bank's artworks at ARTWORK_SIZE; refused when an artwork's bytes
+    """The mean RGB palette of the bank's artworks at base.ARTWORK_SIZE; refused when an artwork's bytes
     are no longer those the bank was built from (rebuild the bank: `styleops build-banks`)."""
     st, palettes = context.store(), []
     for art in artworks:
@@ -114,7 +102,7 @@ def bank_palette(artworks: list[dict[str, Any]], settings: Settings) -> Palette:
                 f"{art['key']} changed since its patch bank was built (sha256 {sha[:12]}, bank {art['sha256'][:12]}): "
                 "run `styleops build-banks`"
             )
-        palettes.append(palette_of(resize_max_side(to_float(pixels), ARTWORK_SIZE)))
+        palettes.append(palette_of(resize_max_side(to_float(pixels), base.ARTWORK_SIZE)))
     return blend_palettes(palettes, [1.0] * len(palettes))
 
 

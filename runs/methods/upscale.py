@@ -10,13 +10,13 @@ import torch
 
 from infra.settings import Settings
 from runs import context
-from runs.methods.base import Built, Method, OnIteration, Params, Resolved, Source
+from runs.methods.base import Built, NamedModel, OnIteration, Params, Resolved, Source
 from styleops.errors import InvalidInputError
 from styleops.inference.upscale import UpscaleEngine
 from styleops.models.super_resolution import SuperResolutionNet
 
 
-class Upscale(Method):
+class Upscale(NamedModel):
     name = "upscale"
     rank = 60
     aliases = ("super-resolution", "sr")
@@ -25,11 +25,7 @@ class Upscale(Method):
 
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
         _known(style, f"--method upscale --style {style}")
-        v = context.registry().resolve(self.family, style, version)
-        return Resolved(style, v, Source(family=self.family, name=style, version=v))
-
-    def source_for(self, style: str, model_version: str) -> Source:
-        return self.resolve(style, model_version).source
+        return super().resolve(style, version)
 
     def build(
         self,
