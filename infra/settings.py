@@ -57,6 +57,11 @@ class Settings(BaseSettings):
         description="Magenta's converted arbitrary-stylization weights (.safetensors). "
         "None: the cache's, from `styleops weights install` (sha256-pinned).",
     )
+    adain_weights: Path | None = Field(
+        default=None,
+        description="AdaIN's normalised VGG19 encoder (.safetensors). "
+        "None: the cache's, from `styleops weights install`.",
+    )
     compile: bool | Literal["auto"] = Field(
         default="auto",
         description=(

@@ -20,10 +20,12 @@ from infra.registry import ModelCard, ModelRegistry
 from infra.settings import Settings, get_settings
 from infra.store import ObjectStore
 from styleops import families
+from styleops.io.adain_weights import load_adain_encoder
 from styleops.io.images import decode_image
 from styleops.io.magenta_weights import MagentaWeights, load_magenta
 from styleops.io.serialize import from_safetensors
 from styleops.io.weights import load_encoder
+from styleops.models.normalised_vgg import NormalisedVGG19
 from styleops.models.vgg import VGGEncoder
 
 # Registry families of the trained feed-forward models (a method may load from one of them);
@@ -72,6 +74,21 @@ def encoder(layers: tuple[str, ...], device: torch.device, settings: Settings | 
     s = settings or get_settings()
     with _encoder_lock:
         return _encoder(str(s.vgg_weights) if s.vgg_weights else None, layers, str(s.cache_dir), str(device))
+
+
+@lru_cache(maxsize=4)
+def _adain_encoder(path: str | None, layers: tuple[str, ...], cache_dir: str, device: str) -> NormalisedVGG19:
+    return load_adain_encoder(layers, Path(path) if path else None, cache_dir=Path(cache_dir)).to(device)
+
+
+def encoder_for(arch: str, layers: tuple[str, ...], device: torch.device, settings: Settings | None = None) -> Any:
+    """The encoder a decoder of `arch` inverts (cached per process): 'vgg16' the VGG16 loss network
+    (`encoder`), 'vgg19' AdaIN's normalised VGG19 (`styleops.io.adain_weights`)."""
+    if arch != "vgg19":
+        return encoder(layers, device, settings)
+    s = settings or get_settings()
+    with _encoder_lock:
+        return _adain_encoder(str(s.adain_weights) if s.adain_weights else None, layers, str(s.cache_dir), str(device))
 
 
 _magenta_lock = threading.Lock()

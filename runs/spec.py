@@ -92,7 +92,7 @@ def params_from_dict(d: Mapping[str, Any]) -> Any:
     """The StylizeParams whose `to_dict()` is `d` (a manifest row's params_json; other keys are
     ignored): a knob of the method that `d` leaves out is at its UNHASHED_VALUES value, others at
     their defaults."""
-    given = {k: v for k, v in d.items() if k in SETTINGS and v is not None}
+    given = {k: v for k, v in d.items() if k in SETTINGS}
     method = methods.find(given.get("method", PER_STYLE))
     for name in method.hashed if method is not None else ():
         if name not in given and name in UNHASHED_VALUES:
@@ -154,7 +154,7 @@ class RunSpec:
             for f in fields(p)
             if f.name not in ("method", "upscale")
             and (f.name not in methods.knobs() or f.name in hashed)
-            and getattr(p, f.name) != getattr(defaults, f.name)
+            and getattr(p, f.name) not in (None, getattr(defaults, f.name))  # no option asks for None
         ]
         args += [x for name, value in changed if not isinstance(value, bool) for x in (f"--{name}", str(value))]
         args += [f"--{'' if value else 'no-'}{name}" for name, value in changed if isinstance(value, bool)]

@@ -16,7 +16,7 @@ from runs.methods.base import Resolved, Source, resolve_checked
 from runs.methods.upscale import upscaler_ref
 from runs.plan import plan_catalog
 from runs.shard import ShardJob, stylize_shard
-from runs.spec import StylizeParams
+from runs.spec import params_from_dict
 from styleops.errors import InvalidInputError, WeightsNotFoundError
 from tasks import common
 
@@ -98,7 +98,7 @@ def stylize_shard_task(
         catalog,
         style,
         model_version,
-        StylizeParams(**params),
+        params_from_dict(params),
         batch_size,
         metrics,
         Source.coerce(source),

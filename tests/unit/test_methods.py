@@ -38,7 +38,19 @@ PINNED_HASHES = [
 ]
 
 
-ALL = ("per-style", "multi-style", "swap", "adain", "gatys", "upscale", "pix2pix", "cyclegan", "mixgan", "magenta", "recolour")
+ALL = (
+    "per-style",
+    "multi-style",
+    "swap",
+    "adain",
+    "gatys",
+    "upscale",
+    "pix2pix",
+    "cyclegan",
+    "mixgan",
+    "magenta",
+    "recolour",
+)
 
 
 @pytest.mark.parametrize(("params", "expected"), PINNED_HASHES, ids=[h for _, h in PINNED_HASHES])
@@ -220,3 +232,26 @@ def test_a_compile_setting_that_is_not_a_boolean_or_auto_is_refused(
     monkeypatch.setenv("STYLEOPS_COMPILE", "sometimes")
     with pytest.raises(ValidationError, match="compile"):
         Settings(home=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        StylizeParams(method="adain", palette=False, alpha=0.5),
+        StylizeParams(method="swap", palette=False),
+        StylizeParams(method="swap"),
+        StylizeParams(method="gatys", iterations=7, optimizer="adam", levels=2, color="luminance"),
+        StylizeParams(method="cyclegan", direction="BtoA", format="png", upscale="super-resolution/x4/v0001"),
+        StylizeParams(method="recolour", strength=0.25, max_side=None),
+    ],
+    ids=["adain-no-palette", "swap-no-palette", "swap", "gatys", "cyclegan", "recolour"],
+)
+def test_the_hashed_dict_gives_back_the_params_the_shard_runs(params: StylizeParams) -> None:
+    """The shard task gets `to_dict()` (what is hashed); a knob left out of it at its unhashed value
+    (--no-palette) must come back as that value, not the default: the output is what its key says."""
+    from runs.spec import params_from_dict
+
+    back = params_from_dict(params.to_dict())
+    assert back.to_dict() == params.to_dict() and back.hash == params.hash
+    for name in methods.get(params.method).hashed:
+        assert getattr(back, name) == getattr(params, name)
