@@ -13,9 +13,9 @@ a-z 0-9 _ - turned into '-'), then, per method and artwork, the real CLI as a su
     styleops stylize --catalog heldout --style <style> --max-side <size> --format png --no-metrics <method args>
 (PNG on both sides, so neither is scored through a JPEG codec; --no-metrics, as the peer computes
 no losses either). Outputs are found through the manifest (the rows of the run the command made)
-and read back from the store. Set-up per method: adain and swap register the shipped inverse
-network (examples/models/inverse.safetensors) as adain/default and inverse/default, as the demo
-does; swap then builds the patch banks (`styleops build-banks`); per-style needs a model named
+and read back from the store. Set-up per method: adain registers AdaIN's pretrained VGG19
+decoder (`styleops weights install` converts it) as adain/default, swap the shipped inverse
+network (examples/models/inverse.safetensors) as inverse/default, as the demo does; swap then builds the patch banks (`styleops build-banks`); per-style needs a model named
 like the style (`--per-style STYLE=PATH.safetensors` registers one; artworks without one are
 skipped, and said so); magenta and the rest need nothing. A method whose first stylize command
 fails is skipped, with the command's one-line error. `--methods` is a comma (or ';') list of
@@ -105,7 +105,15 @@ METHODS = "adain=--method adain,swap=--method swap,magenta=--method magenta"
 ARTWORK_SIZE = 512  # longer side of the artwork for the appearance measures (bench_quality.py)
 PEER = "peer"
 INVERSE = ROOT / "examples" / "models" / "inverse.safetensors"
-SETUP_FAMILIES = {"adain": "adain", "swap": "inverse"}  # method -> registry family of the shipped inverse net
+
+
+def setup_models(home: Path) -> dict[str, tuple[str, Path]]:
+    """method -> (registry family, model file) registered as <family>/default before it runs: AdaIN's
+    pretrained VGG19 decoder (`styleops weights install`), swap's shipped inverse network."""
+    return {
+        "adain": ("adain", home / "styleops" / "cache" / "adain-vgg19-decoder.safetensors"),
+        "swap": ("inverse", INVERSE),
+    }
 
 
 def held_out_photos(src: Path, n: int) -> list[Path]:
@@ -371,9 +379,9 @@ def main() -> None:
         r = cli(["weights", "install"], env)
         if r.returncode:
             log(f"styleops weights install: {one_line_error(r.stdout)}")
-        for method, family in SETUP_FAMILIES.items():
+        for method, (family, weights) in setup_models(home).items():
             if method in names:
-                r = cli(["models", "import", str(INVERSE), "--family", family, "--name", "default"], env)
+                r = cli(["models", "import", str(weights), "--family", family, "--name", "default"], env)
                 if r.returncode:
                     log(f"models import ({family}): {one_line_error(r.stdout)}")
         if "swap" in names:

@@ -1,5 +1,6 @@
 """The demo: sample artworks and catalog -> Magenta's pretrained arbitrary network (any artwork,
-nothing trained), per-style models, and style swap and AdaIN with the example inverse network ->
+nothing trained), per-style models, style swap with the example inverse network and AdaIN with its
+pretrained VGG19 decoder ->
 stylized catalog -> HTML report."""
 
 from __future__ import annotations
@@ -13,20 +14,23 @@ from flows.build_patch_banks import build_patch_banks
 from flows.multistyle import train_multistyle
 from flows.stylize_catalog import stylize_catalog
 from flows.train_style import train_style
+from infra.settings import get_settings
 from runs.context import ADAIN, CYCLEGAN, INVERSE, MIXGAN, PIX2PIX, SUPER_RESOLUTION
 from runs.reports.catalog import write_report
 from runs.reports.super_resolution import comparison, make_low_resolution
 from runs.reports.translation import edges_comparison, make_drawings
 from runs.spec import RunSpec
+from styleops.io.adain_weights import DECODER_FILE as ADAIN_DECODER
 from styleops.training.engine import magenta_recipe
 from tasks.storage import upload_directory_task
 from tasks.training import import_model_task
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEMO_STYLES = ("monet", "hoitsu")
-# family -> examples/models/<file>.safetensors, registered as <family>/default. AdaIN decodes relu3_1
-# with the inverse network's weights (docs/quality.md: no relu4_1 decoder reached 20 dB on a CPU).
-DECODERS = {INVERSE: "inverse", ADAIN: "inverse"}
+# Registered as <family>/default: swap's shipped inverse network (examples/models/inverse.*, relu3_1 of
+# the VGG16 loss network) and AdaIN's pretrained VGG19 decoder (`styleops weights install` converts it
+# into the weights cache; docs/quality.md: the HED trunk's features decode to emboss, VGG19's paint).
+INVERSE_NETWORK = EXAMPLES / "models" / "inverse.safetensors"
 # The multi-style model the demo registers from the pretrained start over every example artwork; it
 # shows the demo styles' even blend (each style alone is the magenta column).
 # examples/models/collection.safetensors, trained from scratch, can be imported by hand:
@@ -52,9 +56,9 @@ def demo(
     the style vector of a per-style model of each style for `steps` (at least 1) steps on the sample
     photos through the train-style flow and stylize with it; register one multi-style model of
     every artwork (their predicted vectors) through the train-multistyle flow and stylize with the
-    styles' even blend; register the example inverse network
-    (also as the AdaIN decoder) and build the patch banks, stylize with style swap and AdaIN (both
-    ending at the artwork's palette), upscale two shrunk photos with the shipped x4
+    styles' even blend; register the example inverse network and AdaIN's pretrained VGG19 decoder
+    and build the patch banks, stylize with style swap and AdaIN (both ending at the artwork's
+    palette), upscale two shrunk photos with the shipped x4
     super-resolution models, paint the catalog with the shipped CycleGAN and MIXGAN models, turn
     line drawings of three photos back into photos with the shipped Pix2Pix model, and write the
     report."""
@@ -81,13 +85,8 @@ def demo(
             RunSpec.create(catalog="demo", style=style, version=trained[style]["version"], max_side=max_side)
         )
     multi = _multi_style(runs, styles, max_side)
-    for family, file in DECODERS.items():
-        import_model_task(
-            family,
-            "default",
-            str(EXAMPLES / "models" / f"{file}.safetensors"),
-            str(EXAMPLES / "models" / f"{file}.card.json"),
-        )
+    import_model_task(INVERSE, "default", str(INVERSE_NETWORK), str(INVERSE_NETWORK.with_suffix(".card.json")))
+    import_model_task(ADAIN, "default", str(get_settings().cache_dir / ADAIN_DECODER))
     build_patch_banks(artworks="artwork/")
     for method in ("swap", "adain"):
         for style in styles:
@@ -102,7 +101,7 @@ def demo(
             *multi,
         ],
         "Per-style: the style vector fine-tuned from the pretrained start": list(styles),
-        "Style swap and AdaIN: the shipped inverse network, ending at the artwork's palette": [
+        "Style swap (the shipped inverse network) and AdaIN (the pretrained VGG19 decoder), at the artwork's palette": [
             f"{m}:{s}" for m in ("swap", "adain") for s in styles
         ],
         "Translation: the shipped CycleGAN and MIXGAN models (photo -> Monet-painted photo)": [

