@@ -13,13 +13,14 @@ a-z 0-9 _ - turned into '-'), then, per method and artwork, the real CLI as a su
     styleops stylize --catalog heldout --style <style> --max-side <size> --format png --no-metrics <method args>
 (PNG on both sides, so neither is scored through a JPEG codec; --no-metrics, as the peer computes
 no losses either). Outputs are found through the manifest (the rows of the run the command made)
-and read back from the store. Set-up per method: adain registers AdaIN's pretrained VGG19
-decoder (`styleops weights install` converts it) as adain/default, swap the shipped inverse
-network (examples/models/inverse.safetensors) as inverse/default, as the demo does; swap then builds the patch banks (`styleops build-banks`); per-style needs a model named
-like the style (`--per-style STYLE=PATH.safetensors` registers one; artworks without one are
-skipped, and said so); magenta and the rest need nothing. A method whose first stylize command
-fails is skipped, with the command's one-line error. `--methods` is a comma (or ';') list of
-`label=args`, e.g. "adain=--method adain,swap=--method swap,adain-nopal=--method adain --no-palette".
+and read back from the store. Set-up per method: adain registers AdaIN's pretrained VGG19 decoder
+(`styleops weights install` converts it) as adain/default, swap the shipped inverse network
+(examples/models/inverse.safetensors) as inverse/default, as the demo does; swap then builds the
+patch banks (`styleops build-banks`); per-style needs a model named like the style (`--per-style
+STYLE=PATH.safetensors` registers one; artworks without one are skipped, and said so); magenta and
+the rest need nothing. A method whose first stylize command fails is skipped, with the command's
+one-line error. `--methods` is a comma (or ';') list of `label=args`, e.g. "adain=--method
+adain,swap=--method swap,adain-nopal=--method adain --no-palette".
 A method that trains first is `label=<training command> :: <stylize args>`: `train-style ...` runs
 per artwork (`--artwork`, `--content catalog/train/`, `--style` added), then stylizes with
 `--version latest`; `train-multistyle ...` runs once over every artwork (`--name <label>`), then

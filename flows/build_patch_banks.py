@@ -13,14 +13,20 @@ from tasks.banks import build_patch_bank_task, list_artworks_task, promote_bank_
 
 
 @flow(name="build-patch-banks", task_runner=ThreadPoolTaskRunner(max_workers=2))
-def build_patch_banks(artworks: str = "artwork/", force: bool = False) -> dict[str, Any]:
+def build_patch_banks(
+    artworks: str = "artwork/", force: bool = False, encoder: str | None = None, layer: str | None = None
+) -> dict[str, Any]:
     """Build (or confirm up to date) the patch bank of every artwork/<style>/ under `artworks`;
     a style's first bank is promoted. `force` rebuilds banks whose inputs did not change.
+    `encoder` (vgg16 | vgg19) and `layer`: those of the inverse network that will decode them
+    (default: settings.bank_encoder, bank_layer).
 
     Returns {"built": [styles], "unchanged": [styles], "banks": {style: version}, "promoted": [styles]}.
     """
     by_style = list_artworks_task(artworks)
-    futures = {style: build_patch_bank_task.submit(style, keys, force) for style, keys in by_style.items()}
+    futures = {
+        style: build_patch_bank_task.submit(style, keys, force, encoder, layer) for style, keys in by_style.items()
+    }
     results = {style: future.result() for style, future in futures.items()}
     # Every style, not only the built ones: a run that died between registering and promoting heals here.
     promoted = [style for style, r in results.items() if promote_bank_if_first_task(style, r["version"])]

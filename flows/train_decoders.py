@@ -23,11 +23,16 @@ def _train(
     config: dict[str, Any] | None,
     max_content: int,
     init_from: str | None,
+    encoder: str,
 ) -> dict[str, Any]:
     """Train `family`'s decoder with `config` over `defaults` (bad values fail here, before any
     work), register it, promote it if it is the name's first."""
+    if encoder not in ("vgg16", "vgg19"):
+        raise ValueError(f"encoder must be vgg16 or vgg19, got {encoder!r}")
     cfg = TrainConfig.from_dict({**defaults.to_dict(), **(config or {})}).to_dict()
-    trained = train_decoder_task(family, name, artwork_prefix, content_prefix, cfg, max_content, init_from=init_from)
+    trained = train_decoder_task(
+        family, name, artwork_prefix, content_prefix, cfg, max_content, init_from=init_from, encoder=encoder
+    )
     return {**trained, "promoted": promote_if_first_task(family, name, trained["version"])}
 
 
@@ -39,11 +44,15 @@ def train_adain(
     config: dict[str, Any] | None = None,
     max_content: int = 5000,
     init_from: str | None = None,
+    encoder: str = "vgg16",
 ) -> dict[str, Any]:
     """Train the AdaIN decoder (relu4_1 -> pixels) on the photos and artworks under the prefixes;
     register it as adain/<name>. `config` overrides `styleops.training.decoders.adain_config()`;
-    `init_from`: warm start (.safetensors path or adain/<name>/<version>)."""
-    return _train(ADAIN, adain_config(), artwork_prefix, content_prefix, name, config, max_content, init_from)
+    `init_from`: warm start (.safetensors path or adain/<name>/<version>); `encoder`: vgg16 (the loss
+    network) or vgg19 (AdaIN's normalised VGG19, the paper's)."""
+    return _train(
+        ADAIN, adain_config(encoder), artwork_prefix, content_prefix, name, config, max_content, init_from, encoder
+    )
 
 
 @flow(name="train-inverse")
@@ -54,8 +63,11 @@ def train_inverse(
     config: dict[str, Any] | None = None,
     max_content: int = 5000,
     init_from: str | None = None,
+    encoder: str = "vgg16",
 ) -> dict[str, Any]:
     """Train the style-swap inverse network (relu3_1 -> pixels) on content, artwork and swapped
     features; register it as inverse/<name>. `config` overrides `inverse_config()`; `init_from`
     as for train_adain."""
-    return _train(INVERSE, inverse_config(), artwork_prefix, content_prefix, name, config, max_content, init_from)
+    return _train(
+        INVERSE, inverse_config(), artwork_prefix, content_prefix, name, config, max_content, init_from, encoder
+    )

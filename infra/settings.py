@@ -106,7 +106,12 @@ class Settings(BaseSettings):
         ),
     )
     # Style-swap patch banks (tasks/banks.py, flows/build_patch_banks.py).
-    bank_layer: str = Field(default="relu3_1", description="VGG16 layer whose artwork features become the patch bank.")
+    bank_layer: str = Field(default="relu3_1", description="The layer whose artwork features become the patch bank.")
+    bank_encoder: Literal["vgg16", "vgg19"] = Field(
+        default="vgg16",
+        description="The encoder of the banks: vgg16 (the loss network; the shipped inverse network's) or "
+        "vgg19 (AdaIN's normalised VGG19). A swap's bank and inverse network must share encoder and layer.",
+    )
     bank_style_size: int = Field(
         default=256, ge=16, description="Artwork longer side in px before encoding (never upsized)."
     )

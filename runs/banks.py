@@ -26,6 +26,7 @@ from runs import context
 from runs.keys import is_image_key, style_from_artwork_key
 from styleops.device import resolve_device
 from styleops.errors import ImageError, InvalidInputError
+from styleops.io.adain_weights import ENCODER_FILE as ADAIN_ENCODER_FILE
 from styleops.io.images import resize_max_side, to_float
 from styleops.io.weights import resolve_weights_file
 from styleops.ops import PatchBank, build_patch_bank
@@ -46,16 +47,19 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def encoder_identity(settings: Settings | None = None) -> dict[str, Any]:
-    """The VGG weights the encoder loads: {"arch", "weights" (file name), "sha256"}; for
+def encoder_identity(settings: Settings | None = None, arch: str = "vgg16") -> dict[str, Any]:
+    """The weights the encoder of `arch` loads: {"arch", "weights" (file name), "sha256"}; for
     torchvision's ImageNet download (no local file) weights is "torchvision-imagenet", sha256 None."""
     s = settings or get_settings()
-    path = resolve_weights_file(s.vgg_weights, cache_dir=s.cache_dir)
+    if arch == "vgg19":
+        path: Path | None = Path(s.adain_weights or s.cache_dir / ADAIN_ENCODER_FILE)
+    else:
+        path = resolve_weights_file(s.vgg_weights, cache_dir=s.cache_dir)
     if path is None or not Path(path).is_file():
-        return {"arch": "vgg16", "weights": "torchvision-imagenet", "sha256": None}
+        return {"arch": arch, "weights": "torchvision-imagenet", "sha256": None}
     stat = Path(path).stat()
     return {
-        "arch": "vgg16",
+        "arch": arch,
         "weights": Path(path).name,
         "sha256": _file_sha256(str(path), stat.st_size, stat.st_mtime_ns),
     }
@@ -83,14 +87,21 @@ def list_artworks(prefix: str = "artwork/") -> dict[str, list[str]]:
 
 
 def build_bank(
-    style: str, artwork_keys: list[str], force: bool = False, log: context.Logger = context.log
+    style: str,
+    artwork_keys: list[str],
+    force: bool = False,
+    log: context.Logger = context.log,
+    encoder: str | None = None,
+    layer: str | None = None,
 ) -> dict[str, Any]:
     """Build and register the patch bank of `style` from its artworks, unless the newest bank
     was built from the same artwork bytes with the same parameters and encoder (and not `force`).
+    `encoder` ('vgg16' | 'vgg19') and `layer` default to settings.bank_encoder and bank_layer.
 
     Returns {"style", "version", "status": "unchanged"} or {"style", "version", "status": "built", "patches"}.
     """
     settings = get_settings()
+    arch, layer = encoder or settings.bank_encoder, layer or settings.bank_layer
     keys = sorted(set(artwork_keys))
     if not keys:
         raise InvalidInputError(f"no artworks given for the bank of {style!r}")
@@ -106,12 +117,12 @@ def build_bank(
             raise type(exc)(f"artwork {key}: {exc}") from exc
     spec = {
         "artworks": [{"key": key, "sha256": sha} for key, (_, sha) in zip(keys, arts, strict=True)],
-        "layer": settings.bank_layer,
+        "layer": layer,
         "patch_size": PATCH_SIZE,
         "stride": STRIDE,
         "style_size": settings.bank_style_size,
         "max_patches": settings.bank_max_patches,
-        "encoder": encoder_identity(settings),
+        "encoder": encoder_identity(settings, arch),
     }
     previous = latest_card(reg, style)
     if previous is not None and not force and {k: previous.get(k) for k in _SPEC_FIELDS} == spec:
@@ -119,17 +130,17 @@ def build_bank(
         return {"style": style, "version": previous["version"], "status": "unchanged"}
 
     device = resolve_device(settings.device)
-    enc = context.encoder((settings.bank_layer,), device, settings)
+    enc = context.encoder_for(arch, (layer,), device, settings)
     maps = []
     for key, (pixels, _) in zip(keys, arts, strict=True):
         image = resize_max_side(to_float(pixels), settings.bank_style_size).unsqueeze(0).to(device)
         with torch.no_grad():
-            features = enc(image)[settings.bank_layer].cpu()
+            features = enc(image)[layer].cpu()
         h, w = features.shape[-2:]
         if h < PATCH_SIZE or w < PATCH_SIZE:
             raise InvalidInputError(
                 f"artwork {key} is too small for a style-swap bank: {tuple(pixels.shape[-2:])} px gives "
-                f"{h}x{w} {settings.bank_layer} features, less than a {PATCH_SIZE}x{PATCH_SIZE} patch"
+                f"{h}x{w} {layer} features, less than a {PATCH_SIZE}x{PATCH_SIZE} patch"
             )
         maps.append(features)
     total = sum(((m.shape[-2] - PATCH_SIZE) // STRIDE + 1) * ((m.shape[-1] - PATCH_SIZE) // STRIDE + 1) for m in maps)
@@ -146,7 +157,7 @@ def build_bank(
         "metrics": {"n_patches": len(bank)},
         "code_version": code_version(),
     }
-    version = reg.register(BANK, style, bank.to_bytes({"style": style, "layer": settings.bank_layer}), card)
+    version = reg.register(BANK, style, bank.to_bytes({"style": style, "layer": layer}), card)
     log.info(
         "registered bank/%s %s: %d patches of %d%s from %d artworks (%.1f MB)",
         style,
@@ -173,6 +184,20 @@ def promote_bank_if_first(style: str, version: str) -> bool:
 def resolve_bank(style: str, version: str | None = None) -> str:
     """None or "production" -> the promoted bank; "latest" -> the newest; "vNNNN" -> checked."""
     return context.registry().resolve(BANK, style, version)
+
+
+def resolve_bank_for(style: str, arch: str, layer: str, decoder: str) -> str:
+    """The newest bank version of `style` built with encoder `arch` at `layer` (what the inverse
+    network `decoder` inverts); InvalidInputError naming the build-banks command otherwise."""
+    reg = context.registry()
+    for mv in sorted(reg.versions(BANK, style), key=lambda m: m.version, reverse=True):
+        card = reg.card(BANK, style, mv.version)
+        if card.get("layer") == layer and (card.get("encoder") or {}).get("arch", "vgg16") == arch:
+            return mv.version
+    raise InvalidInputError(
+        f"no patch bank of style {style!r} at {arch} {layer}, which {decoder} decodes: "
+        f"run `styleops build-banks --encoder {arch} --layer {layer}`"
+    )
 
 
 _banks: OrderedDict[tuple[str, str, str], tuple[PatchBank, dict[str, Any]]] = OrderedDict()

@@ -18,10 +18,12 @@ def list_artworks_task(prefix: str = "artwork/") -> dict[str, list[str]]:
 
 
 @task(name="build-patch-bank", tags=["gpu"])
-def build_patch_bank_task(style: str, artwork_keys: list[str], force: bool = False) -> dict[str, Any]:
+def build_patch_bank_task(
+    style: str, artwork_keys: list[str], force: bool = False, encoder: str | None = None, layer: str | None = None
+) -> dict[str, Any]:
     """Build and register the patch bank of `style` (runs.banks.build_bank); returns
     {"style", "version", "status": "unchanged"} or {"style", "version", "status": "built", "patches"}."""
-    return banks.build_bank(style, artwork_keys, force, log=common.logger())
+    return banks.build_bank(style, artwork_keys, force, log=common.logger(), encoder=encoder, layer=layer)
 
 
 @task(name="promote-bank-if-none-in-production")

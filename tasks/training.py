@@ -349,10 +349,13 @@ def train_decoder_task(
     max_content: int = 5000,
     max_artworks: int = 5000,
     init_from: str | None = None,
+    encoder: str = "vgg16",
 ) -> dict[str, Any]:
     """Train the AdaIN decoder (family 'adain') or the style-swap inverse network ('inverse') on
     the photos under `content_prefix` and the artworks under `artwork_prefix`; register it.
-    init_from: warm start, a local .safetensors or `<family>/<name>/<version>`."""
+    init_from: warm start, a local .safetensors or `<family>/<name>/<version>`. encoder: the
+    network it inverts, also its loss network: vgg16 (the VGG16 loss network) or vgg19 (AdaIN's
+    normalised VGG19, `styleops weights install`)."""
     if family not in DECODER_TRAINERS:
         raise ValueError(f"decoder family must be one of {sorted(DECODER_TRAINERS)}, got {family!r}")
     settings = get_settings()
@@ -361,9 +364,10 @@ def train_decoder_task(
     content = common.sync_content(content_prefix, settings.cache_dir / "content" / st.bucket, max_content)
     artworks = common.sync_content(artwork_prefix, settings.cache_dir / "artwork" / st.bucket, max_artworks)
     device = resolve_device(settings.device)
-    enc = context.encoder(cfg.loss.layers, device, settings)
+    enc = context.encoder_for(encoder, cfg.loss.layers, device, settings)
     run_key = context.stable_hash(
         {
+            **({"encoder": encoder} if encoder != "vgg16" else {}),  # earlier runs keep their keys
             "decoder": family,
             "name": name,
             "config": cfg.to_dict(),
@@ -388,6 +392,7 @@ def train_decoder_task(
         "architecture": "VGGDecoder",
         **_card_common(cfg, result, content_prefix, len(content), device, started),
         "layer": decoder_layer(cfg),
+        "encoder": encoder,
         "artwork_prefix": artwork_prefix,
         "artwork_images": len(artworks),
         "init_from": init_from,

@@ -119,6 +119,14 @@ Finetune = Annotated[
         "vector: closer colours, further style; docs/quality.md) | all."
     ),
 ]
+DecoderEncoder = Annotated[
+    str,
+    typer.Option(
+        "--encoder",
+        help="The network it inverts (and its loss network): vgg16 (the VGG16 loss network) | "
+        "vgg19 (AdaIN's normalised VGG19, `styleops weights install`; its features paint, docs/quality.md).",
+    ),
+]
 MaxImages = Annotated[int, typer.Option(help="Use at most this many training images.")]
 
 

@@ -10,6 +10,7 @@ import typer
 from flows.cli.common import (
     BatchSize,
     ContentPhotos,
+    DecoderEncoder,
     Finetune,
     ImageSize,
     Init,
@@ -221,12 +222,13 @@ def train_adain_cmd(
     style_weight: float = typer.Option(1.0, help="Weight of the mean/std style loss (layers relu1_1..relu4_1)."),
     seed: Seed = 0,
     init_from: InitFrom = None,
+    encoder: DecoderEncoder = "vgg16",
 ) -> None:
     """Train the AdaIN decoder (Huang & Belongie 2017): one network for any artwork."""
     from styleops.training.decoders import adain_config
 
-    cfg = adain_config(steps=steps, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed)
-    _train_decoder(ADAIN, cfg, {"style_weight": style_weight}, artworks, content, name, init_from)
+    cfg = adain_config(encoder, steps=steps, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed)
+    _train_decoder(ADAIN, cfg, {"style_weight": style_weight}, artworks, content, name, init_from, encoder)
 
 
 @app.command("train-inverse")
@@ -243,12 +245,13 @@ def train_inverse_cmd(
     tv_weight: float = typer.Option(10.0),
     seed: Seed = 0,
     init_from: InitFrom = None,
+    encoder: DecoderEncoder = "vgg16",
 ) -> None:
     """Train the style-swap inverse network (Chen & Schmidt 2016): relu3_1 features -> pixels."""
     from styleops.training.decoders import inverse_config
 
     cfg = inverse_config(steps=steps, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed)
-    _train_decoder(INVERSE, cfg, {"tv_weight": tv_weight}, artworks, content, name, init_from)
+    _train_decoder(INVERSE, cfg, {"tv_weight": tv_weight}, artworks, content, name, init_from, encoder)
 
 
 def _train_decoder(
@@ -259,6 +262,7 @@ def _train_decoder(
     content: str,
     name: str,
     init_from: str | None,
+    encoder: str,
 ) -> None:
     """Run the train-<family> flow with `cfg` (its loss weights updated by `loss`) and print its summary."""
     from dataclasses import replace
@@ -267,7 +271,15 @@ def _train_decoder(
 
     flow = {ADAIN: train_decoders.train_adain, INVERSE: train_decoders.train_inverse}[family]
     cfg = replace(cfg, loss=replace(cfg.loss, **loss))
-    r = run(flow, artwork_prefix=artworks, content_prefix=content, name=name, config=cfg.to_dict(), init_from=init_from)
+    r = run(
+        flow,
+        artwork_prefix=artworks,
+        content_prefix=content,
+        name=name,
+        config=cfg.to_dict(),
+        init_from=init_from,
+        encoder=encoder,
+    )
     console.print(summary_table(f"{family}/{r['name']} {r['version']}", {**r["metrics"], "promoted": r["promoted"]}))
 
 
@@ -311,7 +323,13 @@ def train_sr_cmd(
         blur_sigma=blur_sigma,
         train=train,
     )
-    r = run(train_super_resolution, content_prefix=content, name=name, config=cfg.to_dict(), init_from=init_from)
+    r = run(
+        train_super_resolution,
+        content_prefix=content,
+        name=name,
+        config=cfg.to_dict(),
+        init_from=init_from,
+    )
     m = r["metrics"]  # the feature term is logged as `content`, the pixel term as `tv`
     rows = {"feature loss": f"{m['content']:.5g}", "pixel MSE": f"{m['tv']:.5g}", "steps": m["steps"]}
     rows.update(seconds=m["seconds"], sha256=r["sha256"][:16], promoted=r["promoted"])
@@ -322,11 +340,16 @@ def train_sr_cmd(
 def build_banks_cmd(
     artworks: str = typer.Option("artwork/", help="Prefix of artwork/<style>/<file>: one bank per style."),
     force: bool = typer.Option(False, help="Rebuild even when the artworks and settings are unchanged."),
+    encoder: str | None = typer.Option(
+        None, help="vgg16 (the shipped inverse network's) | vgg19 (AdaIN's VGG19; default: STYLEOPS_BANK_ENCODER)."
+    ),
+    layer: str | None = typer.Option(None, help="The layer, e.g. relu3_1 (default: STYLEOPS_BANK_LAYER)."),
 ) -> None:
-    """Build style-swap patch banks (banks/<style>/<version>/) for new or changed artworks."""
+    """Build style-swap patch banks (banks/<style>/<version>/) for new or changed artworks, with the
+    encoder and layer of the inverse network that will decode them."""
     from flows.build_patch_banks import build_patch_banks
 
-    r = run(build_patch_banks, artworks=artworks, force=force)
+    r = run(build_patch_banks, artworks=artworks, force=force, encoder=encoder, layer=layer)
     console.print(
         summary_table(
             "patch banks",

@@ -42,13 +42,17 @@ class Swap(Method):
         model = model or self.default_model
         base.one_style(self.name, style)
         try:
-            bank_v = banks.resolve_bank(style, "latest")  # a bank is a pure function of the artwork: the newest one
+            banks.resolve_bank(style, "latest")
         except ModelNotFoundError:
             raise InvalidInputError(
                 f"no patch bank for style {style!r}: upload its artwork to artwork/{style}/ "
                 "and run `styleops build-banks`"
             ) from None
         v = context.registry().resolve(self.family, model, version)
+        decoder, _card = context.load_model(context.registry(), self.family, model, v)
+        # a bank is a pure function of the artwork and encoder: the newest one the inverse network decodes
+        bank_v = banks.resolve_bank_for(style, decoder.arch, decoder.from_layer, f"{self.family}/{model}/{v}")
+        context.encoder_for(decoder.arch, (decoder.from_layer,), torch.device("cpu"))  # installed? (vgg19)
         return Resolved(
             style,
             f"{model}/{v}+bank-{bank_v}",
@@ -65,7 +69,7 @@ class Swap(Method):
         on_iteration: OnIteration | None = None,
     ) -> Built:
         decoder, card = context.load_model(context.registry(), source.family, source.name, source.version)
-        enc = context.encoder((decoder.from_layer,), device, settings)
+        enc = context.encoder_for(decoder.arch, (decoder.from_layer,), device, settings)
         bank, bank_card = banks.load_bank(source.style, source.bank)
         lineage: dict[str, Any] = {
             "decoder": source.model_ref,

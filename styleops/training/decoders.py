@@ -47,6 +47,16 @@ ADAIN_LOSS = LossWeights(
     tv_weight=0.0,
     pixel_weight=5e3,
 )
+# The paper's loss on AdaIN's normalised VGG19 (features of order 1): content at relu4_1, the four
+# style layers alike, style weight 10; no identity steps.
+ADAIN_LOSS_VGG19 = LossWeights(
+    content_layers={"relu4_1": 1.0},
+    style_layers={"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0},
+    content_weight=1.0,
+    style_weight=10.0,
+    tv_weight=0.0,
+    pixel_weight=0.0,
+)
 IDENTITY_EVERY = 4  # AdaIN decoder: every 4th step reconstructs the photo (see train_adain)
 INVERSE_LOSS = LossWeights(
     content_layers={"relu3_1": 1.0},
@@ -62,11 +72,12 @@ INVERSE_LOSS = LossWeights(
 _NOT_A_TRANSFORMER = {"output": "direct", "palette": False}
 
 
-def adain_config(**overrides: Any) -> TrainConfig:
-    """TrainConfig for the AdaIN decoder: Huang & Belongie's Adam lr 1e-4, batch 8, 256 px crops."""
+def adain_config(encoder: str = "vgg16", **overrides: Any) -> TrainConfig:
+    """TrainConfig for the AdaIN decoder: Huang & Belongie's Adam lr 1e-4, batch 8, 256 px crops;
+    the loss weights of `encoder` (vgg16: the HED trunk's scale; vgg19: the paper's)."""
     return TrainConfig(
         **{
-            "loss": ADAIN_LOSS,
+            "loss": ADAIN_LOSS_VGG19 if encoder == "vgg19" else ADAIN_LOSS,
             "lr": 1e-4,
             "steps": 20_000,
             "batch_size": 8,

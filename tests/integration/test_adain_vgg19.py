@@ -16,8 +16,8 @@ import torch
 from infra.settings import get_settings
 from runs import context, methods
 from runs.spec import StylizeParams
-from styleops.errors import WeightsNotFoundError
-from styleops.inference.arbitrary import AdaINStylizer
+from styleops.errors import InvalidInputError, WeightsNotFoundError
+from styleops.inference.arbitrary import AdaINStylizer, SwapStylizer
 from styleops.io.adain_weights import (
     DECODER_FILE,
     ENCODER_FILE,
@@ -129,3 +129,43 @@ def test_adain_runs_a_vgg19_decoder_on_its_encoder_through_a_shard(
     assert out.shape == expected.shape and (out - expected).abs().max() <= 1 / 255 + 1e-4
     inputs = json.loads(rows[0]["params_json"])["inputs"]
     assert inputs["decoder"] == "adain/vgg19/v0001" and "palette" not in json.loads(rows[0]["params_json"])
+
+
+def test_swap_decodes_a_bank_of_its_own_encoder_and_layer(
+    pipeline_env: PipelineEnv,  # noqa: F811
+    adain_files: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An inverse network of AdaIN's VGG19 at relu4_1 decodes only a bank built with that encoder
+    and layer: the newest such bank is used, and without one the run is refused before any work."""
+    from runs import banks
+
+    env = pipeline_env
+    encoder_file, decoder_file = adain_files
+    monkeypatch.setenv("STYLEOPS_ADAIN_WEIGHTS", str(encoder_file))
+    get_settings.cache_clear()
+    import_model_task.fn("inverse", "vgg19", str(decoder_file))
+    first = banks.build_bank("monet", ["artwork/monet/monet.jpg"])  # the default: vgg16 relu3_1
+    assert first["status"] == "built"
+    with pytest.raises(
+        InvalidInputError, match=r"no patch bank of style 'monet' at vgg19 relu4_1, which inverse/vgg19/v0001"
+    ):
+        methods.resolve("swap", "monet", None, "vgg19")
+    second = banks.build_bank("monet", ["artwork/monet/monet.jpg"], encoder="vgg19", layer="relu4_1")
+    assert second["status"] == "built" and second["version"] != first["version"]
+    card = context.registry().card("bank", "monet", second["version"])
+    assert card["layer"] == "relu4_1" and card["encoder"]["arch"] == "vgg19"
+    resolved = methods.resolve("swap", "monet", None, "vgg19")
+    assert resolved.source.bank == second["version"]
+    # a newer vgg16 bank does not take its place
+    third = banks.build_bank("monet", ["artwork/monet/monet.jpg"], force=True)
+    assert methods.resolve("swap", "monet", None, "vgg19").source.bank == second["version"] != third["version"]
+
+    rows = run(env, resolved, StylizeParams(method="swap", max_side=48, format="png", palette=False), "run-swap19", n=1)
+    out = to_float(decode_image(env.store.get_bytes(rows[0]["output_key"])).pixels)
+    bank, _ = banks.load_bank("monet", second["version"])
+    enc = load_adain_encoder(("relu4_1",), encoder_file)
+    photo = resize_max_side(to_float(decode_image(env.store.get_bytes(rows[0]["image_key"])).pixels), 48)
+    with torch.no_grad():
+        expected = SwapStylizer(enc, from_safetensors(decoder_file.read_bytes()), bank)(photo[None])[0].clamp(0, 1)
+    assert out.shape == expected.shape and (out - expected).abs().max() <= 1 / 255 + 1e-4
