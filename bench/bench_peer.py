@@ -108,12 +108,15 @@ PEER = "peer"
 INVERSE = ROOT / "examples" / "models" / "inverse.safetensors"
 
 
-def setup_models(home: Path) -> dict[str, tuple[str, Path]]:
-    """method -> (registry family, model file) registered as <family>/default before it runs: AdaIN's
-    pretrained VGG19 decoder (`styleops weights install`), swap's shipped inverse network."""
+def setup_models(home: Path) -> dict[str, list[tuple[str, str, Path]]]:
+    """method -> the (registry family, name, model file) registered before it runs: AdaIN's
+    pretrained VGG19 decoder (`styleops weights install`) as adain/default; for swap the shipped
+    inverse network as inverse/default and the same VGG19 decoder as inverse/vgg19 (its relu4_1
+    banks are built too: "swap19=--method swap --model vgg19")."""
+    decoder = home / "styleops" / "cache" / "adain-vgg19-decoder.safetensors"
     return {
-        "adain": ("adain", home / "styleops" / "cache" / "adain-vgg19-decoder.safetensors"),
-        "swap": ("inverse", INVERSE),
+        "adain": [("adain", "default", decoder)],
+        "swap": [("inverse", "default", INVERSE), ("inverse", "vgg19", decoder)],
     }
 
 
@@ -380,16 +383,17 @@ def main() -> None:
         r = cli(["weights", "install"], env)
         if r.returncode:
             log(f"styleops weights install: {one_line_error(r.stdout)}")
-        for method, (family, weights) in setup_models(home).items():
-            if method in names:
-                r = cli(["models", "import", str(weights), "--family", family, "--name", "default"], env)
+        for method, models in setup_models(home).items():
+            for family, name, weights in models if method in names else ():
+                r = cli(["models", "import", str(weights), "--family", family, "--name", name], env)
                 if r.returncode:
-                    log(f"models import ({family}): {one_line_error(r.stdout)}")
+                    log(f"models import ({family}/{name}): {one_line_error(r.stdout)}")
         if "swap" in names:
-            t = time.perf_counter()
-            r = cli(["build-banks"], env)
-            said = "ok" if r.returncode == 0 else one_line_error(r.stdout)
-            log(f"build-banks: {said} ({time.perf_counter() - t:.0f} s)")
+            for extra in ([], ["--encoder", "vgg19", "--layer", "relu4_1"]):
+                t = time.perf_counter()
+                r = cli(["build-banks", *extra], env)
+                said = "ok" if r.returncode == 0 else one_line_error(r.stdout)
+                log(f"build-banks {' '.join(extra)}: {said} ({time.perf_counter() - t:.0f} s)")
         for spec in args.per_style:
             style, _, path = spec.partition("=")
             r = cli(["models", "import", path, "--family", "per-style", "--name", style], env)
