@@ -14,9 +14,11 @@ import torch
 from PIL import Image
 from prefect.logging import disable_run_logger
 
+from flows.demo import TRANSLATION_MODELS
 from flows.train_translation import make_translation_data, train_cyclegan, train_mixgan, train_pix2pix
 from infra.registry import ModelNotFoundError
 from runs import context, methods
+from runs.reports.translation import learned_look
 from runs.spec import RunSpec, StylizeParams
 from styleops.data.makers import grayscale, painted
 from styleops.errors import InvalidInputError
@@ -217,3 +219,34 @@ def test_painted_pairs_are_the_photo_and_the_per_style_models_painting(pipeline_
     with pytest.raises(ModelNotFoundError, match="no per-style model named 'nosuch'"):
         make_translation_data("painted", SOURCE, "nosuch", style="nosuch", max_side=64)
     assert not list(env.store.list("pairs/nostyle/")) and not list(env.store.list("pairs/nosuch/"))
+
+
+def test_the_demos_pix2pix_section_shows_the_photo_the_look_and_the_model(
+    pipeline_env: PipelineEnv,  # noqa: F811
+    tmp_path,  # noqa: ANN001
+) -> None:
+    """The demo's shipped Pix2Pix model imports and runs through the pipeline; its section shows,
+    per translated photo, the photo, the look (here the per-style example) and the model's output."""
+    env = pipeline_env
+    pix2pix = {name: file for file, (family, name) in TRANSLATION_MODELS.items() if family == context.PIX2PIX}
+    assert len(pix2pix) == 1
+    ((name, file),) = pix2pix.items()
+    _import_example(context.PIX2PIX, name, file)
+    _import_example(context.PER_STYLE, "monet", "monet")
+    rows = _shard(env, "run-p2p", name, StylizeParams(method="pix2pix", max_side=64, format="png"))
+    _shard(env, "run-look", "monet", StylizeParams(method="per-style", max_side=64, format="png"))
+    for row in rows:  # the generator changes the photo
+        photo = resize_max_side(to_float(decode_image(env.store.get_bytes(row["image_key"])).pixels), 64)
+        out = to_float(decode_image(env.store.get_bytes(row["output_key"])).pixels)
+        assert out.shape == photo.shape and (out - photo).abs().mean() > 0.02
+
+    page = learned_look(tmp_path, "demo", "monet", [name, "nosuch"], cell=80)
+    assert page.count("<tr>") == 2  # the two translated photos, not the other four
+    for label in ("photo", "target: monet", f"pix2pix: {name}"):
+        assert page.count(f"<div>{label}</div>") == 2, label
+    assert "nosuch" not in page  # a model with no outputs gets no column
+    sheet = decode_image((tmp_path / "translation.png").read_bytes()).pixels
+    assert sheet.shape == (3, 4 + 2 * 84, 4 + 3 * 84)  # 2 photos x (photo, look, Pix2Pix)
+    assert learned_look(tmp_path / "one", "demo", "monet", [name], cell=80, limit=1).count("<tr>") == 1
+    assert learned_look(tmp_path / "none", "demo", "monet", ["nosuch"]) == "<p>no translated images</p>"
+    assert not (tmp_path / "none").exists()
