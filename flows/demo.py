@@ -18,7 +18,7 @@ from infra.settings import get_settings
 from runs.context import ADAIN, CYCLEGAN, INVERSE, MIXGAN, PIX2PIX, SUPER_RESOLUTION
 from runs.reports.catalog import write_report
 from runs.reports.super_resolution import comparison, make_low_resolution
-from runs.reports.translation import edges_comparison, make_drawings
+from runs.reports.translation import learned_look
 from runs.spec import RunSpec
 from styleops.io.adain_weights import DECODER_FILE as ADAIN_DECODER
 from styleops.training.engine import magenta_recipe
@@ -39,12 +39,17 @@ MULTI_MODEL = "pretrained"
 SR_MODELS = ("x4-pixel", "x4")  # examples/models/<name>.safetensors, registered as super-resolution/<name>
 SR_SCALE = 4
 CELL = 224  # contact-sheet cell, pixels: the input and four columns fit a 1400 px window
-# examples/models/<file>.safetensors -> (family, name): edges -> photo, and photo <-> Monet-painted photo
+# examples/models/<file>.safetensors -> (family, name): photo -> Monet-painted photo, learned from
+# pairs (Pix2Pix; the look of LEARNED_LOOK) and from unpaired domains (CycleGAN, MIXGAN). The
+# edges -> photo Pix2Pix example (edges.safetensors) is not shown: docs/translation.md.
 TRANSLATION_MODELS = {
-    "edges": (PIX2PIX, "edges"),
+    "monet-pix2pix": (PIX2PIX, "monet"),
     "monet-cyclegan": (CYCLEGAN, "monet"),
     "monet-mixgan": (MIXGAN, "monet"),
 }
+# The look monet-pix2pix learned: Magenta's network with Monet's predicted vector (the per-style
+# default), which painted the B side of its training pairs (examples/models/README.md).
+LEARNED_LOOK = "magenta:monet"
 
 
 @flow(name="demo")
@@ -58,10 +63,9 @@ def demo(
     every artwork (their predicted vectors) through the train-multistyle flow and stylize with the
     styles' even blend; register the example inverse network and AdaIN's pretrained VGG19 decoder
     and build the patch banks, stylize with style swap and AdaIN (both ending at the artwork's
-    palette), upscale two shrunk photos with the shipped x4
-    super-resolution models, paint the catalog with the shipped CycleGAN and MIXGAN models, turn
-    line drawings of three photos back into photos with the shipped Pix2Pix model, and write the
-    report."""
+    palette), upscale two shrunk photos with the shipped x4 super-resolution models, paint the
+    catalog with the shipped Pix2Pix model (a look learned from before/after pairs) and the
+    shipped CycleGAN and MIXGAN models, and write the report."""
     log = get_run_logger()
     styles = list(styles or DEMO_STYLES)
     upload_directory_task(str(EXAMPLES / "catalog"), "catalog/demo/")
@@ -94,7 +98,7 @@ def demo(
                 RunSpec.create(catalog="demo", style=style, method=method, max_side=max_side)
             )
     sr = _super_resolution(Path(out_dir), runs)
-    edges = _translation(Path(out_dir), runs, max_side)
+    learned = _translation(Path(out_dir), runs, max_side)
     groups = {  # one table each, at most four columns beside the input: the page fits a 1400 px window
         "Magenta's pretrained network with each artwork (nothing trained), and the multi-style blend": [
             *(f"magenta:{s}" for s in styles),
@@ -118,7 +122,7 @@ def demo(
         "(Magenta pretrained, per-style, multi-style, style swap, AdaIN, CycleGAN, MIXGAN)",
         sections={
             f"Super-resolution x{SR_SCALE}: bicubic, pixel and perceptual models": sr,
-            "Pix2Pix: HED line drawing -> photo": edges,
+            "Pix2Pix: photo -> painted look learned from pairs": learned,
         },
     )
     log.info("report written to %s", report.resolve())
@@ -158,9 +162,9 @@ def _super_resolution(out_dir: Path, runs: dict[str, Any]) -> str:
 
 
 def _translation(out_dir: Path, runs: dict[str, Any], max_side: int) -> str:
-    """Register the shipped translation models; paint the catalog with CycleGAN's photo -> Monet
-    generator and with MIXGAN (photo content, Monet-painted style); draw three photos (HED edges)
-    and translate the drawings back with Pix2Pix."""
+    """Register the shipped translation models; paint the catalog with Pix2Pix (the Monet look it
+    learned from pairs), CycleGAN's photo -> Monet generator and MIXGAN (photo content,
+    Monet-painted style); returns the section of photo | the learned look | Pix2Pix."""
     for file, (family, name) in TRANSLATION_MODELS.items():
         import_model_task(
             family,
@@ -168,15 +172,16 @@ def _translation(out_dir: Path, runs: dict[str, Any], max_side: int) -> str:
             str(EXAMPLES / "models" / f"{file}.safetensors"),
             str(EXAMPLES / "models" / f"{file}.card.json"),
         )
-    for method in ("cyclegan", "mixgan"):
+    for method in ("pix2pix", "cyclegan", "mixgan"):
         runs[f"{method}:monet"] = stylize_catalog(
             RunSpec.create(catalog="demo", style="monet", method=method, max_side=max_side)
         )
-    make_drawings("demo", "demo-edges", max_side, limit=3)
-    runs["pix2pix:edges"] = stylize_catalog(
-        RunSpec.create(catalog="demo-edges", style="edges", method="pix2pix", format="png")
-    )
-    return edges_comparison(out_dir, "demo", "demo-edges", ["edges"])
+    if LEARNED_LOOK not in runs:  # the demo's styles left Monet out
+        method, style = LEARNED_LOOK.split(":")
+        runs[LEARNED_LOOK] = stylize_catalog(
+            RunSpec.create(catalog="demo", style=style, method=method, max_side=max_side)
+        )
+    return learned_look(out_dir, "demo", LEARNED_LOOK, ["monet"])
 
 
 def _pretrained_config(steps: int, finetune: str = "vector") -> dict[str, Any]:

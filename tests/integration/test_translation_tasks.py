@@ -14,15 +14,19 @@ import torch
 from PIL import Image
 from prefect.logging import disable_run_logger
 
+from flows.demo import TRANSLATION_MODELS
 from flows.train_translation import make_translation_data, train_cyclegan, train_mixgan, train_pix2pix
+from infra.registry import ModelNotFoundError
 from runs import context, methods
+from runs.reports.translation import learned_look
 from runs.spec import RunSpec, StylizeParams
-from styleops.data.makers import grayscale
+from styleops.data.makers import grayscale, painted
 from styleops.errors import InvalidInputError
-from styleops.io.images import decode_image, to_float
+from styleops.io.images import decode_image, resize_max_side, to_float, to_uint8
 from styleops.training.engine import TrainConfig
 from styleops.training.translation import CycleGANConfig, MIXGANConfig, Pix2PixConfig
 from tasks.stylize import stylize_shard_task
+from tasks.training import import_model_task
 from tasks.translation import paired_files
 from tests.flows.conftest import (  # noqa: F401
     CATALOG_PREFIX,
@@ -184,3 +188,65 @@ def test_bad_pairs_are_refused_before_any_work_and_ab_images_are_split(pipeline_
     assert [p.name for p in a] == [p.name for p in b] == [f"p{i}.png" for i in range(8)]
     left = decode_image(a[0].read_bytes()).pixels
     assert torch.equal(left, decode_image(_png(photo)).pixels)
+
+
+def _import_example(family: str, name: str, file: str) -> None:
+    models = EXAMPLES / "models"
+    with disable_run_logger():
+        import_model_task.fn(family, name, str(models / f"{file}.safetensors"), str(models / f"{file}.card.json"))
+
+
+def test_painted_pairs_are_the_photo_and_the_per_style_models_painting(pipeline_env: PipelineEnv) -> None:  # noqa: F811
+    env = pipeline_env
+    _sources(env)
+    _import_example(context.PER_STYLE, "monet", "monet")
+    made = make_translation_data("painted", SOURCE, "monet", style="monet", max_side=64)
+    assert made == {"pairs": "pairs/monet/", "images": 8, "kind": "painted"}
+    assert [i.key for i in env.store.list("pairs/monet/B/")] == [f"pairs/monet/B/p{i}.png" for i in range(8)]
+    reg = context.registry()
+    net, _card = context.load_model(reg, context.PER_STYLE, "monet", "v0001")
+    for i in (0, 7):
+        photo = resize_max_side(to_float(decode_image(env.store.get_bytes(f"{SOURCE}p{i}.png")).pixels), 64)
+        a = decode_image(env.store.get_bytes(f"pairs/monet/A/p{i}.png")).pixels
+        b = decode_image(env.store.get_bytes(f"pairs/monet/B/p{i}.png")).pixels
+        assert torch.equal(a, to_uint8(photo))  # A: the shrunk photo
+        assert torch.equal(b, to_uint8(painted(net, photo)))  # B: the per-style model's painting of it
+        assert (b.float() - a.float()).abs().mean() > 5  # the painting is not the photo
+
+    # no painter, or one that is not registered: refused before any pair is written
+    with pytest.raises(InvalidInputError, match="--kind painted needs --style"):
+        make_translation_data("painted", SOURCE, "nostyle", max_side=64)
+    with pytest.raises(ModelNotFoundError, match="no per-style model named 'nosuch'"):
+        make_translation_data("painted", SOURCE, "nosuch", style="nosuch", max_side=64)
+    assert not list(env.store.list("pairs/nostyle/")) and not list(env.store.list("pairs/nosuch/"))
+
+
+def test_the_demos_pix2pix_section_shows_the_photo_the_look_and_the_model(
+    pipeline_env: PipelineEnv,  # noqa: F811
+    tmp_path,  # noqa: ANN001
+) -> None:
+    """The demo's shipped Pix2Pix model imports and runs through the pipeline; its section shows,
+    per translated photo, the photo, the look (here the per-style example) and the model's output."""
+    env = pipeline_env
+    pix2pix = {name: file for file, (family, name) in TRANSLATION_MODELS.items() if family == context.PIX2PIX}
+    assert len(pix2pix) == 1
+    ((name, file),) = pix2pix.items()
+    _import_example(context.PIX2PIX, name, file)
+    _import_example(context.PER_STYLE, "monet", "monet")
+    rows = _shard(env, "run-p2p", name, StylizeParams(method="pix2pix", max_side=64, format="png"))
+    _shard(env, "run-look", "monet", StylizeParams(method="per-style", max_side=64, format="png"))
+    for row in rows:  # the generator changes the photo
+        photo = resize_max_side(to_float(decode_image(env.store.get_bytes(row["image_key"])).pixels), 64)
+        out = to_float(decode_image(env.store.get_bytes(row["output_key"])).pixels)
+        assert out.shape == photo.shape and (out - photo).abs().mean() > 0.02
+
+    page = learned_look(tmp_path, "demo", "monet", [name, "nosuch"], cell=80)
+    assert page.count("<tr>") == 2  # the two translated photos, not the other four
+    for label in ("photo", "target: monet", f"pix2pix: {name}"):
+        assert page.count(f"<div>{label}</div>") == 2, label
+    assert "nosuch" not in page  # a model with no outputs gets no column
+    sheet = decode_image((tmp_path / "translation.png").read_bytes()).pixels
+    assert sheet.shape == (3, 4 + 2 * 84, 4 + 3 * 84)  # 2 photos x (photo, look, Pix2Pix)
+    assert learned_look(tmp_path / "one", "demo", "monet", [name], cell=80, limit=1).count("<tr>") == 1
+    assert learned_look(tmp_path / "none", "demo", "monet", ["nosuch"]) == "<p>no translated images</p>"
+    assert not (tmp_path / "none").exists()
