@@ -31,14 +31,25 @@ def train_style(
     cfg = config_from(config)  # bad values fail here, before any work
     trained = train_per_style_task(style, artwork_key, content_prefix, cfg.to_dict(), init_from, max_content)
     promoted = promote_if_first_task(PER_STYLE, style, trained["version"])
-    m = trained["metrics"]
     create_markdown_artifact(
         key=artifact_key("train", style),
-        markdown=(
-            f"# Trained {PER_STYLE}/{style} {trained['version']}\n\n"
-            f"| steps | seconds | content | style | tv | promoted |\n|---|---|---|---|---|---|\n"
-            f"| {m['steps']} | {m['seconds']} | {m['content']:.1f} | {m['style']:.1f} | {m['tv']:.2f} | {promoted} |\n"
-        ),
+        markdown=summary_markdown(style, trained, promoted),
         description=f"per-style model for {artwork_key}",
     )
     return {**trained, "style": style, "promoted": promoted}
+
+
+def summary_markdown(style: str, trained: dict[str, Any], promoted: bool) -> str:
+    """The training summary artifact. A model registered without a step (the pretrained start's
+    prediction, `--finetune none`) has no losses: '-'."""
+    m = trained["metrics"]
+
+    def loss(key: str, spec: str) -> str:
+        return format(m[key], spec) if key in m else "-"
+
+    return (
+        f"# Trained {PER_STYLE}/{style} {trained['version']}\n\n"
+        "| steps | seconds | content | style | tv | promoted |\n|---|---|---|---|---|---|\n"
+        f"| {m.get('steps', 0)} | {m.get('seconds', '-')} | {loss('content', '.1f')} | {loss('style', '.1f')} "
+        f"| {loss('tv', '.2f')} | {promoted} |\n"
+    )

@@ -255,3 +255,15 @@ def test_the_hashed_dict_gives_back_the_params_the_shard_runs(params: StylizePar
     assert back.to_dict() == params.to_dict() and back.hash == params.hash
     for name in methods.get(params.method).hashed:
         assert getattr(back, name) == getattr(params, name)
+
+
+def test_the_training_summary_of_a_model_registered_without_a_step_has_no_losses() -> None:
+    """`train-style --init magenta` (the prediction, no step) registers a model with no losses:
+    its summary says '-' instead of failing after the model was promoted."""
+    from flows.train_style import summary_markdown
+
+    untrained = summary_markdown("monet", {"version": "v0001", "metrics": {"steps": 0, "seconds": 1.5}}, True)
+    assert untrained.splitlines()[-1] == "| 0 | 1.5 | - | - | - | True |"
+    metrics = {"steps": 5, "seconds": 9.0, "content": 3.04, "style": 4.0, "tv": 0.5}
+    trained = summary_markdown("monet", {"version": "v0002", "metrics": metrics}, False)
+    assert trained.splitlines()[-1] == "| 5 | 9.0 | 3.0 | 4.0 | 0.50 | False |"
