@@ -17,8 +17,9 @@ from styleops.inference.color import COLOR_MODES
 from styleops.io.images import encode_image
 
 # Hashed fields added after outputs existed, with the value that renders as before: that value is
-# left out of the hash, so those outputs keep their keys (swap and AdaIN had no palette step).
-UNHASHED_VALUES: dict[str, Any] = {"palette": False}
+# left out of the hash, so those outputs keep their keys (swap and AdaIN had no palette step; their
+# `scale` None is the decoder's own paint scale, which its model version names).
+UNHASHED_VALUES: dict[str, Any] = {"palette": False, "scale": None}
 _NONE = object()
 
 

@@ -25,6 +25,7 @@ from styleops.io.images import resize_max_side, to_float
 class AdaINOptions(Options):
     alpha: float = knob(1.0, "content-style trade-off, 0 (the decoded photo) to 1 (full style)", base.in_unit_interval)
     palette: bool = knob(True, "give the decoded output the artwork's RGB palette (mean and covariance)")
+    scale: float | None = base.paint_scale_knob()
 
 
 class AdaIN(Method):
@@ -34,7 +35,7 @@ class AdaIN(Method):
     default_model = "default"
     takes_blend = True
     options = AdaINOptions
-    summary = "AdaIN: any artwork or blend of artworks, one decoder (--alpha, --palette)"
+    summary = "AdaIN: any artwork or blend of artworks, one decoder (--alpha, --palette, --scale)"
 
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
         model = model or self.default_model
@@ -69,6 +70,8 @@ class AdaIN(Method):
             "artworks": list(arts),
             "alpha": opts.alpha,
         }
+        scale = decoder.paint_scale if opts.scale is None else opts.scale
+        lineage.update({"scale": scale} if scale != 1.0 else {})  # rows of before keep their lineage
         model = AdaINStylizer(
             enc.to(device),
             decoder.to(device),
@@ -76,6 +79,7 @@ class AdaIN(Method):
             list(weights),
             alpha=opts.alpha,
             palette=base.wants_palette(opts.palette, params),
+            scale=scale,
         )
         return Built(
             base.engine(model, params, device, settings, batch_size),

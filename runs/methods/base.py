@@ -152,6 +152,17 @@ def in_unit_interval(value: float) -> str | None:
     return None if 0.0 <= value <= 1.0 else "must be in [0, 1]"
 
 
+def paint_scale_knob() -> Any:
+    """The `scale` knob of the decoder methods (swap, AdaIN): None, the decoder's own (its
+    `paint_scale`), is left out of the params hash (runs.spec.UNHASHED_VALUES)."""
+    return knob(
+        None,
+        "paint at this multiple of the output size, then shrink (finer strokes, more of the photo's shapes); "
+        "1-4, default the decoder's own (1.5 for AdaIN's pretrained VGG19 decoder, else 1)",
+        lambda v: None if v is None or 1.0 <= v <= 4.0 else "must be in [1, 4]",
+    )
+
+
 class Params(Protocol):
     """What every method reads of a run's settings (runs.spec.StylizeParams); its own knobs it reads
     through `Method.options_of`."""

@@ -28,6 +28,7 @@ from styleops.ops import PatchBank
 @dataclass(frozen=True)
 class SwapOptions(Options):
     palette: bool = knob(True, "give the decoded output the artwork's RGB palette (mean and covariance)")
+    scale: float | None = base.paint_scale_knob()
 
 
 class Swap(Method):
@@ -36,7 +37,9 @@ class Swap(Method):
     family = context.INVERSE
     default_model = "default"
     options = SwapOptions
-    summary = "style swap: any artwork with a patch bank (`styleops build-banks`), one inverse network (--palette)"
+    summary = (
+        "style swap: any artwork with a patch bank (`styleops build-banks`), one inverse network (--palette, --scale)"
+    )
 
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
         model = model or self.default_model
@@ -81,12 +84,11 @@ class Swap(Method):
                 "patches": len(bank),
             },
         }
-        palette = (
-            bank_palette(bank_card["artworks"], settings)
-            if base.wants_palette(self.options_of(params).palette, params)
-            else None
-        )
-        model = SwapStylizer(enc.to(device), decoder.to(device), _bank_on(bank, device), palette=palette)
+        opts: SwapOptions = self.options_of(params)
+        palette = bank_palette(bank_card["artworks"], settings) if base.wants_palette(opts.palette, params) else None
+        scale = decoder.paint_scale if opts.scale is None else opts.scale
+        lineage.update({"scale": scale} if scale != 1.0 else {})  # rows of before keep their lineage
+        model = SwapStylizer(enc.to(device), decoder.to(device), _bank_on(bank, device), palette=palette, scale=scale)
         return Built(
             base.engine(model, params, device, settings, batch_size),
             card["weights_sha256"],

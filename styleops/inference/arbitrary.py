@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
@@ -36,6 +37,21 @@ def _check_pair(encoder: VGGEncoder, decoder: VGGDecoder) -> str:
     return layer
 
 
+def painted_at(paint: nn.Module, x: Tensor, scale: float) -> Tensor:
+    """`paint(x)` run on x [N, 3, H, W] upsampled `scale` times (bicubic, clamped to [0, 1]) and
+    shrunk back to H x W (area): finer strokes relative to the picture. scale 1: `paint(x)`."""
+    if scale == 1.0:
+        return paint(x)
+    big = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+    return F.interpolate(paint(big), size=x.shape[-2:], mode="area")
+
+
+def _checked_scale(scale: float) -> float:
+    if not 1.0 <= scale <= 4.0:
+        raise InvalidInputError(f"scale must be in [1, 4], got {scale}")
+    return float(scale)
+
+
 class SwapStylizer(nn.Module):
     """Encoder -> `style_swap` with `bank` -> inverse network [-> `PaletteMatch` to `palette`, the
     artwork's (`palette_of`) or a blend of the bank's artworks' (`blend_palettes`)]."""
@@ -48,10 +64,12 @@ class SwapStylizer(nn.Module):
         *,
         chunk_size: int = 512,
         palette: Palette | None = None,
+        scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.layer = _check_pair(encoder, decoder)
         self.encoder, self.decoder, self.bank, self.chunk_size = encoder, decoder, bank, chunk_size
+        self.scale = _checked_scale(scale)  # paint at this multiple of the size (`painted_at`)
         self.palette = PaletteMatch(palette) if palette is not None else None
         if bank.channels != self._channels():
             raise InvalidInputError(
@@ -63,9 +81,11 @@ class SwapStylizer(nn.Module):
         return next(m for m in self.decoder.modules() if isinstance(m, nn.Conv2d)).in_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        swapped = style_swap(self.encoder(x)[self.layer], self.bank, chunk_size=self.chunk_size)
-        y = self.decoder(swapped)
+        y = painted_at(self._swap, x, self.scale)
         return y if self.palette is None else self.palette(y, x)
+
+    def _swap(self, x: Tensor) -> Tensor:
+        return self.decoder(style_swap(self.encoder(x)[self.layer], self.bank, chunk_size=self.chunk_size))
 
 
 class AdaINStylizer(nn.Module):
@@ -86,9 +106,11 @@ class AdaINStylizer(nn.Module):
         *,
         alpha: float = 1.0,
         palette: bool = False,
+        scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.layer = _check_pair(encoder, decoder)
+        self.scale = _checked_scale(scale)  # paint at this multiple of the size (`painted_at`)
         if not artworks:
             raise InvalidInputError("AdaIN needs at least one artwork")
         w = torch.as_tensor(weights if weights is not None else [1.0] * len(artworks), dtype=torch.float32)
@@ -118,9 +140,12 @@ class AdaINStylizer(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        y = painted_at(self._adain, x, self.scale)
+        return y if self.palette is None else self.palette(y, x)
+
+    def _adain(self, x: Tensor) -> Tensor:
         f = self.encoder(x)[self.layer]
         t = self.normalize(f) * self.style_std + self.style_mean
         if self.alpha < 1.0:
             t = self.alpha * t + (1.0 - self.alpha) * f.float()
-        y = self.decoder(t.to(f.dtype))  # the statistics in fp32, the decoder in the encoder's (autocast) dtype
-        return y if self.palette is None else self.palette(y, x)
+        return self.decoder(t.to(f.dtype))  # the statistics in fp32, the decoder in the encoder's (autocast) dtype

@@ -16,9 +16,16 @@ from styleops.models.vgg import build_vgg_features, layer_names
 
 
 class VGGDecoder(nn.Sequential):
-    """Mirror of `arch`'s trunk up to `from_layer` (a relu or conv name)."""
+    """Mirror of `arch`'s trunk up to `from_layer` (a relu or conv name).
 
-    def __init__(self, from_layer: str = "relu4_1", arch: str = "vgg16") -> None:
+    `paint_scale`: the multiple of the output size the stylizers run it at by default (the photo
+    upsampled, the painting shrunk back): its strokes have a size in pixels, so above 1 they are
+    finer relative to the picture and more of the photo's shapes stay (docs/quality.md). Recorded
+    in its config only when not 1, so earlier files are unchanged."""
+
+    def __init__(self, from_layer: str = "relu4_1", arch: str = "vgg16", paint_scale: float = 1.0) -> None:
+        if not 1.0 <= paint_scale <= 4.0:
+            raise InvalidInputError(f"paint_scale must be in [1, 4], got {paint_scale}")
         names = layer_names(arch)
         if from_layer not in names or not from_layer.startswith(("relu", "conv")):
             raise InvalidInputError(f"cannot decode from {from_layer!r}; use a conv/relu layer of {arch}")
@@ -33,11 +40,12 @@ class VGGDecoder(nn.Sequential):
             elif isinstance(module, nn.MaxPool2d):
                 layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
         super().__init__(*layers)
-        self.from_layer, self.arch = from_layer, arch
+        self.from_layer, self.arch, self.paint_scale = from_layer, arch, float(paint_scale)
 
     def forward(self, features: Tensor) -> Tensor:  # type: ignore[override]
         """features [N, C, h, w] at `from_layer` -> images [N, 3, h * 2^pools, w * 2^pools]."""
         return super().forward(features)
 
-    def config(self) -> dict[str, str]:
-        return {"from_layer": self.from_layer, "arch": self.arch}
+    def config(self) -> dict[str, str | float]:
+        extra = {"paint_scale": self.paint_scale} if self.paint_scale != 1.0 else {}
+        return {"from_layer": self.from_layer, "arch": self.arch, **extra}

@@ -62,7 +62,8 @@ def test_the_archive_converts_to_the_pinned_networks_and_a_changed_file_is_refus
     feats = enc(torch.rand(1, 3, 64, 48))
     assert feats["relu1_1"].shape == (1, 64, 64, 48) and feats["relu4_1"].shape == (1, 512, 8, 6)
     decoder = from_safetensors(decoder_file.read_bytes())
-    assert isinstance(decoder, VGGDecoder) and decoder.config() == {"from_layer": "relu4_1", "arch": "vgg19"}
+    assert isinstance(decoder, VGGDecoder)
+    assert decoder.config() == {"from_layer": "relu4_1", "arch": "vgg19", "paint_scale": 1.5}
     assert sum(p.numel() for p in decoder.parameters()) == 3_505_219
 
     # The same archive with one byte of the decoder changed: refused, nothing written.
@@ -117,18 +118,24 @@ def test_adain_runs_a_vgg19_decoder_on_its_encoder_through_a_shard(
     get_settings.cache_clear()
     resolved = methods.resolve("adain", "monet", None, "vgg19")
     assert resolved.model_version.startswith("vgg19/v0001+art-")
-    params = StylizeParams(method="adain", max_side=64, format="png", palette=False)
-    rows = run(env, resolved, params, "run-adain-vgg19", n=1)
-    out = to_float(decode_image(env.store.get_bytes(rows[0]["output_key"])).pixels)
     enc = load_adain_encoder(("relu4_1",), encoder_file)
     decoder = from_safetensors(decoder_file.read_bytes())
     art = resize_max_side(to_float(decode_image(env.store.get_bytes("artwork/monet/monet.jpg")).pixels), 512)
-    photo = resize_max_side(to_float(decode_image(env.store.get_bytes(rows[0]["image_key"])).pixels), 64)
-    with torch.no_grad():
-        expected = AdaINStylizer(enc, decoder, [art])(photo[None])[0].clamp(0, 1)
-    assert out.shape == expected.shape and (out - expected).abs().max() <= 1 / 255 + 1e-4
-    inputs = json.loads(rows[0]["params_json"])["inputs"]
-    assert inputs["decoder"] == "adain/vgg19/v0001" and "palette" not in json.loads(rows[0]["params_json"])
+    keys = set()
+    # scale None: the decoder's own paint scale (1.5), not hashed; an explicit scale is hashed
+    for scale, run_id in ((None, "run-adain-vgg19"), (1.0, "run-adain-vgg19-at-1")):
+        params = StylizeParams(method="adain", max_side=64, format="png", palette=False, scale=scale)
+        rows = run(env, resolved, params, run_id, n=1)
+        out = to_float(decode_image(env.store.get_bytes(rows[0]["output_key"])).pixels)
+        photo = resize_max_side(to_float(decode_image(env.store.get_bytes(rows[0]["image_key"])).pixels), 64)
+        with torch.no_grad():
+            expected = AdaINStylizer(enc, decoder, [art], scale=scale or 1.5)(photo[None])[0].clamp(0, 1)
+        assert out.shape == expected.shape and (out - expected).abs().max() <= 1 / 255 + 1e-4
+        recorded = json.loads(rows[0]["params_json"])
+        assert recorded["inputs"]["decoder"] == "adain/vgg19/v0001" and "palette" not in recorded
+        assert recorded["inputs"].get("scale", 1.0) == (scale or 1.5) and ("scale" in recorded) == (scale is not None)
+        keys.add(rows[0]["output_key"])
+    assert len(keys) == 2
 
 
 def test_swap_decodes_a_bank_of_its_own_encoder_and_layer(
@@ -167,5 +174,6 @@ def test_swap_decodes_a_bank_of_its_own_encoder_and_layer(
     enc = load_adain_encoder(("relu4_1",), encoder_file)
     photo = resize_max_side(to_float(decode_image(env.store.get_bytes(rows[0]["image_key"])).pixels), 48)
     with torch.no_grad():
-        expected = SwapStylizer(enc, from_safetensors(decoder_file.read_bytes()), bank)(photo[None])[0].clamp(0, 1)
+        swap = SwapStylizer(enc, from_safetensors(decoder_file.read_bytes()), bank, scale=1.5)  # its paint scale
+        expected = swap(photo[None])[0].clamp(0, 1)
     assert out.shape == expected.shape and (out - expected).abs().max() <= 1 / 255 + 1e-4

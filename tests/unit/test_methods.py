@@ -76,8 +76,8 @@ def test_the_registry_lists_the_methods_with_their_aliases() -> None:
     assert methods.get("multi") is methods.get("multi-style") and methods.get("multi").cli_name == "multi"
     assert [m.name for m in methods.all_methods() if m.takes_blend] == ["multi-style", "adain", "magenta", "recolour"]
     assert {m.name: m.hashed for m in methods.all_methods() if m.hashed} == {
-        "adain": ("alpha", "palette"),
-        "swap": ("palette",),
+        "adain": ("alpha", "palette", "scale"),
+        "swap": ("palette", "scale"),
         "gatys": ("iterations", "optimizer", "levels"),
         "cyclegan": ("direction",),
         "magenta": ("alpha",),
