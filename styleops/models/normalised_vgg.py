@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
+from styleops.models.vgg import named_outputs
 
 # (in, out) channels of the convs up to conv4_1, "pool" for the max-pools: VGG19's first 10 convs.
 _CONVS = [(3, 64), (64, 64), "pool", (64, 128), (128, 128), "pool"]
@@ -65,13 +66,7 @@ class NormalisedVGG19(nn.Module):
         """images [N, 3, H, W] RGB in [0, 1] -> {layer: features [N, C, h, w]}."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise InvalidInputError(f"expected images [N, 3, H, W], got {tuple(images.shape)}")
-        out: dict[str, Tensor] = {}
-        x = images
-        for i, module in enumerate(self.features):
-            x = module(x)
-            if i in self._index:
-                out[self._index[i]] = x
-        return out
+        return named_outputs(self.features, images, self._index)
 
     def train(self, mode: bool = True) -> NormalisedVGG19:
         """Frozen: stays in eval mode whatever its parent does."""

@@ -77,17 +77,23 @@ class VGGEncoder(nn.Module):
         """images [N, 3, H, W] RGB in [0, 1] -> {layer: features [N, C, h, w]}."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise InvalidInputError(f"expected images [N, 3, H, W], got {tuple(images.shape)}")
-        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
-        out: dict[str, Tensor] = {}
-        for i, module in enumerate(self.features):
-            x = module(x)
-            if i in self._index:
-                out[self._index[i]] = x
-        return out
+        return named_outputs(
+            self.features, (images - self.mean.to(images.dtype)) / self.std.to(images.dtype), self._index
+        )
 
     def train(self, mode: bool = True) -> VGGEncoder:
         """The loss network stays in eval mode whatever its parent does."""
         return super().train(False)
+
+
+def named_outputs(features: nn.Sequential, x: Tensor, index: Mapping[int, str]) -> dict[str, Tensor]:
+    """Run `features` on x, keeping the output of module i as `index[i]`: {layer: [N, C, h, w]}."""
+    out: dict[str, Tensor] = {}
+    for i, module in enumerate(features):
+        x = module(x)
+        if i in index:
+            out[index[i]] = x
+    return out
 
 
 def _strip_prefix(state_dict: Mapping[str, Tensor], n_modules: int) -> dict[str, Tensor]:

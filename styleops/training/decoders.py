@@ -20,6 +20,7 @@ mean/std loss layers. Defaults: `adain_config()` and `inverse_config()`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,10 @@ ADAIN_LOSS = LossWeights(
 )
 # The paper's loss on AdaIN's normalised VGG19 (features of order 1): content at relu4_1, the four
 # style layers alike, style weight 10; no identity steps.
-ADAIN_LOSS_VGG19 = LossWeights(
-    content_layers={"relu4_1": 1.0},
-    style_layers={"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0},
-    content_weight=1.0,
+ADAIN_LOSS_VGG19 = replace(
+    ADAIN_LOSS,
+    style_layers=dict.fromkeys(("relu1_1", "relu2_1", "relu3_1", "relu4_1"), 1.0),
     style_weight=10.0,
-    tv_weight=0.0,
     pixel_weight=0.0,
 )
 IDENTITY_EVERY = 4  # AdaIN decoder: every 4th step reconstructs the photo (see train_adain)
