@@ -20,6 +20,7 @@ from infra.registry import ModelCard, ModelRegistry
 from infra.settings import Settings, get_settings
 from infra.store import ObjectStore
 from styleops import families
+from styleops.errors import InvalidInputError
 from styleops.io.adain_weights import load_adain_encoder
 from styleops.io.images import decode_image
 from styleops.io.magenta_weights import MagentaWeights, load_magenta
@@ -84,7 +85,9 @@ def _adain_encoder(path: str | None, layers: tuple[str, ...], cache_dir: str, de
 def encoder_for(arch: str, layers: tuple[str, ...], device: torch.device, settings: Settings | None = None) -> Any:
     """The encoder a decoder of `arch` inverts (cached per process): 'vgg16' the VGG16 loss network
     (`encoder`), 'vgg19' AdaIN's normalised VGG19 (`styleops.io.adain_weights`)."""
-    if arch != "vgg19":
+    if arch not in ("vgg16", "vgg19"):
+        raise InvalidInputError(f"encoder must be vgg16 (the loss network) or vgg19 (AdaIN's), got {arch!r}")
+    if arch == "vgg16":
         return encoder(layers, device, settings)
     s = settings or get_settings()
     with _encoder_lock:

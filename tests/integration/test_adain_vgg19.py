@@ -177,3 +177,11 @@ def test_swap_decodes_a_bank_of_its_own_encoder_and_layer(
         swap = SwapStylizer(enc, from_safetensors(decoder_file.read_bytes()), bank, scale=1.5)  # its paint scale
         expected = swap(photo[None])[0].clamp(0, 1)
     assert out.shape == expected.shape and (out - expected).abs().max() <= 1 / 255 + 1e-4
+
+
+def test_an_unknown_encoder_is_refused(pipeline_env: PipelineEnv) -> None:  # noqa: F811
+    from runs import banks
+
+    with pytest.raises(InvalidInputError, match="encoder must be vgg16 .* or vgg19 .*, got 'vgg20'"):
+        banks.build_bank("monet", ["artwork/monet/monet.jpg"], encoder="vgg20", layer="relu3_1")
+    assert list(pipeline_env.store.list("banks/")) == []
