@@ -185,3 +185,41 @@ def test_an_unknown_encoder_is_refused(pipeline_env: PipelineEnv) -> None:  # no
     with pytest.raises(InvalidInputError, match="encoder must be vgg16 .* or vgg19 .*, got 'vgg20'"):
         banks.build_bank("monet", ["artwork/monet/monet.jpg"], encoder="vgg20", layer="relu3_1")
     assert list(pipeline_env.store.list("banks/")) == []
+
+
+def test_a_short_cpu_run_of_a_vgg19_inverse_network_learns_to_reconstruct(
+    pipeline_env: PipelineEnv,  # noqa: F811
+    adain_files: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """train-inverse --encoder vgg19 through the task: 30 CPU steps on four photos raise the
+    reconstruction of two photos it never saw by at least 4 dB over the seeded start (the long
+    runs are in bench/train_decoder_vgg19.py; this pins that the path learns)."""
+    from prefect.logging import disable_run_logger
+
+    from styleops.training.decoders import inverse_config
+    from tasks.training import train_decoder_task
+
+    env = pipeline_env
+    encoder_file, _ = adain_files
+    monkeypatch.setenv("STYLEOPS_ADAIN_WEIGHTS", str(encoder_file))
+    get_settings.cache_clear()
+    held_keys, train_keys = env.catalog_keys[:2], env.catalog_keys[2:6]
+    for key in train_keys:
+        env.store.put("catalog/train4/" + key.rsplit("/", 1)[-1], env.store.get_bytes(key))
+    cfg = inverse_config(steps=30, batch_size=2, image_size=64, lr=3e-4, warmup_steps=0, log_every=10)
+    with disable_run_logger():
+        trained = train_decoder_task.fn("inverse", "v19", "artwork/", "catalog/train4/", cfg.to_dict(), encoder="vgg19")
+    card = context.registry().card("inverse", "v19", trained["version"])
+    assert card["encoder"] == "vgg19" and card["layer"] == "relu3_1"
+    decoder, _ = context.load_model(context.registry(), "inverse", "v19", trained["version"])
+    assert decoder.config() == {"from_layer": "relu3_1", "arch": "vgg19"}
+    torch.manual_seed(cfg.seed)
+    start = VGGDecoder("relu3_1", "vgg19")  # the seeded initialization the run began from
+    enc = load_adain_encoder(("relu3_1",), encoder_file)
+    with torch.no_grad():
+        for key in held_keys:
+            x = resize_max_side(to_float(decode_image(env.store.get_bytes(key)).pixels), 64)[None]
+            x = x[..., : x.shape[-2] // 4 * 4, : x.shape[-1] // 4 * 4]
+            before, after = (_psnr(d(enc(x)["relu3_1"]), x) for d in (start, decoder))
+            assert after >= before + 4.0 and after >= 12.0, (key, before, after)
