@@ -44,13 +44,15 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from styleops.inference.arbitrary import AdaINStylizer
 from styleops.io.contact_sheet import contact_sheet
@@ -181,24 +183,10 @@ def layer_weights(probe: Probe, loss_net: VGGEncoder, hed: VGGEncoder, photos: P
     return {n: w * ref[LAYER] / mine[n] for n, w in probe.layers.items()}
 
 
-def train(args: argparse.Namespace) -> None:
-    probe = PROBES[args.probe]
-    data = Path(args.data) if args.data else default_data()
-    photos, art = training_photos(data / "content"), data / "style"
-    layers = sorted(set(probe.layers) | {LAYER}, key=lambda n: int(n[4]) * 10 + int(n[6]))
-    hed = hed_encoder(args.weights, layers if probe.net == "hed" else [LAYER])
-    loss_net = hed if probe.net == "hed" else random_encoder(list(probe.layers))
-    weights = layer_weights(probe, loss_net, hed, photos, art)
-    src = source_encoder(probe.source, hed, photos, art)
-    config = TrainConfig(
-        loss=LossWeights(
-            content_layers=weights or {LAYER: 0.0},
-            style_layers={},
-            content_weight=probe.feature_weight,
-            style_weight=0.0,
-            tv_weight=probe.tv_weight,
-            pixel_weight=probe.pixel_weight,
-        ),
+def probe_config(args: argparse.Namespace, loss: LossWeights) -> TrainConfig:
+    """The probes' shared schedule around `loss` (the decoder is not a TransformerNet)."""
+    return TrainConfig(
+        loss=loss,
         lr=args.lr,
         steps=args.steps,
         batch_size=args.batch_size,
@@ -211,10 +199,67 @@ def train(args: argparse.Namespace) -> None:
         log_every=10,
         workers=0,
     )
+
+
+def fit_probe(
+    args: argparse.Namespace,
+    config: TrainConfig,
+    model: nn.Module,
+    forward: Callable[[int, Tensor], LossTerms],
+    photos: list[Path],
+    workdir: Path,
+    metadata: dict[str, str],
+    info: dict[str, Any],
+) -> None:
+    """Train (resuming from `workdir`), save the weights with `metadata`, and add this session to
+    `workdir/probe.json` with `info`."""
+    started = time.perf_counter()
+
+    def progress(log: StepLog) -> None:
+        if log.step % 50 == 0 or log.step == log.steps:
+            print(
+                f"{args.probe} step {log.step}/{log.steps} loss {log.total:.1f} (content+pixel {log.content:.1f},"
+                f" tv {log.tv:.2f}) {time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
+
+    result = _Fit(config, None, "cpu").run(model, list(model.parameters()), forward, photos, workdir, progress, None)
+    save_file(result.state_dict, str(workdir / "decoder.safetensors"), metadata=metadata)
+    info_path = workdir / "probe.json"
+    record = json.loads(info_path.read_text()) if info_path.is_file() else {"sessions": []}
+    record.update(
+        info, config=config.to_dict(), steps=result.steps, threads=torch.get_num_threads(), train_photos=len(photos)
+    )
+    record["sessions"].append({"from": result.resumed_from, "to": result.steps, "seconds": round(result.seconds, 1)})
+    record["seconds"] = round(sum(x["seconds"] for x in record["sessions"]), 1)
+    record["last_losses"] = result.history[-5:]
+    info_path.write_text(json.dumps(record, indent=1))
+    print(f"{workdir.name}: {result.steps} steps, {result.seconds:.0f} s this session -> {workdir}", flush=True)
+
+
+def train(args: argparse.Namespace) -> None:
+    probe = PROBES[args.probe]
+    data = Path(args.data) if args.data else default_data()
+    photos, art = training_photos(data / "content"), data / "style"
+    layers = sorted(set(probe.layers) | {LAYER}, key=lambda n: int(n[4]) * 10 + int(n[6]))
+    hed = hed_encoder(args.weights, layers if probe.net == "hed" else [LAYER])
+    loss_net = hed if probe.net == "hed" else random_encoder(list(probe.layers))
+    weights = layer_weights(probe, loss_net, hed, photos, art)
+    src = source_encoder(probe.source, hed, photos, art)
+    config = probe_config(
+        args,
+        LossWeights(
+            content_layers=weights or {LAYER: 0.0},
+            style_layers={},
+            content_weight=probe.feature_weight,
+            style_weight=0.0,
+            tv_weight=probe.tv_weight,
+            pixel_weight=probe.pixel_weight,
+        ),
+    )
     workdir = Path(args.workdir) / (args.name or args.probe)
     torch.manual_seed(config.seed)
     model = VGGDecoder(LAYER, "vgg16")
-    fit = _Fit(config, hed, "cpu")
     styles = ContentCrops(art, config.image_size, config.seed + 1)  # as train_inverse's artwork crops
     w = config.loss
     use_features = bool(probe.feature_weight and weights and any(weights.values()))
@@ -237,37 +282,15 @@ def train(args: argparse.Namespace) -> None:
         tv = w.tv_weight * total_variation(y.float()) if w.tv_weight else zero
         return LossTerms(c + tv, c, zero, tv)
 
-    started = time.perf_counter()
-
-    def progress(log: StepLog) -> None:
-        if log.step % 50 == 0 or log.step == log.steps:
-            print(
-                f"{args.probe} step {log.step}/{log.steps} loss {log.total:.1f} (content+pixel {log.content:.1f},"
-                f" tv {log.tv:.2f}) {time.perf_counter() - started:.0f} s",
-                flush=True,
-            )
-
-    result = fit.run(model, list(model.parameters()), forward, photos, workdir, progress, None)
-    save_file(result.state_dict, str(workdir / "decoder.safetensors"), metadata={"layer": LAYER, "arch": "vgg16"})
-    info_path = workdir / "probe.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {"sessions": []}
-    info.update(
-        probe=args.probe,
-        source=probe.source,
-        what=probe.what
+    info = {
+        "probe": args.probe,
+        "source": probe.source,
+        "what": probe.what
         + ("" if (args.lr, args.size) == (1e-3, 128) else f" (lr {args.lr:g}, {args.size} px)")
         + (f" (seed {args.seed})" if args.seed else ""),
-        layer_weights=weights,
-        config=config.to_dict(),
-        steps=result.steps,
-        threads=torch.get_num_threads(),
-        train_photos=len(photos),
-    )
-    info["sessions"].append({"from": result.resumed_from, "to": result.steps, "seconds": round(result.seconds, 1)})
-    info["seconds"] = round(sum(s["seconds"] for s in info["sessions"]), 1)
-    info["last_losses"] = result.history[-5:]
-    info_path.write_text(json.dumps(info, indent=1))
-    print(f"{workdir.name}: {result.steps} steps, {result.seconds:.0f} s this session -> {workdir}", flush=True)
+        "layer_weights": weights,
+    }
+    fit_probe(args, config, model, forward, photos, workdir, {"layer": LAYER, "arch": "vgg16"}, info)
 
 
 def luminance(x: Tensor) -> Tensor:

@@ -36,13 +36,12 @@ import json
 import os
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -55,7 +54,7 @@ from styleops.losses.perceptual import LossTerms, LossWeights, content_loss, tot
 from styleops.models.decoder import VGGDecoder  # noqa: E402
 from styleops.ops import mean_std  # noqa: E402
 from styleops.training.decoders import INVERSE_LOSS, _artwork_batch  # noqa: E402
-from styleops.training.engine import ContentCrops, StepLog, TrainConfig, _Fit  # noqa: E402
+from styleops.training.engine import ContentCrops  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LAYER = "relu3_1"
@@ -130,8 +129,9 @@ def train(args: argparse.Namespace) -> None:
     weights = emb.layer_weights(SHALLOW, hed, hed, photos, art) if probe.shallow_loss else {}
     feature_weight = SHALLOW.feature_weight if probe.shallow_loss else 0.0
     tv_weight = SHALLOW.tv_weight if probe.shallow_loss else 0.0
-    config = TrainConfig(
-        loss=LossWeights(
+    config = emb.probe_config(
+        args,
+        LossWeights(
             content_layers=weights or {LAYER: 0.0},
             style_layers={},
             content_weight=feature_weight,
@@ -139,22 +139,10 @@ def train(args: argparse.Namespace) -> None:
             tv_weight=tv_weight,
             pixel_weight=INVERSE_LOSS.pixel_weight,
         ),
-        lr=args.lr,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        image_size=args.size,
-        warmup_steps=args.warmup,
-        output="direct",
-        palette=False,
-        seed=args.seed,
-        checkpoint_every=50,
-        log_every=10,
-        workers=0,
     )
     workdir = Path(args.workdir) / (args.name or args.probe)
     torch.manual_seed(config.seed)
     model = SkipDecoder(probe.skips, probe.fuse)
-    fit = _Fit(config, hed, "cpu")
     styles = ContentCrops(art, config.image_size, config.seed + 1)
     w = config.loss
 
@@ -172,37 +160,15 @@ def train(args: argparse.Namespace) -> None:
         tv = w.tv_weight * total_variation(y.float()) if w.tv_weight else zero
         return LossTerms(c + tv, c, zero, tv)
 
-    started = time.perf_counter()
-
-    def progress(log: StepLog) -> None:
-        if log.step % 50 == 0 or log.step == log.steps:
-            print(
-                f"{args.probe} step {log.step}/{log.steps} loss {log.total:.1f} (content+pixel {log.content:.1f},"
-                f" tv {log.tv:.2f}) {time.perf_counter() - started:.0f} s",
-                flush=True,
-            )
-
-    result = fit.run(model, list(model.parameters()), forward, photos, workdir, progress, None)
-    save_file(result.state_dict, str(workdir / "decoder.safetensors"), metadata={"skips": ",".join(probe.skips)})
-    info_path = workdir / "probe.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {"sessions": []}
-    info.update(
-        probe=args.probe,
-        what=probe.what + ("" if args.lr == 1e-3 else f" (lr {args.lr:g})"),
-        fuse=probe.fuse,
-        skips=list(probe.skips),
-        layer_weights=weights,
-        config=config.to_dict(),
-        steps=result.steps,
-        threads=torch.get_num_threads(),
-        train_photos=len(photos),
-        params=sum(p.numel() for p in model.parameters()),
-    )
-    info["sessions"].append({"from": result.resumed_from, "to": result.steps, "seconds": round(result.seconds, 1)})
-    info["seconds"] = round(sum(s["seconds"] for s in info["sessions"]), 1)
-    info["last_losses"] = result.history[-5:]
-    info_path.write_text(json.dumps(info, indent=1))
-    print(f"{workdir.name}: {result.steps} steps, {result.seconds:.0f} s this session -> {workdir}", flush=True)
+    info = {
+        "probe": args.probe,
+        "what": probe.what + ("" if args.lr == 1e-3 else f" (lr {args.lr:g})"),
+        "fuse": probe.fuse,
+        "skips": list(probe.skips),
+        "layer_weights": weights,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    emb.fit_probe(args, config, model, forward, photos, workdir, {"skips": ",".join(probe.skips)}, info)
 
 
 def multi_adain(
