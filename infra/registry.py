@@ -187,6 +187,10 @@ class ModelRegistry:
         """Registered versions, oldest first."""
         return [_model_version(family, name, self.card(family, name, v)) for v in self._version_ids(family, name)]
 
+    def version_ids(self, family: str, name: str) -> list[str]:
+        """The registered versions' ids ('v0001', ...), oldest first: one listing, no card read."""
+        return self._version_ids(family, name)
+
     def card(self, family: str, name: str, version: str) -> ModelCard:
         """The stored card of a version."""
         key = _card_key(_model_prefix(family, name), _check_version(version))

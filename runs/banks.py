@@ -186,14 +186,25 @@ def resolve_bank(style: str, version: str | None = None) -> str:
     return context.registry().resolve(BANK, style, version)
 
 
-def resolve_bank_for(style: str, arch: str, layer: str, decoder: str) -> str:
-    """The newest bank version of `style` built with encoder `arch` at `layer` (what the inverse
-    network `decoder` inverts); InvalidInputError naming the build-banks command otherwise."""
+def bank_versions(style: str) -> list[str]:
+    """The bank versions of `style`, oldest first; InvalidInputError naming the remedy when none."""
+    versions = context.registry().version_ids(BANK, style)
+    if not versions:
+        raise InvalidInputError(
+            f"no patch bank for style {style!r}: upload its artwork to artwork/{style}/ and run `styleops build-banks`"
+        )
+    return versions
+
+
+def resolve_bank_for(style: str, versions: list[str], arch: str, layer: str, decoder: str) -> str:
+    """The newest of `versions` (`bank_versions`) built with encoder `arch` at `layer` (what the
+    inverse network `decoder` inverts), reading cards newest first until one matches;
+    InvalidInputError naming the build-banks command otherwise."""
     reg = context.registry()
-    for mv in sorted(reg.versions(BANK, style), key=lambda m: m.version, reverse=True):
-        card = reg.card(BANK, style, mv.version)
+    for version in reversed(versions):
+        card = reg.card(BANK, style, version)
         if card.get("layer") == layer and (card.get("encoder") or {}).get("arch", "vgg16") == arch:
-            return mv.version
+            return version
     raise InvalidInputError(
         f"no patch bank of style {style!r} at {arch} {layer}, which {decoder} decodes: "
         f"run `styleops build-banks --encoder {arch} --layer {layer}`"

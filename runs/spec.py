@@ -133,9 +133,7 @@ class RunSpec:
         """A spec from flat keyword settings (the CLI's options): StylizeParams' fields (method,
         max_side, format, ..., every method's knobs) go to `params`, the rest (shard_size, metrics,
         ...) to the spec; nothing is checked yet (`check`)."""
-        asked = {k: v for k, v in settings.items() if k in SETTINGS}
-        if asked.get("upscale") is not None:
-            asked["upscale"] = str(asked["upscale"])
+        asked = {k: v for k, v in settings.items() if k in SETTINGS}  # upscale 4 becomes '4' in __post_init__
         run = {k: v for k, v in settings.items() if k not in SETTINGS}
         return cls(catalog=catalog, style=style, model=model, version=version, params=StylizeParams(**asked), **run)
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from infra.registry import ModelNotFoundError
 from infra.settings import Settings
 from runs import banks, context
 from runs.methods import base
@@ -44,17 +43,13 @@ class Swap(Method):
     def resolve(self, style: str, version: str | None, model: str | None = None) -> Resolved:
         model = model or self.default_model
         base.one_style(self.name, style)
-        try:
-            banks.resolve_bank(style, "latest")
-        except ModelNotFoundError:
-            raise InvalidInputError(
-                f"no patch bank for style {style!r}: upload its artwork to artwork/{style}/ "
-                "and run `styleops build-banks`"
-            ) from None
+        bank_versions = banks.bank_versions(style)  # InvalidInputError when the style has none
         v = context.registry().resolve(self.family, model, version)
         decoder, _card = context.load_model(context.registry(), self.family, model, v)
         # a bank is a pure function of the artwork and encoder: the newest one the inverse network decodes
-        bank_v = banks.resolve_bank_for(style, decoder.arch, decoder.from_layer, f"{self.family}/{model}/{v}")
+        bank_v = banks.resolve_bank_for(
+            style, bank_versions, decoder.arch, decoder.from_layer, f"{self.family}/{model}/{v}"
+        )
         context.encoder_for(decoder.arch, (decoder.from_layer,), torch.device("cpu"))  # installed? (vgg19)
         return Resolved(
             style,
