@@ -106,14 +106,22 @@ class Settings(BaseSettings):
         ),
     )
     # Style-swap patch banks (tasks/banks.py, flows/build_patch_banks.py).
-    bank_layer: str = Field(default="relu3_1", description="The layer whose artwork features become the patch bank.")
+    bank_layer: str = Field(
+        default="relu4_1",
+        description="The layer whose artwork features become the patch bank (relu4_1: AdaIN's decoder decodes it; "
+        "relu3_1 for the shipped VGG16 inverse network).",
+    )
     bank_encoder: Literal["vgg16", "vgg19"] = Field(
-        default="vgg16",
-        description="The encoder of the banks: vgg16 (the loss network; the shipped inverse network's) or "
-        "vgg19 (AdaIN's normalised VGG19). A swap's bank and inverse network must share encoder and layer.",
+        default="vgg19",
+        description="The encoder of the banks: vgg19 (AdaIN's normalised VGG19, `styleops weights install`) or "
+        "vgg16 (the loss network; the shipped inverse network's). A swap's bank and inverse network must share "
+        "encoder and layer.",
     )
     bank_style_size: int = Field(
-        default=256, ge=16, description="Artwork longer side in px before encoding (never upsized)."
+        default=512,
+        ge=16,
+        description="Artwork longer side in px before encoding (never upsized): the artwork's strokes at the "
+        "photo's scale (256 suits relu3_1 banks).",
     )
     bank_max_patches: int = Field(
         default=16384,

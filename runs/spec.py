@@ -18,8 +18,9 @@ from styleops.io.images import encode_image
 
 # Hashed fields added after outputs existed, with the value that renders as before: that value is
 # left out of the hash, so those outputs keep their keys (swap and AdaIN had no palette step; their
-# `scale` None is the decoder's own paint scale, which its model version names).
-UNHASHED_VALUES: dict[str, Any] = {"palette": False, "scale": None}
+# `scale` None is the decoder's own paint scale, which its model version names; swap matched raw
+# features and decoded the swapped ones alone: normalise False, swap_weight 1).
+UNHASHED_VALUES: dict[str, Any] = {"palette": False, "scale": None, "normalise": False, "swap_weight": 1.0}
 _NONE = object()
 
 

@@ -4,7 +4,10 @@ of the style's bank, decoded by an inverse network.
 style: one artwork style (artwork/<style>/); model_version: '<model>/v0001+bank-v0002' (default
 model 'default'); loads inverse/<model>/<version> and the newest banks/<style> (a bank is a pure
 function of the artwork); `palette` (default on): the decoded output takes the RGB palette of the
-bank's artworks, read at the bytes the bank was built from (docs/quality.md)."""
+bank's artworks, read at the bytes the bank was built from (docs/quality.md); `normalise` (default
+on) and `swap_weight` (default 0.5): the photo's features take the artwork's channel statistics
+before matching, and half of them are kept beside the swapped patches (measured in docs/quality.md;
+off and 1 are the paper's swap, and the outputs made before these knobs existed)."""
 
 from __future__ import annotations
 
@@ -28,6 +31,17 @@ from styleops.ops import PatchBank
 class SwapOptions(Options):
     palette: bool = knob(True, "give the decoded output the artwork's RGB palette (mean and covariance)")
     scale: float | None = base.paint_scale_knob()
+    normalise: bool = knob(
+        True,
+        "match patches after giving the photo's features the artwork's channel statistics (AdaIN): by shape, "
+        "not tone; off: Chen & Schmidt's matching on the raw features",
+    )
+    swap_weight: float = knob(
+        0.5,
+        "share of the swapped artwork patches in the decoded features, the rest the photo's own (normalised) "
+        "features: 1 = a pure swap (fewer of the photo's shapes), 0 = AdaIN",
+        base.in_unit_interval,
+    )
 
 
 class Swap(Method):
@@ -83,7 +97,15 @@ class Swap(Method):
         palette = bank_palette(bank_card["artworks"], settings) if base.wants_palette(opts.palette, params) else None
         scale = decoder.paint_scale if opts.scale is None else opts.scale
         lineage.update({"scale": scale} if scale != 1.0 else {})  # rows of before keep their lineage
-        model = SwapStylizer(enc.to(device), decoder.to(device), _bank_on(bank, device), palette=palette, scale=scale)
+        model = SwapStylizer(
+            enc.to(device),
+            decoder.to(device),
+            _bank_on(bank, device),
+            palette=palette,
+            scale=scale,
+            normalise=opts.normalise,
+            swap_weight=opts.swap_weight,
+        )
         return Built(
             base.engine(model, params, device, settings, batch_size),
             card["weights_sha256"],

@@ -1,7 +1,9 @@
 """Stylizers for any artwork, no network trained per style: `x -> y`, [N, 3, H, W] in [0, 1].
 
 - `SwapStylizer` (Chen & Schmidt 2016): encode to the bank's layer, style-swap against the
-  artwork's patch bank, decode with the inverse network; one forward pass.
+  artwork's patch bank, decode with the inverse network; one forward pass. Optionally the photo's
+  features first take the artwork's channel statistics (`normalise`: patches match by shape, not
+  by tone) and the swapped features are mixed with those (`swap_weight` < 1).
 - `AdaINStylizer` (Huang & Belongie 2017): encode to relu4_1, give the content features the
   channel-wise mean and std of the artwork's (or a weighted blend of several artworks'), mix with
   the content features by `alpha`, decode.
@@ -24,7 +26,7 @@ from styleops.errors import InvalidInputError
 from styleops.models.decoder import VGGDecoder
 from styleops.models.palette import Palette, PaletteMatch, blend_palettes, palette_of
 from styleops.models.vgg import VGGEncoder
-from styleops.ops import PatchBank, mean_std, style_swap
+from styleops.ops import PatchBank, bank_statistics, mean_std, style_swap
 from styleops.ops.adain import ChannelNormalize
 
 
@@ -54,7 +56,13 @@ def _checked_scale(scale: float) -> float:
 
 class SwapStylizer(nn.Module):
     """Encoder -> `style_swap` with `bank` -> inverse network [-> `PaletteMatch` to `palette`, the
-    artwork's (`palette_of`) or a blend of the bank's artworks' (`blend_palettes`)]."""
+    artwork's (`palette_of`) or a blend of the bank's artworks' (`blend_palettes`)].
+
+    normalise: before matching, give the photo's features the channel-wise mean and std of the
+    bank's artwork features (`bank_statistics`; AdaIN). swap_weight in [0, 1]: the decoded features
+    are swap_weight x swapped + (1 - swap_weight) x the photo's (normalised, if so) features;
+    1 with normalise off is Chen & Schmidt's style swap.
+    """
 
     def __init__(
         self,
@@ -65,6 +73,8 @@ class SwapStylizer(nn.Module):
         chunk_size: int = 512,
         palette: Palette | None = None,
         scale: float = 1.0,
+        normalise: bool = False,
+        swap_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.layer = _check_pair(encoder, decoder)
@@ -76,6 +86,13 @@ class SwapStylizer(nn.Module):
                 f"the patch bank has {bank.channels} channels but {decoder.arch}/{self.layer} has {self._channels()}: "
                 "built at another layer?"
             )
+        if not 0.0 <= swap_weight <= 1.0:
+            raise InvalidInputError(f"swap_weight must be in [0, 1], got {swap_weight}")
+        self.swap_weight = float(swap_weight)
+        self.normalise = ChannelNormalize() if normalise else None
+        mean, std = bank_statistics(bank)
+        self.register_buffer("style_mean", mean)  # [1, C, 1, 1]
+        self.register_buffer("style_std", std)
 
     def _channels(self) -> int:
         return next(m for m in self.decoder.modules() if isinstance(m, nn.Conv2d)).in_channels
@@ -85,7 +102,12 @@ class SwapStylizer(nn.Module):
         return y if self.palette is None else self.palette(y, x)
 
     def _swap(self, x: Tensor) -> Tensor:
-        return self.decoder(style_swap(self.encoder(x)[self.layer], self.bank, chunk_size=self.chunk_size))
+        f = self.encoder(x)[self.layer]
+        c = self.normalise(f) * self.style_std + self.style_mean if self.normalise is not None else f.float()
+        t = style_swap(c, self.bank, chunk_size=self.chunk_size)
+        if self.swap_weight < 1.0:
+            t = self.swap_weight * t + (1.0 - self.swap_weight) * c
+        return self.decoder(t.to(f.dtype))
 
 
 class AdaINStylizer(nn.Module):

@@ -155,8 +155,18 @@ def build_patch_bank(
     return PatchBank(patches, patches.float().flatten(1).norm(dim=1), patch_size, stride)
 
 
+def bank_statistics(bank: PatchBank, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """The channel-wise mean and std [1, C, 1, 1] (fp32) of the artwork features a bank was cut
+    from, read at its patches' centres (with stride 1, every position but a border of k // 2)."""
+    k = bank.patch_size // 2
+    centres = bank.patches[:, :, k, k].float()  # [P, C]
+    std = (centres.var(0, unbiased=False) + eps).sqrt()  # as styleops.ops.mean_std
+    return centres.mean(0)[None, :, None, None], std[None, :, None, None]
+
+
 def style_swap(content_features: Tensor, bank: PatchBank, *, chunk_size: int = 512, eps: float = 1e-8) -> Tensor:
-    """[N, C, H, W] content features -> [N, C, H, W] swapped features (fp32), in two chunked passes."""
+    """[N, C, H, W] content features -> [N, C, H, W] swapped features (fp32): the bank scanned in
+    chunks for each position's best patch, then the chosen patches pasted (overlaps averaged)."""
     if content_features.dim() != 4 or content_features.shape[1] != bank.channels:
         raise InvalidInputError(
             f"content features {tuple(content_features.shape)} do not match a bank of {bank.channels} channels"
@@ -176,10 +186,8 @@ def style_swap(content_features: Tensor, bank: PatchBank, *, chunk_size: int = 5
         better = value > best
         best = torch.where(better, value, best)
         arg = torch.where(better, index + start, arg)
-    out = torch.zeros_like(x)
-    for start in range(0, len(bank), chunk_size):  # pass 2: paste the chosen raw patches
-        raw = bank.patches[start : start + chunk_size].to(device).float()
-        one_hot = (arg - start == torch.arange(len(raw), device=device)[None, :, None, None]).float()
-        out += F.conv_transpose2d(one_hot, raw)
-    overlaps = F.conv_transpose2d(torch.ones_like(best), torch.ones(1, 1, k, k, device=device))
+    # pass 2: paste the chosen raw patches (a gather, then fold sums the overlaps)
+    cols = bank.patches.flatten(1).to(device)[arg.flatten(1)]  # [N, L, C*k*k] in the bank's fp16
+    out = F.fold(cols.transpose(1, 2).float(), (h, w), k)
+    overlaps = F.fold(torch.ones(1, k * k, cols.shape[1], device=device), (h, w), k)
     return out / overlaps

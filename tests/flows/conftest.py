@@ -87,6 +87,11 @@ def pipeline_env(
         "STYLEOPS_HOME": str(home),
         "STYLEOPS_VGG_WEIGHTS": str(vgg_weights_file),
         "STYLEOPS_DEVICE": "cpu",
+        # the suite's inverse networks invert the VGG16 loss network's relu3_1 (small, fast); the
+        # default banks (AdaIN's VGG19 at relu4_1) are built in tests/integration/test_adain_vgg19.py
+        "STYLEOPS_BANK_ENCODER": "vgg16",
+        "STYLEOPS_BANK_LAYER": "relu3_1",
+        "STYLEOPS_BANK_STYLE_SIZE": "256",
     }.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()

@@ -256,7 +256,7 @@ def test_repair_overwrites_only_the_tampered_output_it_checked(pipeline_env: Pip
             },
             (
                 "styleops stylize --catalog shop --method swap --style hoitsu --model default --version v0002 "
-                "--no-palette --repair"
+                "--swap-weight 1.0 --no-palette --no-normalise --repair"  # as swap rendered before its knobs
             ),
         ),
         (

@@ -143,29 +143,32 @@ def test_swap_decodes_a_bank_of_its_own_encoder_and_layer(
     adain_files: tuple[Path, Path],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """An inverse network of AdaIN's VGG19 at relu4_1 decodes only a bank built with that encoder
-    and layer: the newest such bank is used, and without one the run is refused before any work."""
+    """An inverse network of AdaIN's VGG19 at relu4_1 (the default banks') decodes only a bank
+    built with that encoder and layer: the newest such bank is used, and without one the run is
+    refused before any work. The default knobs: normalised matching, half the photo's features."""
     from runs import banks
 
     env = pipeline_env
     encoder_file, decoder_file = adain_files
     monkeypatch.setenv("STYLEOPS_ADAIN_WEIGHTS", str(encoder_file))
+    for name in ("STYLEOPS_BANK_ENCODER", "STYLEOPS_BANK_LAYER", "STYLEOPS_BANK_STYLE_SIZE"):
+        monkeypatch.delenv(name)  # the product's defaults
     get_settings.cache_clear()
     import_model_task.fn("inverse", "vgg19", str(decoder_file))
-    first = banks.build_bank("monet", ["artwork/monet/monet.jpg"])  # the default: vgg16 relu3_1
+    first = banks.build_bank("monet", ["artwork/monet/monet.jpg"], encoder="vgg16", layer="relu3_1")
     assert first["status"] == "built"
     with pytest.raises(
         InvalidInputError, match=r"no patch bank of style 'monet' at vgg19 relu4_1, which inverse/vgg19/v0001"
     ):
         methods.resolve("swap", "monet", None, "vgg19")
-    second = banks.build_bank("monet", ["artwork/monet/monet.jpg"], encoder="vgg19", layer="relu4_1")
+    second = banks.build_bank("monet", ["artwork/monet/monet.jpg"])  # the default: vgg19 relu4_1, 512 px
     assert second["status"] == "built" and second["version"] != first["version"]
     card = context.registry().card("bank", "monet", second["version"])
-    assert card["layer"] == "relu4_1" and card["encoder"]["arch"] == "vgg19"
+    assert (card["layer"], card["encoder"]["arch"], card["style_size"]) == ("relu4_1", "vgg19", 512)
     resolved = methods.resolve("swap", "monet", None, "vgg19")
     assert resolved.source.bank == second["version"]
     # a newer vgg16 bank does not take its place
-    third = banks.build_bank("monet", ["artwork/monet/monet.jpg"], force=True)
+    third = banks.build_bank("monet", ["artwork/monet/monet.jpg"], encoder="vgg16", layer="relu3_1", force=True)
     assert methods.resolve("swap", "monet", None, "vgg19").source.bank == second["version"] != third["version"]
 
     rows = run(env, resolved, StylizeParams(method="swap", max_side=48, format="png", palette=False), "run-swap19", n=1)
@@ -174,9 +177,12 @@ def test_swap_decodes_a_bank_of_its_own_encoder_and_layer(
     enc = load_adain_encoder(("relu4_1",), encoder_file)
     photo = resize_max_side(to_float(decode_image(env.store.get_bytes(rows[0]["image_key"])).pixels), 48)
     with torch.no_grad():
-        swap = SwapStylizer(enc, from_safetensors(decoder_file.read_bytes()), bank, scale=1.5)  # its paint scale
+        decoder = from_safetensors(decoder_file.read_bytes())
+        swap = SwapStylizer(enc, decoder, bank, scale=1.5, normalise=True, swap_weight=0.5)  # the decoder's scale
         expected = swap(photo[None])[0].clamp(0, 1)
+        pure = SwapStylizer(enc, decoder, bank, scale=1.5)(photo[None])[0].clamp(0, 1)
     assert out.shape == expected.shape and (out - expected).abs().max() <= 1 / 255 + 1e-4
+    assert (out - pure).abs().max() > 0.1  # the knobs change the picture
 
 
 def test_an_unknown_encoder_is_refused(pipeline_env: PipelineEnv) -> None:  # noqa: F811

@@ -18,7 +18,7 @@ from styleops.io.weights import load_encoder
 from styleops.losses.perceptual import LossWeights
 from styleops.models.decoder import VGGDecoder
 from styleops.models.vgg import VGGEncoder
-from styleops.ops import adain, build_patch_bank, style_swap
+from styleops.ops import adain, bank_statistics, build_patch_bank, mean_std, style_swap
 from styleops.training.decoders import adain_config, decoder_layer, inverse_config, train_adain, train_inverse
 from styleops.training.engine import CHECKPOINT_FILE, TrainConfig
 
@@ -90,6 +90,30 @@ def test_swap_stylizer_is_swap_then_inverse(enc: VGGEncoder, images: torch.Tenso
         expected = dec(style_swap(enc(images)["relu3_1"], bank))
     assert got.shape == images.shape
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_normalised_swap_mixes_the_swap_with_adain_to_the_banks_statistics(
+    enc: VGGEncoder, images: torch.Tensor, arts: list[torch.Tensor]
+) -> None:
+    dec = VGGDecoder("relu3_1").eval()
+    with torch.no_grad():
+        style = enc(arts[0])["relu3_1"]
+        bank = build_patch_bank(style)
+        mean, std = bank_statistics(bank)
+        interior = style[..., 1:-1, 1:-1].half().float()  # the patch centres, at the bank's precision
+        torch.testing.assert_close((mean, std), mean_std(interior), rtol=1e-5, atol=1e-5)
+        f = enc(images)["relu3_1"]
+        normalised = (f - f.mean((2, 3), keepdim=True)) / (f.var((2, 3), keepdim=True, unbiased=False) + 1e-5).sqrt()
+        c = normalised * std + mean
+        expected = dec(0.3 * style_swap(c, bank) + 0.7 * c)
+        got = SwapStylizer(enc, dec, bank, normalise=True, swap_weight=0.3)(images)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        as_adain = SwapStylizer(enc, dec, bank, normalise=True, swap_weight=0.0)(images)
+        torch.testing.assert_close(as_adain, dec(c), rtol=1e-4, atol=1e-4)
+        raw = SwapStylizer(enc, dec, bank, swap_weight=0.3)(images)  # no normalising: mixed with the raw features
+        torch.testing.assert_close(raw, dec(0.3 * style_swap(f, bank) + 0.7 * f), rtol=1e-4, atol=1e-4)
+    with pytest.raises(InvalidInputError, match="swap_weight"):
+        SwapStylizer(enc, dec, bank, swap_weight=1.5)
 
 
 def test_swap_rejects_a_bank_of_another_layer(enc: VGGEncoder, arts: list[torch.Tensor]) -> None:

@@ -29,12 +29,13 @@ PINNED_HASHES = [
     (StylizeParams(method="gatys", iterations=10, optimizer="adam", levels=2), "0d64b21ab3707bb2"),
     (StylizeParams(color="luminance", format="png", quality=80, max_side=None), "1f41a029a7399316"),
     (
-        StylizeParams(method="swap", alpha=0.3, iterations=5, palette=False),
+        StylizeParams(method="swap", alpha=0.3, iterations=5, palette=False, normalise=False, swap_weight=1.0),
         "e173d597bcd8a081",
-    ),  # fields a method does not use are not hashed
+    ),  # fields a method does not use are not hashed; swap as it was before normalise and swap_weight
     # the palette (on by default) is hashed only when on: --no-palette keeps the keys made before it existed
     (StylizeParams(method="adain", alpha=0.5), "992dc982aea5edb5"),
-    (StylizeParams(method="swap"), "8fb2471cdf91a231"),
+    (StylizeParams(method="swap", normalise=False, swap_weight=1.0), "8fb2471cdf91a231"),
+    (StylizeParams(method="swap"), "3bae92b5b2f259df"),  # normalised matching, half the photo's features kept
 ]
 
 
@@ -77,7 +78,7 @@ def test_the_registry_lists_the_methods_with_their_aliases() -> None:
     assert [m.name for m in methods.all_methods() if m.takes_blend] == ["multi-style", "adain", "magenta", "recolour"]
     assert {m.name: m.hashed for m in methods.all_methods() if m.hashed} == {
         "adain": ("alpha", "palette", "scale"),
-        "swap": ("palette", "scale"),
+        "swap": ("palette", "scale", "normalise", "swap_weight"),
         "gatys": ("iterations", "optimizer", "levels"),
         "cyclegan": ("direction",),
         "magenta": ("alpha",),
