@@ -14,9 +14,10 @@ a-z 0-9 _ - turned into '-'), then, per method and artwork, the real CLI as a su
 (PNG on both sides, so neither is scored through a JPEG codec; --no-metrics, as the peer computes
 no losses either). Outputs are found through the manifest (the rows of the run the command made)
 and read back from the store. Set-up per method: adain registers AdaIN's pretrained VGG19 decoder
-(`styleops weights install` converts it) as adain/default, swap the shipped inverse network
-(examples/models/inverse.safetensors) as inverse/default, as the demo does; swap then builds the
-patch banks (`styleops build-banks`); per-style needs a model named like the style (`--per-style
+(`styleops weights install` converts it) as adain/default, swap the same decoder as
+inverse/default, as the demo does, and the shipped VGG16 inverse network
+(examples/models/inverse.safetensors) as inverse/hed; swap then builds the patch banks
+(`styleops build-banks`, the default VGG19 relu4_1 ones and VGG16 relu3_1 ones); per-style needs a model named like the style (`--per-style
 STYLE=PATH.safetensors` registers one; artworks without one are skipped, and said so); magenta and
 the rest need nothing. A method whose first stylize command fails is skipped, with the command's
 one-line error. `--methods` is a comma (or ';') list of `label=args`, e.g. "adain=--method
@@ -53,9 +54,10 @@ evenly spaced ones: kodim01 04 06 08 10 12 13 14 17 19 21 22 at the default. Kod
 part of the workspace's photos held out of the shipped per-style, multi-style and super-resolution
 models' training (examples/models/README.md: they trained on content/ minus Kodak24, 592 photos,
 which includes the 200 BSDS500 *test* photos: those are therefore not held out and not used; the
-extra four are Kodak photos instead). The shipped inverse network (swap's and adain's decoder)
-trained on all 616 photos of content/ and on the 50 artworks, Kodak included: for it nothing in the
-workspace is held out (it is a feature inverter, trained on reconstruction only).
+extra four are Kodak photos instead). Swap's and AdaIN's decoder (AdaIN's pretrained VGG19 one)
+was trained by its authors on MS-COCO and WikiArt, none of these. The shipped VGG16 inverse network
+(swap-hed) trained on all 616 photos of content/ and on the 50 artworks, Kodak included: for it
+nothing in the workspace is held out (it is a feature inverter, trained on reconstruction only).
 Artworks (../shared/data/train/style; PROVENANCE.csv marks all image rights "unknown"; the first
 four painters died in 1829-1944, so the works are public domain in most countries; the last two
 come from the AdaIN repository's style images without a named artist):
@@ -110,13 +112,13 @@ INVERSE = ROOT / "examples" / "models" / "inverse.safetensors"
 
 def setup_models(home: Path) -> dict[str, list[tuple[str, str, Path]]]:
     """method -> the (registry family, name, model file) registered before it runs: AdaIN's
-    pretrained VGG19 decoder (`styleops weights install`) as adain/default; for swap the shipped
-    inverse network as inverse/default and the same VGG19 decoder as inverse/vgg19 (its relu4_1
-    banks are built too: "swap19=--method swap --model vgg19")."""
+    pretrained VGG19 decoder (`styleops weights install`) as adain/default and inverse/default (as
+    the demo does; the default banks, VGG19 relu4_1, are built for it); the shipped VGG16 inverse
+    network as inverse/hed (its relu3_1 banks are built too: "swap-hed=--method swap --model hed")."""
     decoder = home / "styleops" / "cache" / "adain-vgg19-decoder.safetensors"
     return {
         "adain": [("adain", "default", decoder)],
-        "swap": [("inverse", "default", INVERSE), ("inverse", "vgg19", decoder)],
+        "swap": [("inverse", "default", decoder), ("inverse", "hed", INVERSE)],
     }
 
 
@@ -389,7 +391,7 @@ def main() -> None:
                 if r.returncode:
                     log(f"models import ({family}/{name}): {one_line_error(r.stdout)}")
         if "swap" in names:
-            for extra in ([], ["--encoder", "vgg19", "--layer", "relu4_1"]):
+            for extra in ([], ["--encoder", "vgg16", "--layer", "relu3_1"]):
                 t = time.perf_counter()
                 r = cli(["build-banks", *extra], env)
                 said = "ok" if r.returncode == 0 else one_line_error(r.stdout)

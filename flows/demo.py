@@ -1,6 +1,5 @@
 """The demo: sample artworks and catalog -> Magenta's pretrained arbitrary network (any artwork,
-nothing trained), per-style models, style swap with the example inverse network and AdaIN with its
-pretrained VGG19 decoder ->
+nothing trained), per-style models, style swap and AdaIN with AdaIN's pretrained VGG19 decoder ->
 stylized catalog -> HTML report."""
 
 from __future__ import annotations
@@ -27,10 +26,10 @@ from tasks.training import import_model_task
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEMO_STYLES = ("monet", "hoitsu")
-# Registered as <family>/default: swap's shipped inverse network (examples/models/inverse.*, relu3_1 of
-# the VGG16 loss network) and AdaIN's pretrained VGG19 decoder (`styleops weights install` converts it
-# into the weights cache; docs/quality.md: the HED trunk's features decode to emboss, VGG19's paint).
-INVERSE_NETWORK = EXAMPLES / "models" / "inverse.safetensors"
+# AdaIN's pretrained VGG19 decoder (`styleops weights install` converts it into the weights cache) is
+# registered as adain/default and as inverse/default: it decodes relu4_1, where the default banks are
+# cut (docs/quality.md: the HED trunk's features decode to emboss, VGG19's paint). The shipped VGG16
+# inverse network (examples/models/inverse.*) is not shown.
 # The multi-style model the demo registers from the pretrained start over every example artwork; it
 # shows the demo styles' even blend (each style alone is the magenta column).
 # examples/models/collection.safetensors, trained from scratch, can be imported by hand:
@@ -61,8 +60,8 @@ def demo(
     the style vector of a per-style model of each style for `steps` (at least 1) steps on the sample
     photos through the train-style flow and stylize with it; register one multi-style model of
     every artwork (their predicted vectors) through the train-multistyle flow and stylize with the
-    styles' even blend; register the example inverse network and AdaIN's pretrained VGG19 decoder
-    and build the patch banks, stylize with style swap and AdaIN (both ending at the artwork's
+    styles' even blend; register AdaIN's pretrained VGG19 decoder for swap and AdaIN and build the
+    patch banks, stylize with style swap and AdaIN (both ending at the artwork's
     palette), upscale two shrunk photos with the shipped x4 super-resolution models, paint the
     catalog with the shipped Pix2Pix model (a look learned from before/after pairs) and the
     shipped CycleGAN and MIXGAN models, and write the report."""
@@ -89,8 +88,8 @@ def demo(
             RunSpec.create(catalog="demo", style=style, version=trained[style]["version"], max_side=max_side)
         )
     multi = _multi_style(runs, styles, max_side)
-    import_model_task(INVERSE, "default", str(INVERSE_NETWORK), str(INVERSE_NETWORK.with_suffix(".card.json")))
-    import_model_task(ADAIN, "default", str(get_settings().cache_dir / ADAIN_DECODER))
+    for family in (INVERSE, ADAIN):
+        import_model_task(family, "default", str(get_settings().cache_dir / ADAIN_DECODER))
     build_patch_banks(artworks="artwork/")
     for method in ("swap", "adain"):
         for style in styles:
@@ -105,7 +104,7 @@ def demo(
             *multi,
         ],
         "Per-style: the style vector fine-tuned from the pretrained start": list(styles),
-        "Style swap (the shipped inverse network) and AdaIN (the pretrained VGG19 decoder), at the artwork's palette": [
+        "Style swap and AdaIN (AdaIN's pretrained VGG19 decoder), at the artwork's palette": [
             f"{m}:{s}" for m in ("swap", "adain") for s in styles
         ],
         "Translation: the shipped CycleGAN and MIXGAN models (photo -> Monet-painted photo)": [

@@ -341,9 +341,13 @@ def build_banks_cmd(
     artworks: str = typer.Option("artwork/", help="Prefix of artwork/<style>/<file>: one bank per style."),
     force: bool = typer.Option(False, help="Rebuild even when the artworks and settings are unchanged."),
     encoder: str | None = typer.Option(
-        None, help="vgg16 (the shipped inverse network's) | vgg19 (AdaIN's VGG19; default: STYLEOPS_BANK_ENCODER)."
+        None,
+        help="vgg19 (AdaIN's VGG19, whose pretrained decoder swap uses) | vgg16 (the shipped VGG16 inverse "
+        "network's); default: STYLEOPS_BANK_ENCODER, vgg19.",
     ),
-    layer: str | None = typer.Option(None, help="The layer, e.g. relu3_1 (default: STYLEOPS_BANK_LAYER)."),
+    layer: str | None = typer.Option(
+        None, help="The layer: relu4_1 for the VGG19 decoder, relu3_1 for the VGG16 one (default: STYLEOPS_BANK_LAYER)."
+    ),
 ) -> None:
     """Build style-swap patch banks (banks/<style>/<version>/) for new or changed artworks, with the
     encoder and layer of the inverse network that will decode them."""
