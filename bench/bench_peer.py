@@ -17,11 +17,12 @@ and read back from the store. Set-up per method: adain registers AdaIN's pretrai
 (`styleops weights install` converts it) as adain/default, swap the same decoder as
 inverse/default, as the demo does, and the shipped VGG16 inverse network
 (examples/models/inverse.safetensors) as inverse/hed; swap then builds the patch banks
-(`styleops build-banks`, the default VGG19 relu4_1 ones and VGG16 relu3_1 ones); per-style needs a model named like the style (`--per-style
-STYLE=PATH.safetensors` registers one; artworks without one are skipped, and said so); magenta and
-the rest need nothing. A method whose first stylize command fails is skipped, with the command's
-one-line error. `--methods` is a comma (or ';') list of `label=args`, e.g. "adain=--method
-adain,swap=--method swap,adain-nopal=--method adain --no-palette".
+(`styleops build-banks`, the default VGG19 relu4_1 ones and VGG16 relu3_1 ones); per-style needs
+a model named like the style (`--per-style STYLE=PATH.safetensors` registers one; artworks without
+one are skipped, and said so); magenta and the rest need nothing. A method whose first stylize
+command fails is skipped, with the command's one-line error. `--methods` is a comma (or ';') list
+of `label=args`, e.g. "adain=--method adain,swap=--method swap,adain-nopal=--method adain
+--no-palette".
 A method that trains first is `label=<training command> :: <stylize args>`: `train-style ...` runs
 per artwork (`--artwork`, `--content catalog/train/`, `--style` added), then stylizes with
 `--version latest`; `train-multistyle ...` runs once over every artwork (`--name <label>`), then

@@ -5,8 +5,8 @@ style: one artwork style (artwork/<style>/); model_version: '<model>/v0001+bank-
 model 'default'); loads inverse/<model>/<version> and the newest banks/<style> (a bank is a pure
 function of the artwork); `palette` (default on): the decoded output takes the RGB palette of the
 bank's artworks, read at the bytes the bank was built from (docs/quality.md); `normalise` (default
-on) and `swap_weight` (default 0.5): the photo's features take the artwork's channel statistics
-before matching, and half of them are kept beside the swapped patches (measured in docs/quality.md;
+on) and `swap_weight` (default 0.3): the photo's features take the artwork's channel statistics
+before matching, and 70% of them are kept beside 30% swapped patches (measured in docs/quality.md;
 off and 1 are the paper's swap, and the outputs made before these knobs existed)."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class SwapOptions(Options):
         "not tone; off: Chen & Schmidt's matching on the raw features",
     )
     swap_weight: float = knob(
-        0.5,
+        0.3,
         "share of the swapped artwork patches in the decoded features, the rest the photo's own (normalised) "
         "features: 1 = a pure swap (fewer of the photo's shapes), 0 = AdaIN",
         base.in_unit_interval,

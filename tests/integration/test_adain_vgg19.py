@@ -145,7 +145,7 @@ def test_swap_decodes_a_bank_of_its_own_encoder_and_layer(
 ) -> None:
     """An inverse network of AdaIN's VGG19 at relu4_1 (the default banks') decodes only a bank
     built with that encoder and layer: the newest such bank is used, and without one the run is
-    refused before any work. The default knobs: normalised matching, half the photo's features."""
+    refused before any work. The default knobs: normalised matching, 30% swapped patches."""
     from runs import banks
 
     env = pipeline_env
@@ -178,7 +178,7 @@ def test_swap_decodes_a_bank_of_its_own_encoder_and_layer(
     photo = resize_max_side(to_float(decode_image(env.store.get_bytes(rows[0]["image_key"])).pixels), 48)
     with torch.no_grad():
         decoder = from_safetensors(decoder_file.read_bytes())
-        swap = SwapStylizer(enc, decoder, bank, scale=1.5, normalise=True, swap_weight=0.5)  # the decoder's scale
+        swap = SwapStylizer(enc, decoder, bank, scale=1.5, normalise=True, swap_weight=0.3)  # the decoder's scale
         expected = swap(photo[None])[0].clamp(0, 1)
         pure = SwapStylizer(enc, decoder, bank, scale=1.5)(photo[None])[0].clamp(0, 1)
     assert out.shape == expected.shape and (out - expected).abs().max() <= 1 / 255 + 1e-4

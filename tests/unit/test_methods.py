@@ -35,7 +35,7 @@ PINNED_HASHES = [
     # the palette (on by default) is hashed only when on: --no-palette keeps the keys made before it existed
     (StylizeParams(method="adain", alpha=0.5), "992dc982aea5edb5"),
     (StylizeParams(method="swap", normalise=False, swap_weight=1.0), "8fb2471cdf91a231"),
-    (StylizeParams(method="swap"), "3bae92b5b2f259df"),  # normalised matching, half the photo's features kept
+    (StylizeParams(method="swap"), "ee5529b9861f3282"),  # normalised matching, 30% swapped patches
 ]
 
 
