@@ -20,7 +20,7 @@ from styleops.io.serialize import from_safetensors, to_safetensors
 from styleops.losses.gan import ImagePool, gan_loss
 from styleops.models.mixgan import LatentDiscriminator, MixGenerator
 from styleops.models.translation import CycleGenerators, OneDirection, PatchDiscriminator, UNetGenerator
-from styleops.training.engine import CHECKPOINT_FILE, TrainConfig
+from styleops.training.engine import CHECKPOINT_FILE
 from styleops.training.translation import (
     CycleGANConfig,
     MIXGANConfig,
@@ -33,19 +33,9 @@ from styleops.training.translation import (
     train_pix2pix,
 )
 
-TRAIN = TrainConfig(
-    steps=6,
-    batch_size=2,
-    image_size=32,
-    lr=2e-4,
-    warmup_steps=0,
-    decay_steps=3,
-    adam_betas=(0.5, 0.999),
-    output="direct",
-    palette=False,
-    channels_last=False,
-    log_every=1,
-    checkpoint_every=3,
+# The families' own loop settings (Adam (0.5, 0.999), no warm-up, direct output), tiny and quickly decayed.
+TRAIN = replace(
+    Pix2PixConfig().train, steps=6, batch_size=2, image_size=32, decay_steps=3, log_every=1, checkpoint_every=3
 )
 PIX2PIX = Pix2PixConfig(channels=4, depth=6, d_channels=4, train=TRAIN)  # depth 6: one dropout layer
 MIXGAN = MIXGANConfig(channels=4, code=2, blocks=1, d_channels=4, train=TRAIN)
