@@ -58,33 +58,18 @@ _LOOP = TrainConfig(
 
 def recipe(scale: int) -> dict[str, SRConfig]:
     """The CPU recipe of both models at `scale` (the 96 px HR crop is a multiple of 2, 4 and 8)."""
-    return {
-        # Johnson's layout at half width with 8 residual blocks (cheap: they run at LR resolution),
-        # residual over bicubic; 24 px LR crops (96 px HR), batch 16, Adam 1e-3 after a 50-step warm-up.
-        # No blur: the benchmark's LR has none (blur 1.0, Johnson's, cost half the gain: docs/super_resolution.md).
-        # The perceptual model is the pixel model fine-tuned with the relu2_2 feature loss at half the lr
-        # (`WARM_START`; from scratch, 300 steps fell short of the pixel model's feature distance on Set5).
-        "pixel": SRConfig(
-            scale=scale,
-            channels=32,
-            blocks=8,
-            residual=True,
-            loss="pixel",
-            blur_sigma=0.0,
-            train=replace(_LOOP, steps=800),
-        ),
-        "perceptual": SRConfig(
-            scale=scale,
-            channels=32,
-            blocks=8,
-            residual=True,
-            loss="perceptual",
-            feature_weight=1.0,
-            pixel_weight=0.0,
-            blur_sigma=0.0,
-            train=replace(_LOOP, steps=300, lr=5e-4),
-        ),
-    }
+    # Johnson's layout at half width with 8 residual blocks (cheap: they run at LR resolution),
+    # residual over bicubic; 24 px LR crops (96 px HR), batch 16, Adam 1e-3 after a 50-step warm-up.
+    # No blur: the benchmark's LR has none (blur 1.0, Johnson's, cost half the gain: docs/super_resolution.md).
+    pixel = SRConfig(
+        scale=scale, channels=32, blocks=8, residual=True, loss="pixel", blur_sigma=0.0, train=replace(_LOOP, steps=800)
+    )
+    # The perceptual model is the pixel model fine-tuned with the relu2_2 feature loss at half the lr
+    # (`WARM_START`; from scratch, 300 steps fell short of the pixel model's feature distance on Set5).
+    perceptual = replace(
+        pixel, loss="perceptual", feature_weight=1.0, pixel_weight=0.0, train=replace(_LOOP, steps=300, lr=5e-4)
+    )
+    return {"pixel": pixel, "perceptual": perceptual}
 
 
 RECIPE = recipe(SCALE)

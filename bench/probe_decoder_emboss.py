@@ -504,7 +504,15 @@ def main() -> None:
         help="eval: also the shipped inverse network, as the last column ('' = no)",
     )
     ap.add_argument("--cell", type=int, default=256)
-    args = ap.parse_args()
+    run_mode(ap.parse_args(), train, evaluate)
+
+
+def run_mode(
+    args: argparse.Namespace,
+    train: Callable[[argparse.Namespace], None],
+    evaluate: Callable[[argparse.Namespace], None],
+) -> None:
+    """On --threads torch threads: `train(args)` for --mode train (which needs --probe), else `evaluate(args)`."""
     torch.set_num_threads(args.threads)
     if args.mode == "train":
         if not args.probe:

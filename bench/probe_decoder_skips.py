@@ -321,14 +321,7 @@ def main() -> None:
     ap.add_argument(
         "--sheet-photos", default="kodim07,kodim19", help="eval: held-out photos shown on the sheet ('' = all)"
     )
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.mode == "train":
-        if not args.probe:
-            sys.exit("train needs --probe")
-        train(args)
-    else:
-        evaluate(args)
+    emb.run_mode(ap.parse_args(), train, evaluate)
 
 
 if __name__ == "__main__":

@@ -17,20 +17,15 @@ def code_version() -> str:
         base = "0+unknown"
     root = Path(__file__).resolve().parents[1]
     try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        sha = _git(root, "rev-parse", "--short=10", "HEAD")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return base
     return f"{base}+g{sha}{'.dirty' if dirty else ''}" if sha else base
+
+
+def _git(root: Path, *args: str) -> str:
+    """The stripped output of `git -C root <args>` (raises OSError or SubprocessError when it fails)."""
+    return subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=5, check=True
+    ).stdout.strip()

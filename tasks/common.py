@@ -93,6 +93,19 @@ class Started:
     code_version: str = field(default_factory=lambda: code_version())
 
 
+def run_metrics(result: TrainResult, started: Started, **extra_losses: float) -> dict[str, Any]:
+    """A card's `metrics`: the final losses (then `extra_losses`), steps, rollbacks, seconds since
+    `started` and the step the run resumed from."""
+    return {
+        **result.final_losses(),
+        **extra_losses,
+        "steps": result.steps,
+        "rollbacks": result.rollbacks,
+        "seconds": round(time.time() - started.at, 1),
+        "resumed_from": result.resumed_from,
+    }
+
+
 def register_result(
     family: str, name: str, result: TrainResult, architecture: str, card: dict[str, Any]
 ) -> dict[str, Any]:

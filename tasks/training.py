@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,13 +169,7 @@ def _card_common(
         "loss": result.loss_weights[0].to_dict() if result.loss_weights else cfg.to_dict()["loss"],
         "content_prefix": content_prefix,
         "content_images": n_content,
-        "metrics": {
-            **result.final_losses(),
-            "steps": result.steps,
-            "rollbacks": result.rollbacks,
-            "seconds": round(time.time() - started.at, 1),
-            "resumed_from": result.resumed_from,
-        },
+        "metrics": common.run_metrics(result, started),
         "loss_curve": result.history,
         "rollback_log": result.rollback_log,
         "device": str(device),

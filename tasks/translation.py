@@ -4,7 +4,6 @@ check the generator against collapse, register it."""
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -197,14 +196,11 @@ def _card(cfg: Any, result: TrainResult, device: Any, started: common.Started, d
         "train_config": cfg.train.to_dict(),
         "translation_config": cfg.to_dict(),
         "data": data,
-        "metrics": {
-            **result.final_losses(),
-            "critic": sum(h.get("critic", 0.0) for h in result.history[-5:]) / max(1, len(result.history[-5:])),
-            "steps": result.steps,
-            "rollbacks": result.rollbacks,
-            "seconds": round(time.time() - started.at, 1),
-            "resumed_from": result.resumed_from,
-        },
+        "metrics": common.run_metrics(
+            result,
+            started,
+            critic=sum(h.get("critic", 0.0) for h in result.history[-5:]) / max(1, len(result.history[-5:])),
+        ),
         "loss_curve": result.history,
         "rollback_log": result.rollback_log,
         "device": str(device),

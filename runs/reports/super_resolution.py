@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -59,19 +60,12 @@ def comparison(
         cells = [to_uint8(x[window]) for x in (*candidates.values(), hr)]
         grid.append(cells)
         scores = [f"{float(psnr_y(x, hr, scale)):.2f} dB" for x in candidates.values()]
-        body.append(
-            "<tr>"
-            + "".join(
-                f'<td><img src="{data_uri(c)}" width="{cell}" alt="{html.escape(n)}">'
-                f"<div>{html.escape(n)}: {s}</div></td>"
-                for c, n, s in zip(cells, [*candidates, "original"], [*scores, html.escape(stem)], strict=True)
-            )
-            + "</tr>"
-        )
+        names = [*candidates, "original"]
+        captions = [f"{html.escape(n)}: {s}" for n, s in zip(names, [*scores, html.escape(stem)], strict=True)]
+        body.append(image_row(cells, names, captions, f' width="{cell}"'))
     if not grid:
         return "<p>no upscaled images</p>"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "super_resolution.png").write_bytes(encode_image(contact_sheet(grid, cell=cell), "png"))
+    write_contact_sheet(out_dir / "super_resolution.png", grid, cell)
     return (
         f"<p>Photos of <code>{html.escape(hi)}</code> shrunk x{scale} (PIL bicubic) into "
         f"<code>{html.escape(lo)}</code>, then upscaled x{scale}: centre crops of {crop} px, "
@@ -83,3 +77,22 @@ def comparison(
 
 def data_uri(pixels: torch.Tensor) -> str:
     return "data:image/png;base64," + base64.b64encode(encode_image(pixels, "png")).decode()
+
+
+def image_row(cells: Sequence[torch.Tensor], names: Sequence[str], captions: Sequence[str], img_attrs: str = "") -> str:
+    """An HTML table row of images inline, each with its name as alt text and its caption (HTML)
+    below; `img_attrs` go into every img tag."""
+    return (
+        "<tr>"
+        + "".join(
+            f'<td><img src="{data_uri(c)}"{img_attrs} alt="{html.escape(n)}"><div>{caption}</div></td>'
+            for c, n, caption in zip(cells, names, captions, strict=True)
+        )
+        + "</tr>"
+    )
+
+
+def write_contact_sheet(path: Path, grid: list[list[torch.Tensor]], cell: int) -> None:
+    """`grid`'s contact sheet (cells of `cell` px) as a PNG at `path`, its folder made if need be."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_image(contact_sheet(grid, cell=cell), "png"))

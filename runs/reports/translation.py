@@ -11,9 +11,9 @@ from runs import context
 from runs.keys import catalog_prefix, is_image_key
 from runs.methods.pix2pix import METHOD
 from runs.reports.catalog import column, newest_outputs
-from runs.reports.super_resolution import data_uri
-from styleops.io.contact_sheet import contact_sheet, fit_to_cell
-from styleops.io.images import decode_image, encode_image
+from runs.reports.super_resolution import image_row, write_contact_sheet
+from styleops.io.contact_sheet import fit_to_cell
+from styleops.io.images import decode_image
 
 PIX2PIX = METHOD.name  # the method's (runs.methods.pix2pix)
 
@@ -41,18 +41,10 @@ def learned_look(
         named.update({f"pix2pix: {m}": decode_image(st.get_bytes(outputs[(key, m)])).pixels for m in translated})
         cells = [fit_to_cell(x, cell) for x in named.values()]
         grid.append(cells)
-        body.append(
-            "<tr>"
-            + "".join(
-                f'<td><img src="{data_uri(c)}" alt="{html.escape(n)}"><div>{html.escape(n)}</div></td>'
-                for c, n in zip(cells, named, strict=True)
-            )
-            + "</tr>"
-        )
+        body.append(image_row(cells, list(named), [html.escape(n) for n in named]))
     if not grid:
         return "<p>no translated images</p>"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "translation.png").write_bytes(encode_image(contact_sheet(grid, cell=cell), "png"))
+    write_contact_sheet(out_dir / "translation.png", grid, cell)
     return (
         f"<p>Photos of <code>{html.escape(prefix)}</code>, the look <code>{html.escape(target)}</code> gives "
         "them, and the shipped Pix2Pix model, which learned that look from before/after pairs "

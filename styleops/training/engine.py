@@ -213,17 +213,27 @@ class ContentCrops(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Tensor:
         step, slot = key
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 1_009 + slot)
-        index = int(torch.randint(len(self.paths), (1,), generator=g))
-        for attempt in range(len(self.paths)):
-            try:
-                img = to_float(read_image(self.paths[(index + attempt) % len(self.paths)]).pixels)
-                break
-            except ImageError:
-                continue
-        else:
-            raise InvalidInputError("none of the content images could be decoded")
+        g = crop_generator(self.seed, step, slot)
+        img = draw_decodable(lambda i: to_float(read_image(self.paths[i]).pixels), len(self.paths), g, "content")
         return random_crop(img, self.size, g)
+
+
+def crop_generator(seed: int, step: int, slot: int) -> torch.Generator:
+    """The generator of item (step, slot) of a crops dataset seeded with `seed`: what it draws is a
+    pure function of the three."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step * 1_009 + slot)
+
+
+def draw_decodable(load: Callable[[int], Tensor], n: int, g: torch.Generator, what: str) -> Tensor:
+    """One of `n` images drawn with `g`: `load(index)`, or, where that image cannot be decoded,
+    the next index whose image can (deterministically)."""
+    index = int(torch.randint(n, (1,), generator=g))
+    for attempt in range(n):
+        try:
+            return load((index + attempt) % n)
+        except ImageError:
+            continue
+    raise InvalidInputError(f"none of the {what} images could be decoded")
 
 
 def image_paths(source: Sequence[str | Path] | str | Path) -> list[Path]:

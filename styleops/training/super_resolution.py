@@ -33,13 +33,22 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from styleops import families
-from styleops.errors import ImageError, InvalidInputError
+from styleops.errors import InvalidInputError
 from styleops.evaluation.super_resolution import as_float, gaussian_blur, resize_bicubic_pil
 from styleops.io.images import read_image
 from styleops.losses.perceptual import LossTerms, LossWeights
 from styleops.models.super_resolution import SCALES, SuperResolutionNet
 from styleops.models.vgg import VGGEncoder
-from styleops.training.engine import StepLog, TrainConfig, TrainResult, _Fit, check_workdir, image_paths
+from styleops.training.engine import (
+    StepLog,
+    TrainConfig,
+    TrainResult,
+    _Fit,
+    check_workdir,
+    crop_generator,
+    draw_decodable,
+    image_paths,
+)
 
 LOSSES = ("pixel", "perceptual")
 SR_CONFIG_FILE = "sr_config.json"
@@ -120,16 +129,8 @@ class HRCrops(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Tensor:
         step, slot = key
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 1_009 + slot)
-        index = int(torch.randint(len(self.paths), (1,), generator=g))
-        for attempt in range(len(self.paths)):
-            try:
-                img = self._image((index + attempt) % len(self.paths))
-                break
-            except ImageError:
-                continue
-        else:
-            raise InvalidInputError("none of the HR images could be decoded")
+        g = crop_generator(self.seed, step, slot)
+        img = draw_decodable(self._image, len(self.paths), g, "HR")
         h, w = img.shape[-2:]
         if min(h, w) < self.size:
             k = self.size / min(h, w)

@@ -43,7 +43,7 @@ from styleops.losses.gan import GAN_MODES, ImagePool, gan_loss
 from styleops.losses.perceptual import LossTerms
 from styleops.models.mixgan import LatentDiscriminator, MixGenerator
 from styleops.models.translation import CycleGenerators, PatchDiscriminator, UNetGenerator
-from styleops.training.engine import Critic, StepLog, TrainConfig, TrainResult, _Fit, check_workdir
+from styleops.training.engine import Critic, StepLog, TrainConfig, TrainResult, _Fit, check_workdir, crop_generator
 
 HISTORY_KEYS = {"l1 / cycle": "content", "gan": "style", "identity": "tv", "critic": "critic"}
 LOAD_SCALE = 286 / 256  # the reference's load size over its crop size
@@ -223,10 +223,6 @@ def _crop(img: Tensor, size: int, g: torch.Generator) -> Tensor:
     return crop.flip(-1) if bool(torch.rand((), generator=g) < 0.5) else crop
 
 
-def _generator(seed: int, step: int, slot: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step * 1_009 + slot)
-
-
 class PairedCrops(Dataset):
     """Aligned pairs: item (step, slot) -> [6, size, size] float in [0, 1] (A then B), one crop
     and flip for both. `a` and `b` list the two sides in the same order, same size per pair."""
@@ -242,7 +238,7 @@ class PairedCrops(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Tensor:
         step, slot = key
-        g = _generator(self.seed, step, slot)
+        g = crop_generator(self.seed, step, slot)
         index = int(torch.randint(len(self.a), (1,), generator=g))
         a, b = self.a[index], self.b[index]
         if a.shape != b.shape:
@@ -265,7 +261,7 @@ class UnpairedCrops(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Tensor:
         step, slot = key
-        g = _generator(self.seed, step, slot)
+        g = crop_generator(self.seed, step, slot)
         a = self.a[int(torch.randint(len(self.a), (1,), generator=g))]
         b = self.b[int(torch.randint(len(self.b), (1,), generator=g))]
         return torch.cat([_crop(a, self.size, g), _crop(b, self.size, g)])

@@ -78,6 +78,14 @@ def _evil_blobs(marker: Path, tmp_path: Path) -> dict[str, bytes]:
     return {"pickle": pickle.dumps({"weight": _Payload(marker)}, protocol=4), "torch-zip": zipped.read_bytes()}
 
 
+def _written_as_weights(blob: bytes, stem: Path) -> Iterator[Path]:
+    """`blob` written as <stem>.safetensors, .pt, .pth and .ckpt in turn (each file as it is written)."""
+    for suffix in (".safetensors", ".pt", ".pth", ".ckpt"):
+        path = stem.with_name(stem.name + suffix)
+        path.write_bytes(blob)
+        yield path
+
+
 @pytest.fixture
 def marker(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "pwned"
@@ -114,24 +122,20 @@ def test_pickled_weights_are_refused_everywhere_without_running_code(
 
     # local files: a .safetensors name does not make pickle bytes loadable; .pt/.pth/.ckpt
     # (VGG weights from STYLEOPS_VGG_WEIGHTS) go through torch's weights-only unpickler, which refuses code
-    for suffix in (".safetensors", ".pt", ".pth", ".ckpt"):
-        path = tmp_path / f"model{suffix}"
-        path.write_bytes(blob)
+    for path in _written_as_weights(blob, tmp_path / "model"):
         with pytest.raises(
             WeightsNotFoundError,
-            match="not a safetensors file" if suffix == ".safetensors" else "refused: not a plain state dict",
+            match="not a safetensors file" if path.suffix == ".safetensors" else "refused: not a plain state dict",
         ):
             load_weights_file(path)
 
     # tasks: warm starts and imports
     from tasks.training import import_model_task, warm_start_state
 
-    for suffix in (".safetensors", ".pt", ".pth", ".ckpt"):
-        path = tmp_path / f"init{suffix}"
-        path.write_bytes(blob)
+    for path in _written_as_weights(blob, tmp_path / "init"):
         with pytest.raises(
             InvalidInputError,
-            match="not a safetensors file" if suffix == ".safetensors" else "only .safetensors weights are loaded",
+            match="not a safetensors file" if path.suffix == ".safetensors" else "only .safetensors weights are loaded",
         ):
             warm_start_state(str(path))
         with pytest.raises(InvalidInputError, match="not a safetensors file"):

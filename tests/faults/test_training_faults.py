@@ -36,28 +36,14 @@ from infra.settings import get_settings
 from runs import context
 from styleops.io.images import read_image, to_float
 from styleops.io.weights import load_encoder
-from styleops.losses.perceptual import LossWeights
 from styleops.models.vgg import VGGEncoder
 from styleops.training.engine import CHECKPOINT_FILE, TrainConfig, TrainingDivergedError, train_style
 from tasks.training import train_per_style_task
 from tests.flows.conftest import CATALOG_PREFIX, EXAMPLES, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
+from tests.training_configs import SHALLOW_STYLE, small_train
 
 REPO = Path(__file__).resolve().parents[2]
-LOSS = LossWeights(style_layers={"relu1_2": 1.0, "relu2_2": 1.0})
-CFG = TrainConfig(
-    steps=8,
-    batch_size=2,
-    image_size=64,
-    style_size=64,
-    channels=8,
-    n_residual=1,
-    lr=5e-3,
-    checkpoint_every=2,
-    log_every=1,
-    seed=7,
-    loss=LOSS,
-    warmup_steps=0,
-)  # rollback halving seen in the lr alone
+CFG = small_train(seed=7, loss=SHALLOW_STYLE)  # rollback halving seen in the lr alone
 STYLE, ARTWORK = "kandinsky", "artwork/kandinsky/kandinsky.jpg"
 
 
@@ -72,7 +58,7 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def encoder(vgg_weights_file: Path) -> VGGEncoder:
-    return load_encoder(vgg_weights_file, list(LOSS.layers))
+    return load_encoder(vgg_weights_file, list(SHALLOW_STYLE.layers))
 
 
 @pytest.fixture(scope="module")

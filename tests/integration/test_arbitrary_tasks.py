@@ -139,20 +139,17 @@ def test_bad_styles_and_artworks_fail_before_any_work(pipeline_env: PipelineEnv)
         encode_image(decode_image(env.store.get_bytes("artwork/monet/monet.jpg")).pixels[:, :16, :16], "png"),
     )
     env.store.put("artwork/broken/broken.jpg", b"not an image at all" * 20)
-    with pytest.raises(InvalidInputError, match="no patch bank for style .nosuch.: upload"):
-        methods.resolve("swap", "nosuch", None)
-    with pytest.raises(InvalidInputError, match="not a blend"):
-        methods.resolve("gatys", "monet=0.5,hoitsu=0.5", None)
-    with pytest.raises(ValueError, match="weight >= 0"):
-        methods.resolve("adain", "monet=-1,hoitsu=2", None)
-    with pytest.raises(ValueError, match="no positive weight"):
-        methods.resolve("adain", "monet=0,hoitsu=0", None)
-    with pytest.raises(InvalidInputError, match="no artwork for style 'ghost'"):
-        methods.resolve("adain", "ghost", None)
-    with pytest.raises(InvalidInputError, match="artwork/tiny/tiny.png is 16x16 px: too small"):
-        methods.resolve("gatys", "tiny", None)
-    with pytest.raises(ImageError):
-        methods.resolve("adain", "broken", None)
-    with pytest.raises(InvalidInputError, match="method must be one of"):
-        methods.resolve("cartoon", "monet", None)
+    refused: list[tuple[str, str, type[Exception], str | None]] = [
+        ("swap", "nosuch", InvalidInputError, "no patch bank for style .nosuch.: upload"),
+        ("gatys", "monet=0.5,hoitsu=0.5", InvalidInputError, "not a blend"),
+        ("adain", "monet=-1,hoitsu=2", ValueError, "weight >= 0"),
+        ("adain", "monet=0,hoitsu=0", ValueError, "no positive weight"),
+        ("adain", "ghost", InvalidInputError, "no artwork for style 'ghost'"),
+        ("gatys", "tiny", InvalidInputError, "artwork/tiny/tiny.png is 16x16 px: too small"),
+        ("adain", "broken", ImageError, None),
+        ("cartoon", "monet", InvalidInputError, "method must be one of"),
+    ]
+    for method, style, error, match in refused:
+        with pytest.raises(error, match=match):
+            methods.resolve(method, style, None)
     assert not context.manifest().exists() and not list(env.store.list("stylized/"))

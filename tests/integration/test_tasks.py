@@ -17,12 +17,12 @@ from runs.keys import catalog_prefix, output_key
 from runs.spec import StylizeParams
 from styleops.io.images import decode_image, encode_image
 from styleops.io.serialize import from_safetensors
-from styleops.losses.perceptual import LossWeights
 from styleops.training.engine import TrainConfig
 from tasks.storage import upload_directory_task
 from tasks.stylize import plan_catalog_task, stylize_shard_task
 from tasks.training import promote_if_first_task, train_per_style_task
 from tests.flows.conftest import CATALOG, CATALOG_PREFIX, EXAMPLES, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
+from tests.training_configs import SHALLOW_STYLE
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +32,7 @@ MAX_SIDE = 64
 BROKEN = CATALOG_PREFIX + "broken.jpg"
 EMPTY = CATALOG_PREFIX + "empty.png"
 TINY = TrainConfig(
-    steps=2,
-    batch_size=1,
-    image_size=32,
-    style_size=64,
-    channels=4,
-    n_residual=1,
-    log_every=1,
-    loss=LossWeights(style_layers={"relu1_2": 1.0, "relu2_2": 1.0}),
+    steps=2, batch_size=1, image_size=32, style_size=64, channels=4, n_residual=1, log_every=1, loss=SHALLOW_STYLE
 ).to_dict()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -23,7 +24,6 @@ from runs.spec import RunSpec, StylizeParams
 from styleops.data.makers import grayscale, painted
 from styleops.errors import InvalidInputError
 from styleops.io.images import decode_image, resize_max_side, to_float, to_uint8
-from styleops.training.engine import TrainConfig
 from styleops.training.translation import CycleGANConfig, MIXGANConfig, Pix2PixConfig
 from tasks.stylize import stylize_shard_task
 from tasks.training import import_model_task
@@ -39,18 +39,8 @@ from tests.flows.conftest import (  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
-TRAIN = TrainConfig(
-    steps=2,
-    batch_size=2,
-    image_size=32,
-    lr=2e-4,
-    warmup_steps=0,
-    adam_betas=(0.5, 0.999),
-    output="direct",
-    palette=False,
-    channels_last=False,
-    log_every=1,
-)
+# The families' own loop settings (Adam (0.5, 0.999), no warm-up, direct output), tiny and undecayed.
+TRAIN = replace(Pix2PixConfig().train, steps=2, batch_size=2, image_size=32, decay_steps=0, log_every=1)
 PIX2PIX = Pix2PixConfig(channels=4, d_channels=4, train=TRAIN)
 CYCLEGAN = CycleGANConfig(channels=4, n_residual=1, d_channels=4, pool_size=2, train=TRAIN)
 MIXGAN = MIXGANConfig(channels=4, code=2, blocks=1, d_channels=4, train=TRAIN)

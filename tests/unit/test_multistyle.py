@@ -14,6 +14,7 @@ from styleops.models.multistyle import (
     StyleCondition,
     style_weights,
 )
+from tests.training_configs import small_train
 
 
 def _randomize(net: torch.nn.Module) -> None:
@@ -83,19 +84,10 @@ def test_multistyle_weights_round_trip_through_safetensors() -> None:
 
 
 def test_train_multistyle_then_add_a_style(tmp_path, encoder, photos, artwork) -> None:  # noqa: ANN001 - fixtures
-    from styleops.training.engine import TrainConfig, add_style, train_multistyle
+    from styleops.training.engine import add_style, train_multistyle
 
-    cfg = TrainConfig(
-        steps=6,
-        batch_size=1,
-        image_size=48,
-        style_size=96,
-        channels=4,
-        n_residual=1,
-        lr=5e-3,
-        log_every=1,
-        checkpoint_every=3,
-        seed=1,
+    cfg = small_train(
+        steps=6, batch_size=1, image_size=48, style_size=96, channels=4, checkpoint_every=3, seed=1, warmup_steps=100
     )
     arts = [artwork, artwork.flip(-1).roll(7, dims=1)]
     base = train_multistyle(cfg, photos, arts, encoder, workdir=tmp_path / "multi", device="cpu")

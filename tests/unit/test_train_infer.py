@@ -19,22 +19,9 @@ from styleops.training.engine import (
     loader_workers,
     train_style,
 )
+from tests.training_configs import small_train
 
-SMALL = TrainConfig(
-    steps=8,
-    batch_size=2,
-    image_size=64,
-    style_size=128,
-    channels=8,
-    n_residual=2,
-    lr=5e-3,
-    checkpoint_every=2,
-    log_every=1,
-    seed=3,
-    output="direct",
-    palette=False,
-    warmup_steps=0,
-)
+SMALL = small_train(style_size=128, n_residual=2, seed=3, output="direct", palette=False)
 
 
 def test_transformer_keeps_any_size_and_avoids_transposed_convs() -> None:
