@@ -1,16 +1,25 @@
-"""A Prefect API for long-running use (`styleops serve`): the configured one, else a local server.
+"""A Prefect API for the CLI and for long-running use (`styleops serve`): the configured one, else
+a local server.
 
-Prefect's ephemeral API lives only as long as one command; schedules need a server that keeps
-running. When no PREFECT_API_URL is configured, `prefect server start` runs as a child process on
-127.0.0.1 and a free port, with its SQLite database under `<home>/prefect/` (so deployments, runs
-and history survive restarts), and is stopped when the block exits. Its UI is told where its own
-API is (`PREFECT_UI_API_URL`): otherwise the UI asks 127.0.0.1:4200, Prefect's default port, and
-shows nothing, or worse, another server's runs.
+Prefect's ephemeral API lives only as long as one command, and starting it is most of a short
+command's fixed cost (docs/benchmarks.md: a no-op `styleops stylize` took 12.4 s with it, 6.4 s
+against a running server). So, when no PREFECT_API_URL is configured, the CLI keeps one local
+server running across commands, as it keeps the embedded store (`kept_server`; settings
+`prefect_server = "kept"`, the default; "ephemeral" gives the old per-command server). Its state
+(`<home>/prefect/kept.json`: url, pid; `lock` serialises commands starting it at once) says where
+it is; `styleops server stop` stops it. `styleops serve` uses it when it runs, else starts its own
+for its lifetime (`local_server`). Either is `prefect server start` on 127.0.0.1 and a free port,
+with its SQLite database under `<home>/prefect/` (deployments, runs and history survive restarts).
+Its UI is told where its own API is (`PREFECT_UI_API_URL`): otherwise the UI asks 127.0.0.1:4200,
+Prefect's default port, and shows nothing, or worse, another server's runs.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -75,13 +84,137 @@ def server_env(state: Path, host: str, port: int) -> dict[str, str]:
 @contextmanager
 def prefect_api(home: Path) -> Iterator[tuple[str, bool]]:
     """Yield (api_url, started_here) with Prefect's settings pointing at it for the block: the
-    configured API, else a local server (`local_server`)."""
-    url = configured_api_url()
+    configured API, else the kept server if it runs (`kept_server_url`), else a local server
+    (`local_server`) for the block."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = configured_api_url() or kept_server_url(home)
     if url:
-        yield url, False
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url, False
         return
     with local_server(home) as url:
         yield url, True
+
+
+def _spawn(state: Path, port: int) -> subprocess.Popen:
+    """`prefect server start` on 127.0.0.1:port in its own session, its output appended to
+    <state>/server.log."""
+    with open(state / "server.log", "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=server_env(state, "127.0.0.1", port),
+            start_new_session=True,
+        )
+
+
+KEPT_STATE = "kept.json"
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _read_kept(state: Path) -> dict[str, object] | None:
+    try:
+        info = json.loads((state / KEPT_STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and isinstance(info.get("url"), str) else None
+
+
+@contextmanager
+def _locked(state: Path) -> Iterator[None]:
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / "lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def kept_server_url(home: Path) -> str | None:
+    """The API URL of the kept server under <home>/prefect/ if it answers, else None."""
+    info = _read_kept(Path(home).expanduser() / "prefect")
+    return str(info["url"]) if info is not None and _healthy(str(info["url"])) else None
+
+
+def kept_server(home: Path, timeout: float = STARTUP_TIMEOUT_S) -> tuple[str, bool]:
+    """(API URL, started now) of the local server kept running across commands, state under
+    <home>/prefect/: the running one if it answers, else a new one, started detached (it outlives
+    the command, like the embedded store) and recorded in kept.json once healthy."""
+    state = Path(home).expanduser() / "prefect"
+    with _locked(state):
+        url = kept_server_url(home)
+        if url is not None:
+            return url, False
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}/api"
+        process = _spawn(state, port)
+        try:
+            wait_healthy(url, process, timeout, log=state / "server.log")
+        except BaseException:
+            _terminate(process.pid)
+            raise
+        (state / KEPT_STATE).write_text(json.dumps({"url": url, "pid": process.pid}))
+        return url, True
+
+
+def stop_kept_server(home: Path, timeout: float = 20.0) -> bool:
+    """Stop the kept server under <home>/prefect/ (its database stays); False if none was recorded
+    running."""
+    state = Path(home).expanduser() / "prefect"
+    with _locked(state):
+        info = _read_kept(state)
+        (state / KEPT_STATE).unlink(missing_ok=True)
+        pid = info.get("pid") if info is not None else None
+        if not isinstance(pid, int) or not _is_server(pid):
+            return False
+        return _terminate(pid, timeout)
+
+
+def _is_server(pid: int) -> bool:
+    """Whether `pid` runs `prefect server start` (not a process that took a dead server's pid)."""
+    try:
+        return b"prefect\x00server\x00start" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _terminate(pid: int, timeout: float = 20.0) -> bool:
+    """SIGTERM the process group `pid` leads (the server and its workers), SIGKILL after `timeout`;
+    False if it was already gone."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        _reap(pid)
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect `pid` if it is this process's exited child (else it stays a zombie in the group)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
 
 
 @contextmanager
@@ -95,15 +228,7 @@ def local_server(home: Path) -> Iterator[str]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     log = state / "server.log"
-    env = server_env(state, "127.0.0.1", port)
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+    process = _spawn(state, port)
     try:
         wait_healthy(url, process, log=log)
         with temporary_settings(updates={PREFECT_API_URL: url}):

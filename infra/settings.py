@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     region: str = Field(
         default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "region")
     )
+    prefect_server: Literal["kept", "ephemeral"] = Field(
+        default="kept",
+        description="Without PREFECT_API_URL, the CLI's Prefect API: 'kept', one local server left running across "
+        "commands (state in <home>/prefect/; `styleops server stop`), or 'ephemeral', Prefect's temporary server "
+        "started and stopped by every command (about 6 s more per command).",
+    )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
     vgg_weights: Path | None = Field(
         default=None,

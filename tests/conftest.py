@@ -32,6 +32,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("STYLEOPS_CONFIG", str(Path(_STYLEOPS_HOME) / "no-such-styleops.toml"))
+# Commands in tests use Prefect's temporary server, so none outlives the suite; the kept server
+# (the CLI's default) is tested on its own in tests/flows/test_operations.py.
+os.environ.setdefault("STYLEOPS_PREFECT_SERVER", "ephemeral")
 for _var in (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",

@@ -15,6 +15,7 @@ from flows.cli.common import (
     one_line_errors,
     run,
     runtime,
+    server_app,
     store_app,
     summary_table,
     weights_app,
@@ -67,6 +68,29 @@ def store_status() -> None:
     console.print(
         summary_table("embedded store running", {"endpoint": info.endpoint_url, "pid": info.pid, "data": info.data_dir})
     )
+
+
+# ---- the kept Prefect server ---------------------------------------------------------------
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server the CLI keeps (its runs and deployments stay in <home>/prefect/)."""
+    from infra.prefect_server import stop_kept_server
+    from infra.settings import get_settings
+
+    console.print("stopped" if stop_kept_server(get_settings().home) else "was not running")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Say whether the kept Prefect server runs, and its URL (the UI is there too)."""
+    from infra.prefect_server import kept_server_url
+    from infra.settings import get_settings
+
+    url = kept_server_url(get_settings().home)
+    if url is None:
+        console.print("not running")
+        raise typer.Exit(1)
+    console.print(summary_table("Prefect server running (kept)", {"api": url, "ui": url.removesuffix("/api")}))
 
 
 # ---- weights -------------------------------------------------------------------------------

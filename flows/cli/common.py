@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Annotated, Any
 
 import typer
@@ -182,7 +182,11 @@ weights_app = typer.Typer(
     help="Pretrained weights: the VGG loss network and Magenta's stylization networks.", no_args_is_help=True
 )
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+server_app = typer.Typer(
+    help="The local Prefect server the CLI keeps running when no PREFECT_API_URL is set.", no_args_is_help=True
+)
 app.add_typer(store_app, name="store")
+app.add_typer(server_app, name="server")
 app.add_typer(weights_app, name="weights")
 app.add_typer(models_app, name="models")
 console = Console()
@@ -218,9 +222,9 @@ class RichReporter:
 
 
 @contextmanager
-def runtime(preflight: Callable[[], Any] | None = None) -> Iterator[None]:
-    """Embedded store if nothing else is configured, bucket ready, `preflight` checks passed,
-    progress bars on."""
+def runtime(preflight: Callable[[], Any] | None = None, prefect: bool = False) -> Iterator[None]:
+    """Embedded store if nothing else is configured, bucket ready, `preflight` checks passed, the
+    Prefect API if the block runs a flow (`prefect`: `prefect_runtime`), progress bars on."""
     from infra.local_store import ensure_embedded_store
     from infra.progress import set_reporter
     from infra.settings import get_settings
@@ -243,12 +247,41 @@ def runtime(preflight: Callable[[], Any] | None = None) -> Iterator[None]:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as bars:
+    with prefect_runtime() if prefect else nullcontext(), Progress(*columns, console=console, transient=False) as bars:
         previous = set_reporter(RichReporter(bars))
         try:
             yield
         finally:
             set_reporter(previous)
+
+
+@contextmanager
+def prefect_runtime() -> Iterator[None]:
+    """The Prefect API of a command: the configured one (PREFECT_API_URL), else the local server
+    kept across commands (`infra.prefect_server.kept_server`), else, with
+    STYLEOPS_PREFECT_SERVER=ephemeral, Prefect's temporary server for this command alone."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from infra.prefect_server import configured_api_url, kept_server
+    from infra.settings import get_settings
+
+    settings = get_settings()
+    if configured_api_url() or settings.prefect_server == "ephemeral":
+        yield
+        return
+    url, started = kept_server(settings.home)
+    if started:
+        console.print(f"[dim]Prefect server at {url.removesuffix('/api')} (kept; `styleops server stop`)[/dim]")
+    saved = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url  # for worker processes (Dask shards) too
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = saved
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -274,8 +307,10 @@ def one_line_errors() -> Iterator[None]:
 def run(fn: Callable[..., Any], preflight: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
     """Run a flow or task function with the runtime up; expected errors become one red line, exit 1.
     `preflight`: checks run first, with the store up: a refused request creates no flow run."""
+    from prefect import Flow
+
     started = time.perf_counter()
-    with one_line_errors(), runtime(preflight):
+    with one_line_errors(), runtime(preflight, prefect=isinstance(fn, Flow)):
         result = fn(**kwargs)
     console.print(f"[dim]done in {time.perf_counter() - started:,.1f} s[/dim]")
     return result

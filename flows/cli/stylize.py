@@ -191,12 +191,11 @@ def upscale(
         retry_failed=retry_failed,
     )
 
-    def checked_run() -> Any:
+    def check() -> None:
         if model and scale is not None:
             check_scale(model, version, scale)
-        return stylize_catalog(spec)
 
-    s = run(checked_run)
+    s = run(stylize_catalog, preflight=check, spec=spec)
     console.print(summary_table(f"upscaled {s['catalog']} with {s['style']} {s['model_version']}", s))
     if s["failed"]:
         raise typer.Exit(2)

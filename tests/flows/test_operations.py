@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import uuid
 from pathlib import Path
@@ -311,3 +312,49 @@ def test_serve_starts_a_server_whose_ui_asks_its_own_api(tmp_path: Path) -> None
         page = httpx.get(url.removesuffix("/api") + "/", timeout=10, follow_redirects=True)
     assert settings["api_url"] == url and not url.endswith(":4200/api")
     assert page.status_code == 200 and "<html" in page.text.lower()  # the UI itself is served
+
+
+def test_the_cli_keeps_one_prefect_server_across_commands_and_stops_it(
+    pipeline_env,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without PREFECT_API_URL, commands share one local server kept running (not a temporary one
+    each): the second command finds the first's, their flow runs are on it, and `styleops server
+    stop` stops it."""
+    import httpx
+    from prefect import flow
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.cli.common import run
+    from infra.prefect_server import kept_server_url
+
+    monkeypatch.setenv("STYLEOPS_PREFECT_SERVER", "kept")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    get_settings.cache_clear()
+    home = get_settings().home
+    assert kept_server_url(home) is None
+
+    @flow(name="kept-server-probe")
+    def probe(n: int) -> str:
+        return os.environ["PREFECT_API_URL"]
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # not the test harness's server
+        try:
+            first = run(probe, n=1)
+            state = json.loads((home / "prefect" / "kept.json").read_text())
+            assert first == state["url"] == kept_server_url(home)
+            assert run(probe, n=2) == first  # the same server, not a new one
+            assert json.loads((home / "prefect" / "kept.json").read_text()) == state
+            assert "PREFECT_API_URL" not in os.environ  # the command's setting does not leak
+            runs = httpx.post(f"{first}/flow_runs/filter", json={"limit": 10}, timeout=10).json()
+            assert sorted(r["parameters"]["n"] for r in runs) == [1, 2]
+            status = CliRunner().invoke(app, ["server", "status"])
+            assert status.exit_code == 0 and first in status.output
+        finally:
+            stopped = CliRunner().invoke(app, ["server", "stop"])
+    assert stopped.exit_code == 0 and "stopped" in stopped.output
+    assert kept_server_url(home) is None and not Path(f"/proc/{state['pid']}").exists()
+    again = CliRunner().invoke(app, ["server", "status"])
+    assert again.exit_code == 1 and "not running" in again.output
