@@ -3,11 +3,12 @@ a local server.
 
 Prefect's ephemeral API lives only as long as one command, and starting it is most of a short
 command's fixed cost (docs/benchmarks.md: a no-op `styleops stylize` took 12.4 s with it, 6.4 s
-against a running server). So, when no PREFECT_API_URL is configured, the CLI keeps one local
-server running across commands, as it keeps the embedded store (`kept_server`; settings
-`prefect_server = "kept"`, the default; "ephemeral" gives the old per-command server). Its state
-(`<home>/prefect/kept.json`: url, pid; `lock` serialises commands starting it at once) says where
-it is; `styleops server stop` stops it. `styleops serve` uses it when it runs, else starts its own
+against a running server; 11.8 and 6.2 s in bench/bench_command_cost.py). So, when no
+PREFECT_API_URL is configured, the CLI keeps one local server running across commands, as it
+keeps the embedded store (`kept_server`; settings `prefect_server = "kept"`, the default;
+"ephemeral" gives the old per-command server). Its state (`<home>/prefect/kept.json`: url, pid;
+`lock` serialises commands starting it at once) says where it is; `styleops server stop` stops
+it. `styleops serve` uses it too (one server per SQLite file), or with "ephemeral" starts its own
 for its lifetime (`local_server`). Either is `prefect server start` on 127.0.0.1 and a free port,
 with its SQLite database under `<home>/prefect/` (deployments, runs and history survive restarts).
 Its UI is told where its own API is (`PREFECT_UI_API_URL`): otherwise the UI asks 127.0.0.1:4200,
@@ -82,16 +83,20 @@ def server_env(state: Path, host: str, port: int) -> dict[str, str]:
 
 
 @contextmanager
-def prefect_api(home: Path) -> Iterator[tuple[str, bool]]:
+def prefect_api(home: Path, keep: bool = True) -> Iterator[tuple[str, bool]]:
     """Yield (api_url, started_here) with Prefect's settings pointing at it for the block: the
-    configured API, else the kept server if it runs (`kept_server_url`), else a local server
-    (`local_server`) for the block."""
+    configured API, else the kept server (`kept_server`: the running one or a new one, left
+    running: one server, one SQLite file per home), else (`keep` False) a local server for the
+    block (`local_server`)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    url = configured_api_url() or kept_server_url(home)
+    url = configured_api_url()
+    started = False
+    if not url and keep:
+        url, started = kept_server(home)
     if url:
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url, False
+            yield url, started
         return
     with local_server(home) as url:
         yield url, True

@@ -183,7 +183,8 @@ def serve(
     list_only: bool = typer.Option(False, "--list", help="Print the deployments read and exit."),
 ) -> None:
     """Serve the deployments of prefect.yaml (schedules, event triggers) from this process. Without
-    PREFECT_API_URL a local Prefect server is started (state in <home>/prefect/, UI on its URL)."""
+    PREFECT_API_URL it uses the local Prefect server the CLI keeps, starting it if needed (state in
+    <home>/prefect/, UI on its URL; `styleops server stop`)."""
     from prefect import serve as prefect_serve
 
     from flows.deployments import PREFECT_YAML, runner_deployments
@@ -202,10 +203,10 @@ def serve(
     info = ensure_embedded_store(get_settings())
     if info is not None:
         console.print(f"[dim]embedded object store at {info.endpoint_url}[/dim]")
-    with prefect_api(get_settings().home) as (url, started):
+    settings = get_settings()
+    with prefect_api(settings.home, keep=settings.prefect_server == "kept") as (url, started):
         console.print(f"Prefect API {url}" + (" (started here)" if started else ""), soft_wrap=True)
-        if started:
-            console.print(f"UI at {url.removesuffix('/api')}", soft_wrap=True)
+        console.print(f"UI at {url.removesuffix('/api')}", soft_wrap=True)
         console.print("to trigger from another shell:", style="dim")
         console.print(f"export PREFECT_API_URL={url}", soft_wrap=True)
         console.print(f"styleops trigger {deployments[0].flow_name}/{deployments[0].name}", soft_wrap=True)

@@ -352,6 +352,8 @@ def test_the_cli_keeps_one_prefect_server_across_commands_and_stops_it(
             assert sorted(r["parameters"]["n"] for r in runs) == [1, 2]
             status = CliRunner().invoke(app, ["server", "status"])
             assert status.exit_code == 0 and first in status.output
+            ui = httpx.get(first.removesuffix("/api") + "/ui-settings", timeout=10).json()
+            assert ui["api_url"] == first  # its UI asks its own API
         finally:
             stopped = CliRunner().invoke(app, ["server", "stop"])
     assert stopped.exit_code == 0 and "stopped" in stopped.output
