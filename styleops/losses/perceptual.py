@@ -136,7 +136,7 @@ class PerceptualLoss(nn.Module):
             content_feats = (
                 content_features
                 if content_features is not None
-                else (self.encoder(content) if w.content_layers else {})
+                else (self.encoder(content, layers=w.content_layers) if w.content_layers else {})
             )
         c = sum(
             (lw * content_loss(out_feats[n], content_feats[n]) for n, lw in w.content_layers.items()),

@@ -73,12 +73,15 @@ class VGGEncoder(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """images [N, 3, H, W] RGB in [0, 1] -> {layer: features [N, C, h, w]}."""
+    def forward(self, images: Tensor, layers: Iterable[str] | None = None) -> dict[str, Tensor]:
+        """images [N, 3, H, W] RGB in [0, 1] -> {layer: features [N, C, h, w]}; `layers`: only these
+        (of the encoder's), the network run no deeper than the deepest of them."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise InvalidInputError(f"expected images [N, 3, H, W], got {tuple(images.shape)}")
         return named_outputs(
-            self.features, (images - self.mean.to(images.dtype)) / self.std.to(images.dtype), self._index
+            self.features,
+            (images - self.mean.to(images.dtype)) / self.std.to(images.dtype),
+            subset(self._index, layers),
         )
 
     def train(self, mode: bool = True) -> VGGEncoder:
@@ -87,13 +90,29 @@ class VGGEncoder(nn.Module):
 
 
 def named_outputs(features: nn.Sequential, x: Tensor, index: Mapping[int, str]) -> dict[str, Tensor]:
-    """Run `features` on x, keeping the output of module i as `index[i]`: {layer: [N, C, h, w]}."""
+    """Run `features` on x, keeping the output of module i as `index[i]`: {layer: [N, C, h, w]};
+    it stops after the last module `index` names."""
     out: dict[str, Tensor] = {}
+    last = max(index, default=-1)
     for i, module in enumerate(features):
+        if i > last:
+            break
         x = module(x)
         if i in index:
             out[index[i]] = x
     return out
+
+
+def subset(index: Mapping[int, str], layers: Iterable[str] | None) -> Mapping[int, str]:
+    """`index` ({module position: layer}) restricted to `layers` (None: all of it);
+    InvalidInputError for a layer it does not have."""
+    if layers is None:
+        return index
+    wanted = set(layers)
+    missing = wanted - set(index.values())
+    if missing:
+        raise InvalidInputError(f"the encoder does not expose {sorted(missing)}; it has {sorted(index.values())}")
+    return {i: n for i, n in index.items() if n in wanted}
 
 
 def _strip_prefix(state_dict: Mapping[str, Tensor], n_modules: int) -> dict[str, Tensor]:

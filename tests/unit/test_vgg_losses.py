@@ -49,6 +49,21 @@ def test_encoder_shapes_and_truncation(encoder: VGGEncoder) -> None:
     assert not any(p.requires_grad for p in encoder.parameters())
 
 
+def test_a_subset_of_layers_stops_the_network_early_with_the_same_features(
+    encoder: VGGEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = torch.rand(1, 3, 64, 48)
+    whole = encoder(x)
+    ran: list[int] = []
+    for i, module in enumerate(encoder.features):
+        monkeypatch.setattr(module, "forward", lambda y, f=module.forward, i=i: ran.append(i) or f(y))
+    part = encoder(x, layers=["relu2_2"])
+    assert list(part) == ["relu2_2"] and torch.equal(part["relu2_2"], whole["relu2_2"])
+    assert ran == list(range(layer_names().index("relu2_2") + 1))  # nothing past relu2_2 ran
+    with pytest.raises(InvalidInputError, match="relu5_3"):
+        encoder(x, layers=["relu5_3"])
+
+
 def test_encoder_rejects_unknown_layer_and_bad_input(vgg_weights: Path) -> None:
     state = load_vgg_state_dict(vgg_weights)
     with pytest.raises(InvalidInputError, match="relu9_9"):
