@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
-from styleops.models.vgg import named_outputs, subset
+from styleops.models.vgg import checked_images, named_outputs, subset
 
 # (in, out) channels of the convs up to conv4_1, "pool" for the max-pools: VGG19's first 10 convs.
 _CONVS = [(3, 64), (64, 64), "pool", (64, 128), (128, 128), "pool"]
@@ -65,9 +65,7 @@ class NormalisedVGG19(nn.Module):
     def forward(self, images: Tensor, layers: Iterable[str] | None = None) -> dict[str, Tensor]:
         """images [N, 3, H, W] RGB in [0, 1] -> {layer: features [N, C, h, w]}; `layers`: only these
         (of the encoder's), the network run no deeper than the deepest of them."""
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise InvalidInputError(f"expected images [N, 3, H, W], got {tuple(images.shape)}")
-        return named_outputs(self.features, images, subset(self._index, layers))
+        return named_outputs(self.features, checked_images(images), subset(self._index, layers))
 
     def train(self, mode: bool = True) -> NormalisedVGG19:
         """Frozen: stays in eval mode whatever its parent does."""

@@ -76,13 +76,8 @@ class VGGEncoder(nn.Module):
     def forward(self, images: Tensor, layers: Iterable[str] | None = None) -> dict[str, Tensor]:
         """images [N, 3, H, W] RGB in [0, 1] -> {layer: features [N, C, h, w]}; `layers`: only these
         (of the encoder's), the network run no deeper than the deepest of them."""
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise InvalidInputError(f"expected images [N, 3, H, W], got {tuple(images.shape)}")
-        return named_outputs(
-            self.features,
-            (images - self.mean.to(images.dtype)) / self.std.to(images.dtype),
-            subset(self._index, layers),
-        )
+        x = (checked_images(images) - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        return named_outputs(self.features, x, subset(self._index, layers))
 
     def train(self, mode: bool = True) -> VGGEncoder:
         """The loss network stays in eval mode whatever its parent does."""
@@ -101,6 +96,13 @@ def named_outputs(features: nn.Sequential, x: Tensor, index: Mapping[int, str]) 
         if i in index:
             out[index[i]] = x
     return out
+
+
+def checked_images(images: Tensor) -> Tensor:
+    """`images` if it is [N, 3, H, W], else InvalidInputError."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise InvalidInputError(f"expected images [N, 3, H, W], got {tuple(images.shape)}")
+    return images
 
 
 def subset(index: Mapping[int, str], layers: Iterable[str] | None) -> Mapping[int, str]:
