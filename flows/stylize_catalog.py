@@ -26,6 +26,7 @@ from infra.settings import get_settings
 from runs import context
 from runs.keys import artifact_key
 from runs.methods.base import Resolved
+from runs.shard import ShardJob
 from runs.spec import RunSpec
 from runs.summary import RunSummary
 from tasks.stylize import plan_catalog_task, resolve_model_task, resolve_upscaler_task, stylize_shard_task
@@ -61,7 +62,7 @@ def stylize_catalog(spec: RunSpec) -> RunSummary:
     )
     publish_plan(plan, resolved.style, resolved.model_version)
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid4().hex[:6]}"
-    counts = stylize_shards(_runner(spec), plan["shards"], run_id, spec, resolved, plan.get("overwrite"))
+    counts = stylize_shards(_runner(spec), shard_jobs(run_id, spec, resolved, plan))
     if plan["shards"]:
         context.manifest().compact(run_id=run_id)
     summary = _summary(spec, resolved, plan, run_id, counts)
@@ -109,69 +110,56 @@ def _summary(
     return summary
 
 
-def stylize_shards(
-    runner: TaskRunner,
-    shards: list[list[tuple[str, str, int]]],
-    run_id: str,
-    spec: RunSpec,
-    resolved: Resolved,
-    overwrite: list[dict[str, str]] | None = None,
-) -> dict[str, Any]:
-    """Fan the shards out as task runs of this flow on `runner` (threads or Dask; one shard per GPU
-    where the Dask workers declare a GPU resource) and follow them: a progress bar and a progress
-    artifact advance as shards finish. Returns the summed status counts.
+def shard_jobs(run_id: str, spec: RunSpec, resolved: Resolved, plan: dict[str, Any]) -> list[ShardJob]:
+    """The plan's shards as jobs, one per shard task: its id, items and (a repair) the outputs it
+    may overwrite, with the run's spec and resolved source."""
+    shards, overwrite = plan["shards"], plan.get("overwrite")
+    total = sum(len(s) for s in shards)
+    return [
+        ShardJob(
+            shard_id=f"{run_id}-s{i:04d}",
+            items=shard,
+            run_id=run_id,
+            catalog=spec.prefix,
+            style=resolved.style,
+            model_version=resolved.model_version,
+            params=spec.params,
+            batch_size=spec.batch_size,
+            metrics=spec.metrics,
+            source=resolved.source,
+            overwrite=overwrite[i] if overwrite else {},
+            run_images=total,
+        )
+        for i, shard in enumerate(shards)
+    ]
+
+
+def stylize_shards(runner: TaskRunner, jobs: list[ShardJob]) -> dict[str, Any]:
+    """Map the shard task over `jobs` on `runner` (threads or Dask; one shard per GPU where the
+    Dask workers declare a GPU resource) and follow them: a progress bar and a progress artifact
+    advance as shards finish. Returns the summed status counts.
 
     A plain function, not a subflow with its own task runner: a subflow's parameters are stored
-    by the Prefect API, and a million-image plan does not belong there; each shard's 64 items
-    travel as that task's parameters only (to a Dask worker through the scheduler). `overwrite`:
-    per shard, the {output_key: etag} a repair may overwrite (see runs.plan)."""
-    if not shards:
+    by the Prefect API, and a million-image plan does not belong there; each shard's job (its 64
+    items) travels as that task's parameter only (to a Dask worker through the scheduler).
+    `runner.map`, not `stylize_shard_task.map`: the task's map would use the flow's own runner."""
+    if not jobs:
         return {"ok": 0, "failed": 0}
     with runner.duplicate() as started:
-        return _follow(started, shards, run_id, spec, resolved, overwrite)
+        return _follow(started, jobs)
 
 
-def _follow(
-    runner: TaskRunner,
-    shards: list[list[tuple[str, str, int]]],
-    run_id: str,
-    spec: RunSpec,
-    resolved: Resolved,
-    overwrite: list[dict[str, str]] | None = None,
-) -> dict[str, Any]:
-    total = sum(len(s) for s in shards)
-    style, version = resolved.style, resolved.model_version
-    common = {
-        "run_id": run_id,
-        "catalog": spec.prefix,
-        "style": style,
-        "model_version": version,
-        "params": spec.params.to_dict(),
-        "batch_size": spec.batch_size,
-        "metrics": spec.metrics,
-        "source": resolved.source.to_dict(),
-        "run_images": total,
-    }
+def _follow(runner: TaskRunner, jobs: list[ShardJob]) -> dict[str, Any]:
+    run, total = jobs[0], sum(len(job.items) for job in jobs)  # what every job of the run shares
     with gpu_annotation(runner):
-        futures = [
-            runner.submit(
-                stylize_shard_task,
-                {
-                    "shard_id": f"{run_id}-s{i:04d}",
-                    "items": shard,
-                    **common,
-                    **({"overwrite": overwrite[i]} if overwrite and overwrite[i] else {}),
-                },
-            )
-            for i, shard in enumerate(shards)
-        ]
+        futures = runner.map(stylize_shard_task, {"job": jobs})
     artifact = create_progress_artifact(
         progress=0.0,
-        key=artifact_key("progress", style),
-        description=f"{run_id}: images of {spec.prefix} stylized with {style} {version}",
+        key=artifact_key("progress", run.style),
+        description=f"{run.run_id}: images of {run.catalog} stylized with {run.style} {run.model_version}",
     )
-    bar = f"catalog:{run_id}"
-    progress().start(bar, f"{spec.prefix} {style}: {len(shards)} shards", total)
+    bar = f"catalog:{run.run_id}"
+    progress().start(bar, f"{run.catalog} {run.style}: {len(jobs)} shards", total)
     counts, done = {"ok": 0, "failed": 0, "compile_s": 0.0}, 0
     try:
         for future in as_completed(futures):

@@ -82,7 +82,9 @@ def download_item(st: ObjectStore, f: Fetched, max_bytes: int) -> bytes:
 
 @dataclass(frozen=True)
 class ShardJob:
-    """One shard of a run: its items and everything a worker needs to stylize and record them."""
+    """One shard of a run: its items and everything a worker needs to stylize and record them.
+    Built once per shard by the stylize-catalog flow, it is the shard task's one argument and
+    reaches `stylize_shard` unchanged (pickled, to a Dask worker)."""
 
     shard_id: str
     items: list[Item]
@@ -115,30 +117,22 @@ def stylize_shard(
     overwrite with If-Match on that etag; a key changed since is left alone (output_conflict
     unless it now holds the same bytes).
     """
-    shard_id, items, run_id, catalog, style, model_version, p = (
-        job.shard_id,
-        job.items,
-        job.run_id,
-        job.catalog,
-        job.style,
-        job.model_version,
-        job.params,
-    )
-    overwrite = job.overwrite
+    p = job.params
     settings = get_settings()
-    st = context.store(writable=(output_prefix(catalog, style, model_version, p),))  # this run's outputs only
+    outputs = output_prefix(job.catalog, job.style, job.model_version, p)
+    st = context.store(writable=(outputs,))  # this run's outputs only
     method = methods.get(p.method)
-    source = job.source or method.source_for(style, model_version)
+    source = job.source or method.source_for(job.style, job.model_version)
     device = resolve_device(settings.device)
     settings = settings.model_copy(
-        update={"compile": should_compile(settings, device, max(job.run_images, len(items)))}
+        update={"compile": should_compile(settings, device, max(job.run_images, len(job.items)))}
     )
-    iter_bar = f"{method.name}:{style}:{shard_id}"
+    iter_bar = f"{method.name}:{job.style}:{job.shard_id}"
 
     def on_iteration(i: int, loss: float) -> None:  # optimization methods (gatys): per image
         if i == 1:
-            progress().start(iter_bar, f"{method.name} {style} {shard_id} image", method.steps_per_image(p))
-        progress().advance(iter_bar, 1, description=f"{method.name} {style} loss {loss:,.0f}")
+            progress().start(iter_bar, f"{method.name} {job.style} {job.shard_id} image", method.steps_per_image(p))
+        progress().advance(iter_bar, 1, description=f"{method.name} {job.style} loss {loss:,.0f}")
 
     built = method.build(source, p, device, settings, job.batch_size, on_iteration)
     engine, lineage = built.engine, built.lineage
@@ -160,14 +154,14 @@ def stylize_shard(
         )
         measure = meter.measure if p.upscale is None else _at_input_size(meter)
     base = {
-        "run_id": run_id,
+        "run_id": job.run_id,
         "flow_run_id": flow_run_id,
-        "shard_id": shard_id,
+        "shard_id": job.shard_id,
         "attempt": attempt,
-        "catalog": catalog_prefix(catalog),
-        "style": style,
+        "catalog": catalog_prefix(job.catalog),
+        "style": job.style,
         "method": p.method,
-        "model_version": model_version,
+        "model_version": job.model_version,
         "model_sha256": built.model_sha256,
         "params_hash": p.hash,
         "device": str(device),
@@ -179,7 +173,7 @@ def stylize_shard(
     stream = StreamStylizer(
         engine,
         load=lambda f: download_item(st, f, limits[1]),
-        write=lambda done: write_row(st, base, done, p, overwrite),
+        write=lambda done: write_row(st, base, done, p, job.overwrite),
         fmt=p.format,
         quality=p.quality,
         measure=measure,
@@ -187,15 +181,15 @@ def stylize_shard(
         expected_errors=(StoreError, InvalidInputError),
         threads=settings.io_threads,
     )
-    bar = f"stylize:{style}:{shard_id}"
-    progress().start(bar, f"stylize {style} {shard_id}", len(items))
+    bar = f"stylize:{job.style}:{job.shard_id}"
+    progress().start(bar, f"stylize {job.style} {job.shard_id}", len(job.items))
     table = context.manifest()
     # An earlier attempt of this shard (a Dask worker killed after its commit, a Prefect retry)
     # may have recorded some images already: those are not redone, so no image gets two rows.
     recorded = (
         set(
             table.read_arrow(
-                filters=[("run_id", "=", run_id), ("shard_id", "=", shard_id), ("status", "=", "ok")],
+                filters=[("run_id", "=", job.run_id), ("shard_id", "=", job.shard_id), ("status", "=", "ok")],
                 columns=["image_key"],
             )
             .column("image_key")
@@ -206,7 +200,7 @@ def stylize_shard(
     )
     counts: dict[str, Any] = {"ok": len(recorded), "failed": 0}
     rows: list[dict[str, Any]] = []
-    for row in stream.run(Fetched(*item) for item in items if item[0] not in recorded):
+    for row in stream.run(Fetched(*item) for item in job.items if item[0] not in recorded):
         rows.append(row)
         counts[row["status"]] += 1
         progress().advance(bar, 1)
@@ -223,7 +217,7 @@ def stylize_shard(
         counts["compile_s"] = round(compile_s, 3)
     log.info(
         "shard %s: %d ok, %d failed (%d batches, %d decoded / %d encoded on the GPU, device busy %.1f of %.1f s%s)",
-        shard_id,
+        job.shard_id,
         counts["ok"],
         counts["failed"],
         stream.stats.batches,

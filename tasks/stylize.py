@@ -4,7 +4,6 @@ retries, run logger and runtime (flow run id, attempt)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from prefect import task
@@ -12,11 +11,10 @@ from prefect.runtime import flow_run, task_run
 
 from infra.registry import RegistryError
 from runs import context, methods
-from runs.methods.base import Resolved, Source, resolve_checked
+from runs.methods.base import Resolved, resolve_checked
 from runs.methods.upscale import upscaler_ref
 from runs.plan import plan_catalog
 from runs.shard import ShardJob, stylize_shard
-from runs.spec import params_from_dict
 from styleops.errors import InvalidInputError, WeightsNotFoundError
 from tasks import common
 
@@ -73,38 +71,10 @@ def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
     retry_delay_seconds=5,
     retry_condition_fn=retry_unless_bad_input,
 )
-def stylize_shard_task(
-    shard_id: str,
-    items: list[tuple[str, str, int]],
-    run_id: str,
-    catalog: str,
-    style: str,
-    model_version: str,
-    params: dict[str, Any],
-    batch_size: int | None = None,
-    metrics: bool = True,
-    source: Mapping[str, Any] | Source | None = None,
-    overwrite: dict[str, str] | None = None,
-    run_images: int = 0,
-) -> dict[str, Any]:
-    """runs.shard.stylize_shard of one shard (`params`: StylizeParams.to_dict(); `source`:
-    Source.to_dict() of the resolved run; `run_images`: the run's images to do, for compile
-    'auto'); returns {"ok": n, "failed": n} (+ "compile_s": seconds where it compiled). Retried: rows an earlier
-    attempt recorded are not redone."""
-    job = ShardJob(
-        shard_id,
-        [(k, e, int(n)) for k, e, n in items],
-        run_id,
-        catalog,
-        style,
-        model_version,
-        params_from_dict(params),
-        batch_size,
-        metrics,
-        Source.coerce(source),
-        dict(overwrite or {}),
-        run_images,
-    )
+def stylize_shard_task(job: ShardJob) -> dict[str, Any]:
+    """runs.shard.stylize_shard of one shard, the job as the flow built it; returns {"ok": n,
+    "failed": n} (+ "compile_s": seconds where it compiled). Retried: rows an earlier attempt
+    recorded are not redone."""
     return stylize_shard(
         job, flow_run_id=str(flow_run.get_id() or ""), attempt=int(task_run.get_run_count() or 1), log=common.logger()
     )

@@ -16,6 +16,7 @@ from torch import nn
 
 from runs import context, methods
 from runs.methods.base import Built
+from runs.shard import ShardJob
 from runs.spec import StylizeParams
 from tasks.stylize import stylize_shard_task
 from tasks.training import import_model_task
@@ -61,7 +62,7 @@ def _shard(
             context.PER_STYLE, "monet", str(models / "monet.safetensors"), str(models / "monet.card.json")
         )
         counts = stylize_shard_task.fn(
-            "oom-s0000", items, "oom", "catalog/demo/", "monet", "v0001", StylizeParams(max_side=64).to_dict(), 4, False
+            ShardJob("oom-s0000", items, "oom", "catalog/demo/", "monet", "v0001", StylizeParams(max_side=64), 4, False)
         )
     return counts, calls
 

@@ -223,6 +223,7 @@ def stylize_run(
     from runs.outputs import count_findings
     from runs.reports.audit import summary_markdown, write_audit_report
     from runs.reports.catalog import write_report
+    from runs.shard import ShardJob
     from runs.spec import StylizeParams
     from tasks.audit import audit_rows_task, orphans_task, sample_sheet_task
     from tasks.stylize import stylize_shard_task
@@ -283,7 +284,7 @@ def stylize_run(
         params = StylizeParams(max_side=64)
         before = {i.key: i.etag for i in st.list("")}
         counts = stylize_shard_task.fn(
-            "s0000", items, RUN_ID, "sec", STYLE, "v0001", params.to_dict(), batch_size=2, metrics=True
+            ShardJob("s0000", items, RUN_ID, "sec", STYLE, "v0001", params, batch_size=2, metrics=True)
         )
 
         out_dir = tmp_path_factory.mktemp("sec-reports")

@@ -31,6 +31,8 @@ from infra.manifest import ManifestTable
 from infra.registry import ModelRegistry
 from infra.settings import Settings, get_settings
 from infra.store import ObjectStore
+from runs.methods.base import Source
+from runs.shard import ShardJob
 from runs.spec import StylizeParams
 from tasks.stylize import plan_catalog_task, stylize_shard_task
 from tests.faults.proxy import FaultProxy, Rule
@@ -99,16 +101,18 @@ def run_catalog(catalog: str, run_id: str, model: dict[str, str]) -> dict[str, A
         for i, shard in enumerate(plan["shards"]):
             counts.update(
                 stylize_shard_task.fn(
-                    f"{run_id}-s{i:04d}",
-                    shard,
-                    run_id,
-                    catalog,
-                    STYLE,
-                    model["version"],
-                    PARAMS.to_dict(),
-                    batch_size=2,
-                    metrics=False,
-                    source=model,
+                    ShardJob(
+                        f"{run_id}-s{i:04d}",
+                        shard,
+                        run_id,
+                        catalog,
+                        STYLE,
+                        model["version"],
+                        PARAMS,
+                        batch_size=2,
+                        metrics=False,
+                        source=Source.from_dict(model),
+                    )
                 )
             )
     return {"todo": plan["todo"], "shards": len(plan["shards"]), **counts}

@@ -23,6 +23,7 @@ from flows.cli import app
 from flows.stylize_catalog import stylize_catalog
 from runs import context
 from runs.keys import output_key
+from runs.shard import ShardJob
 from runs.spec import RunSpec, StylizeParams
 from tasks.audit import repair_command
 from tasks.stylize import plan_catalog_task, stylize_shard_task
@@ -146,15 +147,17 @@ def test_repair_overwrites_only_the_tampered_output_it_checked(pipeline_env: Pip
     def shard(run_id: str, overwrite: dict[str, str] | None = None) -> dict[str, int]:
         with disable_run_logger():
             return stylize_shard_task.fn(
-                f"{run_id}-s0000",
-                items,
-                run_id,
-                CATALOG_PREFIX,
-                STYLE,
-                "v0001",
-                PARAMS.to_dict(),
-                metrics=False,
-                overwrite=overwrite,
+                ShardJob(
+                    f"{run_id}-s0000",
+                    items,
+                    run_id,
+                    CATALOG_PREFIX,
+                    STYLE,
+                    "v0001",
+                    PARAMS,
+                    metrics=False,
+                    overwrite=overwrite or {},
+                )
             )
 
     assert shard("r1") == {"ok": 2, "failed": 0}

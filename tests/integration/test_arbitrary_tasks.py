@@ -13,6 +13,7 @@ from prefect.logging import disable_run_logger
 
 from runs import context, methods
 from runs.methods.base import Resolved
+from runs.shard import ShardJob
 from runs.spec import StylizeParams
 from styleops.errors import ImageError, InvalidInputError
 from styleops.io.images import decode_image, encode_image
@@ -35,16 +36,18 @@ def shard(env: PipelineEnv, n: int) -> list[tuple[str, str, int]]:
 def run(env: PipelineEnv, resolved: Resolved, params: StylizeParams, run_id: str, n: int = 2) -> list[dict]:
     with disable_run_logger():
         counts = stylize_shard_task.fn(
-            "s0",
-            shard(env, n),
-            run_id,
-            CATALOG_PREFIX,
-            resolved.style,
-            resolved.model_version,
-            params.to_dict(),
-            None,
-            True,
-            resolved.source,
+            ShardJob(
+                "s0",
+                shard(env, n),
+                run_id,
+                CATALOG_PREFIX,
+                resolved.style,
+                resolved.model_version,
+                params,
+                None,
+                True,
+                resolved.source,
+            )
         )
     assert counts == {"ok": n, "failed": 0}
     rows = context.manifest().read(filters=[("run_id", "=", run_id)]).sort_values("image_key")

@@ -12,6 +12,7 @@ from prefect.logging import disable_run_logger
 
 from infra.settings import get_settings
 from runs import context, methods
+from runs.shard import ShardJob
 from runs.spec import StylizeParams
 from styleops.io.images import decode_image, encode_image
 from styleops.io.serialize import from_safetensors
@@ -115,7 +116,7 @@ def test_retrained_multi_style_keeps_other_styles_outputs_current(ops_env: Pipel
             r = methods.resolve("multi-style", style, None)
             assert (r.model_version, r.still_current) == ("collection/v0001", ())
             assert stylize_shard_task.fn(
-                f"s-{style}", items, f"run-{style}", CATALOG_PREFIX, style, r.model_version, params.to_dict()
+                ShardJob(f"s-{style}", items, f"run-{style}", CATALOG_PREFIX, style, r.model_version, params)
             ) == {"ok": 3, "failed": 0}
         # hoitsu's artwork changes: retrain only its scale/shift in place.
         img = decode_image(env.store.get_bytes("artwork/hoitsu/hoitsu.jpg")).pixels

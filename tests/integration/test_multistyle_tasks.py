@@ -9,6 +9,7 @@ from prefect.logging import disable_run_logger
 
 from runs import context
 from runs.methods.base import blend_label, parse_blend
+from runs.shard import ShardJob
 from runs.spec import StylizeParams
 from styleops.io.serialize import from_safetensors
 from styleops.models.multistyle import MultiStyleTransformerNet
@@ -48,12 +49,16 @@ def test_train_add_and_stylize_with_a_blend(pipeline_env: PipelineEnv) -> None: 
     label = blend_label(parse_blend("monet=3,hoitsu=1"))
     assert label == "hoitsu=0.250,monet=0.750"
     shard = [(i.key, i.etag, i.size) for i in env.store.list(CATALOG_PREFIX)][:2]
-    params = StylizeParams(method="multi-style", max_side=48).to_dict()
+    params = StylizeParams(method="multi-style", max_side=48)
     with disable_run_logger():
-        counts = stylize_shard_task.fn("s0", shard, "run-blend", CATALOG_PREFIX, label, "collection/v0002", params)
+        counts = stylize_shard_task.fn(
+            ShardJob("s0", shard, "run-blend", CATALOG_PREFIX, label, "collection/v0002", params)
+        )
         assert counts == {"ok": 2, "failed": 0}
         with pytest.raises(ValueError, match="has no style nosuch"):
-            stylize_shard_task.fn("s1", shard, "run-bad", CATALOG_PREFIX, "nosuch", "collection/v0002", params)
+            stylize_shard_task.fn(
+                ShardJob("s1", shard, "run-bad", CATALOG_PREFIX, "nosuch", "collection/v0002", params)
+            )
     rows = context.manifest().read(filters=[("run_id", "=", "run-blend")])
     assert sorted(rows["style"]) == [label, label] and set(rows["method"]) == {"multi-style"}
     assert set(rows["model_version"]) == {"collection/v0002"}

@@ -15,6 +15,7 @@ from prefect.logging import disable_run_logger
 from runs import context, methods
 from runs.methods.upscale import upscaler_ref
 from runs.reports.super_resolution import comparison, make_low_resolution
+from runs.shard import ShardJob
 from runs.spec import RunSpec, StylizeParams
 from styleops.errors import InvalidInputError
 from styleops.inference.engine import shrunk_size
@@ -42,7 +43,7 @@ def _shard(env: PipelineEnv, run_id: str, style: str, version: str, params: Styl
     resolved = methods.resolve(params.method, style, version)
     with disable_run_logger():
         counts = stylize_shard_task.fn(
-            "s0", items, run_id, CATALOG_PREFIX, style, version, params.to_dict(), None, True, resolved.source
+            ShardJob("s0", items, run_id, CATALOG_PREFIX, style, version, params, None, True, resolved.source)
         )
     assert counts == {"ok": n, "failed": 0}
     return context.manifest().read(filters=[("run_id", "=", run_id)]).sort_values("image_key").to_dict("records")
@@ -148,7 +149,7 @@ def test_the_side_by_side_report_compares_bicubic_the_model_and_the_original(
     params = StylizeParams(method="upscale", format="png")
     with disable_run_logger():
         stylize_shard_task.fn(
-            "s0", items, "r", "catalog/demo-small/", "x2", "v0001", params.to_dict(), None, False, resolved.source
+            ShardJob("s0", items, "r", "catalog/demo-small/", "x2", "v0001", params, None, False, resolved.source)
         )
     page = comparison(tmp_path, "demo", "demo-small", ["x2", "x8"], 2, crop=40, cell=80)
     assert page.count("<tr>") == 2 and page.count("<div>bicubic: ") == 2 and page.count("<div>x2: ") == 2

@@ -14,6 +14,7 @@ from prefect.logging import disable_run_logger
 
 from runs import context
 from runs.keys import catalog_prefix, output_key
+from runs.shard import ShardJob
 from runs.spec import StylizeParams
 from styleops.io.images import decode_image, encode_image
 from styleops.io.serialize import from_safetensors
@@ -67,7 +68,7 @@ def run_shard(
     params = params or StylizeParams(max_side=MAX_SIDE)
     with disable_run_logger():
         return stylize_shard_task.fn(
-            f"{run_id}-s0000", shard, run_id, CATALOG, STYLE, "v0001", params.to_dict(), batch_size=4, metrics=metrics
+            ShardJob(f"{run_id}-s0000", shard, run_id, CATALOG, STYLE, "v0001", params, batch_size=4, metrics=metrics)
         )
 
 

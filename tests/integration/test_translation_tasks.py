@@ -20,6 +20,7 @@ from flows.train_translation import make_translation_data, train_cyclegan, train
 from infra.registry import ModelNotFoundError
 from runs import context, methods
 from runs.reports.translation import learned_look
+from runs.shard import ShardJob
 from runs.spec import RunSpec, StylizeParams
 from styleops.data.makers import grayscale, painted
 from styleops.errors import InvalidInputError
@@ -67,8 +68,10 @@ def _shard(env: PipelineEnv, run_id: str, style: str, params: StylizeParams, ver
     resolved = methods.resolve(params.method, style, version)
     with disable_run_logger():
         counts = stylize_shard_task.fn(
-            "s0", items, run_id, CATALOG_PREFIX, style, resolved.model_version, params.to_dict(), None, True,
-            resolved.source,
+            ShardJob(
+                "s0", items, run_id, CATALOG_PREFIX, style, resolved.model_version, params, None, True,
+                resolved.source,
+            )
         )  # fmt: skip
     assert counts == {"ok": 2, "failed": 0}
     return context.manifest().read(filters=[("run_id", "=", run_id)]).sort_values("image_key").to_dict("records")

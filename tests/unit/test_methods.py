@@ -248,14 +248,51 @@ def test_a_compile_setting_that_is_not_a_boolean_or_auto_is_refused(
     ids=["adain-no-palette", "swap-no-palette", "swap", "gatys", "cyclegan", "recolour"],
 )
 def test_the_hashed_dict_gives_back_the_params_the_shard_runs(params: StylizeParams) -> None:
-    """The shard task gets `to_dict()` (what is hashed); a knob left out of it at its unhashed value
-    (--no-palette) must come back as that value, not the default: the output is what its key says."""
+    """A manifest row's params_json is `to_dict()` (what is hashed; the audit's repair reads it back);
+    a knob left out of it at its unhashed value (--no-palette) must come back as that value, not the
+    default: the output is what its key says."""
     from runs.spec import params_from_dict
 
     back = params_from_dict(params.to_dict())
     assert back.to_dict() == params.to_dict() and back.hash == params.hash
     for name in methods.get(params.method).hashed:
         assert getattr(back, name) == getattr(params, name)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        StylizeParams(method="adain", palette=False, alpha=0.5),
+        StylizeParams(method="swap", palette=False),
+        StylizeParams(method="gatys", iterations=7, optimizer="adam", levels=2, color="luminance"),
+        StylizeParams(method="cyclegan", direction="BtoA", format="png", upscale="super-resolution/x4/v0001"),
+        StylizeParams(alpha=0.5, iterations=3),  # knobs per-style does not read (nor hash)
+    ],
+    ids=["adain-no-palette", "swap-no-palette", "gatys", "cyclegan", "per-style-unread-knobs"],
+)
+def test_a_shard_job_travels_pickled_with_the_params_the_shard_reads(params: StylizeParams) -> None:
+    """The flow's ShardJob is the shard task's one argument, pickled to a Dask worker: it comes back
+    equal, hash and all. The StylizeParams travel as they are (not `to_dict()` read back): what the
+    shard and the method read of them is what `params_from_dict(params.to_dict())` gave before."""
+    import pickle
+
+    import cloudpickle
+
+    from runs.shard import ShardJob
+    from runs.spec import params_from_dict
+
+    source = Source(family="adain", name="default", version="v0001", blend={"monet": 1.0}, artworks={"monet": ("a",)})
+    job = ShardJob(
+        "r-s0001", [("catalog/demo/a.jpg", '"e1"', 123)], "r", "catalog/demo/", "monet", "v0001", params,
+        batch_size=4, source=source, overwrite={"stylized/demo/a.jpg": '"e2"'}, run_images=65,
+    )  # fmt: skip
+    for back in (pickle.loads(pickle.dumps(job)), cloudpickle.loads(cloudpickle.dumps(job))):
+        assert back == job and back.params.hash == params.hash and back.params.to_dict() == params.to_dict()
+    before = params_from_dict(params.to_dict())
+    shared = ("method", "max_side", "format", "quality", "color", "upscale")
+    assert [getattr(job.params, n) for n in shared] == [getattr(before, n) for n in shared]
+    method = methods.get(params.method)
+    assert method.options_of(job.params) == method.options_of(before)
 
 
 def test_the_training_summary_of_a_model_registered_without_a_step_has_no_losses() -> None:
