@@ -78,6 +78,7 @@ def main() -> None:
     from infra.local_store import ensure_embedded_store
     from infra.settings import get_settings
     from runs import context, methods
+    from runs.shard import ShardJob
     from runs.spec import StylizeParams
     from styleops.io.images import decode_image
     from tasks.stylize import stylize_shard_task
@@ -139,18 +140,18 @@ def main() -> None:
             sampler.start()
         t = time.perf_counter()
         with disable_run_logger():
-            counts = stylize_shard_task.fn(
+            job = ShardJob(
                 f"bench-s{r:04d}",
                 items,
                 f"bench-{r}",
                 "catalog/bench/",
                 style,
                 "v0001",
-                params.to_dict(),
-                None,
-                args.metrics,
-                source,
+                params,
+                metrics=args.metrics,
+                source=source,
             )
+            counts = stylize_shard_task.fn(job)
         e2e_s = min(e2e_s, time.perf_counter() - t)
         stop.set()
         assert counts == {"ok": args.images, "failed": 0}, counts

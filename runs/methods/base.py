@@ -35,8 +35,9 @@ MIN_ARTWORK_SIDE = 32
 
 @dataclass(frozen=True)
 class Source:
-    """What the shards of a run load, pinned by `resolve` (JSON-able through to_dict/from_dict:
-    it travels as a Prefect task parameter, to Dask workers too). Unused fields stay None."""
+    """What the shards of a run load, pinned by `resolve`; it travels inside each shard's
+    `runs.shard.ShardJob` (pickled, to Dask workers too; to_dict/from_dict give its JSON form for
+    summaries). Unused fields stay None."""
 
     family: str  # the registry family of the model ('per-style', 'inverse', ...), or the method's name
     name: str | None = None  # the model's name in its family
