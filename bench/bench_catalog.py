@@ -19,6 +19,7 @@ end-to-end run and prints it at each tenth of the images. Prints markdown rows f
 from __future__ import annotations
 
 import argparse
+import atexit
 import io
 import os
 import platform
@@ -75,7 +76,7 @@ def main() -> None:
         os.environ.pop(var, None)
     from prefect.logging import disable_run_logger
 
-    from infra.local_store import ensure_embedded_store
+    from infra.local_store import EmbeddedStore, ensure_embedded_store
     from infra.settings import get_settings
     from runs import context, methods
     from runs.shard import ShardJob
@@ -85,6 +86,7 @@ def main() -> None:
     from tasks.training import import_model_task
 
     ensure_embedded_store(get_settings())
+    atexit.register(EmbeddedStore(get_settings().store_dir).stop)  # its own store: stopped at the end
     get_settings.cache_clear()
     st = context.store()
     st.ensure_bucket()

@@ -480,6 +480,7 @@ def main() -> None:
                 log(f"{label} {style}: {len(ok)} outputs in {wall:.0f} s ({time.perf_counter() - started:.0f} s)")
     finally:
         log(f"pipeline done ({time.perf_counter() - started:.0f} s)")
+        cli(["server", "stop"], env)  # the Prefect server the commands kept (none with PREFECT_API_URL)
         if not args.keep_store:
             store.stop()
             shutil.rmtree(home, ignore_errors=True)
