@@ -258,7 +258,17 @@ def demo(
     result = run(demo_flow, out_dir=str(out), steps=steps, max_side=max_side)
     rows = {f"{s} {r['model_version']}": f"{r['ok']} ok, {r['failed']} failed" for s, r in result["runs"].items()}
     console.print(summary_table("demo", {**rows, "report": result["report"]}))
+    from infra.prefect_server import kept_server_url
+    from infra.settings import get_settings
+
+    kept = kept_server_url(get_settings().home) is not None
     console.print(
         "Open the report in a browser. The embedded store keeps running for the other commands; "
         "`styleops store stop` stops it."
+        + (
+            " So does the local Prefect server (its UI shows the demo's runs: `styleops server status`); "
+            "`styleops server stop` stops it."
+            if kept
+            else ""
+        )
     )
