@@ -84,22 +84,37 @@ def server_env(state: Path, host: str, port: int) -> dict[str, str]:
 
 @contextmanager
 def prefect_api(home: Path, keep: bool = True) -> Iterator[tuple[str, bool]]:
-    """Yield (api_url, started_here) with Prefect's settings pointing at it for the block: the
+    """Yield (api_url, started_here) with Prefect pointing at it for the block (`pointed_at`): the
     configured API, else the kept server (`kept_server`: the running one or a new one, left
     running: one server, one SQLite file per home), else (`keep` False) a local server for the
     block (`local_server`)."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    url = configured_api_url()
-    started = False
+    url, started = configured_api_url(), False
     if not url and keep:
         url, started = kept_server(home)
     if url:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+        with pointed_at(url):
             yield url, started
         return
     with local_server(home) as url:
         yield url, True
+
+
+@contextmanager
+def pointed_at(url: str) -> Iterator[None]:
+    """Prefect's settings and PREFECT_API_URL (for worker processes: Dask shards, runners) set to
+    `url` for the block, restored after."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    saved = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = saved
 
 
 def _spawn(state: Path, port: int) -> subprocess.Popen:
@@ -225,9 +240,7 @@ def _reap(pid: int) -> None:
 @contextmanager
 def local_server(home: Path) -> Iterator[str]:
     """Start `prefect server start` on 127.0.0.1 and a free port, state under <home>/prefect/,
-    UI included; yield its API URL with Prefect's settings pointing at it; stop it at the end."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
+    UI included; yield its API URL with Prefect pointing at it (`pointed_at`); stop it at the end."""
     state = Path(home).expanduser() / "prefect"
     state.mkdir(parents=True, exist_ok=True)
     port = _free_port()
@@ -236,7 +249,7 @@ def local_server(home: Path) -> Iterator[str]:
     process = _spawn(state, port)
     try:
         wait_healthy(url, process, log=log)
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+        with pointed_at(url):
             yield url
     finally:
         process.terminate()

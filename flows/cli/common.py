@@ -258,30 +258,19 @@ def runtime(preflight: Callable[[], Any] | None = None, prefect: bool = False) -
 @contextmanager
 def prefect_runtime() -> Iterator[None]:
     """The Prefect API of a command: the configured one (PREFECT_API_URL), else the local server
-    kept across commands (`infra.prefect_server.kept_server`), else, with
+    kept across commands (`infra.prefect_server.prefect_api`), else, with
     STYLEOPS_PREFECT_SERVER=ephemeral, Prefect's temporary server for this command alone."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from infra.prefect_server import configured_api_url, kept_server
+    from infra.prefect_server import prefect_api
     from infra.settings import get_settings
 
     settings = get_settings()
-    if configured_api_url() or settings.prefect_server == "ephemeral":
+    if settings.prefect_server == "ephemeral":
         yield
         return
-    url, started = kept_server(settings.home)
-    if started:
-        console.print(f"[dim]Prefect server at {url.removesuffix('/api')} (kept; `styleops server stop`)[/dim]")
-    saved = os.environ.get("PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = url  # for worker processes (Dask shards) too
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield
-    finally:
-        if saved is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = saved
+    with prefect_api(settings.home) as (url, started):
+        if started:
+            console.print(f"[dim]Prefect server at {url.removesuffix('/api')} (kept; `styleops server stop`)[/dim]")
+        yield
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -70,8 +70,7 @@ class AdaIN(Method):
             "artworks": list(arts),
             "alpha": opts.alpha,
         }
-        scale = decoder.paint_scale if opts.scale is None else opts.scale
-        lineage.update({"scale": scale} if scale != 1.0 else {})  # rows of before keep their lineage
+        scale = base.paint_scale(decoder, opts.scale, lineage)
         model = AdaINStylizer(
             enc.to(device),
             decoder.to(device),

@@ -164,6 +164,15 @@ def paint_scale_knob() -> Any:
     )
 
 
+def paint_scale(decoder: Any, asked: float | None, lineage: dict[str, Any]) -> float:
+    """The scale a decoder method paints at: `asked` (its `scale` knob), else the decoder's own
+    `paint_scale`; recorded in `lineage` when not 1 (rows of before keep their lineage)."""
+    scale = decoder.paint_scale if asked is None else asked
+    if scale != 1.0:
+        lineage["scale"] = scale
+    return scale
+
+
 class Params(Protocol):
     """What every method reads of a run's settings (runs.spec.StylizeParams); its own knobs it reads
     through `Method.options_of`."""

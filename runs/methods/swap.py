@@ -95,8 +95,7 @@ class Swap(Method):
         }
         opts: SwapOptions = self.options_of(params)
         palette = bank_palette(bank_card["artworks"], settings) if base.wants_palette(opts.palette, params) else None
-        scale = decoder.paint_scale if opts.scale is None else opts.scale
-        lineage.update({"scale": scale} if scale != 1.0 else {})  # rows of before keep their lineage
+        scale = base.paint_scale(decoder, opts.scale, lineage)
         model = SwapStylizer(
             enc.to(device),
             decoder.to(device),

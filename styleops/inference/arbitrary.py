@@ -90,9 +90,10 @@ class SwapStylizer(nn.Module):
             raise InvalidInputError(f"swap_weight must be in [0, 1], got {swap_weight}")
         self.swap_weight = float(swap_weight)
         self.normalise = ChannelNormalize() if normalise else None
-        mean, std = bank_statistics(bank)
-        self.register_buffer("style_mean", mean)  # [1, C, 1, 1]
-        self.register_buffer("style_std", std)
+        if normalise:  # the artwork's channel statistics, [1, C, 1, 1]
+            mean, std = bank_statistics(bank)
+            self.register_buffer("style_mean", mean)
+            self.register_buffer("style_std", std)
 
     def _channels(self) -> int:
         return next(m for m in self.decoder.modules() if isinstance(m, nn.Conv2d)).in_channels
