@@ -18,6 +18,7 @@ vector) so that the network is an image-to-image module for the inference engine
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Iterator
 
 import torch
@@ -42,24 +43,28 @@ def _pad4(x: Tensor) -> Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "replicate")
 
 
+_STYLE: contextvars.ContextVar[Tensor | None] = contextvars.ContextVar("magenta_style", default=None)
+"""The style vector [N or 1, 100] of the transformer forward running in this thread (or task)."""
+
+
 class StyleNorm(nn.Module):
     """Conditional instance norm: (x - mean) / sqrt(var + eps) * gamma(s) + beta(s), where gamma and
     beta are linear maps of the style vector s [N, 100] (the graph's 1x1 convolutions `Conv_1`, `Conv`).
 
-    The vector of the forward being run is `style` (set by `MagentaTransformer.forward`)."""
+    The vector of the forward being run is `_STYLE`'s (set by `MagentaTransformer.conditioned`)."""
 
     def __init__(self, channels: int, style_dim: int = STYLE_DIM, eps: float = NORM_EPS) -> None:
         super().__init__()
         self.channels, self.eps = channels, eps
         self.gamma = nn.Linear(style_dim, channels)
         self.beta = nn.Linear(style_dim, channels)
-        self.style: Tensor | None = None
 
     def scale_shift(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """gamma, beta [N or 1, C] of the current style vector."""
-        if self.style is None:
+        style = _STYLE.get()
+        if style is None:
             raise InvalidInputError("no style vector set: call the network with a style")
-        s = self.style.to(dtype)
+        s = style.to(dtype)
         return self.gamma(s), self.beta(s)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -118,17 +123,15 @@ class MagentaTransformer(nn.Module):
 
     @contextlib.contextmanager
     def conditioned(self, style: Tensor) -> Iterator[None]:
-        """Every norm layer uses `style` [N or 1, 100] within the block."""
+        """Every norm layer uses `style` [N or 1, 100] within the block, in this thread only: the
+        shards of a run share one cached network across threads."""
         if style.dim() != 2 or style.shape[-1] != STYLE_DIM:
             raise InvalidInputError(f"a style vector is [N, {STYLE_DIM}], got {tuple(style.shape)}")
-        norms = self.norms()
-        for n in norms:
-            n.style = style
+        token = _STYLE.set(style)
         try:
             yield
         finally:
-            for n in norms:
-                n.style = None
+            _STYLE.reset(token)
 
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
         h, w = x.shape[-2:]
@@ -326,6 +329,9 @@ class MagentaStyleNet(nn.Module):
         return self.transformer(x, weights.to(self.styles.dtype) @ self.styles)
 
     def forward(self, x: Tensor, style: int | Tensor = 0) -> Tensor:
+        if isinstance(style, int):  # one style: its vector (what a one-hot weighting gives, exactly)
+            style_weights(style, self.n_styles, 1)  # the index check
+            return self.transformer(x, self.styles[style : style + 1].expand(x.shape[0], -1))
         return self.forward_weighted(x, style_weights(style, self.n_styles, x.shape[0]).to(x.device))
 
     def add_style(self, vector: Tensor) -> int:

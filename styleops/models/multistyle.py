@@ -8,6 +8,7 @@ Training: `styleops.training.engine.train_multistyle` and `add_style`. Flows and
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -22,11 +23,26 @@ from styleops.models.transformer import TransformerNet
 class StyleCondition:
     """The style weights [N, S] of the batch being run, shared by all norm layers of one network.
 
-    Set by `MultiStyleTransformerNet.forward`; one forward at a time per network instance.
+    Set by `MultiStyleTransformerNet.forward`, per thread: the shards of a run share one cached
+    network across threads, each forward sees its own weights. Copies and pickles start unset.
     """
 
     def __init__(self) -> None:
-        self.weights: Tensor | None = None
+        self._local = threading.local()
+
+    @property
+    def weights(self) -> Tensor | None:
+        return getattr(self._local, "weights", None)
+
+    @weights.setter
+    def weights(self, value: Tensor | None) -> None:
+        self._local.weights = value
+
+    def __getstate__(self) -> dict[str, object]:
+        return {}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self._local = threading.local()
 
 
 class ConditionalInstanceNorm2d(nn.Module):
