@@ -75,6 +75,13 @@ class Settings(BaseSettings):
             "'auto': when the run has at least compile_min_images images to do; false: never (the way out)."
         ),
     )
+    backend: Literal["auto", "torch", "onnxruntime"] = Field(
+        default="auto",
+        description=(
+            "What runs the feed-forward nets and the metrics' VGG on a CPU. 'auto': onnxruntime when it is "
+            "installed (1.3-1.6x torch's eager kernels; docs/benchmarks.md), else torch; GPUs always run torch."
+        ),
+    )
     compile_min_images: int = Field(
         default=30_000,
         ge=0,

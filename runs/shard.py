@@ -38,6 +38,7 @@ from runs.spec import StylizeParams
 from styleops.device import resolve_device
 from styleops.errors import ImageError, ImageTooLargeError, InvalidInputError
 from styleops.evaluation.metrics import StyleMetrics
+from styleops.inference.onnx_backend import OnnxRuntimeEncoder, chosen_backend
 from styleops.inference.stream import Job, Measure, StreamStylizer
 from styleops.inference.upscale import Upscaled, UpscaleEngine
 from styleops.io.images import content_type, sha256_hex, to_float
@@ -140,14 +141,20 @@ def stylize_shard(
         sr_net, sr_card = load_upscaler(upscaler_source(p.upscale))
         engine = Upscaled(engine, UpscaleEngine(sr_net, device=device, max_output_pixels=settings.max_image_pixels))
         lineage = {**lineage, "upscale": {"model": p.upscale, "model_sha256": sr_card["weights_sha256"]}}
+    backend = getattr(built.engine, "backend", "torch")
+    if backend != "torch":  # recorded where it is not torch: torch rows stay as they were
+        lineage = {**lineage, "backend": backend}
     measure = None
     if job.metrics and built.metrics_artwork_key is not None:
         try:
             art, _ = context.artwork_pixels(st, built.metrics_artwork_key, settings)
         except ObjectNotFoundError:
             raise missing_metrics_artwork(built.metrics_artwork_key) from None
+        encoder = context.encoder(built.metrics_weights.layers, device, settings)
+        if chosen_backend(settings.backend, device) == "onnxruntime":
+            encoder = OnnxRuntimeEncoder(encoder)
         meter = StyleMetrics(
-            context.encoder(built.metrics_weights.layers, device, settings),
+            encoder,
             to_float(art),
             built.metrics_weights,
             style_size=built.metrics_style_size,

@@ -35,6 +35,9 @@ os.environ.setdefault("STYLEOPS_CONFIG", str(Path(_STYLEOPS_HOME) / "no-such-sty
 # Commands in tests use Prefect's temporary server, so none outlives the suite; the kept server
 # (the CLI's default) is tested on its own in tests/flows/test_operations.py.
 os.environ.setdefault("STYLEOPS_PREFECT_SERVER", "ephemeral")
+# Tests run torch's kernels, whose outputs and metrics they pin; the onnxruntime backend (the CPU
+# default where it is installed) is tested on its own in tests/unit/test_onnx_backend.py.
+os.environ.setdefault("STYLEOPS_BACKEND", "torch")
 for _var in (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",

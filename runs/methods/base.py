@@ -27,6 +27,7 @@ from runs.keys import is_image_key
 from styleops.errors import InvalidInputError
 from styleops.inference.color import ColorPreserving
 from styleops.inference.engine import InferenceEngine
+from styleops.inference.onnx_backend import chosen_backend
 from styleops.losses.perceptual import LossWeights
 
 ARTWORK_SIZE = 512  # artworks' longer side (px) for AdaIN statistics, Gatys targets and metrics
@@ -273,6 +274,7 @@ def engine(
         batch_size=batch_size,
         max_side=params.max_side,
         compile=settings.compile is True and device.type == "cuda",  # runs.shard.should_compile decided "auto"
+        backend=chosen_backend(settings.backend, device),
         tile_size=settings.tile_size,
     )
 

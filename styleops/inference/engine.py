@@ -3,7 +3,8 @@
 Images of mixed sizes are grouped into size buckets: each image is (optionally) shrunk so its
 longer side is at most `max_side` (aspect ratio kept), then reflection-padded up to a multiple of
 `bucket_multiple` pixels; images with the same padded size run as one batch and are cropped back.
-Runs under `torch.inference_mode`, with autocast on GPUs and optionally `torch.compile`.
+Runs under `torch.inference_mode`, with autocast on GPUs and optionally `torch.compile`, or on a
+CPU with onnxruntime (`backend`).
 Memory format is NCHW by default everywhere: channels_last measured slower for these
 instance-normalized nets on CPU (25%) and on an H100 (1.07x-1.40x; docs/benchmarks.md).
 
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 
 from styleops.device import autocast, autocast_dtype, resolve_device
 from styleops.errors import DeviceOutOfMemoryError, InvalidInputError
+from styleops.inference.onnx_backend import OnnxRuntimeModule
 from styleops.inference.tiling import known_radius, stylize_tiled
 from styleops.io.images import resize_max_side, to_float, to_uint8
 
@@ -94,6 +96,7 @@ class InferenceEngine:
         channels_last: bool = False,
         compile: bool = False,
         compile_backend: str = "inductor",
+        backend: str = "torch",
         bucket_multiple: int = 16,
         tile_size: int | None = 2048,
         min_tile: int = 256,
@@ -105,6 +108,9 @@ class InferenceEngine:
         keyed by the network's code and guarded on shapes, not on this instance, so a later
         engine in the same process (the next shard) over a model of the same class and sizes
         reuses them.
+        backend: 'torch', or 'onnxruntime' on a CPU (`styleops.inference.onnx_backend`: the model
+        exported and checked once; where it does not export or match, torch runs it, and
+        `self.backend` says which did; it replaces `compile`).
         tile_size: images with a longer side over this many px run tiled (None: never, unless out
         of memory); min_tile: the smallest tile tried after out-of-memory errors."""
         self.device = resolve_device(device)
@@ -114,6 +120,11 @@ class InferenceEngine:
         if gpu:
             torch.backends.cudnn.benchmark = True  # fixed bucket sizes: let cuDNN pick the fastest kernels once
         self.model = self.eager_model = model.eval().to(self.device, memory_format=self.memory_format)
+        self.backend = "torch"
+        if backend == "onnxruntime" and self.device.type == "cpu":
+            exported = OnnxRuntimeModule.from_module(self.eager_model, bucket_multiple)
+            if exported is not None:
+                self.model, self.backend, compile = exported, "onnxruntime", False
         self.compiled = compile
         if compile:
             self.model = torch.compile(self.model, backend=compile_backend)

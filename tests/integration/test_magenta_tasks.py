@@ -146,3 +146,23 @@ def test_per_style_and_multi_style_from_the_pretrained_start(magenta_env: Pipeli
     after = run(env, methods.resolve("multi-style", "hoitsu=1,monet=1", added["version"], "pre"), multi, "m2")
     for a, b in zip(before, after, strict=True):
         assert env.store.get_bytes(a["output_key"]) == env.store.get_bytes(b["output_key"])
+
+
+def test_on_onnxruntime_the_rows_name_the_backend_and_measure_what_torch_measures(
+    magenta_env: PipelineEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same stylization on torch's kernels and on onnxruntime (the CPU default where it is
+    installed): torch's rows stay as they were (no backend in the lineage), onnxruntime's name it,
+    and the metrics (measured on the float output, before encoding) agree to 1e-3."""
+    resolved = methods.resolve("magenta", "monet", None)
+    params = StylizeParams(method="magenta", max_side=96)
+    on_torch = run(magenta_env, resolved, params, "run-torch")
+    monkeypatch.setenv("STYLEOPS_BACKEND", "onnxruntime")
+    get_settings.cache_clear()
+    on_ort = run(magenta_env, resolved, replace(params, quality=params.quality - 1), "run-ort")
+    assert [json.loads(r["params_json"])["inputs"].get("backend") for r in on_torch] == [None, None]
+    assert [json.loads(r["params_json"])["inputs"]["backend"] for r in on_ort] == ["onnxruntime"] * 2
+    for a, b in zip(on_torch, on_ort, strict=True):
+        assert a["image_key"] == b["image_key"]
+        assert b["content_loss"] == pytest.approx(a["content_loss"], rel=1e-3)
+        assert b["style_loss"] == pytest.approx(a["style_loss"], rel=1e-3)

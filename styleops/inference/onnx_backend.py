@@ -1,0 +1,209 @@
+"""onnxruntime as the CPU backend of feed-forward nets and of the metrics' VGG (issue 29).
+
+On a CPU, onnxruntime's fused kernels run the same network faster than torch's eager kernels:
+Magenta's transformer on a 768x512 photo 0.11 s against 0.18 s (2 threads), and the metrics' VGG16
+passes 0.15 s against 0.21 s (docs/benchmarks.md). `torch.compile` matches it on one shape but
+recompiles for every new image size (14-27 s each, cold), and its dynamic-shape kernels are
+slower than eager; an ONNX graph with dynamic height and width serves every size.
+
+A module is exported once (TorchScript exporter, opset 17, batch, height and width dynamic) and
+checked against torch on two sizes; a graph that differs (a shape baked in by the trace) or a
+module that does not export leaves `export` returning None, and the caller keeps torch.
+onnxruntime is imported here only, when a backend is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import logging
+import os
+import threading
+import warnings
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from styleops.errors import InvalidInputError
+from styleops.models.vgg import VGGEncoder, subset
+
+_log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+TOLERANCE = 1e-3
+"""Largest |onnxruntime - torch| an exported graph may show on its check inputs (outputs in [0, 1]
+or VGG features; measured: 1.2e-6 and 2e-7 relative)."""
+
+
+def available() -> bool:
+    """Whether onnxruntime is installed."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def chosen_backend(setting: str, device: torch.device) -> str:
+    """'torch' or 'onnxruntime' for a `setting` in BACKENDS on `device`: onnxruntime runs on the
+    CPU only; 'auto' takes it there when it is installed. InvalidInputError for an unknown setting
+    or for 'onnxruntime' that is not installed."""
+    if setting not in BACKENDS:
+        raise InvalidInputError(f"backend must be one of {', '.join(BACKENDS)}, got {setting!r}")
+    if setting == "torch" or device.type != "cpu":
+        return "torch"
+    if setting == "onnxruntime" and not available():
+        raise InvalidInputError("backend 'onnxruntime' needs the onnxruntime package: pip install onnxruntime")
+    return "onnxruntime" if available() else "torch"
+
+
+def session(graph: bytes, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session of `graph` with `threads` intra-op threads (default: torch's).
+    Its threads sleep while they wait when OMP_WAIT_POLICY is PASSIVE (the CLI's default, for busy
+    machines), as torch's OpenMP threads do."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+
+
+_graphs: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, ...], bytes | None]] = weakref.WeakKeyDictionary()
+_export_lock = threading.Lock()
+
+
+def cached_export(
+    module: nn.Module,
+    samples: Sequence[Tensor],
+    n_outputs: int = 1,
+    key: tuple[str, ...] = (),
+    owner: nn.Module | None = None,
+) -> bytes | None:
+    """`export`, once per (owner, key) while `owner` (default `module`) lives: the shards of a run
+    share the cached model, and export it once. One export at a time."""
+    with _export_lock:
+        per_owner = _graphs.setdefault(owner if owner is not None else module, {})
+        if key not in per_owner:
+            per_owner[key] = export(module, samples, n_outputs)
+        return per_owner[key]
+
+
+def export(module: nn.Module, samples: Sequence[Tensor], n_outputs: int = 1) -> bytes | None:
+    """`module` (one image batch [N, 3, H, W] in, `n_outputs` tensors out) as an ONNX graph with
+    N, H and W dynamic, exported on samples[0] and checked on every sample (other sizes) against
+    torch within TOLERANCE; None (logged) when it does not export or does not match."""
+    outputs = [f"y{i}" for i in range(n_outputs)]
+    axes = {"x": {0: "n", 2: "h", 3: "w"}} | {o: {0: "n", 2: f"{o}_h", 3: f"{o}_w"} for o in outputs}
+    buf = io.BytesIO()
+    try:
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on shapes: the check below is what counts
+            torch.onnx.export(
+                _OneInput(module), (samples[0],), buf, input_names=["x"], output_names=outputs, dynamic_axes=axes,
+                opset_version=17, dynamo=False,
+            )  # fmt: skip
+        graph = buf.getvalue()
+        check = session(graph)
+        for x in samples:
+            with torch.no_grad():
+                want = module(x)
+            want = (want,) if isinstance(want, Tensor) else tuple(want)
+            got = check.run(None, {"x": x.numpy()})
+            worst = max(float((torch.from_numpy(g) - w).abs().max()) for g, w in zip(got, want, strict=True))
+            if worst > TOLERANCE:
+                _log.warning("%s: onnxruntime differs from torch by %.2g at %s; torch runs it", _name(module), worst,
+                             list(x.shape))  # fmt: skip
+                return None
+    except Exception as exc:  # noqa: BLE001 - any export failure: torch runs it
+        _log.warning("%s does not export to ONNX (%s); torch runs it", _name(module), str(exc).splitlines()[0][:200])
+        return None
+    return graph
+
+
+def check_inputs(multiple: int = 16, side: int = 256) -> list[Tensor]:
+    """Two smooth photo-like inputs [1, 3, H, W] in [0, 1] of different sizes (side x side and
+    side x about 1.5 side, multiples of `multiple`) to export and check a feed-forward net on."""
+    g = torch.Generator().manual_seed(0)
+    side = -(-side // multiple) * multiple
+    wide = side + -(-(side // 2) // multiple) * multiple
+    coarse = torch.rand(1, 3, 8, 12, generator=g)
+    return [F.interpolate(coarse, size=s, mode="bilinear", align_corners=False) for s in ((side, side), (side, wide))]
+
+
+class OnnxRuntimeModule(nn.Module):
+    """A feed-forward net run by onnxruntime: forward(x [N, 3, H, W] float32 CPU) -> [N, 3, H', W'].
+
+    Build it with `from_module`; it keeps the torch module (`torch_module`) for what the graph
+    cannot do (tiling with whole-image statistics)."""
+
+    def __init__(self, torch_module: nn.Module, graph: bytes) -> None:
+        super().__init__()
+        self.torch_module = torch_module
+        self._session = session(graph)
+
+    @classmethod
+    def from_module(cls, module: nn.Module, multiple: int = 16) -> OnnxRuntimeModule | None:
+        """`module` exported and checked (`export` on `check_inputs`), or None where it does not."""
+        graph = cached_export(module.eval(), check_inputs(multiple), key=(str(multiple),))
+        return cls(module, graph) if graph is not None else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.from_numpy(self._session.run(None, {"x": x.detach().float().contiguous().numpy()})[0])
+
+
+class _OneInput(nn.Module):
+    """`module(x)` alone: the exporter would turn the module's other arguments' defaults (a style
+    index) into graph inputs."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Any:
+        return self.module(x)
+
+
+class _Layers(nn.Module):
+    """A VGG encoder's chosen layers as a tuple (what an ONNX graph returns)."""
+
+    def __init__(self, encoder: VGGEncoder, layers: tuple[str, ...]) -> None:
+        super().__init__()
+        self.encoder, self.layers = encoder, layers
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        out = self.encoder(x, layers=self.layers)
+        return tuple(out[n] for n in self.layers)
+
+
+class OnnxRuntimeEncoder(nn.Module):
+    """A `VGGEncoder` whose passes run on onnxruntime: the same `forward(images, layers=None)` ->
+    {layer: [N, C, h, w]}, `layers` and `features`; one graph per set of layers asked, exported at
+    the first ask. A set that does not export runs on torch."""
+
+    def __init__(self, encoder: VGGEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.layers, self.features = encoder.layers, encoder.features
+        self._index = {i: n for i, n in encoder._index.items()}
+        self._sessions: dict[tuple[str, ...], Any] = {}
+
+    def forward(self, images: Tensor, layers: Iterable[str] | None = None) -> dict[str, Tensor]:
+        names = tuple(subset(self._index, layers).values())
+        if names not in self._sessions:
+            graph = cached_export(
+                _Layers(self.encoder, names), check_inputs(16, 64), len(names), key=names, owner=self.encoder
+            )
+            self._sessions[names] = session(graph) if graph is not None else None
+        run = self._sessions[names]
+        if run is None or images.device.type != "cpu" or images.requires_grad:
+            return self.encoder(images, layers=names)
+        outs = run.run(None, {"x": images.detach().float().contiguous().numpy()})
+        return {n: torch.from_numpy(o) for n, o in zip(names, outs, strict=True)}
+
+
+def _name(module: nn.Module) -> str:
+    return type(module).__name__

@@ -1,0 +1,111 @@
+"""onnxruntime as the CPU backend (`styleops.inference.onnx_backend`): what it is chosen for, that it
+gives torch's outputs on real photos, and that a net it cannot run right stays on torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from styleops.errors import InvalidInputError
+from styleops.inference import onnx_backend
+from styleops.inference.engine import InferenceEngine
+from styleops.inference.onnx_backend import OnnxRuntimeEncoder, chosen_backend
+from styleops.io.images import read_image, to_float
+from styleops.io.magenta_weights import MagentaWeights
+from styleops.models.magenta import MagentaStyleNet
+from styleops.models.transformer import TransformerNet
+from styleops.models.vgg import VGGEncoder
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+@pytest.mark.parametrize(
+    ("setting", "device", "expected"),
+    [
+        ("auto", CPU, "onnxruntime"),  # installed with the test extra
+        ("onnxruntime", CPU, "onnxruntime"),
+        ("torch", CPU, "torch"),
+        ("auto", CUDA, "torch"),
+        ("onnxruntime", CUDA, "torch"),  # GPUs always run torch
+    ],
+)
+def test_the_backend_is_onnxruntime_on_a_cpu_where_installed_and_torch_elsewhere(
+    setting: str, device: torch.device, expected: str
+) -> None:
+    assert chosen_backend(setting, device) == expected
+
+
+def test_without_onnxruntime_auto_is_torch_and_asking_for_it_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(onnx_backend, "available", lambda: False)
+    assert chosen_backend("auto", CPU) == "torch"
+    with pytest.raises(InvalidInputError, match="pip install onnxruntime"):
+        chosen_backend("onnxruntime", CPU)
+    with pytest.raises(InvalidInputError, match="backend must be one of auto, torch, onnxruntime"):
+        chosen_backend("tensorrt", CPU)
+
+
+def _photos(paths: list[Path]) -> list[Tensor]:
+    return [read_image(p).pixels for p in paths[:3]]
+
+
+def test_the_pretrained_per_style_net_on_onnxruntime_paints_what_torch_paints(
+    magenta: MagentaWeights, photos: list[Path]
+) -> None:
+    """Real photos of three sizes, outputs uint8: within 1 level of torch's, nearly all equal."""
+    torch.manual_seed(0)
+    net = MagentaStyleNet.from_pretrained(magenta.transformer, torch.randn(1, 100) * 0.5)
+    images = _photos(photos)
+    on_torch = InferenceEngine(net, device="cpu", max_side=200)
+    on_ort = InferenceEngine(net, device="cpu", max_side=200, backend="onnxruntime")
+    assert (on_torch.backend, on_ort.backend) == ("torch", "onnxruntime")
+    for a, b in zip(on_torch.stylize(images), on_ort.stylize(images), strict=True):
+        assert a.shape == b.shape
+        diff = (a.int() - b.int()).abs()
+        assert diff.max() <= 1
+        assert (diff > 0).float().mean() < 0.001
+
+
+def test_a_net_that_does_not_export_stays_on_torch_with_the_same_output(photos: list[Path]) -> None:
+    """The palette (an eigendecomposition) has no ONNX operator: torch runs the net, unchanged."""
+    torch.manual_seed(0)
+    net = TransformerNet(channels=8, n_residual=1, output="logit_residual", palette=True)
+    images = _photos(photos)
+    engine = InferenceEngine(net, device="cpu", max_side=96, backend="onnxruntime")
+    assert engine.backend == "torch"
+    expected = InferenceEngine(net, device="cpu", max_side=96).stylize(images)
+    assert all(torch.equal(a, b) for a, b in zip(engine.stylize(images), expected, strict=True))
+
+
+class _WidthBaked(nn.Module):
+    """Branches on its input's width: a trace keeps its sample's branch for every width."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * 0.5 if x.shape[-1] > 300 else x
+
+
+def test_a_graph_that_baked_a_shape_in_is_caught_and_torch_runs_the_net() -> None:
+    engine = InferenceEngine(_WidthBaked(), device="cpu", backend="onnxruntime")
+    assert engine.backend == "torch"
+    x = torch.rand(3, 32, 320)
+    assert torch.equal(engine.stylize_prepared([x])[0], x * 0.5)
+
+
+def test_the_encoder_on_onnxruntime_returns_torchs_layers_for_every_subset(
+    encoder: VGGEncoder, artwork: Tensor
+) -> None:
+    ort = OnnxRuntimeEncoder(encoder)
+    x = torch.nn.functional.interpolate(artwork[None], size=(96, 144), mode="area")
+    for layers in (None, ("relu2_2",), ("relu1_2", "relu3_3")):
+        want = encoder(x, layers=layers)
+        got = ort(x, layers=layers)
+        assert list(got) == list(want)
+        for name in want:
+            assert got[name].shape == want[name].shape
+            torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-4)
+    assert ort.layers == encoder.layers
+    assert next(ort.parameters()).device == CPU  # what StyleMetrics reads its device from
