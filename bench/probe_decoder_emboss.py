@@ -63,7 +63,10 @@ from styleops.losses.perceptual import LossTerms, LossWeights, content_loss, mea
 from styleops.models.decoder import VGGDecoder
 from styleops.models.vgg import VGGEncoder, build_vgg_features
 from styleops.training.decoders import INVERSE_LOSS, _artwork_batch
-from styleops.training.engine import ContentCrops, StepLog, TrainConfig, _Fit, image_paths
+from styleops.training.engine import ContentCrops, TrainConfig, _Fit, image_paths
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import printing_progress  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LAYER = "relu3_1"  # the decoder's layer (the swap inverse network's; AdaIN at relu3_1 too)
@@ -249,14 +252,13 @@ def fit_probe(
     `workdir/probe.json` with `info`."""
     started = time.perf_counter()
 
-    def progress(log: StepLog) -> None:
-        if log.step % 50 == 0 or log.step == log.steps:
-            print(
-                f"{args.probe} step {log.step}/{log.steps} loss {log.total:.1f} (content+pixel {log.content:.1f},"
-                f" tv {log.tv:.2f}) {time.perf_counter() - started:.0f} s",
-                flush=True,
-            )
-
+    progress = printing_progress(
+        50,
+        lambda log: (
+            f"{args.probe} step {log.step}/{log.steps} loss {log.total:.1f} (content+pixel {log.content:.1f},"
+            f" tv {log.tv:.2f}) {time.perf_counter() - started:.0f} s"
+        ),
+    )
     result = _Fit(config, None, "cpu").run(model, list(model.parameters()), forward, photos, workdir, progress, None)
     save_file(result.state_dict, str(workdir / "decoder.safetensors"), metadata=metadata)
     info_path = workdir / "probe.json"
