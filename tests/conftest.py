@@ -48,6 +48,7 @@ for _var in (
 
 import uuid  # noqa: E402
 from collections.abc import Iterator, Mapping  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -58,6 +59,17 @@ if WORKER:
 from infra.local_store import EmbeddedStore, StoreInfo  # noqa: E402
 from infra.settings import Settings, get_settings  # noqa: E402
 from infra.store import ObjectStore  # noqa: E402
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """One torch intra-op thread inside (the same reductions in every process), the count restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def set_env(mp: pytest.MonkeyPatch, env: Mapping[str, str]) -> None:
