@@ -434,6 +434,45 @@ class StyleNetwork(Method):
         )
 
 
+@dataclass
+class Decoding:
+    """What a `DecoderMethod.stylizer` builds on: the registered decoder and the VGG encoder it
+    inverts (not yet moved to `device`), the shard's device and settings, and the lineage so far
+    (the decoder and its weights' sha256), which the stylizer extends."""
+
+    encoder: nn.Module
+    decoder: Any
+    device: torch.device
+    settings: Settings
+    lineage: dict[str, Any]
+
+
+class DecoderMethod(Method):
+    """A method that decodes VGG features with a registered decoder (adain, swap): `build` loads the
+    decoder and the encoder it inverts; `stylizer` makes the run's model around them."""
+
+    @abstractmethod
+    def stylizer(self, source: Source, params: Params, parts: Decoding) -> tuple[nn.Module, str]:
+        """The model on `parts.device` (its settings recorded in `parts.lineage`) and the key of the
+        artwork the metrics compare with."""
+
+    def build(
+        self,
+        source: Source,
+        params: Params,
+        device: torch.device,
+        settings: Settings,
+        batch_size: int | None = None,
+        on_iteration: OnIteration | None = None,
+    ) -> Built:
+        """The `stylizer`'s model through `engine`, with the decoder's weights' sha256 and lineage."""
+        decoder, card = context.load_model(context.registry(), source.family, source.name, source.version)
+        enc = context.encoder_for(decoder.arch, (decoder.from_layer,), device, settings)
+        lineage: dict[str, Any] = {"decoder": source.model_ref, "decoder_sha256": card["weights_sha256"]}
+        model, artwork_key = self.stylizer(source, params, Decoding(enc, decoder, device, settings, lineage))
+        return Built(engine(model, params, device, settings, batch_size), card["weights_sha256"], artwork_key, lineage)
+
+
 class NamedModel(Method):
     """A method whose style names one registry model of its family (per-style, pix2pix, upscale, ...):
     model_version is the version, 'v0003'."""
