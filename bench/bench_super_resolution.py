@@ -26,6 +26,7 @@ import csv
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,8 +39,11 @@ from styleops.io.images import encode_image, read_image, to_uint8
 from styleops.io.serialize import from_safetensors, to_safetensors
 from styleops.io.weights import load_encoder
 from styleops.models.super_resolution import SuperResolutionNet, upscale
-from styleops.training.engine import StepLog, TrainConfig
+from styleops.training.engine import TrainConfig
 from styleops.training.super_resolution import SRConfig, train_super_resolution
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import printing_progress  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -101,14 +105,13 @@ def train(
 ) -> tuple[SuperResolutionNet, dict]:
     """Train (or resume) `config` in `workdir`; the model in eval mode and what to record about the run."""
 
-    def progress(entry: StepLog) -> None:
-        if entry.step % 100 == 0 or entry.step == entry.steps:
-            print(
-                f"  [{name}] step {entry.step}/{entry.steps} total {entry.total:.5g} feature {entry.content:.4g}"
-                f" pixel {entry.tv:.4g} {entry.images_per_s:.1f} img/s",
-                flush=True,
-            )
-
+    progress = printing_progress(
+        100,
+        lambda entry: (
+            f"  [{name}] step {entry.step}/{entry.steps} total {entry.total:.5g} feature {entry.content:.4g}"
+            f" pixel {entry.tv:.4g} {entry.images_per_s:.1f} img/s"
+        ),
+    )
     cpu = time.process_time()
     init_state = init.state_dict() if init is not None else None
     result = train_super_resolution(

@@ -44,7 +44,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,10 @@ from styleops.losses.perceptual import LossTerms, LossWeights, content_loss, mea
 from styleops.models.decoder import VGGDecoder
 from styleops.models.vgg import VGGEncoder, build_vgg_features
 from styleops.training.decoders import INVERSE_LOSS, _artwork_batch
-from styleops.training.engine import ContentCrops, StepLog, TrainConfig, _Fit, image_paths
+from styleops.training.engine import ContentCrops, TrainConfig, _Fit, image_paths
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import printing_progress  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LAYER = "relu3_1"  # the decoder's layer (the swap inverse network's; AdaIN at relu3_1 too)
@@ -183,6 +186,40 @@ def layer_weights(probe: Probe, loss_net: VGGEncoder, hed: VGGEncoder, photos: P
     return {n: w * ref[LAYER] / mine[n] for n, w in probe.layers.items()}
 
 
+def probe_loss(weights: dict[str, float], feature: float, tv: float, pixel: float) -> LossWeights:
+    """The probes' loss weights: content layer -> weight `weights` (empty: relu3_1 at 0) times
+    `feature`, no style, `tv` and `pixel` (MSE)."""
+    return LossWeights(
+        content_layers=weights or {LAYER: 0.0},
+        style_layers={},
+        content_weight=feature,
+        style_weight=0.0,
+        tv_weight=tv,
+        pixel_weight=pixel,
+    )
+
+
+def probe_terms(
+    w: LossWeights,
+    y: Tensor,
+    x: Tensor,
+    fx: dict[str, Tensor],
+    fy: dict[str, Tensor] | None,
+    weights: dict[str, float],
+) -> LossTerms:
+    """The probes' loss of decoded `y` against `x` (both [N, 3, H, W] in [0, 1]): content over
+    `weights`' layers (features `fy` of y against `fx` of x; fy None: no content term), pixel MSE
+    and TV, each times `w`'s weight; the style term is zero."""
+    zero = y.new_zeros((), dtype=torch.float32)
+    c = zero
+    if fy is not None:
+        c = w.content_weight * sum((lw * content_loss(fy[n], fx[n]) for n, lw in weights.items()), zero)
+    if w.pixel_weight:
+        c = c + w.pixel_weight * F.mse_loss(y.float(), x.float())
+    tv = w.tv_weight * total_variation(y.float()) if w.tv_weight else zero
+    return LossTerms(c + tv, c, zero, tv)
+
+
 def probe_config(args: argparse.Namespace, loss: LossWeights) -> TrainConfig:
     """The probes' shared schedule around `loss` (the decoder is not a TransformerNet)."""
     return TrainConfig(
@@ -215,14 +252,13 @@ def fit_probe(
     `workdir/probe.json` with `info`."""
     started = time.perf_counter()
 
-    def progress(log: StepLog) -> None:
-        if log.step % 50 == 0 or log.step == log.steps:
-            print(
-                f"{args.probe} step {log.step}/{log.steps} loss {log.total:.1f} (content+pixel {log.content:.1f},"
-                f" tv {log.tv:.2f}) {time.perf_counter() - started:.0f} s",
-                flush=True,
-            )
-
+    progress = printing_progress(
+        50,
+        lambda log: (
+            f"{args.probe} step {log.step}/{log.steps} loss {log.total:.1f} (content+pixel {log.content:.1f},"
+            f" tv {log.tv:.2f}) {time.perf_counter() - started:.0f} s"
+        ),
+    )
     result = _Fit(config, None, "cpu").run(model, list(model.parameters()), forward, photos, workdir, progress, None)
     save_file(result.state_dict, str(workdir / "decoder.safetensors"), metadata=metadata)
     info_path = workdir / "probe.json"
@@ -246,17 +282,7 @@ def train(args: argparse.Namespace) -> None:
     loss_net = hed if probe.net == "hed" else random_encoder(list(probe.layers))
     weights = layer_weights(probe, loss_net, hed, photos, art)
     src = source_encoder(probe.source, hed, photos, art)
-    config = probe_config(
-        args,
-        LossWeights(
-            content_layers=weights or {LAYER: 0.0},
-            style_layers={},
-            content_weight=probe.feature_weight,
-            style_weight=0.0,
-            tv_weight=probe.tv_weight,
-            pixel_weight=probe.pixel_weight,
-        ),
-    )
+    config = probe_config(args, probe_loss(weights, probe.feature_weight, probe.tv_weight, probe.pixel_weight))
     workdir = Path(args.workdir) / (args.name or args.probe)
     torch.manual_seed(config.seed)
     model = VGGDecoder(LAYER, "vgg16")
@@ -272,15 +298,7 @@ def train(args: argparse.Namespace) -> None:
             if use_features and probe.net != "hed":
                 fx = loss_net(x)
         y = model(h)
-        zero = y.new_zeros((), dtype=torch.float32)
-        c = zero
-        if use_features:
-            fy = loss_net(y)
-            c = w.content_weight * sum((lw * content_loss(fy[n], fx[n]) for n, lw in weights.items()), zero)
-        if w.pixel_weight:
-            c = c + w.pixel_weight * F.mse_loss(y.float(), x.float())
-        tv = w.tv_weight * total_variation(y.float()) if w.tv_weight else zero
-        return LossTerms(c + tv, c, zero, tv)
+        return probe_terms(w, y, x, fx, loss_net(y) if use_features else None, weights)
 
     info = {
         "probe": args.probe,
@@ -479,16 +497,27 @@ def evaluate(args: argparse.Namespace) -> None:
         )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def probe_parser(doc: str | None, probes: Iterable[str]) -> argparse.ArgumentParser:
+    """The decoder probes' command line, first options: mode (train | eval), --probe (one of
+    `probes`) and --name."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=("train", "eval"))
-    ap.add_argument("--probe", choices=sorted(PROBES))
+    ap.add_argument("--probe", choices=sorted(probes))
     ap.add_argument("--name", help="train: the probe's folder under --workdir (default: the probe's name)")
-    ap.add_argument("--probes", help="eval: comma-separated probe names (default: every trained one)")
+    return ap
+
+
+def add_data_args(ap: argparse.ArgumentParser, workdir: str) -> None:
+    """The decoder probes' --data, --weights and --workdir (default `workdir`)."""
     ap.add_argument("--data", help="folder with content/ and style/ (default: ../shared/data/train)")
     ap.add_argument("--weights", help="HED-VGG16 weights (default: the settings' cache)")
-    ap.add_argument("--workdir", default="/work/probes30")
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--workdir", default=workdir)
+
+
+def add_schedule_args(ap: argparse.ArgumentParser, steps: int) -> None:
+    """The decoder probes' schedule (--steps default `steps`; --size and --eval-size in px) and
+    --threads."""
+    ap.add_argument("--steps", type=int, default=steps)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -496,6 +525,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-size", type=int, default=256)
+
+
+def main() -> None:
+    ap = probe_parser(__doc__, PROBES)
+    ap.add_argument("--probes", help="eval: comma-separated probe names (default: every trained one)")
+    add_data_args(ap, "/work/probes30")
+    add_schedule_args(ap, 300)
     ap.add_argument("--artwork", help="eval: artwork for the AdaIN rows (default examples/artwork/monet)")
     ap.add_argument("--sheet", default=str(REPO / "docs" / "img" / "probe_decoder_emboss.jpg"))
     ap.add_argument(

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
@@ -50,7 +49,7 @@ import probe_decoder_emboss as emb  # noqa: E402  (data split, measures, helpers
 from styleops.evaluation.appearance import structure  # noqa: E402
 from styleops.io.contact_sheet import contact_sheet  # noqa: E402
 from styleops.io.images import encode_image, read_image, resize_max_side, to_float, to_uint8  # noqa: E402
-from styleops.losses.perceptual import LossTerms, LossWeights, content_loss, total_variation  # noqa: E402
+from styleops.losses.perceptual import LossTerms  # noqa: E402
 from styleops.models.decoder import VGGDecoder  # noqa: E402
 from styleops.ops import mean_std  # noqa: E402
 from styleops.training.decoders import INVERSE_LOSS, _artwork_batch  # noqa: E402
@@ -129,17 +128,7 @@ def train(args: argparse.Namespace) -> None:
     weights = emb.layer_weights(SHALLOW, hed, hed, photos, art) if probe.shallow_loss else {}
     feature_weight = SHALLOW.feature_weight if probe.shallow_loss else 0.0
     tv_weight = SHALLOW.tv_weight if probe.shallow_loss else 0.0
-    config = emb.probe_config(
-        args,
-        LossWeights(
-            content_layers=weights or {LAYER: 0.0},
-            style_layers={},
-            content_weight=feature_weight,
-            style_weight=0.0,
-            tv_weight=tv_weight,
-            pixel_weight=INVERSE_LOSS.pixel_weight,
-        ),
-    )
+    config = emb.probe_config(args, emb.probe_loss(weights, feature_weight, tv_weight, INVERSE_LOSS.pixel_weight))
     workdir = Path(args.workdir) / (args.name or args.probe)
     torch.manual_seed(config.seed)
     model = SkipDecoder(probe.skips, probe.fuse)
@@ -151,14 +140,7 @@ def train(args: argparse.Namespace) -> None:
             x = batch if step % 2 == 0 else _artwork_batch(styles, step, batch.shape[0])
             fx = hed(x)
         y = model(fx)
-        zero = y.new_zeros((), dtype=torch.float32)
-        c = zero
-        if weights:
-            fy = hed(y)
-            c = w.content_weight * sum((lw * content_loss(fy[n], fx[n]) for n, lw in weights.items()), zero)
-        c = c + w.pixel_weight * F.mse_loss(y.float(), x.float())
-        tv = w.tv_weight * total_variation(y.float()) if w.tv_weight else zero
-        return LossTerms(c + tv, c, zero, tv)
+        return emb.probe_terms(w, y, x, fx, hed(y) if weights else None, weights)  # pixel_weight 5e3: always on
 
     info = {
         "probe": args.probe,
@@ -288,28 +270,16 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("train", "eval"))
-    ap.add_argument("--probe", choices=sorted(PROBES))
-    ap.add_argument("--name", help="train: the probe's folder under --workdir (default: the probe's name)")
+    ap = emb.probe_parser(__doc__, PROBES)
     ap.add_argument(
         "--probes", help="eval: comma-separated folders under --workdir (default: s1, s2, s3, s1a if trained)"
     )
     ap.add_argument("--no-diag", dest="diag", action="store_false", help="eval: skip s1's relu3_1-only AdaIN row")
-    ap.add_argument("--data", help="folder with content/ and style/ (default: ../shared/data/train)")
-    ap.add_argument("--weights", help="HED-VGG16 weights (default: the settings' cache)")
-    ap.add_argument("--workdir", default="/work/probes30/skips")
+    emb.add_data_args(ap, "/work/probes30/skips")
     ap.add_argument(
         "--previous", default="/work/probes30", help="eval: the previous probe's workdir (a_pixel, b_current)"
     )
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--warmup", type=int, default=50)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--eval-size", type=int, default=256)
+    emb.add_schedule_args(ap, 400)
     ap.add_argument(
         "--artworks",
         default="examples/artwork/monet/monet.jpg,examples/artwork/hoitsu/hoitsu.jpg",

@@ -50,7 +50,8 @@ for _var in (
     os.environ.pop(_var, None)
 
 import uuid  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Iterator, Mapping  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -59,8 +60,38 @@ if WORKER:
     torch.set_num_threads(TORCH_THREADS)
 
 from infra.local_store import EmbeddedStore, StoreInfo  # noqa: E402
-from infra.settings import Settings  # noqa: E402
+from infra.settings import Settings, get_settings  # noqa: E402
 from infra.store import ObjectStore  # noqa: E402
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """One torch intra-op thread inside (the same reductions in every process), the count restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def set_env(mp: pytest.MonkeyPatch, env: Mapping[str, str]) -> None:
+    """Set the variables `env` with `mp` and clear the cached settings, so `get_settings()` reads them."""
+    for name, value in env.items():
+        mp.setenv(name, value)
+    get_settings.cache_clear()
+
+
+def store_env(embedded_store: StoreInfo, bucket: str, home: Path) -> dict[str, str]:
+    """The environment variables that point settings at `bucket` on the session's store, with
+    STYLEOPS_HOME `home`."""
+    return {
+        "STYLEOPS_BUCKET": bucket,
+        "AWS_ENDPOINT_URL": embedded_store.endpoint_url,
+        "AWS_ACCESS_KEY_ID": embedded_store.access_key,
+        "AWS_SECRET_ACCESS_KEY": embedded_store.secret_key,
+        "STYLEOPS_HOME": str(home),
+    }
 
 
 @pytest.fixture(scope="session")

@@ -9,14 +9,13 @@ mean new outputs); loads adain/<model>/<version> and every artwork of the blend;
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
+from torch import nn
 
-from infra.settings import Settings
 from runs import context
 from runs.methods import base
-from runs.methods.base import Built, Method, OnIteration, Options, Params, Resolved, Source, knob
+from runs.methods.base import DecoderMethod, Decoding, Options, Params, Resolved, Source, knob
 from styleops.inference.arbitrary import AdaINStylizer
 from styleops.io.images import resize_max_side, to_float
 
@@ -28,7 +27,7 @@ class AdaINOptions(Options):
     scale: float | None = base.paint_scale_knob()
 
 
-class AdaIN(Method):
+class AdaIN(DecoderMethod):
     name = "adain"
     rank = 40
     family = context.ADAIN
@@ -50,42 +49,22 @@ class AdaIN(Method):
             Source(family=self.family, name=model, version=v, blend=art.blend, artworks=art.keys),
         )
 
-    def build(
-        self,
-        source: Source,
-        params: Params,
-        device: torch.device,
-        settings: Settings,
-        batch_size: int | None = None,
-        on_iteration: OnIteration | None = None,
-    ) -> Built:
-        decoder, card = context.load_model(context.registry(), source.family, source.name, source.version)
-        enc = context.encoder_for(decoder.arch, (decoder.from_layer,), device, settings)
+    def stylizer(self, source: Source, params: Params, parts: Decoding) -> tuple[nn.Module, str]:
         opts: AdaINOptions = self.options_of(params)
-        pixels, weights, arts = zip(*base.weighted_artworks(source, settings), strict=True)
-        images = [resize_max_side(to_float(p), base.ARTWORK_SIZE)[None].to(device) for p in pixels]
-        lineage: dict[str, Any] = {
-            "decoder": source.model_ref,
-            "decoder_sha256": card["weights_sha256"],
-            "artworks": list(arts),
-            "alpha": opts.alpha,
-        }
-        scale = base.paint_scale(decoder, opts.scale, lineage)
+        pixels, weights, arts = zip(*base.weighted_artworks(source, parts.settings), strict=True)
+        images = [resize_max_side(to_float(p), base.ARTWORK_SIZE)[None].to(parts.device) for p in pixels]
+        parts.lineage.update(artworks=list(arts), alpha=opts.alpha)
+        scale = base.paint_scale(parts.decoder, opts.scale, parts.lineage)
         model = AdaINStylizer(
-            enc.to(device),
-            decoder.to(device),
+            parts.encoder.to(parts.device),
+            parts.decoder.to(parts.device),
             images,
             list(weights),
             alpha=opts.alpha,
             palette=base.wants_palette(opts.palette, params),
             scale=scale,
         )
-        return Built(
-            base.engine(model, params, device, settings, batch_size),
-            card["weights_sha256"],
-            base.heaviest(list(arts)),
-            lineage,
-        )
+        return model, base.heaviest(list(arts))
 
 
 METHOD = AdaIN()

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Protocol, get_type_hints
 import torch
 from torch import nn
 
+from infra.registry import ModelCard
 from infra.settings import Settings
 from runs import context
 from runs.keys import is_image_key
@@ -401,6 +402,77 @@ def weighted_artworks(source: Source, settings: Settings) -> list[tuple[torch.Te
 def heaviest(arts: list[dict[str, Any]]) -> str:
     """The key of the artwork of largest weight (what the per-image metrics compare with)."""
     return str(max(arts, key=lambda a: a["weight"])["key"])
+
+
+class StyleNetwork(Method):
+    """A method that runs one registered feed-forward style network (per-style, multi-style):
+    `build` loads it with its card; `conditioned` says what runs and what metrics compare with."""
+
+    @abstractmethod
+    def conditioned(self, net: nn.Module, card: ModelCard, source: Source) -> tuple[nn.Module, str, LossWeights]:
+        """What runs for `source` (the network, or it conditioned on the blend), the artwork key the
+        metrics compare with and the loss weights they use (the style's training loss)."""
+
+    def build(
+        self,
+        source: Source,
+        params: Params,
+        device: torch.device,
+        settings: Settings,
+        batch_size: int | None = None,
+        on_iteration: OnIteration | None = None,
+    ) -> Built:
+        """The `conditioned` network through `engine`; lineage names the model and its weights'
+        sha256; metrics at the style size the card's network trained at."""
+        net, card = context.load_model(context.registry(), source.family, source.name, source.version)
+        net, artwork_key, loss = self.conditioned(net, card, source)
+        return Built(
+            engine(net, params, device, settings, batch_size),
+            card["weights_sha256"],
+            artwork_key,
+            {"model": source.model_ref, "model_sha256": card["weights_sha256"]},
+            loss,
+            card["train_config"]["style_size"],
+        )
+
+
+@dataclass
+class Decoding:
+    """What a `DecoderMethod.stylizer` builds on: the registered decoder and the VGG encoder it
+    inverts (not yet moved to `device`), the shard's device and settings, and the lineage so far
+    (the decoder and its weights' sha256), which the stylizer extends."""
+
+    encoder: nn.Module
+    decoder: Any
+    device: torch.device
+    settings: Settings
+    lineage: dict[str, Any]
+
+
+class DecoderMethod(Method):
+    """A method that decodes VGG features with a registered decoder (adain, swap): `build` loads the
+    decoder and the encoder it inverts; `stylizer` makes the run's model around them."""
+
+    @abstractmethod
+    def stylizer(self, source: Source, params: Params, parts: Decoding) -> tuple[nn.Module, str]:
+        """The model on `parts.device` (its settings recorded in `parts.lineage`) and the key of the
+        artwork the metrics compare with."""
+
+    def build(
+        self,
+        source: Source,
+        params: Params,
+        device: torch.device,
+        settings: Settings,
+        batch_size: int | None = None,
+        on_iteration: OnIteration | None = None,
+    ) -> Built:
+        """The `stylizer`'s model through `engine`, with the decoder's weights' sha256 and lineage."""
+        decoder, card = context.load_model(context.registry(), source.family, source.name, source.version)
+        enc = context.encoder_for(decoder.arch, (decoder.from_layer,), device, settings)
+        lineage: dict[str, Any] = {"decoder": source.model_ref, "decoder_sha256": card["weights_sha256"]}
+        model, artwork_key = self.stylizer(source, params, Decoding(enc, decoder, device, settings, lineage))
+        return Built(engine(model, params, device, settings, batch_size), card["weights_sha256"], artwork_key, lineage)
 
 
 class NamedModel(Method):

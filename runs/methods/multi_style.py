@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
+from torch import nn
 
-from infra.settings import Settings
+from infra.registry import ModelCard
 from runs import context
-from runs.methods.base import Built, Method, OnIteration, Params, Resolved, Source, blend_label, engine, parse_blend
+from runs.methods.base import Resolved, Source, StyleNetwork, blend_label, parse_blend
 from styleops.errors import InvalidInputError
 from styleops.losses.perceptual import LossWeights
 from styleops.models.multistyle import Conditioned
@@ -49,7 +49,7 @@ def unchanged_ancestors(card: dict[str, Any], blend: Mapping[str, float]) -> lis
     return found
 
 
-class MultiStyle(Method):
+class MultiStyle(StyleNetwork):
     name = "multi-style"
     rank = 20
     aliases = ("multi",)
@@ -79,30 +79,12 @@ class MultiStyle(Method):
         model, _, version = model_version.rpartition("/")
         return self.resolve(style, version, model or None).source
 
-    def build(
-        self,
-        source: Source,
-        params: Params,
-        device: torch.device,
-        settings: Settings,
-        batch_size: int | None = None,
-        on_iteration: OnIteration | None = None,
-    ) -> Built:
-        net, card = context.load_model(context.registry(), source.family, source.name, source.version)
-        lineage = {"model": source.model_ref, "model_sha256": card["weights_sha256"]}
+    def conditioned(self, net: nn.Module, card: ModelCard, source: Source) -> tuple[nn.Module, str, LossWeights]:
         known = [s["name"] for s in card["styles"]]
         blend = source.blend or {}
         main = card["styles"][known.index(max(blend, key=blend.__getitem__))]
         loss = LossWeights(**main.get("loss", card.get("loss") or card["train_config"]["loss"]))
-        net = Conditioned(net, [blend.get(k, 0.0) for k in known])
-        return Built(
-            engine(net, params, device, settings, batch_size),
-            card["weights_sha256"],
-            main["artwork_key"],
-            lineage,
-            loss,
-            card["train_config"]["style_size"],
-        )
+        return Conditioned(net, [blend.get(k, 0.0) for k in known]), main["artwork_key"], loss
 
 
 METHOD = MultiStyle()

@@ -4,17 +4,16 @@ style: the model's name (the style); model_version: 'v0003'; loads per-style/<st
 
 from __future__ import annotations
 
-import torch
+from torch import nn
 
-from infra.registry import ModelNotFoundError
-from infra.settings import Settings
+from infra.registry import ModelCard, ModelNotFoundError
 from runs import context
-from runs.methods.base import Built, NamedModel, OnIteration, Params, Resolved, Source, engine
+from runs.methods.base import NamedModel, Resolved, Source, StyleNetwork
 from styleops.errors import InvalidInputError
 from styleops.losses.perceptual import LossWeights
 
 
-class PerStyle(NamedModel):
+class PerStyle(StyleNetwork, NamedModel):
     name = "per-style"
     rank = 10
     family = context.PER_STYLE
@@ -36,28 +35,11 @@ class PerStyle(NamedModel):
     def metrics_artwork(self, source: Source) -> str | None:
         return context.registry().card(self.family, source.name, source.version)["artwork_key"]
 
-    def build(
-        self,
-        source: Source,
-        params: Params,
-        device: torch.device,
-        settings: Settings,
-        batch_size: int | None = None,
-        on_iteration: OnIteration | None = None,
-    ) -> Built:
-        net, card = context.load_model(context.registry(), source.family, source.name, source.version)
-        lineage = {"model": source.model_ref, "model_sha256": card["weights_sha256"]}
+    def conditioned(self, net: nn.Module, card: ModelCard, source: Source) -> tuple[nn.Module, str, LossWeights]:
         loss = LossWeights(
             **(card.get("loss") or card["train_config"]["loss"])
         )  # absolute weights (calibrated ones since 0.2)
-        return Built(
-            engine(net, params, device, settings, batch_size),
-            card["weights_sha256"],
-            card["artwork_key"],
-            lineage,
-            loss,
-            card["train_config"]["style_size"],
-        )
+        return net, card["artwork_key"], loss
 
 
 METHOD = PerStyle()

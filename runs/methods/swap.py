@@ -15,11 +15,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from torch import nn
 
 from infra.settings import Settings
 from runs import banks, context
 from runs.methods import base
-from runs.methods.base import Built, Method, OnIteration, Options, Params, Resolved, Source, knob
+from runs.methods.base import DecoderMethod, Decoding, Options, Params, Resolved, Source, knob
 from styleops.errors import InvalidInputError
 from styleops.inference.arbitrary import SwapStylizer
 from styleops.io.images import resize_max_side, to_float
@@ -44,7 +45,7 @@ class SwapOptions(Options):
     )
 
 
-class Swap(Method):
+class Swap(DecoderMethod):
     name = "swap"
     rank = 30
     family = context.INVERSE
@@ -71,46 +72,29 @@ class Swap(Method):
             Source(family=self.family, name=model, version=v, bank=bank_v, style=style),
         )
 
-    def build(
-        self,
-        source: Source,
-        params: Params,
-        device: torch.device,
-        settings: Settings,
-        batch_size: int | None = None,
-        on_iteration: OnIteration | None = None,
-    ) -> Built:
-        decoder, card = context.load_model(context.registry(), source.family, source.name, source.version)
-        enc = context.encoder_for(decoder.arch, (decoder.from_layer,), device, settings)
+    def stylizer(self, source: Source, params: Params, parts: Decoding) -> tuple[nn.Module, str]:
         bank, bank_card = banks.load_bank(source.style, source.bank)
-        lineage: dict[str, Any] = {
-            "decoder": source.model_ref,
-            "decoder_sha256": card["weights_sha256"],
-            "bank": {
-                "version": source.bank,
-                "sha256": bank_card["weights_sha256"],
-                "artworks": bank_card["artworks"],
-                "patches": len(bank),
-            },
+        parts.lineage["bank"] = {
+            "version": source.bank,
+            "sha256": bank_card["weights_sha256"],
+            "artworks": bank_card["artworks"],
+            "patches": len(bank),
         }
         opts: SwapOptions = self.options_of(params)
-        palette = bank_palette(bank_card["artworks"], settings) if base.wants_palette(opts.palette, params) else None
-        scale = base.paint_scale(decoder, opts.scale, lineage)
+        palette = (
+            bank_palette(bank_card["artworks"], parts.settings) if base.wants_palette(opts.palette, params) else None
+        )
+        scale = base.paint_scale(parts.decoder, opts.scale, parts.lineage)
         model = SwapStylizer(
-            enc.to(device),
-            decoder.to(device),
-            _bank_on(bank, device),
+            parts.encoder.to(parts.device),
+            parts.decoder.to(parts.device),
+            _bank_on(bank, parts.device),
             palette=palette,
             scale=scale,
             normalise=opts.normalise,
             swap_weight=opts.swap_weight,
         )
-        return Built(
-            base.engine(model, params, device, settings, batch_size),
-            card["weights_sha256"],
-            bank_card["artworks"][0]["key"],
-            lineage,
-        )
+        return model, bank_card["artworks"][0]["key"]
 
 
 def bank_palette(artworks: list[dict[str, Any]], settings: Settings) -> Palette:

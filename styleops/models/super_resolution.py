@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from styleops.errors import InvalidInputError
-from styleops.models.transformer import ConvNormAct
+from styleops.models.transformer import ConvNormAct, ResidualBlock
 
 SCALES = (2, 4, 8)
 MIN_SIDE = 5  # the 9x9 input conv reflection-pads 4 px, which needs at least 5 px
@@ -43,17 +43,11 @@ def bicubic(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
 
 
-class PlainResidualBlock(nn.Module):
+class PlainResidualBlock(ResidualBlock):
     """x + conv3x3(relu(conv3x3(x))), reflection padded, no normalization; [N, C, h, w] -> same."""
 
     def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            ConvNormAct(channels, channels, 3, norm=None), ConvNormAct(channels, channels, 3, norm=None, act=False)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.body(x)
+        super().__init__(channels, norm=None)
 
 
 class ResizeConv(nn.Module):

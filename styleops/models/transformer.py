@@ -68,9 +68,9 @@ class ConvNormAct(nn.Sequential):
 
 
 class ResidualBlock(nn.Module):
-    """x + (conv-norm-relu-conv-norm)(x), channel count unchanged."""
+    """x + (conv-norm-relu-conv-norm)(x), channel count unchanged (norm None: no normalization)."""
 
-    def __init__(self, channels: int, norm: NormFactory = instance_norm) -> None:
+    def __init__(self, channels: int, norm: NormFactory | None = instance_norm) -> None:
         super().__init__()
         self.body = nn.Sequential(
             ConvNormAct(channels, channels, 3, norm=norm), ConvNormAct(channels, channels, 3, norm=norm, act=False)

@@ -20,6 +20,7 @@ import pytest
 from infra.local_store import StoreInfo
 from infra.settings import Settings, get_settings
 from infra.store import ObjectStore
+from tests.conftest import set_env, store_env
 from tests.faults.proxy import FaultProxy
 
 
@@ -42,15 +43,7 @@ def fault_store(embedded_store: StoreInfo, tmp_path_factory: pytest.TempPathFact
 def fault_settings(
     fault_store: ObjectStore, embedded_store: StoreInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Settings]:
-    for name, value in {
-        "STYLEOPS_BUCKET": fault_store.bucket,
-        "AWS_ENDPOINT_URL": embedded_store.endpoint_url,
-        "AWS_ACCESS_KEY_ID": embedded_store.access_key,
-        "AWS_SECRET_ACCESS_KEY": embedded_store.secret_key,
-        "STYLEOPS_HOME": str(tmp_path / "home"),
-    }.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
+    set_env(monkeypatch, store_env(embedded_store, fault_store.bucket, tmp_path / "home"))
     try:
         settings = get_settings()
         assert settings.bucket == fault_store.bucket and settings.endpoint_url == embedded_store.endpoint_url

@@ -53,6 +53,7 @@ from styleops.io.serialize import from_safetensors, to_safetensors
 from styleops.io.weights import load_weights_file
 from styleops.models.transformer import TransformerNet
 from styleops.training.engine import TrainConfig
+from tests.conftest import set_env, store_env
 from tests.flows.conftest import EXAMPLES, vgg_weights_file  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -230,17 +231,14 @@ def stylize_run(
 
     home = tmp_path_factory.mktemp("sec-home")
     mp = pytest.MonkeyPatch()
-    for name, value in {
-        "STYLEOPS_BUCKET": fault_store.bucket,
-        "AWS_ENDPOINT_URL": embedded_store.endpoint_url,
-        "AWS_ACCESS_KEY_ID": embedded_store.access_key,
-        "AWS_SECRET_ACCESS_KEY": embedded_store.secret_key,
-        "STYLEOPS_HOME": str(home),
-        "STYLEOPS_VGG_WEIGHTS": str(vgg_weights_file),
-        "STYLEOPS_DEVICE": "cpu",
-    }.items():
-        mp.setenv(name, value)
-    get_settings.cache_clear()
+    set_env(
+        mp,
+        {
+            **store_env(embedded_store, fault_store.bucket, home),
+            "STYLEOPS_VGG_WEIGHTS": str(vgg_weights_file),
+            "STYLEOPS_DEVICE": "cpu",
+        },
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     records: list[logging.LogRecord] = []

@@ -39,6 +39,7 @@ from styleops.io.weights import load_encoder
 from styleops.models.vgg import VGGEncoder
 from styleops.training.engine import CHECKPOINT_FILE, TrainConfig, TrainingDivergedError, train_style
 from tasks.training import train_per_style_task
+from tests.conftest import one_torch_thread
 from tests.flows.conftest import CATALOG_PREFIX, EXAMPLES, PipelineEnv, pipeline_env, vgg_weights_file  # noqa: F401
 from tests.training_configs import SHALLOW_STYLE, small_train
 
@@ -50,10 +51,8 @@ STYLE, ARTWORK = "kandinsky", "artwork/kandinsky/kandinsky.jpg"
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
     """Bit-exact comparisons across processes need the same reductions: one intra-op thread everywhere."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from infra.settings import Settings, get_settings
 from infra.store import ObjectStore
 from styleops.io.magenta_weights import install_magenta_weights
 from styleops.io.weights import install_hed_weights
+from tests.conftest import set_env, store_env
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CATALOG = "demo"
@@ -79,22 +80,19 @@ def pipeline_env(
 
     bucket = "t-" + uuid.uuid4().hex[:12]
     home = tmp_path / "home"
-    for name, value in {
-        "STYLEOPS_BUCKET": bucket,
-        "AWS_ENDPOINT_URL": embedded_store.endpoint_url,
-        "AWS_ACCESS_KEY_ID": embedded_store.access_key,
-        "AWS_SECRET_ACCESS_KEY": embedded_store.secret_key,
-        "STYLEOPS_HOME": str(home),
-        "STYLEOPS_VGG_WEIGHTS": str(vgg_weights_file),
-        "STYLEOPS_DEVICE": "cpu",
-        # the suite's inverse networks invert the VGG16 loss network's relu3_1 (small, fast); the
-        # default banks (AdaIN's VGG19 at relu4_1) are built in tests/integration/test_adain_vgg19.py
-        "STYLEOPS_BANK_ENCODER": "vgg16",
-        "STYLEOPS_BANK_LAYER": "relu3_1",
-        "STYLEOPS_BANK_STYLE_SIZE": "256",
-    }.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
+    set_env(
+        monkeypatch,
+        {
+            **store_env(embedded_store, bucket, home),
+            "STYLEOPS_VGG_WEIGHTS": str(vgg_weights_file),
+            "STYLEOPS_DEVICE": "cpu",
+            # the suite's inverse networks invert the VGG16 loss network's relu3_1 (small, fast); the
+            # default banks (AdaIN's VGG19 at relu4_1) are built in tests/integration/test_adain_vgg19.py
+            "STYLEOPS_BANK_ENCODER": "vgg16",
+            "STYLEOPS_BANK_LAYER": "relu3_1",
+            "STYLEOPS_BANK_STYLE_SIZE": "256",
+        },
+    )
     # Tiny models: one intra-op thread is as fast, and with 2 cores shared with other work
     # (Prefect's server, a busy machine) two OpenMP threads can be ~100x slower on small tensors.
     threads = torch.get_num_threads()

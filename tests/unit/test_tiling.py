@@ -15,6 +15,7 @@ from styleops.inference.tiling import global_norm_stats, instance_norms, plan_sp
 from styleops.io.images import read_image, to_float
 from styleops.models.multistyle import ConditionalInstanceNorm2d, MultiStyleTransformerNet
 from styleops.models.transformer import TransformerNet
+from tests.conftest import one_torch_thread
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SIZE = (226, 298)  # not multiples of 4: the net's own bottom/right padding is exercised too
@@ -46,10 +47,8 @@ def _seeded(make: Callable[[], M], seed: int = 0) -> M:
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
