@@ -26,11 +26,11 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_catalog import photos  # noqa: E402
+from bench_command_cost import timed as cli  # noqa: E402  (a styleops command's wall time)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "styleops")
@@ -46,14 +46,6 @@ for k, p in enumerate(sorted(Path(sys.argv[1]).iterdir())):
     st.stylize(str(p), style=k % 26).save(out / (p.stem + ".jpg"), "JPEG", quality=90)
 print(time.perf_counter() - start)
 """
-
-
-def cli(args: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    r = subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=3600)
-    if r.returncode:
-        raise SystemExit(f"styleops {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return time.perf_counter() - started
 
 
 def main() -> None:
