@@ -16,6 +16,7 @@ tiles halved down to `min_tile`; only then does that image get a `DeviceOutOfMem
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections import defaultdict
@@ -226,6 +227,9 @@ class InferenceEngine:
         """One image [3, h, w] in tiles of `tile` px, halved after each out-of-memory down to min_tile."""
         m = self.bucket_multiple
         overlap = _tile_overlap(self.eager_model, m)
+        # Tiling patches the norm layers for the image's statistics: on a private copy, since the
+        # shards of a run share one cached model across threads (and the other shard may be mid-batch).
+        model = copy.deepcopy(self.eager_model)
         h, w = x.shape[-2:]
         padded = _pad_to(x.to(self.device), (-(-h // m) * m, -(-w // m) * m))[None]
         self.tiled_images += 1
@@ -233,7 +237,7 @@ class InferenceEngine:
             tile = max(_round_down(tile, m), self.min_tile, 2 * overlap + m)
             try:
                 with autocast(self.device, self.dtype):
-                    y = stylize_tiled(self.eager_model, padded, tile=tile, overlap=overlap, multiple=m)
+                    y = stylize_tiled(model, padded, tile=tile, overlap=overlap, multiple=m)
                 return y[0, :, :h, :w].float().clamp_(0, 1)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
                 if not is_out_of_memory(exc):

@@ -75,3 +75,41 @@ def test_a_multi_style_network_copies_and_pickles_with_its_shared_condition() ->
         assert all(n.condition is twin.condition for n in twin.norms())
         with torch.inference_mode():
             assert torch.equal(twin(x, 1), net(x, 1))
+
+
+def test_an_image_tiled_in_one_thread_leaves_the_shared_networks_batches_alone_in_another() -> None:
+    """Tiling patches the norm layers for the whole image's statistics; the shard beside it runs
+    plain batches through the same cached network at the same time."""
+    from styleops.inference.engine import InferenceEngine
+    from styleops.models.transformer import TransformerNet
+
+    torch.manual_seed(0)
+    net = TransformerNet(channels=8, n_residual=1).eval()
+    big, small = torch.rand(3, 96, 160), torch.rand(3, 48, 48)
+    tiling = InferenceEngine(net, device="cpu", tile_size=64, min_tile=32)  # 96x160: tiled
+    plain = InferenceEngine(net, device="cpu", tile_size=None)
+    want_big, want_small = tiling.stylize_prepared([big])[0], plain.stylize_prepared([small])[0]
+    assert tiling.tiled_images == 1
+    results: dict[str, list[Tensor]] = {"big": [], "small": []}
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def work(name: str, engine: InferenceEngine, x: Tensor, rounds: int) -> None:
+        start.wait()
+        try:
+            for _ in range(rounds):
+                results[name].append(engine.stylize_prepared([x])[0])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=work, args=("big", tiling, big, 6)),
+        threading.Thread(target=work, args=("small", plain, small, 60)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert all(torch.equal(y, want_big) for y in results["big"])
+    assert all(torch.equal(y, want_small) for y in results["small"])
