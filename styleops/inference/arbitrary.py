@@ -64,6 +64,8 @@ class SwapStylizer(nn.Module):
     1 with normalise off is Chen & Schmidt's style swap.
     """
 
+    onnx_export = False  # its paint scale resizes by the input's size; torch runs it (onnx_backend)
+
     def __init__(
         self,
         encoder: VGGEncoder,
@@ -119,6 +121,8 @@ class AdaINStylizer(nn.Module):
     palette: end with `PaletteMatch` to the artworks' blended RGB palette (measured at the size
     the artworks are given), itself blended with the photo's by alpha.
     """
+
+    onnx_export = False  # adaptive pooling to the input's size has no ONNX export; torch runs it
 
     def __init__(
         self,

@@ -149,7 +149,13 @@ class OnnxRuntimeModule(nn.Module):
 
     @classmethod
     def from_module(cls, module: nn.Module, multiple: int = 16) -> OnnxRuntimeModule | None:
-        """`module` exported and checked (`export` on `check_inputs`), or None where it does not."""
+        """`module` exported and checked (`export` on `check_inputs`), or None where it does not,
+        or where it or a part of it says it cannot (`onnx_export = False`: known not to export, so
+        not tried; a failed export would print the exporter's whole graph on stderr)."""
+        opted_out = [type(m).__name__ for m in module.modules() if getattr(m, "onnx_export", True) is False]
+        if opted_out:
+            _log.info("%s does not export to ONNX (%s); torch runs it", _name(module), opted_out[0])
+            return None
         graph = cached_export(module.eval(), check_inputs(multiple), key=(str(multiple),))
         return cls(module, graph) if graph is not None else None
 

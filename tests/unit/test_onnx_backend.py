@@ -109,3 +109,26 @@ def test_the_encoder_on_onnxruntime_returns_torchs_layers_for_every_subset(
             torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-4)
     assert ort.layers == encoder.layers
     assert next(ort.parameters()).device == CPU  # what StyleMetrics reads its device from
+
+
+class _NoExport(nn.Module):
+    onnx_export = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * 0.5
+
+
+def test_a_net_that_says_it_cannot_export_is_not_tried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Swap's and AdaIN's stylizers say so (`onnx_export = False`): torch's exporter would print its
+    whole graph on stderr for each shard before failing. Checked on a part of the net, too."""
+
+    def no_export(*args: object, **kwargs: object) -> bytes:
+        raise AssertionError("export was tried")
+
+    monkeypatch.setattr(onnx_backend, "export", no_export)
+    wrapped = nn.Sequential(nn.Identity(), _NoExport())
+    for net in (_NoExport(), wrapped):
+        engine = InferenceEngine(net, device="cpu", backend="onnxruntime")
+        assert engine.backend == "torch"
+        x = torch.rand(3, 16, 16)
+        assert torch.equal(engine.stylize_prepared([x])[0], x * 0.5)
