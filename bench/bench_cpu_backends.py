@@ -15,13 +15,14 @@ Prints markdown rows for docs/benchmarks.md with the machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from styleops.inference.onnx_backend import OnnxRuntimeEncoder, OnnxRuntimeModule
 from styleops.io.magenta_weights import load_magenta
@@ -37,6 +38,18 @@ def best(fn: Callable[[], object], n: int = 5) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return min(times)
+
+
+@contextlib.contextmanager
+def channels_last(*modules: nn.Module) -> Iterator[None]:
+    """The modules' weights in channels-last memory format within the block (`.to` is in place)."""
+    for m in modules:
+        m.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.to(memory_format=torch.contiguous_format)
 
 
 def main() -> None:
@@ -56,26 +69,19 @@ def main() -> None:
         assert ort_net is not None
         with torch.inference_mode():
             want = net(photo)
-            net_cl = net.to(memory_format=torch.channels_last)
-            photo_cl = photo.contiguous(memory_format=torch.channels_last)
 
             def metrics(enc: Callable[..., dict[str, Tensor]]) -> Callable[[], object]:
                 return lambda: (enc(pair[0], layers=("relu2_2",)), enc(pair[1]))
 
-            model = {
-                "torch eager": best(lambda: net(photo)),
-                "torch channels-last": best(lambda: net_cl(photo_cl)),
-                "onnxruntime": best(lambda: ort_net(photo)),
-            }
-            net.to(memory_format=torch.contiguous_format)
+            model = {"torch eager": best(lambda: net(photo))}
+            meas = {"torch eager": best(metrics(vgg))}
+            with channels_last(net, vgg):
+                photo_cl = photo.contiguous(memory_format=torch.channels_last)
+                model["torch channels-last"] = best(lambda: net(photo_cl))
+                meas["torch channels-last"] = best(metrics(vgg))
+            model["onnxruntime"] = best(lambda: ort_net(photo))
+            meas["onnxruntime"] = best(metrics(ort_vgg))
             err = float((ort_net(photo) - want).abs().max())
-            vgg_cl = vgg.to(memory_format=torch.channels_last)
-            meas = {
-                "torch eager": best(metrics(vgg.to(memory_format=torch.contiguous_format))),
-                "torch channels-last": best(metrics(vgg_cl.to(memory_format=torch.channels_last))),
-                "onnxruntime": best(metrics(ort_vgg)),
-            }
-            vgg.to(memory_format=torch.contiguous_format)
         for name in model:
             rows.append((threads, name, model[name], meas[name]))
         rows.append((threads, "torch eager / onnxruntime", model["torch eager"] / model["onnxruntime"],

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         default="auto",
         description=(
             "What runs the feed-forward nets and the metrics' VGG on a CPU. 'auto': onnxruntime when it is "
-            "installed (1.3-1.6x torch's eager kernels; docs/benchmarks.md), else torch; GPUs always run torch."
+            "installed (1.1-1.5x torch's eager kernels; docs/benchmarks.md), else torch; GPUs always run torch."
         ),
     )
     compile_min_images: int = Field(

@@ -38,7 +38,7 @@ from runs.spec import StylizeParams
 from styleops.device import resolve_device
 from styleops.errors import ImageError, ImageTooLargeError, InvalidInputError
 from styleops.evaluation.metrics import StyleMetrics
-from styleops.inference.onnx_backend import OnnxRuntimeEncoder, chosen_backend
+from styleops.inference.onnx_backend import OnnxRuntimeEncoder
 from styleops.inference.stream import Job, Measure, StreamStylizer
 from styleops.inference.upscale import Upscaled, UpscaleEngine
 from styleops.io.images import content_type, sha256_hex, to_float
@@ -151,7 +151,7 @@ def stylize_shard(
         except ObjectNotFoundError:
             raise missing_metrics_artwork(built.metrics_artwork_key) from None
         encoder = context.encoder(built.metrics_weights.layers, device, settings)
-        if chosen_backend(settings.backend, device) == "onnxruntime":
+        if backend == "onnxruntime":  # the metrics run where the net ran: the lineage names both
             encoder = OnnxRuntimeEncoder(encoder)
         meter = StyleMetrics(
             encoder,

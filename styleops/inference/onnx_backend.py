@@ -139,8 +139,8 @@ def check_inputs(multiple: int = 16, side: int = 256) -> list[Tensor]:
 class OnnxRuntimeModule(nn.Module):
     """A feed-forward net run by onnxruntime: forward(x [N, 3, H, W] float32 CPU) -> [N, 3, H', W'].
 
-    Build it with `from_module`; it keeps the torch module (`torch_module`) for what the graph
-    cannot do (tiling with whole-image statistics)."""
+    Build it with `from_module`. The torch module it was exported from stays a submodule
+    (`torch_module`), so the wrapper's parameters and device are that module's."""
 
     def __init__(self, torch_module: nn.Module, graph: bytes) -> None:
         super().__init__()
@@ -196,11 +196,10 @@ class OnnxRuntimeEncoder(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.layers, self.features = encoder.layers, encoder.features
-        self._index = {i: n for i, n in encoder._index.items()}
         self._sessions: dict[tuple[str, ...], Any] = {}
 
     def forward(self, images: Tensor, layers: Iterable[str] | None = None) -> dict[str, Tensor]:
-        names = tuple(subset(self._index, layers).values())
+        names = tuple(subset(self.encoder._index, layers).values())
         if names not in self._sessions:
             graph = cached_export(
                 _Layers(self.encoder, names), check_inputs(16, 64), len(names), key=names, owner=self.encoder
