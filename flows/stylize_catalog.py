@@ -126,6 +126,7 @@ def shard_jobs(run_id: str, spec: RunSpec, resolved: Resolved, plan: dict[str, A
             params=spec.params,
             batch_size=spec.batch_size,
             metrics=spec.metrics,
+            metrics_sample=spec.metrics_sample,
             source=resolved.source,
             overwrite=overwrite[i] if overwrite else {},
             run_images=total,

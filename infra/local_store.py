@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from infra.settings import Settings, get_settings
+from infra.store import boto_client
 
 HOST = "127.0.0.1"
 SERVICES = ("s3", "master", "volume", "filer", "admin")
@@ -357,13 +357,13 @@ def _port_free(port: int) -> bool:
 def _probe_client(info: StoreInfo) -> Any:
     """A fail-fast client for readiness polling."""
     config = Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "max_attempts": 1})
-    return boto3.session.Session().client(
+    return boto_client(
         "s3",
+        config,
         endpoint_url=info.endpoint_url,
         aws_access_key_id=info.access_key,
         aws_secret_access_key=info.secret_key,
         region_name="us-east-1",
-        config=config,
     )
 
 

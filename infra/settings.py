@@ -185,6 +185,11 @@ class Settings(BaseSettings):
     def cache_dir(self) -> Path:
         return Path(self.home).expanduser() / "cache"
 
+    @property
+    def onnx_cache_dir(self) -> Path:
+        """Where the CPU backend keeps its exported graphs (`styleops.inference.onnx_backend`)."""
+        return self.cache_dir / "onnx"
+
     def s3_connection(self) -> dict[str, Any]:
         """Endpoint and credentials: the configured ones, else the embedded store's.
 

@@ -37,7 +37,7 @@ from runs.plan import Item
 from runs.spec import StylizeParams
 from styleops.device import resolve_device
 from styleops.errors import ImageError, ImageTooLargeError, InvalidInputError
-from styleops.evaluation.metrics import StyleMetrics
+from styleops.evaluation.metrics import StyleMetrics, in_sample
 from styleops.inference.onnx_backend import OnnxRuntimeEncoder
 from styleops.inference.stream import Job, Measure, StreamStylizer
 from styleops.inference.upscale import Upscaled, UpscaleEngine
@@ -96,6 +96,7 @@ class ShardJob:
     params: StylizeParams
     batch_size: int | None = None
     metrics: bool = True
+    metrics_sample: float = 1.0  # the share of images measured, picked by key (`in_sample`)
     source: Source | None = None  # None: the per-style or multi-style model named by style and model_version
     overwrite: dict[str, str] = field(default_factory=dict)  # a repair: {output_key: etag} it may overwrite (If-Match)
     run_images: int = 0  # images the whole run has to do (0: this shard's own), for settings.compile = 'auto'
@@ -152,7 +153,7 @@ def stylize_shard(
             raise missing_metrics_artwork(built.metrics_artwork_key) from None
         encoder = context.encoder(built.metrics_weights.layers, device, settings)
         if backend == "onnxruntime":  # the metrics run where the net ran: the lineage names both
-            encoder = OnnxRuntimeEncoder(encoder)
+            encoder = OnnxRuntimeEncoder(encoder, settings.onnx_cache_dir)
         meter = StyleMetrics(
             encoder,
             to_float(art),
@@ -160,6 +161,8 @@ def stylize_shard(
             style_size=built.metrics_style_size,
         )
         measure = meter.measure if p.upscale is None else _at_input_size(meter)
+        if job.metrics_sample < 1.0:  # recorded where it is not 1: rows of full runs stay as they were
+            lineage = {**lineage, "metrics_sample": job.metrics_sample}
     base = {
         "run_id": job.run_id,
         "flow_run_id": flow_run_id,
@@ -184,6 +187,7 @@ def stylize_shard(
         fmt=p.format,
         quality=p.quality,
         measure=measure,
+        measured=(lambda f: in_sample(f.key, job.metrics_sample)) if job.metrics_sample < 1.0 else None,
         limits=limits,
         expected_errors=(StoreError, InvalidInputError),
         threads=settings.io_threads,

@@ -117,6 +117,7 @@ class RunSpec:
     shard_size: int = 64
     batch_size: int | None = None
     metrics: bool = True
+    metrics_sample: float = 1.0  # the share of images measured (a fixed subset: `in_sample`)
     retry_failed: bool = False
     repair: bool = False
     dask_address: str | None = None
@@ -186,5 +187,7 @@ class RunSpec:
             )
         if self.shard_size < 1:
             raise InvalidInputError(f"shard_size must be >= 1, got {self.shard_size}")
+        if not 0.0 < self.metrics_sample <= 1.0:
+            raise InvalidInputError(f"metrics_sample must be in (0, 1], got {self.metrics_sample}")
         self.prefix  # noqa: B018 - ValueError for a catalog that is not a set name
         return self

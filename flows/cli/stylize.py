@@ -88,6 +88,14 @@ def stylize(
         None, help="Images per device batch (default: 8 on CUDA, 1 on CPU, where batching is slower)"
     ),
     metrics: bool = typer.Option(True, help="Measure content/style loss per image."),
+    metrics_sample: float = typer.Option(
+        1.0,
+        help=(
+            "With --metrics: the share of images measured, 0-1. A fixed subset, picked by a hash of "
+            "each image's key, so the same images are measured every run; the others' losses are empty. "
+            "Measuring costs about 0.17 s per image on a 2-core CPU, as much as the stylization."
+        ),
+    ),
     retry_failed: bool = typer.Option(
         False, help="Also retry images that failed for good before (undecodable, too large)."
     ),
@@ -142,6 +150,7 @@ def stylize(
         shard_size=shard_size,
         batch_size=batch_size,
         metrics=metrics,
+        metrics_sample=metrics_sample,
         retry_failed=retry_failed,
         repair=repair,
         dask_address=dask_address,

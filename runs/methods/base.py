@@ -276,6 +276,7 @@ def engine(
         max_side=params.max_side,
         compile=settings.compile is True and device.type == "cuda",  # runs.shard.should_compile decided "auto"
         backend=chosen_backend(settings.backend, device),
+        onnx_cache=settings.onnx_cache_dir,
         tile_size=settings.tile_size,
     )
 

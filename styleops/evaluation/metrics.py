@@ -10,6 +10,8 @@ measured too: a copy whose shorter side is below what the loss network can pool 
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -41,6 +43,15 @@ def pad_to_min_side(x: Tensor, side: int) -> Tensor:
         return x
     mode = "reflect" if ph < h and pw < w else "replicate"
     return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def in_sample(name: str, rate: float) -> bool:
+    """Whether the image called `name` (its key) is in the measured share `rate` (0, 1] of a
+    catalog: the first 8 bytes of sha256(name), as a fraction of 2**64, are below `rate`. The
+    same names are picked in every run, by any worker; rate 1 picks every name."""
+    if rate >= 1.0:
+        return True
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") < rate * 2**64
 
 
 class StyleMetrics:

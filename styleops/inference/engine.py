@@ -21,6 +21,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +99,7 @@ class InferenceEngine:
         compile: bool = False,
         compile_backend: str = "inductor",
         backend: str = "torch",
+        onnx_cache: Path | None = None,
         bucket_multiple: int = 16,
         tile_size: int | None = 2048,
         min_tile: int = 256,
@@ -111,7 +113,8 @@ class InferenceEngine:
         reuses them.
         backend: 'torch', or 'onnxruntime' on a CPU (`styleops.inference.onnx_backend`: the model
         exported and checked once; where it does not export or match, torch runs it, and
-        `self.backend` says which did; it replaces `compile`).
+        `self.backend` says which did; it replaces `compile`); onnx_cache: a folder where the
+        export is kept for later processes (`onnx_backend.cached_export`).
         tile_size: images with a longer side over this many px run tiled (None: never, unless out
         of memory); min_tile: the smallest tile tried after out-of-memory errors."""
         self.device = resolve_device(device)
@@ -123,7 +126,7 @@ class InferenceEngine:
         self.model = self.eager_model = model.eval().to(self.device, memory_format=self.memory_format)
         self.backend = "torch"
         if backend == "onnxruntime" and self.device.type == "cpu":
-            exported = OnnxRuntimeModule.from_module(self.eager_model, bucket_multiple)
+            exported = OnnxRuntimeModule.from_module(self.eager_model, bucket_multiple, onnx_cache)
             if exported is not None:
                 self.model, self.backend, compile = exported, "onnxruntime", False
         self.compiled = compile

@@ -9,19 +9,27 @@ slower than eager; an ONNX graph with dynamic height and width serves every size
 A module is exported once (TorchScript exporter, opset 17, batch, height and width dynamic) and
 checked against torch on two sizes; a graph that differs (a shape baked in by the trace) or a
 module that does not export leaves `export` returning None, and the caller keeps torch.
-onnxruntime is imported here only, when a backend is asked for.
+With a `cache_dir`, the outcome is kept on disk under a digest of everything the graph depends on
+(the module's weights and buffers, the styleops source, torch's and onnxruntime's versions, the
+check sizes), so later commands skip the export (about 1.4 s a command, most of it importing
+torch.onnx). onnxruntime is imported here only, when a backend is asked for.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import io
 import logging
 import os
 import threading
+import uuid
 import warnings
 import weakref
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,6 +42,9 @@ from styleops.models.vgg import VGGEncoder, subset
 _log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnxruntime")
+OPSET = 17
+MAX_CACHED_GRAPHS = 32
+"""Graphs (and torch markers) a cache folder keeps; the least recently used go first."""
 TOLERANCE = 1e-3
 """Largest |onnxruntime - torch| an exported graph may show on its check inputs (outputs in [0, 1]
 or VGG features; measured: 1.2e-6 and 2e-7 relative)."""
@@ -82,22 +93,114 @@ def cached_export(
     n_outputs: int = 1,
     key: tuple[str, ...] = (),
     owner: nn.Module | None = None,
+    cache_dir: Path | None = None,
 ) -> bytes | None:
     """`export`, once per (owner, key) while `owner` (default `module`) lives: the shards of a run
-    share the cached model, and export it once. One export at a time."""
+    share the cached model, and export it once. One export at a time. With `cache_dir`, also
+    once per `graph_digest` on disk: `<digest>.onnx` (the graph, checked again against torch on
+    `samples` when read, and exported anew if it does not match) or `<digest>.torch` (it did not
+    export or match; torch runs it), written atomically."""
     with _export_lock:
         per_owner = _graphs.setdefault(owner if owner is not None else module, {})
         if key not in per_owner:
-            per_owner[key] = export(module, samples, n_outputs)
+            per_owner[key] = _disk_export(module, samples, n_outputs, key, cache_dir)
         return per_owner[key]
+
+
+def _disk_export(
+    module: nn.Module, samples: Sequence[Tensor], n_outputs: int, key: tuple[str, ...], cache_dir: Path | None
+) -> bytes | None:
+    if cache_dir is None:
+        return export(module, samples, n_outputs)
+    digest = graph_digest(module, samples, n_outputs, key)
+    graph_file, torch_file = cache_dir / f"{digest}.onnx", cache_dir / f"{digest}.torch"
+    if graph_file.is_file():
+        graph = graph_file.read_bytes()
+        if matches(module, graph, samples):  # cheap (no export), and what makes a stale file harmless
+            _touch(graph_file)
+            return graph
+    elif torch_file.is_file():
+        _log.info("%s: torch runs it (did not export before: %s)", _name(module), torch_file.name)
+        return None
+    graph = export(module, samples, n_outputs)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        out = graph_file if graph is not None else torch_file
+        tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}")
+        tmp.write_bytes(graph or b"")
+        os.replace(tmp, out)
+        _prune(cache_dir, MAX_CACHED_GRAPHS)
+    except OSError as exc:  # a read-only or full cache: this process still has the graph
+        _log.info("could not keep the ONNX export in %s: %s", cache_dir, exc)
+    return graph
+
+
+def _touch(path: Path) -> None:
+    """Mark a cached graph used (its mtime), for `_prune`."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def _prune(cache_dir: Path, keep: int) -> None:
+    """Delete all but the `keep` most recently used cache files (other processes may race: a file
+    already gone is fine)."""
+    files = sorted(
+        (f for f in cache_dir.iterdir() if f.suffix in (".onnx", ".torch") and not f.name.startswith(".")),
+        key=_mtime,
+        reverse=True,
+    )
+    for f in files[keep:]:
+        f.unlink(missing_ok=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # gone meanwhile (another process pruned it)
+        return 0.0
+
+
+def graph_digest(module: nn.Module, samples: Sequence[Tensor], n_outputs: int, key: tuple[str, ...]) -> str:
+    """sha256 hex of what `export(module, samples, n_outputs)` depends on: every submodule's class
+    and plain attributes (numbers, strings, tensors: e.g. a blend's alpha), all parameters and
+    buffers (names, dtypes, shapes, bytes), every styleops source file (a forward may call any
+    helper), torch's and onnxruntime's versions, the opset, the check sizes and `key`."""
+    import onnxruntime as ort
+
+    h = hashlib.sha256()
+    head = (torch.__version__, ort.__version__, OPSET, key, n_outputs, [tuple(x.shape) for x in samples])
+    h.update(f"{head!r}\0{_source_digest()}\0".encode())
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    for name, m in module.named_modules():
+        h.update(f"{name}\0{type(m).__module__}.{type(m).__qualname__}\0".encode())
+        for attr, value in sorted(vars(m).items()):
+            if isinstance(value, Tensor):
+                tensors.append((f"{name}.{attr}", value))
+            elif value is None or isinstance(value, (bool, int, float, str, tuple)):
+                h.update(f"{attr}={value!r}\0".encode())
+    for name, t in tensors:
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def _source_digest() -> str:
+    """sha256 hex of every .py file of the styleops package (paths and bytes)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f"{f.relative_to(root)}\0".encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def export(module: nn.Module, samples: Sequence[Tensor], n_outputs: int = 1) -> bytes | None:
     """`module` (one image batch [N, 3, H, W] in, `n_outputs` tensors out) as an ONNX graph with
     N, H and W dynamic, exported on samples[0] and checked on every sample (other sizes) against
-    torch within TOLERANCE; None (a note in the log: torch runs it, the rows' lineage says so) when
-    it does not export (adaptive pooling, eigh) or does not match (Pix2Pix's U-Net: instance norm
-    on its 1x1 bottleneck; a trace that baked a size in)."""
+    torch within TOLERANCE (`matches`); None (a note in the log: torch runs it, the rows' lineage
+    says so) when it does not export (adaptive pooling, eigh) or does not match (Pix2Pix's U-Net:
+    instance norm on its 1x1 bottleneck; a trace that baked a size in)."""
     outputs = [f"y{i}" for i in range(n_outputs)]
     axes = {"x": {0: "n", 2: "h", 3: "w"}} | {o: {0: "n", 2: f"{o}_h", 3: f"{o}_w"} for o in outputs}
     buf = io.BytesIO()
@@ -106,9 +209,19 @@ def export(module: nn.Module, samples: Sequence[Tensor], n_outputs: int = 1) -> 
             warnings.simplefilter("ignore")  # the tracer's notes on shapes: the check below is what counts
             torch.onnx.export(
                 _OneInput(module), (samples[0],), buf, input_names=["x"], output_names=outputs, dynamic_axes=axes,
-                opset_version=17, dynamo=False,
+                opset_version=OPSET, dynamo=False,
             )  # fmt: skip
-        graph = buf.getvalue()
+    except Exception as exc:  # noqa: BLE001 - any export failure: torch runs it
+        _log.info("%s does not export to ONNX (%s); torch runs it", _name(module), str(exc).splitlines()[0][:200])
+        return None
+    graph = buf.getvalue()
+    return graph if matches(module, graph, samples) else None
+
+
+def matches(module: nn.Module, graph: bytes, samples: Sequence[Tensor]) -> bool:
+    """Whether onnxruntime running `graph` gives `module`'s outputs within TOLERANCE on every
+    sample (a note in the log where not, or where the graph does not load or run)."""
+    try:
         check = session(graph)
         for x in samples:
             with torch.no_grad():
@@ -119,11 +232,12 @@ def export(module: nn.Module, samples: Sequence[Tensor], n_outputs: int = 1) -> 
             if worst > TOLERANCE:
                 _log.info("%s: onnxruntime differs from torch by %.2g at %s; torch runs it", _name(module), worst,
                           list(x.shape))  # fmt: skip
-                return None
-    except Exception as exc:  # noqa: BLE001 - any export failure: torch runs it
-        _log.info("%s does not export to ONNX (%s); torch runs it", _name(module), str(exc).splitlines()[0][:200])
-        return None
-    return graph
+                return False
+    except Exception as exc:  # noqa: BLE001 - a graph onnxruntime cannot load or run: torch runs it
+        reason = str(exc).splitlines()[0][:200]
+        _log.info("%s: onnxruntime cannot run its graph (%s); torch runs it", _name(module), reason)
+        return False
+    return True
 
 
 def check_inputs(multiple: int = 16, side: int = 256) -> list[Tensor]:
@@ -148,15 +262,18 @@ class OnnxRuntimeModule(nn.Module):
         self._session = session(graph)
 
     @classmethod
-    def from_module(cls, module: nn.Module, multiple: int = 16) -> OnnxRuntimeModule | None:
-        """`module` exported and checked (`export` on `check_inputs`), or None where it does not,
-        or where it or a part of it says it cannot (`onnx_export = False`: known not to export, so
-        not tried; a failed export would print the exporter's whole graph on stderr)."""
+    def from_module(
+        cls, module: nn.Module, multiple: int = 16, cache_dir: Path | None = None
+    ) -> OnnxRuntimeModule | None:
+        """`module` exported and checked (`export` on `check_inputs`; kept in `cache_dir` when
+        given, see `cached_export`), or None where it does not, or where it or a part of it says
+        it cannot (`onnx_export = False`: known not to export, so not tried; a failed export would
+        print the exporter's whole graph on stderr)."""
         opted_out = [type(m).__name__ for m in module.modules() if getattr(m, "onnx_export", True) is False]
         if opted_out:
             _log.info("%s does not export to ONNX (%s); torch runs it", _name(module), opted_out[0])
             return None
-        graph = cached_export(module.eval(), check_inputs(multiple), key=(str(multiple),))
+        graph = cached_export(module.eval(), check_inputs(multiple), key=(str(multiple),), cache_dir=cache_dir)
         return cls(module, graph) if graph is not None else None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -190,11 +307,12 @@ class _Layers(nn.Module):
 class OnnxRuntimeEncoder(nn.Module):
     """A `VGGEncoder` whose passes run on onnxruntime: the same `forward(images, layers=None)` ->
     {layer: [N, C, h, w]}, `layers` and `features`; one graph per set of layers asked, exported at
-    the first ask. A set that does not export runs on torch."""
+    the first ask (kept in `cache_dir` when given, see `cached_export`). A set that does not
+    export runs on torch."""
 
-    def __init__(self, encoder: VGGEncoder) -> None:
+    def __init__(self, encoder: VGGEncoder, cache_dir: Path | None = None) -> None:
         super().__init__()
-        self.encoder = encoder
+        self.encoder, self.cache_dir = encoder, cache_dir
         self.layers, self.features = encoder.layers, encoder.features
         self._sessions: dict[tuple[str, ...], Any] = {}
 
@@ -202,8 +320,9 @@ class OnnxRuntimeEncoder(nn.Module):
         names = tuple(subset(self.encoder._index, layers).values())
         if names not in self._sessions:
             graph = cached_export(
-                _Layers(self.encoder, names), check_inputs(16, 64), len(names), key=names, owner=self.encoder
-            )
+                _Layers(self.encoder, names), check_inputs(16, 64), len(names), key=names, owner=self.encoder,
+                cache_dir=self.cache_dir,
+            )  # fmt: skip
             self._sessions[names] = session(graph) if graph is not None else None
         run = self._sessions[names]
         if run is None or images.device.type != "cpu" or images.requires_grad:

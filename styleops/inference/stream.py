@@ -97,7 +97,8 @@ class StreamStylizer:
     load: item -> encoded bytes (a download; may set fields on the item, e.g. its checksum).
     write: a finished Job (with `encoded` bytes or `error`) -> the caller's record of it.
     fmt, quality: output encoding (`styleops.io.images.encode_image`).
-    measure: optional per-image metrics on the device (None: skipped).
+    measure: optional per-image metrics on the device (None: skipped); measured: which items are
+    measured (default all), e.g. a fixed sample.
     limits: (max_pixels, max_bytes) caps checked before any decode.
     expected_errors: exceptions from load/write that become the image's error (ImageError always does).
     threads: download/decode threads and encode/write threads (each); depth: images decoded ahead.
@@ -117,6 +118,7 @@ class StreamStylizer:
         fmt: str = "jpeg",
         quality: int = 90,
         measure: Measure | None = None,
+        measured: Callable[[T], bool] | None = None,
         limits: tuple[int, int],
         expected_errors: tuple[type[Exception], ...] = (),
         threads: int = 4,
@@ -128,6 +130,7 @@ class StreamStylizer:
     ) -> None:
         self.engine, self.load, self.write = engine, load, write
         self.fmt, self.quality, self.measure, self.limits = fmt, quality, measure, limits
+        self.measured = measured
         self.expected = (ImageError, *expected_errors)
         self.batch_size = engine.batch_size if engine is not None else 1  # None: the load stage only (load_one)
         self.threads = threads
@@ -243,7 +246,7 @@ class StreamStylizer:
                 job.error = y
                 continue
             job.out_size = (y.shape[-2], y.shape[-1])
-            if self.measure is not None:
+            if self.measure is not None and (self.measured is None or self.measured(job.item)):
                 job.losses = self.measure(x.to(y.device), y)
             job._output = y
             done.append(job)

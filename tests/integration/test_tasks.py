@@ -4,6 +4,7 @@ real example photos and artworks, tiny models (a few seconds per test)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from runs import context
 from runs.keys import catalog_prefix, output_key
 from runs.shard import ShardJob
 from runs.spec import StylizeParams
+from styleops.evaluation.metrics import in_sample
 from styleops.io.images import decode_image, encode_image
 from styleops.io.serialize import from_safetensors
 from styleops.training.engine import TrainConfig
@@ -63,13 +65,16 @@ def run_shard(
     shard: list[tuple[str, str, int]],
     *,
     metrics: bool = True,
+    metrics_sample: float = 1.0,
     params: StylizeParams | None = None,
 ) -> dict[str, int]:
     params = params or StylizeParams(max_side=MAX_SIDE)
+    job = ShardJob(
+        f"{run_id}-s0000", shard, run_id, CATALOG, STYLE, "v0001", params, batch_size=4, metrics=metrics,
+        metrics_sample=metrics_sample,
+    )  # fmt: skip
     with disable_run_logger():
-        return stylize_shard_task.fn(
-            ShardJob(f"{run_id}-s0000", shard, run_id, CATALOG, STYLE, "v0001", params, batch_size=4, metrics=metrics)
-        )
+        return stylize_shard_task.fn(job)
 
 
 def run_rows(run_id: str) -> pd.DataFrame:
@@ -206,6 +211,26 @@ def test_stylize_shard_records_every_image(stylized: PipelineEnv) -> None:
         assert isinstance(r.style_loss, float) and math.isfinite(r.style_loss) and r.style_loss > 0
         assert pd.isna(r.error_class) and pd.isna(r.error)
     assert len({r.output_sha256 for r in ok.itertuples()}) == 6  # six different photos, six outputs
+
+
+def test_sampled_metrics_measure_the_images_their_keys_pick_and_say_so(stylized: PipelineEnv) -> None:
+    """--metrics-sample 0.5: the images `in_sample` picks have the same losses as in the full run
+    r1, the others none; every row's lineage records the share; outputs are the same bytes (r1's
+    objects, found identical by the conditional put)."""
+    env = stylized
+    ok = items(env, env.catalog_keys)
+    picked = {k for k, _, _ in ok if in_sample(k, 0.5)}
+    assert 0 < len(picked) < len(ok)  # both kinds among the six photos, or the test shows nothing
+    assert run_shard(env, "r2", ok, metrics_sample=0.5) == {"ok": 6, "failed": 0}
+    full, sampled = run_rows("r1").set_index("image_key"), run_rows("r2").set_index("image_key")
+    for key, row in sampled.iterrows():
+        assert row.output_sha256 == full.loc[key, "output_sha256"]
+        assert json.loads(row.params_json)["inputs"]["metrics_sample"] == 0.5
+        if key in picked:
+            assert (row.content_loss, row.style_loss) == (full.loc[key, "content_loss"], full.loc[key, "style_loss"])
+        else:
+            assert pd.isna(row.content_loss) and pd.isna(row.style_loss)
+    assert "metrics_sample" not in json.loads(full.iloc[0].params_json)["inputs"]
 
 
 # ---- 4. planning against the manifest ------------------------------------------------------

@@ -171,6 +171,8 @@ def test_run_spec_is_immutable_and_checked() -> None:
         ({"alpha": 1.5}, r"alpha must be in \[0, 1\]"),
         ({"levels": 5}, "gatys needs iterations >= 1"),
         ({"shard_size": 0}, "shard_size must be >= 1"),
+        ({"metrics_sample": 0.0}, r"metrics_sample must be in \(0, 1\], got 0.0"),
+        ({"metrics_sample": 1.5}, r"metrics_sample must be in \(0, 1\], got 1.5"),
     ]:
         with pytest.raises(InvalidInputError, match=message):
             RunSpec.create("demo", "monet", **kwargs).check()

@@ -132,3 +132,92 @@ def test_a_net_that_says_it_cannot_export_is_not_tried(monkeypatch: pytest.Monke
         assert engine.backend == "torch"
         x = torch.rand(3, 16, 16)
         assert torch.equal(engine.stylize_prepared([x])[0], x * 0.5)
+
+
+def _small_net(seed: int) -> TransformerNet:
+    torch.manual_seed(seed)
+    return TransformerNet(channels=8, n_residual=1).eval()
+
+
+def _count_exports(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the modules `onnx_backend.export` is called on from now on (it still exports)."""
+    calls: list[str] = []
+    real = onnx_backend.export
+
+    def counted(module: nn.Module, *args: object, **kwargs: object) -> bytes | None:
+        calls.append(type(module).__name__)
+        return real(module, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(onnx_backend, "export", counted)
+    return calls
+
+
+def test_an_export_kept_on_disk_serves_a_later_process_without_exporting_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new process (here: a new module object with the same weights) reads the graph the first
+    one kept, checks it against torch, and runs it: no second export. Other weights, another graph."""
+    calls = _count_exports(monkeypatch)
+    x = torch.rand(3, 48, 80)
+    first = InferenceEngine(_small_net(0), device="cpu", backend="onnxruntime", onnx_cache=tmp_path)
+    assert first.backend == "onnxruntime" and calls == ["TransformerNet"]
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+    again = InferenceEngine(_small_net(0), device="cpu", backend="onnxruntime", onnx_cache=tmp_path)
+    assert again.backend == "onnxruntime" and calls == ["TransformerNet"]
+    assert torch.equal(again.stylize_prepared([x])[0], first.stylize_prepared([x])[0])
+    other = InferenceEngine(_small_net(1), device="cpu", backend="onnxruntime", onnx_cache=tmp_path)
+    assert other.backend == "onnxruntime" and calls == ["TransformerNet", "TransformerNet"]
+    assert len(list(tmp_path.glob("*.onnx"))) == 2
+    with torch.no_grad():
+        torch.testing.assert_close(
+            other.stylize_prepared([x])[0], _small_net(1)(x[None])[0].clamp(0, 1), atol=1e-4, rtol=0
+        )
+
+
+def test_a_kept_graph_that_does_not_match_its_net_is_exported_anew(tmp_path: Path) -> None:
+    """The file under a net's digest holds another net's graph (a stale or planted file): the check
+    on reading catches it, and the net's own graph replaces it."""
+    net, stranger = _small_net(0), _small_net(1)
+    samples = onnx_backend.check_inputs()
+    digest = onnx_backend.graph_digest(net, samples, 1, ("16",))
+    planted = onnx_backend.export(stranger, samples)
+    assert planted is not None
+    (tmp_path / f"{digest}.onnx").write_bytes(planted)
+    engine = InferenceEngine(net, device="cpu", backend="onnxruntime", onnx_cache=tmp_path)
+    assert engine.backend == "onnxruntime"
+    assert (tmp_path / f"{digest}.onnx").read_bytes() != planted
+    x = torch.rand(3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(engine.stylize_prepared([x])[0], net(x[None])[0].clamp(0, 1), atol=1e-4, rtol=0)
+
+
+def test_a_net_that_did_not_export_is_remembered_on_disk_and_not_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _count_exports(monkeypatch)
+    assert InferenceEngine(_WidthBaked(), device="cpu", backend="onnxruntime", onnx_cache=tmp_path).backend == "torch"
+    assert calls == ["_WidthBaked"] and len(list(tmp_path.glob("*.torch"))) == 1
+    assert InferenceEngine(_WidthBaked(), device="cpu", backend="onnxruntime", onnx_cache=tmp_path).backend == "torch"
+    assert calls == ["_WidthBaked"]
+
+
+def test_the_digest_follows_weights_and_plain_attributes_not_the_object() -> None:
+    samples = onnx_backend.check_inputs()
+    a, b = _small_net(0), _small_net(0)
+    assert onnx_backend.graph_digest(a, samples, 1, ()) == onnx_backend.graph_digest(b, samples, 1, ())
+    b.some_scale = 0.5  # a plain attribute a forward might read (as Magenta's alpha)
+    assert onnx_backend.graph_digest(a, samples, 1, ()) != onnx_backend.graph_digest(b, samples, 1, ())
+    with torch.no_grad():
+        next(iter(a.parameters())).add_(1e-6)
+    assert onnx_backend.graph_digest(a, samples, 1, ()) != onnx_backend.graph_digest(_small_net(0), samples, 1, ())
+    assert onnx_backend.graph_digest(a, samples, 1, ("16",)) != onnx_backend.graph_digest(a, samples, 1, ("32",))
+
+
+def test_the_cache_keeps_the_most_recently_used_graphs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(onnx_backend, "MAX_CACHED_GRAPHS", 2)
+    for seed in range(3):
+        InferenceEngine(_small_net(seed), device="cpu", backend="onnxruntime", onnx_cache=tmp_path)
+    kept = {p.name for p in tmp_path.glob("*.onnx")}
+    samples = onnx_backend.check_inputs()
+    digests = [onnx_backend.graph_digest(_small_net(s), samples, 1, ("16",)) for s in range(3)]
+    assert kept == {f"{digests[1]}.onnx", f"{digests[2]}.onnx"}

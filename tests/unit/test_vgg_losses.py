@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from styleops.errors import InvalidInputError, WeightsNotFoundError
+from styleops.evaluation.metrics import in_sample
 from styleops.io.weights import CAFFE_BGR_MEAN, fold_caffe_preprocessing, load_vgg_state_dict
 from styleops.losses.perceptual import (
     LossWeights,
@@ -182,3 +183,15 @@ def test_calibration_gives_each_layer_distance_one_on_its_pair(
         )
     with pytest.raises(InvalidInputError):
         PerceptualLoss(encoder, recipe)(batch, batch, {n: gram_matrix(art_feats[n]) for n in recipe.style_layers})
+
+
+def test_the_metrics_sample_is_a_fixed_share_picked_by_name() -> None:
+    """`in_sample`: the same names every time; a larger share keeps a smaller one's names; about
+    `rate` of many names (binomial: 10,000 names at 0.25 fall within 5 standard deviations)."""
+    names = [f"catalog/shop/{i:05d}.jpg" for i in range(10_000)]
+    quarter = [n for n in names if in_sample(n, 0.25)]
+    assert quarter == [n for n in names if in_sample(n, 0.25)]
+    assert set(quarter) <= {n for n in names if in_sample(n, 0.5)}
+    assert abs(len(quarter) - 2500) < 5 * (10_000 * 0.25 * 0.75) ** 0.5
+    assert all(in_sample(n, 1.0) for n in names[:100])
+    assert not any(in_sample(n, 1e-12) for n in names)
