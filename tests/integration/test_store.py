@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
+from pydantic import SecretStr
 
 from infra.settings import Settings
 from infra.store import (
@@ -287,3 +288,18 @@ def test_store_carries_connection_without_leaking_it(s3_settings: Settings) -> N
     assert store.connection["endpoint_url"] == s3_settings.endpoint_url
     assert secret not in repr(store)
     assert store.uri("a/b.jpg") == f"s3://{s3_settings.bucket}/a/b.jpg"
+
+
+def test_a_process_makes_one_client_per_connection_and_it_works_from_threads(s3_settings: Settings) -> None:
+    """Every store of a command shares the client (a new one parsed botocore's S3 model again);
+    another endpoint, credentials or retry budget gets its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    first, second = ObjectStore.from_settings(s3_settings), ObjectStore.from_settings(s3_settings)
+    assert first.client is second.client is make_s3_client(s3_settings)
+    assert make_s3_client(s3_settings, max_attempts=5) is not first.client
+    other = s3_settings.model_copy(update={"aws_secret_access_key": SecretStr("another-secret")})
+    assert make_s3_client(other) is not first.client
+    first.put("threads/probe", b"x")
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: second.get("threads/probe").data, range(8))) == [b"x"] * 8
