@@ -221,3 +221,13 @@ def test_the_cache_keeps_the_most_recently_used_graphs(tmp_path: Path, monkeypat
     samples = onnx_backend.check_inputs()
     digests = [onnx_backend.graph_digest(_small_net(s), samples, 1, ("16",)) for s in range(3)]
     assert kept == {f"{digests[1]}.onnx", f"{digests[2]}.onnx"}
+
+
+def test_a_graph_has_one_session_per_thread_count_in_a_process() -> None:
+    """The check of an export and the shards' engines share it (built once; `run` is thread-safe)."""
+    graph = onnx_backend.export(_small_net(0), onnx_backend.check_inputs())
+    assert graph is not None
+    one = onnx_backend.session(graph, threads=1)
+    assert onnx_backend.session(graph, threads=1) is one
+    assert onnx_backend.session(bytes(graph), threads=1) is one  # by content, not by object
+    assert onnx_backend.session(graph, threads=2) is not one
