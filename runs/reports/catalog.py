@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,7 @@ def write_report(
             row_pixels.append(p)
             cells.append(
                 f'<td><img src="{uri}" alt="{html.escape(r.output_key)}">'
-                f"<div>content {r.content_loss:,.0f} · style {r.style_loss:,.0f}</div></td>"
+                f"<div>{_losses(r.content_loss, r.style_loss)}</div></td>"
             )
         grid.append(row_pixels)
         html_cells.append(cells)
@@ -270,3 +271,11 @@ terms measured on each output (lower is closer to the photo's content / the artw
 <p>Full rows: <a href="manifest.csv">manifest.csv</a> · one image: <a href="contact_sheet.png">contact_sheet.png</a></p>
 </body></html>
 """
+
+
+def _losses(content: float | None, style: float | None) -> str:
+    """A contact-sheet cell's caption: its losses, or that they were not measured (--no-metrics,
+    or outside a --metrics-sample)."""
+    if content is None or style is None or math.isnan(content) or math.isnan(style):
+        return "not measured"
+    return f"content {content:,.0f} · style {style:,.0f}"

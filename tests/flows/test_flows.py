@@ -104,6 +104,7 @@ def test_train_stylize_twice_and_report(pipeline_env: PipelineEnv, tmp_path: Pat
     for r in ok.itertuples():
         assert r.output_key in page
     assert "README.txt" not in page
+    assert page.count("<div>content ") == 6 and "not measured" not in page  # every output's losses
     sheet = decode_image((out / "contact_sheet.png").read_bytes()).pixels
     n_rows, n_cols = 8, 1 + 1  # every catalog image (the broken ones too) x (input + one style)
     assert tuple(sheet.shape) == (3, GAP + n_rows * (CELL + GAP), GAP + n_cols * (CELL + GAP))

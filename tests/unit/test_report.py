@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from runs.reports.catalog import latest_rows, loss_curve_svg, summarize
+from runs.reports.catalog import _losses, latest_rows, loss_curve_svg, summarize
 
 
 def _rows() -> pd.DataFrame:
@@ -90,3 +90,8 @@ def test_columns_name_a_method_or_default_to_the_per_style_model() -> None:
     assert column("monet") == ("per-style", "monet")
     assert column("swap:monet") == ("swap", "monet")
     assert column("adain:hoitsu=0.500,monet=0.500") == ("adain", "hoitsu=0.500,monet=0.500")
+
+
+def test_a_contact_sheet_cell_says_when_its_losses_were_not_measured() -> None:
+    assert _losses(1234.4, 6.0) == "content 1,234 · style 6"
+    assert _losses(None, None) == _losses(float("nan"), float("nan")) == "not measured"  # --no-metrics, or unsampled
