@@ -96,10 +96,10 @@ class ShardJob:
     params: StylizeParams
     batch_size: int | None = None
     metrics: bool = True
-    metrics_sample: float = 1.0  # the share of images measured, picked by key (`in_sample`)
     source: Source | None = None  # None: the per-style or multi-style model named by style and model_version
     overwrite: dict[str, str] = field(default_factory=dict)  # a repair: {output_key: etag} it may overwrite (If-Match)
     run_images: int = 0  # images the whole run has to do (0: this shard's own), for settings.compile = 'auto'
+    metrics_sample: float = 1.0  # the share of images measured, picked by key (`in_sample`)
 
 
 def stylize_shard(
