@@ -18,6 +18,7 @@ torch.onnx). onnxruntime is imported here only, when a backend is asked for.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import importlib.util
 import io
@@ -220,10 +221,11 @@ def _source_digest() -> str:
 
 def export(module: nn.Module, samples: Sequence[Tensor], n_outputs: int = 1) -> bytes | None:
     """`module` (one image batch [N, 3, H, W] in, `n_outputs` tensors out) as an ONNX graph with
-    N, H and W dynamic, exported on samples[0] and checked on every sample (other sizes) against
-    torch within TOLERANCE (`matches`); None (a note in the log: torch runs it, the rows' lineage
-    says so) when it does not export (adaptive pooling, eigh) or does not match (Pix2Pix's U-Net:
-    instance norm on its 1x1 bottleneck; a trace that baked a size in)."""
+    N, H and W dynamic, exported on samples[0] (in its `export_form`) and checked on every sample
+    (other sizes) against the module itself within TOLERANCE (`matches`); None (a note in the
+    log: torch runs it, the rows' lineage says so) when it does not export (adaptive pooling,
+    eigh) or does not match (Pix2Pix's U-Net: instance norm on its 1x1 bottleneck; a trace that
+    baked a size in)."""
     outputs = [f"y{i}" for i in range(n_outputs)]
     axes = {"x": {0: "n", 2: "h", 3: "w"}} | {o: {0: "n", 2: f"{o}_h", 3: f"{o}_w"} for o in outputs}
     buf = io.BytesIO()
@@ -231,8 +233,8 @@ def export(module: nn.Module, samples: Sequence[Tensor], n_outputs: int = 1) -> 
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on shapes: the check below is what counts
             torch.onnx.export(
-                _OneInput(module), (samples[0],), buf, input_names=["x"], output_names=outputs, dynamic_axes=axes,
-                opset_version=OPSET, dynamo=False,
+                _OneInput(export_form(module)), (samples[0],), buf, input_names=["x"], output_names=outputs,
+                dynamic_axes=axes, opset_version=OPSET, dynamo=False,
             )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - any export failure: torch runs it
         _log.info("%s does not export to ONNX (%s); torch runs it", _name(module), str(exc).splitlines()[0][:200])
@@ -301,6 +303,70 @@ class OnnxRuntimeModule(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.from_numpy(self._session.run(None, {"x": x.detach().float().contiguous().numpy()})[0])
+
+
+def export_form(module: nn.Module) -> nn.Module:
+    """`module`, or a copy computing the same function in a form onnxruntime runs faster: each
+    full-resolution convolution to a few channels (stride 1, no padding of its own, kernel >= 7,
+    at most 4 outputs: the last 9x9 of Johnson's and Magenta's transformers) becomes
+    `SpaceToDepthConv`. onnxruntime's blocked layout computes outputs 16 channels at a time, so a
+    9x9 convolution to 3 channels costs as much as one to 16: 68 ms of Magenta's 212 at
+    1024x688; the whole net 0.212 -> 0.194 s (2 threads, docs/benchmarks.md)."""
+    if not any(isinstance(m, nn.Conv2d) and _few_outputs_at_full_size(m) for m in module.modules()):
+        return module
+    form = copy.deepcopy(module)
+    for parent in list(form.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Conv2d) and _few_outputs_at_full_size(child):
+                setattr(parent, name, SpaceToDepthConv(child))
+    return form
+
+
+def _few_outputs_at_full_size(conv: nn.Conv2d) -> bool:
+    k = conv.kernel_size
+    return (
+        k[0] == k[1] >= 7
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding == (0, 0)
+        and conv.out_channels <= 4
+        and conv.in_channels <= 32
+    )
+
+
+class SpaceToDepthConv(nn.Module):
+    """A k x k convolution (stride 1, no padding) computed at half resolution: the input
+    pixel-unshuffled by 2 ([N, 4C, H/2, W/2]), a ceil((k+1)/2)-square convolution to 4 x the
+    outputs, then pixel-shuffled back and cropped: the same sums, in another order (within about
+    1e-6). x [N, C, H, W] -> [N, C', H - k + 1, W - k + 1], as the convolution it replaces."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        k, cin, cout, r = conv.kernel_size[0], conv.in_channels, conv.out_channels, 2
+        taps = -(-(k + r - 1) // r)
+        w = conv.weight.detach()
+        weight = torch.zeros(cout * r * r, cin * r * r, taps, taps, dtype=w.dtype)
+        outs, ins = torch.arange(cout) * r * r, torch.arange(cin) * r * r
+        for a in range(r):  # output sub-pixel (a, b) of each 2x2 block ...
+            for b in range(r):
+                for dy in range(k):  # ... sums kernel tap (dy, dx) over input sub-pixel (sy, sx) of block (ty, tx)
+                    ty, sy = divmod(a + dy, r)
+                    for dx in range(k):
+                        tx, sx = divmod(b + dx, r)
+                        weight[(outs + a * r + b)[:, None], (ins + sy * r + sx)[None, :], ty, tx] = w[:, :, dy, dx]
+        self.kernel, self.taps = k, taps
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        bias = conv.bias.detach().repeat_interleave(r * r) if conv.bias is not None else None
+        self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        oh, ow = h - self.kernel + 1, w - self.kernel + 1
+        rows = (oh + 1) // 2 * 2 + (self.taps - 1) * 2  # whole 2x2 blocks covering every output's taps
+        cols = (ow + 1) // 2 * 2 + (self.taps - 1) * 2
+        y = F.conv2d(F.pixel_unshuffle(F.pad(x, (0, cols - w, 0, rows - h)), 2), self.weight, self.bias)
+        return F.pixel_shuffle(y, 2)[..., :oh, :ow]
 
 
 class _OneInput(nn.Module):

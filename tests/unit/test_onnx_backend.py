@@ -231,3 +231,34 @@ def test_a_graph_has_one_session_per_thread_count_in_a_process() -> None:
     assert onnx_backend.session(graph, threads=1) is one
     assert onnx_backend.session(bytes(graph), threads=1) is one  # by content, not by object
     assert onnx_backend.session(graph, threads=2) is not one
+
+
+@pytest.mark.parametrize(("cin", "cout", "kernel", "bias"), [(8, 3, 9, False), (32, 3, 9, True), (5, 4, 7, True)])
+def test_a_convolution_at_half_resolution_computes_the_same_function(
+    cin: int, cout: int, kernel: int, bias: bool
+) -> None:
+    """`SpaceToDepthConv` on odd and even sizes, including ones barely over the kernel."""
+    torch.manual_seed(cin)
+    conv = nn.Conv2d(cin, cout, kernel, bias=bias)
+    s2d = onnx_backend.SpaceToDepthConv(conv)
+    for h, w in ((kernel, kernel), (kernel + 1, kernel + 4), (37, 50), (64, 33)):
+        x = torch.randn(2, cin, h, w)
+        with torch.no_grad():
+            want, got = conv(x), s2d(x)
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_the_export_form_rewrites_the_last_convolution_of_a_transformer_and_nothing_else() -> None:
+    torch.manual_seed(0)
+    net = TransformerNet(channels=8, n_residual=1, output="direct").eval()  # its last convolution not zero
+    form = onnx_backend.export_form(net)
+    assert form is not net and isinstance(net.decoder[-1][1], nn.Conv2d)  # the net itself untouched
+    assert isinstance(form.decoder[-1][1], onnx_backend.SpaceToDepthConv)
+    rewritten = [m for m in form.modules() if isinstance(m, onnx_backend.SpaceToDepthConv)]
+    assert len(rewritten) == 1  # the first 9x9 (3 -> 8) has more outputs; the 3x3s are small kernels
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(form(x), net(x), atol=1e-5, rtol=0)
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3))
+    assert onnx_backend.export_form(plain) is plain
