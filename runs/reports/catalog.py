@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +275,6 @@ terms measured on each output (lower is closer to the photo's content / the artw
 def _losses(content: float | None, style: float | None) -> str:
     """A contact-sheet cell's caption: its losses, or that they were not measured (--no-metrics,
     or outside a --metrics-sample)."""
-    if content is None or style is None or math.isnan(content) or math.isnan(style):
+    if pd.isna(content) or pd.isna(style):
         return "not measured"
     return f"content {content:,.0f} · style {style:,.0f}"
